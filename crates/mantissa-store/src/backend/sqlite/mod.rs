@@ -1,0 +1,280 @@
+//! The SQLite backend: opening files with the settings the store promises,
+//! running statements, and turning driver errors into [`StoreError`]s that
+//! name the file.
+//!
+//! Durability: WAL with `synchronous = FULL`, so a transaction that returned
+//! success survives `kill -9` and power loss (the crash tests check the
+//! first). Contention: a busy timeout, plus a retry loop around
+//! `BEGIN IMMEDIATE`, so that `SQLITE_BUSY` from another process (the
+//! command line beside a running server) never reaches the caller.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{OpenFlags, ToSql};
+
+use crate::error::{Result, StoreError};
+use crate::value::Value;
+
+/// How long a writer waits for another process's write lock before the
+/// error would reach the caller. Long on purpose: the alternative is failing
+/// a write that would have succeeded.
+const BUSY_WAIT: Duration = Duration::from_secs(60);
+
+impl ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Null => ValueRef::Null,
+            Value::Integer(i) => ValueRef::Integer(*i),
+            Value::Real(f) => ValueRef::Real(*f),
+            Value::Text(t) => ValueRef::Text(t.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+fn owned(v: ValueRef<'_>) -> Value<'static> {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(f) => Value::Real(f),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned().into()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec().into()),
+    }
+}
+
+/// One connection to one store file.
+pub(crate) struct Conn {
+    conn: rusqlite::Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Conn({})", self.path.display())
+    }
+}
+
+impl Conn {
+    /// Opens (creating if asked) a store file with the store's settings.
+    pub(crate) fn open(path: &Path, create: bool) -> Result<Conn> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(|e| {
+            if !path.exists() {
+                StoreError::Io {
+                    path: path.to_path_buf(),
+                    reason: "no such store".into(),
+                }
+            } else {
+                classify(path, e)
+            }
+        })?;
+        let c = Conn {
+            conn,
+            path: path.to_path_buf(),
+        };
+        c.conn.busy_timeout(Duration::from_secs(5)).map_err(|e| c.err(e))?;
+        c.conn.set_prepared_statement_cache_capacity(64);
+        // journal_mode is the first statement that reads the file: a file that
+        // is not a database fails here, and is not changed.
+        let mode: String = c
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| c.err(e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Database {
+                path: c.path.clone(),
+                reason: format!("cannot use write-ahead logging (journal mode is {mode})"),
+            });
+        }
+        // References are enforced by the store's own triggers (see crate::sql),
+        // which name the item and attribute when they refuse, and which
+        // schema upgrades can rebuild inside a transaction.
+        c.batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; PRAGMA recursive_triggers = ON;")?;
+        Ok(c)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Maps a driver error to a store error naming this file.
+    pub(crate) fn err(&self, e: rusqlite::Error) -> StoreError {
+        classify(&self.path, e)
+    }
+
+    pub(crate) fn batch(&self, sql: &str) -> Result<()> {
+        self.conn.execute_batch(sql).map_err(|e| self.err(e))
+    }
+
+    pub(crate) fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        stmt.execute(rusqlite::params_from_iter(params.iter()))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Runs an INSERT and returns the new row's id.
+    pub(crate) fn insert(&self, sql: &str, params: &[Value<'_>]) -> Result<i64> {
+        self.execute(sql, params)?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Runs a query, handing each row to `f` as owned values.
+    pub(crate) fn query(
+        &self,
+        sql: &str,
+        params: &[Value<'_>],
+        mut f: impl FnMut(Vec<Value<'static>>) -> Result<()>,
+    ) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let n = stmt.column_count();
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params.iter()))
+            .map_err(|e| self.err(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let mut values = Vec::with_capacity(n);
+            for i in 0..n {
+                values.push(owned(row.get_ref(i).map_err(|e| self.err(e))?));
+            }
+            f(values)?;
+        }
+        Ok(())
+    }
+
+    /// Runs a query and collects its rows.
+    pub(crate) fn rows(&self, sql: &str, params: &[Value<'_>]) -> Result<Vec<Vec<Value<'static>>>> {
+        let mut out = Vec::new();
+        self.query(sql, params, |r| {
+            out.push(r);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The first column of the first row, if any.
+    pub(crate) fn scalar(&self, sql: &str, params: &[Value<'_>]) -> Result<Option<Value<'static>>> {
+        let mut out = None;
+        self.query(sql, params, |mut r| {
+            if out.is_none() && !r.is_empty() {
+                out = Some(r.swap_remove(0));
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Starts a write transaction, waiting out other writers.
+    pub(crate) fn begin_write(&self) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            match self.conn.execute_batch("BEGIN IMMEDIATE") {
+                Ok(()) => return Ok(()),
+                Err(e) if is_busy(&e) && start.elapsed() < BUSY_WAIT => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+    }
+
+    /// Starts a read transaction: a consistent snapshot until it ends.
+    pub(crate) fn begin_read(&self) -> Result<()> {
+        self.batch("BEGIN DEFERRED")
+    }
+
+    pub(crate) fn commit(&self) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            match self.conn.execute_batch("COMMIT") {
+                Ok(()) => return Ok(()),
+                Err(e) if is_busy(&e) && start.elapsed() < BUSY_WAIT => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+    }
+
+    pub(crate) fn in_transaction(&self) -> bool {
+        !self.conn.is_autocommit()
+    }
+
+    /// Ends the transaction, if one is open, discarding its changes.
+    pub(crate) fn rollback(&self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    /// Copies this database into `dest` while it stays in use, calling
+    /// `progress(done_pages, total_pages)` as it goes.
+    pub(crate) fn backup_to(&self, dest: &Path, mut progress: impl FnMut(u64, u64)) -> Result<()> {
+        let mut out = rusqlite::Connection::open(dest).map_err(|e| classify(dest, e))?;
+        {
+            let b = rusqlite::backup::Backup::new(&self.conn, &mut out)
+                .map_err(|e| classify(dest, e))?;
+            loop {
+                let more = b.step(256).map_err(|e| classify(dest, e))?;
+                let p = b.progress();
+                progress(
+                    (p.pagecount - p.remaining).max(0) as u64,
+                    p.pagecount.max(0) as u64,
+                );
+                match more {
+                    rusqlite::backup::StepResult::Done => break,
+                    rusqlite::backup::StepResult::More => {}
+                    _ => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }
+        // The copy keeps the source's WAL mode; fold it into one file.
+        out.execute_batch("PRAGMA journal_mode = DELETE")
+            .map_err(|e| classify(dest, e))?;
+        Ok(())
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
+    let path = path.to_path_buf();
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => StoreError::NotAStore {
+            path,
+            reason: "the file is not a SQLite database".into(),
+        },
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+            path,
+            reason: e.to_string(),
+        },
+        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Constraint(constraint(&e)),
+        _ => StoreError::Database {
+            path,
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// Turns SQLite's constraint messages into ones that speak of items.
+fn constraint(e: &rusqlite::Error) -> String {
+    let msg = e.to_string();
+    if let Some(cols) = msg.strip_prefix("UNIQUE constraint failed: ") {
+        let attrs: Vec<String> = cols.split(", ").map(crate::sql::describe_column).collect();
+        return format!("another item already has this {}", attrs.join(" + "));
+    }
+    if let Some(col) = msg.strip_prefix("NOT NULL constraint failed: ") {
+        return format!("{} must have a value", crate::sql::describe_column(col));
+    }
+    msg
+}

@@ -1,0 +1,169 @@
+//! The store's error type. Every variant names the file, type or attribute
+//! it is about, so a message read in a log says what to fix.
+
+use std::path::PathBuf;
+
+use crate::value::ValueError;
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The file exists but is not a SQLite database, or not one of ours.
+    #[error("{path}: not a Mantissa store ({reason})")]
+    NotAStore {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// SQLite reports damage.
+    #[error("{path}: the store is corrupt ({reason}); restore it from a backup")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        reason: String,
+    },
+    /// The store holds a type at a version newer than this program knows.
+    #[error(
+        "{path}: written by a newer version of the application ({item} is at version {stored}, this program knows up to {known}); upgrade the program"
+    )]
+    NewerVersion {
+        /// The file.
+        path: PathBuf,
+        /// The item type.
+        item: String,
+        /// The version in the store.
+        stored: u32,
+        /// The version this program declares.
+        known: u32,
+    },
+    /// The store file format itself is newer than this program.
+    #[error(
+        "{path}: store format {found} is newer than this program's ({known}); upgrade the program"
+    )]
+    NewerFormat {
+        /// The file.
+        path: PathBuf,
+        /// The format found.
+        found: i64,
+        /// The format known.
+        known: i64,
+    },
+    /// Two item types claim one stable name.
+    #[error("item type name {name:?} is registered twice: by {first} and by {second}")]
+    DuplicateType {
+        /// The name.
+        name: String,
+        /// One Rust type.
+        first: String,
+        /// The other.
+        second: String,
+    },
+    /// Two upgraders for one step.
+    #[error("two upgraders are registered for {item} from version {from}")]
+    DuplicateUpgrader {
+        /// The item type.
+        item: String,
+        /// The version they upgrade from.
+        from: u32,
+    },
+    /// An upgrade step has no upgrader.
+    #[error(
+        "{path}: {item} is stored at version {stored} but no upgrader from version {missing} is registered"
+    )]
+    MissingUpgrader {
+        /// The file.
+        path: PathBuf,
+        /// The item type.
+        item: String,
+        /// The version in the store.
+        stored: u32,
+        /// The step without an upgrader.
+        missing: u32,
+    },
+    /// An upgrader failed.
+    #[error("upgrading {item} #{id} from version {from}: {reason}")]
+    UpgradeFailed {
+        /// The item type.
+        item: String,
+        /// The item's id.
+        id: i64,
+        /// The version being upgraded from.
+        from: u32,
+        /// What the upgrader said.
+        reason: String,
+    },
+    /// A type used with a store is not registered (it has no `#[derive(Item)]`
+    /// in this program, or is not linked).
+    #[error("item type {0:?} is not registered in this program")]
+    UnknownType(String),
+    /// No item with this id.
+    #[error("{item} #{id} does not exist")]
+    NotFound {
+        /// The item type.
+        item: &'static str,
+        /// The id asked for.
+        id: i64,
+    },
+    /// A unique attribute already has this value, or a reference points
+    /// nowhere, or a delete is refused by a reference.
+    #[error("{0}")]
+    Constraint(String),
+    /// A stored value does not fit its attribute.
+    #[error(transparent)]
+    Value(#[from] ValueError),
+    /// A user store name is not acceptable.
+    #[error("{name:?} is not a valid store name: {reason}")]
+    BadName {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The closure given to a transaction panicked; the transaction was
+    /// rolled back.
+    #[error("transaction panicked and was rolled back: {0}")]
+    Panicked(String),
+    /// The store's thread has stopped (the store was closed).
+    #[error("the store is closed")]
+    Closed,
+    /// A file operation failed.
+    #[error("{path}: {reason}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        reason: String,
+    },
+    /// The application's own error, raised inside a transaction.
+    #[error("{0}")]
+    App(String),
+    /// Any other database error.
+    #[error("{path}: database error: {reason}")]
+    Database {
+        /// The file.
+        path: PathBuf,
+        /// What the database said.
+        reason: String,
+    },
+}
+
+impl StoreError {
+    /// An application error to return from inside a transaction, which rolls
+    /// it back.
+    pub fn app(message: impl std::fmt::Display) -> StoreError {
+        StoreError::App(message.to_string())
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, e: std::io::Error) -> StoreError {
+        StoreError::Io {
+            path: path.into(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,136 @@
+//! Files attached to items, stored beside the store.
+//!
+//! Large blobs (mail bodies, uploads, voicemail audio) do not belong in the
+//! database file, where every backup and vacuum would copy them. Each
+//! attachment is written to a new file of its own under
+//! `<store>.files/`, synced, and only then recorded in the transaction; a
+//! replaced or removed file is put on a trash list in the same transaction
+//! and unlinked after it commits. So a committed record always points to a
+//! complete file, and a rolled-back one leaves at worst an unreferenced file
+//! behind, never a missing one.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use crate::backend::Conn;
+use crate::error::{Result, StoreError};
+use crate::item::Item;
+use crate::store::Shared;
+use crate::tx::Write;
+use crate::value::{Ref, Value};
+
+fn check_name(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name.len() > 200
+        || name.starts_with('.')
+        || name.contains(['/', '\\', '\0']);
+    if bad {
+        return Err(StoreError::app(format!(
+            "{name:?} is not a valid file name: use 1 to 200 characters, no '/', '\\' or leading '.'"
+        )));
+    }
+    Ok(())
+}
+
+impl Write<'_> {
+    /// Attaches `bytes` to an item as the file `name`, replacing a file of
+    /// that name. The file is removed when the item is deleted.
+    pub fn attach_file<T: Item>(&mut self, item: Ref<T>, name: &str, bytes: &[u8]) -> Result<()> {
+        check_name(name)?;
+        self.get(item)?;
+        let shared = self.shared();
+        let rel = format!(
+            "{}/{}/{}-{}",
+            T::NAME,
+            item.id(),
+            crate::Timestamp::now().as_micros(),
+            name
+        );
+        let path = shared.files_dir.join(&rel);
+        let dir = path.parent().expect("file path has a parent");
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let tmp = path.with_extension("partial");
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(dir)?.sync_all()
+        };
+        write().map_err(|e| StoreError::io(&path, e))?;
+        let key = [
+            Value::Text(T::NAME.into()),
+            Value::Integer(item.id()),
+            Value::Text(name.into()),
+        ];
+        self.conn().execute(
+            "INSERT INTO _files_trash (path) SELECT path FROM _files WHERE item_type = ? AND item_id = ? AND name = ?",
+            &key,
+        )?;
+        self.conn().execute(
+            "INSERT OR REPLACE INTO _files (item_type, item_id, name, path, size) VALUES (?, ?, ?, ?, ?)",
+            &[
+                key[0].clone(),
+                key[1].clone(),
+                key[2].clone(),
+                Value::Text(rel.into()),
+                Value::Integer(bytes.len() as i64),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a file attached to an item; returns whether there was one.
+    pub fn remove_file<T: Item>(&mut self, item: Ref<T>, name: &str) -> Result<bool> {
+        let key = [
+            Value::Text(T::NAME.into()),
+            Value::Integer(item.id()),
+            Value::Text(name.into()),
+        ];
+        self.conn().execute(
+            "INSERT INTO _files_trash (path) SELECT path FROM _files WHERE item_type = ? AND item_id = ? AND name = ?",
+            &key,
+        )?;
+        Ok(self.conn().execute(
+            "DELETE FROM _files WHERE item_type = ? AND item_id = ? AND name = ?",
+            &key,
+        )? > 0)
+    }
+}
+
+/// Unlinks the files on the trash list (after a commit, and on open).
+pub(crate) fn empty_trash(conn: &Conn, shared: &Shared) {
+    let rows = match conn.rows("SELECT rowid, path FROM _files_trash LIMIT 1000", &[]) {
+        Ok(rows) if !rows.is_empty() => rows,
+        _ => return,
+    };
+    for row in rows {
+        let mut it = row.into_iter();
+        let (Some(Value::Integer(rowid)), Some(Value::Text(rel))) = (it.next(), it.next()) else {
+            continue;
+        };
+        let path = shared.files_dir.join(rel.as_ref());
+        match std::fs::remove_file(&path) {
+            Ok(()) => remove_empty_parents(&path, &shared.files_dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "could not remove an item's file");
+                continue;
+            }
+        }
+        let _ = conn.execute(
+            "DELETE FROM _files_trash WHERE rowid = ?",
+            &[Value::Integer(rowid)],
+        );
+    }
+}
+
+fn remove_empty_parents(path: &Path, root: &Path) {
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(root) || std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+}

@@ -1,0 +1,3 @@
+//! placeholder
+pub trait Listener {}
+pub struct ListenerRegistration;

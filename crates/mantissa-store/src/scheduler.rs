@@ -1,0 +1,4 @@
+//! placeholder
+pub trait Scheduled {}
+pub struct ScheduleEntry;
+pub struct ScheduledRegistration;

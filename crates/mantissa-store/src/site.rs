@@ -1,0 +1,290 @@
+//! A site: the folder that holds the site store and every user's store.
+//!
+//! ```text
+//! site/
+//!   site.sqlite          the site store: accounts, ports, configuration
+//!   site.files/          files attached to site items
+//!   users/alice.sqlite   alice's own store
+//!   users/alice.files/
+//! ```
+//!
+//! User stores open on demand and stay open in a bounded cache, so ten
+//! thousand users cost ten thousand files on disk, not ten thousand open
+//! handles. A store evicted from the cache but still held by someone is
+//! found again rather than opened twice.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+use lru::LruCache;
+
+use crate::error::{Result, StoreError};
+use crate::store::{OpenOptions, Store, StoreWeak};
+use crate::value::{Timestamp, Value};
+
+/// User stores kept open by default.
+pub const DEFAULT_OPEN_STORES: usize = 128;
+
+const SITE_FILE: &str = "site.sqlite";
+const USERS_DIR: &str = "users";
+
+struct Inner {
+    root: PathBuf,
+    store: Store,
+    cache: Mutex<Cache>,
+}
+
+struct Cache {
+    open: LruCache<String, Store>,
+    live: HashMap<String, StoreWeak>,
+}
+
+/// An open site. Cheap to clone.
+#[derive(Clone)]
+pub struct Site {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Site({})", self.inner.root.display())
+    }
+}
+
+/// Checks a user store name: 1 to 64 of `a-z 0-9 . _ -`, starting with a
+/// letter or digit. Names become file names, so nothing else is allowed.
+pub fn check_store_name(name: &str) -> Result<()> {
+    let bad = |reason| {
+        Err(StoreError::BadName {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() || name.len() > 64 {
+        return bad("it must be 1 to 64 characters long");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    {
+        return bad("use only lowercase letters, digits, '.', '_' and '-'");
+    }
+    if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        return bad("it must start with a letter or a digit");
+    }
+    Ok(())
+}
+
+impl Site {
+    /// Opens the site in `dir`, creating the folder and the site store if
+    /// they do not exist yet.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Site> {
+        let root = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(root.join(USERS_DIR)).map_err(|e| StoreError::io(&root, e))?;
+        Site::open_at(root, true)
+    }
+
+    /// Opens an existing site; an error if `dir` holds none.
+    pub fn open_existing(dir: impl AsRef<Path>) -> Result<Site> {
+        let root = dir.as_ref().to_path_buf();
+        if !root.join(SITE_FILE).is_file() {
+            return Err(StoreError::Io {
+                path: root,
+                reason: "no Mantissa site here (no site.sqlite); create one with `mantissa init`"
+                    .into(),
+            });
+        }
+        Site::open_at(root, false)
+    }
+
+    fn open_at(root: PathBuf, create: bool) -> Result<Site> {
+        let store = Store::open_with(
+            &root.join(SITE_FILE),
+            OpenOptions {
+                name: "site".into(),
+                create,
+                on_schedule: None,
+            },
+        )?;
+        Ok(Site {
+            inner: Arc::new(Inner {
+                root,
+                store,
+                cache: Mutex::new(Cache {
+                    open: LruCache::new(
+                        NonZeroUsize::new(DEFAULT_OPEN_STORES).expect("nonzero"),
+                    ),
+                    live: HashMap::new(),
+                }),
+            }),
+        })
+    }
+
+    /// The site's folder.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The site store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Sets how many user stores stay open (at least one).
+    pub fn set_open_stores(&self, n: usize) {
+        let mut cache = self.cache();
+        cache
+            .open
+            .resize(NonZeroUsize::new(n.max(1)).expect("nonzero"));
+    }
+
+    /// How many user stores are open now (cached or still held).
+    pub fn open_stores(&self) -> usize {
+        let mut cache = self.cache();
+        cache.live.retain(|_, w| w.alive());
+        cache.live.len()
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.inner.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The file of a user's store (which may not exist yet).
+    pub fn user_store_path(&self, name: &str) -> Result<PathBuf> {
+        check_store_name(name)?;
+        Ok(self
+            .inner
+            .root
+            .join(USERS_DIR)
+            .join(format!("{name}.sqlite")))
+    }
+
+    /// Whether a user store exists.
+    pub fn has_user_store(&self, name: &str) -> Result<bool> {
+        Ok(self.user_store_path(name)?.is_file())
+    }
+
+    /// A user's store, created on first use.
+    ///
+    /// Opening a cold store touches the disk (well under a millisecond to a
+    /// few); call it from blocking code, or accept that brief wait.
+    pub fn user_store(&self, name: &str) -> Result<Store> {
+        self.user_store_inner(name, true)
+    }
+
+    /// A user's store, if it exists.
+    pub fn existing_user_store(&self, name: &str) -> Result<Option<Store>> {
+        if !self.has_user_store(name)? {
+            return Ok(None);
+        }
+        self.user_store_inner(name, false).map(Some)
+    }
+
+    fn user_store_inner(&self, name: &str, create: bool) -> Result<Store> {
+        let path = self.user_store_path(name)?;
+        let mut cache = self.cache();
+        if let Some(s) = cache.open.get(name) {
+            return Ok(s.clone());
+        }
+        if let Some(s) = cache.live.get(name).and_then(StoreWeak::upgrade) {
+            cache.open.put(name.to_string(), s.clone());
+            return Ok(s);
+        }
+        let site_store = self.inner.store.clone();
+        let store = Store::open_with(
+            &path,
+            OpenOptions {
+                name: name.to_string(),
+                create,
+                on_schedule: Some(Box::new(move |store_name, due| {
+                    note_due(&site_store, store_name, due)
+                })),
+            },
+        )?;
+        if cache.live.len() > 4 * cache.open.cap().get() {
+            cache.live.retain(|_, w| w.alive());
+        }
+        cache.live.insert(name.to_string(), store.downgrade());
+        cache.open.put(name.to_string(), store.clone());
+        Ok(store)
+    }
+
+    /// The names of every user store, sorted.
+    pub fn user_names(&self) -> Result<Vec<String>> {
+        let dir = self.inner.root.join(USERS_DIR);
+        let mut names = Vec::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+            Err(e) => return Err(StoreError::io(dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+            let file = entry.file_name();
+            let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".sqlite")) else {
+                continue;
+            };
+            if check_store_name(name).is_ok() {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Removes a user's store and its files from disk. The store must not be
+    /// in use elsewhere.
+    pub fn delete_user_store(&self, name: &str) -> Result<()> {
+        let path = self.user_store_path(name)?;
+        {
+            let mut cache = self.cache();
+            cache.open.pop(name);
+            cache.live.remove(name);
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(PathBuf::from(p), e)),
+            }
+        }
+        let files = crate::store::files_dir_for(&path);
+        if files.exists() {
+            std::fs::remove_dir_all(&files).map_err(|e| StoreError::io(files, e))?;
+        }
+        self.inner.store.write_blocking({
+            let name = name.to_string();
+            move |tx| {
+                tx.conn()
+                    .execute("DELETE FROM _due_stores WHERE store = ?", &[Value::Text(name.into())])
+                    .map(drop)
+            }
+        })
+    }
+}
+
+/// Records in the site store that `store` has work due at `due` (or
+/// earlier). Runs on the user store's writer thread, before its commit.
+fn note_due(site: &Store, store: &str, due: Timestamp) -> Result<()> {
+    let store = store.to_string();
+    site.write_blocking(move |tx| {
+        tx.conn().execute(
+            "INSERT INTO _due_stores (store, due) VALUES (?, ?)
+             ON CONFLICT (store) DO UPDATE SET due = MIN(due, excluded.due)",
+            &[Value::Text(store.into()), Value::Integer(due.as_micros())],
+        )?;
+        Ok(())
+    })
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Site>();
+    is::<Store>();
+    let _: Option<Weak<()>> = None;
+}

@@ -1,0 +1,422 @@
+//! One open store: its writer thread, its reader connections, and the
+//! async and blocking ways in.
+//!
+//! # Design
+//!
+//! Each open store has one thread that owns its write connection and runs
+//! write transactions one after another, answering each on a oneshot
+//! channel, as `tokio-rusqlite` does: a tokio worker never waits on SQLite,
+//! and writes to different stores run in parallel on their own threads. Reads
+//! run on tokio's blocking pool with connections from a small per-store pool;
+//! in WAL mode they see a consistent snapshot and never wait for the writer.
+//! When the last handle to a store is dropped, its thread ends and its files
+//! close.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use crate::backend::Conn;
+use crate::error::{Result, StoreError};
+use crate::item::{Item, Registry};
+use crate::sql;
+use crate::tx::{Read, Write};
+use crate::value::Timestamp;
+
+/// Idle reader connections kept per store.
+const READERS_KEPT: usize = 4;
+
+pub(crate) type Job = Box<dyn FnOnce(&mut Writer) + Send>;
+
+/// Called inside a write transaction (before it commits) with the earliest
+/// time that transaction scheduled work for; the site uses it to remember
+/// which user stores have work due without opening them.
+pub(crate) type ScheduleHook = Box<dyn Fn(&str, Timestamp) -> Result<()> + Send + Sync>;
+
+/// What a store's threads share.
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
+    pub(crate) files_dir: PathBuf,
+    pub(crate) registry: &'static Registry,
+    pub(crate) statements: Statements,
+    /// Item types whose background upgrade has not finished.
+    pub(crate) upgrading: Mutex<HashMap<String, crate::upgrade::Progress>>,
+    pub(crate) readers: Mutex<Vec<Conn>>,
+    pub(crate) on_schedule: Option<ScheduleHook>,
+}
+
+impl Shared {
+    pub(crate) fn upgrade_pending(&self, name: &str) -> bool {
+        let map = self.upgrading.lock().unwrap_or_else(|e| e.into_inner());
+        !map.is_empty() && map.contains_key(name)
+    }
+}
+
+/// SQL text per item type, built once.
+#[derive(Default)]
+pub(crate) struct Statements {
+    cache: Mutex<HashMap<(&'static str, bool), Arc<str>>>,
+}
+
+impl Statements {
+    fn get<T: Item>(&self, update: bool) -> Arc<str> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry((T::NAME, update))
+            .or_insert_with(|| {
+                let t = crate::item::ItemRegistration::of::<T>().0;
+                if update {
+                    sql::update(&t).into()
+                } else {
+                    sql::insert(&t, &t.table(), false).into()
+                }
+            })
+            .clone()
+    }
+
+    pub(crate) fn insert<T: Item>(&self) -> Arc<str> {
+        self.get::<T>(false)
+    }
+
+    pub(crate) fn update<T: Item>(&self) -> Arc<str> {
+        self.get::<T>(true)
+    }
+}
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    pub(crate) conn: Conn,
+    pub(crate) shared: Arc<Shared>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    jobs: Sender<Job>,
+}
+
+/// A handle to one open store (the site's, or a user's). Cheap to clone; the
+/// store closes when the last handle is dropped.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.inner.shared.path.display())
+    }
+}
+
+/// Options for opening a store.
+pub(crate) struct OpenOptions {
+    pub(crate) name: String,
+    pub(crate) create: bool,
+    pub(crate) on_schedule: Option<ScheduleHook>,
+}
+
+impl Store {
+    /// Opens (creating it if `create`) the store in `path`: checks that it is
+    /// a Mantissa store this program can use, creates the tables of new item
+    /// types, and upgrades small stores (large ones upgrade in the
+    /// background).
+    pub(crate) fn open_with(path: &Path, opts: OpenOptions) -> Result<Store> {
+        let registry = Registry::get()?;
+        let conn = Conn::open(path, opts.create)?;
+        let files_dir = files_dir_for(path);
+        let shared = Arc::new(Shared {
+            name: opts.name,
+            path: path.to_path_buf(),
+            files_dir,
+            registry,
+            statements: Statements::default(),
+            upgrading: Mutex::new(HashMap::new()),
+            readers: Mutex::new(Vec::new()),
+            on_schedule: opts.on_schedule,
+        });
+        let background = crate::schema::prepare(&conn, &shared)?;
+        *shared.upgrading.lock().unwrap_or_else(|e| e.into_inner()) = background;
+        crate::files::empty_trash(&conn, &shared);
+        let (jobs, rx) = crossbeam_channel::unbounded::<Job>();
+        let writer = Writer {
+            conn,
+            shared: shared.clone(),
+        };
+        std::thread::Builder::new()
+            .name(format!("store:{}", shared.name))
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(|e| StoreError::io(path, e))?;
+        Ok(Store {
+            inner: Arc::new(Inner { shared, jobs }),
+        })
+    }
+
+    /// Opens a store file on its own, outside a site (for tools and tests).
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        let path = path.as_ref();
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Store::open_with(
+            path,
+            OpenOptions {
+                name,
+                create: true,
+                on_schedule: None,
+            },
+        )
+    }
+
+    /// The store's name: "site", or the user's name.
+    pub fn name(&self) -> &str {
+        &self.inner.shared.name
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.inner.shared.path
+    }
+
+    /// Runs `f` in a write transaction on the store's thread, without
+    /// blocking the async runtime. All of it commits, or none of it: an `Err`
+    /// or a panic rolls back.
+    ///
+    /// ```
+    /// # use mantissa_store::*;
+    /// # #[derive(Item)] #[item(name = "doc.w.note", version = 1)] struct Note { text: String }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), StoreError> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = Site::open(dir.path())?.user_store("alice")?;
+    /// let id = store.write(|tx| tx.insert(&Note { text: "hello".into() })).await?;
+    /// let note = store.read(move |r| r.get(id)).await?;
+    /// assert_eq!(note.text, "hello");
+    /// # Ok(()) }
+    /// ```
+    pub async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut Write<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(f, tx)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::write`] for code that is not async: blocks this thread until
+    /// the transaction is done. Do not call it from inside the async runtime.
+    pub fn write_blocking<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut Write<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(f, tx)?;
+        rx.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+
+    fn submit<R, F>(&self, f: F, answer: tokio::sync::oneshot::Sender<Result<R>>) -> Result<()>
+    where
+        F: FnOnce(&mut Write<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.inner
+            .jobs
+            .send(Box::new(move |w: &mut Writer| {
+                let _ = answer.send(run_write(w, f));
+            }))
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Runs `f` on the writer thread outside any transaction (maintenance).
+    pub(crate) fn on_writer<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Writer) -> R + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .jobs
+            .send(Box::new(move |w: &mut Writer| {
+                let _ = tx.send(f(w));
+            }))
+            .map_err(|_| StoreError::Closed)?;
+        rx.blocking_recv().map_err(|_| StoreError::Closed)
+    }
+
+    /// Runs `f` in a read transaction on tokio's blocking pool. Reads see a
+    /// consistent snapshot and do not wait for writes.
+    pub async fn read<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&Read<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read_blocking(f))
+            .await
+            .map_err(|e| StoreError::Panicked(e.to_string()))?
+    }
+
+    /// [`Store::read`] for code that is not async: runs on this thread.
+    pub fn read_blocking<R>(&self, f: impl FnOnce(&Read<'_>) -> Result<R>) -> Result<R> {
+        let shared = &self.inner.shared;
+        let conn = {
+            let mut pool = shared.readers.lock().unwrap_or_else(|e| e.into_inner());
+            pool.pop()
+        };
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let c = Conn::open(&shared.path, false)?;
+                c.batch("PRAGMA query_only = 1")?;
+                c
+            }
+        };
+        conn.begin_read()?;
+        let read = Read {
+            conn: &conn,
+            shared,
+            requester: Some(&self.inner.jobs),
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| f(&read)));
+        conn.rollback();
+        let mut pool = shared.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < READERS_KEPT {
+            pool.push(conn);
+        }
+        drop(pool);
+        result.map_err(|p| StoreError::Panicked(panic_message(&p)))?
+    }
+
+    /// Background upgrades still running, with their progress.
+    pub fn upgrades_in_progress(&self) -> Vec<crate::upgrade::Progress> {
+        let map = self
+            .inner
+            .shared
+            .upgrading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = map.values().cloned().collect();
+        v.sort_by(|a, b| a.item.cmp(&b.item));
+        v
+    }
+
+    /// Finishes every background upgrade now, calling `progress` after each
+    /// batch.
+    pub fn finish_upgrades(
+        &self,
+        progress: impl FnMut(&crate::upgrade::Progress) + Send + 'static,
+    ) -> Result<()> {
+        self.on_writer(move |w| crate::upgrade::finish_all(w, progress))?
+    }
+
+    /// Runs SQLite's full integrity check, and the store's own (references
+    /// and files). Returns the problems found; empty means healthy.
+    pub fn check(&self) -> Result<Vec<String>> {
+        self.read_blocking(|r| crate::schema::check(r.conn(), &self.inner.shared))
+    }
+
+    /// Copies the store, consistently, to `dest` while it stays in use.
+    pub fn backup_to(
+        &self,
+        dest: impl AsRef<Path>,
+        progress: impl FnMut(u64, u64) + Send + 'static,
+    ) -> Result<()> {
+        let dest = dest.as_ref().to_path_buf();
+        self.on_writer(move |w| w.conn.backup_to(&dest, progress))?
+    }
+
+    /// The directory that holds this store's attached files.
+    pub fn files_dir(&self) -> &Path {
+        &self.inner.shared.files_dir
+    }
+}
+
+/// Where a store's attached files live: beside the store file.
+pub(crate) fn files_dir_for(path: &Path) -> PathBuf {
+    let mut name = path.file_stem().unwrap_or_default().to_os_string();
+    name.push(".files");
+    path.with_file_name(name)
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".into()
+    }
+}
+
+pub(crate) fn run_write<R>(
+    w: &mut Writer,
+    f: impl FnOnce(&mut Write<'_>) -> Result<R>,
+) -> Result<R> {
+    w.conn.begin_write()?;
+    let mut tx = Write::new(&w.conn, &w.shared);
+    let result = catch_unwind(AssertUnwindSafe(|| f(&mut tx)));
+    let earliest = tx.earliest_schedule;
+    let outcome = match result {
+        Ok(Ok(v)) => {
+            // The site learns of new scheduled work before this commits, so a
+            // crash can make it look early, never miss it.
+            let hooked = match (earliest, &w.shared.on_schedule) {
+                (Some(t), Some(hook)) => hook(&w.shared.name, t),
+                _ => Ok(()),
+            };
+            hooked.and_then(|()| w.conn.commit()).map(|()| v)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(p) => Err(StoreError::Panicked(panic_message(&p))),
+    };
+    if outcome.is_err() {
+        w.conn.rollback();
+    } else {
+        crate::files::empty_trash(&w.conn, &w.shared);
+    }
+    outcome
+}
+
+fn writer_loop(mut w: Writer, rx: Receiver<Job>) {
+    loop {
+        let job = if crate::upgrade::has_background_work(&w.shared) {
+            match rx.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Empty) => {
+                    crate::upgrade::step(&mut w);
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
+        job(&mut w);
+    }
+}
+
+/// A handle that does not keep a store open.
+#[derive(Clone)]
+pub(crate) struct StoreWeak(std::sync::Weak<Inner>);
+
+impl StoreWeak {
+    pub(crate) fn upgrade(&self) -> Option<Store> {
+        self.0.upgrade().map(|inner| Store { inner })
+    }
+
+    pub(crate) fn alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
+
+impl Store {
+    pub(crate) fn downgrade(&self) -> StoreWeak {
+        StoreWeak(Arc::downgrade(&self.inner))
+    }
+}

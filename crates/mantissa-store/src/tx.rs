@@ -1,0 +1,244 @@
+//! Transactions: [`Read`] (a consistent snapshot) and [`Write`]
+//! (all-or-nothing), the two views a closure passed to
+//! [`Store::read`](crate::Store::read) or [`Store::write`](crate::Store::write)
+//! gets.
+
+use std::ops::Deref;
+use std::path::PathBuf;
+
+use crate::backend::Conn;
+use crate::error::{Result, StoreError};
+use crate::item::{Item, Stored, table_name};
+use crate::query::{Cond, Query};
+use crate::sql::{self, Expr};
+use crate::store::{Job, Shared};
+use crate::value::{Ref, Timestamp, Value};
+
+/// A read transaction: every query in it sees the store as it was when it
+/// began, whatever writers do meanwhile.
+#[derive(Clone, Copy)]
+pub struct Read<'a> {
+    pub(crate) conn: &'a Conn,
+    pub(crate) shared: &'a Shared,
+    /// Readers ask the writer thread to finish an upgrade; the writer does it
+    /// itself.
+    pub(crate) requester: Option<&'a crossbeam_channel::Sender<Job>>,
+}
+
+impl<'a> Read<'a> {
+    pub(crate) fn conn(&self) -> &'a Conn {
+        self.conn
+    }
+
+    /// The name of the store: "site", or the user's name.
+    pub fn store_name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Makes sure no item of type `name` is still at an old version: a
+    /// background upgrade in progress is finished first.
+    pub(crate) fn ensure_current(&self, name: &str) -> Result<()> {
+        if !self.shared.upgrade_pending(name) {
+            return Ok(());
+        }
+        match self.requester {
+            None => crate::upgrade::finish(self.conn, self.shared, name),
+            Some(jobs) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let owned = name.to_string();
+                jobs.send(Box::new(move |w: &mut crate::store::Writer| {
+                    let r = crate::upgrade::finish(&w.conn, &w.shared, &owned);
+                    let _ = tx.send(r);
+                }))
+                .map_err(|_| StoreError::Closed)?;
+                rx.blocking_recv().map_err(|_| StoreError::Closed)??;
+                // This snapshot predates the upgrade: take a new one, before
+                // anything of this type has been read.
+                self.conn.rollback();
+                self.conn.begin_read()
+            }
+        }
+    }
+
+    pub(crate) fn columns_of<T: Item>(&self) -> String {
+        let mut s = String::from("id");
+        for a in T::ATTRS {
+            s.push_str(", ");
+            s.push_str(&sql::ident(a.name));
+        }
+        s
+    }
+
+    /// A query over items of type `T`.
+    pub fn query<T: Item>(&self) -> Query<'a, T> {
+        Query::new(*self)
+    }
+
+    /// The item with this id, if it exists.
+    pub fn find<T: Item>(&self, id: Ref<T>) -> Result<Option<Stored<T>>> {
+        self.query::<T>()
+            .filter(Cond::<T>::id_is(id))
+            .all()
+            .map(|v| v.into_iter().next())
+    }
+
+    /// The item with this id.
+    pub fn get<T: Item>(&self, id: Ref<T>) -> Result<Stored<T>> {
+        self.find(id)?.ok_or(StoreError::NotFound {
+            item: T::NAME,
+            id: id.id(),
+        })
+    }
+
+    /// The contents of a file attached to an item.
+    pub fn file<T: Item>(&self, item: Ref<T>, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.file_path(item, name)? {
+            None => Ok(None),
+            Some(p) => std::fs::read(&p)
+                .map(Some)
+                .map_err(|e| StoreError::io(p, e)),
+        }
+    }
+
+    /// Where a file attached to an item is on disk (read it, do not write it).
+    pub fn file_path<T: Item>(&self, item: Ref<T>, name: &str) -> Result<Option<PathBuf>> {
+        let v = self.conn.scalar(
+            "SELECT path FROM _files WHERE item_type = ? AND item_id = ? AND name = ?",
+            &[
+                Value::Text(T::NAME.into()),
+                Value::Integer(item.id()),
+                Value::Text(name.into()),
+            ],
+        )?;
+        Ok(match v {
+            Some(Value::Text(p)) => Some(self.shared.files_dir.join(p.as_ref())),
+            _ => None,
+        })
+    }
+
+    /// The names of the files attached to an item.
+    pub fn files<T: Item>(&self, item: Ref<T>) -> Result<Vec<String>> {
+        let rows = self.conn.rows(
+            "SELECT name FROM _files WHERE item_type = ? AND item_id = ? ORDER BY name",
+            &[Value::Text(T::NAME.into()), Value::Integer(item.id())],
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| match r.into_iter().next() {
+                Some(Value::Text(t)) => Some(t.into_owned()),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+impl<I: Item> Cond<I> {
+    /// The item with this id.
+    pub fn id_is(id: Ref<I>) -> Cond<I> {
+        Cond::from_expr(Expr::Cmp {
+            col: "id",
+            kind: crate::value::AttrKind::Integer,
+            op: "=",
+            value: Value::Integer(id.id()),
+        })
+    }
+}
+
+/// A write transaction: everything done through it commits together when
+/// the closure returns `Ok`, and nothing does if it returns `Err` or panics.
+pub struct Write<'a> {
+    read: Read<'a>,
+    pub(crate) earliest_schedule: Option<Timestamp>,
+}
+
+impl<'a> Deref for Write<'a> {
+    type Target = Read<'a>;
+    fn deref(&self) -> &Read<'a> {
+        &self.read
+    }
+}
+
+impl<'a> Write<'a> {
+    pub(crate) fn new(conn: &'a Conn, shared: &'a Shared) -> Self {
+        Write {
+            read: Read {
+                conn,
+                shared,
+                requester: None,
+            },
+            earliest_schedule: None,
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &'a Shared {
+        self.read.shared
+    }
+
+    /// Stores a new item and returns its id. Ids are never reused, even after
+    /// the item is deleted.
+    pub fn insert<T: Item>(&mut self, item: &T) -> Result<Ref<T>> {
+        self.ensure_current(T::NAME)?;
+        let sql = self.shared.statements.insert::<T>();
+        let id = self.conn.insert(&sql, &item.values())?;
+        Ok(Ref::from_id(id))
+    }
+
+    /// Stores a new item and returns it with its id.
+    pub fn create<T: Item>(&mut self, item: T) -> Result<Stored<T>> {
+        let id = self.insert(&item)?;
+        Ok(Stored::new(id, item))
+    }
+
+    /// Writes back a changed item.
+    pub fn update<T: Item>(&mut self, item: &Stored<T>) -> Result<()> {
+        self.ensure_current(T::NAME)?;
+        let sql = self.shared.statements.update::<T>();
+        let mut params = item.values();
+        params.push(Value::Integer(item.id().id()));
+        match self.conn.execute(&sql, &params)? {
+            0 => Err(StoreError::NotFound {
+                item: T::NAME,
+                id: item.id().id(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Deletes an item, applying the on-delete rules of references to it and
+    /// removing its files, powerups and schedule.
+    pub fn delete<T: Item>(&mut self, id: Ref<T>) -> Result<()> {
+        match self.delete_where(Cond::<T>::id_is(id))? {
+            0 => Err(StoreError::NotFound {
+                item: T::NAME,
+                id: id.id(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Deletes every item meeting `cond`; returns how many.
+    pub fn delete_where<T: Item>(&mut self, cond: Cond<T>) -> Result<usize> {
+        self.ensure_current(T::NAME)?;
+        let mut params = Vec::new();
+        let mut sql = format!("DELETE FROM {} WHERE ", sql::ident(&table_name(T::NAME)));
+        cond.expr.write(&mut sql, &mut params);
+        self.conn.execute(&sql, &params)
+    }
+
+    /// Runs `f` in a savepoint: if it fails, what it did is undone and the
+    /// error returned, while the rest of the transaction goes on.
+    pub fn savepoint<R>(&mut self, f: impl FnOnce(&mut Write<'a>) -> Result<R>) -> Result<R> {
+        self.conn.batch("SAVEPOINT mantissa_sp")?;
+        match f(self) {
+            Ok(v) => {
+                self.conn.batch("RELEASE mantissa_sp")?;
+                Ok(v)
+            }
+            Err(e) => {
+                self.conn
+                    .batch("ROLLBACK TO mantissa_sp; RELEASE mantissa_sp")?;
+                Err(e)
+            }
+        }
+    }
+}

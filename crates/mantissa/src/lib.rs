@@ -1,0 +1,2 @@
+//! Mantissa.
+pub use mantissa_store as store;
