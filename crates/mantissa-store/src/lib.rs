@@ -39,10 +39,12 @@
 //! PostgreSQL backend slots in there without changing this API.
 
 mod backend;
+mod due;
 mod error;
 mod files;
 mod item;
 mod message;
+mod ops;
 pub mod powerup;
 mod query;
 mod queue;
@@ -58,10 +60,13 @@ mod value;
 pub use error::{Result, StoreError};
 pub use item::{AttrDef, IndexDef, Item, ItemType, OnDelete, Registry, Stored};
 pub use mantissa_store_derive::Item;
-pub use message::{Message, MessageId, MessageState};
+pub use ops::StoreStats;
+pub use due::{Background, DueReport};
+pub use message::{Message, MessageId, MessageState, SITE_STORE};
 pub use powerup::Interface;
 pub use query::{Attr, Cond, Query, Sort, Summable};
 pub use queue::Listener;
+pub use serde;
 pub use scheduler::{Scheduled, ScheduleEntry};
 pub use site::{DEFAULT_OPEN_STORES, Site, check_store_name};
 pub use store::Store;

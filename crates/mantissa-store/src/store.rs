@@ -318,16 +318,6 @@ impl Store {
         self.read_blocking(|r| crate::schema::check(r.conn(), &self.inner.shared))
     }
 
-    /// Copies the store, consistently, to `dest` while it stays in use.
-    pub fn backup_to(
-        &self,
-        dest: impl AsRef<Path>,
-        progress: impl FnMut(u64, u64) + Send + 'static,
-    ) -> Result<()> {
-        let dest = dest.as_ref().to_path_buf();
-        self.on_writer(move |w| w.conn.backup_to(&dest, progress))?
-    }
-
     /// The directory that holds this store's attached files.
     pub fn files_dir(&self) -> &Path {
         &self.inner.shared.files_dir

@@ -170,6 +170,12 @@ impl<'a> Write<'a> {
         }
     }
 
+    /// Notes that this transaction gives the store work due at `at` (a
+    /// schedule entry, an item for a listener, a message to deliver).
+    pub(crate) fn note_work_at(&mut self, at: Timestamp) {
+        self.earliest_schedule = Some(self.earliest_schedule.map_or(at, |e| e.min(at)));
+    }
+
     pub(crate) fn shared(&self) -> &'a Shared {
         self.read.shared
     }
@@ -180,6 +186,9 @@ impl<'a> Write<'a> {
         self.ensure_current(T::NAME)?;
         let sql = self.shared.statements.insert::<T>();
         let id = self.conn.insert(&sql, &item.values())?;
+        if crate::queue::is_listened(T::NAME) {
+            self.note_work_at(Timestamp::now());
+        }
         Ok(Ref::from_id(id))
     }
 

@@ -212,32 +212,6 @@ impl Conn {
         }
     }
 
-    /// Copies this database into `dest` while it stays in use, calling
-    /// `progress(done_pages, total_pages)` as it goes.
-    pub(crate) fn backup_to(&self, dest: &Path, mut progress: impl FnMut(u64, u64)) -> Result<()> {
-        let mut out = rusqlite::Connection::open(dest).map_err(|e| classify(dest, e))?;
-        {
-            let b = rusqlite::backup::Backup::new(&self.conn, &mut out)
-                .map_err(|e| classify(dest, e))?;
-            loop {
-                let more = b.step(256).map_err(|e| classify(dest, e))?;
-                let p = b.progress();
-                progress(
-                    (p.pagecount - p.remaining).max(0) as u64,
-                    p.pagecount.max(0) as u64,
-                );
-                match more {
-                    rusqlite::backup::StepResult::Done => break,
-                    rusqlite::backup::StepResult::More => {}
-                    _ => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        }
-        // The copy keeps the source's WAL mode; fold it into one file.
-        out.execute_batch("PRAGMA journal_mode = DELETE")
-            .map_err(|e| classify(dest, e))?;
-        Ok(())
-    }
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
