@@ -95,7 +95,29 @@ pub(crate) struct Writer {
 
 struct Inner {
     shared: Arc<Shared>,
-    jobs: Sender<Job>,
+    /// `None` only while dropping.
+    jobs: Option<Sender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Inner {
+    fn jobs(&self) -> &Sender<Job> {
+        self.jobs.as_ref().expect("store is open")
+    }
+}
+
+impl Drop for Inner {
+    /// Closing the channel ends the writer thread once queued work is done;
+    /// waiting for it closes the file before the handle is gone, so the
+    /// write-ahead log is folded back and the file can be copied or deleted.
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(writer) = self.writer.take()
+            && writer.thread().id() != std::thread::current().id()
+        {
+            let _ = writer.join();
+        }
+    }
 }
 
 /// A handle to one open store (the site's, or a user's). Cheap to clone; the
@@ -145,12 +167,16 @@ impl Store {
             conn,
             shared: shared.clone(),
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name(format!("store:{}", shared.name))
             .spawn(move || writer_loop(writer, rx))
             .map_err(|e| StoreError::io(path, e))?;
         Ok(Store {
-            inner: Arc::new(Inner { shared, jobs }),
+            inner: Arc::new(Inner {
+                shared,
+                jobs: Some(jobs),
+                writer: Some(writer),
+            }),
         })
     }
 
@@ -224,7 +250,7 @@ impl Store {
         R: Send + 'static,
     {
         self.inner
-            .jobs
+            .jobs()
             .send(Box::new(move |w: &mut Writer| {
                 let _ = answer.send(run_write(w, f));
             }))
@@ -238,7 +264,7 @@ impl Store {
     ) -> Result<R> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.inner
-            .jobs
+            .jobs()
             .send(Box::new(move |w: &mut Writer| {
                 let _ = tx.send(f(w));
             }))
@@ -278,7 +304,7 @@ impl Store {
         let read = Read {
             conn: &conn,
             shared,
-            requester: Some(&self.inner.jobs),
+            requester: Some(self.inner.jobs()),
         };
         let result = catch_unwind(AssertUnwindSafe(|| f(&read)));
         conn.rollback();
