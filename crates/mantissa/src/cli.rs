@@ -1,0 +1,669 @@
+//! The commands of the `mantissa` command line, as library functions.
+//!
+//! The binary (`src/main.rs`) parses arguments and calls one function here;
+//! each writes what a person asked for to `out` (stdout), shows progress on
+//! stderr when that is a terminal, and returns a typed [`Error`] whose
+//! message says what failed and whose source says why. Nothing here prints
+//! errors or exits: that is the binary's job.
+//!
+//! Every command except [`init`] and [`serve`] works on an existing site,
+//! opened with [`open_site`], so that a command run in the wrong folder says
+//! so instead of creating an empty site there.
+
+use std::io::{self, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use mantissa_store::{Site, Store, StoreError, StoreStats};
+use serde::Serialize;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The site could not be opened (there is none, or it is damaged).
+    #[error("cannot open the Mantissa site in {}", dir.display())]
+    OpenSite {
+        /// The site's folder.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// A new site could not be created.
+    #[error("cannot create a Mantissa site in {}", dir.display())]
+    CreateSite {
+        /// The folder asked for.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// `store check` found problems (they were printed as found).
+    #[error("{problems} problem(s) found in {unhealthy} of {checked} stores")]
+    Unhealthy {
+        /// Problems found.
+        problems: usize,
+        /// Stores with at least one problem.
+        unhealthy: usize,
+        /// Stores checked.
+        checked: usize,
+    },
+    /// `store stats` could not read some stores (the rest were printed).
+    #[error("{failed} of {total} stores could not be read; run `mantissa store check` for details")]
+    Unreadable {
+        /// Stores that could not be read.
+        failed: usize,
+        /// Stores in the site.
+        total: usize,
+    },
+    /// A backup failed; the partial copy was removed.
+    #[error("backing up the site to {} failed; the partial backup was removed", dest.display())]
+    Backup {
+        /// The backup folder asked for.
+        dest: PathBuf,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// Exporting a user's store failed; a partial file was removed.
+    #[error("exporting user {name:?} to {} failed", file.display())]
+    Export {
+        /// The user.
+        name: String,
+        /// The file asked for.
+        file: PathBuf,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// Importing a user's store failed; no store was created.
+    #[error("importing {} as user {name:?} failed; no store was created", file.display())]
+    Import {
+        /// The user.
+        name: String,
+        /// The file given.
+        file: PathBuf,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// Any other store error.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing to stdout failed.
+    #[error("cannot write the output")]
+    Output(#[from] io::Error),
+    /// `serve` could not listen for Ctrl-C or SIGTERM.
+    #[error("cannot wait for a stop signal")]
+    Signal(#[source] io::Error),
+}
+
+/// The site store's file, in a site's folder.
+pub const SITE_FILE: &str = "site.sqlite";
+
+/// Opens the existing site in `dir`; an error, changing nothing, if there
+/// is none.
+pub fn open_site(dir: &Path) -> Result<Site, Error> {
+    // Opened by its absolute path, so that every error names it in full.
+    let dir = shown(dir);
+    Site::open_existing(&dir).map_err(|source| Error::OpenSite { dir, source })
+}
+
+/// `mantissa init [DIR]`: creates a site in `dir`, or says that there is
+/// one already and leaves it as it is.
+pub fn init(dir: &Path, out: &mut dyn Write) -> Result<(), Error> {
+    let shown = shown(dir);
+    let dir = &shown;
+    if dir.join(SITE_FILE).is_file() {
+        writeln!(
+            out,
+            "A Mantissa site already exists in {}; left unchanged.",
+            shown.display()
+        )?;
+        return Ok(());
+    }
+    Site::open(dir).map_err(|source| Error::CreateSite {
+        dir: shown.clone(),
+        source,
+    })?;
+    writeln!(out, "Created a Mantissa site in {}", shown.display())?;
+    writeln!(
+        out,
+        "Run it with: mantissa --site {} serve",
+        shown.display()
+    )?;
+    Ok(())
+}
+
+/// Visits the site store, then every user store in name order, handing each
+/// one (or the error that kept it from opening) to `f`.
+fn each_store(
+    site: &Site,
+    mut f: impl FnMut(&str, PathBuf, Result<Store, StoreError>) -> Result<(), Error>,
+) -> Result<usize, Error> {
+    let names = site.user_names()?;
+    f(
+        "site",
+        site.store().path().to_path_buf(),
+        Ok(site.store().clone()),
+    )?;
+    for name in &names {
+        let path = site.user_store_path(name)?;
+        match site.existing_user_store(name) {
+            Ok(Some(store)) => f(name, path, Ok(store))?,
+            // Deleted while we looked: nothing to report.
+            Ok(None) => {}
+            Err(e) => f(name, path, Err(e))?,
+        }
+    }
+    Ok(names.len() + 1)
+}
+
+fn store_names(site: &Site) -> Result<usize, Error> {
+    Ok(site.user_names()?.len() + 1)
+}
+
+/// One store in `mantissa store stats --json`.
+#[derive(Debug, Serialize)]
+pub struct StatsRow {
+    /// "site", or the user's name.
+    pub name: String,
+    /// The store's file.
+    pub path: PathBuf,
+    /// Bytes on disk (database and write-ahead log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Items per type, for types with at least one item.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Attached files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilesRow>,
+    /// Scheduled entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<u64>,
+    /// Background upgrades still running.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upgrading: Vec<UpgradeRow>,
+    /// Why the store could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Attached files of one store.
+#[derive(Debug, Serialize)]
+pub struct FilesRow {
+    /// How many.
+    pub count: u64,
+    /// Their total size.
+    pub bytes: u64,
+}
+
+/// A background upgrade in progress.
+#[derive(Debug, Serialize)]
+pub struct UpgradeRow {
+    /// The item type.
+    pub item: String,
+    /// Items upgraded so far.
+    pub done: u64,
+    /// Items to upgrade.
+    pub total: u64,
+    /// Why it stopped, if it failed.
+    pub failed: Option<String>,
+}
+
+impl StatsRow {
+    fn new(name: &str, path: PathBuf, stats: Result<StoreStats, StoreError>) -> StatsRow {
+        match stats {
+            Ok(s) => StatsRow {
+                name: name.to_string(),
+                path,
+                bytes: Some(s.bytes),
+                items: Some(
+                    s.items
+                        .into_iter()
+                        .map(|(t, n)| (t, serde_json::Value::from(n)))
+                        .collect(),
+                ),
+                files: Some(FilesRow {
+                    count: s.files.0,
+                    bytes: s.files.1,
+                }),
+                scheduled: Some(s.scheduled),
+                upgrading: s
+                    .upgrading
+                    .into_iter()
+                    .map(|p| UpgradeRow {
+                        item: p.item,
+                        done: p.done,
+                        total: p.total,
+                        failed: p.failed,
+                    })
+                    .collect(),
+                error: None,
+            },
+            Err(e) => StatsRow {
+                name: name.to_string(),
+                path,
+                bytes: None,
+                items: None,
+                files: None,
+                scheduled: None,
+                upgrading: Vec::new(),
+                error: Some(e.to_string()),
+            },
+        }
+    }
+}
+
+/// `mantissa store stats`: what every store of the site holds, as a table,
+/// or as JSON (`{"site": DIR, "stores": [...]}`) if `json`.
+pub fn store_stats(site: &Site, json: bool, out: &mut dyn Write) -> Result<(), Error> {
+    let mut rows = Vec::new();
+    each_store(site, |name, path, store| {
+        rows.push(StatsRow::new(name, path, store.and_then(|s| s.stats())));
+        Ok(())
+    })?;
+    let failed = rows.iter().filter(|r| r.error.is_some()).count();
+    if json {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            site: PathBuf,
+            stores: &'a [StatsRow],
+        }
+        let doc = Doc {
+            site: shown(site.root()),
+            stores: &rows,
+        };
+        serde_json::to_writer_pretty(&mut *out, &doc).map_err(io::Error::from)?;
+        writeln!(out)?;
+    } else {
+        write_stats_table(&rows, out)?;
+    }
+    if failed > 0 {
+        return Err(Error::Unreadable {
+            failed,
+            total: rows.len(),
+        });
+    }
+    Ok(())
+}
+
+fn write_stats_table(rows: &[StatsRow], out: &mut dyn Write) -> io::Result<()> {
+    let mut table = vec![[
+        "store".to_string(),
+        "size".into(),
+        "files".into(),
+        "scheduled".into(),
+        "items".into(),
+    ]];
+    let mut total = 0;
+    for r in rows {
+        let Some(bytes) = r.bytes else {
+            let error = r.error.as_deref().unwrap_or("unknown error");
+            table.push([
+                r.name.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                format!("cannot be read: {error}"),
+            ]);
+            continue;
+        };
+        total += bytes;
+        let files = match &r.files {
+            Some(f) if f.count > 0 => format!("{} ({})", f.count, human_bytes(f.bytes)),
+            _ => "0".into(),
+        };
+        let mut items: Vec<String> = r
+            .items
+            .iter()
+            .flatten()
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect();
+        items.extend(r.upgrading.iter().map(|u| match &u.failed {
+            None => format!("{} upgrading {}/{}", u.item, u.done, u.total),
+            Some(why) => format!("{} upgrade failed: {why}", u.item),
+        }));
+        table.push([
+            r.name.clone(),
+            human_bytes(bytes),
+            files,
+            r.scheduled.unwrap_or(0).to_string(),
+            if items.is_empty() {
+                "-".into()
+            } else {
+                items.join(", ")
+            },
+        ]);
+    }
+    let mut widths = [0; 4];
+    for row in &table {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in &table {
+        let mut line = String::new();
+        for (cell, w) in row.iter().zip(widths) {
+            line.push_str(&format!("{cell:<w$}  "));
+        }
+        line.push_str(&row[4]);
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    writeln!(
+        out,
+        "{} store{}, {} on disk",
+        rows.len(),
+        plural(rows.len() as u64),
+        human_bytes(total)
+    )
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal.
+fn progress_bar(len: u64, what: &'static str) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {wide_msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what);
+    bar
+}
+
+/// `mantissa store check`: runs every store's integrity check, printing each
+/// problem (naming the store and its file) as it is found.
+pub fn store_check(site: &Site, out: &mut dyn Write) -> Result<(), Error> {
+    let bar = progress_bar(store_names(site)? as u64, "checking");
+    let (mut problems, mut unhealthy) = (0, 0);
+    let checked = each_store(site, |name, path, store| {
+        bar.set_message(name.to_string());
+        let found: Vec<String> = match store.and_then(|s| s.check()) {
+            Ok(found) => found
+                .into_iter()
+                .map(|p| format!("{name} ({}): {p}", path.display()))
+                .collect(),
+            // The error names the file already.
+            Err(e) => vec![format!("{name}: {e}")],
+        };
+        bar.suspend(|| -> io::Result<()> {
+            for line in &found {
+                writeln!(out, "{line}")?;
+            }
+            out.flush()
+        })?;
+        if !found.is_empty() {
+            problems += found.len();
+            unhealthy += 1;
+        }
+        bar.inc(1);
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    if problems > 0 {
+        return Err(Error::Unhealthy {
+            problems,
+            unhealthy,
+            checked,
+        });
+    }
+    writeln!(
+        out,
+        "{checked} store{} checked, all healthy",
+        plural(checked as u64)
+    )?;
+    Ok(())
+}
+
+/// `mantissa backup DEST`: a consistent copy of every store and its files in
+/// the new folder `dest`, taken while the site may be running.
+pub fn backup(site: &Site, dest: &Path, out: &mut dyn Write) -> Result<(), Error> {
+    let shown_dest = shown(dest);
+    let dest = shown_dest.as_path();
+    let existed = dest.exists();
+    let bar = progress_bar(store_names(site)? as u64, "backing up");
+    let result = site.backup(dest, |done, total, name| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(name.to_string());
+    });
+    bar.finish_and_clear();
+    if let Err(source) = result {
+        if !existed {
+            let _ = std::fs::remove_dir_all(dest);
+        }
+        return Err(Error::Backup {
+            dest: shown_dest.clone(),
+            source,
+        });
+    }
+    let stores = store_names(site)?;
+    writeln!(
+        out,
+        "Backed up {stores} store{} ({}) from {} to {}",
+        plural(stores as u64),
+        human_bytes(dir_size(dest)),
+        shown(site.root()).display(),
+        shown_dest.display()
+    )?;
+    writeln!(
+        out,
+        "Check the copy with: mantissa --site {} store check",
+        shown_dest.display()
+    )?;
+    Ok(())
+}
+
+/// "3 items, 1 file": what a store holds, in words.
+fn contents(store: &Store) -> Result<String, StoreError> {
+    let s = store.stats()?;
+    let items: u64 = s.items.iter().map(|(_, n)| n).sum();
+    Ok(format!(
+        "{items} item{}, {} file{}",
+        plural(items),
+        s.files.0,
+        plural(s.files.0)
+    ))
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// `mantissa user export NAME FILE`: writes one user's store, attached files
+/// included, to the single new file `file`.
+pub fn user_export(site: &Site, name: &str, file: &Path, out: &mut dyn Write) -> Result<(), Error> {
+    let file = &shown(file);
+    let existed = file.exists();
+    let fail = |source| Error::Export {
+        name: name.to_string(),
+        file: file.clone(),
+        source,
+    };
+    let summary = match site.existing_user_store(name) {
+        Ok(Some(store)) => contents(&store).map_err(fail)?,
+        // export_user says that there is no such user.
+        Ok(None) => String::new(),
+        Err(e) => return Err(fail(e)),
+    };
+    if let Err(e) = site.export_user(name, file) {
+        if !existed {
+            let _ = std::fs::remove_file(file);
+        }
+        return Err(fail(e));
+    }
+    writeln!(
+        out,
+        "Exported user {name} ({summary}) to {} ({})",
+        file.display(),
+        human_bytes(std::fs::metadata(file).map(|m| m.len()).unwrap_or(0))
+    )?;
+    Ok(())
+}
+
+/// `mantissa user import NAME FILE`: creates user `name`'s store from a file
+/// written by `user export`; refuses, creating nothing, if the user has a
+/// store already or the file is not an export.
+pub fn user_import(site: &Site, name: &str, file: &Path, out: &mut dyn Write) -> Result<(), Error> {
+    let file = &shown(file);
+    let fail = |source| Error::Import {
+        name: name.to_string(),
+        file: file.clone(),
+        source,
+    };
+    let store = site.import_user(name, file).map_err(fail)?;
+    writeln!(
+        out,
+        "Imported {} as user {name} ({})",
+        file.display(),
+        contents(&store)?
+    )?;
+    Ok(())
+}
+
+/// `mantissa serve`: for now, opens (creating) the site and waits for Ctrl-C
+/// or SIGTERM. The web server arrives with the web layer; `listen` is
+/// accepted so that scripts can already pass it.
+pub fn serve(dir: &Path, listen: Option<SocketAddr>, out: &mut dyn Write) -> Result<(), Error> {
+    let dir = shown(dir);
+    let site = Site::open(&dir).map_err(|source| Error::CreateSite { dir, source })?;
+    writeln!(
+        out,
+        "Mantissa site at {}; the web server arrives with the web issue",
+        shown(site.root()).display()
+    )?;
+    if let Some(addr) = listen {
+        writeln!(out, "(--listen {addr} is not used yet)")?;
+    }
+    writeln!(out, "Press Ctrl-C to stop.")?;
+    out.flush()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Signal)?;
+    runtime.block_on(stop_signal()).map_err(Error::Signal)?;
+    tracing::info!("stop signal received; stopping");
+    Ok(())
+}
+
+/// Waits for Ctrl-C, or SIGTERM on Unix.
+async fn stop_signal() -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
+
+/// A path as shown to a person: absolute, so it can be pasted elsewhere.
+fn shown(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The bytes of every file under `dir`.
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// `1536` → `"1.5 KiB"`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_a_person_writes_them() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(32 * 1024 * 1024), "32.0 MiB");
+    }
+
+    #[test]
+    fn the_stats_table_aligns_and_names_unreadable_stores() {
+        let rows = vec![
+            StatsRow {
+                name: "site".into(),
+                path: "site.sqlite".into(),
+                bytes: Some(4096),
+                items: Some(serde_json::Map::new()),
+                files: Some(FilesRow { count: 0, bytes: 0 }),
+                scheduled: Some(0),
+                upgrading: Vec::new(),
+                error: None,
+            },
+            StatsRow {
+                name: "alice".into(),
+                path: "users/alice.sqlite".into(),
+                bytes: Some(2048),
+                items: Some(
+                    [("blog.post".to_string(), serde_json::Value::from(3))]
+                        .into_iter()
+                        .collect(),
+                ),
+                files: Some(FilesRow {
+                    count: 1,
+                    bytes: 12,
+                }),
+                scheduled: Some(2),
+                upgrading: Vec::new(),
+                error: None,
+            },
+            StatsRow::new(
+                "bob",
+                "users/bob.sqlite".into(),
+                Err(StoreError::app("users/bob.sqlite: not a Mantissa store")),
+            ),
+        ];
+        let mut out = Vec::new();
+        write_stats_table(&rows, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "\
+store  size     files     scheduled  items
+site   4.0 KiB  0         0          -
+alice  2.0 KiB  1 (12 B)  2          blog.post 3
+bob    -        -         -          cannot be read: users/bob.sqlite: not a Mantissa store
+3 stores, 6.0 KiB on disk
+"
+        );
+    }
+}

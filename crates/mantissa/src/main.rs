@@ -1,0 +1,170 @@
+//! The `mantissa` command line.
+//!
+//! Thin on purpose: it parses arguments, calls one function of
+//! [`mantissa::cli`], prints a failure as a chain of causes and maps the
+//! outcome to an exit code: 0 done, 1 failed, 2 bad usage (clap's own).
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mantissa::cli;
+
+/// Mantissa: an application platform in one binary.
+///
+/// Every command works on the site in the current folder, or in the one
+/// given by --site DIR or the MANTISSA_SITE environment variable. Logs go to
+/// stderr; set MANTISSA_LOG (e.g. `info`, `mantissa_store=debug`) to see
+/// more than warnings.
+#[derive(Parser)]
+#[command(name = "mantissa", version)]
+struct Args {
+    /// The site's folder [default: the current folder]
+    #[arg(long, global = true, env = "MANTISSA_SITE", value_name = "DIR")]
+    site: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a site (site.sqlite and users/) in DIR
+    ///
+    /// DIR defaults to --site, or the current folder. If DIR has a site
+    /// already, says so and leaves it unchanged.
+    Init {
+        /// The folder to create the site in (created if missing)
+        dir: Option<PathBuf>,
+    },
+    /// Inspect and check the site's stores
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Copy the site, every store a consistent snapshot, into a new folder
+    ///
+    /// Safe while the site is running. DEST must not exist; the copy is a
+    /// site of its own: check it with `mantissa --site DEST store check`.
+    Backup {
+        /// The backup folder to create
+        dest: PathBuf,
+    },
+    /// Move one user's store in and out of the site as a single file
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Open the site (creating it) and wait for Ctrl-C or SIGTERM
+    ///
+    /// A placeholder: it does not serve anything yet. The web server
+    /// arrives with the web layer; until then this only opens the site, says
+    /// where it is, and waits to be stopped.
+    Serve {
+        /// Where the web server will listen (accepted, not used yet)
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Size, items per type, files and scheduled entries of every store
+    Stats {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the integrity check of every store; exit 1 if any has problems
+    Check,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Write user NAME's store, attached files included, to the new FILE
+    Export {
+        /// The user
+        #[arg(value_parser = store_name)]
+        name: String,
+        /// The file to write (must not exist)
+        file: PathBuf,
+    },
+    /// Create user NAME's store from FILE, written by `user export`
+    ///
+    /// Refuses, creating nothing, if NAME has a store already or FILE is
+    /// not an export.
+    Import {
+        /// The user (must not have a store yet)
+        #[arg(value_parser = store_name)]
+        name: String,
+        /// The file written by `mantissa user export`
+        file: PathBuf,
+    },
+}
+
+/// Refuses a bad user name while parsing, so it is a usage error (exit 2).
+fn store_name(s: &str) -> Result<String, String> {
+    mantissa::store::check_store_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut err = io::stderr().lock();
+            let _ = writeln!(err, "error: {e}");
+            for cause in e.chain().skip(1) {
+                let _ = writeln!(err, "  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let site_dir = args.site.unwrap_or_else(|| PathBuf::from("."));
+    let mut out = io::stdout().lock();
+    let out: &mut dyn Write = &mut out;
+    match args.command {
+        Command::Init { dir } => cli::init(&dir.unwrap_or(site_dir), out)?,
+        Command::Serve { listen } => cli::serve(&site_dir, listen, out)?,
+        command => {
+            let site = cli::open_site(&site_dir)?;
+            match command {
+                Command::Store(StoreCommand::Stats { json }) => cli::store_stats(&site, json, out)?,
+                Command::Store(StoreCommand::Check) => cli::store_check(&site, out)?,
+                Command::Backup { dest } => cli::backup(&site, &dest, out)?,
+                Command::User(UserCommand::Export { name, file }) => {
+                    cli::user_export(&site, &name, &file, out)?
+                }
+                Command::User(UserCommand::Import { name, file }) => {
+                    cli::user_import(&site, &name, &file, out)?
+                }
+                Command::Init { .. } | Command::Serve { .. } => unreachable!("handled above"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Logs to stderr, filtered by MANTISSA_LOG (default: warnings and errors).
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("MANTISSA_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .init();
+}
+
+/// Output cut short by a closed pipe (`mantissa store stats | head`) is not
+/// a failure.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
