@@ -81,8 +81,23 @@ impl Conn {
         };
         c.conn.busy_timeout(Duration::from_secs(5)).map_err(|e| c.err(e))?;
         c.conn.set_prepared_statement_cache_capacity(64);
-        // journal_mode is the first statement that reads the file: a file that
-        // is not a database fails here, and is not changed.
+        // Look before changing anything: a file that is not a database fails
+        // this read, and another program's database is refused before the
+        // switch to WAL would rewrite its header.
+        let (tables, ours): (i64, bool) = c
+            .conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(MAX(name = '_meta'), 0) FROM sqlite_master",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| c.err(e))?;
+        if tables > 0 && !ours {
+            return Err(StoreError::NotAStore {
+                path: c.path.clone(),
+                reason: "it is a SQLite database of some other program".into(),
+            });
+        }
         let mode: String = c
             .conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
