@@ -1,0 +1,475 @@
+//! The `mantissa` command line, run as a person runs it: the real binary, in
+//! a fresh folder, judged by what it prints, what it leaves on disk and its
+//! exit code.
+
+use std::borrow::BorrowMut;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use mantissa::store::{Item, Ref, Site};
+
+#[derive(Item, Debug)]
+#[item(name = "cli.note", version = 1)]
+struct Note {
+    #[item(index)]
+    title: String,
+}
+
+#[derive(Item, Debug)]
+#[item(name = "cli.tag", version = 1)]
+struct Tag {
+    #[item(on_delete = "cascade")]
+    note: Ref<Note>,
+    label: String,
+}
+
+/// `mantissa ARGS` in `cwd`, with no MANTISSA_SITE unless a test sets one.
+fn mantissa(cwd: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mantissa"));
+    cmd.current_dir(cwd)
+        .args(args)
+        .env_remove("MANTISSA_SITE")
+        .env_remove("MANTISSA_LOG")
+        .stdin(Stdio::null());
+    cmd
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(mut cmd: impl BorrowMut<Command>) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.borrow_mut().output().expect("run mantissa");
+    Run {
+        code: status.code().expect("exited, not killed"),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+fn ok(cmd: impl BorrowMut<Command>) -> Run {
+    let r = run(cmd);
+    assert_eq!(r.code, 0, "expected success: {r:?}");
+    r
+}
+
+/// A site with the stores "alice" (3 notes, 2 tags, 1 attached file) and
+/// "bob" (1 note), written through the library as an application would.
+fn populated_site() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("site");
+    let site = Site::open(&dir).unwrap();
+    site.user_store("alice")
+        .unwrap()
+        .write_blocking(|tx| {
+            let first = tx.insert(&Note {
+                title: "first".into(),
+            })?;
+            for title in ["second", "third"] {
+                tx.insert(&Note {
+                    title: title.into(),
+                })?;
+            }
+            for label in ["a", "b"] {
+                tx.insert(&Tag {
+                    note: first,
+                    label: label.into(),
+                })?;
+            }
+            tx.attach_file(first, "notes.txt", b"hello, file")
+        })
+        .unwrap();
+    site.user_store("bob")
+        .unwrap()
+        .write_blocking(|tx| tx.insert(&Note { title: "hi".into() }))
+        .unwrap();
+    drop(site);
+    (tmp, dir)
+}
+
+fn stats_json(cwd: &Path, site: &Path) -> serde_json::Value {
+    let r = ok(mantissa(
+        cwd,
+        &["--site", site.to_str().unwrap(), "store", "stats", "--json"],
+    ));
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {r:?}"))
+}
+
+/// `{"alice": {"cli.note": 3, ...}, ...}` from `store stats --json`.
+fn item_counts(stats: &serde_json::Value, store: &str) -> serde_json::Value {
+    stats["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == store)
+        .unwrap_or_else(|| panic!("no store {store} in {stats}"))["items"]
+        .clone()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn init_creates_a_site_and_leaves_an_existing_one_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = ok(mantissa(tmp.path(), &["init", "mysite"]));
+    let dir = tmp.path().join("mysite");
+    assert!(dir.join("site.sqlite").is_file());
+    assert!(dir.join("users").is_dir());
+    assert!(
+        r.stdout.contains("Created a Mantissa site in") && r.stdout.contains("mysite"),
+        "{r:?}"
+    );
+
+    let before = std::fs::read(dir.join("site.sqlite")).unwrap();
+    let r = ok(mantissa(tmp.path(), &["init", "mysite"]));
+    assert!(r.stdout.contains("already exists"), "{r:?}");
+    assert_eq!(std::fs::read(dir.join("site.sqlite")).unwrap(), before);
+}
+
+#[test]
+fn init_without_a_folder_uses_the_current_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    ok(mantissa(tmp.path(), &["init"]));
+    assert!(tmp.path().join("site.sqlite").is_file());
+    let r = ok(mantissa(tmp.path(), &["store", "check"]));
+    assert_eq!(r.stdout, "1 store checked, all healthy\n");
+}
+
+#[test]
+fn the_site_is_found_by_flag_or_by_environment() {
+    let (tmp, dir) = populated_site();
+    let elsewhere = tmp.path();
+
+    let by_flag = ok(mantissa(
+        elsewhere,
+        &["--site", dir.to_str().unwrap(), "store", "check"],
+    ));
+    // The flag is global: it may also follow the command.
+    let after = ok(mantissa(
+        elsewhere,
+        &["store", "check", "--site", dir.to_str().unwrap()],
+    ));
+    let by_env = ok(mantissa(elsewhere, &["store", "check"]).env("MANTISSA_SITE", &dir));
+    for r in [&by_flag, &after, &by_env] {
+        assert_eq!(r.stdout, "3 stores checked, all healthy\n", "{r:?}");
+    }
+
+    ok(mantissa(elsewhere, &["init"]).env("MANTISSA_SITE", tmp.path().join("new")));
+    assert!(tmp.path().join("new/site.sqlite").is_file());
+}
+
+#[test]
+fn stats_count_items_files_and_stores() {
+    let (tmp, dir) = populated_site();
+    let r = ok(mantissa(&dir, &["store", "stats"]));
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{r:?}");
+    assert!(lines[0].starts_with("store"), "{r:?}");
+    assert!(lines[1].starts_with("site "), "{r:?}");
+    assert!(lines[2].starts_with("alice "), "{r:?}");
+    assert!(lines[2].contains("cli.note 3, cli.tag 2"), "{r:?}");
+    assert!(lines[2].contains("1 (11 B)"), "one file of 11 bytes: {r:?}");
+    assert!(
+        lines[3].starts_with("bob ") && lines[3].contains("cli.note 1"),
+        "{r:?}"
+    );
+    assert!(lines[4].starts_with("3 stores, "), "{r:?}");
+
+    let json = stats_json(tmp.path(), &dir);
+    assert_eq!(
+        item_counts(&json, "alice"),
+        serde_json::json!({"cli.note": 3, "cli.tag": 2})
+    );
+    assert_eq!(
+        item_counts(&json, "bob"),
+        serde_json::json!({"cli.note": 1})
+    );
+    assert_eq!(item_counts(&json, "site"), serde_json::json!({}));
+    let alice = &json["stores"][1];
+    assert_eq!(alice["files"], serde_json::json!({"count": 1, "bytes": 11}));
+    assert_eq!(alice["scheduled"], 0);
+    assert!(alice["bytes"].as_u64().unwrap() > 0);
+    assert!(
+        alice["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("users/alice.sqlite")
+    );
+}
+
+#[test]
+fn a_backup_is_a_healthy_site_with_the_same_items() {
+    let (tmp, dir) = populated_site();
+    let r = ok(mantissa(&dir, &["backup", "../copy"]));
+    assert!(r.stdout.starts_with("Backed up 3 stores"), "{r:?}");
+    let copy = tmp.path().join("copy");
+    assert_eq!(
+        files_in(&copy.join("users")),
+        ["alice.files", "alice.sqlite", "bob.sqlite"]
+    );
+
+    let r = ok(mantissa(tmp.path(), &["--site", "copy", "store", "check"]));
+    assert_eq!(r.stdout, "3 stores checked, all healthy\n");
+    let (original, backup) = (stats_json(tmp.path(), &dir), stats_json(tmp.path(), &copy));
+    for store in ["site", "alice", "bob"] {
+        assert_eq!(
+            item_counts(&original, store),
+            item_counts(&backup, store),
+            "{store}"
+        );
+    }
+
+    // A backup never overwrites.
+    let r = run(mantissa(&dir, &["backup", "../copy"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("already exists"), "{r:?}");
+    assert!(
+        copy.join("site.sqlite").is_file(),
+        "the earlier backup is kept"
+    );
+}
+
+#[test]
+fn export_then_import_under_another_name_round_trips() {
+    let (tmp, dir) = populated_site();
+    let file = tmp.path().join("alice.export");
+    let r = ok(mantissa(
+        &dir,
+        &["user", "export", "alice", file.to_str().unwrap()],
+    ));
+    assert!(
+        r.stdout
+            .starts_with("Exported user alice (5 items, 1 file) to "),
+        "{r:?}"
+    );
+    assert!(file.is_file());
+
+    let r = ok(mantissa(
+        &dir,
+        &["user", "import", "carol", file.to_str().unwrap()],
+    ));
+    assert!(
+        r.stdout.contains("as user carol (5 items, 1 file)"),
+        "{r:?}"
+    );
+    let json = stats_json(tmp.path(), &dir);
+    assert_eq!(item_counts(&json, "carol"), item_counts(&json, "alice"));
+    assert_eq!(json["stores"].as_array().unwrap().len(), 4);
+
+    // The attached file came along.
+    let site = Site::open_existing(&dir).unwrap();
+    let text = site
+        .user_store("carol")
+        .unwrap()
+        .read_blocking(|r| {
+            let note = r.query::<Note>().filter(Note::title.eq("first")).first()?;
+            r.file(note.unwrap().id(), "notes.txt")
+        })
+        .unwrap();
+    assert_eq!(text.as_deref(), Some(&b"hello, file"[..]));
+    drop(site);
+    ok(mantissa(&dir, &["store", "check"]));
+
+    // Importing over an existing user is refused.
+    let r = run(mantissa(
+        &dir,
+        &["user", "import", "bob", file.to_str().unwrap()],
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("already has a store"), "{r:?}");
+    assert_eq!(
+        item_counts(&stats_json(tmp.path(), &dir), "bob"),
+        serde_json::json!({"cli.note": 1})
+    );
+}
+
+#[test]
+fn commands_outside_a_site_say_so_and_create_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [
+        &["store", "stats"][..],
+        &["store", "check"],
+        &["backup", "b"],
+        &["user", "export", "alice", "x"],
+        &["user", "import", "alice", "x"],
+    ] {
+        let r = run(mantissa(tmp.path(), args));
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(r.stdout.is_empty(), "{args:?}: {r:?}");
+        assert!(
+            r.stderr
+                .starts_with("error: cannot open the Mantissa site in "),
+            "{args:?}: {r:?}"
+        );
+        assert!(
+            r.stderr.contains("caused by: ")
+                && r.stderr.contains("no Mantissa site here")
+                && r.stderr.contains("mantissa init"),
+            "{args:?}: {r:?}"
+        );
+        assert!(files_in(tmp.path()).is_empty(), "{args:?} created files");
+    }
+}
+
+#[test]
+fn check_names_a_store_replaced_by_garbage() {
+    let (tmp, dir) = populated_site();
+    let bob = dir.join("users/bob.sqlite");
+    std::fs::write(
+        &bob,
+        b"this is not a database, just some bytes ".repeat(200),
+    )
+    .unwrap();
+
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", dir.to_str().unwrap(), "store", "check"],
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    let bad: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(bad.len(), 1, "only bob is damaged: {r:?}");
+    assert!(bad[0].starts_with("bob: "), "{r:?}");
+    assert!(
+        bad[0].contains(bob.to_str().unwrap()),
+        "names the file: {r:?}"
+    );
+    assert_eq!(r.stderr, "error: 1 problem(s) found in 1 of 3 stores\n");
+
+    // Stats still show the healthy stores, and name the broken one.
+    let r = run(mantissa(&dir, &["store", "stats"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("alice "), "{r:?}");
+    assert!(
+        r.stdout.contains("bob ") && r.stdout.contains("cannot be read"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn importing_a_file_that_is_not_an_export_fails_and_creates_nothing() {
+    let (tmp, dir) = populated_site();
+    let users_before = files_in(&dir.join("users"));
+    let text = tmp.path().join("notes.txt");
+    std::fs::write(
+        &text,
+        "Dear diary, today I imported a text file.\n".repeat(100),
+    )
+    .unwrap();
+
+    let r = run(mantissa(
+        &dir,
+        &["user", "import", "dave", text.to_str().unwrap()],
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.starts_with("error: importing ")
+            && r.stderr.contains("notes.txt")
+            && r.stderr.contains("no store was created"),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("caused by: "), "{r:?}");
+    assert_eq!(files_in(&dir.join("users")), users_before);
+
+    let missing = tmp.path().join("nowhere.export");
+    let r = run(mantissa(
+        &dir,
+        &["user", "import", "dave", missing.to_str().unwrap()],
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("nowhere.export") && r.stderr.contains("no such file"),
+        "{r:?}"
+    );
+    assert_eq!(files_in(&dir.join("users")), users_before);
+}
+
+#[test]
+fn exporting_a_user_without_a_store_fails_and_writes_nothing() {
+    let (tmp, dir) = populated_site();
+    let file = tmp.path().join("zed.export");
+    let r = run(mantissa(
+        &dir,
+        &["user", "export", "zed", file.to_str().unwrap()],
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("no user store named \"zed\""), "{r:?}");
+    assert!(!file.exists());
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [
+        &["frobnicate"][..],
+        &["user", "export", "Not A Name", "x"],
+        &["serve", "--listen", "not-an-address"],
+        &[],
+    ] {
+        let r = run(mantissa(tmp.path(), args));
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains("Usage:") || r.stderr.contains("error:"),
+            "{r:?}"
+        );
+    }
+    let r = ok(mantissa(tmp.path(), &["--help"]));
+    assert!(r.stdout.contains("serve"), "{r:?}");
+    assert!(files_in(tmp.path()).is_empty());
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_opens_the_site_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = mantissa(
+        tmp.path(),
+        &["serve", "--site", "s", "--listen", "127.0.0.1:0"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(
+        first.starts_with("Mantissa site at ")
+            && first.ends_with("; the web server arrives with the web issue\n"),
+        "{first:?}"
+    );
+    assert!(tmp.path().join("s/site.sqlite").is_file());
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "stops cleanly on SIGTERM");
+}
