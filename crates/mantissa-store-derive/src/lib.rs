@@ -16,7 +16,7 @@
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
-use quote::{format_ident, quote};
+use quote::quote;
 use syn::{
     Data, DeriveInput, Expr, ExprLit, Fields, Ident, Lit, LitStr, Token, parse_macro_input,
     punctuated::Punctuated,
@@ -291,18 +291,12 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
     let on_delete_checks = specs.iter().filter_map(|s| {
         let (v, span) = s.on_delete.as_ref()?;
         let ty = &s.ty;
-        let check = format_ident!("__check_on_delete_{}", s.ident, span = *span);
-        if v == "nullify" {
-            Some(quote! {
-                #[allow(non_snake_case, dead_code)]
-                fn #check() { #krate::__private::assert_nullable_ref::<#ty>(); }
-            })
+        let check = if v == "nullify" {
+            quote::quote_spanned!(*span=> #krate::__private::assert_nullable_ref::<#ty>())
         } else {
-            Some(quote! {
-                #[allow(non_snake_case, dead_code)]
-                fn #check() { #krate::__private::assert_ref::<#ty>(); }
-            })
-        }
+            quote::quote_spanned!(*span=> #krate::__private::assert_ref::<#ty>())
+        };
+        Some(quote! { const _: () = #check; })
     });
 
     Ok(quote! {

@@ -84,16 +84,17 @@ pub mod __private {
     pub use crate::scheduler::ScheduledRegistration;
     pub use inventory;
 
-    pub fn assert_ref<T: crate::Attribute>() {
-        const { assert!(T::REFERENCES.is_some(), "on_delete is only for Ref<_> attributes") }
+    pub const fn assert_ref<T: crate::Attribute>() {
+        assert!(
+            T::REFERENCES.is_some(),
+            "on_delete is only for Ref<_> attributes"
+        )
     }
 
-    pub fn assert_nullable_ref<T: crate::Attribute>() {
-        const {
-            assert!(
-                T::REFERENCES.is_some() && T::NULLABLE,
-                "on_delete = \"nullify\" needs an Option<Ref<_>> attribute"
-            )
-        }
+    pub const fn assert_nullable_ref<T: crate::Attribute>() {
+        assert!(
+            T::REFERENCES.is_some() && T::NULLABLE,
+            "on_delete = \"nullify\" needs an Option<Ref<_>> attribute"
+        )
     }
 }

@@ -1,0 +1,13 @@
+use mantissa_store::{Item, Read};
+
+#[derive(Item)]
+#[item(name = "ui.post", version = 1)]
+struct Post {
+    title: String,
+}
+
+fn find(r: &Read<'_>) {
+    let _ = r.query::<Post>().filter(Post::titel.eq("x"));
+}
+
+fn main() {}
