@@ -239,7 +239,7 @@ fn placeholder(kind: AttrKind) -> &'static str {
 impl Expr {
     pub(crate) fn write(&self, sql: &mut String, params: &mut Vec<Value<'static>>) {
         match self {
-            Expr::True => sql.push_str("1"),
+            Expr::True => sql.push('1'),
             Expr::Cmp {
                 col,
                 kind,
