@@ -533,39 +533,68 @@ pub fn user_import(site: &Site, name: &str, file: &Path, out: &mut dyn Write) ->
 pub fn serve(dir: &Path, listen: Option<SocketAddr>, out: &mut dyn Write) -> Result<(), Error> {
     let dir = shown(dir);
     let site = Site::open(&dir).map_err(|source| Error::CreateSite { dir, source })?;
-    writeln!(
-        out,
-        "Mantissa site at {}; the web server arrives with the web issue",
-        shown(site.root()).display()
-    )?;
-    if let Some(addr) = listen {
-        writeln!(out, "(--listen {addr} is not used yet)")?;
-    }
-    writeln!(out, "Press Ctrl-C to stop.")?;
-    out.flush()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(Error::Signal)?;
-    runtime.block_on(stop_signal()).map_err(Error::Signal)?;
+    runtime.block_on(async {
+        // Listen for the signals before saying that we run, so that a stop
+        // sent as soon as we have said it is never missed.
+        let stop = StopSignal::listen().map_err(Error::Signal)?;
+        writeln!(
+            out,
+            "Mantissa site at {}; the web server arrives with the web issue",
+            shown(site.root()).display()
+        )?;
+        if let Some(addr) = listen {
+            writeln!(out, "(--listen {addr} is not used yet)")?;
+        }
+        writeln!(out, "Press Ctrl-C to stop.")?;
+        out.flush()?;
+        stop.wait().await.map_err(Error::Signal)
+    })?;
     tracing::info!("stop signal received; stopping");
     Ok(())
 }
 
-/// Waits for Ctrl-C, or SIGTERM on Unix.
-async fn stop_signal() -> io::Result<()> {
+/// Ctrl-C, or SIGTERM on Unix, listened for from the moment it is made.
+struct StopSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
+    signals: (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+}
+
+impl StopSignal {
+    fn listen() -> io::Result<StopSignal> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(StopSignal {
+                signals: (
+                    signal(SignalKind::interrupt())?,
+                    signal(SignalKind::terminate())?,
+                ),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(StopSignal {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await
+
+    async fn wait(self) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            let (mut int, mut term) = self.signals;
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            Ok(())
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await
+        }
     }
 }
 

@@ -442,34 +442,37 @@ fn bad_usage_exits_2() {
 
 #[cfg(unix)]
 #[test]
-fn serve_opens_the_site_and_stops_on_sigterm() {
+fn serve_opens_the_site_and_stops_on_sigterm_or_ctrl_c() {
     use std::io::{BufRead, BufReader};
 
-    let tmp = tempfile::tempdir().unwrap();
-    let mut child = mantissa(
-        tmp.path(),
-        &["serve", "--site", "s", "--listen", "127.0.0.1:0"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut first)
+    for signal in ["TERM", "INT"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = mantissa(
+            tmp.path(),
+            &["serve", "--site", "s", "--listen", "127.0.0.1:0"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(
-        first.starts_with("Mantissa site at ")
-            && first.ends_with("; the web server arrives with the web issue\n"),
-        "{first:?}"
-    );
-    assert!(tmp.path().join("s/site.sqlite").is_file());
+        let mut first = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(
+            first.starts_with("Mantissa site at ")
+                && first.ends_with("; the web server arrives with the web issue\n"),
+            "{first:?}"
+        );
+        assert!(tmp.path().join("s/site.sqlite").is_file());
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "stops cleanly on SIGTERM");
+        // Sent the moment it says it runs: it must already be listening.
+        let kill = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "stops cleanly on SIG{signal}");
+    }
 }
