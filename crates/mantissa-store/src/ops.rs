@@ -246,6 +246,15 @@ impl Site {
                 },
                 other => other,
             })?;
+            let ours = conn
+                .scalar("SELECT 1 FROM sqlite_master WHERE name = '_meta'", &[])?
+                .is_some();
+            if !ours {
+                return Err(StoreError::NotAStore {
+                    path: src.to_path_buf(),
+                    reason: "it holds no Mantissa store (empty, or not an export)".into(),
+                });
+            }
             let has_files = conn
                 .scalar(
                     "SELECT 1 FROM sqlite_master WHERE name = '_export_files'",

@@ -1,0 +1,21 @@
+//! Mantissa's multiprotocol host.
+//!
+//! This crate owns everything between a listening socket and a protocol's
+//! first byte: the listeners (configured as [`Port`] items in the site
+//! store), TLS, the one [`Guard`] that every protocol shares — connection caps
+//! overall and per IP address, handshake and idle timeouts, request-rate
+//! limits and load shedding — and graceful shutdown. Protocols (HTTP in
+//! `mantissa-web`, SMTP and SIP later) plug in through the small
+//! [`Protocol`] trait and never see a connection the guard refused.
+//!
+//! It knows nothing of HTTP, URLs or accounts.
+
+mod guard;
+mod listener;
+mod port;
+mod tls;
+
+pub use guard::{Guard, Limits, Permit, Refusal, SlotGuard};
+pub use listener::{Connection, Io, Protocol, Server, ServerError, Shutdown};
+pub use port::{Port, PortError};
+pub use tls::load_tls;

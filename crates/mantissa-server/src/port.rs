@@ -1,0 +1,116 @@
+//! Listening ports, as items in the site store: `mantissa port add http
+//! 0.0.0.0:80` writes one, and `mantissa serve` listens on each.
+
+use std::net::SocketAddr;
+
+use mantissa_store::{Item, Site, StoreError};
+
+/// A port the server listens on.
+#[derive(Item, Debug, Clone, PartialEq)]
+#[item(name = "mantissa.port", version = 1, unique(protocol, address))]
+pub struct Port {
+    /// `http`, `https`, or another protocol's name.
+    pub protocol: String,
+    /// The address to bind, e.g. `127.0.0.1:8080`.
+    pub address: String,
+    /// For TLS ports: the PEM certificate chain file.
+    pub cert: Option<String>,
+    /// For TLS ports: the PEM private key file.
+    pub key: Option<String>,
+}
+
+/// A port that cannot be added, or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// The protocol is not one the server speaks.
+    #[error("unknown protocol {0:?}; use one of: {1}")]
+    UnknownProtocol(String, String),
+    /// The address does not parse.
+    #[error("{0:?} is not an address to listen on (expected IP:PORT, like 127.0.0.1:8080)")]
+    BadAddress(String),
+    /// A TLS protocol without a certificate and key, or a plain one with them.
+    #[error("{0}")]
+    Tls(String),
+    /// No such port.
+    #[error("no {0} port on {1}")]
+    NotFound(String, String),
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Protocols that run over TLS.
+const TLS_PROTOCOLS: &[&str] = &["https"];
+
+impl Port {
+    /// Checks a port before it is stored. `known` lists the protocols this
+    /// binary serves.
+    pub fn validate(&self, known: &[&str]) -> Result<SocketAddr, PortError> {
+        if !known.contains(&self.protocol.as_str()) {
+            return Err(PortError::UnknownProtocol(
+                self.protocol.clone(),
+                known.join(", "),
+            ));
+        }
+        let addr: SocketAddr = self
+            .address
+            .parse()
+            .map_err(|_| PortError::BadAddress(self.address.clone()))?;
+        let secure = TLS_PROTOCOLS.contains(&self.protocol.as_str());
+        match (secure, &self.cert, &self.key) {
+            (true, Some(c), Some(k)) => {
+                crate::tls::load_tls(c.as_ref(), k.as_ref())
+                    .map_err(|e| PortError::Tls(e.to_string()))?;
+            }
+            (true, _, _) => {
+                return Err(PortError::Tls(format!(
+                    "{} needs --cert FILE and --key FILE",
+                    self.protocol
+                )));
+            }
+            (false, None, None) => {}
+            (false, _, _) => {
+                return Err(PortError::Tls(format!(
+                    "{} does not use a certificate; did you mean https?",
+                    self.protocol
+                )));
+            }
+        }
+        Ok(addr)
+    }
+
+    /// Whether this port speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        TLS_PROTOCOLS.contains(&self.protocol.as_str())
+    }
+
+    /// Every port of the site, in the order they were added.
+    pub fn list(site: &Site) -> Result<Vec<Port>, StoreError> {
+        site.store().read_blocking(|r| {
+            Ok(r.query::<Port>()
+                .all()?
+                .into_iter()
+                .map(|p| p.into_inner())
+                .collect())
+        })
+    }
+
+    /// Adds a port after checking it.
+    pub fn add(site: &Site, port: Port, known: &[&str]) -> Result<(), PortError> {
+        port.validate(known)?;
+        site.store().write_blocking(move |tx| tx.insert(&port).map(drop))?;
+        Ok(())
+    }
+
+    /// Removes the port for `protocol` on `address`.
+    pub fn remove(site: &Site, protocol: &str, address: &str) -> Result<(), PortError> {
+        let (p, a) = (protocol.to_string(), address.to_string());
+        let removed = site.store().write_blocking(move |tx| {
+            tx.delete_where(Port::protocol.eq(p).and(Port::address.eq(a)))
+        })?;
+        if removed == 0 {
+            return Err(PortError::NotFound(protocol.into(), address.into()));
+        }
+        Ok(())
+    }
+}

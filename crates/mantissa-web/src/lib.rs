@@ -1,0 +1,1 @@
+//! Mantissa web (in progress).
