@@ -147,14 +147,16 @@ impl Guard {
         let l = &self.inner.limits;
         if self.inner.open.fetch_add(1, Ordering::AcqRel) >= l.max_connections {
             self.inner.open.fetch_sub(1, Ordering::AcqRel);
-            metrics::counter!("mantissa_connections_refused_total", "reason" => "global").increment(1);
+            metrics::counter!("mantissa_connections_refused_total", "reason" => "global")
+                .increment(1);
             return Err(Refusal::TooManyConnections);
         }
         let mut entry = self.inner.per_ip.entry(ip).or_insert(0);
         if *entry >= l.max_connections_per_ip {
             drop(entry);
             self.inner.open.fetch_sub(1, Ordering::AcqRel);
-            metrics::counter!("mantissa_connections_refused_total", "reason" => "per_ip").increment(1);
+            metrics::counter!("mantissa_connections_refused_total", "reason" => "per_ip")
+                .increment(1);
             return Err(Refusal::TooManyConnections);
         }
         *entry += 1;

@@ -11,11 +11,12 @@
 //! It knows nothing of HTTP, URLs or accounts.
 
 mod guard;
+mod idle;
 mod listener;
 mod port;
 mod tls;
 
 pub use guard::{Guard, Limits, Permit, Refusal, SlotGuard};
-pub use listener::{Connection, Io, Protocol, Server, ServerError, Shutdown};
+pub use listener::{BoxFuture, Connection, Io, Protocol, Server, ServerError, Shutdown};
 pub use port::{Port, PortError};
 pub use tls::load_tls;

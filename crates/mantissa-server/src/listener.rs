@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::guard::{Guard, Refusal, SlotGuard};
+use crate::idle::{Activity, Watched};
 
 /// A byte stream a protocol talks over: plain TCP or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -216,6 +217,7 @@ async fn accept_loop(l: Listening, guard: Guard, mut shutdown: Shutdown) {
         let protocol = l.protocol.clone();
         let tls = l.tls.clone();
         let handshake = guard.limits().handshake_timeout;
+        let idle = guard.limits().idle_timeout;
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let (io, secure): (Box<dyn Io>, bool) = match tls {
@@ -234,15 +236,27 @@ async fn accept_loop(l: Listening, guard: Guard, mut shutdown: Shutdown) {
                     }
                 }
             };
-            protocol
-                .serve(Connection {
-                    io,
-                    peer,
-                    tls: secure,
-                    slot,
-                    shutdown,
-                })
-                .await;
+            let activity = Activity::new();
+            let serve = protocol.serve(Connection {
+                io: Box::new(Watched::new(io, activity.clone())),
+                peer,
+                tls: secure,
+                slot,
+                shutdown,
+            });
+            tokio::pin!(serve);
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = &mut serve => break,
+                    _ = tick.tick() => {
+                        if activity.idle() > idle {
+                            tracing::debug!(%peer, "closing an idle connection");
+                            break;
+                        }
+                    }
+                }
+            }
         });
     }
     while connections.join_next().await.is_some() {}

@@ -98,7 +98,8 @@ impl Port {
     /// Adds a port after checking it.
     pub fn add(site: &Site, port: Port, known: &[&str]) -> Result<(), PortError> {
         port.validate(known)?;
-        site.store().write_blocking(move |tx| tx.insert(&port).map(drop))?;
+        site.store()
+            .write_blocking(move |tx| tx.insert(&port).map(drop))?;
         Ok(())
     }
 

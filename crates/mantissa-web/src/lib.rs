@@ -1,1 +1,31 @@
-//! Mantissa web (in progress).
+//! Mantissa's web: HTTP as a protocol of `mantissa-server`, the URL space,
+//! page templates and themes, static files, sessions, CSRF protection, and
+//! the JSON API.
+//!
+//! It owns what happens between an HTTP request arriving on an admitted
+//! connection and the response leaving: routing, the layers every response
+//! passes (rate limits, crawler pacing, security headers, sessions, CSRF,
+//! conditional GET, access log), and rendering. It must not reach into the
+//! store's internals (it uses items and queries like any application) nor
+//! own accounts, which belong to `mantissa-accounts`.
+
+mod app;
+mod config;
+mod http;
+mod page;
+mod protect;
+mod session;
+mod statics;
+mod templates;
+
+pub use app::{App, WebOptions};
+pub use config::SiteConfig;
+pub use http::{ClientInfo, HttpProtocol};
+pub use page::{ApiRequest, Page, WebError};
+pub use protect::is_bot;
+pub use session::{
+    CSRF_COOKIE, CsrfToken, SESSION_COOKIE, SESSION_LIFETIME, Session, SessionRecord, cookie,
+    random_token,
+};
+pub use statics::{StaticFile, Statics};
+pub use templates::{TemplateError, TemplateSources, Templates, obfuscate_emails};

@@ -15,13 +15,27 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::Arc;
+
+use mantissa_server::{Guard, Limits, Port, PortError, Protocol, Server, ServerError, load_tls};
 use mantissa_store::{Site, Store, StoreError, StoreStats};
+use mantissa_web::{App, HttpProtocol, WebOptions};
 use serde::Serialize;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A port could not be added, removed or used.
+    #[error(transparent)]
+    Port(PortError),
+    /// The server could not start (a port taken, a certificate unreadable).
+    #[error(transparent)]
+    Server(ServerError),
+    /// The web application could not start.
+    #[error("the web application cannot start: {0}")]
+    Web(String),
+
     /// The site could not be opened (there is none, or it is damaged).
     #[error("cannot open the Mantissa site in {}", dir.display())]
     OpenSite {
@@ -527,33 +541,164 @@ pub fn user_import(site: &Site, name: &str, file: &Path, out: &mut dyn Write) ->
     Ok(())
 }
 
-/// `mantissa serve`: for now, opens (creating) the site and waits for Ctrl-C
-/// or SIGTERM. The web server arrives with the web layer; `listen` is
-/// accepted so that scripts can already pass it.
-pub fn serve(dir: &Path, listen: Option<SocketAddr>, out: &mut dyn Write) -> Result<(), Error> {
+/// How `mantissa serve` runs.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Listen here instead of the site's configured ports.
+    pub listen: Option<SocketAddr>,
+    /// Development mode: templates and theme files reload on every request.
+    pub dev: bool,
+}
+
+/// The protocols this binary serves on ports.
+pub const PROTOCOLS: &[&str] = &["http", "https"];
+
+/// The address `serve` uses when the site has no ports.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Opens (creating) the site and serves it on its ports — or `--listen`, or
+/// 127.0.0.1:8080 when it has none — until Ctrl-C or SIGTERM, then shuts down
+/// gracefully: no new connections, requests in flight finish.
+pub fn serve(dir: &Path, options: ServeOptions, out: &mut dyn Write) -> Result<(), Error> {
     let dir = shown(dir);
     let site = Site::open(&dir).map_err(|source| Error::CreateSite { dir, source })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(Error::Signal)?;
+    // Everything that blocks on the store happens before the runtime runs.
+    let ports = match options.listen {
+        Some(addr) => vec![Port {
+            protocol: "http".into(),
+            address: addr.to_string(),
+            cert: None,
+            key: None,
+        }],
+        None => {
+            let ports = Port::list(&site)?;
+            if ports.is_empty() {
+                vec![Port {
+                    protocol: "http".into(),
+                    address: DEFAULT_LISTEN.into(),
+                    cert: None,
+                    key: None,
+                }]
+            } else {
+                ports
+            }
+        }
+    };
+    let guard = Guard::new(Limits::default());
+    let app = App::new(
+        site.clone(),
+        guard.clone(),
+        WebOptions {
+            dev: options.dev,
+            ..WebOptions::default()
+        },
+    )
+    .map_err(|e| Error::Web(e.to_string()))?;
     runtime.block_on(async {
         // Listen for the signals before saying that we run, so that a stop
         // sent as soon as we have said it is never missed.
         let stop = StopSignal::listen().map_err(Error::Signal)?;
+        let http: Arc<dyn Protocol> =
+            Arc::new(HttpProtocol::new(app.router(), guard.limits().clone()));
+        let mut server = Server::new(guard);
+        let mut urls = Vec::new();
+        for port in &ports {
+            let addr = port.validate(PROTOCOLS).map_err(Error::Port)?;
+            let tls = match (&port.cert, &port.key) {
+                (Some(c), Some(k)) if port.is_tls() => {
+                    Some(load_tls(c.as_ref(), k.as_ref()).map_err(Error::Server)?)
+                }
+                _ => None,
+            };
+            let bound = server
+                .listen(addr, tls, http.clone())
+                .await
+                .map_err(Error::Server)?;
+            let scheme = if port.is_tls() { "https" } else { "http" };
+            urls.push(format!("{scheme}://{bound}/"));
+        }
+        let background = site.spawn_background(std::time::Duration::from_secs(1));
         writeln!(
             out,
-            "Mantissa site at {}; the web server arrives with the web issue",
-            shown(site.root()).display()
+            "Mantissa site \"{}\" ({}){}",
+            app.config().name,
+            shown(site.root()).display(),
+            if options.dev {
+                " in development mode"
+            } else {
+                ""
+            }
         )?;
-        if let Some(addr) = listen {
-            writeln!(out, "(--listen {addr} is not used yet)")?;
+        for url in &urls {
+            writeln!(out, "Serving {url}")?;
         }
         writeln!(out, "Press Ctrl-C to stop.")?;
         out.flush()?;
-        stop.wait().await.map_err(Error::Signal)
+        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
+        let waiter = tokio::spawn(async move {
+            let r = stop.wait().await;
+            let _ = stopped_tx.send(());
+            r
+        });
+        server
+            .run(async {
+                let _ = stopped_rx.await;
+            })
+            .await;
+        background.stop().await;
+        waiter
+            .await
+            .map_err(|e| Error::Signal(io::Error::other(e)))?
+            .map_err(Error::Signal)
     })?;
-    tracing::info!("stop signal received; stopping");
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Adds a listening port to the site.
+pub fn port_add(site: &Site, port: Port, out: &mut dyn Write) -> Result<(), Error> {
+    let shown_port = format!("{} {}", port.protocol, port.address);
+    Port::add(site, port, PROTOCOLS).map_err(Error::Port)?;
+    writeln!(
+        out,
+        "Added port {shown_port}; it is used from the next `mantissa serve`."
+    )?;
+    Ok(())
+}
+
+/// Lists the site's ports.
+pub fn port_list(site: &Site, out: &mut dyn Write) -> Result<(), Error> {
+    let ports = Port::list(site).map_err(Error::Store)?;
+    if ports.is_empty() {
+        writeln!(
+            out,
+            "No ports; `mantissa serve` listens on {DEFAULT_LISTEN}."
+        )?;
+    }
+    for p in ports {
+        match (&p.cert, &p.key) {
+            (Some(c), Some(k)) => {
+                writeln!(out, "{:<6} {:<22} cert {c} key {k}", p.protocol, p.address)?
+            }
+            _ => writeln!(out, "{:<6} {}", p.protocol, p.address)?,
+        }
+    }
+    Ok(())
+}
+
+/// Removes a port.
+pub fn port_remove(
+    site: &Site,
+    protocol: &str,
+    address: &str,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    Port::remove(site, protocol, address).map_err(Error::Port)?;
+    writeln!(out, "Removed port {protocol} {address}.")?;
     Ok(())
 }
 

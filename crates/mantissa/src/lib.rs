@@ -39,7 +39,9 @@
 //! binary (`src/main.rs`) only parses arguments, calls them and maps the
 //! result to an exit code.
 
+pub use mantissa_server as server;
 pub use mantissa_store as store;
+pub use mantissa_web as web;
 
 pub use mantissa_store::{
     Cond, Decimal, Item, Query, Read, Ref, Result, Site, Store, StoreError, StoreStats, Stored,

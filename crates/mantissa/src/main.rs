@@ -53,15 +53,48 @@ enum Command {
     /// Move one user's store in and out of the site as a single file
     #[command(subcommand)]
     User(UserCommand),
-    /// Open the site (creating it) and wait for Ctrl-C or SIGTERM
+    /// Serve the site (creating it) until Ctrl-C or SIGTERM
     ///
-    /// A placeholder: it does not serve anything yet. The web server
-    /// arrives with the web layer; until then this only opens the site, says
-    /// where it is, and waits to be stopped.
+    /// Listens on the site's ports (see `mantissa port`), or on
+    /// 127.0.0.1:8080 when it has none. Stopping is graceful: no new
+    /// connections, requests in flight finish.
     Serve {
-        /// Where the web server will listen (accepted, not used yet)
+        /// Listen on ADDR (plain HTTP) instead of the site's ports
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Development mode: templates and theme files reload on every
+        /// request, and template errors show in the page
+        #[arg(long)]
+        dev: bool,
+    },
+    /// The ports `mantissa serve` listens on
+    #[command(subcommand)]
+    Port(PortCommand),
+}
+
+#[derive(Subcommand)]
+enum PortCommand {
+    /// Add a port: `port add http 0.0.0.0:80`, `port add https 0.0.0.0:443 --cert C --key K`
+    Add {
+        /// http or https
+        protocol: String,
+        /// IP:PORT to listen on
+        address: String,
+        /// PEM certificate chain (https)
+        #[arg(long, value_name = "FILE")]
+        cert: Option<PathBuf>,
+        /// PEM private key (https)
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// List the ports
+    List,
+    /// Remove a port
+    Remove {
+        /// http or https
+        protocol: String,
+        /// IP:PORT
+        address: String,
     },
 }
 
@@ -130,7 +163,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     let out: &mut dyn Write = &mut out;
     match args.command {
         Command::Init { dir } => cli::init(&dir.unwrap_or(site_dir), out)?,
-        Command::Serve { listen } => cli::serve(&site_dir, listen, out)?,
+        Command::Serve { listen, dev } => {
+            cli::serve(&site_dir, cli::ServeOptions { listen, dev }, out)?
+        }
         command => {
             let site = cli::open_site(&site_dir)?;
             match command {
@@ -142,6 +177,25 @@ fn run(args: Args) -> anyhow::Result<()> {
                 }
                 Command::User(UserCommand::Import { name, file }) => {
                     cli::user_import(&site, &name, &file, out)?
+                }
+                Command::Port(PortCommand::Add {
+                    protocol,
+                    address,
+                    cert,
+                    key,
+                }) => {
+                    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+                    let port = mantissa::server::Port {
+                        protocol,
+                        address,
+                        cert: cert.map(|c| absolute(c).display().to_string()),
+                        key: key.map(|k| absolute(k).display().to_string()),
+                    };
+                    cli::port_add(&site, port, out)?
+                }
+                Command::Port(PortCommand::List) => cli::port_list(&site, out)?,
+                Command::Port(PortCommand::Remove { protocol, address }) => {
+                    cli::port_remove(&site, &protocol, &address, out)?
                 }
                 Command::Init { .. } | Command::Serve { .. } => unreachable!("handled above"),
             }

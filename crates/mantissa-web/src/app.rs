@@ -1,0 +1,350 @@
+//! The web application: its state, and the router with every layer in the
+//! order requests meet them.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use mantissa_server::{Guard, Limits};
+use mantissa_store::Site;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use minijinja::Value;
+use tower::Layer;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+
+use crate::config::SiteConfig;
+use crate::http::ClientInfo;
+use crate::page::{Page, WebError, api_prefix, render_pages};
+use crate::protect::{
+    BotLimiter, FirstSeen, access_log, bot_layer, conditional_get, guard_layer, security_headers,
+};
+use crate::session::{csrf_layer, session_layer};
+use crate::statics::Statics;
+use crate::templates::{TemplateSources, Templates};
+
+/// Mantissa's own templates and static files, compiled in.
+const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../templates/base.html")),
+    ("front.html", include_str!("../templates/front.html")),
+    ("404.html", include_str!("../templates/404.html")),
+    ("error.html", include_str!("../templates/error.html")),
+];
+const BUILTIN_STATIC: &[(&str, &str, &[u8])] = &[(
+    "mantissa",
+    "mantissa.css",
+    include_bytes!("../static/mantissa.css"),
+)];
+
+/// How the web application runs.
+#[derive(Debug, Clone, Default)]
+pub struct WebOptions {
+    /// Development mode: templates and theme files reload on every request,
+    /// and template errors show in the page.
+    pub dev: bool,
+    /// Extra templates (name, source) from offerings; a theme still
+    /// overrides them.
+    pub templates: Vec<(String, &'static str)>,
+}
+
+struct Inner {
+    site: Site,
+    guard: Guard,
+    templates: Templates,
+    statics: Arc<Statics>,
+    config: RwLock<SiteConfig>,
+    dev: bool,
+    bots: BotLimiter,
+    first_seen: FirstSeen,
+}
+
+/// The web application's shared state. Cheap to clone.
+#[derive(Clone)]
+pub struct App(Arc<Inner>);
+
+fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics recorder not installed");
+                None
+            }
+        })
+        .as_ref()
+}
+
+impl App {
+    /// The web application of `site`, sharing the server's `guard`.
+    pub fn new(site: Site, guard: Guard, options: WebOptions) -> Result<App, WebError> {
+        let config = SiteConfig::load_or_init(&site)?;
+        let theme = theme_dir(&site, &config);
+        let statics = Arc::new(Statics::new(
+            BUILTIN_STATIC,
+            theme.as_ref().map(|t| t.join("static")),
+            options.dev,
+        ));
+        let mut builtin: std::collections::HashMap<String, &'static str> = BUILTIN_TEMPLATES
+            .iter()
+            .map(|(n, s)| (n.to_string(), *s))
+            .collect();
+        for (name, source) in options.templates {
+            builtin.entry(name).or_insert(source);
+        }
+        let statics_for_templates = statics.clone();
+        let templates = Templates::new(
+            TemplateSources {
+                theme_dir: theme.as_ref().map(|t| t.join("templates")),
+                builtin: Arc::new(builtin),
+            },
+            options.dev,
+            vec![(
+                "static_url",
+                Value::from_function(move |offering: &str, path: &str| {
+                    let url = statics_for_templates.url(offering, path);
+                    // Our own URL, of plain characters: no escaping needed.
+                    if url
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+                    {
+                        Value::from_safe_string(url)
+                    } else {
+                        Value::from(url)
+                    }
+                }),
+            )],
+        );
+        prometheus();
+        Ok(App(Arc::new(Inner {
+            bots: BotLimiter::new(config.crawl_delay.max(1) as u64),
+            site,
+            guard,
+            templates,
+            statics,
+            config: RwLock::new(config),
+            dev: options.dev,
+            first_seen: FirstSeen::default(),
+        })))
+    }
+
+    /// The site.
+    pub fn site(&self) -> &Site {
+        &self.0.site
+    }
+
+    /// The connection guard.
+    pub fn guard(&self) -> &Guard {
+        &self.0.guard
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        self.0.guard.limits()
+    }
+
+    /// The templates.
+    pub fn templates(&self) -> &Templates {
+        &self.0.templates
+    }
+
+    pub(crate) fn bots(&self) -> &BotLimiter {
+        &self.0.bots
+    }
+
+    pub(crate) fn first_seen(&self) -> &FirstSeen {
+        &self.0.first_seen
+    }
+
+    /// The site's configuration.
+    pub fn config(&self) -> SiteConfig {
+        self.0
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether the app runs in development mode.
+    pub fn is_dev(&self) -> bool {
+        self.0.dev
+    }
+
+    /// Re-reads the site's configuration (and theme) from the store; done on
+    /// every request in development mode.
+    pub async fn reload_config(&self) -> Result<(), WebError> {
+        let Some(c) = self
+            .0
+            .site
+            .store()
+            .read(|r| r.query::<SiteConfig>().first())
+            .await?
+        else {
+            return Ok(());
+        };
+        let c = c.into_inner();
+        let theme = theme_dir(&self.0.site, &c);
+        self.0
+            .templates
+            .set_theme_dir(theme.as_ref().map(|t| t.join("templates")));
+        self.0
+            .statics
+            .set_theme_dir(theme.as_ref().map(|t| t.join("static")));
+        *self.0.config.write().unwrap_or_else(|e| e.into_inner()) = c;
+        Ok(())
+    }
+
+    /// The router: every route and every layer. `extra` routes (offerings',
+    /// tests') are merged in below the same layers.
+    pub fn router_with(&self, extra: Router<App>) -> Router {
+        let routes: Router<App> = Router::new()
+            .route("/", get(front_page))
+            .route("/healthz", get(healthz))
+            .route("/robots.txt", get(robots))
+            .route("/metrics", get(metrics_page))
+            .route("/static/{offering}/{hash}/{*path}", get(static_file))
+            .merge(extra)
+            .fallback(not_found);
+        let body_limit = self.limits().max_body_bytes;
+        let body_timeout = self.limits().body_timeout;
+        let routes = routes
+            .layer(from_fn_with_state(self.clone(), render_pages))
+            .layer(from_fn_with_state(self.clone(), csrf_layer))
+            .layer(from_fn_with_state(self.clone(), session_layer))
+            .layer(from_fn_with_state(self.clone(), conditional_get))
+            .layer(CompressionLayer::new())
+            .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+            .layer(RequestBodyTimeoutLayer::new(body_timeout))
+            .layer(from_fn(security_headers))
+            .layer(from_fn_with_state(self.clone(), bot_layer))
+            .layer(from_fn_with_state(self.clone(), guard_layer))
+            .layer(CatchPanicLayer::new())
+            .layer(from_fn(access_log))
+            .with_state(self.clone());
+        // `/api/x` is answered by the route of `/x`: the prefix is stripped
+        // before routing, so this layer wraps the whole router.
+        Router::new().fallback_service(from_fn(api_prefix).layer(routes))
+    }
+
+    /// The router with Mantissa's own routes only.
+    pub fn router(&self) -> Router {
+        self.router_with(Router::new())
+    }
+}
+
+fn theme_dir(site: &Site, config: &SiteConfig) -> Option<PathBuf> {
+    config
+        .theme
+        .as_ref()
+        .filter(|t| !t.is_empty() && !t.contains(['/', '\\']) && !t.starts_with('.'))
+        .map(|t| site.root().join("themes").join(t))
+}
+
+async fn front_page(State(app): State<App>) -> Page {
+    let c = app.config();
+    Page::new(
+        "front.html",
+        serde_json::json!({ "site": { "name": c.name, "tagline": c.tagline, "contact": c.contact } }),
+    )
+}
+
+async fn healthz(State(app): State<App>) -> Response {
+    match app
+        .site()
+        .store()
+        .read(|r| r.query::<SiteConfig>().count())
+        .await
+    {
+        Ok(_) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the site store cannot be read\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn robots(State(app): State<App>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        app.config().robots,
+    )
+        .into_response()
+}
+
+async fn metrics_page(req: Request) -> Response {
+    let local = req
+        .extensions()
+        .get::<ClientInfo>()
+        .is_some_and(|c| c.peer.ip().is_loopback());
+    match (local, prometheus()) {
+        (true, Some(h)) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        _ => WebError::NotFound.into_response(),
+    }
+}
+
+async fn static_file(
+    State(app): State<App>,
+    Path((offering, hash, path)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(file) = app.0.statics.get(&offering, &path) else {
+        return WebError::NotFound.into_response();
+    };
+    if file.hash != hash {
+        // An old or mistyped version: send the browser to the current one.
+        let mut r = Redirect::temporary(&app.0.statics.url(&offering, &path)).into_response();
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return r;
+    }
+    let etag = format!("\"{}\"", file.hash);
+    let cache = HeaderValue::from_static("public, max-age=31536000, immutable");
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [
+                (header::ETAG, etag),
+                (
+                    header::CACHE_CONTROL,
+                    cache.to_str().unwrap_or_default().to_string(),
+                ),
+            ],
+        )
+            .into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, file.content_type.clone()),
+            (header::ETAG, etag),
+            (
+                header::CACHE_CONTROL,
+                cache.to_str().unwrap_or_default().to_string(),
+            ),
+        ],
+        file.bytes.clone(),
+    )
+        .into_response()
+}
+
+async fn not_found(req: Request) -> Response {
+    let _ = req;
+    WebError::NotFound.into_response()
+}

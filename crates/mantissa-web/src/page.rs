@@ -1,0 +1,192 @@
+//! Pages: a handler's data, rendered as HTML or, under `/api/`, as JSON.
+//!
+//! A handler returns a [`Page`]: a template name and the data to render it
+//! with. The same route answers `/x` with the rendered template and
+//! `/api/x` with the data as JSON, so every page's data is available to
+//! mobile apps and scripts with exactly the same access rules — the JSON is
+//! produced by the same handler, not a second one that could drift.
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use minijinja::Value;
+use std::sync::Arc;
+
+use crate::app::App;
+
+/// What a handler answers: a template and its data.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The template (HTML only).
+    pub template: &'static str,
+    /// The data: the template's context, and the JSON of `/api/...`.
+    pub data: serde_json::Value,
+    /// The status.
+    pub status: StatusCode,
+}
+
+impl Page {
+    /// A 200 page.
+    pub fn new(template: &'static str, data: serde_json::Value) -> Page {
+        Page {
+            template,
+            data,
+            status: StatusCode::OK,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Pending(Arc<Page>);
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        let mut r = self.status.into_response();
+        r.extensions_mut().insert(Pending(Arc::new(self)));
+        r
+    }
+}
+
+/// An error a handler can answer with. What is sent is a status and a plain
+/// message; internal details are logged, never sent.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// Nothing here (also what is answered for things the visitor may not
+    /// see, so that nothing leaks that they exist).
+    #[error("not found")]
+    NotFound,
+    /// The request was malformed; the message says how.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A state-changing request failed the cross-site check.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Something broke inside; logged, answered with a plain 500.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<mantissa_store::StoreError> for WebError {
+    fn from(e: mantissa_store::StoreError) -> Self {
+        WebError::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let (status, title, message) = match &self {
+            WebError::NotFound => (StatusCode::NOT_FOUND, "Not found", String::new()),
+            WebError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", m.clone()),
+            WebError::Forbidden(m) => (StatusCode::FORBIDDEN, "Refused", m.clone()),
+            WebError::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong",
+                    "The error has been logged. Please try again later.".into(),
+                )
+            }
+        };
+        let template = if status == StatusCode::NOT_FOUND {
+            "404.html"
+        } else {
+            "error.html"
+        };
+        Page {
+            template,
+            data: serde_json::json!({ "error": title, "title": title, "message": message }),
+            status,
+        }
+        .into_response()
+    }
+}
+
+/// Marks a request that came in under `/api/`.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiRequest;
+
+/// Strips `/api` from the path (remembering that it was there), so that the
+/// page's own route answers.
+pub async fn api_prefix(mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let stripped = if path == "/api" || path == "/api/" {
+        Some("/".to_string())
+    } else {
+        path.strip_prefix("/api/").map(|rest| format!("/{rest}"))
+    };
+    if let Some(new_path) = stripped {
+        let pq = match req.uri().query() {
+            Some(q) => format!("{new_path}?{q}"),
+            None => new_path,
+        };
+        if let Ok(uri) = pq.parse::<Uri>() {
+            *req.uri_mut() = uri;
+            req.extensions_mut().insert(ApiRequest);
+        }
+    }
+    next.run(req).await
+}
+
+/// Renders the [`Page`]s handlers answer with.
+pub async fn render_pages(State(app): State<App>, req: Request, next: Next) -> Response {
+    let api = req.extensions().get::<ApiRequest>().is_some();
+    let path = req.uri().path().to_string();
+    if app.is_dev()
+        && let Err(e) = app.reload_config().await
+    {
+        tracing::warn!(error = %e, "reloading the site configuration failed");
+    }
+    let csrf = req.extensions().get::<crate::session::CsrfToken>().cloned();
+    let response = next.run(req).await;
+    let Some(Pending(page)) = response.extensions().get::<Pending>().cloned() else {
+        return response;
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.extensions.remove::<Pending>();
+    if api {
+        let mut r = (page.status, axum::Json(page.data.clone())).into_response();
+        r.headers_mut().extend(
+            parts
+                .headers
+                .into_iter()
+                .filter_map(|(k, v)| k.map(|k| (k, v))),
+        );
+        return r;
+    }
+    let config = app.config();
+    let ctx = minijinja::context! {
+        site => Value::from_serialize(&config.public()),
+        path => path,
+        csrf_field => Value::from_function(move || {
+            Value::from_safe_string(csrf.as_ref().map(|t| t.field()).unwrap_or_default())
+        }),
+        ..Value::from_serialize(&page.data)
+    };
+    match app.templates().render(page.template, &ctx) {
+        Ok(html) => {
+            let mut r = (page.status, Html(html)).into_response();
+            for (k, v) in parts.headers.iter() {
+                r.headers_mut().append(k, v.clone());
+            }
+            r
+        }
+        Err(e) => {
+            tracing::error!(template = %e.name, line = e.line, cause = %e.cause, "template error");
+            let body = if app.templates().is_dev() {
+                format!(
+                    "<!doctype html><meta charset=utf-8><title>Template error</title><h1>Template error</h1><pre>{}</pre>",
+                    minijinja::HtmlEscape(&e.to_string())
+                )
+            } else {
+                "<!doctype html><meta charset=utf-8><title>Something went wrong</title><h1>Something went wrong</h1><p>The error has been logged. Please try again later.</p>".to_string()
+            };
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                body,
+            )
+                .into_response()
+        }
+    }
+}

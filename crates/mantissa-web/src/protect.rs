@@ -1,0 +1,259 @@
+//! The layers every response goes through: the guard's rate limits and load
+//! shedding, crawler pacing, security headers, conditional GET, and the
+//! access log.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use dashmap::DashMap;
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use mantissa_server::Refusal;
+use sha2::{Digest, Sha256};
+
+use crate::app::App;
+use crate::http::ClientInfo;
+
+fn client_ip(req: &Request) -> Option<IpAddr> {
+    req.extensions().get::<ClientInfo>().map(|c| c.peer.ip())
+}
+
+fn refusal_response(refusal: Refusal) -> Response {
+    let (status, text) = match refusal {
+        Refusal::RateLimited(_) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests from your address; please slow down.\n",
+        ),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is busy; please try again shortly.\n",
+        ),
+    };
+    (
+        status,
+        [
+            (header::RETRY_AFTER, refusal.retry_after_secs().to_string()),
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".into()),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+/// Per-address request rate limits and load shedding, from the server's
+/// guard.
+pub async fn guard_layer(State(app): State<App>, req: Request, next: Next) -> Response {
+    let Some(ip) = client_ip(&req) else {
+        return next.run(req).await;
+    };
+    match app.guard().begin_request(ip) {
+        Ok(permit) => {
+            let r = next.run(req).await;
+            drop(permit);
+            r
+        }
+        Err(refusal) => refusal_response(refusal),
+    }
+}
+
+type KeyedLimiter = RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>;
+
+/// Paces crawlers to the site's `Crawl-delay`.
+pub struct BotLimiter {
+    limiter: KeyedLimiter,
+}
+
+impl BotLimiter {
+    /// One request per `delay` seconds per address, after a burst of five.
+    pub fn new(delay_secs: u64) -> BotLimiter {
+        let quota = Quota::with_period(Duration::from_secs(delay_secs.max(1)))
+            .expect("nonzero period")
+            .allow_burst(NonZeroU32::new(5).expect("nonzero"));
+        BotLimiter {
+            limiter: RateLimiter::keyed(quota),
+        }
+    }
+}
+
+/// Whether a User-Agent names a crawler.
+pub fn is_bot(user_agent: &str) -> bool {
+    let ua = user_agent.to_ascii_lowercase();
+    [
+        "bot",
+        "crawl",
+        "spider",
+        "slurp",
+        "facebookexternalhit",
+        "bingpreview",
+    ]
+    .iter()
+    .any(|w| ua.contains(w))
+}
+
+/// Rate-limits identified crawlers separately, so that a crawl costs what
+/// robots.txt says it may.
+pub async fn bot_layer(State(app): State<App>, req: Request, next: Next) -> Response {
+    let bot = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_bot);
+    if bot
+        && let Some(ip) = client_ip(&req)
+        && let Err(not_until) = app.bots().limiter.check_key(&ip)
+    {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        metrics::counter!("mantissa_requests_refused_total", "reason" => "crawler").increment(1);
+        return refusal_response(Refusal::RateLimited(wait));
+    }
+    next.run(req).await
+}
+
+/// Security headers on every response.
+pub async fn security_headers(req: Request, next: Next) -> Response {
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    let set = |h: &mut axum::http::HeaderMap, k: &'static str, v: &'static str| {
+        h.entry(k).or_insert(HeaderValue::from_static(v));
+    };
+    set(
+        h,
+        "content-security-policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+    );
+    set(h, "x-content-type-options", "nosniff");
+    set(h, "referrer-policy", "strict-origin-when-cross-origin");
+    set(h, "x-frame-options", "DENY");
+    set(h, "cross-origin-opener-policy", "same-origin");
+    r
+}
+
+/// When each page version (by ETag) was first served: its Last-Modified.
+#[derive(Default)]
+pub struct FirstSeen {
+    map: DashMap<String, SystemTime>,
+}
+
+impl FirstSeen {
+    fn get(&self, etag: &str) -> SystemTime {
+        if self.map.len() > 50_000 {
+            self.map.clear();
+        }
+        *self
+            .map
+            .entry(etag.to_string())
+            .or_insert_with(SystemTime::now)
+    }
+}
+
+/// ETag and Last-Modified on anonymous pages, and 304 for a client that has
+/// the current version, so that a crawl costs little. Pages that set cookies
+/// are personal and left alone.
+pub async fn conditional_get(State(app): State<App>, req: Request, next: Next) -> Response {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return next.run(req).await;
+    }
+    let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
+    let if_modified_since = req
+        .headers()
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let response = next.run(req).await;
+    let cacheable = response.status() == StatusCode::OK
+        && !response.headers().contains_key(header::SET_COOKIE)
+        && !response.headers().contains_key(header::ETAG)
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/html") || ct.starts_with("application/json"));
+    if !cacheable {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let digest = Sha256::digest(&bytes);
+    let etag = format!(
+        "\"{}\"",
+        digest[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let modified = app.first_seen().get(&etag);
+    let fresh = match (&if_none_match, if_modified_since) {
+        (Some(inm), _) => inm.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == etag || t.trim() == "*")
+        }),
+        (None, Some(since)) => modified
+            .duration_since(since)
+            .map_or(true, |d| d < Duration::from_secs(1)),
+        (None, None) => false,
+    };
+    parts
+        .headers
+        .insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
+    parts.headers.insert(
+        header::LAST_MODIFIED,
+        HeaderValue::from_str(&httpdate::fmt_http_date(modified)).expect("date"),
+    );
+    parts
+        .headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-cache"));
+    if fresh {
+        parts.status = StatusCode::NOT_MODIFIED;
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::empty());
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// One structured log line and metrics per request.
+pub async fn access_log(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let ip = client_ip(&req);
+    let ua = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect::<String>();
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    let elapsed = start.elapsed();
+    tracing::info!(
+        target: "mantissa::access",
+        method = %method,
+        path = %path,
+        status,
+        micros = elapsed.as_micros() as u64,
+        ip = ?ip,
+        user_agent = %ua,
+    );
+    let class = match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!("mantissa_http_requests_total", "status" => class).increment(1);
+    metrics::histogram!("mantissa_http_request_seconds").record(elapsed.as_secs_f64());
+    response
+}

@@ -1,0 +1,324 @@
+//! Sessions and cross-site request forgery protection.
+//!
+//! Sessions live in the site store (`mantissa.session` items), so they
+//! survive restarts and, on PostgreSQL, are shared by every node. The cookie
+//! holds a random token; the store keeps only its SHA-256, so a copy of the
+//! store does not let anyone take over a session. Cookies are `HttpOnly`,
+//! `SameSite=Lax`, and `Secure` over TLS. Beginning a session (at log-in)
+//! always issues a new token, so a token planted before log-in is worthless.
+//!
+//! Every state-changing request (POST, PUT, PATCH, DELETE) must pass, in one
+//! layer below every route: the browser's `Sec-Fetch-Site` must not say
+//! cross-site, an `Origin` must be this host, and the form's `csrf_token`
+//! field (or an `X-CSRF-Token` header) must match the `mantissa_csrf` cookie.
+//! A template writes the field with `{{ csrf_field() }}`; the cookie is set
+//! only on responses that did, so anonymous pages stay cacheable.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use mantissa_store::{Item, Stored, Timestamp};
+use sha2::{Digest, Sha256};
+
+use crate::app::App;
+use crate::http::ClientInfo;
+use crate::page::WebError;
+
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "mantissa_session";
+/// The CSRF cookie.
+pub const CSRF_COOKIE: &str = "mantissa_csrf";
+/// How long a session lasts without "remember me".
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// A session, in the site store.
+#[derive(Item, Debug, Clone)]
+#[item(name = "mantissa.session", version = 1)]
+pub struct SessionRecord {
+    /// SHA-256 of the cookie's token, hex.
+    #[item(unique)]
+    pub token_hash: String,
+    /// The signed-in user, if any.
+    pub user: Option<String>,
+    /// When it began.
+    pub created: Timestamp,
+    /// When it ends.
+    #[item(index)]
+    pub expires: Timestamp,
+}
+
+/// A random token: 32 bytes, URL-safe base64.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn hash_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The value of cookie `name` in the request's headers.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn set_cookie(name: &str, value: &str, max_age: Option<Duration>, tls: bool) -> HeaderValue {
+    let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+    if let Some(age) = max_age {
+        c.push_str(&format!("; Max-Age={}", age.as_secs()));
+    }
+    if tls {
+        c.push_str("; Secure");
+    }
+    HeaderValue::from_str(&c).expect("cookie is ASCII")
+}
+
+#[derive(Default)]
+struct SessionState {
+    record: Option<Stored<SessionRecord>>,
+    set: Option<(String, Duration)>,
+    clear: bool,
+}
+
+/// The current request's session (a request extension).
+#[derive(Clone, Default)]
+pub struct Session {
+    state: Arc<Mutex<SessionState>>,
+}
+
+impl Session {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The signed-in user, if any.
+    pub fn user(&self) -> Option<String> {
+        self.lock().record.as_ref().and_then(|r| r.user.clone())
+    }
+
+    /// Begins a new session for `user` (at log-in), replacing the current
+    /// one; `remember` makes it last `lifetime` instead of until the browser
+    /// closes.
+    pub async fn begin(
+        &self,
+        app: &App,
+        user: Option<String>,
+        lifetime: Duration,
+    ) -> Result<(), WebError> {
+        let token = random_token();
+        let old = self.lock().record.as_ref().map(|r| r.id());
+        let now = Timestamp::now();
+        let record = SessionRecord {
+            token_hash: hash_token(&token),
+            user,
+            created: now,
+            expires: now.plus(lifetime),
+        };
+        let stored = app
+            .site()
+            .store()
+            .write(move |tx| {
+                if let Some(old) = old {
+                    let _ = tx.delete(old);
+                }
+                tx.create(record)
+            })
+            .await?;
+        let mut s = self.lock();
+        s.record = Some(stored);
+        s.set = Some((token, lifetime));
+        s.clear = false;
+        Ok(())
+    }
+
+    /// Ends the session (at log-out).
+    pub async fn end(&self, app: &App) -> Result<(), WebError> {
+        let old = self.lock().record.take().map(|r| r.id());
+        if let Some(old) = old {
+            app.site()
+                .store()
+                .write(move |tx| tx.delete_where(mantissa_store::Cond::id_is(old)).map(drop))
+                .await?;
+        }
+        let mut s = self.lock();
+        s.set = None;
+        s.clear = true;
+        Ok(())
+    }
+}
+
+/// Loads the session named by the cookie, and writes cookie changes back.
+pub async fn session_layer(State(app): State<App>, mut req: Request, next: Next) -> Response {
+    let tls = req.extensions().get::<ClientInfo>().is_some_and(|c| c.tls);
+    let session = Session::default();
+    if let Some(token) = cookie(req.headers(), SESSION_COOKIE) {
+        let hash = hash_token(token);
+        let now = Timestamp::now();
+        let found = app
+            .site()
+            .store()
+            .read(move |r| {
+                r.query::<SessionRecord>()
+                    .filter(SessionRecord::token_hash.eq(hash))
+                    .filter(SessionRecord::expires.gt(now))
+                    .first()
+            })
+            .await;
+        match found {
+            Ok(record) => session.lock().record = record,
+            Err(e) => tracing::error!(error = %e, "loading a session failed"),
+        }
+    }
+    req.extensions_mut().insert(session.clone());
+    let mut response = next.run(req).await;
+    let s = session.lock();
+    if let Some((token, lifetime)) = &s.set {
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(SESSION_COOKIE, token, Some(*lifetime), tls),
+        );
+    } else if s.clear {
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(SESSION_COOKIE, "", Some(Duration::ZERO), tls),
+        );
+    }
+    response
+}
+
+/// The request's CSRF token (a request extension), and whether a page used
+/// it.
+#[derive(Clone, Debug)]
+pub struct CsrfToken(pub String, pub Arc<AtomicBool>);
+
+impl CsrfToken {
+    /// The hidden form field carrying the token; marks the token used.
+    pub fn field(&self) -> String {
+        self.1.store(true, Ordering::Relaxed);
+        format!(
+            r#"<input type="hidden" name="csrf_token" value="{}">"#,
+            self.0
+        )
+    }
+}
+
+fn refused(msg: &str) -> Response {
+    tracing::warn!(reason = msg, "state-changing request refused");
+    WebError::Forbidden(msg.to_string()).into_response()
+}
+
+fn same_host(origin: &str, host: &str) -> bool {
+    origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'))
+        .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+}
+
+/// Refuses cross-site state changes; see the module documentation.
+pub async fn csrf_layer(State(app): State<App>, mut req: Request, next: Next) -> Response {
+    let tls = req.extensions().get::<ClientInfo>().is_some_and(|c| c.tls);
+    let existing = cookie(req.headers(), CSRF_COOKIE)
+        .filter(|t| {
+            t.len() == 43
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_string);
+    let unsafe_method = !matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    );
+    if unsafe_method {
+        let h = req.headers();
+        if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+            && !matches!(site, "same-origin" | "none")
+        {
+            return refused("cross-site request refused");
+        }
+        if let (Some(origin), Some(host)) = (
+            h.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+            h.get(header::HOST).and_then(|v| v.to_str().ok()),
+        ) && !same_host(origin, host)
+        {
+            return refused("request from another site refused");
+        }
+        let Some(expected) = existing.clone() else {
+            return refused("missing CSRF token: reload the form and try again");
+        };
+        let header_token = h
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let given = match header_token {
+            Some(t) => Some(t),
+            None => {
+                let is_form = h
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+                if is_form {
+                    let (parts, body) = req.into_parts();
+                    let limit = app.limits().max_body_bytes;
+                    let bytes = match axum::body::to_bytes(body, limit).await {
+                        Ok(b) => b,
+                        Err(_) => {
+                            return WebError::BadRequest(format!(
+                                "the form is larger than {limit} bytes"
+                            ))
+                            .into_response();
+                        }
+                    };
+                    let token = url_form_value(&bytes, "csrf_token");
+                    req = Request::from_parts(parts, Body::from(bytes));
+                    token
+                } else {
+                    None
+                }
+            }
+        };
+        if given.as_deref() != Some(expected.as_str()) {
+            return refused("missing or wrong CSRF token: reload the form and try again");
+        }
+    }
+    let fresh = existing.is_none();
+    let token = CsrfToken(
+        existing.unwrap_or_else(random_token),
+        Arc::new(AtomicBool::new(false)),
+    );
+    req.extensions_mut().insert(token.clone());
+    let mut response = next.run(req).await;
+    if fresh && token.1.load(Ordering::Relaxed) {
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(CSRF_COOKIE, &token.0, None, tls),
+        );
+    }
+    response
+}
+
+/// One field of an `application/x-www-form-urlencoded` body.
+fn url_form_value(body: &[u8], name: &str) -> Option<String> {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}

@@ -1,0 +1,228 @@
+//! Page templates: minijinja, autoescaped, with themes.
+//!
+//! A template name is looked up first in the site's theme folder
+//! (`<site>/themes/<theme>/templates/`), then in the offerings' own
+//! templates, then in Mantissa's defaults — so a theme overrides any
+//! template by name, as Mantissa's theme resolution did. In production the
+//! templates are loaded once; in development (`--dev`) every render reads
+//! them afresh, so edits show on the next reload without a file watcher.
+//!
+//! Every value printed into HTML is escaped, and text that looks like an
+//! email address is further written as character references, which people's
+//! browsers show normally and address harvesters mostly do not decode.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use minijinja::{Environment, Error, ErrorKind, Output, State, Value, escape_formatter};
+
+/// Where templates come from, in the order they are looked up.
+#[derive(Clone)]
+pub struct TemplateSources {
+    /// The active theme's template folder, if any.
+    pub theme_dir: Option<PathBuf>,
+    /// Templates compiled into the binary by offerings and Mantissa,
+    /// by name. Later registrations do not replace earlier ones.
+    pub builtin: Arc<HashMap<String, &'static str>>,
+}
+
+/// A rendering failure, with where it happened.
+#[derive(Debug, thiserror::Error)]
+#[error("template {name}, line {line}: {cause}")]
+pub struct TemplateError {
+    /// The template file.
+    pub name: String,
+    /// The line (0 if unknown).
+    pub line: usize,
+    /// What went wrong.
+    pub cause: String,
+}
+
+impl From<Error> for TemplateError {
+    fn from(e: Error) -> Self {
+        TemplateError {
+            name: e.name().unwrap_or("?").to_string(),
+            line: e.line().unwrap_or(0),
+            cause: match e.detail() {
+                Some(d) => format!("{}: {d}", e.kind()),
+                None => e.kind().to_string(),
+            },
+        }
+    }
+}
+
+/// The template engine.
+pub struct Templates {
+    sources: RwLock<TemplateSources>,
+    dev: bool,
+    cached: RwLock<Option<Arc<Environment<'static>>>>,
+    globals: Vec<(&'static str, Value)>,
+}
+
+/// Writes emails in text as character references (after escaping).
+fn obfuscating_formatter(
+    out: &mut Output<'_>,
+    state: &State<'_, '_>,
+    value: &Value,
+) -> Result<(), Error> {
+    if let Some(s) = value.as_str()
+        && s.contains('@')
+        && !value.is_safe()
+    {
+        let escaped = minijinja::HtmlEscape(s).to_string();
+        return out
+            .write_str(&obfuscate_emails(&escaped))
+            .map_err(|e| Error::new(ErrorKind::WriteFailure, e.to_string()));
+    }
+    escape_formatter(out, state, value)
+}
+
+/// Rewrites every email-looking word of already-escaped HTML text as
+/// decimal character references.
+pub fn obfuscate_emails(escaped: &str) -> String {
+    let mut out = String::with_capacity(escaped.len() * 2);
+    for (i, word) in escaped.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let looks_like_email = word
+            .split_once('@')
+            .is_some_and(|(user, host)| !user.is_empty() && host.contains('.'));
+        if looks_like_email {
+            for c in word.chars() {
+                out.push_str(&format!("&#{};", c as u32));
+            }
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
+impl Templates {
+    /// Templates from `sources`; `dev` reloads them on every render.
+    pub fn new(sources: TemplateSources, dev: bool, globals: Vec<(&'static str, Value)>) -> Self {
+        Templates {
+            sources: RwLock::new(sources),
+            dev,
+            cached: RwLock::new(None),
+            globals,
+        }
+    }
+
+    fn build(&self) -> Environment<'static> {
+        let sources = self
+            .sources
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut env = Environment::new();
+        env.set_formatter(obfuscating_formatter);
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
+        // Bound what a template can cost (loops, recursion).
+        env.set_fuel(Some(2_000_000));
+        env.set_recursion_limit(64);
+        for (name, value) in &self.globals {
+            env.add_global(*name, value.clone());
+        }
+        env.set_loader(move |name| {
+            if name.contains("..") || name.starts_with('/') {
+                return Ok(None);
+            }
+            if let Some(dir) = &sources.theme_dir {
+                match std::fs::read_to_string(dir.join(name)) {
+                    Ok(s) => return Ok(Some(s)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(Error::new(
+                            ErrorKind::InvalidOperation,
+                            format!("cannot read theme template {name}: {e}"),
+                        ));
+                    }
+                }
+            }
+            Ok(sources.builtin.get(name).map(|s| s.to_string()))
+        });
+        env
+    }
+
+    /// The environment to render with.
+    pub fn env(&self) -> Arc<Environment<'static>> {
+        if self.dev {
+            return Arc::new(self.build());
+        }
+        if let Some(env) = self
+            .cached
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            return env.clone();
+        }
+        let env = Arc::new(self.build());
+        *self.cached.write().unwrap_or_else(|e| e.into_inner()) = Some(env.clone());
+        env
+    }
+
+    /// Switches theme (the next render uses it).
+    pub fn set_theme_dir(&self, dir: Option<PathBuf>) {
+        self.sources
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .theme_dir = dir;
+        *self.cached.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Renders template `name` with `ctx`.
+    pub fn render(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
+        let env = self.env();
+        let t = env.get_template(name)?;
+        Ok(t.render(ctx)?)
+    }
+
+    /// Whether templates reload on every render.
+    pub fn is_dev(&self) -> bool {
+        self.dev
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn templates(files: &[(&str, &'static str)]) -> Templates {
+        let builtin = files.iter().map(|(n, s)| (n.to_string(), *s)).collect();
+        Templates::new(
+            TemplateSources {
+                theme_dir: None,
+                builtin: Arc::new(builtin),
+            },
+            false,
+            vec![],
+        )
+    }
+
+    #[test]
+    fn values_are_escaped_and_emails_obfuscated() {
+        let t = templates(&[("p.html", "<p>{{ a }}|{{ b }}</p>")]);
+        let out = t
+            .render(
+                "p.html",
+                &minijinja::context! { a => "<script>alert(1)</script>", b => "mail me@example.org now" },
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            "<p>&lt;script&gt;alert(1)&lt;&#x2f;script&gt;|mail &#109;&#101;&#64;&#101;&#120;&#97;&#109;&#112;&#108;&#101;&#46;&#111;&#114;&#103; now</p>"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let t = templates(&[("bad.html", "line one\n{% if %}\n")]);
+        let e = t.render("bad.html", &Value::UNDEFINED).unwrap_err();
+        assert_eq!((e.name.as_str(), e.line), ("bad.html", 2));
+        assert!(e.cause.starts_with("syntax error"), "{e}");
+    }
+}
