@@ -53,7 +53,10 @@ impl Site {
                 Ok(None) | Err(_) => {
                     self.store().write_blocking(move |tx| {
                         tx.conn()
-                            .execute("DELETE FROM _due_stores WHERE store = ?", &[Value::Text(name.into())])
+                            .execute(
+                                "DELETE FROM _due_stores WHERE store = ?",
+                                &[Value::Text(name.into())],
+                            )
                             .map(drop)
                     })?;
                 }

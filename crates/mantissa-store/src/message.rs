@@ -319,10 +319,10 @@ impl Site {
         }
         let next = sender.read_blocking(|r| {
             Ok(
-                match r
-                    .conn()
-                    .scalar("SELECT MIN(next_try) FROM _outbox WHERE state = 'pending'", &[])?
-                {
+                match r.conn().scalar(
+                    "SELECT MIN(next_try) FROM _outbox WHERE state = 'pending'",
+                    &[],
+                )? {
                     Some(Value::Integer(i)) => Some(Timestamp::from_micros(i)),
                     _ => None,
                 },

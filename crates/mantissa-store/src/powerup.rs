@@ -220,7 +220,10 @@ impl Read<'_> {
     }
 
     /// Every provider of `I` installed on the item `target`.
-    pub fn powerups_on<I: ?Sized + Interface, T: Item>(&self, target: Ref<T>) -> Result<Vec<Box<I>>> {
+    pub fn powerups_on<I: ?Sized + Interface, T: Item>(
+        &self,
+        target: Ref<T>,
+    ) -> Result<Vec<Box<I>>> {
         self.load_powerups((T::NAME, target.id()))
     }
 }

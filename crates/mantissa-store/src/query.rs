@@ -442,7 +442,9 @@ impl<'a, T: Item> Query<'a, T> {
     pub fn ids(self) -> Result<Vec<Ref<T>>> {
         let mut out = Vec::new();
         self.select("id", true, |row| {
-            out.push(Ref::from_value(row.into_iter().next().unwrap_or(Value::Null))?);
+            out.push(Ref::from_value(
+                row.into_iter().next().unwrap_or(Value::Null),
+            )?);
             Ok(())
         })?;
         Ok(out)
@@ -465,7 +467,9 @@ impl<'a, T: Item> Query<'a, T> {
     pub fn column<A: Attribute>(self, attr: Attr<T, A>) -> Result<Vec<A>> {
         let mut out = Vec::new();
         self.select(&sql::ident(attr.name), true, |row| {
-            out.push(A::from_value(row.into_iter().next().unwrap_or(Value::Null))?);
+            out.push(A::from_value(
+                row.into_iter().next().unwrap_or(Value::Null),
+            )?);
             Ok(())
         })?;
         Ok(out)
@@ -503,7 +507,9 @@ impl<'a, T: Item> Query<'a, T> {
             sql::operand(attr.name, A::KIND),
         );
         self.read.conn().query(&sql, &params, |row| {
-            out.push(A::from_value(row.into_iter().next().unwrap_or(Value::Null))?);
+            out.push(A::from_value(
+                row.into_iter().next().unwrap_or(Value::Null),
+            )?);
             Ok(())
         })?;
         Ok(out)

@@ -252,7 +252,10 @@ pub(crate) fn next_work(
             )?);
             let waiting = conn
                 .scalar(
-                    &format!("SELECT 1 FROM {} WHERE id > ? LIMIT 1", ident(&table_name(item))),
+                    &format!(
+                        "SELECT 1 FROM {} WHERE id > ? LIMIT 1",
+                        ident(&table_name(item))
+                    ),
                     &[Value::Integer(last)],
                 )?
                 .is_some();

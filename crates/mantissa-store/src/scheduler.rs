@@ -255,8 +255,10 @@ pub(crate) fn run_due(w: &mut Writer, now: Timestamp) -> Result<usize> {
                         )?;
                     }
                     Ok(None) => {
-                        tx.conn()
-                            .execute("DELETE FROM _schedule WHERE id = ?", &[Value::Integer(row_id)])?;
+                        tx.conn().execute(
+                            "DELETE FROM _schedule WHERE id = ?",
+                            &[Value::Integer(row_id)],
+                        )?;
                     }
                     Err(err) => {
                         let attempts = e.attempts + 1;

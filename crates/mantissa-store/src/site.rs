@@ -113,9 +113,7 @@ impl Site {
                 root,
                 store,
                 cache: Mutex::new(Cache {
-                    open: LruCache::new(
-                        NonZeroUsize::new(DEFAULT_OPEN_STORES).expect("nonzero"),
-                    ),
+                    open: LruCache::new(NonZeroUsize::new(DEFAULT_OPEN_STORES).expect("nonzero")),
                     live: HashMap::new(),
                 }),
             }),
@@ -260,7 +258,10 @@ impl Site {
             let name = name.to_string();
             move |tx| {
                 tx.conn()
-                    .execute("DELETE FROM _due_stores WHERE store = ?", &[Value::Text(name.into())])
+                    .execute(
+                        "DELETE FROM _due_stores WHERE store = ?",
+                        &[Value::Text(name.into())],
+                    )
                     .map(drop)
             }
         })

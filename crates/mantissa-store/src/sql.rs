@@ -35,7 +35,11 @@ pub(crate) fn create_table(t: &ItemType, table: &str) -> String {
         }
         cols.push(c);
     }
-    format!("CREATE TABLE {} ({}) STRICT;\n", ident(table), cols.join(", "))
+    format!(
+        "CREATE TABLE {} ({}) STRICT;\n",
+        ident(table),
+        cols.join(", ")
+    )
 }
 
 /// Indexes and the delete trigger of a type's table (created after an
@@ -60,7 +64,11 @@ pub(crate) fn create_indexes(t: &ItemType) -> String {
             if ix.unique { "UNIQUE " } else { "" },
             ident(&format!("{table}__{}", ix.attrs.join("__"))),
             ident(&table),
-            ix.attrs.iter().map(|a| ident(a)).collect::<Vec<_>>().join(", ")
+            ix.attrs
+                .iter()
+                .map(|a| ident(a))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     // Whatever removes an item (a delete, a cascade) also removes what the
@@ -132,7 +140,10 @@ pub(crate) fn ref_triggers(t: &ItemType) -> Vec<Trigger> {
             t.name, a.name, target
         )
         .replace('\'', "''");
-        for (suffix, event) in [("ins", "INSERT".to_string()), ("upd", format!("UPDATE OF {col}"))] {
+        for (suffix, event) in [
+            ("ins", "INSERT".to_string()),
+            ("upd", format!("UPDATE OF {col}")),
+        ] {
             let name = format!("{table}__ref_{}_{suffix}", a.name);
             out.push(Trigger {
                 sql: format!(
@@ -304,7 +315,11 @@ impl Expr {
                 sql.push(')');
             }
             Expr::Follow { col, table, sub } => {
-                sql.push_str(&format!("{} IN (SELECT id FROM {} WHERE ", ident(col), ident(table)));
+                sql.push_str(&format!(
+                    "{} IN (SELECT id FROM {} WHERE ",
+                    ident(col),
+                    ident(table)
+                ));
                 sub.write(sql, params);
                 sql.push(')');
             }

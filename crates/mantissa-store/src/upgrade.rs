@@ -217,13 +217,19 @@ pub(crate) fn start(conn: &Conn, t: &ItemType, from: u32) -> Result<Progress> {
 }
 
 fn default_value(literal: &str) -> Value<'static> {
-    if let Some(s) = literal.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
+    if let Some(s) = literal
+        .strip_prefix('\'')
+        .and_then(|s| s.strip_suffix('\''))
+    {
         return Value::Text(s.replace("''", "'").into());
     }
     if let Ok(i) = literal.parse::<i64>() {
         return Value::Integer(i);
     }
-    literal.parse::<f64>().map(Value::Real).unwrap_or(Value::Null)
+    literal
+        .parse::<f64>()
+        .map(Value::Real)
+        .unwrap_or(Value::Null)
 }
 
 /// Upgrades one batch; returns whether none are left.
@@ -242,7 +248,13 @@ fn batch(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<bool> {
 
     let old = ident(&t.table());
     let columns: Vec<String> = conn
-        .rows(&format!("SELECT name FROM pragma_table_info('{}')", t.table().replace('\'', "''")), &[])?
+        .rows(
+            &format!(
+                "SELECT name FROM pragma_table_info('{}')",
+                t.table().replace('\'', "''")
+            ),
+            &[],
+        )?
         .into_iter()
         .filter_map(|r| match r.into_iter().next() {
             Some(Value::Text(n)) if n != "id" => Some(n.into_owned()),
@@ -282,15 +294,16 @@ fn batch(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<bool> {
             values: columns.iter().cloned().zip(values).collect(),
         };
         for v in from..t.version {
-            let f = shared
-                .registry
-                .upgrader(t.name, v)
-                .ok_or_else(|| StoreError::MissingUpgrader {
-                    path: shared.path.clone(),
-                    item: t.name.to_string(),
-                    stored: from,
-                    missing: v,
-                })?;
+            let f =
+                shared
+                    .registry
+                    .upgrader(t.name, v)
+                    .ok_or_else(|| StoreError::MissingUpgrader {
+                        path: shared.path.clone(),
+                        item: t.name.to_string(),
+                        stored: from,
+                        missing: v,
+                    })?;
             item.version = v;
             f(&mut item).map_err(|e| StoreError::UpgradeFailed {
                 item: t.name.to_string(),

@@ -24,7 +24,16 @@ fn a_type_name_registered_twice_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = Site::open(dir.path()).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.starts_with("item type name \"t.dup.post\" is registered twice: by "), "{msg}");
-    assert!(msg.contains("blog::Post") && msg.contains("forum::Post"), "{msg}");
-    assert!(!dir.path().join("site.sqlite").exists(), "nothing was created");
+    assert!(
+        msg.starts_with("item type name \"t.dup.post\" is registered twice: by "),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("blog::Post") && msg.contains("forum::Post"),
+        "{msg}"
+    );
+    assert!(
+        !dir.path().join("site.sqlite").exists(),
+        "nothing was created"
+    );
 }

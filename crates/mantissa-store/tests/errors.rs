@@ -32,7 +32,10 @@ fn a_file_that_is_not_a_database_is_refused_and_left_alone() {
     let err = site.user_store("bob").unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("{}: not a Mantissa store (the file is not a SQLite database)", path.display())
+        format!(
+            "{}: not a Mantissa store (the file is not a SQLite database)",
+            path.display()
+        )
     );
     assert!(bytes(&path) == before, "the file was changed");
 }
@@ -49,7 +52,10 @@ fn another_programs_database_is_refused_and_left_alone() {
     let err = site.user_store("carol").unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("{}: not a Mantissa store (it is a SQLite database of some other program)", path.display())
+        format!(
+            "{}: not a Mantissa store (it is a SQLite database of some other program)",
+            path.display()
+        )
     );
     assert!(bytes(&path) == before, "the file was changed");
 }
@@ -58,7 +64,9 @@ fn make_store(site: &Site, name: &str) -> std::path::PathBuf {
     let s = site.user_store(name).unwrap();
     s.write_blocking(|tx| {
         for i in 0..2000 {
-            tx.insert(&Note { text: format!("note {i} {}", "x".repeat(100)) })?;
+            tx.insert(&Note {
+                text: format!("note {i} {}", "x".repeat(100)),
+            })?;
         }
         Ok(())
     })
@@ -77,7 +85,11 @@ fn a_store_from_a_newer_program_is_refused_and_left_alone() {
         make_store(&site, "dave")
     };
     let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute("UPDATE _types SET version = 7 WHERE name = 't.err.note'", []).unwrap();
+    c.execute(
+        "UPDATE _types SET version = 7 WHERE name = 't.err.note'",
+        [],
+    )
+    .unwrap();
     drop(c);
     let before = bytes(&path);
     let site = Site::open(dir.path()).unwrap();
@@ -93,12 +105,16 @@ fn a_store_from_a_newer_program_is_refused_and_left_alone() {
 
     let c = rusqlite::Connection::open(&path).unwrap();
     c.execute("UPDATE _types SET version = 2", []).unwrap();
-    c.execute("UPDATE _meta SET value = 9 WHERE key = 'format'", []).unwrap();
+    c.execute("UPDATE _meta SET value = 9 WHERE key = 'format'", [])
+        .unwrap();
     drop(c);
     let err = site.user_store("dave").unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("{}: store format 9 is newer than this program's (1); upgrade the program", path.display())
+        format!(
+            "{}: store format 9 is newer than this program's (1); upgrade the program",
+            path.display()
+        )
     );
 }
 
@@ -110,7 +126,11 @@ fn a_missing_upgrader_is_named() {
         make_store(&site, "erin")
     };
     let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute("UPDATE _types SET version = 0 WHERE name = 't.err.note'", []).unwrap();
+    c.execute(
+        "UPDATE _types SET version = 0 WHERE name = 't.err.note'",
+        [],
+    )
+    .unwrap();
     drop(c);
     let site = Site::open(dir.path()).unwrap();
     let err = site.user_store("erin").unwrap_err();
@@ -146,12 +166,19 @@ fn a_corrupt_store_is_reported_by_name() {
     });
     let named = path.display().to_string();
     match outcome {
-        Err(e) => assert!(e.to_string().contains(&named) && e.to_string().contains("corrupt"), "{e}"),
+        Err(e) => assert!(
+            e.to_string().contains(&named) && e.to_string().contains("corrupt"),
+            "{e}"
+        ),
         Ok((problems, read_err)) => {
             assert!(!problems.is_empty(), "check finds the damage");
             let e = read_err.expect("reading damaged pages fails");
             assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
-            assert!(e.to_string().starts_with(&format!("{named}: the store is corrupt")), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("{named}: the store is corrupt")),
+                "{e}"
+            );
         }
     }
 }
@@ -159,7 +186,14 @@ fn a_corrupt_store_is_reported_by_name() {
 #[test]
 fn store_names_that_are_not_file_names_are_refused() {
     let (_d, site) = site();
-    for bad in ["", "../etc", "Alice", "a/b", ".hidden", "x".repeat(65).as_str()] {
+    for bad in [
+        "",
+        "../etc",
+        "Alice",
+        "a/b",
+        ".hidden",
+        "x".repeat(65).as_str(),
+    ] {
         let err = site.user_store(bad).unwrap_err();
         assert!(matches!(err, StoreError::BadName { .. }), "{bad:?}: {err}");
     }
@@ -179,8 +213,13 @@ fn concurrent_writers_to_one_store_never_see_busy_or_corrupt_it() {
                 let s = Store::open(&path).unwrap();
                 for i in 0..100 {
                     s.write_blocking(move |tx| {
-                        tx.insert(&Note { text: format!("{t}-{i}") })?;
-                        tx.insert(&Note { text: format!("{t}-{i}b") }).map(drop)
+                        tx.insert(&Note {
+                            text: format!("{t}-{i}"),
+                        })?;
+                        tx.insert(&Note {
+                            text: format!("{t}-{i}b"),
+                        })
+                        .map(drop)
                     })
                     .unwrap();
                     s.read_blocking(|r| r.query::<Note>().count()).unwrap();

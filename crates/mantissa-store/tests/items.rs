@@ -88,12 +88,17 @@ fn update_delete_and_ids_are_never_reused() {
         tx.delete(first)
     })
     .unwrap();
-    let second = s.write_blocking(move |tx| tx.insert(&post(a, "two", 2))).unwrap();
+    let second = s
+        .write_blocking(move |tx| tx.insert(&post(a, "two", 2)))
+        .unwrap();
     assert!(second.id() > first.id(), "ids are never reused");
     let gone = s.read_blocking(move |r| r.find(first)).unwrap();
     assert!(gone.is_none());
     let err = s.write_blocking(move |tx| tx.delete(first)).unwrap_err();
-    assert_eq!(err.to_string(), format!("t.post #{} does not exist", first.id()));
+    assert_eq!(
+        err.to_string(),
+        format!("t.post #{} does not exist", first.id())
+    );
 }
 
 #[test]
@@ -115,22 +120,30 @@ fn transactions_are_all_or_nothing() {
             Ok(())
         })
         .unwrap_err();
-    assert!(matches!(err, StoreError::Panicked(ref m) if m == "boom"), "{err}");
+    assert!(
+        matches!(err, StoreError::Panicked(ref m) if m == "boom"),
+        "{err}"
+    );
     let n = s.read_blocking(|r| r.query::<Author>().count()).unwrap();
     assert_eq!(n, 0, "nothing of either transaction was kept");
     // The store still works after a panic.
-    s.write_blocking(|tx| tx.insert(&Author { name: "C".into() })).unwrap();
+    s.write_blocking(|tx| tx.insert(&Author { name: "C".into() }))
+        .unwrap();
 }
 
 #[test]
 fn unique_attributes_refuse_duplicates_with_a_clear_error() {
     let (_d, site) = site();
     let s = site.user_store("alice").unwrap();
-    s.write_blocking(|tx| tx.insert(&Author { name: "Ann".into() })).unwrap();
+    s.write_blocking(|tx| tx.insert(&Author { name: "Ann".into() }))
+        .unwrap();
     let err = s
         .write_blocking(|tx| tx.insert(&Author { name: "Ann".into() }))
         .unwrap_err();
-    assert_eq!(err.to_string(), "another item already has this t.author.name");
+    assert_eq!(
+        err.to_string(),
+        "another item already has this t.author.name"
+    );
 }
 
 #[test]
@@ -142,7 +155,11 @@ fn references_follow_their_on_delete_rules() {
             let ann = tx.insert(&Author { name: "Ann".into() })?;
             let bob = tx.insert(&Author { name: "Bob".into() })?;
             let p = tx.insert(&post(ann, "p", 1))?;
-            let c = tx.insert(&Comment { post: Some(p), by: bob, text: "hi".into() })?;
+            let c = tx.insert(&Comment {
+                post: Some(p),
+                by: bob,
+                text: "hi".into(),
+            })?;
             Ok((ann, bob, p, c))
         })
         .unwrap();
@@ -166,7 +183,10 @@ fn references_follow_their_on_delete_rules() {
     let err = s
         .write_blocking(move |tx| tx.insert(&post(Ref::from_id(999), "x", 1)))
         .unwrap_err();
-    assert_eq!(err.to_string(), "t.post.author refers to a t.author that does not exist");
+    assert_eq!(
+        err.to_string(),
+        "t.post.author refers to a t.author that does not exist"
+    );
 }
 
 fn seeded() -> (tempfile::TempDir, Store, Ref<Author>, Ref<Author>) {
@@ -226,7 +246,10 @@ fn queries_compare_combine_and_sort() {
             ])
         })
         .unwrap();
-    assert_eq!(titles[0], ["post 5", "post 4", "Another 100% thing", "post 3"]);
+    assert_eq!(
+        titles[0],
+        ["post 5", "post 4", "Another 100% thing", "post 3"]
+    );
     assert_eq!(titles[1], ["post 0", "post 9"]);
     assert_eq!(titles[2], ["Another 100% thing"]);
     assert_eq!(titles[3], ["post 1", "post 2"]);
@@ -246,8 +269,12 @@ fn aggregates_and_joins() {
                 r.query::<Post>().sum(Post::views)?,
                 r.query::<Post>().min(Post::published)?,
                 r.query::<Post>().max(Post::title)?,
-                r.query::<Post>().filter(Post::views.lt(2)).sum(Post::price)?,
-                r.query::<Post>().filter(Post::views.lt(5)).distinct(Post::draft)?,
+                r.query::<Post>()
+                    .filter(Post::views.lt(2))
+                    .sum(Post::price)?,
+                r.query::<Post>()
+                    .filter(Post::views.lt(5))
+                    .distinct(Post::draft)?,
                 r.query::<Post>()
                     .filter(Post::author.matches(Author::name.eq("Bob")))
                     .count()?,
@@ -264,7 +291,10 @@ fn aggregates_and_joins() {
     assert_eq!(money.to_string(), "1.10", "0.05 + 1.05, exactly");
     assert_eq!(distinct, [false, true]);
     assert_eq!(by_name, 5);
-    assert_eq!(pairs, [("post 0".to_string(), ann), ("post 1".to_string(), ann)]);
+    assert_eq!(
+        pairs,
+        [("post 0".to_string(), ann), ("post 1".to_string(), ann)]
+    );
     let _ = bob;
 }
 
@@ -314,7 +344,10 @@ async fn async_reads_and_writes_in_parallel_stores() {
         tasks.push(tokio::spawn(async move {
             for i in 0..20 {
                 let name = format!("{u}-{i}");
-                store.write(move |tx| tx.insert(&Author { name })).await.unwrap();
+                store
+                    .write(move |tx| tx.insert(&Author { name }))
+                    .await
+                    .unwrap();
             }
             store.read(|r| r.query::<Author>().count()).await.unwrap()
         }));
@@ -339,7 +372,13 @@ fn files_are_attached_and_leave_with_their_item() {
         })
         .unwrap();
     let (data, names, path) = s
-        .read_blocking(move |r| Ok((r.file(p, "photo.jpg")?, r.files(p)?, r.file_path(p, "notes.txt")?)))
+        .read_blocking(move |r| {
+            Ok((
+                r.file(p, "photo.jpg")?,
+                r.files(p)?,
+                r.file_path(p, "notes.txt")?,
+            ))
+        })
         .unwrap();
     assert_eq!(data.as_deref(), Some(&b"second"[..]));
     assert_eq!(names, ["notes.txt", "photo.jpg"]);
@@ -371,10 +410,16 @@ fn files_are_attached_and_leave_with_their_item() {
 }
 
 fn walk(dir: &std::path::Path) -> usize {
-    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     rd.map(|e| {
         let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() { walk(&e.path()) } else { 1 }
+        if e.file_type().unwrap().is_dir() {
+            walk(&e.path())
+        } else {
+            1
+        }
     })
     .sum()
 }

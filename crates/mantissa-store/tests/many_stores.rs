@@ -9,7 +9,9 @@ struct Note {
 }
 
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -20,9 +22,14 @@ fn user_stores_open_on_demand_within_a_bounded_cache() {
     let baseline = open_fds();
     for i in 0..400 {
         let s = site.user_store(&format!("user{i:03}")).unwrap();
-        s.write_blocking(move |tx| tx.insert(&Note { n: i }).map(drop)).unwrap();
+        s.write_blocking(move |tx| tx.insert(&Note { n: i }).map(drop))
+            .unwrap();
     }
-    assert!(site.open_stores() <= 16, "{} stores open", site.open_stores());
+    assert!(
+        site.open_stores() <= 16,
+        "{} stores open",
+        site.open_stores()
+    );
     let fds = open_fds() - baseline;
     assert!(fds <= 16 * 4, "{fds} files open for 400 stores");
     assert_eq!(site.user_names().unwrap().len(), 400);

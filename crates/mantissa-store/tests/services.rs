@@ -65,11 +65,17 @@ fn powerups_come_back_as_trait_objects_in_priority_order() {
     let (blog, folder) = s
         .write_blocking(|tx| {
             let inbox = tx.insert(&InboxTab { unread: 3 })?;
-            let blog = tx.insert(&BlogTab { title: "Blog".into() })?;
+            let blog = tx.insert(&BlogTab {
+                title: "Blog".into(),
+            })?;
             tx.install_powerup::<dyn Tab, _>(inbox, 10)?;
             tx.install_powerup::<dyn Tab, _>(blog, 20)?;
-            let folder = tx.insert(&Folder { name: "Work".into() })?;
-            let special = tx.insert(&BlogTab { title: "Work notes".into() })?;
+            let folder = tx.insert(&Folder {
+                name: "Work".into(),
+            })?;
+            let special = tx.insert(&BlogTab {
+                title: "Work notes".into(),
+            })?;
             tx.install_powerup_on::<dyn Tab, _, _>(folder, special, 0)?;
             Ok((blog, folder))
         })
@@ -77,13 +83,17 @@ fn powerups_come_back_as_trait_objects_in_priority_order() {
     assert_eq!(labels(&s), ["Blog", "Inbox (3)"]);
     let on_folder = s
         .read_blocking(move |r| {
-            Ok(r.powerups_on::<dyn Tab, _>(folder)?.iter().map(|t| t.label()).collect::<Vec<_>>())
+            Ok(r.powerups_on::<dyn Tab, _>(folder)?
+                .iter()
+                .map(|t| t.label())
+                .collect::<Vec<_>>())
         })
         .unwrap();
     assert_eq!(on_folder, ["Work notes"]);
 
     // Reinstalling changes the priority; deleting the item uninstalls it.
-    s.write_blocking(move |tx| tx.install_powerup::<dyn Tab, _>(blog, 1)).unwrap();
+    s.write_blocking(move |tx| tx.install_powerup::<dyn Tab, _>(blog, 1))
+        .unwrap();
     assert_eq!(labels(&s), ["Inbox (3)", "Blog"]);
     s.write_blocking(move |tx| tx.delete(blog)).unwrap();
     assert_eq!(labels(&s), ["Inbox (3)"]);
@@ -131,7 +141,11 @@ fn scheduled_work_survives_restarts_and_runs_once_when_due() {
         let site = Site::open(dir.path()).unwrap();
         let s = site.user_store("bob").unwrap();
         s.write_blocking(move |tx| {
-            let j = tx.insert(&Job { runs: 0, fail_first: 0, repeat: 2 })?;
+            let j = tx.insert(&Job {
+                runs: 0,
+                fail_first: 0,
+                repeat: 2,
+            })?;
             tx.schedule(j, t0.plus(secs(30)))?;
             Ok(j)
         })
@@ -142,10 +156,18 @@ fn scheduled_work_survives_restarts_and_runs_once_when_due() {
     assert_eq!(site.run_due(t0).unwrap().scheduled, 0, "not due yet");
     let r = site.run_due(t0.plus(secs(31))).unwrap();
     assert_eq!(r.scheduled, 1);
-    assert_eq!(site.run_due(t0.plus(secs(32))).unwrap().scheduled, 0, "runs once");
+    assert_eq!(
+        site.run_due(t0.plus(secs(32))).unwrap().scheduled,
+        0,
+        "runs once"
+    );
     let bob = site.user_store("bob").unwrap();
     let next = bob.read_blocking(move |r| r.scheduled_at(job)).unwrap();
-    assert_eq!(next, Some(t0.plus(secs(91))), "recurring work returned its next time");
+    assert_eq!(
+        next,
+        Some(t0.plus(secs(91))),
+        "recurring work returned its next time"
+    );
     site.run_due(t0.plus(secs(100))).unwrap();
     site.run_due(t0.plus(secs(200))).unwrap();
     let (runs, next) = bob
@@ -164,7 +186,11 @@ fn failing_runs_are_recorded_and_retried_with_backoff() {
     let t0 = Timestamp::now();
     let job = s
         .write_blocking(move |tx| {
-            let j = tx.insert(&Job { runs: 0, fail_first: 1, repeat: 0 })?;
+            let j = tx.insert(&Job {
+                runs: 0,
+                fail_first: 1,
+                repeat: 0,
+            })?;
             tx.schedule(j, t0)?;
             Ok(j)
         })
@@ -219,7 +245,10 @@ impl Listener for Indexer {
             return Err(StoreError::app("cannot index this"));
         }
         for word in mail.subject.split_whitespace() {
-            tx.insert(&IndexEntry { mail: mail.id(), word: word.to_lowercase() })?;
+            tx.insert(&IndexEntry {
+                mail: mail.id(),
+                word: word.to_lowercase(),
+            })?;
         }
         Ok(())
     }
@@ -233,9 +262,16 @@ fn listeners_see_each_new_item_once_in_order_and_resume_after_restart() {
         let site = Site::open(dir.path()).unwrap();
         let s = site.user_store("carol").unwrap();
         s.write_blocking(|tx| {
-            tx.insert(&Mail { subject: "Hello World".into() })?;
-            tx.insert(&Mail { subject: "poison pill".into() })?;
-            tx.insert(&Mail { subject: "After Poison".into() }).map(drop)
+            tx.insert(&Mail {
+                subject: "Hello World".into(),
+            })?;
+            tx.insert(&Mail {
+                subject: "poison pill".into(),
+            })?;
+            tx.insert(&Mail {
+                subject: "After Poison".into(),
+            })
+            .map(drop)
         })
         .unwrap();
         let r = site.run_due(Timestamp::now()).unwrap();
@@ -244,13 +280,21 @@ fn listeners_see_each_new_item_once_in_order_and_resume_after_restart() {
     let site = Site::open(dir.path()).unwrap();
     let s = site.user_store("carol").unwrap();
     let words = |s: &Store| {
-        s.read_blocking(|r| r.query::<IndexEntry>().order_by(IndexEntry::word.asc()).column(IndexEntry::word))
-            .unwrap()
+        s.read_blocking(|r| {
+            r.query::<IndexEntry>()
+                .order_by(IndexEntry::word.asc())
+                .column(IndexEntry::word)
+        })
+        .unwrap()
     };
     assert_eq!(words(&s), ["hello", "world"]);
     // Fix the poison and let the retry come due: processing resumes there.
     s.write_blocking(|tx| {
-        let mut m = tx.query::<Mail>().filter(Mail::subject.eq("poison pill")).first()?.unwrap();
+        let mut m = tx
+            .query::<Mail>()
+            .filter(Mail::subject.eq("poison pill"))
+            .first()?
+            .unwrap();
         m.subject = "cured".into();
         tx.update(&m)
     })
@@ -258,7 +302,13 @@ fn listeners_see_each_new_item_once_in_order_and_resume_after_restart() {
     let r = site.run_due(Timestamp::now().plus(secs(3))).unwrap();
     assert_eq!(r.processed, 2);
     assert_eq!(words(&s), ["after", "cured", "hello", "poison", "world"]);
-    assert_eq!(site.run_due(Timestamp::now().plus(secs(10))).unwrap().processed, 0, "once each");
+    assert_eq!(
+        site.run_due(Timestamp::now().plus(secs(10)))
+            .unwrap()
+            .processed,
+        0,
+        "once each"
+    );
 }
 
 // ---- interstore messages ----
@@ -285,10 +335,18 @@ impl Message for ShareRequest {
     const NAME: &'static str = "t.svc.share";
     type Answer = i64;
     fn receive(self, tx: &mut Write<'_>, from: &str) -> Result<i64> {
-        Ok(tx.insert(&SharedWithMe { from: from.into(), item: self.item })?.id())
+        Ok(tx
+            .insert(&SharedWithMe {
+                from: from.into(),
+                item: self.item,
+            })?
+            .id())
     }
     fn answered(tx: &mut Write<'_>, _id: MessageId, answer: i64) -> Result<()> {
-        tx.insert(&ShareReceipt { accepted_as: answer }).map(drop)
+        tx.insert(&ShareReceipt {
+            accepted_as: answer,
+        })
+        .map(drop)
     }
 }
 message!(ShareRequest);
@@ -301,7 +359,12 @@ fn messages_are_delivered_and_answered_exactly_once_across_restarts() {
         site.user_store("dan").unwrap();
         let erin = site.user_store("erin").unwrap();
         erin.write_blocking(|tx| {
-            let id = tx.send_message("dan", &ShareRequest { item: "photos".into() })?;
+            let id = tx.send_message(
+                "dan",
+                &ShareRequest {
+                    item: "photos".into(),
+                },
+            )?;
             let lost = tx.send_message("nobody", &ShareRequest { item: "x".into() })?;
             Ok((id, lost))
         })
@@ -318,12 +381,16 @@ fn messages_are_delivered_and_answered_exactly_once_across_restarts() {
         .read_blocking(|r| r.query::<SharedWithMe>().all())
         .unwrap();
     assert_eq!(received.len(), 1);
-    assert_eq!((received[0].from.as_str(), received[0].item.as_str()), ("erin", "photos"));
+    assert_eq!(
+        (received[0].from.as_str(), received[0].item.as_str()),
+        ("erin", "photos")
+    );
     let (answer, receipts, lost_state) = erin
         .read_blocking(move |r| {
             Ok((
                 r.message_answer::<ShareRequest>(id)?,
-                r.query::<ShareReceipt>().column(ShareReceipt::accepted_as)?,
+                r.query::<ShareReceipt>()
+                    .column(ShareReceipt::accepted_as)?,
                 r.message_state(lost)?,
             ))
         })
@@ -343,7 +410,14 @@ fn a_delivery_interrupted_after_the_receiver_committed_is_not_received_twice() {
     let dan = site.user_store("dan").unwrap();
     let erin = site.user_store("erin").unwrap();
     let id = erin
-        .write_blocking(|tx| tx.send_message("dan", &ShareRequest { item: "once".into() }))
+        .write_blocking(|tx| {
+            tx.send_message(
+                "dan",
+                &ShareRequest {
+                    item: "once".into(),
+                },
+            )
+        })
         .unwrap();
     site.run_due(Timestamp::now()).unwrap();
     // Simulate a crash between the receiver's commit and the sender's: the
@@ -352,13 +426,22 @@ fn a_delivery_interrupted_after_the_receiver_committed_is_not_received_twice() {
     drop(erin);
     drop(site);
     let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute("UPDATE _outbox SET state = 'pending', answer = NULL WHERE id = ?", [id.0]).unwrap();
-    c.execute("DELETE FROM \"item_t.svc.share_receipt\"", []).unwrap();
+    c.execute(
+        "UPDATE _outbox SET state = 'pending', answer = NULL WHERE id = ?",
+        [id.0],
+    )
+    .unwrap();
+    c.execute("DELETE FROM \"item_t.svc.share_receipt\"", [])
+        .unwrap();
     drop(c);
     // The process died before telling the site the delivery was done, so
     // the site still lists erin as having work.
     let c = rusqlite::Connection::open(dir.path().join("site.sqlite")).unwrap();
-    c.execute("INSERT OR REPLACE INTO _due_stores (store, due) VALUES ('erin', 0)", []).unwrap();
+    c.execute(
+        "INSERT OR REPLACE INTO _due_stores (store, due) VALUES ('erin', 0)",
+        [],
+    )
+    .unwrap();
     drop(c);
 
     let site = Site::open(dir.path()).unwrap();
@@ -368,6 +451,11 @@ fn a_delivery_interrupted_after_the_receiver_committed_is_not_received_twice() {
         .read_blocking(|r| r.query::<SharedWithMe>().column(SharedWithMe::item))
         .unwrap();
     assert_eq!(items, ["once"], "not received twice");
-    let answer = erin.read_blocking(move |r| r.message_answer::<ShareRequest>(id)).unwrap();
-    assert!(answer.is_some(), "the repeated delivery still brought the answer back");
+    let answer = erin
+        .read_blocking(move |r| r.message_answer::<ShareRequest>(id))
+        .unwrap();
+    assert!(
+        answer.is_some(),
+        "the repeated delivery still brought the answer back"
+    );
 }

@@ -68,7 +68,11 @@ fn a_small_old_store_is_upgraded_on_open() {
     let store = Store::open(&path).unwrap();
     assert!(store.upgrades_in_progress().is_empty());
     let contacts = store
-        .read_blocking(|r| r.query::<Contact>().order_by(Contact::full_name.asc()).all())
+        .read_blocking(|r| {
+            r.query::<Contact>()
+                .order_by(Contact::full_name.asc())
+                .all()
+        })
         .unwrap();
     assert_eq!(contacts.len(), 50);
     let c7 = &contacts[7];
@@ -84,12 +88,20 @@ fn a_small_old_store_is_upgraded_on_open() {
         })
         .unwrap();
     assert_eq!(title, "Initech");
-    assert!(String::from_utf8(card.unwrap()).unwrap().contains("FN:Contact 07"));
+    assert!(
+        String::from_utf8(card.unwrap())
+            .unwrap()
+            .contains("FN:Contact 07")
+    );
 
     // The index, the references and the id sequence came through the upgrade.
     let new = store
         .write_blocking(|tx| {
-            let acme = tx.query::<Company>().filter(Company::title.eq("Acme")).first()?.unwrap();
+            let acme = tx
+                .query::<Company>()
+                .filter(Company::title.eq("Acme"))
+                .first()?
+                .unwrap();
             let id = tx.insert(&Contact {
                 full_name: "New".into(),
                 age: "1 year".into(),
@@ -102,8 +114,13 @@ fn a_small_old_store_is_upgraded_on_open() {
         })
         .unwrap();
     assert_eq!(new.id(), 52, "ids are never reused, across an upgrade too");
-    let left = store.read_blocking(|r| r.query::<Contact>().count()).unwrap();
-    assert_eq!(left, 25, "deleting Acme cascaded to its contacts, new and upgraded");
+    let left = store
+        .read_blocking(|r| r.query::<Contact>().count())
+        .unwrap();
+    assert_eq!(
+        left, 25,
+        "deleting Acme cascaded to its contacts, new and upgraded"
+    );
     let err = store
         .write_blocking(|tx| {
             tx.insert(&Contact {
@@ -134,25 +151,34 @@ fn a_large_old_store_upgrades_in_the_background_and_never_shows_old_items() {
             .prepare("INSERT INTO \"item_t.up.contact\" (name, age, legacy, company) VALUES (?, ?, 0, 1)")
             .unwrap();
         for i in 0..30_000 {
-            st.execute(rusqlite::params![format!("Bulk {i:05}"), i]).unwrap();
+            st.execute(rusqlite::params![format!("Bulk {i:05}"), i])
+                .unwrap();
         }
         drop(st);
         c.execute_batch("COMMIT").unwrap();
     }
     let store = Store::open(&path).unwrap();
     let progress = store.upgrades_in_progress();
-    assert_eq!(progress.len(), 1, "upgrading in the background: {progress:?}");
+    assert_eq!(
+        progress.len(),
+        1,
+        "upgrading in the background: {progress:?}"
+    );
     assert_eq!(progress[0].item, "t.up.contact");
     assert_eq!(progress[0].total, 30_050);
 
     // Other types are usable at once; reading contacts waits for the upgrade.
-    let companies = store.read_blocking(|r| r.query::<Company>().count()).unwrap();
+    let companies = store
+        .read_blocking(|r| r.query::<Company>().count())
+        .unwrap();
     assert_eq!(companies, 2);
     let (n, bulk) = store
         .read_blocking(|r| {
             Ok((
                 r.query::<Contact>().count()?,
-                r.query::<Contact>().filter(Contact::full_name.eq("Bulk 00042")).first()?,
+                r.query::<Contact>()
+                    .filter(Contact::full_name.eq("Bulk 00042"))
+                    .first()?,
             ))
         })
         .unwrap();
@@ -199,6 +225,8 @@ fn upgrades_resume_after_a_restart_and_finish_with_progress() {
         assert_eq!(done, total);
     }
     assert!(store.upgrades_in_progress().is_empty());
-    let n = store.read_blocking(|r| r.query::<Contact>().count()).unwrap();
+    let n = store
+        .read_blocking(|r| r.query::<Contact>().count())
+        .unwrap();
     assert_eq!(n, 12_050);
 }

@@ -79,7 +79,9 @@ impl Conn {
             conn,
             path: path.to_path_buf(),
         };
-        c.conn.busy_timeout(Duration::from_secs(5)).map_err(|e| c.err(e))?;
+        c.conn
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(|e| c.err(e))?;
         c.conn.set_prepared_statement_cache_capacity(64);
         // Look before changing anything: a file that is not a database fails
         // this read, and another program's database is refused before the
@@ -111,7 +113,9 @@ impl Conn {
         // References are enforced by the store's own triggers (see crate::sql),
         // which name the item and attribute when they refuse, and which
         // schema upgrades can rebuild inside a transaction.
-        c.batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; PRAGMA recursive_triggers = ON;")?;
+        c.batch(
+            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; PRAGMA recursive_triggers = ON;",
+        )?;
         Ok(c)
     }
 
@@ -226,7 +230,6 @@ impl Conn {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
     }
-
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
