@@ -144,49 +144,62 @@ pub async fn render_pages(State(app): State<App>, req: Request, next: Next) -> R
     };
     let (mut parts, _) = response.into_parts();
     parts.extensions.remove::<Pending>();
-    if api {
-        let mut r = (page.status, axum::Json(page.data.clone())).into_response();
-        r.headers_mut().extend(
-            parts
-                .headers
-                .into_iter()
-                .filter_map(|(k, v)| k.map(|k| (k, v))),
-        );
-        return r;
+    render(&app, &page, api, &path, csrf, parts.headers)
+}
+
+/// Renders an error from a layer that runs before the page renderer.
+pub(crate) fn render_error(app: &App, req: &Request, error: WebError) -> Response {
+    let api = req.extensions().get::<ApiRequest>().is_some();
+    let response = error.into_response();
+    match response.extensions().get::<Pending>().cloned() {
+        Some(Pending(page)) => render(app, &page, api, req.uri().path(), None, Default::default()),
+        None => response,
     }
-    let config = app.config();
-    let ctx = minijinja::context! {
-        site => Value::from_serialize(&config.public()),
-        path => path,
-        csrf_field => Value::from_function(move || {
-            Value::from_safe_string(csrf.as_ref().map(|t| t.field()).unwrap_or_default())
-        }),
-        ..Value::from_serialize(&page.data)
-    };
-    match app.templates().render(page.template, &ctx) {
-        Ok(html) => {
-            let mut r = (page.status, Html(html)).into_response();
-            for (k, v) in parts.headers.iter() {
-                r.headers_mut().append(k, v.clone());
-            }
-            r
-        }
-        Err(e) => {
-            tracing::error!(template = %e.name, line = e.line, cause = %e.cause, "template error");
-            let body = if app.templates().is_dev() {
-                format!(
-                    "<!doctype html><meta charset=utf-8><title>Template error</title><h1>Template error</h1><pre>{}</pre>",
-                    minijinja::HtmlEscape(&e.to_string())
+}
+
+fn render(
+    app: &App,
+    page: &Page,
+    api: bool,
+    path: &str,
+    csrf: Option<crate::session::CsrfToken>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let mut r = if api {
+        (page.status, axum::Json(page.data.clone())).into_response()
+    } else {
+        let config = app.config();
+        let ctx = minijinja::context! {
+            site => Value::from_serialize(config.public()),
+            path => path,
+            csrf_field => Value::from_function(move || {
+                Value::from_safe_string(csrf.as_ref().map(|t| t.field()).unwrap_or_default())
+            }),
+            ..Value::from_serialize(&page.data)
+        };
+        match app.templates().render(page.template, &ctx) {
+            Ok(html) => (page.status, Html(html)).into_response(),
+            Err(e) => {
+                tracing::error!(template = %e.name, line = e.line, cause = %e.cause, "template error");
+                let body = if app.templates().is_dev() {
+                    format!(
+                        "<!doctype html><meta charset=utf-8><title>Template error</title><h1>Template error</h1><pre>{}</pre>",
+                        minijinja::HtmlEscape(&e.to_string())
+                    )
+                } else {
+                    "<!doctype html><meta charset=utf-8><title>Something went wrong</title><h1>Something went wrong</h1><p>The error has been logged. Please try again later.</p>".to_string()
+                };
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    body,
                 )
-            } else {
-                "<!doctype html><meta charset=utf-8><title>Something went wrong</title><h1>Something went wrong</h1><p>The error has been logged. Please try again later.</p>".to_string()
-            };
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                body,
-            )
-                .into_response()
+                    .into_response();
+            }
         }
+    };
+    for (k, v) in headers.iter() {
+        r.headers_mut().append(k, v.clone());
     }
+    r
 }

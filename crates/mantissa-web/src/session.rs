@@ -22,7 +22,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
 use mantissa_store::{Item, Stored, Timestamp};
 use sha2::{Digest, Sha256};
@@ -220,9 +220,23 @@ impl CsrfToken {
     }
 }
 
-fn refused(msg: &str) -> Response {
-    tracing::warn!(reason = msg, "state-changing request refused");
-    WebError::Forbidden(msg.to_string()).into_response()
+fn refused(app: &App, req: &Request, msg: &str) -> Response {
+    tracing::warn!(
+        reason = msg,
+        path = req.uri().path(),
+        "state-changing request refused"
+    );
+    crate::page::render_error(app, req, WebError::Forbidden(msg.to_string()))
+}
+
+fn too_large(app: &App, req: &Request, limit: usize) -> Response {
+    let mut r = crate::page::render_error(
+        app,
+        req,
+        WebError::BadRequest(format!("the request body is larger than {limit} bytes")),
+    );
+    *r.status_mut() = axum::http::StatusCode::PAYLOAD_TOO_LARGE;
+    r
 }
 
 fn same_host(origin: &str, host: &str) -> bool {
@@ -247,21 +261,34 @@ pub async fn csrf_layer(State(app): State<App>, mut req: Request, next: Next) ->
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
     );
     if unsafe_method {
+        let limit = app.limits().max_body_bytes;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return too_large(&app, &req, limit);
+        }
         let h = req.headers();
         if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok())
             && !matches!(site, "same-origin" | "none")
         {
-            return refused("cross-site request refused");
+            return refused(&app, &req, "cross-site request refused");
         }
         if let (Some(origin), Some(host)) = (
             h.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
             h.get(header::HOST).and_then(|v| v.to_str().ok()),
         ) && !same_host(origin, host)
         {
-            return refused("request from another site refused");
+            return refused(&app, &req, "request from another site refused");
         }
         let Some(expected) = existing.clone() else {
-            return refused("missing CSRF token: reload the form and try again");
+            return refused(
+                &app,
+                &req,
+                "missing CSRF token: reload the form and try again",
+            );
         };
         let header_token = h
             .get("x-csrf-token")
@@ -276,14 +303,14 @@ pub async fn csrf_layer(State(app): State<App>, mut req: Request, next: Next) ->
                     .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
                 if is_form {
                     let (parts, body) = req.into_parts();
-                    let limit = app.limits().max_body_bytes;
                     let bytes = match axum::body::to_bytes(body, limit).await {
                         Ok(b) => b,
                         Err(_) => {
-                            return WebError::BadRequest(format!(
-                                "the form is larger than {limit} bytes"
-                            ))
-                            .into_response();
+                            return too_large(
+                                &app,
+                                &Request::from_parts(parts, Body::empty()),
+                                limit,
+                            );
                         }
                     };
                     let token = url_form_value(&bytes, "csrf_token");
@@ -295,7 +322,11 @@ pub async fn csrf_layer(State(app): State<App>, mut req: Request, next: Next) ->
             }
         };
         if given.as_deref() != Some(expected.as_str()) {
-            return refused("missing or wrong CSRF token: reload the form and try again");
+            return refused(
+                &app,
+                &req,
+                "missing or wrong CSRF token: reload the form and try again",
+            );
         }
     }
     let fresh = existing.is_none();

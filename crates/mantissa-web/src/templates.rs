@@ -117,6 +117,10 @@ impl Templates {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        // In production a template is read once, even one that fails to
+        // compile: what is served does not change until a restart.
+        let dev = self.dev;
+        let read: Arc<std::sync::Mutex<HashMap<String, Option<String>>>> = Default::default();
         let mut env = Environment::new();
         env.set_formatter(obfuscating_formatter);
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
@@ -130,21 +134,34 @@ impl Templates {
             if name.contains("..") || name.starts_with('/') {
                 return Ok(None);
             }
-            if let Some(dir) = &sources.theme_dir {
-                match std::fs::read_to_string(dir.join(name)) {
-                    Ok(s) => return Ok(Some(s)),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(Error::new(
-                            ErrorKind::InvalidOperation,
-                            format!("cannot read theme template {name}: {e}"),
-                        ));
-                    }
-                }
+            if !dev && let Some(source) = read.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+                return Ok(source.clone());
             }
-            Ok(sources.builtin.get(name).map(|s| s.to_string()))
+            let source = Self::load(&sources, name)?;
+            if !dev {
+                read.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.to_string(), source.clone());
+            }
+            Ok(source)
         });
         env
+    }
+
+    fn load(sources: &TemplateSources, name: &str) -> Result<Option<String>, Error> {
+        if let Some(dir) = &sources.theme_dir {
+            match std::fs::read_to_string(dir.join(name)) {
+                Ok(s) => return Ok(Some(s)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("cannot read theme template {name}: {e}"),
+                    ));
+                }
+            }
+        }
+        Ok(sources.builtin.get(name).map(|s| s.to_string()))
     }
 
     /// The environment to render with.

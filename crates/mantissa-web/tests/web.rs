@@ -1,0 +1,481 @@
+//! The web as a visitor meets it, over real TCP connections to a real
+//! server on 127.0.0.1.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::Extension;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post};
+use common::*;
+use mantissa_server::Limits;
+use mantissa_web::{App, Page, Session, SiteConfig, WebOptions};
+
+fn no_routes() -> Router<App> {
+    Router::new()
+}
+
+fn test_routes() -> Router<App> {
+    async fn form() -> Page {
+        Page::new("form.html", serde_json::json!({}))
+    }
+    async fn login(State(app): State<App>, Extension(s): Extension<Session>) -> &'static str {
+        s.begin(&app, Some("alice".into()), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        "welcome"
+    }
+    async fn logout(State(app): State<App>, Extension(s): Extension<Session>) -> &'static str {
+        s.end(&app).await.unwrap();
+        "bye"
+    }
+    async fn whoami(Extension(s): Extension<Session>) -> String {
+        s.user().unwrap_or_else(|| "anonymous".into())
+    }
+    async fn slow() -> &'static str {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        "done"
+    }
+    Router::new()
+        .route("/test/form", get(form).post(|| async { "posted" }))
+        .route("/test/login", post(login))
+        .route("/test/logout", post(logout))
+        .route("/test/whoami", get(whoami))
+        .route("/test/slow", get(slow))
+}
+
+fn with_form_template() -> Setup {
+    Setup {
+        options: WebOptions {
+            templates: vec![(
+                "form.html".into(),
+                "{% extends \"base.html\" %}{% block main %}<form method=post>{{ csrf_field() }}<button>Go</button></form>{% endblock %}",
+            )],
+            ..WebOptions::default()
+        },
+        ..Setup::default()
+    }
+}
+
+#[test]
+fn the_front_page_names_the_site_and_carries_security_headers() {
+    let s = TestServer::start(
+        Setup {
+            before: Box::new(|site| {
+                let mut c = SiteConfig::default_for("Example & Co");
+                c.contact = Some("hello@example.org".into());
+                SiteConfig::save(site, c).unwrap();
+            }),
+            ..Setup::default()
+        },
+        no_routes,
+    );
+    let r = s.get("/");
+    assert_eq!(r.status, 200);
+    let html = r.text();
+    assert!(html.contains("<h1>Example &amp; Co</h1>"), "{html}");
+    assert!(
+        !html.contains("hello@example.org"),
+        "the address is not there in clear"
+    );
+    assert!(
+        html.contains("&#104;&#101;&#108;&#108;&#111;&#64;"),
+        "but readable as entities"
+    );
+    assert!(
+        r.header("content-security-policy")
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(
+        r.header("referrer-policy"),
+        Some("strict-origin-when-cross-origin")
+    );
+    assert!(
+        r.header("set-cookie").is_none(),
+        "anonymous pages set no cookie"
+    );
+    // Small: the page and its stylesheet together are far under 50 KB.
+    let css_url = html
+        .split("href=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let css = s.get(css_url);
+    assert_eq!(css.status, 200);
+    assert!(r.body.len() + css.body.len() < 50 * 1024);
+    assert!(html.contains("width=device-width"));
+
+    let api = s.get("/api/");
+    assert_eq!(api.status, 200);
+    assert_eq!(api.header("content-type"), Some("application/json"));
+    let data: serde_json::Value = serde_json::from_slice(&api.body).unwrap();
+    assert_eq!(data["site"]["name"], "Example & Co");
+}
+
+#[test]
+fn unknown_urls_get_a_themed_404_in_html_and_json() {
+    let s = TestServer::start(Setup::default(), no_routes);
+    let r = s.get("/no/such/%3Cpage%3E");
+    assert_eq!(r.status, 404);
+    let html = r.text();
+    assert!(
+        html.contains("<h1>Not found</h1>") && html.contains("mantissa.css"),
+        "{html}"
+    );
+    assert!(!html.contains("<page>"), "the path is escaped");
+    let r = s.get("/api/no/such/page");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+}
+
+#[test]
+fn static_files_are_content_hashed_cached_and_compressed() {
+    let s = TestServer::start(Setup::default(), no_routes);
+    let html = s.get("/").text();
+    let url = html
+        .split("href=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = s.get(&url);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/css"));
+    assert_eq!(
+        r.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    let etag = r.header("etag").unwrap().to_string();
+    assert_eq!(s.get_with(&url, &[("If-None-Match", &etag)]).status, 304);
+    let gz = s.get_with(&url, &[("Accept-Encoding", "gzip")]);
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert!(gz.body.len() < r.body.len());
+    let old = s.get("/static/mantissa/0000000000000000/mantissa.css");
+    assert_eq!(old.status, 307);
+    assert_eq!(old.header("location"), Some(url.as_str()));
+    assert_eq!(s.get("/static/mantissa/x/../../site.sqlite").status, 404);
+}
+
+#[test]
+fn anonymous_pages_answer_304_to_a_client_that_has_them() {
+    let s = TestServer::start(Setup::default(), no_routes);
+    let r = s.get("/");
+    let etag = r.header("etag").unwrap().to_string();
+    let modified = r.header("last-modified").unwrap().to_string();
+    let again = s.get_with("/", &[("If-None-Match", &etag)]);
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+    assert_eq!(
+        s.get_with("/", &[("If-Modified-Since", &modified)]).status,
+        304
+    );
+    assert_eq!(
+        s.get_with("/", &[("If-None-Match", "\"other\"")]).status,
+        200
+    );
+}
+
+#[test]
+fn a_theme_overrides_templates_by_name_and_dev_mode_reloads_them() {
+    let s = TestServer::start(
+        Setup {
+            options: WebOptions {
+                dev: true,
+                ..WebOptions::default()
+            },
+            before: Box::new(|site| {
+                let dir = site.root().join("themes/plain/templates");
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join("front.html"), "<p>Plain {{ site.name }}</p>").unwrap();
+                let mut c = SiteConfig::default_for("Themed");
+                c.theme = Some("plain".into());
+                SiteConfig::save(site, c).unwrap();
+            }),
+            ..Setup::default()
+        },
+        no_routes,
+    );
+    assert_eq!(s.get("/").text(), "<p>Plain Themed</p>");
+    let file = s.site.root().join("themes/plain/templates/front.html");
+    std::fs::write(&file, "<p>Changed</p>").unwrap();
+    assert_eq!(s.get("/").text(), "<p>Changed</p>", "dev mode reloads");
+    // A broken template: in dev the page names the file, line and cause.
+    std::fs::write(&file, "<p>\n{% for x in %}\n").unwrap();
+    let r = s.get("/");
+    assert_eq!(r.status, 500);
+    let t = r.text();
+    assert!(
+        t.contains("template front.html, line 2: syntax error"),
+        "{t}"
+    );
+    // Other pages (the 404, from base.html) still work.
+    assert_eq!(s.get("/missing").status, 404);
+}
+
+#[test]
+fn production_loads_templates_once_and_hides_template_errors() {
+    let s = TestServer::start(
+        Setup {
+            before: Box::new(|site| {
+                let dir = site.root().join("themes/broken/templates");
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join("front.html"), "{% if %}").unwrap();
+                let mut c = SiteConfig::default_for("Prod");
+                c.theme = Some("broken".into());
+                SiteConfig::save(site, c).unwrap();
+            }),
+            ..Setup::default()
+        },
+        no_routes,
+    );
+    let r = s.get("/");
+    assert_eq!(r.status, 500);
+    let t = r.text();
+    assert!(
+        t.contains("Something went wrong") && !t.contains("front.html"),
+        "{t}"
+    );
+    std::fs::write(
+        s.site.root().join("themes/broken/templates/front.html"),
+        "fixed",
+    )
+    .unwrap();
+    assert_eq!(s.get("/").status, 500, "production does not reload");
+}
+
+#[test]
+fn state_changing_requests_need_a_csrf_token_from_this_site() {
+    let s = TestServer::start(with_form_template(), test_routes);
+    let page = s.get("/test/form");
+    let set = set_cookie(&page, "mantissa_csrf").expect("a form page sets the CSRF cookie");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+        "{set}"
+    );
+    let token = cookie_value(set);
+    assert!(
+        page.text()
+            .contains(&format!("name=\"csrf_token\" value=\"{token}\""))
+    );
+    let cookie = format!("mantissa_csrf={token}");
+
+    let ok = s.post_form(
+        "/test/form",
+        &[("Cookie", &cookie)],
+        &format!("csrf_token={token}&x=1"),
+    );
+    assert_eq!((ok.status, ok.text().as_str()), (200, "posted"));
+    let none = s.post_form("/test/form", &[("Cookie", &cookie)], "x=1");
+    assert_eq!(none.status, 403);
+    assert!(none.text().contains("CSRF token"), "{}", none.text());
+    let wrong = s.post_form("/test/form", &[("Cookie", &cookie)], "csrf_token=AAAA");
+    assert_eq!(wrong.status, 403);
+    let no_cookie = s.post_form("/test/form", &[], &format!("csrf_token={token}"));
+    assert_eq!(no_cookie.status, 403);
+    let cross = s.post_form(
+        "/test/form",
+        &[("Cookie", &cookie), ("Sec-Fetch-Site", "cross-site")],
+        &format!("csrf_token={token}"),
+    );
+    assert_eq!(cross.status, 403);
+    let other_origin = s.post_form(
+        "/test/form",
+        &[("Cookie", &cookie), ("Origin", "https://evil.example")],
+        &format!("csrf_token={token}"),
+    );
+    assert_eq!(other_origin.status, 403);
+}
+
+#[test]
+fn sessions_live_in_the_site_store_with_safe_cookies() {
+    let s = TestServer::start(with_form_template(), test_routes);
+    let token = cookie_value(set_cookie(&s.get("/test/form"), "mantissa_csrf").unwrap());
+    let csrf = format!("mantissa_csrf={token}");
+    let login = s.post_form(
+        "/test/login",
+        &[("Cookie", &csrf)],
+        &format!("csrf_token={token}"),
+    );
+    assert_eq!(login.status, 200);
+    let set = set_cookie(&login, "mantissa_session").unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax") && set.contains("Path=/"),
+        "{set}"
+    );
+    assert!(!set.contains("Secure"), "not over plain HTTP");
+    let session = cookie_value(set);
+    let both = format!("{csrf}; mantissa_session={session}");
+    assert_eq!(
+        s.get_with("/test/whoami", &[("Cookie", &both)]).text(),
+        "alice"
+    );
+    assert_eq!(s.get("/test/whoami").text(), "anonymous");
+
+    // The store keeps a hash of the token, not the token.
+    let records = s
+        .site
+        .store()
+        .read_blocking(|r| r.query::<mantissa_web::SessionRecord>().all())
+        .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].user.as_deref(), Some("alice"));
+    assert_ne!(records[0].token_hash, session);
+
+    // Logging in again issues a new token; the old one stops working.
+    let again = s.post_form(
+        "/test/login",
+        &[("Cookie", &both)],
+        &format!("csrf_token={token}"),
+    );
+    let new_session = cookie_value(set_cookie(&again, "mantissa_session").unwrap());
+    assert_ne!(new_session, session);
+    assert_eq!(
+        s.get_with("/test/whoami", &[("Cookie", &both)]).text(),
+        "anonymous"
+    );
+    let new_both = format!("{csrf}; mantissa_session={new_session}");
+    let out = s.post_form(
+        "/test/logout",
+        &[("Cookie", &new_both)],
+        &format!("csrf_token={token}"),
+    );
+    assert!(
+        set_cookie(&out, "mantissa_session")
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(
+        s.get_with("/test/whoami", &[("Cookie", &new_both)]).text(),
+        "anonymous"
+    );
+}
+
+#[test]
+fn malformed_requests_get_400_and_the_server_keeps_serving() {
+    let s = TestServer::start(Setup::default(), no_routes);
+    for raw in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"\x00\x01\x02\x03\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    ] {
+        let r = send_raw(s.addr, raw);
+        assert!(
+            r.status == 400 || r.status == 505,
+            "{:?} -> {}",
+            String::from_utf8_lossy(raw),
+            r.status
+        );
+    }
+    let huge = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100_000));
+    let r = send_raw(s.addr, huge.as_bytes());
+    assert!(
+        r.status == 414 || r.status == 431 || r.status == 400,
+        "{}",
+        r.status
+    );
+    assert_eq!(s.get("/").status, 200);
+}
+
+#[test]
+fn bodies_over_the_limit_are_refused() {
+    let s = TestServer::start(
+        Setup {
+            limits: Limits {
+                max_body_bytes: 1000,
+                ..Limits::default()
+            },
+            ..with_form_template()
+        },
+        test_routes,
+    );
+    let r = s.post_form("/test/form", &[], &"x".repeat(5000));
+    assert_eq!(r.status, 413);
+    assert!(r.text().contains("larger than 1000 bytes"), "{}", r.text());
+}
+
+#[test]
+fn each_address_is_rate_limited_with_retry_after() {
+    let s = TestServer::start(
+        Setup {
+            limits: Limits {
+                requests_per_second_per_ip: 1,
+                request_burst_per_ip: 5,
+                ..Limits::default()
+            },
+            ..Setup::default()
+        },
+        no_routes,
+    );
+    let statuses: Vec<u16> = (0..8).map(|_| s.get("/healthz").status).collect();
+    assert_eq!(&statuses[..5], &[200; 5]);
+    let r = s.get("/healthz");
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+}
+
+#[test]
+fn crawlers_are_paced_and_told_so_in_robots_txt() {
+    let s = TestServer::start(Setup::default(), no_routes);
+    let robots = s.get("/robots.txt");
+    assert!(robots.text().contains("Crawl-delay: 1"));
+    let bot = [("User-Agent", "Mozilla/5.0 (compatible; Googlebot/2.1)")];
+    let statuses: Vec<u16> = (0..7).map(|_| s.get_with("/", &bot).status).collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(s.get("/").status, 200, "people are not affected");
+}
+
+#[test]
+fn under_load_new_requests_are_shed_with_503() {
+    let s = TestServer::start(
+        Setup {
+            limits: Limits {
+                max_in_flight: 1,
+                ..Limits::default()
+            },
+            ..Setup::default()
+        },
+        test_routes,
+    );
+    let addr = s.addr;
+    let slow = std::thread::spawn(move || {
+        send_raw(
+            addr,
+            b"GET /test/slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let r = s.get("/healthz");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(slow.join().unwrap().text(), "done");
+}
+
+#[test]
+fn shutdown_finishes_requests_in_flight_and_refuses_new_ones() {
+    let mut s = TestServer::start(Setup::default(), test_routes);
+    let addr = s.addr;
+    let slow = std::thread::spawn(move || {
+        send_raw(
+            addr,
+            b"GET /test/slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    s.stop();
+    let r = slow.join().unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "done"));
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "no longer listening"
+    );
+}
