@@ -455,16 +455,21 @@ fn serve_opens_the_site_and_stops_on_sigterm_or_ctrl_c() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut first = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        assert!(
-            first.starts_with("Mantissa site at ")
-                && first.ends_with("; the web server arrives with the web issue\n"),
-            "{first:?}"
-        );
+        out.read_line(&mut first).unwrap();
+        assert!(first.starts_with("Mantissa site \"s\" ("), "{first:?}");
+        let mut second = String::new();
+        out.read_line(&mut second).unwrap();
+        let url = second
+            .strip_prefix("Serving http://")
+            .and_then(|u| u.strip_suffix("/\n"))
+            .unwrap_or_else(|| panic!("{second:?}"));
         assert!(tmp.path().join("s/site.sqlite").is_file());
+        // It serves the site's front page, with the site's name.
+        let page = http_get(url, "/");
+        assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+        assert!(page.contains("<h1>s</h1>"), "{page}");
 
         // Sent the moment it says it runs: it must already be listening.
         let kill = Command::new("kill")
@@ -475,4 +480,117 @@ fn serve_opens_the_site_and_stops_on_sigterm_or_ctrl_c() {
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(0), "stops cleanly on SIG{signal}");
     }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    s
+}
+
+#[test]
+fn ports_are_added_listed_and_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("s");
+    let r = run(mantissa(tmp.path(), &["init", site.to_str().unwrap()]));
+    assert!(r.code == 0, "{r:?}");
+    let s = site.to_str().unwrap();
+    let r = run(mantissa(tmp.path(), &["--site", s, "port", "list"]));
+    assert_eq!(
+        r.stdout,
+        "No ports; `mantissa serve` listens on 127.0.0.1:8080.\n"
+    );
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "port", "add", "http", "127.0.0.1:8081"],
+    ));
+    assert!(r.code == 0, "{r:?}");
+    let r = run(mantissa(tmp.path(), &["--site", s, "port", "list"]));
+    assert_eq!(r.stdout, "http   127.0.0.1:8081\n");
+
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "port", "add", "gopher", "127.0.0.1:70"],
+    ));
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("unknown protocol \"gopher\"; use one of: http, https"),
+        "{r:?}"
+    );
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "port", "add", "http", "localhost"],
+    ));
+    assert!(
+        r.stderr
+            .contains("\"localhost\" is not an address to listen on"),
+        "{r:?}"
+    );
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "port", "add", "https", "127.0.0.1:8443"],
+    ));
+    assert!(
+        r.stderr.contains("https needs --cert FILE and --key FILE"),
+        "{r:?}"
+    );
+    std::fs::write(tmp.path().join("cert.pem"), "not a certificate").unwrap();
+    std::fs::write(tmp.path().join("key.pem"), "not a key").unwrap();
+    let r = run(mantissa(
+        tmp.path(),
+        &[
+            "--site",
+            s,
+            "port",
+            "add",
+            "https",
+            "127.0.0.1:8443",
+            "--cert",
+            "cert.pem",
+            "--key",
+            "key.pem",
+        ],
+    ));
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("cert.pem: holds no PEM certificate"),
+        "{r:?}"
+    );
+
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "port", "remove", "http", "127.0.0.1:8081"],
+    ));
+    assert!(r.code == 0, "{r:?}");
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "port", "remove", "http", "127.0.0.1:8081"],
+    ));
+    assert!(r.stderr.contains("no http port on 127.0.0.1:8081"), "{r:?}");
+}
+
+#[test]
+fn serve_says_clearly_when_its_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let r = run(mantissa(
+        tmp.path(),
+        &["serve", "--site", "s", "--listen", &addr],
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "cannot listen on {addr}: the address is already in use"
+        )),
+        "{r:?}"
+    );
 }
