@@ -1,1 +1,723 @@
-fn main() {}
+//! Benchmarks of the object store, each beside a reference written with
+//! plain rusqlite that does the same work in the same run.
+//!
+//! The references are what a careful hand-written application with the same
+//! guarantees would do: the same table shape (STRICT, `id INTEGER PRIMARY
+//! KEY AUTOINCREMENT`, the same index), the same pragmas (WAL,
+//! `synchronous = FULL`), prepared statements from rusqlite's statement
+//! cache, and the same SQLite (the store's own rusqlite, bundled). Each
+//! setup checks that the two tables are declared identically and that the
+//! two sides return the same rows.
+//!
+//! Run with `bench/run` (which prints every figure as a ratio against its
+//! reference) or `cargo bench -p mantissa-store --bench store`. Environment:
+//!
+//! - `MANTISSA_BENCH_STORES`: user stores created for the cold-open
+//!   benchmark (default 10000; fewer for a quick run).
+//! - `MANTISSA_BENCH_DIR`: where the temporary sites go (default: the
+//!   system's temporary folder).
+//!
+//! See `bench/README.md` for the figures.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group};
+use mantissa_store::{Item, Ref, Site, Store};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+
+/// A small item: what the insert, single-write and cold-open benchmarks
+/// store.
+#[derive(Item, Debug, Clone, PartialEq)]
+#[item(name = "bench.note", version = 1)]
+struct Note {
+    title: String,
+    n: i64,
+    done: bool,
+}
+
+/// A small item with an indexed attribute, for the query benchmark.
+#[derive(Item, Debug, Clone, PartialEq)]
+#[item(name = "bench.entry", version = 1)]
+struct Entry {
+    title: String,
+    #[item(index)]
+    score: i64,
+    done: bool,
+}
+
+/// The tables the store creates for the two types, written out by hand for
+/// the reference (checked against the store's in every setup).
+const NOTE_TABLE: &str = r#"CREATE TABLE "item_bench.note" (id INTEGER PRIMARY KEY AUTOINCREMENT, "title" TEXT NOT NULL, "n" INTEGER NOT NULL, "done" INTEGER NOT NULL) STRICT"#;
+const ENTRY_TABLE: &str = r#"CREATE TABLE "item_bench.entry" (id INTEGER PRIMARY KEY AUTOINCREMENT, "title" TEXT NOT NULL, "score" INTEGER NOT NULL, "done" INTEGER NOT NULL) STRICT"#;
+const ENTRY_INDEX: &str =
+    r#"CREATE INDEX "item_bench.entry__score" ON "item_bench.entry"("score")"#;
+
+const INSERT_NOTE: &str =
+    r#"INSERT INTO "item_bench.note" ("title", "n", "done") VALUES (?, ?, ?)"#;
+const INSERT_ENTRY: &str =
+    r#"INSERT INTO "item_bench.entry" ("title", "score", "done") VALUES (?, ?, ?)"#;
+/// The store breaks ties by id, so the reference does too (same rows, same
+/// order).
+const TOP_20: &str = r#"SELECT id, "title", "score", "done" FROM "item_bench.entry" WHERE "score" < ?1 ORDER BY "score" DESC, id LIMIT 20"#;
+const NOTE_BY_ID: &str = r#"SELECT id, "title", "n", "done" FROM "item_bench.note" WHERE id = ?1"#;
+
+const INSERT_ITEMS: usize = 100_000;
+const QUERY_ITEMS: usize = 50_000;
+const SCORE_RANGE: i64 = 1_000_000;
+
+/// The folder that holds every site and file of this run (removed by
+/// `main` at the end).
+fn scratch() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = std::env::var_os("MANTISSA_BENCH_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&base).expect("bench dir");
+        tempfile::Builder::new()
+            .prefix("mantissa-bench-")
+            .tempdir_in(base)
+            .expect("temporary folder")
+            .keep()
+    })
+}
+
+/// Where extra figures that criterion does not keep (setup time, per-open
+/// percentiles) are written for `bench/run`.
+fn extra_path() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("criterion").join("mantissa-store-extra.json")
+}
+
+fn write_extra(key: &str, value: serde_json::Value) {
+    let path = extra_path();
+    let mut all: serde_json::Map<String, serde_json::Value> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    all.insert(key.to_string(), value);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::write(&path, serde_json::to_vec_pretty(&all).unwrap_or_default());
+}
+
+/// Flushes the files earlier benchmarks wrote, so that their write-back does
+/// not stall the `fsync`s measured next.
+fn settle_disk() {
+    let _ = std::process::Command::new("sync").status();
+}
+
+/// CPU time (in clock ticks) spent by every process, and by this one.
+#[derive(Clone, Copy)]
+struct CpuSnapshot {
+    at: Instant,
+    all_busy: u64,
+    own: u64,
+}
+
+fn cpu_snapshot() -> CpuSnapshot {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    // cpu user nice system idle iowait irq softirq steal ...
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let all_busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| f.get(i).copied().unwrap_or(0))
+        .sum();
+    let own_stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // After "pid (comm) ": state is field 3, utime 14 and stime 15.
+    let after = own_stat.rsplit(')').next().unwrap_or_default();
+    let g: Vec<u64> = after
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let own = g.get(11).copied().unwrap_or(0) + g.get(12).copied().unwrap_or(0);
+    CpuSnapshot {
+        at: Instant::now(),
+        all_busy,
+        own,
+    }
+}
+
+/// Records how many cores other processes kept busy since `start`: other
+/// work on the machine skews the ratios, and `bench/run` warns about it.
+fn note_other_cpu(bench: &str, start: CpuSnapshot) {
+    let end = cpu_snapshot();
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    let secs = end.at.duration_since(start.at).as_secs_f64().max(1e-3);
+    let others = end.all_busy.saturating_sub(start.all_busy) as f64
+        - end.own.saturating_sub(start.own) as f64;
+    write_extra(
+        &format!("other_cpu_{bench}"),
+        serde_json::json!((others / ticks_per_sec / secs).max(0.0)),
+    );
+}
+
+/// Opens a file the way a careful application would: WAL, full sync, a busy
+/// timeout and a statement cache (the store's settings).
+fn plain_open(path: &Path, create: bool) -> Connection {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags).expect("open");
+    conn.busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
+    conn.set_prepared_statement_cache_capacity(64);
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .expect("journal mode");
+    assert!(mode.eq_ignore_ascii_case("wal"), "journal mode {mode}");
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; PRAGMA recursive_triggers = ON;",
+    )
+    .expect("pragmas");
+    conn
+}
+
+/// A new reference database with the given schema.
+fn plain_create(path: &Path, schema: &[&str]) -> Connection {
+    let conn = plain_open(path, true);
+    for sql in schema {
+        conn.execute_batch(sql).expect("schema");
+    }
+    conn
+}
+
+fn table_sql(conn: &Connection, name: &str) -> String {
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("no {name} in the schema: {e}"));
+    sql.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Fails the run if the reference's table is not declared exactly like the
+/// store's.
+fn assert_same_schema(store_file: &Path, reference: &Connection, names: &[&str]) {
+    let store = Connection::open_with_flags(store_file, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open store file");
+    for name in names {
+        assert_eq!(
+            table_sql(&store, name),
+            table_sql(reference, name),
+            "the reference's {name} differs from the store's"
+        );
+    }
+}
+
+fn note(i: usize) -> Note {
+    Note {
+        title: format!("note number {i}"),
+        n: i as i64 * 7,
+        done: i.is_multiple_of(3),
+    }
+}
+
+fn insert_note(conn: &Connection, n: &Note) -> i64 {
+    let mut stmt = conn.prepare_cached(INSERT_NOTE).expect("prepare");
+    stmt.execute(params![n.title, n.n, n.done]).expect("insert");
+    conn.last_insert_rowid()
+}
+
+/// Benchmark 1: 100,000 small items in one transaction.
+fn insert_100k(c: &mut Criterion) {
+    let notes: Arc<Vec<Note>> = Arc::new((0..INSERT_ITEMS).map(note).collect());
+    let root = scratch().join("insert");
+    let site = Site::open(root.join("site")).expect("site");
+    let cpu = cpu_snapshot();
+    let mut g = c.benchmark_group("insert_100k");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Elements(INSERT_ITEMS as u64));
+
+    let mut k = 0;
+    let mut checked = false;
+    g.bench_function("store", |b| {
+        b.iter_batched(
+            || {
+                // The last iteration's store is closed (untimed) and removed.
+                if k > 1 {
+                    site.delete_user_store(&format!("insert-{}", k))
+                        .expect("delete store");
+                }
+                k += 1;
+                site.user_store(&format!("insert-{k}")).expect("store")
+            },
+            |store: Store| {
+                let notes = notes.clone();
+                let last = store
+                    .write_blocking(move |tx| {
+                        let mut last = None;
+                        for n in notes.iter() {
+                            last = Some(tx.insert(n)?);
+                        }
+                        Ok(last)
+                    })
+                    .expect("insert");
+                black_box(last);
+                store
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    g.bench_function("rusqlite", |b| {
+        b.iter_batched(
+            || {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(root.join(format!("plain-{k}.sqlite{suffix}")));
+                }
+                k += 1;
+                let path = root.join(format!("plain-{k}.sqlite"));
+                let conn = plain_create(&path, &[NOTE_TABLE]);
+                if !checked {
+                    let store = site.user_store("insert-1").expect("store");
+                    assert_same_schema(store.path(), &conn, &["item_bench.note"]);
+                    checked = true;
+                }
+                conn
+            },
+            |mut conn: Connection| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .expect("begin");
+                let mut last = 0;
+                for n in notes.iter() {
+                    last = insert_note(&tx, n);
+                }
+                tx.commit().expect("commit");
+                black_box(last);
+                conn
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    g.finish();
+    note_other_cpu("insert_100k", cpu);
+    drop(site);
+    let _ = std::fs::remove_dir_all(&root);
+    settle_disk();
+}
+
+struct QuerySetup {
+    store: Store,
+    plain: Connection,
+    _site: Site,
+}
+
+fn query_setup() -> QuerySetup {
+    let root = scratch().join("query");
+    let site = Site::open(root.join("site")).expect("site");
+    let store = site.user_store("query").expect("store");
+    let mut rng = fastrand::Rng::with_seed(7);
+    let entries: Vec<Entry> = (0..QUERY_ITEMS)
+        .map(|i| Entry {
+            title: format!("entry number {i}"),
+            score: rng.i64(0..SCORE_RANGE),
+            done: i.is_multiple_of(2),
+        })
+        .collect();
+    let entries = Arc::new(entries);
+    store
+        .write_blocking({
+            let entries = entries.clone();
+            move |tx| {
+                for e in entries.iter() {
+                    tx.insert(e)?;
+                }
+                Ok(())
+            }
+        })
+        .expect("fill store");
+    let mut plain = plain_create(&root.join("plain.sqlite"), &[ENTRY_TABLE, ENTRY_INDEX]);
+    {
+        let tx = plain
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .expect("begin");
+        for e in entries.iter() {
+            tx.prepare_cached(INSERT_ENTRY)
+                .expect("prepare")
+                .execute(params![e.title, e.score, e.done])
+                .expect("insert");
+        }
+        tx.commit().expect("commit");
+    }
+    assert_same_schema(
+        store.path(),
+        &plain,
+        &["item_bench.entry", "item_bench.entry__score"],
+    );
+    // Both sides return the same 20 items, in the same order.
+    for x in [0, 12_345, SCORE_RANGE / 2, SCORE_RANGE] {
+        let a: Vec<(i64, Entry)> = store_top_20(&store, x)
+            .into_iter()
+            .map(|(id, e)| (id.id(), e))
+            .collect();
+        assert_eq!(a, plain_top_20(&plain, x), "results differ for score < {x}");
+    }
+    QuerySetup {
+        store,
+        plain,
+        _site: site,
+    }
+}
+
+fn store_top_20(store: &Store, x: i64) -> Vec<(Ref<Entry>, Entry)> {
+    store
+        .read_blocking(|r| {
+            r.query::<Entry>()
+                .filter(Entry::score.lt(x))
+                .order_by(Entry::score.desc())
+                .limit(20)
+                .all()
+        })
+        .expect("query")
+        .into_iter()
+        .map(|s| (s.id(), s.into_inner()))
+        .collect()
+}
+
+fn plain_top_20(conn: &Connection, x: i64) -> Vec<(i64, Entry)> {
+    let mut stmt = conn.prepare_cached(TOP_20).expect("prepare");
+    stmt.query_map([x], |r| {
+        Ok((
+            r.get(0)?,
+            Entry {
+                title: r.get(1)?,
+                score: r.get(2)?,
+                done: r.get(3)?,
+            },
+        ))
+    })
+    .expect("query")
+    .collect::<rusqlite::Result<Vec<_>>>()
+    .expect("rows")
+}
+
+/// Benchmark 2: An indexed query with a sort and a limit of 20, over 50,000 items.
+fn query_top_20(c: &mut Criterion) {
+    let mut setup: Option<QuerySetup> = None;
+    let cpu = cpu_snapshot();
+    let mut g = c.benchmark_group("query_top_20");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
+    // Thresholds from the same sequence on both sides; above 1% of the
+    // range, so every query finds its 20 items.
+    g.bench_function("store", |b| {
+        let s = setup.get_or_insert_with(query_setup);
+        let mut rng = fastrand::Rng::with_seed(11);
+        b.iter(|| {
+            let items = s
+                .store
+                .read_blocking(|r| {
+                    r.query::<Entry>()
+                        .filter(Entry::score.lt(rng.i64(SCORE_RANGE / 100..SCORE_RANGE)))
+                        .order_by(Entry::score.desc())
+                        .limit(20)
+                        .all()
+                })
+                .expect("query");
+            debug_assert_eq!(items.len(), 20);
+            black_box(items)
+        });
+    });
+    g.bench_function("rusqlite", |b| {
+        let s = setup.get_or_insert_with(query_setup);
+        let mut rng = fastrand::Rng::with_seed(11);
+        b.iter(|| {
+            let items = plain_top_20(&s.plain, rng.i64(SCORE_RANGE / 100..SCORE_RANGE));
+            debug_assert_eq!(items.len(), 20);
+            black_box(items)
+        });
+    });
+    g.finish();
+    note_other_cpu("query_top_20", cpu);
+}
+
+/// Benchmark 3: committed single-insert write transactions at
+/// `synchronous = FULL`. Each commit is also timed on its own, for
+/// percentiles that a slow `fsync` now and then does not move.
+fn single_write(c: &mut Criterion) {
+    let root = scratch().join("single");
+    let mut setup: Option<(Site, Store, Connection)> = None;
+    let make = || {
+        let site = Site::open(root.join("site")).expect("site");
+        let store = site.user_store("single").expect("store");
+        let plain = plain_create(&root.join("plain.sqlite"), &[NOTE_TABLE]);
+        assert_same_schema(store.path(), &plain, &["item_bench.note"]);
+        settle_disk();
+        (site, store, plain)
+    };
+    let item = note(42);
+    let mut store_times = Vec::new();
+    let mut plain_times = Vec::new();
+    let cpu = cpu_snapshot();
+    let mut g = c.benchmark_group("single_write_tx");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .throughput(Throughput::Elements(1));
+    g.bench_function("store", |b| {
+        let (_, store, _) = setup.get_or_insert_with(make);
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let item = item.clone();
+                let start = Instant::now();
+                let id = store
+                    .write_blocking(move |tx| tx.insert(&item))
+                    .expect("insert");
+                let took = start.elapsed();
+                black_box(id);
+                total += took;
+                store_times.push(took);
+            }
+            total
+        });
+    });
+    g.bench_function("rusqlite", |b| {
+        let (_, _, plain) = setup.get_or_insert_with(make);
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let tx = plain
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .expect("begin");
+                let id = insert_note(&tx, &item);
+                tx.commit().expect("commit");
+                let took = start.elapsed();
+                black_box(id);
+                total += took;
+                plain_times.push(took);
+            }
+            total
+        });
+    });
+    g.finish();
+    note_other_cpu("single_write_tx", cpu);
+    if !store_times.is_empty() && !plain_times.is_empty() {
+        write_extra(
+            "single_write_tx_per_commit",
+            serde_json::json!({
+                "store": percentiles(store_times),
+                "rusqlite": percentiles(plain_times),
+            }),
+        );
+    }
+}
+
+fn store_count() -> usize {
+    std::env::var("MANTISSA_BENCH_STORES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&n: &usize| n >= 2)
+        .unwrap_or(10_000)
+}
+
+fn user_name(i: usize) -> String {
+    format!("user{i:05}")
+}
+
+/// Creates `n` user stores with one item each, with the store API.
+fn create_stores(root: &Path, n: usize) -> Site {
+    eprintln!(
+        "cold_open: creating {n} user stores under {}",
+        root.display()
+    );
+    let site = Site::open(root).expect("site");
+    let start = Instant::now();
+    for i in 0..n {
+        let store = site.user_store(&user_name(i)).expect("create store");
+        let id = store
+            .write_blocking(move |tx| tx.insert(&note(i)))
+            .expect("insert");
+        assert_eq!(id.id(), 1);
+        if (i + 1) % 1000 == 0 {
+            eprintln!(
+                "cold_open: {} stores, {:.1} s",
+                i + 1,
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let took = start.elapsed();
+    let bytes: u64 = std::fs::read_dir(root.join("users"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    eprintln!(
+        "cold_open: created {n} stores in {:.1} s ({:.2} ms each), {} MB on disk",
+        took.as_secs_f64(),
+        took.as_secs_f64() * 1e3 / n as f64,
+        bytes / 1_000_000
+    );
+    write_extra(
+        "cold_open_setup",
+        serde_json::json!({
+            "stores": n,
+            "seconds": took.as_secs_f64(),
+            "ms_per_store": took.as_secs_f64() * 1e3 / n as f64,
+            "bytes_on_disk": bytes,
+        }),
+    );
+    site
+}
+
+/// Visits every store once in a random order, then again in the same order:
+/// a store comes back only after all the others, long out of the cache.
+struct Cold {
+    order: Vec<usize>,
+    next: usize,
+}
+
+impl Cold {
+    fn new(n: usize, seed: u64) -> Cold {
+        let mut order: Vec<usize> = (0..n).collect();
+        fastrand::Rng::with_seed(seed).shuffle(&mut order);
+        Cold { order, next: 0 }
+    }
+
+    fn pick(&mut self) -> usize {
+        let i = self.order[self.next];
+        self.next = (self.next + 1) % self.order.len();
+        i
+    }
+}
+
+fn percentiles(mut times: Vec<Duration>) -> serde_json::Value {
+    times.sort();
+    let at = |q: f64| {
+        let i = ((times.len() as f64 - 1.0) * q).round() as usize;
+        times.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    serde_json::json!({
+        "count": times.len(),
+        "p50_ms": at(0.5),
+        "p90_ms": at(0.9),
+        "p99_ms": at(0.99),
+        "max_ms": at(1.0),
+    })
+}
+
+/// Benchmark 4: Opening a user store that is not open (one of 10,000 on disk) and
+/// reading one item.
+fn cold_open(c: &mut Criterion) {
+    let n = store_count();
+    let root = scratch().join("cold");
+    let mut site: Option<Site> = None;
+    let mut store_times = Vec::new();
+    let mut plain_times = Vec::new();
+    let cpu = cpu_snapshot();
+    let mut g = c.benchmark_group("cold_open_read");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .throughput(Throughput::Elements(1));
+    // Created by one site, measured through a fresh one that keeps a single
+    // user store open: every open below is cold.
+    let make = || {
+        drop(create_stores(&root, n));
+        settle_disk();
+        let site = Site::open(&root).expect("site");
+        site.set_open_stores(1);
+        site
+    };
+    g.bench_function("store", |b| {
+        let site = site.get_or_insert_with(make);
+        let mut cold = Cold::new(n, 1);
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let name = user_name(cold.pick());
+                let start = Instant::now();
+                let store = site.user_store(&name).expect("open");
+                let item = store
+                    .read_blocking(|r| r.get(Ref::<Note>::from_id(1)))
+                    .expect("read");
+                let took = start.elapsed();
+                black_box(item);
+                total += took;
+                store_times.push(took);
+            }
+            total
+        });
+    });
+    g.bench_function("rusqlite", |b| {
+        site.get_or_insert_with(make);
+        let users = root.join("users");
+        let mut cold = Cold::new(n, 2);
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let name = user_name(cold.pick());
+                let start = Instant::now();
+                let conn = plain_open(&users.join(format!("{name}.sqlite")), false);
+                let item = conn
+                    .query_row(NOTE_BY_ID, [1], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            Note {
+                                title: r.get(1)?,
+                                n: r.get(2)?,
+                                done: r.get(3)?,
+                            },
+                        ))
+                    })
+                    .expect("read");
+                drop(conn);
+                let took = start.elapsed();
+                black_box(item);
+                total += took;
+                plain_times.push(took);
+            }
+            total
+        });
+    });
+    g.finish();
+    note_other_cpu("cold_open_read", cpu);
+    if !store_times.is_empty() && !plain_times.is_empty() {
+        write_extra(
+            "cold_open_per_open",
+            serde_json::json!({
+                "store": percentiles(store_times),
+                "rusqlite": percentiles(plain_times),
+            }),
+        );
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().configure_from_args();
+    targets = insert_100k, query_top_20, single_write, cold_open
+}
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    // A static is never dropped, so the folder is removed here.
+    let _ = std::fs::remove_dir_all(scratch());
+}

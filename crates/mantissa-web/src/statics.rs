@@ -88,7 +88,7 @@ impl Statics {
             .clear();
     }
 
-    fn from_theme(&self, offering: &str, path: &str) -> Option<StaticFile> {
+    fn themed_file(&self, offering: &str, path: &str) -> Option<StaticFile> {
         let key = (offering.to_string(), path.to_string());
         if !self.dev
             && let Some(hit) = self
@@ -121,7 +121,7 @@ impl Statics {
         if !valid_path(path) || !valid_path(offering) {
             return None;
         }
-        self.from_theme(offering, path).or_else(|| {
+        self.themed_file(offering, path).or_else(|| {
             self.builtin
                 .get(&(offering.to_string(), path.to_string()))
                 .cloned()

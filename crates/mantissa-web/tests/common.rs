@@ -1,7 +1,7 @@
 //! A real server on 127.0.0.1 and a plain HTTP/1.1 client over TCP, for the
 //! web tests.
 
-#![allow(dead_code)]
+#![allow(dead_code, missing_docs)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -63,7 +63,10 @@ fn slowloris_does_not_starve_other_visitors() {
                         }
                         _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     }
-                    if c.write_all(format!("X-Slow-{i}-{n}: 1\r\n").as_bytes()).await.is_err() {
+                    if c.write_all(format!("X-Slow-{i}-{n}: 1\r\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
                         return (true, start.elapsed());
                     }
                 }
