@@ -21,6 +21,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::config::SiteConfig;
 use crate::http::ClientInfo;
+use crate::offering::{Offering, Offerings, require_owner, shared_item};
 use crate::page::{Page, WebError, api_prefix, render_pages};
 use crate::protect::{
     BotLimiter, FirstSeen, access_log, bot_layer, conditional_get, guard_layer, security_headers,
@@ -43,8 +44,10 @@ const BUILTIN_STATIC: &[(&str, &str, &[u8])] = &[(
 )];
 
 /// How the web application runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct WebOptions {
+    /// The offerings installed on the site.
+    pub offerings: Vec<Arc<dyn Offering>>,
     /// Development mode: templates and theme files reload on every request,
     /// and template errors show in the page.
     pub dev: bool,
@@ -54,6 +57,7 @@ pub struct WebOptions {
 }
 
 struct Inner {
+    offerings: Offerings,
     site: Site,
     guard: Guard,
     templates: Templates,
@@ -86,8 +90,14 @@ impl App {
     pub fn new(site: Site, guard: Guard, options: WebOptions) -> Result<App, WebError> {
         let config = SiteConfig::load_or_init(&site)?;
         let theme = theme_dir(&site, &config);
+        let mut static_files: Vec<(&str, &str, &'static [u8])> = BUILTIN_STATIC.to_vec();
+        for o in &options.offerings {
+            for (path, bytes) in o.static_files() {
+                static_files.push((o.name(), path, bytes));
+            }
+        }
         let statics = Arc::new(Statics::new(
-            BUILTIN_STATIC,
+            &static_files,
             theme.as_ref().map(|t| t.join("static")),
             options.dev,
         ));
@@ -97,6 +107,11 @@ impl App {
             .collect();
         for (name, source) in options.templates {
             builtin.entry(name).or_insert(source);
+        }
+        for o in &options.offerings {
+            for (name, source) in o.templates() {
+                builtin.entry(name.to_string()).or_insert(source);
+            }
         }
         let statics_for_templates = statics.clone();
         let templates = Templates::new(
@@ -123,6 +138,7 @@ impl App {
         );
         prometheus();
         Ok(App(Arc::new(Inner {
+            offerings: Arc::new(options.offerings),
             bots: BotLimiter::new(config.crawl_delay.max(1) as u64),
             site,
             guard,
@@ -137,6 +153,11 @@ impl App {
     /// The site.
     pub fn site(&self) -> &Site {
         &self.0.site
+    }
+
+    /// The installed offering called `name`.
+    pub fn offering(&self, name: &str) -> Option<Arc<dyn Offering>> {
+        self.0.offerings.iter().find(|o| o.name() == name).cloned()
     }
 
     /// The connection guard.
@@ -203,8 +224,16 @@ impl App {
     /// The router: every route and every layer. `extra` routes (offerings',
     /// tests') are merged in below the same layers.
     pub fn router_with(&self, extra: Router<App>) -> Router {
+        let mut private: Router<App> = Router::new();
+        for o in self.0.offerings.iter() {
+            private = private.nest(&format!("/private/{}", o.name()), o.private_routes());
+        }
+        let private = private.layer(from_fn_with_state(self.clone(), require_owner));
         let routes: Router<App> = Router::new()
             .route("/", get(front_page))
+            .route("/users/{name}/{slug}", get(shared_item))
+            .route("/users/{name}/{slug}/{*rest}", get(shared_item))
+            .merge(private)
             .route("/healthz", get(healthz))
             .route("/robots.txt", get(robots))
             .route("/metrics", get(metrics_page))

@@ -12,6 +12,7 @@
 mod app;
 mod config;
 mod http;
+mod offering;
 mod page;
 mod protect;
 mod session;
@@ -21,6 +22,7 @@ mod templates;
 pub use app::{App, WebOptions};
 pub use config::SiteConfig;
 pub use http::{ClientInfo, HttpProtocol};
+pub use offering::{Offering, Owner, Published, SharedFuture, SharedRequest, publish, slugify};
 pub use page::{ApiRequest, Page, WebError};
 pub use protect::is_bot;
 pub use session::{

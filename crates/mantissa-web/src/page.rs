@@ -107,21 +107,32 @@ impl IntoResponse for WebError {
 pub struct ApiRequest;
 
 /// Strips `/api` from the path (remembering that it was there), so that the
-/// page's own route answers.
+/// page's own route answers, and a trailing `/`, so that `/x/` is `/x`.
 pub async fn api_prefix(mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let stripped = if path == "/api" || path == "/api/" {
-        Some("/".to_string())
+    let (api, rest) = if path == "/api" {
+        (true, "/")
     } else {
-        path.strip_prefix("/api/").map(|rest| format!("/{rest}"))
+        match path.strip_prefix("/api/") {
+            Some(rest) => (true, &path[4..4 + rest.len() + 1]),
+            None => (false, path),
+        }
     };
-    if let Some(new_path) = stripped {
+    let trimmed = if rest.len() > 1 {
+        rest.trim_end_matches('/')
+    } else {
+        rest
+    };
+    let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+    if api || trimmed != path {
         let pq = match req.uri().query() {
-            Some(q) => format!("{new_path}?{q}"),
-            None => new_path,
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
         };
         if let Ok(uri) = pq.parse::<Uri>() {
             *req.uri_mut() = uri;
+        }
+        if api {
             req.extensions_mut().insert(ApiRequest);
         }
     }

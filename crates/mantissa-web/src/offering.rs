@@ -1,0 +1,276 @@
+//! Offerings: installable applications, and the URL space they live in.
+//!
+//! An offering contributes templates and static files, routes for the
+//! signed-in owner under `/private/<offering>/…`, and pages for items its
+//! users publish at `/users/<name>/<slug>/…`. Everything it serves passes the
+//! same layers as Mantissa's own pages, and `/api/…` gives its pages' data as
+//! JSON.
+//!
+//! Published items have stable, human-readable slugs kept in the owner's
+//! store ([`Published`]); when an item's slug changes, the old URL answers
+//! 301 to the new one, forever. Unknown names and slugs answer 404, as do
+//! private routes for someone not signed in as their owner, so nothing
+//! leaks that a thing exists.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::Uri;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use mantissa_store::{Item, Ref, Store, Write};
+
+use crate::app::App;
+use crate::page::WebError;
+use crate::session::Session;
+
+/// What a shared-item handler is asked to render.
+pub struct SharedRequest {
+    /// The owner's user name.
+    pub owner: String,
+    /// The owner's store.
+    pub store: Store,
+    /// The published item's type and id.
+    pub item_type: String,
+    /// The published item's id.
+    pub item_id: i64,
+    /// The path after the slug (empty for the item itself).
+    pub rest: String,
+    /// The signed-in visitor, if any.
+    pub visitor: Option<String>,
+}
+
+/// A boxed future answering a shared-item request.
+pub type SharedFuture = Pin<Box<dyn Future<Output = Result<Response, WebError>> + Send>>;
+
+/// An installable application. See the module documentation.
+pub trait Offering: Send + Sync + 'static {
+    /// A stable name: the `<offering>` of its URLs.
+    fn name(&self) -> &'static str;
+
+    /// Templates, by name (a theme may override any).
+    fn templates(&self) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
+    }
+
+    /// Static files, by path, served at `/static/<offering>/<hash>/<path>`.
+    fn static_files(&self) -> Vec<(&'static str, &'static [u8])> {
+        Vec::new()
+    }
+
+    /// Routes for the signed-in owner, mounted at `/private/<offering>`.
+    /// Handlers find the owner as an [`Owner`] request extension.
+    fn private_routes(&self) -> Router<App> {
+        Router::new()
+    }
+
+    /// Renders an item of this offering that a user published.
+    fn shared(&self, app: App, request: SharedRequest) -> SharedFuture {
+        let _ = (app, request);
+        Box::pin(async { Err(WebError::NotFound) })
+    }
+}
+
+/// The signed-in owner of a `/private/…` page (a request extension).
+#[derive(Clone)]
+pub struct Owner {
+    /// The user's name.
+    pub name: String,
+    /// The user's store.
+    pub store: Store,
+}
+
+/// A URL under `/users/<owner>/` at which an item is published. Kept in the
+/// owner's store.
+#[derive(Item, Debug, Clone)]
+#[item(name = "mantissa.published", version = 1)]
+pub struct Published {
+    /// The slug: `/users/<owner>/<slug>`.
+    #[item(unique)]
+    pub slug: String,
+    /// The offering that renders it.
+    pub offering: String,
+    /// The item's type.
+    pub item_type: String,
+    /// The item's id.
+    #[item(index)]
+    pub item_id: i64,
+    /// For a slug no longer in use: the slug it moved to.
+    pub moved_to: Option<String>,
+}
+
+/// Makes a slug of a title: lowercase ASCII letters and digits, words joined
+/// by `-`.
+///
+/// ```
+/// assert_eq!(mantissa_web::slugify("Hello, World! Été 2026"), "hello-world-t-2026");
+/// ```
+pub fn slugify(title: &str) -> String {
+    let mut slug = String::new();
+    for c in title.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    if slug.is_empty() {
+        "item".into()
+    } else {
+        slug.chars().take(80).collect()
+    }
+}
+
+/// Publishes `item` of `offering` at `slug` (made URL-safe with
+/// [`slugify`]). If the item was published under another slug, that one now
+/// redirects here. Returns the slug used.
+pub fn publish<T: Item>(
+    tx: &mut Write<'_>,
+    offering: &str,
+    item: Ref<T>,
+    slug: &str,
+) -> mantissa_store::Result<String> {
+    let slug = slugify(slug);
+    let current = tx
+        .query::<Published>()
+        .filter(Published::item_type.eq(T::NAME))
+        .filter(Published::item_id.eq(item.id()))
+        .filter(Published::moved_to.is_null())
+        .all()?;
+    if current.iter().any(|p| p.slug == slug) {
+        return Ok(slug);
+    }
+    if let Some(taken) = tx
+        .query::<Published>()
+        .filter(Published::slug.eq(slug.clone()))
+        .first()?
+    {
+        if taken.item_type != T::NAME || taken.item_id != item.id() {
+            return Err(mantissa_store::StoreError::app(format!(
+                "the address {slug:?} is already used by another item"
+            )));
+        }
+        // The item takes back one of its old slugs.
+        tx.delete(taken.id())?;
+    }
+    for mut old in tx
+        .query::<Published>()
+        .filter(Published::item_type.eq(T::NAME))
+        .filter(Published::item_id.eq(item.id()))
+        .all()?
+    {
+        old.moved_to = Some(slug.clone());
+        tx.update(&old)?;
+    }
+    tx.insert(&Published {
+        slug: slug.clone(),
+        offering: offering.to_string(),
+        item_type: T::NAME.to_string(),
+        item_id: item.id(),
+        moved_to: None,
+    })?;
+    Ok(slug)
+}
+
+/// Requires a signed-in user for `/private/…` and hands the handler their
+/// store.
+pub(crate) async fn require_owner(
+    State(app): State<App>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let user = req.extensions().get::<Session>().and_then(Session::user);
+    let Some(name) = user else {
+        let next_url = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default();
+        let target = format!("/login?next={}", urlencode(&next_url));
+        return Redirect::to(&target).into_response();
+    };
+    let site = app.site().clone();
+    let n = name.clone();
+    let store = match tokio::task::spawn_blocking(move || site.user_store(&n)).await {
+        Ok(Ok(store)) => store,
+        Ok(Err(e)) => return WebError::from(e).into_response(),
+        Err(e) => return WebError::Internal(e.to_string()).into_response(),
+    };
+    req.extensions_mut().insert(Owner { name, store });
+    next.run(req).await
+}
+
+fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)])
+        .map(|e| e.trim_start_matches('=').to_string())
+        .unwrap_or_default()
+}
+
+/// `/users/<name>/<slug>/<rest>`.
+pub(crate) async fn shared_item(
+    State(app): State<App>,
+    Path(parts): Path<Vec<(String, String)>>,
+    req: Request,
+) -> Result<Response, WebError> {
+    let get = |k: &str| {
+        parts
+            .iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (owner, slug, rest) = (get("name"), get("slug"), get("rest"));
+    if mantissa_store::check_store_name(&owner).is_err() {
+        return Err(WebError::NotFound);
+    }
+    let site = app.site().clone();
+    let o = owner.clone();
+    let store = tokio::task::spawn_blocking(move || site.existing_user_store(&o))
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))??
+        .ok_or(WebError::NotFound)?;
+    let s = slug.clone();
+    let found = store
+        .read(move |r| r.query::<Published>().filter(Published::slug.eq(s)).first())
+        .await?
+        .ok_or(WebError::NotFound)?;
+    if let Some(new) = &found.moved_to {
+        let mut target = format!("/users/{owner}/{new}");
+        if !rest.is_empty() {
+            target.push('/');
+            target.push_str(&rest);
+        }
+        if let Some(q) = req.uri().query() {
+            target.push('?');
+            target.push_str(q);
+        }
+        let target: Uri = target.parse().map_err(|_| WebError::NotFound)?;
+        return Ok((
+            axum::http::StatusCode::MOVED_PERMANENTLY,
+            [(axum::http::header::LOCATION, target.to_string())],
+        )
+            .into_response());
+    }
+    let offering = app.offering(&found.offering).ok_or(WebError::NotFound)?;
+    let visitor = req.extensions().get::<Session>().and_then(Session::user);
+    offering
+        .shared(
+            app.clone(),
+            SharedRequest {
+                owner,
+                store,
+                item_type: found.item_type.clone(),
+                item_id: found.item_id,
+                rest,
+                visitor,
+            },
+        )
+        .await
+}
+
+/// The installed offerings.
+pub type Offerings = Arc<Vec<Arc<dyn Offering>>>;

@@ -1,0 +1,217 @@
+//! An offering's URL space: private pages for the signed-in owner, items
+//! published at stable slugs under /users/<name>/, and 301s when a slug
+//! changes.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use common::*;
+use mantissa_store::{Item, Ref};
+use mantissa_web::{
+    App, Offering, Owner, Page, Session, SharedFuture, SharedRequest, WebError, WebOptions,
+};
+
+#[derive(Item, Debug, Clone)]
+#[item(name = "t.notes.note", version = 1)]
+struct Note {
+    title: String,
+    body: String,
+}
+
+struct Notes;
+
+impl Offering for Notes {
+    fn name(&self) -> &'static str {
+        "notes"
+    }
+
+    fn templates(&self) -> Vec<(&'static str, &'static str)> {
+        vec![
+            (
+                "notes/list.html",
+                "{% extends \"base.html\" %}{% block main %}<ul>{% for n in notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endblock %}",
+            ),
+            (
+                "notes/note.html",
+                "{% extends \"base.html\" %}{% block main %}<h1>{{ title }}</h1><p>{{ body }}</p><p>by {{ owner }}</p>{% endblock %}",
+            ),
+        ]
+    }
+
+    fn private_routes(&self) -> Router<App> {
+        async fn list(Extension(owner): Extension<Owner>) -> Result<Page, WebError> {
+            let notes = owner
+                .store
+                .read(|r| {
+                    r.query::<Note>()
+                        .order_by(Note::title.asc())
+                        .column(Note::title)
+                })
+                .await?;
+            Ok(Page::new(
+                "notes/list.html",
+                serde_json::json!({ "notes": notes }),
+            ))
+        }
+        Router::new().route("/", get(list))
+    }
+
+    fn shared(&self, _app: App, req: SharedRequest) -> SharedFuture {
+        Box::pin(async move {
+            if !req.rest.is_empty() {
+                return Err(WebError::NotFound);
+            }
+            let id = Ref::<Note>::from_id(req.item_id);
+            let note = req
+                .store
+                .read(move |r| r.find(id))
+                .await?
+                .ok_or(WebError::NotFound)?;
+            Ok(Page::new(
+                "notes/note.html",
+                serde_json::json!({ "title": note.title, "body": note.body, "owner": req.owner }),
+            )
+            .into_response())
+        })
+    }
+}
+
+fn routes() -> Router<App> {
+    async fn login(State(app): State<App>, Extension(s): Extension<Session>) -> &'static str {
+        s.begin(&app, Some("alice".into()), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        "welcome"
+    }
+    Router::new().route("/test/login", post(login)).route(
+        "/test/token",
+        get(|| async { Page::new("token.html", serde_json::json!({})) }),
+    )
+}
+
+fn setup() -> Setup {
+    Setup {
+        options: WebOptions {
+            offerings: vec![Arc::new(Notes)],
+            templates: vec![("token.html".into(), "{{ csrf_field() }}")],
+            ..WebOptions::default()
+        },
+        ..Setup::default()
+    }
+}
+
+fn sign_in(s: &TestServer) -> String {
+    let page = s.get("/test/token");
+    let token = cookie_value(set_cookie(&page, "mantissa_csrf").unwrap());
+    let csrf = format!("mantissa_csrf={token}");
+    let r = s.post_form(
+        "/test/login",
+        &[("Cookie", &csrf)],
+        &format!("csrf_token={token}"),
+    );
+    let session = cookie_value(set_cookie(&r, "mantissa_session").unwrap());
+    format!("{csrf}; mantissa_session={session}")
+}
+
+#[test]
+fn private_pages_are_for_the_signed_in_owner_with_their_json() {
+    let s = TestServer::start(setup(), routes);
+    let alice = s.site.user_store("alice").unwrap();
+    alice
+        .write_blocking(|tx| {
+            tx.insert(&Note {
+                title: "b-second".into(),
+                body: String::new(),
+            })?;
+            tx.insert(&Note {
+                title: "a-first".into(),
+                body: String::new(),
+            })
+            .map(drop)
+        })
+        .unwrap();
+    let anonymous = s.get("/private/notes/");
+    assert_eq!(anonymous.status, 303);
+    assert_eq!(
+        anonymous.header("location"),
+        Some("/login?next=%2Fprivate%2Fnotes")
+    );
+    let cookies = sign_in(&s);
+    let page = s.get_with("/private/notes/", &[("Cookie", &cookies)]);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.text().contains("<li>a-first</li><li>b-second</li>"),
+        "{}",
+        page.text()
+    );
+    let api = s.get_with("/api/private/notes/", &[("Cookie", &cookies)]);
+    let data: serde_json::Value = serde_json::from_slice(&api.body).unwrap();
+    assert_eq!(data["notes"], serde_json::json!(["a-first", "b-second"]));
+    assert_eq!(
+        s.get("/api/private/notes/").status,
+        303,
+        "no JSON without signing in"
+    );
+}
+
+#[test]
+fn published_items_have_stable_slugs_and_old_urls_redirect() {
+    let s = TestServer::start(setup(), routes);
+    let alice = s.site.user_store("alice").unwrap();
+    let note = alice
+        .write_blocking(|tx| {
+            let n = tx.insert(&Note {
+                title: "Hello, World!".into(),
+                body: "<b>hi</b>".into(),
+            })?;
+            let slug = mantissa_web::publish(tx, "notes", n, "Hello, World!")?;
+            assert_eq!(slug, "hello-world");
+            Ok(n)
+        })
+        .unwrap();
+    let r = s.get("/users/alice/hello-world");
+    assert_eq!(r.status, 200);
+    let t = r.text();
+    assert!(
+        t.contains("<h1>Hello, World!</h1>") && t.contains("&lt;b&gt;hi&lt;&#x2f;b&gt;"),
+        "{t}"
+    );
+
+    // The title changes, and with it the slug: the old URL moves permanently.
+    alice
+        .write_blocking(move |tx| mantissa_web::publish(tx, "notes", note, "Greetings").map(drop))
+        .unwrap();
+    let old = s.get("/users/alice/hello-world?ref=feed");
+    assert_eq!(old.status, 301);
+    assert_eq!(
+        old.header("location"),
+        Some("/users/alice/greetings?ref=feed")
+    );
+    assert_eq!(s.get("/users/alice/greetings").status, 200);
+    // A second rename: the first URL goes straight to the newest.
+    alice
+        .write_blocking(move |tx| mantissa_web::publish(tx, "notes", note, "Salutations").map(drop))
+        .unwrap();
+    assert_eq!(
+        s.get("/users/alice/hello-world").header("location"),
+        Some("/users/alice/salutations")
+    );
+
+    for missing in [
+        "/users/alice/no-such-slug",
+        "/users/nobody/hello-world",
+        "/users/Bad..Name/x",
+        "/users/alice/salutations/extra",
+    ] {
+        assert_eq!(s.get(missing).status, 404, "{missing}");
+    }
+    let api = s.get("/api/users/alice/salutations");
+    let data: serde_json::Value = serde_json::from_slice(&api.body).unwrap();
+    assert_eq!(data["title"], "Hello, World!");
+}
