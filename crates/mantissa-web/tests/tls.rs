@@ -1,0 +1,95 @@
+//! HTTPS: a port with a certificate serves over TLS, and cookies set there
+//! are marked Secure.
+
+use std::sync::Arc;
+
+use axum::Router;
+use mantissa_server::{Guard, Limits, Server, load_tls};
+use mantissa_store::Site;
+use mantissa_web::{App, HttpProtocol, Page, WebOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[test]
+fn https_serves_pages_and_marks_cookies_secure() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let tls = load_tls(&cert_path, &key_path).unwrap();
+
+    let site = Site::open(dir.path().join("site")).unwrap();
+    let guard = Guard::new(Limits::default());
+    let app = App::new(
+        site,
+        guard.clone(),
+        WebOptions {
+            templates: vec![("form.html".into(), "{{ csrf_field() }}")],
+            ..WebOptions::default()
+        },
+    )
+    .unwrap();
+    let router = app.router_with(
+        Router::new().route("/form", axum::routing::get(|| async { Page::new("form.html", serde_json::json!({})) })),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let limits = guard.limits().clone();
+        let mut server = Server::new(guard);
+        let addr = server
+            .listen("127.0.0.1:0".parse().unwrap(), Some(tls), Arc::new(HttpProtocol::new(router, limits)))
+            .await
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.cert.der().clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let get = |path: &'static str| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let mut s = connector.connect(name, tcp).await.unwrap();
+                s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+                    .await
+                    .unwrap();
+                let mut out = Vec::new();
+                let _ = s.read_to_end(&mut out).await;
+                String::from_utf8_lossy(&out).into_owned()
+            }
+        };
+        let front = get("/").await;
+        assert!(front.starts_with("HTTP/1.1 200 OK"), "{front}");
+        let form = get("/form").await;
+        let cookie = form
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("set-cookie: mantissa_csrf="))
+            .unwrap_or_else(|| panic!("{form}"));
+        assert!(cookie.contains("; Secure"), "{cookie}");
+
+        // A plain-text client on the TLS port gets nowhere, and the server
+        // goes on.
+        let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+        plain.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = Vec::new();
+        let _ = plain.read_to_end(&mut buf).await;
+        assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+        assert!(get("/").await.starts_with("HTTP/1.1 200 OK"));
+
+        let _ = stop.send(());
+        running.await.unwrap();
+    });
+}
