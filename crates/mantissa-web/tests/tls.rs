@@ -29,9 +29,10 @@ fn https_serves_pages_and_marks_cookies_secure() {
         },
     )
     .unwrap();
-    let router = app.router_with(
-        Router::new().route("/form", axum::routing::get(|| async { Page::new("form.html", serde_json::json!({})) })),
-    );
+    let router = app.router_with(Router::new().route(
+        "/form",
+        axum::routing::get(|| async { Page::new("form.html", serde_json::json!({})) }),
+    ));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -41,7 +42,11 @@ fn https_serves_pages_and_marks_cookies_secure() {
         let limits = guard.limits().clone();
         let mut server = Server::new(guard);
         let addr = server
-            .listen("127.0.0.1:0".parse().unwrap(), Some(tls), Arc::new(HttpProtocol::new(router, limits)))
+            .listen(
+                "127.0.0.1:0".parse().unwrap(),
+                Some(tls),
+                Arc::new(HttpProtocol::new(router, limits)),
+            )
             .await
             .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -51,11 +56,13 @@ fn https_serves_pages_and_marks_cookies_secure() {
 
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert.cert.der().clone()).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let get = |path: &'static str| {
             let connector = connector.clone();
@@ -63,9 +70,12 @@ fn https_serves_pages_and_marks_cookies_secure() {
                 let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
                 let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
                 let mut s = connector.connect(name, tcp).await.unwrap();
-                s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
-                    .await
-                    .unwrap();
+                s.write_all(
+                    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .unwrap();
                 let mut out = Vec::new();
                 let _ = s.read_to_end(&mut out).await;
                 String::from_utf8_lossy(&out).into_owned()
@@ -76,14 +86,20 @@ fn https_serves_pages_and_marks_cookies_secure() {
         let form = get("/form").await;
         let cookie = form
             .lines()
-            .find(|l| l.to_ascii_lowercase().starts_with("set-cookie: mantissa_csrf="))
+            .find(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with("set-cookie: mantissa_csrf=")
+            })
             .unwrap_or_else(|| panic!("{form}"));
         assert!(cookie.contains("; Secure"), "{cookie}");
 
         // A plain-text client on the TLS port gets nowhere, and the server
         // goes on.
         let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
-        plain.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        plain
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         let mut buf = Vec::new();
         let _ = plain.read_to_end(&mut buf).await;
         assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
