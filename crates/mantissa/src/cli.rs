@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use mantissa_server::{Guard, Limits, Port, PortError, Protocol, Server, ServerError, load_tls};
 use mantissa_store::{Site, Store, StoreError, StoreStats};
-use mantissa_web::{App, HttpProtocol, WebOptions};
+use mantissa_web::{App, HttpProtocol, SiteConfig, WebOptions};
 use serde::Serialize;
 
 /// Why a command failed.
@@ -32,6 +32,9 @@ pub enum Error {
     /// The server could not start (a port taken, a certificate unreadable).
     #[error(transparent)]
     Server(ServerError),
+    /// A setting's value is not acceptable.
+    #[error("{0}")]
+    Setting(String),
     /// The web application could not start.
     #[error("the web application cannot start: {0}")]
     Web(String),
@@ -377,7 +380,7 @@ fn write_stats_table(rows: &[StatsRow], out: &mut dyn Write) -> io::Result<()> {
 }
 
 /// A progress bar on stderr, hidden when stderr is not a terminal.
-fn progress_bar(len: u64, what: &'static str) -> ProgressBar {
+fn progress_bar(len: u64, what: &str) -> ProgressBar {
     if !io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -387,7 +390,7 @@ fn progress_bar(len: u64, what: &'static str) -> ProgressBar {
             .expect("valid template")
             .progress_chars("=> "),
     );
-    bar.set_prefix(what);
+    bar.set_prefix(what.to_string());
     bar
 }
 
@@ -656,6 +659,103 @@ pub fn serve(dir: &Path, options: ServeOptions, out: &mut dyn Write) -> Result<(
             .map_err(Error::Signal)
     })?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Prints the site's web configuration.
+pub fn site_show(site: &Site, out: &mut dyn Write) -> Result<(), Error> {
+    let c = SiteConfig::load_or_init(site)?;
+    writeln!(out, "name         {}", c.name)?;
+    writeln!(out, "tagline      {}", c.tagline)?;
+    writeln!(out, "contact      {}", c.contact.as_deref().unwrap_or("-"))?;
+    writeln!(
+        out,
+        "theme        {}",
+        c.theme.as_deref().unwrap_or("- (default)")
+    )?;
+    writeln!(out, "crawl-delay  {}", c.crawl_delay)?;
+    writeln!(out, "robots:\n{}", c.robots)?;
+    Ok(())
+}
+
+/// Changes one setting of the site's web configuration. `robots` takes
+/// `@FILE` to read the text from a file.
+pub fn site_set(site: &Site, key: &str, value: &str, out: &mut dyn Write) -> Result<(), Error> {
+    let mut c = SiteConfig::load_or_init(site)?;
+    let optional = |v: &str| (!v.is_empty()).then(|| v.to_string());
+    match key {
+        "name" if !value.trim().is_empty() => c.name = value.to_string(),
+        "name" => return Err(Error::Setting("the name cannot be empty".into())),
+        "tagline" => c.tagline = value.to_string(),
+        "contact" => c.contact = optional(value),
+        "theme" => {
+            if value.contains(['/', '\\']) || value.starts_with('.') {
+                return Err(Error::Setting(format!(
+                    "{value:?} is not a theme name: it names a folder under themes/"
+                )));
+            }
+            let dir = site.root().join("themes").join(value);
+            if !value.is_empty() && !dir.is_dir() {
+                return Err(Error::Setting(format!("no theme folder {}", dir.display())));
+            }
+            c.theme = optional(value);
+        }
+        "robots" => {
+            c.robots = match value.strip_prefix('@') {
+                Some(file) => std::fs::read_to_string(file)
+                    .map_err(|e| Error::Setting(format!("cannot read {file}: {e}")))?,
+                None => value.replace("\\n", "\n"),
+            }
+        }
+        "crawl-delay" => {
+            c.crawl_delay = value
+                .parse::<u32>()
+                .map_err(|_| Error::Setting(format!("{value:?} is not a number of seconds")))?
+                .into()
+        }
+        other => {
+            return Err(Error::Setting(format!(
+                "unknown setting {other:?}; use name, tagline, contact, theme, robots or crawl-delay"
+            )));
+        }
+    }
+    SiteConfig::save(site, c)?;
+    writeln!(
+        out,
+        "Set {key}; a running `mantissa serve` picks it up when restarted."
+    )?;
+    Ok(())
+}
+
+/// Runs every background schema upgrade of every store to the end, with a
+/// progress bar.
+pub fn store_upgrade(site: &Site, out: &mut dyn Write) -> Result<(), Error> {
+    let mut names = vec![None];
+    names.extend(site.user_names()?.into_iter().map(Some));
+    let mut upgraded = 0;
+    for name in names {
+        let store = match &name {
+            None => site.store().clone(),
+            Some(n) => match site.existing_user_store(n)? {
+                Some(s) => s,
+                None => continue,
+            },
+        };
+        let pending = store.upgrades_in_progress();
+        if pending.is_empty() {
+            continue;
+        }
+        let total: u64 = pending.iter().map(|p| p.total).sum();
+        let bar = progress_bar(total, &format!("upgrading {}", store.name()));
+        let b = bar.clone();
+        store.finish_upgrades(move |p| b.set_position(p.done.min(total)))?;
+        bar.finish_and_clear();
+        writeln!(out, "{}: upgraded {} item(s)", store.name(), total)?;
+        upgraded += 1;
+    }
+    if upgraded == 0 {
+        writeln!(out, "Every store is up to date.")?;
+    }
     Ok(())
 }
 

@@ -70,6 +70,22 @@ enum Command {
     /// The ports `mantissa serve` listens on
     #[command(subcommand)]
     Port(PortCommand),
+    /// The site's name, tagline, contact, theme and robots.txt
+    #[command(subcommand)]
+    Site(SiteCommand),
+}
+
+#[derive(Subcommand)]
+enum SiteCommand {
+    /// Show the settings
+    Show,
+    /// Change one: name, tagline, contact, theme, robots (text or @FILE) or crawl-delay
+    Set {
+        /// The setting
+        key: String,
+        /// Its new value ("" clears contact and theme)
+        value: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -108,6 +124,8 @@ enum StoreCommand {
     },
     /// Run the integrity check of every store; exit 1 if any has problems
     Check,
+    /// Finish every schema upgrade still running in the background, with progress
+    Upgrade,
 }
 
 #[derive(Subcommand)]
@@ -171,6 +189,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             match command {
                 Command::Store(StoreCommand::Stats { json }) => cli::store_stats(&site, json, out)?,
                 Command::Store(StoreCommand::Check) => cli::store_check(&site, out)?,
+                Command::Store(StoreCommand::Upgrade) => cli::store_upgrade(&site, out)?,
+                Command::Site(SiteCommand::Show) => cli::site_show(&site, out)?,
+                Command::Site(SiteCommand::Set { key, value }) => {
+                    cli::site_set(&site, &key, &value, out)?
+                }
                 Command::Backup { dest } => cli::backup(&site, &dest, out)?,
                 Command::User(UserCommand::Export { name, file }) => {
                     cli::user_export(&site, &name, &file, out)?

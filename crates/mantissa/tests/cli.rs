@@ -594,3 +594,46 @@ fn serve_says_clearly_when_its_port_is_taken() {
         "{r:?}"
     );
 }
+
+#[test]
+fn site_settings_are_shown_changed_and_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("s");
+    let s = site.to_str().unwrap();
+    assert_eq!(run(mantissa(tmp.path(), &["init", s])).code, 0);
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "site", "set", "name", "Ada's <Site>"],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "site", "set", "theme", "nope"],
+    ));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no theme folder"), "{r:?}");
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "site", "set", "colour", "red"],
+    ));
+    assert!(r.stderr.contains("unknown setting \"colour\""), "{r:?}");
+    std::fs::write(
+        tmp.path().join("robots.txt"),
+        "User-agent: *\nDisallow: /\n",
+    )
+    .unwrap();
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "site", "set", "robots", "@robots.txt"],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = run(mantissa(tmp.path(), &["--site", s, "site", "show"]));
+    assert!(r.stdout.starts_with("name         Ada's <Site>\n"), "{r:?}");
+    assert!(
+        r.stdout
+            .ends_with("robots:\nUser-agent: *\nDisallow: /\n\n"),
+        "{r:?}"
+    );
+    let r = run(mantissa(tmp.path(), &["--site", s, "store", "upgrade"]));
+    assert_eq!(r.stdout, "Every store is up to date.\n");
+}
