@@ -109,6 +109,12 @@ impl Session {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The stored hash of this session's token, if it has one (to tell it
+    /// apart from the user's other sessions).
+    pub fn token_hash(&self) -> Option<String> {
+        self.lock().record.as_ref().map(|r| r.token_hash.clone())
+    }
+
     /// The signed-in user, if any.
     pub fn user(&self) -> Option<String> {
         self.lock().record.as_ref().and_then(|r| r.user.clone())

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
 
+use mantissa_accounts::{AccountError, Accounts, SettingsOffering};
+use mantissa_mail::MailConfig;
 use mantissa_server::{Guard, Limits, Port, PortError, Protocol, Server, ServerError, load_tls};
 use mantissa_store::{Site, Store, StoreError, StoreStats};
 use mantissa_web::{App, HttpProtocol, SiteConfig, WebOptions};
@@ -32,6 +34,9 @@ pub enum Error {
     /// The server could not start (a port taken, a certificate unreadable).
     #[error(transparent)]
     Server(ServerError),
+    /// An account operation failed.
+    #[error(transparent)]
+    Account(AccountError),
     /// A setting's value is not acceptable.
     #[error("{0}")]
     Setting(String),
@@ -592,21 +597,34 @@ pub fn serve(dir: &Path, options: ServeOptions, out: &mut dyn Write) -> Result<(
         }
     };
     let guard = Guard::new(Limits::default());
+    let mail_config = MailConfig::load(&site)?;
+    let mailer = MailConfig::mailer(mail_config.as_ref(), &site, options.dev);
+    let from = mail_config
+        .as_ref()
+        .map(|c| c.from.clone())
+        .unwrap_or_else(|| "mantissa@localhost".into());
+    let accounts = Arc::new(Accounts::new(
+        site.clone(),
+        mailer,
+        from,
+        "http://127.0.0.1:8080",
+    ));
     let app = App::new(
         site.clone(),
         guard.clone(),
         WebOptions {
             dev: options.dev,
-            ..WebOptions::default()
+            offerings: vec![Arc::new(SettingsOffering::new(accounts.clone()))],
+            templates: Vec::new(),
         },
     )
     .map_err(|e| Error::Web(e.to_string()))?;
+    let router = app.router_with(mantissa_accounts::routes(accounts.clone()));
     runtime.block_on(async {
         // Listen for the signals before saying that we run, so that a stop
         // sent as soon as we have said it is never missed.
         let stop = StopSignal::listen().map_err(Error::Signal)?;
-        let http: Arc<dyn Protocol> =
-            Arc::new(HttpProtocol::new(app.router(), guard.limits().clone()));
+        let http: Arc<dyn Protocol> = Arc::new(HttpProtocol::new(router, guard.limits().clone()));
         let mut server = Server::new(guard);
         let mut urls = Vec::new();
         for port in &ports {
@@ -624,6 +642,14 @@ pub fn serve(dir: &Path, options: ServeOptions, out: &mut dyn Write) -> Result<(
             let scheme = if port.is_tls() { "https" } else { "http" };
             urls.push(format!("{scheme}://{bound}/"));
         }
+        if let Some(first) = urls.first() {
+            accounts.set_base_url(first);
+        }
+        let acc = accounts.clone();
+        let admin_link = tokio::task::spawn_blocking(move || acc.admin_setup_link())
+            .await
+            .map_err(|e| Error::Web(e.to_string()))?
+            .map_err(Error::Account)?;
         let background = site.spawn_background(std::time::Duration::from_secs(1));
         writeln!(
             out,
@@ -638,6 +664,9 @@ pub fn serve(dir: &Path, options: ServeOptions, out: &mut dyn Write) -> Result<(
         )?;
         for url in &urls {
             writeln!(out, "Serving {url}")?;
+        }
+        if let Some(link) = admin_link {
+            writeln!(out, "Set the administrator's password (once): {link}")?;
         }
         writeln!(out, "Press Ctrl-C to stop.")?;
         out.flush()?;
@@ -659,6 +688,60 @@ pub fn serve(dir: &Path, options: ServeOptions, out: &mut dyn Write) -> Result<(
             .map_err(Error::Signal)
     })?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+fn offline_accounts(site: &Site) -> Result<Accounts, Error> {
+    let mail = MailConfig::load(site)?;
+    let mailer = MailConfig::mailer(mail.as_ref(), site, false);
+    let from = mail
+        .map(|c| c.from)
+        .unwrap_or_else(|| "mantissa@localhost".into());
+    let url = std::env::var("MANTISSA_URL").unwrap_or_else(|_| format!("http://{DEFAULT_LISTEN}"));
+    Ok(Accounts::new(site.clone(), mailer, from, url))
+}
+
+/// `mantissa user add`: creates an active account (and its store). Without
+/// a password, prints a one-time link for setting one.
+pub fn user_add(
+    site: &Site,
+    name: &str,
+    email: Option<&str>,
+    password: Option<&str>,
+    admin: bool,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let accounts = offline_accounts(site)?;
+    let link = accounts
+        .create_user(name, email, password, admin)
+        .map_err(Error::Account)?;
+    writeln!(
+        out,
+        "Created user {name}{}.",
+        if admin { " (administrator)" } else { "" }
+    )?;
+    if let Some(link) = link {
+        writeln!(
+            out,
+            "Set the password (the link works once, for 24 hours): {link}"
+        )?;
+    }
+    Ok(())
+}
+
+/// `mantissa signup MECHANISM`: open, invitation, approval or closed.
+pub fn signup_set(site: &Site, mechanism: &str, out: &mut dyn Write) -> Result<(), Error> {
+    offline_accounts(site)?
+        .set_signup_mechanism(mechanism)
+        .map_err(Error::Account)?;
+    writeln!(out, "Sign-up is now {mechanism}.")?;
+    Ok(())
+}
+
+/// `mantissa signup invite`: prints a one-time invitation link.
+pub fn signup_invite(site: &Site, out: &mut dyn Write) -> Result<(), Error> {
+    let link = offline_accounts(site)?.invite().map_err(Error::Account)?;
+    writeln!(out, "{link}")?;
     Ok(())
 }
 

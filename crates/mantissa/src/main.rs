@@ -70,9 +70,23 @@ enum Command {
     /// The ports `mantissa serve` listens on
     #[command(subcommand)]
     Port(PortCommand),
+    /// How people join the site: open, invitation, approval or closed
+    #[command(subcommand)]
+    Signup(SignupCommand),
     /// The site's name, tagline, contact, theme and robots.txt
     #[command(subcommand)]
     Site(SiteCommand),
+}
+
+#[derive(Subcommand)]
+enum SignupCommand {
+    /// Choose the mechanism: open, invitation, approval or closed
+    Set {
+        /// open, invitation, approval or closed
+        mechanism: String,
+    },
+    /// Print a one-time invitation link
+    Invite,
 }
 
 #[derive(Subcommand)]
@@ -130,6 +144,22 @@ enum StoreCommand {
 
 #[derive(Subcommand)]
 enum UserCommand {
+    /// Create an account (and its store); without a password, print a
+    /// one-time link for setting one
+    Add {
+        /// The user name
+        #[arg(value_parser = store_name)]
+        name: String,
+        /// The account's email address
+        #[arg(long)]
+        email: Option<String>,
+        /// Read the password from standard input (one line)
+        #[arg(long)]
+        password_stdin: bool,
+        /// Make the account an administrator
+        #[arg(long)]
+        admin: bool,
+    },
     /// Write user NAME's store, attached files included, to the new FILE
     Export {
         /// The user
@@ -191,6 +221,32 @@ fn run(args: Args) -> anyhow::Result<()> {
                 Command::Store(StoreCommand::Check) => cli::store_check(&site, out)?,
                 Command::Store(StoreCommand::Upgrade) => cli::store_upgrade(&site, out)?,
                 Command::Site(SiteCommand::Show) => cli::site_show(&site, out)?,
+                Command::Signup(SignupCommand::Set { mechanism }) => {
+                    cli::signup_set(&site, &mechanism, out)?
+                }
+                Command::Signup(SignupCommand::Invite) => cli::signup_invite(&site, out)?,
+                Command::User(UserCommand::Add {
+                    name,
+                    email,
+                    password_stdin,
+                    admin,
+                }) => {
+                    let password = if password_stdin {
+                        let mut line = String::new();
+                        io::stdin().read_line(&mut line)?;
+                        Some(line.trim_end_matches(['\r', '\n']).to_string())
+                    } else {
+                        None
+                    };
+                    cli::user_add(
+                        &site,
+                        &name,
+                        email.as_deref(),
+                        password.as_deref(),
+                        admin,
+                        out,
+                    )?
+                }
                 Command::Site(SiteCommand::Set { key, value }) => {
                     cli::site_set(&site, &key, &value, out)?
                 }

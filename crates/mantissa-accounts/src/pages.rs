@@ -1,0 +1,440 @@
+//! The account pages: `/login`, `/logout`, `/signup`, `/verify/…`,
+//! `/reset`, `/reset/…`, `/unlock/…`, and the signed-in user's
+//! `/private/settings`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Router};
+use mantissa_web::{App, ClientInfo, Offering, Owner, Page, SESSION_LIFETIME, Session, WebError};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::service::{AccountError, Accounts};
+
+/// How long "remember me" keeps a session.
+pub const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn ip(req_ip: Option<Extension<ClientInfo>>) -> Option<IpAddr> {
+    req_ip.map(|Extension(c)| c.peer.ip())
+}
+
+/// A local path to go to after logging in; anything else goes home.
+fn safe_next(next: &str) -> &str {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+        next
+    } else {
+        "/private/settings"
+    }
+}
+
+fn message(title: &str, text: &str, link: Option<(&str, &str)>) -> Page {
+    Page::new(
+        "accounts/message.html",
+        json!({ "title": title, "message": text, "link": link.map(|l| l.0), "link_text": link.map(|l| l.1) }),
+    )
+}
+
+fn failed(e: AccountError) -> Result<Page, WebError> {
+    match e {
+        AccountError::Store(e) => Err(WebError::from(e)),
+        other => Err(WebError::Internal(other.to_string())),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct NextQuery {
+    #[serde(default)]
+    next: String,
+}
+
+async fn login_form(
+    Extension(acc): Extension<Arc<Accounts>>,
+    Query(q): Query<NextQuery>,
+) -> Result<Page, WebError> {
+    let open = acc
+        .signup_mechanism()
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?
+        != "closed";
+    Ok(Page::new(
+        "accounts/login.html",
+        json!({ "next": q.next, "who": "", "error": null, "signup_open": open }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    who: String,
+    password: String,
+    #[serde(default)]
+    remember: Option<String>,
+    #[serde(default)]
+    next: String,
+}
+
+async fn login(
+    State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
+    Extension(session): Extension<Session>,
+    client: Option<Extension<ClientInfo>>,
+    Form(f): Form<LoginForm>,
+) -> Result<Response, WebError> {
+    match acc.login(ip(client), &f.who, &f.password).await {
+        Ok(user) => {
+            let lifetime = if f.remember.is_some() {
+                REMEMBER_FOR
+            } else {
+                SESSION_LIFETIME
+            };
+            session.begin(&app, Some(user), lifetime).await?;
+            Ok(Redirect::to(safe_next(&f.next)).into_response())
+        }
+        Err(
+            e @ (AccountError::BadCredentials
+            | AccountError::NotActive(_)
+            | AccountError::Throttled),
+        ) => {
+            let status = if matches!(e, AccountError::Throttled) {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            let mut page = Page::new(
+                "accounts/login.html",
+                json!({ "next": f.next, "who": f.who, "error": e.to_string(), "signup_open": false }),
+            );
+            page.status = status;
+            Ok(page.into_response())
+        }
+        Err(e) => failed(e).map(IntoResponse::into_response),
+    }
+}
+
+async fn logout(
+    State(app): State<App>,
+    Extension(session): Extension<Session>,
+) -> Result<Response, WebError> {
+    session.end(&app).await?;
+    Ok(Redirect::to("/").into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct SignupQuery {
+    #[serde(default)]
+    invitation: String,
+}
+
+async fn signup_form(
+    Extension(acc): Extension<Arc<Accounts>>,
+    Query(q): Query<SignupQuery>,
+) -> Result<Page, WebError> {
+    let mechanism = acc
+        .signup_mechanism()
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?;
+    if mechanism == "closed" || (mechanism == "invitation" && q.invitation.is_empty()) {
+        let mut p = message(
+            "Sign-up is closed",
+            "New accounts on this site are made by its administrators.",
+            None,
+        );
+        p.status = StatusCode::FORBIDDEN;
+        return Ok(p);
+    }
+    Ok(Page::new(
+        "accounts/signup.html",
+        json!({ "invitation": q.invitation, "username": "", "email": "", "error": null }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct SignupForm {
+    username: String,
+    email: String,
+    password: String,
+    #[serde(default)]
+    invitation: String,
+}
+
+async fn signup(
+    Extension(acc): Extension<Arc<Accounts>>,
+    client: Option<Extension<ClientInfo>>,
+    Form(f): Form<SignupForm>,
+) -> Result<Page, WebError> {
+    let invitation = (!f.invitation.is_empty()).then_some(f.invitation.as_str());
+    match acc
+        .signup(ip(client), &f.username, &f.email, &f.password, invitation)
+        .await
+    {
+        Ok(()) => Ok(message(
+            "Check your email",
+            &format!(
+                "We sent a link to {}. Follow it to activate your account.",
+                f.email.trim()
+            ),
+            None,
+        )),
+        Err(
+            e
+            @ (AccountError::Invalid(_) | AccountError::SignupClosed(_) | AccountError::Throttled),
+        ) => {
+            let mut p = Page::new(
+                "accounts/signup.html",
+                json!({ "invitation": f.invitation, "username": f.username, "email": f.email, "error": e.to_string() }),
+            );
+            p.status = if matches!(e, AccountError::Throttled) {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            Ok(p)
+        }
+        Err(e) => failed(e),
+    }
+}
+
+async fn verify(
+    Extension(acc): Extension<Arc<Accounts>>,
+    Path(token): Path<String>,
+) -> Result<Page, WebError> {
+    match acc.verify(&token).await {
+        Ok(_) => Ok(message(
+            "Email verified",
+            "Your account is ready.",
+            Some(("/login", "Log in")),
+        )),
+        Err(e) => {
+            let mut p = message("Link not valid", &e.to_string(), None);
+            p.status = StatusCode::NOT_FOUND;
+            Ok(p)
+        }
+    }
+}
+
+async fn unlock(
+    Extension(acc): Extension<Arc<Accounts>>,
+    Path(token): Path<String>,
+) -> Result<Page, WebError> {
+    match acc.unlock(&token).await {
+        Ok(_) => Ok(message(
+            "Account unlocked",
+            "You can log in again.",
+            Some(("/login", "Log in")),
+        )),
+        Err(e) => {
+            let mut p = message("Link not valid", &e.to_string(), None);
+            p.status = StatusCode::NOT_FOUND;
+            Ok(p)
+        }
+    }
+}
+
+async fn reset_form() -> Page {
+    Page::new("accounts/reset.html", json!({}))
+}
+
+#[derive(Deserialize)]
+struct ResetForm {
+    email: String,
+}
+
+async fn reset(
+    Extension(acc): Extension<Arc<Accounts>>,
+    client: Option<Extension<ClientInfo>>,
+    Form(f): Form<ResetForm>,
+) -> Result<Page, WebError> {
+    match acc.request_reset(ip(client), &f.email).await {
+        Ok(()) => Ok(message(
+            "Check your email",
+            "If an account has this address, we sent it a link to choose a new password.",
+            None,
+        )),
+        Err(AccountError::Throttled) => {
+            let mut p = message(
+                "Too many attempts",
+                &AccountError::Throttled.to_string(),
+                None,
+            );
+            p.status = StatusCode::TOO_MANY_REQUESTS;
+            Ok(p)
+        }
+        Err(e) => failed(e),
+    }
+}
+
+async fn new_password_form(
+    Extension(acc): Extension<Arc<Accounts>>,
+    Path(token): Path<String>,
+) -> Result<Page, WebError> {
+    if !acc
+        .password_link_valid(&token)
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?
+    {
+        let mut p = message(
+            "Link not valid",
+            &AccountError::BadLink.to_string(),
+            Some(("/reset", "Get a new link")),
+        );
+        p.status = StatusCode::NOT_FOUND;
+        return Ok(p);
+    }
+    Ok(Page::new(
+        "accounts/new_password.html",
+        json!({ "error": null }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct NewPasswordForm {
+    password: String,
+}
+
+async fn new_password(
+    Extension(acc): Extension<Arc<Accounts>>,
+    Path(token): Path<String>,
+    Form(f): Form<NewPasswordForm>,
+) -> Result<Page, WebError> {
+    match acc.reset(&token, &f.password).await {
+        Ok(_) => Ok(message(
+            "Password changed",
+            "Your new password is set, and every session of your account has ended.",
+            Some(("/login", "Log in")),
+        )),
+        Err(AccountError::Invalid(m)) => {
+            let mut p = Page::new("accounts/new_password.html", json!({ "error": m }));
+            p.status = StatusCode::UNPROCESSABLE_ENTITY;
+            Ok(p)
+        }
+        Err(e) => {
+            let mut p = message(
+                "Link not valid",
+                &e.to_string(),
+                Some(("/reset", "Get a new link")),
+            );
+            p.status = StatusCode::NOT_FOUND;
+            Ok(p)
+        }
+    }
+}
+
+/// The account routes outside `/private/`.
+pub fn routes(accounts: Arc<Accounts>) -> Router<App> {
+    Router::new()
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/signup", get(signup_form).post(signup))
+        .route("/verify/{token}", get(verify))
+        .route("/unlock/{token}", get(unlock))
+        .route("/reset", get(reset_form).post(reset))
+        .route("/reset/{token}", get(new_password_form).post(new_password))
+        .layer(Extension(accounts))
+}
+
+/// The signed-in user's settings, as an offering at `/private/settings`.
+pub struct SettingsOffering {
+    accounts: Arc<Accounts>,
+}
+
+impl SettingsOffering {
+    /// The settings pages of `accounts`.
+    pub fn new(accounts: Arc<Accounts>) -> Self {
+        SettingsOffering { accounts }
+    }
+}
+
+const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "accounts/login.html",
+        include_str!("../templates/login.html"),
+    ),
+    (
+        "accounts/signup.html",
+        include_str!("../templates/signup.html"),
+    ),
+    (
+        "accounts/message.html",
+        include_str!("../templates/message.html"),
+    ),
+    (
+        "accounts/reset.html",
+        include_str!("../templates/reset.html"),
+    ),
+    (
+        "accounts/new_password.html",
+        include_str!("../templates/new_password.html"),
+    ),
+    (
+        "accounts/settings.html",
+        include_str!("../templates/settings.html"),
+    ),
+];
+
+async fn settings(Extension(owner): Extension<Owner>) -> Page {
+    Page::new(
+        "accounts/settings.html",
+        json!({ "user": owner.name, "notice": null, "error": null }),
+    )
+}
+
+#[derive(Deserialize)]
+struct ChangePassword {
+    current: String,
+    new: String,
+}
+
+async fn change_password(
+    Extension(acc): Extension<Arc<Accounts>>,
+    Extension(owner): Extension<Owner>,
+    Extension(session): Extension<Session>,
+    Form(f): Form<ChangePassword>,
+) -> Result<Page, WebError> {
+    let (notice, error, status) = match acc
+        .change_password(&owner.name, &f.current, &f.new, session.token_hash())
+        .await
+    {
+        Ok(()) => (
+            Some("Your password was changed; your other sessions have ended."),
+            None,
+            StatusCode::OK,
+        ),
+        Err(AccountError::BadCredentials) => (
+            None,
+            Some("The current password is wrong.".to_string()),
+            StatusCode::UNAUTHORIZED,
+        ),
+        Err(e @ (AccountError::Invalid(_) | AccountError::Throttled)) => {
+            (None, Some(e.to_string()), StatusCode::UNPROCESSABLE_ENTITY)
+        }
+        Err(e) => return failed(e),
+    };
+    let mut p = Page::new(
+        "accounts/settings.html",
+        json!({ "user": owner.name, "notice": notice, "error": error }),
+    );
+    p.status = status;
+    Ok(p)
+}
+
+impl Offering for SettingsOffering {
+    fn name(&self) -> &'static str {
+        "settings"
+    }
+
+    fn templates(&self) -> Vec<(&'static str, &'static str)> {
+        TEMPLATES.to_vec()
+    }
+
+    fn private_routes(&self) -> Router<App> {
+        Router::new()
+            .route("/", get(settings))
+            .route("/password", post(change_password))
+            .layer(Extension(self.accounts.clone()))
+    }
+}

@@ -1,0 +1,752 @@
+//! What accounts can do, independent of HTTP: create, sign up, verify, log
+//! in, reset, change a password. The web pages and the command line both
+//! call these.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::DefaultClock;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use mantissa_mail::{Mailer, OutgoingMail};
+use mantissa_store::{Ref, Site, StoreError, Stored, Timestamp, Write};
+use mantissa_web::{SessionRecord, random_token};
+use sha2::{Digest, Sha256};
+
+use crate::model::{Account, EmailAddress, SignupPolicy, Ticket, purpose, status};
+use crate::password;
+
+/// How long links in mail stay valid.
+pub const TICKET_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Failed log-ins in a row that lock an account.
+pub const LOCK_AFTER: i64 = 10;
+
+/// Why an account operation failed. Messages are safe to show.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// Log-in failed; deliberately the same for an unknown user and a wrong
+    /// password.
+    #[error("wrong user name or password")]
+    BadCredentials,
+    /// The account cannot log in (yet).
+    #[error("{0}")]
+    NotActive(String),
+    /// Too many attempts; try again later.
+    #[error("too many attempts; please wait a minute and try again")]
+    Throttled,
+    /// A link was wrong, used or expired.
+    #[error("this link is not valid: it was used already, has expired, or was mistyped")]
+    BadLink,
+    /// The input was not acceptable; the message says why.
+    #[error("{0}")]
+    Invalid(String),
+    /// Sign-up is closed, or needs what was not given.
+    #[error("{0}")]
+    SignupClosed(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Mail could not be sent.
+    #[error("the email could not be sent; please try again later")]
+    Mail(#[from] mantissa_mail::MailError),
+}
+
+type Limiter<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
+
+/// The account service of one site.
+pub struct Accounts {
+    site: Site,
+    mailer: Arc<dyn Mailer>,
+    from: String,
+    base_url: std::sync::RwLock<String>,
+    per_ip: Limiter<IpAddr>,
+    per_account: Limiter<String>,
+}
+
+pub(crate) fn hash_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn normalize_email(email: &str) -> Result<String, AccountError> {
+    let e = email.trim().to_lowercase();
+    let valid = e.len() <= 254
+        && e.split_once('@').is_some_and(|(user, host)| {
+            !user.is_empty() && host.contains('.') && !host.starts_with('.') && !host.ends_with('.')
+        })
+        && !e.contains(char::is_whitespace)
+        && !e.contains(['<', '>', '"', ',']);
+    if valid {
+        Ok(e)
+    } else {
+        Err(AccountError::Invalid(format!(
+            "{:?} is not an email address",
+            email.trim()
+        )))
+    }
+}
+
+fn check_username(name: &str) -> Result<(), AccountError> {
+    mantissa_store::check_store_name(name).map_err(|e| match e {
+        StoreError::BadName { reason, .. } => {
+            AccountError::Invalid(format!("that user name cannot be used: {reason}"))
+        }
+        other => AccountError::Store(other),
+    })?;
+    if name.len() < 2 {
+        return Err(AccountError::Invalid(
+            "a user name has at least 2 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates a ticket and returns its token. Inside a transaction.
+pub(crate) fn issue_ticket(
+    tx: &mut Write<'_>,
+    purpose: &str,
+    account: Option<Ref<Account>>,
+    email: Option<String>,
+) -> mantissa_store::Result<String> {
+    let token = random_token();
+    tx.insert(&Ticket {
+        token_hash: hash_token(&token),
+        purpose: purpose.into(),
+        account,
+        email,
+        expires: Timestamp::now().plus(TICKET_LIFETIME),
+        used: false,
+    })?;
+    Ok(token)
+}
+
+/// Uses a ticket once. Inside a transaction.
+fn use_ticket(
+    tx: &mut Write<'_>,
+    token: &str,
+    purpose: &str,
+) -> Result<Stored<Ticket>, AccountError> {
+    let mut t = tx
+        .query::<Ticket>()
+        .filter(Ticket::token_hash.eq(hash_token(token)))
+        .first()?
+        .ok_or(AccountError::BadLink)?;
+    if t.used || t.purpose != purpose || t.expires < Timestamp::now() {
+        return Err(AccountError::BadLink);
+    }
+    t.used = true;
+    tx.update(&t)?;
+    Ok(t)
+}
+
+impl Accounts {
+    /// The accounts of `site`, sending mail through `mailer` from `from`,
+    /// with links under `base_url` (like `https://example.org`).
+    pub fn new(
+        site: Site,
+        mailer: Arc<dyn Mailer>,
+        from: impl Into<String>,
+        base_url: impl Into<String>,
+    ) -> Self {
+        Accounts {
+            site,
+            mailer,
+            from: from.into(),
+            base_url: std::sync::RwLock::new(base_url.into().trim_end_matches('/').to_string()),
+            per_ip: RateLimiter::keyed(
+                Quota::per_minute(NonZeroU32::new(20).expect("nonzero"))
+                    .allow_burst(NonZeroU32::new(20).expect("nonzero")),
+            ),
+            per_account: RateLimiter::keyed(
+                Quota::per_minute(NonZeroU32::new(5).expect("nonzero"))
+                    .allow_burst(NonZeroU32::new(5).expect("nonzero")),
+            ),
+        }
+    }
+
+    /// The site.
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+
+    /// Where links in mail point.
+    pub fn base_url(&self) -> String {
+        self.base_url
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes where links in mail point (once the server knows its address).
+    pub fn set_base_url(&self, url: &str) {
+        *self.base_url.write().unwrap_or_else(|e| e.into_inner()) =
+            url.trim_end_matches('/').to_string();
+    }
+
+    fn throttle(&self, ip: Option<IpAddr>, account: Option<&str>) -> Result<(), AccountError> {
+        if let Some(ip) = ip
+            && self.per_ip.check_key(&ip).is_err()
+        {
+            return Err(AccountError::Throttled);
+        }
+        if let Some(a) = account
+            && self.per_account.check_key(&a.to_lowercase()).is_err()
+        {
+            return Err(AccountError::Throttled);
+        }
+        Ok(())
+    }
+
+    async fn mail(&self, to: &str, subject: &str, text: String) -> Result<(), AccountError> {
+        self.mailer
+            .send(OutgoingMail {
+                from: self.from.clone(),
+                to: vec![to.to_string()],
+                subject: subject.to_string(),
+                text,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Creates an active account (command line, admin console). Without a
+    /// password, returns a one-time link for setting one.
+    pub fn create_user(
+        &self,
+        username: &str,
+        email: Option<&str>,
+        password: Option<&str>,
+        admin: bool,
+    ) -> Result<Option<String>, AccountError> {
+        check_username(username)?;
+        let email = email.map(normalize_email).transpose()?;
+        if let Some(p) = password {
+            password::check_new(p).map_err(|e| AccountError::Invalid(format!("password: {e}")))?;
+        }
+        let hash = password.map(password::hash);
+        let name = username.to_string();
+        let token = self.site.store().write_blocking(move |tx| {
+            if tx
+                .query::<Account>()
+                .filter(Account::username.eq(name.clone()))
+                .count()?
+                > 0
+            {
+                return Err(StoreError::app(format!(
+                    "there is already a user called {name:?}"
+                )));
+            }
+            let no_password = hash.is_none();
+            let account = tx.insert(&Account {
+                username: name,
+                status: status::ACTIVE.into(),
+                password_hash: hash,
+                admin,
+                created: Timestamp::now(),
+                failed_logins: 0,
+                locked: false,
+            })?;
+            if let Some(address) = email.clone() {
+                if tx
+                    .query::<EmailAddress>()
+                    .filter(EmailAddress::address.eq(address.clone()))
+                    .count()?
+                    > 0
+                {
+                    return Err(StoreError::app(format!(
+                        "{address} belongs to another account"
+                    )));
+                }
+                tx.insert(&EmailAddress {
+                    address,
+                    account,
+                    verified: true,
+                })?;
+            }
+            if no_password {
+                return issue_ticket(tx, purpose::PASSWORD, Some(account), email).map(Some);
+            }
+            Ok(None)
+        })?;
+        self.site.user_store(username)?;
+        Ok(token.map(|t| format!("{}/reset/{t}", self.base_url())))
+    }
+
+    /// A one-time link to set the administrator's password, if the site
+    /// has no administrator with a password yet (creating the `admin`
+    /// account on first use).
+    pub fn admin_setup_link(&self) -> Result<Option<String>, AccountError> {
+        let existing = self
+            .site
+            .store()
+            .read_blocking(|r| r.query::<Account>().filter(Account::admin.eq(true)).all())?;
+        if existing.iter().any(|a| a.password_hash.is_some()) {
+            return Ok(None);
+        }
+        match existing.into_iter().next() {
+            None => self.create_user("admin", None, None, true),
+            Some(admin) => {
+                let id = admin.id();
+                let token = self.site.store().write_blocking(move |tx| {
+                    issue_ticket(tx, purpose::PASSWORD, Some(id), None)
+                })?;
+                Ok(Some(format!("{}/reset/{token}", self.base_url())))
+            }
+        }
+    }
+
+    /// Checks a user name (or email address) and password; returns the user
+    /// name. Takes about as long whether or not the account exists.
+    pub async fn login(
+        &self,
+        ip: Option<IpAddr>,
+        who: &str,
+        password: &str,
+    ) -> Result<String, AccountError> {
+        self.throttle(ip, Some(who))?;
+        let key = who.trim().to_lowercase();
+        let found = self
+            .site
+            .store()
+            .read(move |r| {
+                let by_email = r
+                    .query::<EmailAddress>()
+                    .filter(EmailAddress::address.eq(key.clone()))
+                    .first()?;
+                match by_email {
+                    Some(e) => r.find(e.account),
+                    None => r
+                        .query::<Account>()
+                        .filter(Account::username.eq(key))
+                        .first(),
+                }
+            })
+            .await?;
+        let pw = password.to_string();
+        let Some(account) = found else {
+            tokio::task::spawn_blocking(move || password::verify_dummy(&pw))
+                .await
+                .map_err(|e| AccountError::Invalid(e.to_string()))?;
+            return Err(AccountError::BadCredentials);
+        };
+        let hash = account.password_hash.clone();
+        let ok = tokio::task::spawn_blocking(move || match hash {
+            Some(h) => password::verify(&pw, &h),
+            None => {
+                password::verify_dummy(&pw);
+                false
+            }
+        })
+        .await
+        .map_err(|e| AccountError::Invalid(e.to_string()))?;
+        let id = account.id();
+        if !ok {
+            let locked_now = self
+                .site
+                .store()
+                .write(move |tx| {
+                    let mut a = tx.get(id)?;
+                    a.failed_logins += 1;
+                    let lock = a.failed_logins >= LOCK_AFTER && !a.locked;
+                    if lock {
+                        a.locked = true;
+                    }
+                    tx.update(&a)?;
+                    if !lock {
+                        return Ok(None);
+                    }
+                    let address = tx
+                        .query::<EmailAddress>()
+                        .filter(EmailAddress::account.eq(id))
+                        .first()?
+                        .map(|e| e.address.clone());
+                    match address {
+                        Some(addr) => {
+                            let token =
+                                issue_ticket(tx, purpose::UNLOCK, Some(id), Some(addr.clone()))?;
+                            Ok(Some((addr, token)))
+                        }
+                        None => Ok(None),
+                    }
+                })
+                .await?;
+            if let Some((addr, token)) = locked_now {
+                tracing::warn!(user = %account.username, "account locked after repeated failed log-ins");
+                self.mail(
+                    &addr,
+                    "Your account was locked",
+                    format!(
+                        "Someone tried to log in to your account {} many times with a wrong password, so it was locked.\n\nTo unlock it, open:\n{}/unlock/{token}\n\nThen log in as usual, or reset your password if you have forgotten it.\n",
+                        account.username, self.base_url()
+                    ),
+                )
+                .await?;
+            }
+            return Err(AccountError::BadCredentials);
+        }
+        if account.locked {
+            return Err(AccountError::NotActive(
+                "this account is locked after too many failed log-ins; follow the link we emailed to unlock it".into(),
+            ));
+        }
+        match account.status.as_str() {
+            status::ACTIVE => {}
+            status::UNVERIFIED => {
+                return Err(AccountError::NotActive(
+                    "please verify your email address first: follow the link we sent you".into(),
+                ));
+            }
+            status::PENDING => {
+                return Err(AccountError::NotActive(
+                    "your sign-up is waiting for an administrator's approval".into(),
+                ));
+            }
+            _ => return Err(AccountError::NotActive("this account is suspended".into())),
+        }
+        if account.failed_logins > 0 {
+            self.site
+                .store()
+                .write(move |tx| {
+                    let mut a = tx.get(id)?;
+                    a.failed_logins = 0;
+                    tx.update(&a)
+                })
+                .await?;
+        }
+        Ok(account.username.clone())
+    }
+
+    /// The site's sign-up mechanism.
+    pub async fn signup_mechanism(&self) -> Result<String, AccountError> {
+        Ok(self
+            .site
+            .store()
+            .read(|r| r.query::<SignupPolicy>().first())
+            .await?
+            .map(|p| p.mechanism.clone())
+            .unwrap_or_else(|| "closed".into()))
+    }
+
+    /// Sets the sign-up mechanism: open, invitation, approval or closed.
+    pub fn set_signup_mechanism(&self, mechanism: &str) -> Result<(), AccountError> {
+        if !matches!(mechanism, "open" | "invitation" | "approval" | "closed") {
+            return Err(AccountError::Invalid(format!(
+                "{mechanism:?} is not a sign-up mechanism; use open, invitation, approval or closed"
+            )));
+        }
+        let m = mechanism.to_string();
+        self.site.store().write_blocking(move |tx| {
+            match tx.query::<SignupPolicy>().first()? {
+                Some(mut p) => {
+                    p.mechanism = m;
+                    tx.update(&p)
+                }
+                None => tx.insert(&SignupPolicy { mechanism: m }).map(drop),
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Signs up a new account and emails a verification link. The account
+    /// works only once the address is verified (and, under `approval`, the
+    /// sign-up approved).
+    pub async fn signup(
+        &self,
+        ip: Option<IpAddr>,
+        username: &str,
+        email: &str,
+        password: &str,
+        invitation: Option<&str>,
+    ) -> Result<(), AccountError> {
+        self.throttle(ip, None)?;
+        let mechanism = self.signup_mechanism().await?;
+        match (mechanism.as_str(), invitation) {
+            ("open", _) | ("approval", _) | ("invitation", Some(_)) => {}
+            ("invitation", None) => {
+                return Err(AccountError::SignupClosed(
+                    "sign-up on this site is by invitation only".into(),
+                ));
+            }
+            _ => {
+                return Err(AccountError::SignupClosed(
+                    "sign-up on this site is closed".into(),
+                ));
+            }
+        }
+        check_username(username)?;
+        let address = normalize_email(email)?;
+        password::check_new(password)
+            .map_err(|e| AccountError::Invalid(format!("password: {e}")))?;
+        let pw = password.to_string();
+        let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
+            .await
+            .map_err(|e| AccountError::Invalid(e.to_string()))?;
+        let (name, addr, invite) = (
+            username.to_string(),
+            address.clone(),
+            invitation.map(str::to_string),
+        );
+        let approval = mechanism == "approval";
+        let token = self
+            .site
+            .store()
+            .write(move |tx| {
+                if let Some(invite) = &invite {
+                    use_ticket(tx, invite, purpose::INVITE)
+                        .map_err(|e| StoreError::app(e.to_string()))?;
+                }
+                if tx
+                    .query::<Account>()
+                    .filter(Account::username.eq(name.clone()))
+                    .count()?
+                    > 0
+                {
+                    return Err(StoreError::app(
+                        "that user name is taken; please choose another",
+                    ));
+                }
+                if tx
+                    .query::<EmailAddress>()
+                    .filter(EmailAddress::address.eq(addr.clone()))
+                    .count()?
+                    > 0
+                {
+                    // The same answer as success would leak that the address
+                    // has an account; this only says it cannot be used.
+                    return Err(StoreError::app(
+                        "that email address cannot be used; log in, or reset your password",
+                    ));
+                }
+                let account = tx.insert(&Account {
+                    username: name,
+                    status: if approval {
+                        status::PENDING
+                    } else {
+                        status::UNVERIFIED
+                    }
+                    .into(),
+                    password_hash: Some(hash),
+                    admin: false,
+                    created: Timestamp::now(),
+                    failed_logins: 0,
+                    locked: false,
+                })?;
+                tx.insert(&EmailAddress {
+                    address: addr.clone(),
+                    account,
+                    verified: false,
+                })?;
+                issue_ticket(tx, purpose::VERIFY, Some(account), Some(addr))
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::App(m) => AccountError::Invalid(m),
+                other => AccountError::Store(other),
+            })?;
+        self.mail(
+            &address,
+            "Please verify your email address",
+            format!(
+                "Welcome, {username}!\n\nTo verify your email address and activate your account, open:\n{}/verify/{token}\n\nThe link works once, for 24 hours. If you did not sign up, ignore this message.\n",
+                self.base_url()
+            ),
+        )
+        .await
+    }
+
+    /// Verifies an email address from its link; returns the user name.
+    pub async fn verify(&self, token: &str) -> Result<String, AccountError> {
+        let token = token.to_string();
+        let name = self
+            .site
+            .store()
+            .write(move |tx| {
+                let t = use_ticket(tx, &token, purpose::VERIFY)
+                    .map_err(|e| StoreError::app(e.to_string()))?;
+                let (Some(account), Some(address)) = (t.account, t.email.clone()) else {
+                    return Err(StoreError::app(AccountError::BadLink.to_string()));
+                };
+                let mut a = tx.get(account)?;
+                if let Some(mut e) = tx
+                    .query::<EmailAddress>()
+                    .filter(EmailAddress::address.eq(address))
+                    .first()?
+                {
+                    e.verified = true;
+                    tx.update(&e)?;
+                }
+                if a.status == status::UNVERIFIED {
+                    a.status = status::ACTIVE.into();
+                    tx.update(&a)?;
+                }
+                Ok(a.username.clone())
+            })
+            .await
+            .map_err(|_| AccountError::BadLink)?;
+        let site = self.site.clone();
+        let n = name.clone();
+        tokio::task::spawn_blocking(move || site.user_store(&n).map(drop))
+            .await
+            .map_err(|e| AccountError::Invalid(e.to_string()))??;
+        Ok(name)
+    }
+
+    /// Emails a password-reset link if an account has this address. Says
+    /// nothing either way, and takes about as long.
+    pub async fn request_reset(&self, ip: Option<IpAddr>, email: &str) -> Result<(), AccountError> {
+        self.throttle(ip, Some(email))?;
+        let Ok(address) = normalize_email(email) else {
+            return Ok(());
+        };
+        let addr = address.clone();
+        let token = self
+            .site
+            .store()
+            .write(move |tx| {
+                let Some(e) = tx
+                    .query::<EmailAddress>()
+                    .filter(EmailAddress::address.eq(addr.clone()))
+                    .first()?
+                else {
+                    return Ok(None);
+                };
+                let account = tx.get(e.account)?;
+                issue_ticket(tx, purpose::PASSWORD, Some(e.account), Some(addr))
+                    .map(|t| Some((t, account.username.clone())))
+            })
+            .await?;
+        if let Some((token, username)) = token {
+            self.mail(
+                &address,
+                "Resetting your password",
+                format!(
+                    "To choose a new password for {username}, open:\n{}/reset/{token}\n\nThe link works once, for 24 hours. If you did not ask for this, ignore this message: your password has not changed.\n",
+                    self.base_url()
+                ),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether a password link is still good (to show its form).
+    pub async fn password_link_valid(&self, token: &str) -> Result<bool, AccountError> {
+        let hash = hash_token(token);
+        let t = self
+            .site
+            .store()
+            .read(move |r| {
+                r.query::<Ticket>()
+                    .filter(Ticket::token_hash.eq(hash))
+                    .first()
+            })
+            .await?;
+        Ok(t.is_some_and(|t| {
+            !t.used && t.purpose == purpose::PASSWORD && t.expires >= Timestamp::now()
+        }))
+    }
+
+    /// Sets a new password from a link; ends every session of the account
+    /// and unlocks it. Returns the user name.
+    pub async fn reset(&self, token: &str, new_password: &str) -> Result<String, AccountError> {
+        password::check_new(new_password)
+            .map_err(|e| AccountError::Invalid(format!("password: {e}")))?;
+        let pw = new_password.to_string();
+        let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
+            .await
+            .map_err(|e| AccountError::Invalid(e.to_string()))?;
+        let token = token.to_string();
+        self.site
+            .store()
+            .write(move |tx| {
+                let t = use_ticket(tx, &token, purpose::PASSWORD)
+                    .map_err(|e| StoreError::app(e.to_string()))?;
+                let account = t
+                    .account
+                    .ok_or_else(|| StoreError::app(AccountError::BadLink.to_string()))?;
+                let mut a = tx.get(account)?;
+                a.password_hash = Some(hash);
+                a.locked = false;
+                a.failed_logins = 0;
+                if a.status == status::UNVERIFIED && t.email.is_some() {
+                    // The link reached this address: it is verified.
+                    a.status = status::ACTIVE.into();
+                }
+                tx.update(&a)?;
+                tx.delete_where(SessionRecord::user.eq(a.username.clone()))?;
+                Ok(a.username.clone())
+            })
+            .await
+            .map_err(|_| AccountError::BadLink)
+    }
+
+    /// Unlocks an account from the emailed link.
+    pub async fn unlock(&self, token: &str) -> Result<String, AccountError> {
+        let token = token.to_string();
+        self.site
+            .store()
+            .write(move |tx| {
+                let t = use_ticket(tx, &token, purpose::UNLOCK)
+                    .map_err(|e| StoreError::app(e.to_string()))?;
+                let account = t.account.ok_or_else(|| StoreError::app("no account"))?;
+                let mut a = tx.get(account)?;
+                a.locked = false;
+                a.failed_logins = 0;
+                tx.update(&a)?;
+                Ok(a.username.clone())
+            })
+            .await
+            .map_err(|_| AccountError::BadLink)
+    }
+
+    /// Changes a signed-in user's password, given the current one; ends
+    /// their other sessions.
+    pub async fn change_password(
+        &self,
+        username: &str,
+        current: &str,
+        new: &str,
+        keep_session: Option<String>,
+    ) -> Result<(), AccountError> {
+        self.login(None, username, current).await?;
+        password::check_new(new)
+            .map_err(|e| AccountError::Invalid(format!("new password: {e}")))?;
+        let pw = new.to_string();
+        let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
+            .await
+            .map_err(|e| AccountError::Invalid(e.to_string()))?;
+        let name = username.to_string();
+        self.site
+            .store()
+            .write(move |tx| {
+                let mut a = tx
+                    .query::<Account>()
+                    .filter(Account::username.eq(name.clone()))
+                    .first()?
+                    .ok_or_else(|| StoreError::app("no such account"))?;
+                a.password_hash = Some(hash);
+                tx.update(&a)?;
+                let mut others = SessionRecord::user.eq(name);
+                if let Some(keep) = keep_session {
+                    others = others.and(SessionRecord::token_hash.ne(keep));
+                }
+                tx.delete_where(others)?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// An invitation link (for sites whose sign-up is by invitation).
+    pub fn invite(&self) -> Result<String, AccountError> {
+        let token = self
+            .site
+            .store()
+            .write_blocking(|tx| issue_ticket(tx, purpose::INVITE, None, None))?;
+        Ok(format!("{}/signup?invitation={token}", self.base_url()))
+    }
+}

@@ -1,0 +1,255 @@
+//! Mantissa's mail. For now, the one outbound-mail interface every flow
+//! sends through ([`Mailer`]), with two implementations: an SMTP relay
+//! ([`SmtpRelay`], on `mail-send`) and a development outbox folder
+//! ([`Outbox`]). The persistent queue with retries, DKIM, VERP and bounce
+//! processing will sit behind the same interface.
+//!
+//! Every message sent is logged (recipient and subject, never the body,
+//! which may hold a one-time link).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use mail_builder::MessageBuilder;
+use mantissa_store::{Item, Site, StoreError};
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutgoingMail {
+    /// The sender's address.
+    pub from: String,
+    /// The recipients.
+    pub to: Vec<String>,
+    /// The subject.
+    pub subject: String,
+    /// The plain-text body.
+    pub text: String,
+}
+
+/// Why a message could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    /// The relay refused or could not be reached.
+    #[error("sending through {relay} failed: {reason}")]
+    Relay {
+        /// host:port
+        relay: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The outbox could not be written.
+    #[error("writing to the outbox {}: {reason}", dir.display())]
+    Outbox {
+        /// The folder.
+        dir: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The message itself is malformed.
+    #[error("the message cannot be built: {0}")]
+    Build(String),
+}
+
+/// A boxed future, as mailers return them.
+pub type MailFuture = Pin<Box<dyn Future<Output = Result<(), MailError>> + Send>>;
+
+/// Sends mail.
+pub trait Mailer: Send + Sync + 'static {
+    /// Sends one message.
+    fn send(&self, mail: OutgoingMail) -> MailFuture;
+}
+
+/// The message as RFC 5322 bytes.
+pub fn render(mail: &OutgoingMail) -> Result<Vec<u8>, MailError> {
+    MessageBuilder::new()
+        .from(mail.from.as_str())
+        .to(mail.to.iter().map(String::as_str).collect::<Vec<_>>())
+        .subject(mail.subject.as_str())
+        .text_body(mail.text.as_str())
+        .write_to_vec()
+        .map_err(|e| MailError::Build(e.to_string()))
+}
+
+/// Writes each message as an `.eml` file in a folder: the development
+/// default, and what tests read.
+pub struct Outbox {
+    dir: PathBuf,
+}
+
+impl Outbox {
+    /// An outbox in `dir` (created when the first message is written).
+    pub fn new(dir: impl Into<PathBuf>) -> Outbox {
+        Outbox { dir: dir.into() }
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Mailer for Outbox {
+    fn send(&self, mail: OutgoingMail) -> MailFuture {
+        let dir = self.dir.clone();
+        Box::pin(async move {
+            let bytes = render(&mail)?;
+            let err = |e: std::io::Error| MailError::Outbox {
+                dir: dir.clone(),
+                reason: e.to_string(),
+            };
+            tokio::fs::create_dir_all(&dir).await.map_err(err)?;
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_micros();
+            let name = format!("{stamp}-{}.eml", std::process::id());
+            let tmp = dir.join(format!(".{name}.partial"));
+            tokio::fs::write(&tmp, &bytes).await.map_err(err)?;
+            tokio::fs::rename(&tmp, dir.join(&name))
+                .await
+                .map_err(err)?;
+            tracing::info!(to = ?mail.to, subject = %mail.subject, file = %name, "mail written to the outbox");
+            Ok(())
+        })
+    }
+}
+
+/// Sends through an SMTP relay.
+pub struct SmtpRelay {
+    host: String,
+    port: u16,
+    implicit_tls: bool,
+    credentials: Option<(String, String)>,
+}
+
+impl SmtpRelay {
+    /// A relay at `host:port`; `implicit_tls` for port 465-style TLS (STARTTLS
+    /// is used when the relay offers it otherwise).
+    pub fn new(host: impl Into<String>, port: u16, implicit_tls: bool) -> SmtpRelay {
+        SmtpRelay {
+            host: host.into(),
+            port,
+            implicit_tls,
+            credentials: None,
+        }
+    }
+
+    /// Logs in with a user name and password.
+    pub fn with_credentials(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.credentials = Some((user.into(), password.into()));
+        self
+    }
+}
+
+impl Mailer for SmtpRelay {
+    fn send(&self, mail: OutgoingMail) -> MailFuture {
+        let host = self.host.clone();
+        let port = self.port;
+        let implicit = self.implicit_tls;
+        let credentials = self.credentials.clone();
+        Box::pin(async move {
+            let relay = format!("{host}:{port}");
+            let fail = |e: mail_send::Error| MailError::Relay {
+                relay: relay.clone(),
+                reason: e.to_string(),
+            };
+            let message = MessageBuilder::new()
+                .from(mail.from.as_str())
+                .to(mail.to.iter().map(String::as_str).collect::<Vec<_>>())
+                .subject(mail.subject.as_str())
+                .text_body(mail.text.as_str());
+            let mut builder = mail_send::SmtpClientBuilder::new(host.as_str(), port)
+                .map_err(|reason| MailError::Relay {
+                    relay: relay.clone(),
+                    reason,
+                })?
+                .implicit_tls(implicit)
+                .timeout(std::time::Duration::from_secs(30));
+            if let Some((user, password)) = &credentials {
+                builder = builder.credentials((user.as_str(), password.as_str()));
+            }
+            if implicit {
+                builder
+                    .connect()
+                    .await
+                    .map_err(fail)?
+                    .send(message)
+                    .await
+                    .map_err(fail)?;
+            } else {
+                builder
+                    .connect_plain()
+                    .await
+                    .map_err(fail)?
+                    .send(message)
+                    .await
+                    .map_err(fail)?;
+            }
+            tracing::info!(to = ?mail.to, subject = %mail.subject, relay = %relay, "mail sent");
+            Ok(())
+        })
+    }
+}
+
+/// How the site sends mail, kept in the site store.
+#[derive(Item, Debug, Clone, PartialEq)]
+#[item(name = "mantissa.mail_config", version = 1)]
+pub struct MailConfig {
+    /// The sender address of the site's own mail.
+    pub from: String,
+    /// `host:port` of the SMTP relay; none means the outbox folder.
+    pub relay: Option<String>,
+    /// Whether the relay uses implicit TLS (port 465).
+    pub relay_tls: bool,
+    /// Relay user name.
+    pub username: Option<String>,
+    /// Relay password.
+    pub password: Option<String>,
+}
+
+impl MailConfig {
+    /// The site's mail configuration, if set.
+    pub fn load(site: &Site) -> Result<Option<MailConfig>, StoreError> {
+        Ok(site
+            .store()
+            .read_blocking(|r| r.query::<MailConfig>().first())?
+            .map(|c| c.into_inner()))
+    }
+
+    /// Stores the configuration.
+    pub fn save(site: &Site, config: MailConfig) -> Result<(), StoreError> {
+        site.store()
+            .write_blocking(move |tx| match tx.query::<MailConfig>().first()? {
+                Some(mut c) => {
+                    *c = config;
+                    tx.update(&c)
+                }
+                None => tx.insert(&config).map(drop),
+            })
+    }
+
+    /// The mailer this configuration describes: the relay, or the outbox in
+    /// `<site>/outbox` when there is none (always in development mode).
+    pub fn mailer(config: Option<&MailConfig>, site: &Site, dev: bool) -> Arc<dyn Mailer> {
+        match config.and_then(|c| c.relay.as_ref().map(|r| (c, r))) {
+            Some((c, relay)) if !dev => {
+                let (host, port) = relay
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
+                    .unwrap_or((relay.clone(), 25));
+                let mut r = SmtpRelay::new(host, port, c.relay_tls);
+                if let (Some(u), Some(p)) = (&c.username, &c.password) {
+                    r = r.with_credentials(u.clone(), p.clone());
+                }
+                Arc::new(r)
+            }
+            _ => Arc::new(Outbox::new(site.root().join("outbox"))),
+        }
+    }
+}
