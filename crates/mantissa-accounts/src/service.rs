@@ -168,6 +168,18 @@ impl Accounts {
         }
     }
 
+    /// Replaces the rate limits: attempts per minute from one address, and
+    /// for one account (defaults: 20 and 5).
+    pub fn with_rate_limits(mut self, per_ip: u32, per_account: u32) -> Self {
+        let q = |n: u32| {
+            let n = NonZeroU32::new(n.max(1)).expect("nonzero");
+            Quota::per_minute(n).allow_burst(n)
+        };
+        self.per_ip = RateLimiter::keyed(q(per_ip));
+        self.per_account = RateLimiter::keyed(q(per_account));
+        self
+    }
+
     /// The site.
     pub fn site(&self) -> &Site {
         &self.site

@@ -2,14 +2,12 @@
 //! HTTP answer (or a closed connection), never a 500 (a caught panic), and
 //! the server keeps serving.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::*;
 use mantissa_server::Limits;
+use mantissa_testkit::*;
 
 const SEEDS: &[&str] = &[
     "GET / HTTP/1.1\r\nHost: x\r\n\r\n",

@@ -2,8 +2,6 @@
 //! published at stable slugs under /users/<name>/, and 301s when a slug
 //! changes.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +9,8 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use common::*;
 use mantissa_store::{Item, Ref};
+use mantissa_testkit::*;
 use mantissa_web::{
     App, Offering, Owner, Page, Session, SharedFuture, SharedRequest, WebError, WebOptions,
 };

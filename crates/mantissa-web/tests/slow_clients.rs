@@ -2,12 +2,10 @@
 //! are cut at the header timeout and capped per address, while a normal
 //! visitor's page still loads promptly.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use mantissa_server::Limits;
+use mantissa_testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 

@@ -1,16 +1,14 @@
 //! The web as a visitor meets it, over real TCP connections to a real
 //! server on 127.0.0.1.
 
-mod common;
-
 use std::time::Duration;
 
 use axum::Extension;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
-use common::*;
 use mantissa_server::Limits;
+use mantissa_testkit::*;
 use mantissa_web::{App, Page, Session, SiteConfig, WebOptions};
 
 fn no_routes() -> Router<App> {

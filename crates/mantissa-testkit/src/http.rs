@@ -1,7 +1,4 @@
-//! A real server on 127.0.0.1 and a plain HTTP/1.1 client over TCP, for the
-//! web tests.
-
-#![allow(dead_code, missing_docs)]
+//! A real server on 127.0.0.1 and a plain HTTP/1.1 client over TCP.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -39,13 +36,24 @@ impl Default for Setup {
 }
 
 impl TestServer {
-    pub fn start(setup: Setup, extra: fn() -> Router<App>) -> TestServer {
+    pub fn start(setup: Setup, extra: impl FnOnce() -> Router<App>) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let site = Site::open(dir.path().join("site")).unwrap();
         (setup.before)(&site);
         let guard = Guard::new(setup.limits);
         let app = App::new(site.clone(), guard.clone(), setup.options).unwrap();
         let router = app.router_with(extra());
+        TestServer::serve(dir, site, app, router, guard)
+    }
+
+    /// Serves `router` (built by the caller from `app`) on 127.0.0.1.
+    pub fn serve(
+        dir: tempfile::TempDir,
+        site: Site,
+        app: App,
+        router: Router,
+        guard: Guard,
+    ) -> TestServer {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -1,0 +1,414 @@
+//! Account flows over HTTP against a real server, with the mail read from a
+//! real SMTP server on loopback.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mantissa_accounts::{Accounts, SettingsOffering};
+use mantissa_mail::SmtpRelay;
+use mantissa_server::{Guard, Limits};
+use mantissa_store::Site;
+use mantissa_testkit::*;
+use mantissa_web::{App, WebOptions};
+
+struct World {
+    server: TestServer,
+    smtp: SmtpSink,
+    accounts: Arc<Accounts>,
+}
+
+fn world(configure: impl FnOnce(Accounts) -> Accounts) -> World {
+    let smtp = SmtpSink::start();
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::open(dir.path().join("site")).unwrap();
+    let relay = SmtpRelay::new("127.0.0.1", smtp.addr.port(), false);
+    let accounts = Arc::new(configure(Accounts::new(
+        site.clone(),
+        Arc::new(relay),
+        "site@example.org",
+        "http://placeholder",
+    )));
+    accounts.set_signup_mechanism("open").unwrap();
+    let guard = Guard::new(Limits::default());
+    let app = App::new(
+        site.clone(),
+        guard.clone(),
+        WebOptions {
+            offerings: vec![Arc::new(SettingsOffering::new(accounts.clone()))],
+            ..WebOptions::default()
+        },
+    )
+    .unwrap();
+    let router = app.router_with(mantissa_accounts::routes(accounts.clone()));
+    let server = TestServer::serve(dir, site, app, router, guard);
+    accounts.set_base_url(&format!("http://{}", server.addr));
+    World {
+        server,
+        smtp,
+        accounts,
+    }
+}
+
+/// A browser's cookie jar, for one visitor.
+#[derive(Default)]
+struct Visitor {
+    cookies: Vec<(String, String)>,
+}
+
+impl Visitor {
+    fn header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn keep(&mut self, r: &Response) {
+        for c in r.headers_named("set-cookie") {
+            let (pair, attrs) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(name, _)| name != k);
+            if !attrs.contains("Max-Age=0") {
+                self.cookies.push((k.to_string(), v.to_string()));
+            }
+        }
+    }
+
+    fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn get(&mut self, s: &TestServer, path: &str) -> Response {
+        let r = s.get_with(path, &[("Cookie", &self.header())]);
+        self.keep(&r);
+        r
+    }
+
+    /// Loads the form page first (for its CSRF token), then posts to it.
+    fn submit(
+        &mut self,
+        s: &TestServer,
+        form_page: &str,
+        action: &str,
+        fields: &[(&str, &str)],
+    ) -> Response {
+        let page = self.get(s, form_page);
+        let token = page
+            .text()
+            .split("name=\"csrf_token\" value=\"")
+            .nth(1)
+            .map(|t| t.split('"').next().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no form on {form_page}: {}", page.text()));
+        let mut body = format!("csrf_token={token}");
+        for (k, v) in fields {
+            body.push('&');
+            body.push_str(&serde_urlencoded::to_string([(k, v)]).unwrap());
+        }
+        let r = s.post_form(action, &[("Cookie", &self.header())], &body);
+        self.keep(&r);
+        r
+    }
+}
+
+/// Text as a browser shows it: numeric character references decoded.
+fn shown(html: &str) -> String {
+    let mut out = String::new();
+    let mut rest = html;
+    while let Some(i) = rest.find("&#") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        match after
+            .find(';')
+            .and_then(|j| Some((j, after[..j].parse::<u32>().ok()?)))
+        {
+            Some((j, n)) => {
+                out.push(char::from_u32(n).unwrap_or('?'));
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push_str("&#");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn link_in(mail: &str) -> String {
+    let start = mail.find("http://").expect("a link in the mail");
+    mail[start..].split_whitespace().next().unwrap().to_string()
+}
+
+fn path_of(url: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap();
+    format!("/{}", rest.split_once('/').unwrap().1)
+}
+
+#[test]
+fn sign_up_verify_by_mail_log_in_and_reset_the_password() {
+    let w = world(|a| a);
+    let s = &w.server;
+    let mut ann = Visitor::default();
+
+    let r = ann.submit(
+        s,
+        "/signup",
+        "/signup",
+        &[
+            ("username", "ann"),
+            ("email", "Ann@Example.org"),
+            ("password", "a long password 1"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(shown(&r.text()).contains("We sent a link to Ann@Example.org"));
+
+    // Not before verification.
+    let r = ann.submit(
+        s,
+        "/login",
+        "/login",
+        &[("who", "ann"), ("password", "a long password 1")],
+    );
+    assert_eq!(r.status, 401);
+    assert!(
+        r.text().contains("please verify your email address first"),
+        "{}",
+        r.text()
+    );
+
+    let mail = w.smtp.wait_for(1);
+    assert_eq!(mail.len(), 1);
+    assert_eq!(mail[0].to, ["ann@example.org"]);
+    assert!(
+        mail[0]
+            .data
+            .contains("Subject: Please verify your email address")
+    );
+    let link = link_in(&mail[0].data);
+    let r = ann.get(s, &path_of(&link));
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("Email verified"));
+    assert_eq!(ann.get(s, &path_of(&link)).status, 404, "a link works once");
+    assert!(
+        s.site.has_user_store("ann").unwrap(),
+        "the account has its own store"
+    );
+
+    // Log in: the session id changes at log-in.
+    let before = ann.cookie("mantissa_session").map(str::to_string);
+    let r = ann.submit(
+        s,
+        "/login?next=/private/settings",
+        "/login",
+        &[
+            ("who", "ANN@example.org"),
+            ("password", "a long password 1"),
+            ("next", "/private/settings"),
+        ],
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.header("location"), Some("/private/settings"));
+    let session = ann.cookie("mantissa_session").unwrap().to_string();
+    assert_ne!(Some(session.clone()), before);
+    let page = ann.get(s, "/private/settings");
+    assert!(page.text().contains("Settings for ann"), "{}", page.text());
+
+    // A second device, then a reset from the first: every session ends.
+    let mut phone = Visitor::default();
+    let r = phone.submit(
+        s,
+        "/login",
+        "/login",
+        &[("who", "ann"), ("password", "a long password 1")],
+    );
+    assert_eq!(r.status, 303);
+    let r = ann.submit(s, "/reset", "/reset", &[("email", "ann@example.org")]);
+    assert!(r.text().contains("If an account has this address"));
+    let mail = w.smtp.wait_for(2);
+    let reset = path_of(&link_in(&mail[1].data));
+    let r = ann.submit(s, &reset, &reset, &[("password", "another long password")]);
+    assert!(r.text().contains("Password changed"), "{}", r.text());
+    assert_eq!(
+        phone.get(s, "/private/settings").status,
+        303,
+        "the other session ended"
+    );
+    let r = phone.submit(
+        s,
+        "/login",
+        "/login",
+        &[("who", "ann"), ("password", "a long password 1")],
+    );
+    assert_eq!(r.status, 401, "the old password no longer works");
+    let r = phone.submit(
+        s,
+        "/login",
+        "/login",
+        &[("who", "ann"), ("password", "another long password")],
+    );
+    assert_eq!(r.status, 303);
+
+    // A reset for an unknown address says the same and sends nothing.
+    let r = ann.submit(s, "/reset", "/reset", &[("email", "nobody@example.org")]);
+    assert!(r.text().contains("If an account has this address"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(w.smtp.messages().len(), 2);
+
+    // The reset ended this browser's session too; the phone logs out.
+    assert_eq!(ann.get(s, "/private/settings").status, 303);
+    let r = phone.submit(s, "/private/settings", "/logout", &[]);
+    assert_eq!(r.status, 303);
+    assert_eq!(phone.get(s, "/private/settings").status, 303);
+}
+
+#[test]
+fn a_post_without_a_csrf_token_is_refused() {
+    let w = world(|a| a);
+    let r = w
+        .server
+        .post_form("/login", &[], "who=ann&password=whatever12");
+    assert_eq!(r.status, 403);
+}
+
+#[test]
+fn brute_force_is_throttled_and_then_locks_the_account() {
+    let w = world(|a| a);
+    w.accounts
+        .create_user(
+            "bob",
+            Some("bob@example.org"),
+            Some("bob's long password"),
+            false,
+        )
+        .unwrap();
+    let s = &w.server;
+    let mut mallory = Visitor::default();
+    let statuses: Vec<u16> = (0..7)
+        .map(|i| {
+            mallory
+                .submit(
+                    s,
+                    "/login",
+                    "/login",
+                    &[("who", "bob"), ("password", &format!("guess number {i}"))],
+                )
+                .status
+        })
+        .collect();
+    assert_eq!(&statuses[..5], &[401; 5]);
+    assert_eq!(statuses[6], 429, "{statuses:?}");
+
+    // Slower guessing (no rate limit here) locks the account after ten.
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user(
+            "bob",
+            Some("bob@example.org"),
+            Some("bob's long password"),
+            false,
+        )
+        .unwrap();
+    let s = &w.server;
+    for i in 0..10 {
+        let r = mallory.submit(
+            s,
+            "/login",
+            "/login",
+            &[("who", "bob"), ("password", &format!("guess {i}"))],
+        );
+        assert_eq!(r.status, 401);
+    }
+    let r = mallory.submit(
+        s,
+        "/login",
+        "/login",
+        &[("who", "bob"), ("password", "bob's long password")],
+    );
+    assert!(r.text().contains("locked"), "{}", r.text());
+    let mail = w.smtp.wait_for(1);
+    assert!(mail[0].data.contains("Subject: Your account was locked"));
+    let unlock = path_of(&link_in(&mail[0].data));
+    assert!(mallory.get(s, &unlock).text().contains("Account unlocked"));
+    let r = mallory.submit(
+        s,
+        "/login",
+        "/login",
+        &[("who", "bob"), ("password", "bob's long password")],
+    );
+    assert_eq!(r.status, 303);
+}
+
+#[test]
+fn logging_in_as_nobody_takes_as_long_as_logging_in_as_somebody() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("carol", None, Some("carol's long password"), false)
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let time = |who: &str| {
+        let start = Instant::now();
+        for i in 0..8 {
+            let _ = rt.block_on(w.accounts.login(None, who, &format!("wrong password {i}")));
+        }
+        start.elapsed()
+    };
+    let _ = time("carol"); // warm up the dummy hash
+    let known = time("carol");
+    let unknown = time("nobody-at-all");
+    let ratio = unknown.as_secs_f64() / known.as_secs_f64();
+    assert!(
+        (0.5..2.0).contains(&ratio),
+        "known {known:?}, unknown {unknown:?}"
+    );
+}
+
+#[test]
+fn stored_xss_payloads_render_inert() {
+    let w = world(|a| a);
+    let s = &w.server;
+    let mut v = Visitor::default();
+    for payload in [
+        "<script>alert(1)</script>",
+        "\"><img src=x onerror=alert(1)>",
+        "javascript:alert(1)",
+        "'><svg onload=alert(1)>",
+        "{{ 7*7 }}",
+    ] {
+        let r = v.submit(
+            s,
+            "/signup",
+            "/signup",
+            &[("username", payload), ("email", payload), ("password", "x")],
+        );
+        assert_eq!(r.status, 422);
+        let html = r.text();
+        assert!(
+            !html.contains("<script>alert")
+                && !html.contains("<img src=x")
+                && !html.contains("<svg"),
+            "{html}"
+        );
+        if payload.starts_with("{{") {
+            assert!(
+                html.contains("{{ 7*7 }}"),
+                "templates are not evaluated from input: {html}"
+            );
+        }
+        let r = v.submit(
+            s,
+            "/login",
+            "/login",
+            &[("who", payload), ("password", "x")],
+        );
+        assert!(!r.text().contains("<script>alert") && !r.text().contains("<svg"));
+    }
+}

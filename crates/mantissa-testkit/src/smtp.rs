@@ -1,0 +1,114 @@
+//! An SMTP server on 127.0.0.1 that accepts every message and keeps it, for
+//! tests that read the mail a flow sent. It speaks just enough SMTP for a
+//! real client (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// A received message.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub from: String,
+    pub to: Vec<String>,
+    pub data: String,
+}
+
+/// The SMTP sink; runs on its own thread until dropped with the process.
+pub struct SmtpSink {
+    pub addr: SocketAddr,
+    messages: Arc<Mutex<Vec<Received>>>,
+}
+
+impl SmtpSink {
+    pub fn start() -> SmtpSink {
+        let messages: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let kept = messages.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let kept = kept.clone();
+                    tokio::spawn(async move {
+                        let (r, mut w) = stream.into_split();
+                        let mut lines = BufReader::new(r).lines();
+                        let _ = w.write_all(b"220 sink ESMTP\r\n").await;
+                        let (mut from, mut to) = (String::new(), Vec::new());
+                        while let Ok(Some(line)) = lines.next_line().await {
+                            let upper = line.to_ascii_uppercase();
+                            let reply: &[u8] = if upper.starts_with("EHLO") {
+                                b"250-sink\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
+                            } else if upper.starts_with("HELO")
+                                || upper.starts_with("RSET")
+                                || upper.starts_with("NOOP")
+                            {
+                                b"250 ok\r\n"
+                            } else if upper.starts_with("MAIL FROM:") {
+                                from = line[10..].trim().trim_matches(['<', '>']).to_string();
+                                b"250 ok\r\n"
+                            } else if upper.starts_with("RCPT TO:") {
+                                to.push(line[8..].trim().trim_matches(['<', '>']).to_string());
+                                b"250 ok\r\n"
+                            } else if upper == "DATA" {
+                                let _ = w.write_all(b"354 go ahead\r\n").await;
+                                let mut data = String::new();
+                                while let Ok(Some(l)) = lines.next_line().await {
+                                    if l == "." {
+                                        break;
+                                    }
+                                    data.push_str(l.strip_prefix('.').unwrap_or(&l));
+                                    data.push('\n');
+                                }
+                                kept.lock().unwrap().push(Received {
+                                    from: std::mem::take(&mut from),
+                                    to: std::mem::take(&mut to),
+                                    data,
+                                });
+                                b"250 queued\r\n"
+                            } else if upper.starts_with("QUIT") {
+                                let _ = w.write_all(b"221 bye\r\n").await;
+                                break;
+                            } else {
+                                b"502 not implemented\r\n"
+                            };
+                            if w.write_all(reply).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        SmtpSink { addr, messages }
+    }
+
+    /// Messages received so far.
+    pub fn messages(&self) -> Vec<Received> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 5 s) until `n` messages have arrived.
+    pub fn wait_for(&self, n: usize) -> Vec<Received> {
+        let start = std::time::Instant::now();
+        loop {
+            let m = self.messages();
+            if m.len() >= n || start.elapsed() > Duration::from_secs(5) {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
