@@ -1,7 +1,8 @@
 //! Mantissa's accounts: login accounts in the site store that map a user
 //! name (and email addresses) to the user's own store; sign-up by the site's
 //! chosen mechanism with email verification; log-in and log-out; password
-//! reset and change; and locking after repeated failures.
+//! reset and change; locking after repeated failures; and sharing items with
+//! roles and capabilities ([`sharing`]).
 //!
 //! It owns the account items and pages. It uses the store and the web like
 //! any application, and sends mail only through `mantissa-mail`'s
@@ -19,7 +20,9 @@ pub mod model;
 mod pages;
 pub mod password;
 mod service;
+pub mod sharing;
 
 pub use model::{Account, EmailAddress, SignupPolicy, Ticket};
 pub use pages::{REMEMBER_FOR, SettingsOffering, routes};
 pub use service::{AccountError, Accounts, LOCK_AFTER, TICKET_LIFETIME};
+pub use sharing::{Group, Role, Share, SharePolicy, set_group, share, unshare};

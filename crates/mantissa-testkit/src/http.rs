@@ -252,3 +252,103 @@ pub fn cookie_value(set_cookie: &str) -> String {
         .1
         .to_string()
 }
+
+/// A browser's cookie jar, for one visitor.
+#[derive(Default)]
+pub struct Visitor {
+    cookies: Vec<(String, String)>,
+}
+
+impl Visitor {
+    pub fn header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    pub fn keep(&mut self, r: &Response) {
+        for c in r.headers_named("set-cookie") {
+            let (pair, attrs) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(name, _)| name != k);
+            if !attrs.contains("Max-Age=0") {
+                self.cookies.push((k.to_string(), v.to_string()));
+            }
+        }
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn get(&mut self, s: &TestServer, path: &str) -> Response {
+        let r = s.get_with(path, &[("Cookie", &self.header())]);
+        self.keep(&r);
+        r
+    }
+
+    /// Loads the form page first (for its CSRF token), then posts to it.
+    pub fn submit(
+        &mut self,
+        s: &TestServer,
+        form_page: &str,
+        action: &str,
+        fields: &[(&str, &str)],
+    ) -> Response {
+        let page = self.get(s, form_page);
+        let token = page
+            .text()
+            .split("name=\"csrf_token\" value=\"")
+            .nth(1)
+            .map(|t| t.split('"').next().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no form on {form_page}: {}", page.text()));
+        let mut body = format!("csrf_token={token}");
+        for (k, v) in fields {
+            body.push('&');
+            body.push_str(&serde_urlencoded::to_string([(k, v)]).unwrap());
+        }
+        let r = s.post_form(action, &[("Cookie", &self.header())], &body);
+        self.keep(&r);
+        r
+    }
+}
+
+/// Text as a browser shows it: numeric character references decoded.
+pub fn shown(html: &str) -> String {
+    let mut out = String::new();
+    let mut rest = html;
+    while let Some(i) = rest.find("&#") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        match after
+            .find(';')
+            .and_then(|j| Some((j, after[..j].parse::<u32>().ok()?)))
+        {
+            Some((j, n)) => {
+                out.push(char::from_u32(n).unwrap_or('?'));
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push_str("&#");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+pub fn link_in(mail: &str) -> String {
+    let start = mail.find("http://").expect("a link in the mail");
+    mail[start..].split_whitespace().next().unwrap().to_string()
+}
+
+pub fn path_of(url: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap();
+    format!("/{}", rest.split_once('/').unwrap().1)
+}

@@ -5,6 +5,7 @@
 #![allow(missing_docs)]
 
 pub mod http;
+pub mod notes;
 pub mod smtp;
 
 pub use http::*;

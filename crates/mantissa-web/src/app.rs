@@ -19,6 +19,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
+use crate::access::{AccessPolicy, PublicPolicy};
 use crate::config::SiteConfig;
 use crate::http::ClientInfo;
 use crate::offering::{Offering, Offerings, require_owner, shared_item};
@@ -51,6 +52,8 @@ pub struct WebOptions {
     /// Development mode: templates and theme files reload on every request,
     /// and template errors show in the page.
     pub dev: bool,
+    /// Decides who sees published items; [`PublicPolicy`] when none.
+    pub access: Option<Arc<dyn AccessPolicy>>,
     /// Extra templates (name, source) from offerings; a theme still
     /// overrides them.
     pub templates: Vec<(String, &'static str)>,
@@ -58,6 +61,7 @@ pub struct WebOptions {
 
 struct Inner {
     offerings: Offerings,
+    access: Arc<dyn AccessPolicy>,
     site: Site,
     guard: Guard,
     templates: Templates,
@@ -139,6 +143,7 @@ impl App {
         prometheus();
         Ok(App(Arc::new(Inner {
             offerings: Arc::new(options.offerings),
+            access: options.access.unwrap_or_else(|| Arc::new(PublicPolicy)),
             bots: BotLimiter::new(config.crawl_delay.max(1) as u64),
             site,
             guard,
@@ -158,6 +163,11 @@ impl App {
     /// The installed offering called `name`.
     pub fn offering(&self, name: &str) -> Option<Arc<dyn Offering>> {
         self.0.offerings.iter().find(|o| o.name() == name).cloned()
+    }
+
+    /// The access policy for published items.
+    pub fn access_policy(&self) -> &Arc<dyn AccessPolicy> {
+        &self.0.access
     }
 
     /// The connection guard.

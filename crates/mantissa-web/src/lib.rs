@@ -9,6 +9,7 @@
 //! store's internals (it uses items and queries like any application) nor
 //! own accounts, which belong to `mantissa-accounts`.
 
+mod access;
 mod app;
 mod config;
 mod http;
@@ -19,6 +20,7 @@ mod session;
 mod statics;
 mod templates;
 
+pub use access::{AccessPolicy, CapabilitiesFuture, PublicPolicy, VIEW, grants};
 pub use app::{App, WebOptions};
 pub use config::SiteConfig;
 pub use http::{ClientInfo, HttpProtocol};

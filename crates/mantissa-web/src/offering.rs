@@ -41,6 +41,9 @@ pub struct SharedRequest {
     pub rest: String,
     /// The signed-in visitor, if any.
     pub visitor: Option<String>,
+    /// What the visitor may do (always including `view`); see
+    /// [`grants`](crate::grants).
+    pub capabilities: Vec<String>,
 }
 
 /// A boxed future answering a shared-item request.
@@ -238,6 +241,16 @@ pub(crate) async fn shared_item(
         .read(move |r| r.query::<Published>().filter(Published::slug.eq(s)).first())
         .await?
         .ok_or(WebError::NotFound)?;
+    // Access is decided before anything else, old slugs included: a 301
+    // would tell a visitor who may not see the item that it exists.
+    let visitor = req.extensions().get::<Session>().and_then(Session::user);
+    let capabilities = app
+        .access_policy()
+        .capabilities(store.clone(), owner.clone(), visitor.clone(), found.clone())
+        .await?;
+    if !crate::access::grants(&capabilities, crate::access::VIEW) {
+        return Err(WebError::NotFound);
+    }
     if let Some(new) = &found.moved_to {
         let mut target = format!("/users/{owner}/{new}");
         if !rest.is_empty() {
@@ -256,7 +269,6 @@ pub(crate) async fn shared_item(
             .into_response());
     }
     let offering = app.offering(&found.offering).ok_or(WebError::NotFound)?;
-    let visitor = req.extensions().get::<Session>().and_then(Session::user);
     offering
         .shared(
             app.clone(),
@@ -267,6 +279,7 @@ pub(crate) async fn shared_item(
                 item_id: found.item_id,
                 rest,
                 visitor,
+                capabilities,
             },
         )
         .await

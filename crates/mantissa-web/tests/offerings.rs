@@ -6,79 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use mantissa_store::{Item, Ref};
+use mantissa_testkit::notes::{Note, Notes};
 use mantissa_testkit::*;
-use mantissa_web::{
-    App, Offering, Owner, Page, Session, SharedFuture, SharedRequest, WebError, WebOptions,
-};
-
-#[derive(Item, Debug, Clone)]
-#[item(name = "t.notes.note", version = 1)]
-struct Note {
-    title: String,
-    body: String,
-}
-
-struct Notes;
-
-impl Offering for Notes {
-    fn name(&self) -> &'static str {
-        "notes"
-    }
-
-    fn templates(&self) -> Vec<(&'static str, &'static str)> {
-        vec![
-            (
-                "notes/list.html",
-                "{% extends \"base.html\" %}{% block main %}<ul>{% for n in notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endblock %}",
-            ),
-            (
-                "notes/note.html",
-                "{% extends \"base.html\" %}{% block main %}<h1>{{ title }}</h1><p>{{ body }}</p><p>by {{ owner }}</p>{% endblock %}",
-            ),
-        ]
-    }
-
-    fn private_routes(&self) -> Router<App> {
-        async fn list(Extension(owner): Extension<Owner>) -> Result<Page, WebError> {
-            let notes = owner
-                .store
-                .read(|r| {
-                    r.query::<Note>()
-                        .order_by(Note::title.asc())
-                        .column(Note::title)
-                })
-                .await?;
-            Ok(Page::new(
-                "notes/list.html",
-                serde_json::json!({ "notes": notes }),
-            ))
-        }
-        Router::new().route("/", get(list))
-    }
-
-    fn shared(&self, _app: App, req: SharedRequest) -> SharedFuture {
-        Box::pin(async move {
-            if !req.rest.is_empty() {
-                return Err(WebError::NotFound);
-            }
-            let id = Ref::<Note>::from_id(req.item_id);
-            let note = req
-                .store
-                .read(move |r| r.find(id))
-                .await?
-                .ok_or(WebError::NotFound)?;
-            Ok(Page::new(
-                "notes/note.html",
-                serde_json::json!({ "title": note.title, "body": note.body, "owner": req.owner }),
-            )
-            .into_response())
-        })
-    }
-}
+use mantissa_web::{App, Page, Session, WebOptions};
 
 fn routes() -> Router<App> {
     async fn login(State(app): State<App>, Extension(s): Extension<Session>) -> &'static str {

@@ -1,0 +1,55 @@
+//! A site with accounts, served on loopback, sending mail to an SMTP sink.
+
+#![allow(dead_code, missing_docs)]
+
+use std::sync::Arc;
+
+use mantissa_accounts::{Accounts, SettingsOffering, SharePolicy};
+use mantissa_mail::SmtpRelay;
+use mantissa_server::{Guard, Limits};
+use mantissa_store::Site;
+use mantissa_testkit::notes::Notes;
+use mantissa_testkit::*;
+use mantissa_web::{App, WebOptions};
+
+pub struct World {
+    pub server: TestServer,
+    pub smtp: SmtpSink,
+    pub accounts: Arc<Accounts>,
+}
+
+pub fn world(configure: impl FnOnce(Accounts) -> Accounts) -> World {
+    let smtp = SmtpSink::start();
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::open(dir.path().join("site")).unwrap();
+    let relay = SmtpRelay::new("127.0.0.1", smtp.addr.port(), false);
+    let accounts = Arc::new(configure(Accounts::new(
+        site.clone(),
+        Arc::new(relay),
+        "site@example.org",
+        "http://placeholder",
+    )));
+    accounts.set_signup_mechanism("open").unwrap();
+    let guard = Guard::new(Limits::default());
+    let app = App::new(
+        site.clone(),
+        guard.clone(),
+        WebOptions {
+            offerings: vec![
+                Arc::new(SettingsOffering::new(accounts.clone())),
+                Arc::new(Notes),
+            ],
+            access: Some(Arc::new(SharePolicy)),
+            ..WebOptions::default()
+        },
+    )
+    .unwrap();
+    let router = app.router_with(mantissa_accounts::routes(accounts.clone()));
+    let server = TestServer::serve(dir, site, app, router, guard);
+    accounts.set_base_url(&format!("http://{}", server.addr));
+    World {
+        server,
+        smtp,
+        accounts,
+    }
+}
