@@ -16,6 +16,7 @@
 //! until an emailed link unlocks it; a new password ends every other
 //! session.
 
+mod admin;
 pub mod model;
 mod pages;
 pub mod password;

@@ -324,9 +324,10 @@ async fn new_password(
     }
 }
 
-/// The account routes outside `/private/`.
-pub fn routes(accounts: Arc<Accounts>) -> Router<App> {
+/// The account routes outside `/private/`, and the admin console.
+pub fn routes(app: &App, accounts: Arc<Accounts>) -> Router<App> {
     Router::new()
+        .merge(crate::admin::routes(app, accounts.clone()))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
         .route("/signup", get(signup_form).post(signup))
@@ -373,6 +374,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "accounts/settings.html",
         include_str!("../templates/settings.html"),
+    ),
+    (
+        "accounts/admin.html",
+        include_str!("../templates/admin.html"),
     ),
 ];
 

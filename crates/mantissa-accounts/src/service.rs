@@ -753,6 +753,34 @@ impl Accounts {
         Ok(())
     }
 
+    /// Deletes an account and its store, after exporting the store to
+    /// `<site>/exports/<name>-<time>.sqlite`; returns the export's path.
+    pub fn delete_user(&self, username: &str) -> Result<std::path::PathBuf, AccountError> {
+        let dir = self.site.root().join("exports");
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Io {
+            path: dir.clone(),
+            reason: e.to_string(),
+        })?;
+        let export = dir.join(format!(
+            "{username}-{}.sqlite",
+            Timestamp::now().as_micros()
+        ));
+        if self.site.has_user_store(username)? {
+            self.site.export_user(username, &export)?;
+        }
+        let name = username.to_string();
+        self.site.store().write_blocking(move |tx| {
+            tx.delete_where(SessionRecord::user.eq(name.clone()))?;
+            tx.delete_where(Account::username.eq(name))?;
+            Ok(())
+        })?;
+        if self.site.has_user_store(username)? {
+            self.site.delete_user_store(username)?;
+        }
+        tracing::warn!(user = %username, export = %export.display(), "account deleted");
+        Ok(export)
+    }
+
     /// An invitation link (for sites whose sign-up is by invitation).
     pub fn invite(&self) -> Result<String, AccountError> {
         let token = self

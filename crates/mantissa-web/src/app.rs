@@ -25,7 +25,8 @@ use crate::http::ClientInfo;
 use crate::offering::{Offering, Offerings, require_owner, shared_item};
 use crate::page::{Page, WebError, api_prefix, render_pages};
 use crate::protect::{
-    BotLimiter, FirstSeen, access_log, bot_layer, conditional_get, guard_layer, security_headers,
+    BotLimiter, FirstSeen, RequestRate, access_log, bot_layer, conditional_get, guard_layer,
+    security_headers,
 };
 use crate::session::{csrf_layer, session_layer};
 use crate::statics::Statics;
@@ -70,6 +71,7 @@ struct Inner {
     dev: bool,
     bots: BotLimiter,
     first_seen: FirstSeen,
+    rate: RequestRate,
 }
 
 /// The web application's shared state. Cheap to clone.
@@ -152,6 +154,7 @@ impl App {
             config: RwLock::new(config),
             dev: options.dev,
             first_seen: FirstSeen::default(),
+            rate: RequestRate::default(),
         })))
     }
 
@@ -187,6 +190,15 @@ impl App {
 
     pub(crate) fn bots(&self) -> &BotLimiter {
         &self.0.bots
+    }
+
+    pub(crate) fn request_rate(&self) -> &RequestRate {
+        &self.0.rate
+    }
+
+    /// Requests served in the last minute.
+    pub fn requests_last_minute(&self) -> u64 {
+        self.0.rate.last_minute()
     }
 
     pub(crate) fn first_seen(&self) -> &FirstSeen {
@@ -264,7 +276,7 @@ impl App {
             .layer(from_fn_with_state(self.clone(), bot_layer))
             .layer(from_fn_with_state(self.clone(), guard_layer))
             .layer(CatchPanicLayer::new())
-            .layer(from_fn(access_log))
+            .layer(from_fn_with_state(self.clone(), access_log))
             .with_state(self.clone());
         // `/api/x` is answered by the route of `/x`: the prefix is stripped
         // before routing, so this layer wraps the whole router.

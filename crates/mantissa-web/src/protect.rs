@@ -220,8 +220,51 @@ pub async fn conditional_get(State(app): State<App>, req: Request, next: Next) -
     Response::from_parts(parts, Body::from(bytes))
 }
 
+/// Requests counted per minute, for the admin console.
+#[derive(Default)]
+pub struct RequestRate {
+    minute: std::sync::atomic::AtomicU64,
+    current: std::sync::atomic::AtomicU64,
+    previous: std::sync::atomic::AtomicU64,
+}
+
+impl RequestRate {
+    fn now_minute() -> u64 {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            / 60
+    }
+
+    fn count(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = Self::now_minute();
+        let seen = self.minute.swap(now, Relaxed);
+        if seen != now {
+            let was = self.current.swap(0, Relaxed);
+            self.previous
+                .store(if seen + 1 == now { was } else { 0 }, Relaxed);
+        }
+        self.current.fetch_add(1, Relaxed);
+    }
+
+    /// Requests in the last full minute, or in this one if it is busier.
+    pub fn last_minute(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = Self::now_minute();
+        let seen = self.minute.load(Relaxed);
+        match now.saturating_sub(seen) {
+            0 => self.previous.load(Relaxed).max(self.current.load(Relaxed)),
+            1 => self.current.load(Relaxed),
+            _ => 0,
+        }
+    }
+}
+
 /// One structured log line and metrics per request.
-pub async fn access_log(req: Request, next: Next) -> Response {
+pub async fn access_log(State(app): State<App>, req: Request, next: Next) -> Response {
+    app.request_rate().count();
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();

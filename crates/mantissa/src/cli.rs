@@ -620,7 +620,7 @@ pub fn serve(dir: &Path, options: ServeOptions, out: &mut dyn Write) -> Result<(
         },
     )
     .map_err(|e| Error::Web(e.to_string()))?;
-    let router = app.router_with(mantissa_accounts::routes(accounts.clone()));
+    let router = app.router_with(mantissa_accounts::routes(&app, accounts.clone()));
     runtime.block_on(async {
         // Listen for the signals before saying that we run, so that a stop
         // sent as soon as we have said it is never missed.

@@ -44,7 +44,7 @@ pub fn world(configure: impl FnOnce(Accounts) -> Accounts) -> World {
         },
     )
     .unwrap();
-    let router = app.router_with(mantissa_accounts::routes(accounts.clone()));
+    let router = app.router_with(mantissa_accounts::routes(&app, accounts.clone()));
     let server = TestServer::serve(dir, site, app, router, guard);
     accounts.set_base_url(&format!("http://{}", server.addr));
     World {

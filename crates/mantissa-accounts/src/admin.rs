@@ -1,0 +1,282 @@
+//! The administrator's console at `/admin`: site statistics, the sign-up
+//! mechanism, and users — search, approve, suspend, reset, delete. Anyone
+//! who is not a signed-in administrator gets 404, as for anything they may
+//! not see.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Router};
+use mantissa_store::StoreError;
+use mantissa_web::{App, Page, Session, SessionRecord, WebError};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::model::{Account, EmailAddress, status};
+use crate::service::Accounts;
+
+async fn require_admin(State(app): State<App>, req: Request, next: Next) -> Response {
+    let user = req.extensions().get::<Session>().and_then(Session::user);
+    let Some(name) = user else {
+        return WebError::NotFound.into_response();
+    };
+    let is_admin = app
+        .site()
+        .store()
+        .read(move |r| {
+            Ok(r.query::<Account>()
+                .filter(Account::username.eq(name))
+                .first()?
+                .is_some_and(|a| a.admin && a.status == status::ACTIVE))
+        })
+        .await;
+    match is_admin {
+        Ok(true) => next.run(req).await,
+        Ok(false) => WebError::NotFound.into_response(),
+        Err(e) => WebError::from(e).into_response(),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct Search {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    notice: String,
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => dir_size(&e.path()),
+                    _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+async fn dashboard(
+    State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
+    Query(search): Query<Search>,
+) -> Result<Page, WebError> {
+    let q = search.q.trim().to_lowercase();
+    let users = app
+        .site()
+        .store()
+        .read(move |r| {
+            let mut out = Vec::new();
+            for a in r
+                .query::<Account>()
+                .order_by(Account::username.asc())
+                .all()?
+            {
+                let emails: Vec<String> = r
+                    .query::<EmailAddress>()
+                    .filter(EmailAddress::account.eq(a.id()))
+                    .column(EmailAddress::address)?;
+                if !q.is_empty()
+                    && !a.username.contains(&q)
+                    && !emails.iter().any(|e| e.contains(&q))
+                {
+                    continue;
+                }
+                let mut actions = vec![];
+                match a.status.as_str() {
+                    status::PENDING => actions.push("approve"),
+                    status::SUSPENDED => actions.push("unsuspend"),
+                    _ => actions.push("suspend"),
+                }
+                actions.extend(["reset", "delete"]);
+                out.push(json!({
+                    "username": a.username, "admin": a.admin, "status": a.status,
+                    "locked": a.locked, "emails": emails, "actions": actions,
+                }));
+            }
+            Ok(out)
+        })
+        .await?;
+    let site = app.site().clone();
+    let (stores, disk) = tokio::task::spawn_blocking(move || {
+        (
+            site.user_names().map(|n| n.len()).unwrap_or(0),
+            dir_size(site.root()),
+        )
+    })
+    .await
+    .map_err(|e| WebError::Internal(e.to_string()))?;
+    let pending = users
+        .iter()
+        .filter(|u| u["status"] == status::PENDING)
+        .count();
+    let mechanism = acc
+        .signup_mechanism()
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?;
+    Ok(Page::new(
+        "accounts/admin.html",
+        json!({
+            "q": search.q,
+            "notice": (!search.notice.is_empty()).then_some(search.notice),
+            "mechanism": mechanism,
+            "users": users,
+            "stats": {
+                "users": users.len(), "stores": stores, "disk_bytes": disk,
+                "requests_last_minute": app.requests_last_minute(), "pending": pending,
+            },
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct Mechanism {
+    mechanism: String,
+}
+
+fn back(notice: &str) -> Response {
+    let encoded: String = notice
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Redirect::to(&format!("/admin?notice={encoded}")).into_response()
+}
+
+async fn set_signup(
+    Extension(acc): Extension<Arc<Accounts>>,
+    Form(m): Form<Mechanism>,
+) -> Result<Response, WebError> {
+    let acc2 = acc.clone();
+    let mech = m.mechanism.clone();
+    tokio::task::spawn_blocking(move || acc2.set_signup_mechanism(&mech))
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?
+        .map_err(|e| WebError::BadRequest(e.to_string()))?;
+    Ok(back(&format!("Sign-up is now {}.", m.mechanism)))
+}
+
+async fn user_action(
+    State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
+    Extension(session): Extension<Session>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    let me = session.user().unwrap_or_default();
+    let store = app.site().store().clone();
+    let n = name.clone();
+    let act = action.clone();
+    let outcome = store
+        .write(move |tx| {
+            let mut a = tx
+                .query::<Account>()
+                .filter(Account::username.eq(n.clone()))
+                .first()?
+                .ok_or_else(|| StoreError::app("no such user"))?;
+            match act.as_str() {
+                "approve" if a.status == status::PENDING => {
+                    let verified = tx
+                        .query::<EmailAddress>()
+                        .filter(EmailAddress::account.eq(a.id()))
+                        .filter(EmailAddress::verified.eq(true))
+                        .count()?
+                        > 0;
+                    a.status = if verified {
+                        status::ACTIVE
+                    } else {
+                        status::UNVERIFIED
+                    }
+                    .into();
+                    tx.update(&a)?;
+                    Ok(if verified {
+                        format!("Approved {n}.")
+                    } else {
+                        format!(
+                            "Approved {n}; the account works once its email address is verified."
+                        )
+                    })
+                }
+                "suspend" if n != me => {
+                    a.status = status::SUSPENDED.into();
+                    tx.update(&a)?;
+                    tx.delete_where(SessionRecord::user.eq(n.clone()))?;
+                    Ok(format!("Suspended {n}."))
+                }
+                "suspend" => Err(StoreError::app("you cannot suspend yourself")),
+                "unsuspend" if a.status == status::SUSPENDED => {
+                    a.status = status::ACTIVE.into();
+                    tx.update(&a)?;
+                    Ok(format!("{n} can log in again."))
+                }
+                "reset" => Ok("reset".into()),
+                "delete" if n != me => Ok("delete".into()),
+                "delete" => Err(StoreError::app("you cannot delete yourself")),
+                _ => Err(StoreError::app(format!("{act} does not apply to {n}"))),
+            }
+        })
+        .await;
+    match outcome {
+        Ok(m) if m == "reset" => {
+            let emails = {
+                let n = name.clone();
+                app.site()
+                    .store()
+                    .read(move |r| {
+                        let Some(a) = r
+                            .query::<Account>()
+                            .filter(Account::username.eq(n))
+                            .first()?
+                        else {
+                            return Ok(vec![]);
+                        };
+                        r.query::<EmailAddress>()
+                            .filter(EmailAddress::account.eq(a.id()))
+                            .column(EmailAddress::address)
+                    })
+                    .await?
+            };
+            match emails.first() {
+                Some(e) => {
+                    acc.request_reset(None, e)
+                        .await
+                        .map_err(|e| WebError::Internal(e.to_string()))?;
+                    Ok(back(&format!("A reset link was emailed to {name}.")))
+                }
+                None => Ok(back(&format!(
+                    "{name} has no email address to send a reset link to."
+                ))),
+            }
+        }
+        Ok(m) if m == "delete" => {
+            let n = name.clone();
+            let export = tokio::task::spawn_blocking(move || acc.delete_user(&n))
+                .await
+                .map_err(|e| WebError::Internal(e.to_string()))?
+                .map_err(|e| WebError::Internal(e.to_string()))?;
+            Ok(back(&format!(
+                "Deleted {name}; the store was exported first to {}.",
+                export.display()
+            )))
+        }
+        Ok(m) => Ok(back(&m)),
+        Err(StoreError::App(m)) => Ok(back(&m)),
+        Err(e) => Err(WebError::from(e)),
+    }
+}
+
+/// The console's routes.
+pub fn routes(app: &App, accounts: Arc<Accounts>) -> Router<App> {
+    Router::new()
+        .route("/admin", get(dashboard))
+        .route("/admin/signup", post(set_signup))
+        .route("/admin/users/{name}/{action}", post(user_action))
+        .layer(Extension(accounts))
+        .layer(from_fn_with_state(app.clone(), require_admin))
+}

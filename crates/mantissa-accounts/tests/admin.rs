@@ -1,0 +1,156 @@
+//! The administrator's console, used through the browser's forms.
+
+mod support;
+
+use mantissa_testkit::*;
+use support::world;
+
+fn logged_in(s: &TestServer, who: &str, password: &str) -> Visitor {
+    let mut v = Visitor::default();
+    let r = v.submit(
+        s,
+        "/login",
+        "/login",
+        &[("who", who), ("password", password)],
+    );
+    assert_eq!(r.status, 303, "{who} logs in: {}", r.text());
+    v
+}
+
+#[test]
+fn only_administrators_see_the_console() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("root", None, Some("root's long password"), true)
+        .unwrap();
+    w.accounts
+        .create_user("bob", None, Some("bob's long password"), false)
+        .unwrap();
+    let s = &w.server;
+    assert_eq!(Visitor::default().get(s, "/admin").status, 404);
+    let mut bob = logged_in(s, "bob", "bob's long password");
+    assert_eq!(bob.get(s, "/admin").status, 404);
+    let r = bob.submit(s, "/private/settings", "/admin/users/root/suspend", &[]);
+    assert_eq!(r.status, 404, "actions too");
+    let mut root = logged_in(s, "root", "root's long password");
+    let page = root.get(s, "/admin");
+    assert_eq!(page.status, 200, "{}", page.text());
+    let t = page.text();
+    assert!(
+        t.contains("2 users, 2 stores") && t.contains("requests in the last minute"),
+        "{t}"
+    );
+    let found = root.get(s, "/admin?q=bo").text();
+    assert!(
+        found.contains("<td>bob</td>") && !found.contains("<td>root"),
+        "{found}"
+    );
+}
+
+#[test]
+fn sign_ups_are_reviewed_and_users_suspended_or_deleted() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("root", None, Some("root's long password"), true)
+        .unwrap();
+    let s = &w.server;
+    let mut root = logged_in(s, "root", "root's long password");
+    let r = root.submit(s, "/admin", "/admin/signup", &[("mechanism", "approval")]);
+    assert_eq!(r.status, 303);
+    assert!(
+        root.get(s, r.header("location").unwrap())
+            .text()
+            .contains("Sign-up is now approval.")
+    );
+
+    let mut dan = Visitor::default();
+    let r = dan.submit(
+        s,
+        "/signup",
+        "/signup",
+        &[
+            ("username", "dan"),
+            ("email", "dan@example.org"),
+            ("password", "dan's long password"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let verify = path_of(&link_in(&w.smtp.wait_for(1)[0].data));
+    dan.get(s, &verify);
+    let r = dan.submit(
+        s,
+        "/login",
+        "/login",
+        &[("who", "dan"), ("password", "dan's long password")],
+    );
+    assert!(
+        r.text().contains("waiting for an administrator"),
+        "{}",
+        r.text()
+    );
+    assert!(root.get(s, "/admin").text().contains("1 sign-ups waiting"));
+    let r = root.submit(s, "/admin", "/admin/users/dan/approve", &[]);
+    assert!(
+        root.get(s, r.header("location").unwrap())
+            .text()
+            .contains("Approved dan.")
+    );
+    // Dan verified his address while waiting: approval is all it takes.
+    let r = dan.submit(
+        s,
+        "/login",
+        "/login",
+        &[("who", "dan"), ("password", "dan's long password")],
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+
+    w.accounts
+        .create_user(
+            "eve",
+            Some("eve@example.org"),
+            Some("eve's long password"),
+            false,
+        )
+        .unwrap();
+    let mut eve = logged_in(s, "eve", "eve's long password");
+    root.submit(s, "/admin", "/admin/users/eve/suspend", &[]);
+    assert_eq!(
+        eve.get(s, "/private/settings").status,
+        303,
+        "suspension ends her sessions"
+    );
+    let r = eve.submit(
+        s,
+        "/login",
+        "/login",
+        &[("who", "eve"), ("password", "eve's long password")],
+    );
+    assert!(r.text().contains("this account is suspended"));
+    root.submit(s, "/admin", "/admin/users/eve/unsuspend", &[]);
+    logged_in(s, "eve", "eve's long password");
+
+    let r = root.submit(s, "/admin", "/admin/users/eve/delete", &[]);
+    let notice = root.get(s, r.header("location").unwrap()).text();
+    assert!(
+        notice.contains("Deleted eve; the store was exported first to"),
+        "{notice}"
+    );
+    assert!(!s.site.has_user_store("eve").unwrap());
+    let exports: Vec<_> = std::fs::read_dir(s.site.root().join("exports"))
+        .unwrap()
+        .collect();
+    assert_eq!(exports.len(), 1);
+    let r = eve.submit(
+        s,
+        "/login",
+        "/login",
+        &[("who", "eve"), ("password", "eve's long password")],
+    );
+    assert_eq!(r.status, 401);
+    let r = root.submit(s, "/admin", "/admin/users/root/delete", &[]);
+    assert!(
+        root.get(s, r.header("location").unwrap())
+            .text()
+            .contains("you cannot delete yourself")
+    );
+}
