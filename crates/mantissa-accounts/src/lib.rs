@@ -22,8 +22,10 @@ mod pages;
 pub mod password;
 mod service;
 pub mod sharing;
+pub mod tokens;
 
 pub use model::{Account, EmailAddress, SignupPolicy, Ticket};
 pub use pages::{REMEMBER_FOR, SettingsOffering, routes};
 pub use service::{AccountError, Accounts, LOCK_AFTER, TICKET_LIFETIME};
 pub use sharing::{Group, Role, Share, SharePolicy, set_group, share, unshare};
+pub use tokens::{ApiToken, TokenAuthenticator};

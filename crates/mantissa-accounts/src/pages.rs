@@ -381,11 +381,89 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
 ];
 
-async fn settings(Extension(owner): Extension<Owner>) -> Page {
-    Page::new(
+async fn settings_page(
+    app: &App,
+    user: &str,
+    notice: Option<&str>,
+    error: Option<String>,
+    new_token: Option<String>,
+) -> Result<Page, WebError> {
+    let site = app.site().clone();
+    let u = user.to_string();
+    let tokens = tokio::task::spawn_blocking(move || crate::tokens::list(&site, &u))
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))??;
+    let tokens: Vec<_> = tokens
+        .into_iter()
+        .map(|(id, name, scopes)| json!({ "id": id, "name": name, "scopes": scopes }))
+        .collect();
+    Ok(Page::new(
         "accounts/settings.html",
-        json!({ "user": owner.name, "notice": null, "error": null }),
+        json!({ "user": user, "notice": notice, "error": error, "tokens": tokens, "new_token": new_token }),
+    ))
+}
+
+async fn settings(
+    State(app): State<App>,
+    Extension(owner): Extension<Owner>,
+) -> Result<Page, WebError> {
+    settings_page(&app, &owner.name, None, None, None).await
+}
+
+#[derive(Deserialize)]
+struct NewToken {
+    name: String,
+    #[serde(default)]
+    write: Option<String>,
+}
+
+async fn create_token(
+    State(app): State<App>,
+    Extension(owner): Extension<Owner>,
+    Extension(session): Extension<Session>,
+    Form(f): Form<NewToken>,
+) -> Result<Page, WebError> {
+    if session.token_scopes().is_some() {
+        // A token cannot make tokens: that needs the person, signed in.
+        return Err(WebError::NotFound);
+    }
+    let site = app.site().clone();
+    let user = owner.name.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        crate::tokens::create(&site, &user, &f.name, f.write.is_some())
+    })
+    .await
+    .map_err(|e| WebError::Internal(e.to_string()))?;
+    match made {
+        Ok(token) => settings_page(&app, &owner.name, None, None, Some(token)).await,
+        Err(mantissa_store::StoreError::App(m)) => {
+            settings_page(&app, &owner.name, None, Some(m), None).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn revoke_token(
+    State(app): State<App>,
+    Extension(owner): Extension<Owner>,
+    Path(id): Path<i64>,
+) -> Result<Page, WebError> {
+    let site = app.site().clone();
+    let user = owner.name.clone();
+    let revoked = tokio::task::spawn_blocking(move || crate::tokens::revoke(&site, &user, id))
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))??;
+    if !revoked {
+        return Err(WebError::NotFound);
+    }
+    settings_page(
+        &app,
+        &owner.name,
+        Some("The token was revoked."),
+        None,
+        None,
     )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -395,6 +473,7 @@ struct ChangePassword {
 }
 
 async fn change_password(
+    State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
     Extension(owner): Extension<Owner>,
     Extension(session): Extension<Session>,
@@ -419,10 +498,7 @@ async fn change_password(
         }
         Err(e) => return failed(e),
     };
-    let mut p = Page::new(
-        "accounts/settings.html",
-        json!({ "user": owner.name, "notice": notice, "error": error }),
-    );
+    let mut p = settings_page(&app, &owner.name, notice, error, None).await?;
     p.status = status;
     Ok(p)
 }
@@ -440,6 +516,8 @@ impl Offering for SettingsOffering {
         Router::new()
             .route("/", get(settings))
             .route("/password", post(change_password))
+            .route("/tokens", post(create_token))
+            .route("/tokens/{id}/revoke", post(revoke_token))
             .layer(Extension(self.accounts.clone()))
     }
 }

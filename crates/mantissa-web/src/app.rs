@@ -28,7 +28,7 @@ use crate::protect::{
     BotLimiter, FirstSeen, RequestRate, access_log, bot_layer, conditional_get, guard_layer,
     security_headers,
 };
-use crate::session::{csrf_layer, session_layer};
+use crate::session::{TokenAuth, csrf_layer, session_layer};
 use crate::statics::Statics;
 use crate::templates::{TemplateSources, Templates};
 
@@ -53,6 +53,8 @@ pub struct WebOptions {
     /// Development mode: templates and theme files reload on every request,
     /// and template errors show in the page.
     pub dev: bool,
+    /// Authenticates API tokens; without one, bearer tokens are refused.
+    pub tokens: Option<Arc<dyn TokenAuth>>,
     /// Decides who sees published items; [`PublicPolicy`] when none.
     pub access: Option<Arc<dyn AccessPolicy>>,
     /// Extra templates (name, source) from offerings; a theme still
@@ -61,6 +63,7 @@ pub struct WebOptions {
 }
 
 struct Inner {
+    tokens: Option<Arc<dyn TokenAuth>>,
     offerings: Offerings,
     access: Arc<dyn AccessPolicy>,
     site: Site,
@@ -144,6 +147,7 @@ impl App {
         );
         prometheus();
         Ok(App(Arc::new(Inner {
+            tokens: options.tokens,
             offerings: Arc::new(options.offerings),
             access: options.access.unwrap_or_else(|| Arc::new(PublicPolicy)),
             bots: BotLimiter::new(config.crawl_delay.max(1) as u64),
@@ -166,6 +170,10 @@ impl App {
     /// The installed offering called `name`.
     pub fn offering(&self, name: &str) -> Option<Arc<dyn Offering>> {
         self.0.offerings.iter().find(|o| o.name() == name).cloned()
+    }
+
+    pub(crate) fn token_auth(&self) -> Option<&Arc<dyn TokenAuth>> {
+        self.0.tokens.as_ref()
     }
 
     /// The access policy for published items.

@@ -28,8 +28,8 @@ pub use offering::{Offering, Owner, Published, SharedFuture, SharedRequest, publ
 pub use page::{ApiRequest, Page, WebError};
 pub use protect::is_bot;
 pub use session::{
-    CSRF_COOKIE, CsrfToken, SESSION_COOKIE, SESSION_LIFETIME, Session, SessionRecord, cookie,
-    random_token,
+    CSRF_COOKIE, CsrfToken, SESSION_COOKIE, SESSION_LIFETIME, Session, SessionRecord, TokenAuth,
+    TokenAuthenticated, WRITE_SCOPE, cookie, random_token,
 };
 pub use statics::{StaticFile, Statics};
 pub use templates::{TemplateError, TemplateSources, Templates, obfuscate_emails};

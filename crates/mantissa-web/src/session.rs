@@ -94,6 +94,9 @@ fn set_cookie(name: &str, value: &str, max_age: Option<Duration>, tls: bool) -> 
 #[derive(Default)]
 struct SessionState {
     record: Option<Stored<SessionRecord>>,
+    /// Signed in by an API token instead of a cookie: the user and the
+    /// token's scopes.
+    token: Option<(String, Vec<String>)>,
     set: Option<(String, Duration)>,
     clear: bool,
 }
@@ -117,7 +120,17 @@ impl Session {
 
     /// The signed-in user, if any.
     pub fn user(&self) -> Option<String> {
-        self.lock().record.as_ref().and_then(|r| r.user.clone())
+        let s = self.lock();
+        match &s.token {
+            Some((user, _)) => Some(user.clone()),
+            None => s.record.as_ref().and_then(|r| r.user.clone()),
+        }
+    }
+
+    /// The scopes of the API token the request came with, if it came with
+    /// one (a cookie session has every scope).
+    pub fn token_scopes(&self) -> Option<Vec<String>> {
+        self.lock().token.as_ref().map(|(_, s)| s.clone())
     }
 
     /// Begins a new session for `user` (at log-in), replacing the current
@@ -171,10 +184,64 @@ impl Session {
     }
 }
 
-/// Loads the session named by the cookie, and writes cookie changes back.
+/// Turns an API token (`Authorization: Bearer …`) into a user and scopes;
+/// `mantissa-accounts` provides it.
+pub trait TokenAuth: Send + Sync + 'static {
+    /// The user and scopes of a valid, unrevoked token.
+    fn authenticate(
+        &self,
+        token: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<(String, Vec<String>)>> + Send>>;
+}
+
+/// The scope that allows state-changing requests with a token.
+pub const WRITE_SCOPE: &str = "write";
+
+/// Marks a request authenticated by an API token: it carries no cookies a
+/// forger could ride on, so it needs no CSRF token.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenAuthenticated;
+
+fn bearer(req: &Request) -> Option<String> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string())
+}
+
+/// Loads the session named by the cookie (or the API token), and writes
+/// cookie changes back.
 pub async fn session_layer(State(app): State<App>, mut req: Request, next: Next) -> Response {
     let tls = req.extensions().get::<ClientInfo>().is_some_and(|c| c.tls);
     let session = Session::default();
+    if let Some(token) = bearer(&req) {
+        let found = match app.token_auth() {
+            Some(auth) => auth.authenticate(token).await,
+            None => None,
+        };
+        let Some((user, scopes)) = found else {
+            let mut r = crate::page::render_error(
+                &app,
+                &req,
+                WebError::Forbidden("the API token is not valid".into()),
+            );
+            *r.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
+            return r;
+        };
+        let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        if unsafe_method && !scopes.iter().any(|s| s == WRITE_SCOPE) {
+            return crate::page::render_error(
+                &app,
+                &req,
+                WebError::Forbidden("this API token may only read".into()),
+            );
+        }
+        session.lock().token = Some((user, scopes));
+        req.extensions_mut().insert(TokenAuthenticated);
+        req.extensions_mut().insert(session);
+        return next.run(req).await;
+    }
     if let Some(token) = cookie(req.headers(), SESSION_COOKIE) {
         let hash = hash_token(token);
         let now = Timestamp::now();
@@ -266,7 +333,8 @@ pub async fn csrf_layer(State(app): State<App>, mut req: Request, next: Next) ->
         *req.method(),
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
     );
-    if unsafe_method {
+    let by_token = req.extensions().get::<TokenAuthenticated>().is_some();
+    if unsafe_method && !by_token {
         let limit = app.limits().max_body_bytes;
         let declared = req
             .headers()

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
 
-use mantissa_accounts::{AccountError, Accounts, SettingsOffering, SharePolicy};
+use mantissa_accounts::{
+    AccountError, Accounts, SettingsOffering, SharePolicy, TokenAuthenticator,
+};
 use mantissa_mail::MailConfig;
 use mantissa_server::{Guard, Limits, Port, PortError, Protocol, Server, ServerError, load_tls};
 use mantissa_store::{Site, Store, StoreError, StoreStats};
@@ -616,6 +618,7 @@ pub fn serve(dir: &Path, options: ServeOptions, out: &mut dyn Write) -> Result<(
             dev: options.dev,
             offerings: vec![Arc::new(SettingsOffering::new(accounts.clone()))],
             access: Some(Arc::new(SharePolicy)),
+            tokens: Some(Arc::new(TokenAuthenticator::new(site.clone()))),
             templates: Vec::new(),
         },
     )

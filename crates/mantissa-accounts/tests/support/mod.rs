@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use mantissa_accounts::{Accounts, SettingsOffering, SharePolicy};
+use mantissa_accounts::{Accounts, SettingsOffering, SharePolicy, TokenAuthenticator};
 use mantissa_mail::SmtpRelay;
 use mantissa_server::{Guard, Limits};
 use mantissa_store::Site;
@@ -40,6 +40,7 @@ pub fn world(configure: impl FnOnce(Accounts) -> Accounts) -> World {
                 Arc::new(Notes),
             ],
             access: Some(Arc::new(SharePolicy)),
+            tokens: Some(Arc::new(TokenAuthenticator::new(site.clone()))),
             ..WebOptions::default()
         },
     )
