@@ -2,11 +2,8 @@
 //! revoked by their user, scoped (`read`, or `read` and `write`), and stored
 //! as a hash — the token itself is shown once, when it is made.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use mantissa_store::{Item, Ref, Site, StoreError, Timestamp};
-use mantissa_web::{TokenAuth, WRITE_SCOPE, random_token};
+use mantissa_web::{TokenAuth, TokenFuture, WRITE_SCOPE, random_token};
 
 use crate::model::{Account, status};
 use crate::service::hash_token;

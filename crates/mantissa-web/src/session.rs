@@ -184,14 +184,15 @@ impl Session {
     }
 }
 
+/// What a token authenticates: its user and scopes, if it is valid.
+pub type TokenFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<(String, Vec<String>)>> + Send>>;
+
 /// Turns an API token (`Authorization: Bearer …`) into a user and scopes;
 /// `mantissa-accounts` provides it.
 pub trait TokenAuth: Send + Sync + 'static {
     /// The user and scopes of a valid, unrevoked token.
-    fn authenticate(
-        &self,
-        token: String,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<(String, Vec<String>)>> + Send>>;
+    fn authenticate(&self, token: String) -> TokenFuture;
 }
 
 /// The scope that allows state-changing requests with a token.
