@@ -111,10 +111,7 @@ impl TokenAuthenticator {
 }
 
 impl TokenAuth for TokenAuthenticator {
-    fn authenticate(
-        &self,
-        token: String,
-    ) -> Pin<Box<dyn Future<Output = Option<(String, Vec<String>)>> + Send>> {
+    fn authenticate(&self, token: String) -> TokenFuture {
         let store = self.site.store().clone();
         Box::pin(async move {
             let hash = hash_token(&token);

@@ -29,7 +29,7 @@ pub use page::{ApiRequest, Page, WebError};
 pub use protect::is_bot;
 pub use session::{
     CSRF_COOKIE, CsrfToken, SESSION_COOKIE, SESSION_LIFETIME, Session, SessionRecord, TokenAuth,
-    TokenAuthenticated, WRITE_SCOPE, cookie, random_token,
+    TokenAuthenticated, TokenFuture, WRITE_SCOPE, cookie, random_token,
 };
 pub use statics::{StaticFile, Statics};
 pub use templates::{TemplateError, TemplateSources, Templates, obfuscate_emails};
