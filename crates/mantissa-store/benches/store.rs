@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group};
 use mantissa_store::{Item, Ref, Site, Store};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
@@ -235,11 +235,123 @@ fn insert_note(conn: &Connection, n: &Note) -> i64 {
     conn.last_insert_rowid()
 }
 
-/// Benchmark 1: 100,000 small items in one transaction.
+/// Which side of a comparison an operation runs on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Store,
+    Rusqlite,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Store => "store",
+            Side::Rusqlite => "rusqlite",
+        }
+    }
+}
+
+/// What a paired group measured besides criterion's own figures.
+#[derive(Default)]
+struct Paired {
+    /// (store, rusqlite) time over the same interleaved iterations, one
+    /// pair per criterion sample.
+    samples: Vec<(Duration, Duration)>,
+    store_ops: Vec<Duration>,
+    rusqlite_ops: Vec<Duration>,
+}
+
+/// Runs a criterion benchmark for each side of `op` (which runs one
+/// iteration on the side it is given, and returns the time of just the
+/// measured work). Within every sample the two sides alternate, iteration by
+/// iteration, whichever is being measured: both see the same machine, so
+/// other work on it moves both, and the pairs give a ratio that it does not
+/// skew. `make` builds what both sides use, once, outside criterion's clock
+/// and only if the benchmark is selected.
+fn paired<S>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    mut make: impl FnMut() -> S,
+    mut op: impl FnMut(&mut S, Side) -> Duration,
+) -> Paired {
+    let mut out = Paired::default();
+    let mut state: Option<S> = None;
+    for side in [Side::Store, Side::Rusqlite] {
+        g.bench_function(side.name(), |b| {
+            let state = state.get_or_insert_with(&mut make);
+            b.iter_custom(|iters| {
+                let (mut store, mut plain) = (Duration::ZERO, Duration::ZERO);
+                for i in 0..iters {
+                    let order = if i % 2 == 0 {
+                        [Side::Store, Side::Rusqlite]
+                    } else {
+                        [Side::Rusqlite, Side::Store]
+                    };
+                    for s in order {
+                        let took = op(state, s);
+                        if s == Side::Store {
+                            store += took;
+                            out.store_ops.push(took);
+                        } else {
+                            plain += took;
+                            out.rusqlite_ops.push(took);
+                        }
+                    }
+                }
+                out.samples.push((store, plain));
+                if side == Side::Store { store } else { plain }
+            });
+        });
+    }
+    out
+}
+
+fn percentiles(mut times: Vec<Duration>) -> serde_json::Value {
+    times.sort();
+    let at = |q: f64| {
+        let i = ((times.len() as f64 - 1.0) * q).round() as usize;
+        times.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    serde_json::json!({
+        "count": times.len(),
+        "p50_ms": at(0.5),
+        "p90_ms": at(0.9),
+        "p99_ms": at(0.99),
+        "max_ms": at(1.0),
+    })
+}
+
+/// Records the paired ratio (the median over samples of rusqlite time /
+/// store time: the store's speed relative to the reference) and the
+/// per-operation percentiles.
+fn write_paired(group: &str, p: Paired) {
+    if p.samples.is_empty() {
+        return;
+    }
+    let mut ratios: Vec<f64> = p
+        .samples
+        .iter()
+        .filter(|(s, _)| !s.is_zero())
+        .map(|(s, r)| r.as_secs_f64() / s.as_secs_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios.get(ratios.len() / 2).copied().unwrap_or(0.0);
+    write_extra(
+        &format!("paired_{group}"),
+        serde_json::json!({
+            "ratio_median": median,
+            "samples": ratios.len(),
+            "store": percentiles(p.store_ops),
+            "rusqlite": percentiles(p.rusqlite_ops),
+        }),
+    );
+}
+
+/// Benchmark 1: 100,000 small items in one transaction, each iteration into
+/// a new, empty store (or file); creating and closing it is not timed.
 fn insert_100k(c: &mut Criterion) {
     let notes: Arc<Vec<Note>> = Arc::new((0..INSERT_ITEMS).map(note).collect());
     let root = scratch().join("insert");
-    let site = Site::open(root.join("site")).expect("site");
+    let mut k = 0;
     let cpu = cpu_snapshot();
     let mut g = c.benchmark_group("insert_100k");
     g.sample_size(10)
@@ -247,22 +359,21 @@ fn insert_100k(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5))
         .throughput(Throughput::Elements(INSERT_ITEMS as u64));
-
-    let mut k = 0;
-    let mut checked = false;
-    g.bench_function("store", |b| {
-        b.iter_batched(
-            || {
-                // The last iteration's store is closed (untimed) and removed.
-                if k > 1 {
-                    site.delete_user_store(&format!("insert-{}", k))
-                        .expect("delete store");
-                }
-                k += 1;
-                site.user_store(&format!("insert-{k}")).expect("store")
-            },
-            |store: Store| {
+    let make = || {
+        let site = Site::open(root.join("site")).expect("site");
+        let store = site.user_store("schema").expect("store");
+        let plain = plain_create(&root.join("schema.sqlite"), &[NOTE_TABLE]);
+        assert_same_schema(store.path(), &plain, &["item_bench.note"]);
+        site
+    };
+    let result = paired(&mut g, make, |site, side| {
+        k += 1;
+        match side {
+            Side::Store => {
+                let name = format!("insert-{k}");
+                let store = site.user_store(&name).expect("store");
                 let notes = notes.clone();
+                let start = Instant::now();
                 let last = store
                     .write_blocking(move |tx| {
                         let mut last = None;
@@ -272,29 +383,16 @@ fn insert_100k(c: &mut Criterion) {
                         Ok(last)
                     })
                     .expect("insert");
+                let took = start.elapsed();
                 black_box(last);
-                store
-            },
-            BatchSize::PerIteration,
-        );
-    });
-    g.bench_function("rusqlite", |b| {
-        b.iter_batched(
-            || {
-                for suffix in ["", "-wal", "-shm"] {
-                    let _ = std::fs::remove_file(root.join(format!("plain-{k}.sqlite{suffix}")));
-                }
-                k += 1;
+                drop(store);
+                site.delete_user_store(&name).expect("delete store");
+                took
+            }
+            Side::Rusqlite => {
                 let path = root.join(format!("plain-{k}.sqlite"));
-                let conn = plain_create(&path, &[NOTE_TABLE]);
-                if !checked {
-                    let store = site.user_store("insert-1").expect("store");
-                    assert_same_schema(store.path(), &conn, &["item_bench.note"]);
-                    checked = true;
-                }
-                conn
-            },
-            |mut conn: Connection| {
+                let mut conn = plain_create(&path, &[NOTE_TABLE]);
+                let start = Instant::now();
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .expect("begin");
@@ -303,15 +401,19 @@ fn insert_100k(c: &mut Criterion) {
                     last = insert_note(&tx, n);
                 }
                 tx.commit().expect("commit");
+                let took = start.elapsed();
                 black_box(last);
-                conn
-            },
-            BatchSize::PerIteration,
-        );
+                drop(conn);
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(root.join(format!("plain-{k}.sqlite{suffix}")));
+                }
+                took
+            }
+        }
     });
     g.finish();
     note_other_cpu("insert_100k", cpu);
-    drop(site);
+    write_paired("insert_100k", result);
     let _ = std::fs::remove_dir_all(&root);
     settle_disk();
 }
@@ -411,21 +513,21 @@ fn plain_top_20(conn: &Connection, x: i64) -> Vec<(i64, Entry)> {
     .expect("rows")
 }
 
-/// Benchmark 2: An indexed query with a sort and a limit of 20, over 50,000 items.
+/// Benchmark 2: an indexed query with a sort and a limit of 20, over 50,000
+/// items. Both sides draw the same sequence of thresholds, all above 1% of
+/// the range, so every query finds its 20 items.
 fn query_top_20(c: &mut Criterion) {
-    let mut setup: Option<QuerySetup> = None;
+    let mut rngs = [fastrand::Rng::with_seed(11), fastrand::Rng::with_seed(11)];
     let cpu = cpu_snapshot();
     let mut g = c.benchmark_group("query_top_20");
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements(1));
-    // Thresholds from the same sequence on both sides; above 1% of the
-    // range, so every query finds its 20 items.
-    g.bench_function("store", |b| {
-        let s = setup.get_or_insert_with(query_setup);
-        let mut rng = fastrand::Rng::with_seed(11);
-        b.iter(|| {
+    let result = paired(&mut g, query_setup, |s, side| match side {
+        Side::Store => {
+            let rng = &mut rngs[0];
+            let start = Instant::now();
             let items = s
                 .store
                 .read_blocking(|r| {
@@ -436,29 +538,37 @@ fn query_top_20(c: &mut Criterion) {
                         .all()
                 })
                 .expect("query");
+            let took = start.elapsed();
             debug_assert_eq!(items.len(), 20);
-            black_box(items)
-        });
-    });
-    g.bench_function("rusqlite", |b| {
-        let s = setup.get_or_insert_with(query_setup);
-        let mut rng = fastrand::Rng::with_seed(11);
-        b.iter(|| {
+            black_box(items);
+            took
+        }
+        Side::Rusqlite => {
+            let rng = &mut rngs[1];
+            let start = Instant::now();
             let items = plain_top_20(&s.plain, rng.i64(SCORE_RANGE / 100..SCORE_RANGE));
+            let took = start.elapsed();
             debug_assert_eq!(items.len(), 20);
-            black_box(items)
-        });
+            black_box(items);
+            took
+        }
     });
     g.finish();
     note_other_cpu("query_top_20", cpu);
+    write_paired("query_top_20", result);
 }
 
 /// Benchmark 3: committed single-insert write transactions at
-/// `synchronous = FULL`. Each commit is also timed on its own, for
-/// percentiles that a slow `fsync` now and then does not move.
+/// `synchronous = FULL`.
 fn single_write(c: &mut Criterion) {
     let root = scratch().join("single");
-    let mut setup: Option<(Site, Store, Connection)> = None;
+    let item = note(42);
+    let cpu = cpu_snapshot();
+    let mut g = c.benchmark_group("single_write_tx");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
     let make = || {
         let site = Site::open(root.join("site")).expect("site");
         let store = site.user_store("single").expect("store");
@@ -467,63 +577,32 @@ fn single_write(c: &mut Criterion) {
         settle_disk();
         (site, store, plain)
     };
-    let item = note(42);
-    let mut store_times = Vec::new();
-    let mut plain_times = Vec::new();
-    let cpu = cpu_snapshot();
-    let mut g = c.benchmark_group("single_write_tx");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4))
-        .throughput(Throughput::Elements(1));
-    g.bench_function("store", |b| {
-        let (_, store, _) = setup.get_or_insert_with(make);
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let item = item.clone();
-                let start = Instant::now();
-                let id = store
-                    .write_blocking(move |tx| tx.insert(&item))
-                    .expect("insert");
-                let took = start.elapsed();
-                black_box(id);
-                total += took;
-                store_times.push(took);
-            }
-            total
-        });
-    });
-    g.bench_function("rusqlite", |b| {
-        let (_, _, plain) = setup.get_or_insert_with(make);
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let start = Instant::now();
-                let tx = plain
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .expect("begin");
-                let id = insert_note(&tx, &item);
-                tx.commit().expect("commit");
-                let took = start.elapsed();
-                black_box(id);
-                total += took;
-                plain_times.push(took);
-            }
-            total
-        });
+    let result = paired(&mut g, make, |(_, store, plain), side| match side {
+        Side::Store => {
+            let item = item.clone();
+            let start = Instant::now();
+            let id = store
+                .write_blocking(move |tx| tx.insert(&item))
+                .expect("insert");
+            let took = start.elapsed();
+            black_box(id);
+            took
+        }
+        Side::Rusqlite => {
+            let start = Instant::now();
+            let tx = plain
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .expect("begin");
+            let id = insert_note(&tx, &item);
+            tx.commit().expect("commit");
+            let took = start.elapsed();
+            black_box(id);
+            took
+        }
     });
     g.finish();
     note_other_cpu("single_write_tx", cpu);
-    if !store_times.is_empty() && !plain_times.is_empty() {
-        write_extra(
-            "single_write_tx_per_commit",
-            serde_json::json!({
-                "store": percentiles(store_times),
-                "rusqlite": percentiles(plain_times),
-            }),
-        );
-    }
+    write_paired("single_write_tx", result);
 }
 
 fn store_count() -> usize {
@@ -608,106 +687,66 @@ impl Cold {
     }
 }
 
-fn percentiles(mut times: Vec<Duration>) -> serde_json::Value {
-    times.sort();
-    let at = |q: f64| {
-        let i = ((times.len() as f64 - 1.0) * q).round() as usize;
-        times.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
-    };
-    serde_json::json!({
-        "count": times.len(),
-        "p50_ms": at(0.5),
-        "p90_ms": at(0.9),
-        "p99_ms": at(0.99),
-        "max_ms": at(1.0),
-    })
-}
-
-/// Benchmark 4: Opening a user store that is not open (one of 10,000 on disk) and
-/// reading one item.
+/// Benchmark 4: with 10,000 user stores on disk, opening one that is not
+/// open and reading one item. The site keeps one user store open, so every
+/// open is cold and also closes the store opened before it (as an open does
+/// when the site's cache is full); the reference closes its file too.
 fn cold_open(c: &mut Criterion) {
     let n = store_count();
     let root = scratch().join("cold");
-    let mut site: Option<Site> = None;
-    let mut store_times = Vec::new();
-    let mut plain_times = Vec::new();
+    let users = root.join("users");
+    let mut cold = [Cold::new(n, 1), Cold::new(n, 2)];
     let cpu = cpu_snapshot();
     let mut g = c.benchmark_group("cold_open_read");
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4))
         .throughput(Throughput::Elements(1));
-    // Created by one site, measured through a fresh one that keeps a single
-    // user store open: every open below is cold.
     let make = || {
+        // Created through one site, measured through a fresh one.
         drop(create_stores(&root, n));
         settle_disk();
         let site = Site::open(&root).expect("site");
         site.set_open_stores(1);
         site
     };
-    g.bench_function("store", |b| {
-        let site = site.get_or_insert_with(make);
-        let mut cold = Cold::new(n, 1);
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let name = user_name(cold.pick());
-                let start = Instant::now();
-                let store = site.user_store(&name).expect("open");
-                let item = store
-                    .read_blocking(|r| r.get(Ref::<Note>::from_id(1)))
-                    .expect("read");
-                let took = start.elapsed();
-                black_box(item);
-                total += took;
-                store_times.push(took);
-            }
-            total
-        });
-    });
-    g.bench_function("rusqlite", |b| {
-        site.get_or_insert_with(make);
-        let users = root.join("users");
-        let mut cold = Cold::new(n, 2);
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let name = user_name(cold.pick());
-                let start = Instant::now();
-                let conn = plain_open(&users.join(format!("{name}.sqlite")), false);
-                let item = conn
-                    .query_row(NOTE_BY_ID, [1], |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            Note {
-                                title: r.get(1)?,
-                                n: r.get(2)?,
-                                done: r.get(3)?,
-                            },
-                        ))
-                    })
-                    .expect("read");
-                drop(conn);
-                let took = start.elapsed();
-                black_box(item);
-                total += took;
-                plain_times.push(took);
-            }
-            total
-        });
+    let result = paired(&mut g, make, |site, side| match side {
+        Side::Store => {
+            let name = user_name(cold[0].pick());
+            let start = Instant::now();
+            let store = site.user_store(&name).expect("open");
+            let item = store
+                .read_blocking(|r| r.get(Ref::<Note>::from_id(1)))
+                .expect("read");
+            let took = start.elapsed();
+            black_box(item);
+            took
+        }
+        Side::Rusqlite => {
+            let name = user_name(cold[1].pick());
+            let start = Instant::now();
+            let conn = plain_open(&users.join(format!("{name}.sqlite")), false);
+            let item = conn
+                .query_row(NOTE_BY_ID, [1], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        Note {
+                            title: r.get(1)?,
+                            n: r.get(2)?,
+                            done: r.get(3)?,
+                        },
+                    ))
+                })
+                .expect("read");
+            drop(conn);
+            let took = start.elapsed();
+            black_box(item);
+            took
+        }
     });
     g.finish();
     note_other_cpu("cold_open_read", cpu);
-    if !store_times.is_empty() && !plain_times.is_empty() {
-        write_extra(
-            "cold_open_per_open",
-            serde_json::json!({
-                "store": percentiles(store_times),
-                "rusqlite": percentiles(plain_times),
-            }),
-        );
-    }
+    write_paired("cold_open_read", result);
 }
 
 criterion_group! {
@@ -715,6 +754,7 @@ criterion_group! {
     config = Criterion::default().configure_from_args();
     targets = insert_100k, query_top_20, single_write, cold_open
 }
+
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
