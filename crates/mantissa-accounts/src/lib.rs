@@ -23,6 +23,7 @@ pub mod password;
 mod service;
 pub mod sharing;
 pub mod tokens;
+pub mod totp;
 
 pub use model::{Account, EmailAddress, SignupPolicy, Ticket};
 pub use pages::{REMEMBER_FOR, SettingsOffering, routes};

@@ -33,6 +33,12 @@ pub struct Account {
     pub failed_logins: i64,
     /// Locked after too many failures, until unlocked by an emailed link.
     pub locked: bool,
+    /// The TOTP secret (base32), once two-factor set-up has begun.
+    pub totp_secret: Option<String>,
+    /// Whether log-in asks for a TOTP code.
+    pub totp_enabled: bool,
+    /// The last time step whose code was accepted (a code works once).
+    pub totp_last_step: i64,
 }
 
 /// An email address of an account.

@@ -73,6 +73,8 @@ struct LoginForm {
     who: String,
     password: String,
     #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
     remember: Option<String>,
     #[serde(default)]
     next: String,
@@ -85,7 +87,10 @@ async fn login(
     client: Option<Extension<ClientInfo>>,
     Form(f): Form<LoginForm>,
 ) -> Result<Response, WebError> {
-    match acc.login(ip(client), &f.who, &f.password).await {
+    match acc
+        .login_with_code(ip(client), &f.who, &f.password, f.code.as_deref())
+        .await
+    {
         Ok(user) => {
             let lifetime = if f.remember.is_some() {
                 REMEMBER_FOR
@@ -98,7 +103,8 @@ async fn login(
         Err(
             e @ (AccountError::BadCredentials
             | AccountError::NotActive(_)
-            | AccountError::Throttled),
+            | AccountError::Throttled
+            | AccountError::CodeNeeded),
         ) => {
             let status = if matches!(e, AccountError::Throttled) {
                 StatusCode::TOO_MANY_REQUESTS
@@ -388,6 +394,28 @@ async fn settings_page(
     error: Option<String>,
     new_token: Option<String>,
 ) -> Result<Page, WebError> {
+    settings_page_with(app, user, notice, error, new_token, None).await
+}
+
+async fn settings_page_with(
+    app: &App,
+    user: &str,
+    notice: Option<&str>,
+    error: Option<String>,
+    new_token: Option<String>,
+    totp_setup: Option<(String, String)>,
+) -> Result<Page, WebError> {
+    let name = user.to_string();
+    let totp_enabled = app
+        .site()
+        .store()
+        .read(move |r| {
+            Ok(r.query::<crate::model::Account>()
+                .filter(crate::model::Account::username.eq(name))
+                .first()?
+                .is_some_and(|a| a.totp_enabled))
+        })
+        .await?;
     let site = app.site().clone();
     let u = user.to_string();
     let tokens = tokio::task::spawn_blocking(move || crate::tokens::list(&site, &u))
@@ -399,7 +427,11 @@ async fn settings_page(
         .collect();
     Ok(Page::new(
         "accounts/settings.html",
-        json!({ "user": user, "notice": notice, "error": error, "tokens": tokens, "new_token": new_token }),
+        json!({
+            "user": user, "notice": notice, "error": error, "tokens": tokens, "new_token": new_token,
+            "totp_enabled": totp_enabled,
+            "totp_setup": totp_setup.map(|(secret, url)| json!({ "secret": secret, "url": url })),
+        }),
     ))
 }
 
@@ -440,6 +472,55 @@ async fn create_token(
             settings_page(&app, &owner.name, None, Some(m), None).await
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+async fn totp_begin(
+    State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
+    Extension(owner): Extension<Owner>,
+) -> Result<Page, WebError> {
+    match acc.totp_begin(&owner.name).await {
+        Ok(setup) => settings_page_with(&app, &owner.name, None, None, None, Some(setup)).await,
+        Err(AccountError::Invalid(m)) => {
+            settings_page(&app, &owner.name, None, Some(m), None).await
+        }
+        Err(e) => failed(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct CodeForm {
+    code: String,
+}
+
+async fn totp_switch(
+    State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
+    Extension(owner): Extension<Owner>,
+    Path(switch): Path<String>,
+    Form(f): Form<CodeForm>,
+) -> Result<Page, WebError> {
+    let on = match switch.as_str() {
+        "on" => true,
+        "off" => false,
+        _ => return Err(WebError::NotFound),
+    };
+    match acc.totp_set(&owner.name, &f.code, on).await {
+        Ok(()) => {
+            let notice = if on {
+                "Two-factor log-in is on."
+            } else {
+                "Two-factor log-in is off."
+            };
+            settings_page(&app, &owner.name, Some(notice), None, None).await
+        }
+        Err(AccountError::Invalid(m)) => {
+            let mut p = settings_page(&app, &owner.name, None, Some(m), None).await?;
+            p.status = StatusCode::UNPROCESSABLE_ENTITY;
+            Ok(p)
+        }
+        Err(e) => failed(e),
     }
 }
 
@@ -517,6 +598,8 @@ impl Offering for SettingsOffering {
             .route("/", get(settings))
             .route("/password", post(change_password))
             .route("/tokens", post(create_token))
+            .route("/totp/begin", post(totp_begin))
+            .route("/totp/{switch}", post(totp_switch))
             .route("/tokens/{id}/revoke", post(revoke_token))
             .layer(Extension(self.accounts.clone()))
     }

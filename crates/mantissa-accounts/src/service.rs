@@ -48,6 +48,10 @@ pub enum AccountError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Two-factor log-in is on: a code from the authenticator app is needed
+    /// (or the one given was wrong).
+    #[error("enter the 6-digit code from your authenticator app")]
+    CodeNeeded,
     /// Mail could not be sent.
     #[error("the email could not be sent; please try again later")]
     Mail(#[from] mantissa_mail::MailError),
@@ -261,6 +265,9 @@ impl Accounts {
                 created: Timestamp::now(),
                 failed_logins: 0,
                 locked: false,
+                totp_secret: None,
+                totp_enabled: false,
+                totp_last_step: 0,
             })?;
             if let Some(address) = email.clone() {
                 if tx
@@ -318,6 +325,18 @@ impl Accounts {
         ip: Option<IpAddr>,
         who: &str,
         password: &str,
+    ) -> Result<String, AccountError> {
+        self.login_with_code(ip, who, password, None).await
+    }
+
+    /// [`Accounts::login`], with the two-factor code if the account has
+    /// two-factor log-in on.
+    pub async fn login_with_code(
+        &self,
+        ip: Option<IpAddr>,
+        who: &str,
+        password: &str,
+        code: Option<&str>,
     ) -> Result<String, AccountError> {
         self.throttle(ip, Some(who))?;
         let key = who.trim().to_lowercase();
@@ -418,6 +437,26 @@ impl Accounts {
                 ));
             }
             _ => return Err(AccountError::NotActive("this account is suspended".into())),
+        }
+        if account.totp_enabled {
+            let secret = account.totp_secret.clone().unwrap_or_default();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            let step = code
+                .filter(|c| !c.trim().is_empty())
+                .and_then(|c| crate::totp::check(&secret, c, now))
+                .filter(|s| *s > account.totp_last_step)
+                .ok_or(AccountError::CodeNeeded)?;
+            self.site
+                .store()
+                .write(move |tx| {
+                    let mut a = tx.get(id)?;
+                    a.totp_last_step = step;
+                    tx.update(&a)
+                })
+                .await?;
         }
         if account.failed_logins > 0 {
             self.site
@@ -546,6 +585,9 @@ impl Accounts {
                     created: Timestamp::now(),
                     failed_logins: 0,
                     locked: false,
+                    totp_secret: None,
+                    totp_enabled: false,
+                    totp_last_step: 0,
                 })?;
                 tx.insert(&EmailAddress {
                     address: addr.clone(),
@@ -779,6 +821,87 @@ impl Accounts {
         }
         tracing::warn!(user = %username, export = %export.display(), "account deleted");
         Ok(export)
+    }
+
+    /// Starts two-factor set-up: a new secret for `username`, not yet in
+    /// force. Returns the secret and the `otpauth://` URL.
+    pub async fn totp_begin(&self, username: &str) -> Result<(String, String), AccountError> {
+        let secret = crate::totp::new_secret();
+        let issuer = "Mantissa".to_string();
+        let url = crate::totp::url(&secret, username, &issuer)
+            .ok_or_else(|| AccountError::Invalid("cannot make a two-factor secret".into()))?;
+        let (name, s) = (username.to_string(), secret.clone());
+        self.site
+            .store()
+            .write(move |tx| {
+                let mut a = tx
+                    .query::<Account>()
+                    .filter(Account::username.eq(name))
+                    .first()?
+                    .ok_or_else(|| StoreError::app("no such account"))?;
+                if a.totp_enabled {
+                    return Err(StoreError::app("two-factor log-in is already on"));
+                }
+                a.totp_secret = Some(s);
+                tx.update(&a)
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::App(m) => AccountError::Invalid(m),
+                e => e.into(),
+            })?;
+        Ok((secret, url))
+    }
+
+    /// Turns two-factor log-in on or off, given a current code.
+    pub async fn totp_set(&self, username: &str, code: &str, on: bool) -> Result<(), AccountError> {
+        let name = username.to_string();
+        let code = code.to_string();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.site
+            .store()
+            .write(move |tx| {
+                let mut a = tx
+                    .query::<Account>()
+                    .filter(Account::username.eq(name))
+                    .first()?
+                    .ok_or_else(|| StoreError::app("no such account"))?;
+                let secret = a.totp_secret.clone().unwrap_or_default();
+                let step = crate::totp::check(&secret, &code, now)
+                    .filter(|s| *s > a.totp_last_step)
+                    .ok_or_else(|| {
+                        StoreError::app("that code is not right; try the current one")
+                    })?;
+                a.totp_enabled = on;
+                a.totp_last_step = step;
+                if !on {
+                    a.totp_secret = None;
+                }
+                tx.update(&a)
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::App(m) => AccountError::Invalid(m),
+                e => e.into(),
+            })
+    }
+
+    /// Whether `username` has two-factor log-in on.
+    pub async fn totp_enabled(&self, username: &str) -> Result<bool, AccountError> {
+        let name = username.to_string();
+        Ok(self
+            .site
+            .store()
+            .read(move |r| {
+                r.query::<Account>()
+                    .filter(Account::username.eq(name))
+                    .first()
+            })
+            .await?
+            .is_some_and(|a| a.totp_enabled))
     }
 
     /// An invitation link (for sites whose sign-up is by invitation).
