@@ -43,7 +43,10 @@ fn log_in_with_totp() {
         .next()
         .unwrap()
         .to_string();
-    assert!(page.contains("otpauth://totp/"), "{page}");
+    assert!(
+        shown(&page).contains("otpauth://totp/Mantissa:ann?secret="),
+        "{page}"
+    );
     let wrong = ann.submit(
         s,
         "/private/settings",

@@ -318,16 +318,21 @@ impl Visitor {
     }
 }
 
-/// Text as a browser shows it: numeric character references decoded.
+/// Text as a browser shows it: character references decoded (`&amp;`
+/// and the other named ones too).
 pub fn shown(html: &str) -> String {
     let mut out = String::new();
     let mut rest = html;
     while let Some(i) = rest.find("&#") {
         out.push_str(&rest[..i]);
         let after = &rest[i + 2..];
+        let number = |t: &str| match t.strip_prefix(['x', 'X']) {
+            Some(hex) => u32::from_str_radix(hex, 16).ok(),
+            None => t.parse::<u32>().ok(),
+        };
         match after
             .find(';')
-            .and_then(|j| Some((j, after[..j].parse::<u32>().ok()?)))
+            .and_then(|j| Some((j, number(&after[..j])?)))
         {
             Some((j, n)) => {
                 out.push(char::from_u32(n).unwrap_or('?'));
@@ -340,7 +345,10 @@ pub fn shown(html: &str) -> String {
         }
     }
     out.push_str(rest);
-    out
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
 }
 
 pub fn link_in(mail: &str) -> String {
