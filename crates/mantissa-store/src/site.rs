@@ -182,14 +182,20 @@ impl Site {
 
     fn user_store_inner(&self, name: &str, create: bool) -> Result<Store> {
         let path = self.user_store_path(name)?;
-        let mut cache = self.cache();
-        if let Some(s) = cache.open.get(name) {
-            return Ok(s.clone());
+        {
+            let mut cache = self.cache();
+            if let Some(s) = cache.open.get(name) {
+                return Ok(s.clone());
+            }
+            if let Some(s) = cache.live.get(name).and_then(StoreWeak::upgrade) {
+                let evicted = cache.open.push(name.to_string(), s.clone());
+                drop(cache);
+                drop(evicted);
+                return Ok(s);
+            }
         }
-        if let Some(s) = cache.live.get(name).and_then(StoreWeak::upgrade) {
-            cache.open.put(name.to_string(), s.clone());
-            return Ok(s);
-        }
+        // Opening touches the disk: done without the cache's lock, so that
+        // stores already open are handed out meanwhile.
         let site_store = self.inner.store.clone();
         let store = Store::open_with(
             &path,
@@ -201,11 +207,21 @@ impl Site {
                 })),
             },
         )?;
+        let mut cache = self.cache();
+        if let Some(s) = cache.live.get(name).and_then(StoreWeak::upgrade) {
+            // Another thread opened it first: use theirs.
+            drop(cache);
+            return Ok(s);
+        }
         if cache.live.len() > 4 * cache.open.cap().get() {
             cache.live.retain(|_, w| w.alive());
         }
         cache.live.insert(name.to_string(), store.downgrade());
-        cache.open.put(name.to_string(), store.clone());
+        // A store pushed out of the cache closes (waiting for its writer
+        // thread) after the lock is released.
+        let evicted = cache.open.push(name.to_string(), store.clone());
+        drop(cache);
+        drop(evicted);
         Ok(store)
     }
 

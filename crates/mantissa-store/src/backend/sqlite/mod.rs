@@ -192,7 +192,7 @@ impl Conn {
     pub(crate) fn begin_write(&self) -> Result<()> {
         let start = Instant::now();
         loop {
-            match self.conn.execute_batch("BEGIN IMMEDIATE") {
+            match self.run_cached("BEGIN IMMEDIATE") {
                 Ok(()) => return Ok(()),
                 Err(e) if is_busy(&e) && start.elapsed() < BUSY_WAIT => {
                     std::thread::sleep(Duration::from_millis(10));
@@ -204,13 +204,18 @@ impl Conn {
 
     /// Starts a read transaction: a consistent snapshot until it ends.
     pub(crate) fn begin_read(&self) -> Result<()> {
-        self.batch("BEGIN DEFERRED")
+        self.run_cached("BEGIN DEFERRED").map_err(|e| self.err(e))
+    }
+
+    /// Transaction control runs on every read and write: prepared once.
+    fn run_cached(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(drop)
     }
 
     pub(crate) fn commit(&self) -> Result<()> {
         let start = Instant::now();
         loop {
-            match self.conn.execute_batch("COMMIT") {
+            match self.run_cached("COMMIT") {
                 Ok(()) => return Ok(()),
                 Err(e) if is_busy(&e) && start.elapsed() < BUSY_WAIT => {
                     std::thread::sleep(Duration::from_millis(10));
@@ -227,7 +232,7 @@ impl Conn {
     /// Ends the transaction, if one is open, discarding its changes.
     pub(crate) fn rollback(&self) {
         if !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch("ROLLBACK");
+            let _ = self.run_cached("ROLLBACK");
         }
     }
 }
