@@ -65,6 +65,8 @@ pub mod purpose {
     pub const UNLOCK: &str = "unlock";
     /// Invitation to sign up.
     pub const INVITE: &str = "invite";
+    /// Move an account to a new email address, once the new one is proved.
+    pub const CHANGE_EMAIL: &str = "change-email";
 }
 
 /// A one-time, expiring link: the token is sent, only its hash is kept.

@@ -339,6 +339,7 @@ pub fn routes(app: &App, accounts: Arc<Accounts>) -> Router<App> {
         .route("/signup", get(signup_form).post(signup))
         .route("/verify/{token}", get(verify))
         .route("/unlock/{token}", get(unlock))
+        .route("/email/{token}", get(confirm_email))
         .route("/reset", get(reset_form).post(reset))
         .route("/reset/{token}", get(new_password_form).post(new_password))
         .layer(Extension(accounts))
@@ -406,14 +407,22 @@ async fn settings_page_with(
     totp_setup: Option<(String, String)>,
 ) -> Result<Page, WebError> {
     let name = user.to_string();
-    let totp_enabled = app
+    let (totp_enabled, emails) = app
         .site()
         .store()
         .read(move |r| {
-            Ok(r.query::<crate::model::Account>()
+            let Some(a) = r
+                .query::<crate::model::Account>()
                 .filter(crate::model::Account::username.eq(name))
                 .first()?
-                .is_some_and(|a| a.totp_enabled))
+            else {
+                return Ok((false, Vec::new()));
+            };
+            let emails = r
+                .query::<crate::model::EmailAddress>()
+                .filter(crate::model::EmailAddress::account.eq(a.id()))
+                .column(crate::model::EmailAddress::address)?;
+            Ok((a.totp_enabled, emails))
         })
         .await?;
     let site = app.site().clone();
@@ -430,6 +439,7 @@ async fn settings_page_with(
         json!({
             "user": user, "notice": notice, "error": error, "tokens": tokens, "new_token": new_token,
             "totp_enabled": totp_enabled,
+            "emails": emails,
             "totp_setup": totp_setup.map(|(secret, url)| json!({ "secret": secret, "url": url })),
         }),
     ))
@@ -472,6 +482,65 @@ async fn create_token(
             settings_page(&app, &owner.name, None, Some(m), None).await
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChangeEmail {
+    email: String,
+    password: String,
+}
+
+async fn change_email(
+    State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
+    Extension(owner): Extension<Owner>,
+    Form(f): Form<ChangeEmail>,
+) -> Result<Page, WebError> {
+    match acc
+        .request_email_change(&owner.name, &f.password, &f.email)
+        .await
+    {
+        Ok(()) => {
+            let notice = format!("We sent a link to {}; follow it to finish.", f.email.trim());
+            settings_page(&app, &owner.name, Some(&notice), None, None).await
+        }
+        Err(AccountError::BadCredentials) => {
+            let mut p = settings_page(
+                &app,
+                &owner.name,
+                None,
+                Some("The password is wrong.".into()),
+                None,
+            )
+            .await?;
+            p.status = StatusCode::UNAUTHORIZED;
+            Ok(p)
+        }
+        Err(e @ (AccountError::Invalid(_) | AccountError::Throttled)) => {
+            let mut p = settings_page(&app, &owner.name, None, Some(e.to_string()), None).await?;
+            p.status = StatusCode::UNPROCESSABLE_ENTITY;
+            Ok(p)
+        }
+        Err(e) => failed(e),
+    }
+}
+
+async fn confirm_email(
+    Extension(acc): Extension<Arc<Accounts>>,
+    Path(token): Path<String>,
+) -> Result<Page, WebError> {
+    match acc.confirm_email_change(&token).await {
+        Ok(address) => Ok(message(
+            "Email address changed",
+            &format!("Your account now uses {address}."),
+            Some(("/private/settings", "Settings")),
+        )),
+        Err(e) => {
+            let mut p = message("Link not valid", &e.to_string(), None);
+            p.status = StatusCode::NOT_FOUND;
+            Ok(p)
+        }
     }
 }
 
@@ -599,6 +668,7 @@ impl Offering for SettingsOffering {
             .route("/password", post(change_password))
             .route("/tokens", post(create_token))
             .route("/totp/begin", post(totp_begin))
+            .route("/email", post(change_email))
             .route("/totp/{switch}", post(totp_switch))
             .route("/tokens/{id}/revoke", post(revoke_token))
             .layer(Extension(self.accounts.clone()))

@@ -823,6 +823,84 @@ impl Accounts {
         Ok(export)
     }
 
+    /// Asks to move `username` to a new email address: checks the password
+    /// and mails a link to the new address; the change happens when it is
+    /// followed.
+    pub async fn request_email_change(
+        &self,
+        username: &str,
+        password: &str,
+        new_email: &str,
+    ) -> Result<(), AccountError> {
+        self.login(None, username, password).await?;
+        let address = normalize_email(new_email)?;
+        let (name, addr) = (username.to_string(), address.clone());
+        let token = self
+            .site
+            .store()
+            .write(move |tx| {
+                if tx
+                    .query::<EmailAddress>()
+                    .filter(EmailAddress::address.eq(addr.clone()))
+                    .count()?
+                    > 0
+                {
+                    return Err(StoreError::app("that email address cannot be used"));
+                }
+                let a = tx
+                    .query::<Account>()
+                    .filter(Account::username.eq(name))
+                    .first()?
+                    .ok_or_else(|| StoreError::app("no such account"))?;
+                issue_ticket(tx, purpose::CHANGE_EMAIL, Some(a.id()), Some(addr))
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::App(m) => AccountError::Invalid(m),
+                e => e.into(),
+            })?;
+        self.mail(
+            &address,
+            "Please confirm your new email address",
+            format!(
+                "To use this address for your account {username}, open:\n{}/email/{token}\n\nThe link works once, for 24 hours. Until then your old address stays in use.\n",
+                self.base_url()
+            ),
+        )
+        .await
+    }
+
+    /// Completes an email change from its link; returns the new address.
+    pub async fn confirm_email_change(&self, token: &str) -> Result<String, AccountError> {
+        let token = token.to_string();
+        self.site
+            .store()
+            .write(move |tx| {
+                let t = use_ticket(tx, &token, purpose::CHANGE_EMAIL)
+                    .map_err(|e| StoreError::app(e.to_string()))?;
+                let (Some(account), Some(address)) = (t.account, t.email.clone()) else {
+                    return Err(StoreError::app(AccountError::BadLink.to_string()));
+                };
+                if tx
+                    .query::<EmailAddress>()
+                    .filter(EmailAddress::address.eq(address.clone()))
+                    .count()?
+                    > 0
+                {
+                    return Err(StoreError::app("that email address was taken meanwhile"));
+                }
+                tx.delete_where(EmailAddress::account.eq(account))?;
+                tx.insert(&EmailAddress {
+                    address: address.clone(),
+                    account,
+                    verified: true,
+                })?;
+                Ok(address)
+            })
+            .await
+            .map_err(|_| AccountError::BadLink)
+    }
+
     /// Starts two-factor set-up: a new secret for `username`, not yet in
     /// force. Returns the secret and the `otpauth://` URL.
     pub async fn totp_begin(&self, username: &str) -> Result<(String, String), AccountError> {

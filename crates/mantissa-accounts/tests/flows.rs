@@ -277,3 +277,105 @@ fn stored_xss_payloads_render_inert() {
         assert!(!r.text().contains("<script>alert") && !r.text().contains("<svg"));
     }
 }
+
+#[test]
+fn a_new_email_address_is_used_once_it_is_proved() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user(
+            "ann",
+            Some("ann@old.example"),
+            Some("ann's long password"),
+            false,
+        )
+        .unwrap();
+    let s = &w.server;
+    let mut ann = Visitor::default();
+    let r = ann.submit(
+        s,
+        "/login",
+        "/login",
+        &[
+            ("who", "ann@old.example"),
+            ("password", "ann's long password"),
+        ],
+    );
+    assert_eq!(r.status, 303);
+    let r = ann.submit(
+        s,
+        "/private/settings",
+        "/private/settings/email",
+        &[
+            ("email", "ann@new.example"),
+            ("password", "wrong password!"),
+        ],
+    );
+    assert_eq!(r.status, 401);
+    let r = ann.submit(
+        s,
+        "/private/settings",
+        "/private/settings/email",
+        &[
+            ("email", "ann@new.example"),
+            ("password", "ann's long password"),
+        ],
+    );
+    assert!(
+        shown(&r.text()).contains("We sent a link to ann@new.example"),
+        "{}",
+        r.text()
+    );
+    let mail = w.smtp.wait_for(1);
+    assert_eq!(mail[0].to, ["ann@new.example"]);
+    // Until the link is followed, the old address is the one.
+    let mut other = Visitor::default();
+    assert_eq!(
+        other
+            .submit(
+                s,
+                "/login",
+                "/login",
+                &[
+                    ("who", "ann@old.example"),
+                    ("password", "ann's long password")
+                ]
+            )
+            .status,
+        303
+    );
+    let r = ann.get(s, &path_of(&link_in(&mail[0].data)));
+    assert!(
+        shown(&r.text()).contains("Your account now uses ann@new.example."),
+        "{}",
+        r.text()
+    );
+    let mut again = Visitor::default();
+    assert_eq!(
+        again
+            .submit(
+                s,
+                "/login",
+                "/login",
+                &[
+                    ("who", "ann@new.example"),
+                    ("password", "ann's long password")
+                ]
+            )
+            .status,
+        303
+    );
+    assert_eq!(
+        again
+            .submit(
+                s,
+                "/login",
+                "/login",
+                &[
+                    ("who", "ann@old.example"),
+                    ("password", "ann's long password")
+                ]
+            )
+            .status,
+        401
+    );
+}
