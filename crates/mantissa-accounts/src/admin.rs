@@ -115,6 +115,26 @@ async fn dashboard(
         .iter()
         .filter(|u| u["status"] == status::PENDING)
         .count();
+    let acc2 = acc.clone();
+    let products = tokio::task::spawn_blocking(move || {
+        ["open", "invitation", "approval", "created"]
+            .iter()
+            .map(|j| acc2.product(j).map(|p| (j.to_string(), p)))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| WebError::Internal(e.to_string()))?
+    .map_err(|e| WebError::Internal(e.to_string()))?;
+    let mut offerings = Vec::new();
+    for o in app.offerings() {
+        let name = o.name();
+        let enabled = mantissa_web::offering_is_enabled(&app, name).await?;
+        let in_products: Vec<_> = products
+            .iter()
+            .map(|(j, p)| json!({ "joined_by": j, "included": p.iter().any(|x| x == name) }))
+            .collect();
+        offerings.push(json!({ "name": name, "enabled": enabled, "products": in_products }));
+    }
     let mechanism = acc
         .signup_mechanism()
         .await
@@ -126,6 +146,7 @@ async fn dashboard(
             "notice": (!search.notice.is_empty()).then_some(search.notice),
             "mechanism": mechanism,
             "users": users,
+            "offerings": offerings,
             "stats": {
                 "users": users.len(), "stores": stores, "disk_bytes": disk,
                 "requests_last_minute": app.requests_last_minute(), "pending": pending,
@@ -271,11 +292,56 @@ async fn user_action(
     }
 }
 
+async fn switch_offering(
+    State(app): State<App>,
+    Path((name, switch)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    if app.offering(&name).is_none() {
+        return Err(WebError::NotFound);
+    }
+    let on = match switch.as_str() {
+        "on" => true,
+        "off" => false,
+        _ => return Err(WebError::NotFound),
+    };
+    let site = app.site().clone();
+    let n = name.clone();
+    tokio::task::spawn_blocking(move || mantissa_web::set_offering_enabled(&site, &n, on))
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))??;
+    Ok(back(&format!(
+        "{name} is now {}.",
+        if on { "on" } else { "off" }
+    )))
+}
+
+async fn set_product(
+    Extension(acc): Extension<Arc<Accounts>>,
+    Path(joined_by): Path<String>,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Result<Response, WebError> {
+    let chosen: Vec<String> = fields
+        .into_iter()
+        .filter(|(k, _)| k == "offering")
+        .map(|(_, v)| v)
+        .collect();
+    let j = joined_by.clone();
+    tokio::task::spawn_blocking(move || acc.set_product(&j, &chosen))
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?
+        .map_err(|e| WebError::BadRequest(e.to_string()))?;
+    Ok(back(&format!(
+        "Saved the product for accounts that join by {joined_by}."
+    )))
+}
+
 /// The console's routes.
 pub fn routes(app: &App, accounts: Arc<Accounts>) -> Router<App> {
     Router::new()
         .route("/admin", get(dashboard))
         .route("/admin/signup", post(set_signup))
+        .route("/admin/offerings/{name}/{switch}", post(switch_offering))
+        .route("/admin/products/{joined_by}", post(set_product))
         .route("/admin/users/{name}/{action}", post(user_action))
         .layer(Extension(accounts))
         .layer(from_fn_with_state(app.clone(), require_admin))

@@ -39,6 +39,23 @@ pub struct Account {
     pub totp_enabled: bool,
     /// The last time step whose code was accepted (a code works once).
     pub totp_last_step: i64,
+    /// How the account joined: `open`, `invitation`, `approval` (sign-up)
+    /// or `created` (by an administrator); it picks the product.
+    pub joined_by: String,
+    /// Whether its product was installed in its store.
+    pub product_installed: bool,
+}
+
+/// What a new account gets in its store: the offerings whose powerups are
+/// installed, per way of joining. Without one, every enabled offering.
+#[derive(Item, Debug, Clone)]
+#[item(name = "mantissa.product", version = 1)]
+pub struct Product {
+    /// `open`, `invitation`, `approval` or `created`.
+    #[item(unique)]
+    pub joined_by: String,
+    /// The offerings' names.
+    pub offerings: serde_json::Value,
 }
 
 /// An email address of an account.

@@ -15,8 +15,9 @@ use mantissa_store::{Ref, Site, StoreError, Stored, Timestamp, Write};
 use mantissa_web::{SessionRecord, random_token};
 use sha2::{Digest, Sha256};
 
-use crate::model::{Account, EmailAddress, SignupPolicy, Ticket, purpose, status};
+use crate::model::{Account, EmailAddress, Product, SignupPolicy, Ticket, purpose, status};
 use crate::password;
+use mantissa_web::Offering;
 
 /// How long links in mail stay valid.
 pub const TICKET_LIFETIME: Duration = Duration::from_secs(24 * 3600);
@@ -62,6 +63,7 @@ type Limiter<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
 /// The account service of one site.
 pub struct Accounts {
     site: Site,
+    offerings: std::sync::RwLock<Vec<Arc<dyn Offering>>>,
     mailer: Arc<dyn Mailer>,
     from: String,
     base_url: std::sync::RwLock<String>,
@@ -147,6 +149,135 @@ fn use_ticket(
     Ok(t)
 }
 
+/// A failed log-in for an existing account, recorded in the background:
+/// counted, and after [`LOCK_AFTER`] in a row the account is locked and its
+/// owner mailed a link to unlock it.
+struct Failure {
+    site: Site,
+    mailer: Arc<dyn Mailer>,
+    from: String,
+    base_url: String,
+    account: Ref<Account>,
+    username: String,
+}
+
+impl Failure {
+    async fn record(self) -> Result<(), AccountError> {
+        let id = self.account;
+        let locked_now = self
+            .site
+            .store()
+            .write(move |tx| {
+                let mut a = tx.get(id)?;
+                a.failed_logins += 1;
+                let lock = a.failed_logins >= LOCK_AFTER && !a.locked;
+                if lock {
+                    a.locked = true;
+                }
+                tx.update(&a)?;
+                if !lock {
+                    return Ok(None);
+                }
+                let address = tx
+                    .query::<EmailAddress>()
+                    .filter(EmailAddress::account.eq(id))
+                    .first()?
+                    .map(|e| e.address.clone());
+                match address {
+                    Some(addr) => {
+                        let token =
+                            issue_ticket(tx, purpose::UNLOCK, Some(id), Some(addr.clone()))?;
+                        Ok(Some((addr, token)))
+                    }
+                    None => Ok(None),
+                }
+            })
+            .await?;
+        if let Some((addr, token)) = locked_now {
+            tracing::warn!(user = %self.username, "account locked after repeated failed log-ins");
+            self.mailer
+                .send(OutgoingMail {
+                    from: self.from,
+                    to: vec![addr],
+                    subject: "Your account was locked".into(),
+                    text: format!(
+                        "Someone tried to log in to your account {} many times with a wrong password, so it was locked.\n\nTo unlock it, open:\n{}/unlock/{token}\n\nThen log in as usual, or reset your password if you have forgotten it.\n",
+                        self.username, self.base_url
+                    ),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn product_of(
+    site: &Site,
+    linked: &[Arc<dyn Offering>],
+    joined_by: &str,
+) -> Result<Vec<String>, AccountError> {
+    let j = joined_by.to_string();
+    let chosen = site.store().read_blocking(move |r| {
+        r.query::<Product>()
+            .filter(Product::joined_by.eq(j))
+            .first()
+    })?;
+    Ok(match chosen {
+        Some(p) => p
+            .offerings
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        None => linked.iter().map(|o| o.name().to_string()).collect(),
+    })
+}
+
+/// Installs the product of `username` (if active and not done yet) into the
+/// user's store, creating the store.
+fn install_product(
+    site: &Site,
+    linked: &[Arc<dyn Offering>],
+    username: &str,
+) -> Result<(), AccountError> {
+    let store = site.user_store(username)?;
+    let name = username.to_string();
+    let account = site.store().read_blocking(move |r| {
+        r.query::<Account>()
+            .filter(Account::username.eq(name))
+            .first()
+    })?;
+    let Some(account) = account else {
+        return Ok(());
+    };
+    if account.product_installed || account.status != status::ACTIVE {
+        return Ok(());
+    }
+    let wanted = product_of(site, linked, &account.joined_by)?;
+    let offerings: Vec<Arc<dyn Offering>> = linked
+        .iter()
+        .filter(|o| wanted.iter().any(|w| w == o.name()))
+        .cloned()
+        .collect();
+    store.write_blocking(move |tx| {
+        for o in &offerings {
+            o.install(tx)?;
+        }
+        Ok(())
+    })?;
+    let id = account.id();
+    site.store().write_blocking(move |tx| {
+        let mut a = tx.get(id)?;
+        a.product_installed = true;
+        tx.update(&a)
+    })?;
+    tracing::info!(user = %username, product = ?wanted, "product installed");
+    Ok(())
+}
+
 impl Accounts {
     /// The accounts of `site`, sending mail through `mailer` from `from`,
     /// with links under `base_url` (like `https://example.org`).
@@ -157,6 +288,7 @@ impl Accounts {
         base_url: impl Into<String>,
     ) -> Self {
         Accounts {
+            offerings: std::sync::RwLock::new(Vec::new()),
             site,
             mailer,
             from: from.into(),
@@ -182,6 +314,69 @@ impl Accounts {
         self.per_ip = RateLimiter::keyed(q(per_ip));
         self.per_account = RateLimiter::keyed(q(per_account));
         self
+    }
+
+    /// Tells the accounts which offerings the site links (for products).
+    pub fn set_offerings(&self, offerings: Vec<Arc<dyn Offering>>) {
+        *self.offerings.write().unwrap_or_else(|e| e.into_inner()) = offerings;
+    }
+
+    fn linked_offerings(&self) -> Vec<Arc<dyn Offering>> {
+        self.offerings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The offerings a new account that joined this way gets.
+    pub fn product(&self, joined_by: &str) -> Result<Vec<String>, AccountError> {
+        product_of(&self.site, &self.linked_offerings(), joined_by)
+    }
+
+    /// Chooses the product for a way of joining.
+    pub fn set_product(&self, joined_by: &str, offerings: &[String]) -> Result<(), AccountError> {
+        if !matches!(joined_by, "open" | "invitation" | "approval" | "created") {
+            return Err(AccountError::Invalid(format!(
+                "{joined_by:?} is not a way of joining"
+            )));
+        }
+        let (j, list) = (joined_by.to_string(), serde_json::json!(offerings));
+        self.site.store().write_blocking(move |tx| {
+            match tx
+                .query::<Product>()
+                .filter(Product::joined_by.eq(j.clone()))
+                .first()?
+            {
+                Some(mut p) => {
+                    p.offerings = list;
+                    tx.update(&p)
+                }
+                None => tx
+                    .insert(&Product {
+                        joined_by: j,
+                        offerings: list,
+                    })
+                    .map(drop),
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Installs an active account's product in its store, once.
+    pub fn ensure_product(&self, username: &str) -> Result<(), AccountError> {
+        install_product(&self.site, &self.linked_offerings(), username)
+    }
+
+    /// [`Accounts::ensure_product`], off the async threads.
+    pub(crate) async fn install_later(&self, username: &str) -> Result<(), AccountError> {
+        let (site, offerings, name) = (
+            self.site.clone(),
+            self.linked_offerings(),
+            username.to_string(),
+        );
+        tokio::task::spawn_blocking(move || install_product(&site, &offerings, &name))
+            .await
+            .map_err(|e| AccountError::Invalid(e.to_string()))?
     }
 
     /// The site.
@@ -268,6 +463,8 @@ impl Accounts {
                 totp_secret: None,
                 totp_enabled: false,
                 totp_last_step: 0,
+                joined_by: "created".into(),
+                product_installed: false,
             })?;
             if let Some(address) = email.clone() {
                 if tx
@@ -292,6 +489,7 @@ impl Accounts {
             Ok(None)
         })?;
         self.site.user_store(username)?;
+        self.ensure_product(username)?;
         Ok(token.map(|t| format!("{}/reset/{t}", self.base_url())))
     }
 
@@ -376,47 +574,21 @@ impl Accounts {
         .map_err(|e| AccountError::Invalid(e.to_string()))?;
         let id = account.id();
         if !ok {
-            let locked_now = self
-                .site
-                .store()
-                .write(move |tx| {
-                    let mut a = tx.get(id)?;
-                    a.failed_logins += 1;
-                    let lock = a.failed_logins >= LOCK_AFTER && !a.locked;
-                    if lock {
-                        a.locked = true;
-                    }
-                    tx.update(&a)?;
-                    if !lock {
-                        return Ok(None);
-                    }
-                    let address = tx
-                        .query::<EmailAddress>()
-                        .filter(EmailAddress::account.eq(id))
-                        .first()?
-                        .map(|e| e.address.clone());
-                    match address {
-                        Some(addr) => {
-                            let token =
-                                issue_ticket(tx, purpose::UNLOCK, Some(id), Some(addr.clone()))?;
-                            Ok(Some((addr, token)))
-                        }
-                        None => Ok(None),
-                    }
-                })
-                .await?;
-            if let Some((addr, token)) = locked_now {
-                tracing::warn!(user = %account.username, "account locked after repeated failed log-ins");
-                self.mail(
-                    &addr,
-                    "Your account was locked",
-                    format!(
-                        "Someone tried to log in to your account {} many times with a wrong password, so it was locked.\n\nTo unlock it, open:\n{}/unlock/{token}\n\nThen log in as usual, or reset your password if you have forgotten it.\n",
-                        account.username, self.base_url()
-                    ),
-                )
-                .await?;
-            }
+            // Counted after answering: a failure for an account that exists
+            // must cost the same time as one for a name that does not.
+            let failure = Failure {
+                site: self.site.clone(),
+                mailer: self.mailer.clone(),
+                from: self.from.clone(),
+                base_url: self.base_url(),
+                account: id,
+                username: account.username.clone(),
+            };
+            tokio::spawn(async move {
+                if let Err(e) = failure.record().await {
+                    tracing::error!(error = %e, "recording a failed log-in failed");
+                }
+            });
             return Err(AccountError::BadCredentials);
         }
         if account.locked {
@@ -458,6 +630,7 @@ impl Accounts {
                 })
                 .await?;
         }
+        self.install_later(&account.username).await?;
         if account.failed_logins > 0 {
             self.site
                 .store()
@@ -542,6 +715,7 @@ impl Accounts {
             invitation.map(str::to_string),
         );
         let approval = mechanism == "approval";
+        let joined_by = mechanism.clone();
         let token = self
             .site
             .store()
@@ -588,6 +762,8 @@ impl Accounts {
                     totp_secret: None,
                     totp_enabled: false,
                     totp_last_step: 0,
+                    joined_by: joined_by.clone(),
+                    product_installed: false,
                 })?;
                 tx.insert(&EmailAddress {
                     address: addr.clone(),
@@ -641,11 +817,7 @@ impl Accounts {
             })
             .await
             .map_err(|_| AccountError::BadLink)?;
-        let site = self.site.clone();
-        let n = name.clone();
-        tokio::task::spawn_blocking(move || site.user_store(&n).map(drop))
-            .await
-            .map_err(|e| AccountError::Invalid(e.to_string()))??;
+        self.install_later(&name).await?;
         Ok(name)
     }
 

@@ -183,6 +183,8 @@ fn brute_force_is_throttled_and_then_locks_the_account() {
         );
         assert_eq!(r.status, 401);
     }
+    // Failures are counted just after each answer.
+    std::thread::sleep(std::time::Duration::from_millis(200));
     let r = mallory.submit(
         s,
         "/login",
@@ -209,7 +211,10 @@ fn logging_in_as_nobody_takes_as_long_as_logging_in_as_somebody() {
     w.accounts
         .create_user("carol", None, Some("carol's long password"), false)
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // As in the server: work spawned by one log-in (counting a failure)
+    // runs beside the next, not inside it.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();

@@ -36,6 +36,14 @@ impl Offering for Notes {
         ]
     }
 
+    fn install(&self, tx: &mut mantissa_store::Write<'_>) -> mantissa_store::Result<()> {
+        tx.insert(&Note {
+            title: "Welcome".into(),
+            body: "Your first note.".into(),
+        })
+        .map(drop)
+    }
+
     fn private_routes(&self) -> Router<App> {
         async fn list(Extension(owner): Extension<Owner>) -> Result<Page, WebError> {
             let notes = owner

@@ -167,6 +167,11 @@ impl App {
         &self.0.site
     }
 
+    /// Every offering linked into this site.
+    pub fn offerings(&self) -> Vec<Arc<dyn Offering>> {
+        self.0.offerings.iter().cloned().collect()
+    }
+
     /// The installed offering called `name`.
     pub fn offering(&self, name: &str) -> Option<Arc<dyn Offering>> {
         self.0.offerings.iter().find(|o| o.name() == name).cloned()

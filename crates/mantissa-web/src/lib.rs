@@ -24,7 +24,10 @@ pub use access::{AccessPolicy, CapabilitiesFuture, PublicPolicy, VIEW, grants};
 pub use app::{App, WebOptions};
 pub use config::SiteConfig;
 pub use http::{ClientInfo, HttpProtocol};
-pub use offering::{Offering, Owner, Published, SharedFuture, SharedRequest, publish, slugify};
+pub use offering::{
+    Offering, OfferingState, Owner, Published, SharedFuture, SharedRequest, offering_is_enabled,
+    publish, set_offering_enabled, slugify,
+};
 pub use page::{ApiRequest, Page, WebError};
 pub use protect::is_bot;
 pub use session::{

@@ -70,11 +70,68 @@ pub trait Offering: Send + Sync + 'static {
         Router::new()
     }
 
+    /// Installs what the offering needs in a user's store (its powerups),
+    /// when a product that includes it is given to a new account.
+    fn install(&self, tx: &mut Write<'_>) -> mantissa_store::Result<()> {
+        let _ = tx;
+        Ok(())
+    }
+
     /// Renders an item of this offering that a user published.
     fn shared(&self, app: App, request: SharedRequest) -> SharedFuture {
         let _ = (app, request);
         Box::pin(async { Err(WebError::NotFound) })
     }
+}
+
+/// Whether an offering is switched on for the site. Offerings are compiled
+/// in; which of them a site runs is data, changed without a rebuild. An
+/// offering without a state item is on.
+#[derive(Item, Debug, Clone)]
+#[item(name = "mantissa.offering_state", version = 1)]
+pub struct OfferingState {
+    /// The offering's name.
+    #[item(unique)]
+    pub name: String,
+    /// Whether it is served.
+    pub enabled: bool,
+}
+
+/// Switches an offering on or off for the site.
+pub fn set_offering_enabled(
+    site: &mantissa_store::Site,
+    name: &str,
+    enabled: bool,
+) -> mantissa_store::Result<()> {
+    let n = name.to_string();
+    site.store().write_blocking(move |tx| {
+        match tx
+            .query::<OfferingState>()
+            .filter(OfferingState::name.eq(n.clone()))
+            .first()?
+        {
+            Some(mut s) => {
+                s.enabled = enabled;
+                tx.update(&s)
+            }
+            None => tx.insert(&OfferingState { name: n, enabled }).map(drop),
+        }
+    })
+}
+
+/// Whether the offering called `name` is switched on for the site.
+pub async fn offering_is_enabled(app: &App, name: &str) -> Result<bool, WebError> {
+    let n = name.to_string();
+    Ok(app
+        .site()
+        .store()
+        .read(move |r| {
+            r.query::<OfferingState>()
+                .filter(OfferingState::name.eq(n))
+                .first()
+        })
+        .await?
+        .is_none_or(|s| s.enabled))
 }
 
 /// The signed-in owner of a `/private/…` page (a request extension).
@@ -186,6 +243,17 @@ pub(crate) async fn require_owner(
     mut req: Request,
     next: Next,
 ) -> Response {
+    let offering = req
+        .uri()
+        .path()
+        .strip_prefix("/private/")
+        .map(|rest| rest.split('/').next().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    match offering_is_enabled(&app, &offering).await {
+        Ok(true) => {}
+        Ok(false) => return WebError::NotFound.into_response(),
+        Err(e) => return e.into_response(),
+    }
     let user = req.extensions().get::<Session>().and_then(Session::user);
     let Some(name) = user else {
         let next_url = req
@@ -269,6 +337,9 @@ pub(crate) async fn shared_item(
             .into_response());
     }
     let offering = app.offering(&found.offering).ok_or(WebError::NotFound)?;
+    if !offering_is_enabled(&app, &found.offering).await? {
+        return Err(WebError::NotFound);
+    }
     offering
         .shared(
             app.clone(),

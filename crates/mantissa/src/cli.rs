@@ -623,6 +623,7 @@ pub fn serve(dir: &Path, options: ServeOptions, out: &mut dyn Write) -> Result<(
         },
     )
     .map_err(|e| Error::Web(e.to_string()))?;
+    accounts.set_offerings(app.offerings());
     let router = app.router_with(mantissa_accounts::routes(&app, accounts.clone()));
     runtime.block_on(async {
         // Listen for the signals before saying that we run, so that a stop
