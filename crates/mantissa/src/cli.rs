@@ -750,6 +750,67 @@ pub fn signup_invite(site: &Site, out: &mut dyn Write) -> Result<(), Error> {
     Ok(())
 }
 
+/// How `mantissa mail set` changes the mail configuration.
+#[derive(Debug, Clone, Default)]
+pub struct MailSettings {
+    /// The sender address of the site's mail.
+    pub from: Option<String>,
+    /// `HOST:PORT` of an SMTP relay; `""` goes back to the outbox folder.
+    pub relay: Option<String>,
+    /// Implicit TLS (port 465).
+    pub tls: bool,
+    /// Relay user name.
+    pub user: Option<String>,
+    /// Relay password.
+    pub password: Option<String>,
+}
+
+/// `mantissa mail set`: the sender address and the SMTP relay.
+pub fn mail_set(site: &Site, settings: MailSettings, out: &mut dyn Write) -> Result<(), Error> {
+    let mut c = MailConfig::load(site)?.unwrap_or(MailConfig {
+        from: "mantissa@localhost".into(),
+        relay: None,
+        relay_tls: false,
+        username: None,
+        password: None,
+    });
+    if let Some(from) = settings.from {
+        if !from.contains('@') || from.contains(char::is_whitespace) {
+            return Err(Error::Setting(format!("{from:?} is not an email address")));
+        }
+        c.from = from;
+    }
+    if let Some(relay) = settings.relay {
+        if relay.is_empty() {
+            c.relay = None;
+        } else {
+            let port_ok = relay
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(Error::Setting(format!(
+                    "{relay:?} is not HOST:PORT (like smtp.example.org:587)"
+                )));
+            }
+            c.relay = Some(relay);
+        }
+        c.relay_tls = settings.tls;
+        c.username = settings.user;
+        c.password = settings.password;
+    }
+    MailConfig::save(site, c.clone())?;
+    match &c.relay {
+        Some(r) => writeln!(out, "Mail from {} goes through {r}.", c.from)?,
+        None => writeln!(
+            out,
+            "Mail from {} is written to {}.",
+            c.from,
+            site.root().join("outbox").display()
+        )?,
+    }
+    Ok(())
+}
+
 /// Prints the site's web configuration.
 pub fn site_show(site: &Site, out: &mut dyn Write) -> Result<(), Error> {
     let c = SiteConfig::load_or_init(site)?;

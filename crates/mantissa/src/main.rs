@@ -73,9 +73,35 @@ enum Command {
     /// How people join the site: open, invitation, approval or closed
     #[command(subcommand)]
     Signup(SignupCommand),
+    /// How the site sends mail: its sender address and SMTP relay
+    #[command(subcommand)]
+    Mail(MailCommand),
     /// The site's name, tagline, contact, theme and robots.txt
     #[command(subcommand)]
     Site(SiteCommand),
+}
+
+#[derive(Subcommand)]
+enum MailCommand {
+    /// Set the sender address and/or the relay (without a relay, mail is
+    /// written to the outbox folder)
+    Set {
+        /// The address the site's mail comes from
+        #[arg(long)]
+        from: Option<String>,
+        /// HOST:PORT of the SMTP relay ("" for the outbox folder)
+        #[arg(long)]
+        relay: Option<String>,
+        /// The relay uses implicit TLS (port 465); otherwise STARTTLS when offered
+        #[arg(long)]
+        tls: bool,
+        /// Relay user name
+        #[arg(long)]
+        user: Option<String>,
+        /// Read the relay password from standard input
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -225,6 +251,29 @@ fn run(args: Args) -> anyhow::Result<()> {
                     cli::signup_set(&site, &mechanism, out)?
                 }
                 Command::Signup(SignupCommand::Invite) => cli::signup_invite(&site, out)?,
+                Command::Mail(MailCommand::Set {
+                    from,
+                    relay,
+                    tls,
+                    user,
+                    password_stdin,
+                }) => {
+                    let password = if password_stdin {
+                        let mut line = String::new();
+                        io::stdin().read_line(&mut line)?;
+                        Some(line.trim_end_matches(['\r', '\n']).to_string())
+                    } else {
+                        None
+                    };
+                    let settings = cli::MailSettings {
+                        from,
+                        relay,
+                        tls,
+                        user,
+                        password,
+                    };
+                    cli::mail_set(&site, settings, out)?
+                }
                 Command::User(UserCommand::Add {
                     name,
                     email,

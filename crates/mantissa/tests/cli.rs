@@ -637,3 +637,115 @@ fn site_settings_are_shown_changed_and_served() {
     let r = run(mantissa(tmp.path(), &["--site", s, "store", "upgrade"]));
     assert_eq!(r.stdout, "Every store is up to date.\n");
 }
+
+#[test]
+fn users_sign_up_and_mail_are_set_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("s");
+    let s = site.to_str().unwrap();
+    assert_eq!(run(mantissa(tmp.path(), &["init", s])).code, 0);
+    let r = run(mantissa(
+        tmp.path(),
+        &[
+            "--site",
+            s,
+            "user",
+            "add",
+            "ann",
+            "--email",
+            "ann@example.org",
+        ],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.starts_with("Created user ann.\nSet the password (the link works once, for 24 hours): http://127.0.0.1:8080/reset/"), "{r:?}");
+    assert!(site.join("users/ann.sqlite").is_file());
+    let r = run(mantissa(tmp.path(), &["--site", s, "user", "add", "ann"]));
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("there is already a user called \"ann\""),
+        "{r:?}"
+    );
+    let mut add = mantissa(
+        tmp.path(),
+        &[
+            "--site",
+            s,
+            "user",
+            "add",
+            "bob",
+            "--password-stdin",
+            "--admin",
+        ],
+    );
+    add.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = add.spawn().unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"short\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password: use at least 10 characters"));
+
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "signup", "set", "sometimes"],
+    ));
+    assert!(
+        r.stderr
+            .contains("\"sometimes\" is not a sign-up mechanism"),
+        "{r:?}"
+    );
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "signup", "set", "invitation"],
+    ));
+    assert_eq!(r.stdout, "Sign-up is now invitation.\n");
+    let r = run(mantissa(tmp.path(), &["--site", s, "signup", "invite"]));
+    assert!(
+        r.stdout
+            .starts_with("http://127.0.0.1:8080/signup?invitation="),
+        "{r:?}"
+    );
+
+    let r = run(mantissa(
+        tmp.path(),
+        &[
+            "--site",
+            s,
+            "mail",
+            "set",
+            "--from",
+            "site@example.org",
+            "--relay",
+            "smtp.example.org",
+        ],
+    ));
+    assert!(r.stderr.contains("is not HOST:PORT"), "{r:?}");
+    let r = run(mantissa(
+        tmp.path(),
+        &[
+            "--site",
+            s,
+            "mail",
+            "set",
+            "--from",
+            "site@example.org",
+            "--relay",
+            "smtp.example.org:587",
+        ],
+    ));
+    assert_eq!(
+        r.stdout,
+        "Mail from site@example.org goes through smtp.example.org:587.\n"
+    );
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "mail", "set", "--relay", ""],
+    ));
+    assert!(
+        r.stdout
+            .starts_with("Mail from site@example.org is written to "),
+        "{r:?}"
+    );
+}
