@@ -11,7 +11,7 @@ use governor::clock::DefaultClock;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use mantissa_mail::{Mailer, OutgoingMail};
-use mantissa_store::{Ref, Site, StoreError, Stored, Timestamp, Write};
+use mantissa_store::{Read, Ref, Site, StoreError, Stored, Timestamp, Write};
 use mantissa_web::{SessionRecord, random_token};
 use sha2::{Digest, Sha256};
 
@@ -109,6 +109,23 @@ fn check_username(name: &str) -> Result<(), AccountError> {
         ));
     }
     Ok(())
+}
+
+/// The account called `name`, or an error saying there is none.
+fn account_named(r: &Read<'_>, name: &str) -> mantissa_store::Result<Stored<Account>> {
+    r.query::<Account>()
+        .filter(Account::username.eq(name))
+        .first()?
+        .ok_or_else(|| StoreError::app("no such account"))
+}
+
+/// A store error raised with [`StoreError::app`] is a message for the
+/// person; anything else is the store's.
+fn invalid_or_store(e: StoreError) -> AccountError {
+    match e {
+        StoreError::App(m) => AccountError::Invalid(m),
+        e => AccountError::Store(e),
+    }
 }
 
 /// Creates a ticket and returns its token. Inside a transaction.
@@ -663,15 +680,9 @@ impl Accounts {
             )));
         }
         let m = mechanism.to_string();
-        self.site.store().write_blocking(move |tx| {
-            match tx.query::<SignupPolicy>().first()? {
-                Some(mut p) => {
-                    p.mechanism = m;
-                    tx.update(&p)
-                }
-                None => tx.insert(&SignupPolicy { mechanism: m }).map(drop),
-            }
-        })?;
+        self.site
+            .store()
+            .write_blocking(move |tx| tx.put_only(SignupPolicy { mechanism: m }).map(drop))?;
         Ok(())
     }
 
@@ -1019,18 +1030,11 @@ impl Accounts {
                 {
                     return Err(StoreError::app("that email address cannot be used"));
                 }
-                let a = tx
-                    .query::<Account>()
-                    .filter(Account::username.eq(name))
-                    .first()?
-                    .ok_or_else(|| StoreError::app("no such account"))?;
+                let a = account_named(tx, &name)?;
                 issue_ticket(tx, purpose::CHANGE_EMAIL, Some(a.id()), Some(addr))
             })
             .await
-            .map_err(|e| match e {
-                StoreError::App(m) => AccountError::Invalid(m),
-                e => e.into(),
-            })?;
+            .map_err(invalid_or_store)?;
         self.mail(
             &address,
             "Please confirm your new email address",
@@ -1084,11 +1088,7 @@ impl Accounts {
         self.site
             .store()
             .write(move |tx| {
-                let mut a = tx
-                    .query::<Account>()
-                    .filter(Account::username.eq(name))
-                    .first()?
-                    .ok_or_else(|| StoreError::app("no such account"))?;
+                let mut a = account_named(tx, &name)?;
                 if a.totp_enabled {
                     return Err(StoreError::app("two-factor log-in is already on"));
                 }
@@ -1096,10 +1096,7 @@ impl Accounts {
                 tx.update(&a)
             })
             .await
-            .map_err(|e| match e {
-                StoreError::App(m) => AccountError::Invalid(m),
-                e => e.into(),
-            })?;
+            .map_err(invalid_or_store)?;
         Ok((secret, url))
     }
 
@@ -1114,11 +1111,7 @@ impl Accounts {
         self.site
             .store()
             .write(move |tx| {
-                let mut a = tx
-                    .query::<Account>()
-                    .filter(Account::username.eq(name))
-                    .first()?
-                    .ok_or_else(|| StoreError::app("no such account"))?;
+                let mut a = account_named(tx, &name)?;
                 let secret = a.totp_secret.clone().unwrap_or_default();
                 let step = crate::totp::check(&secret, &code, now)
                     .filter(|s| *s > a.totp_last_step)
@@ -1133,10 +1126,7 @@ impl Accounts {
                 tx.update(&a)
             })
             .await
-            .map_err(|e| match e {
-                StoreError::App(m) => AccountError::Invalid(m),
-                e => e.into(),
-            })
+            .map_err(invalid_or_store)
     }
 
     /// Whether `username` has two-factor log-in on.

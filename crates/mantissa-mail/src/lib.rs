@@ -225,13 +225,7 @@ impl MailConfig {
     /// Stores the configuration.
     pub fn save(site: &Site, config: MailConfig) -> Result<(), StoreError> {
         site.store()
-            .write_blocking(move |tx| match tx.query::<MailConfig>().first()? {
-                Some(mut c) => {
-                    *c = config;
-                    tx.update(&c)
-                }
-                None => tx.insert(&config).map(drop),
-            })
+            .write_blocking(move |tx| tx.put_only(config).map(drop))
     }
 
     /// The mailer this configuration describes: the relay, or the outbox in

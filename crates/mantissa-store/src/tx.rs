@@ -234,6 +234,19 @@ impl<'a> Write<'a> {
         self.conn.execute(&sql, &params)
     }
 
+    /// Stores `item` as the only item of its type (for configuration kept
+    /// as one item): updates the existing one, or inserts it.
+    pub fn put_only<T: Item>(&mut self, item: T) -> Result<Stored<T>> {
+        match self.query::<T>().first()? {
+            Some(existing) => {
+                let stored = Stored::new(existing.id(), item);
+                self.update(&stored)?;
+                Ok(stored)
+            }
+            None => self.create(item),
+        }
+    }
+
     /// Runs `f` in a savepoint: if it fails, what it did is undone and the
     /// error returned, while the rest of the transaction goes on.
     pub fn savepoint<R>(&mut self, f: impl FnOnce(&mut Write<'a>) -> Result<R>) -> Result<R> {

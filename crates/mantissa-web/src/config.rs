@@ -68,12 +68,6 @@ impl SiteConfig {
     /// Replaces the site's configuration.
     pub fn save(site: &Site, config: SiteConfig) -> Result<(), StoreError> {
         site.store()
-            .write_blocking(move |tx| match tx.query::<SiteConfig>().first()? {
-                Some(mut c) => {
-                    *c = config;
-                    tx.update(&c)
-                }
-                None => tx.insert(&config).map(drop),
-            })
+            .write_blocking(move |tx| tx.put_only(config).map(drop))
     }
 }

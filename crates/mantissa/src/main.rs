@@ -258,13 +258,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                     user,
                     password_stdin,
                 }) => {
-                    let password = if password_stdin {
-                        let mut line = String::new();
-                        io::stdin().read_line(&mut line)?;
-                        Some(line.trim_end_matches(['\r', '\n']).to_string())
-                    } else {
-                        None
-                    };
+                    let password = password_stdin.then(read_password).transpose()?;
                     let settings = cli::MailSettings {
                         from,
                         relay,
@@ -280,13 +274,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                     password_stdin,
                     admin,
                 }) => {
-                    let password = if password_stdin {
-                        let mut line = String::new();
-                        io::stdin().read_line(&mut line)?;
-                        Some(line.trim_end_matches(['\r', '\n']).to_string())
-                    } else {
-                        None
-                    };
+                    let password = password_stdin.then(read_password).transpose()?;
                     cli::user_add(
                         &site,
                         &name,
@@ -330,6 +318,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One line of standard input, without its line ending.
+fn read_password() -> io::Result<String> {
+    let mut line = String::new();
+    io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 /// Logs to stderr, filtered by MANTISSA_LOG (default: warnings and errors).
