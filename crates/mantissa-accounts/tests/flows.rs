@@ -78,15 +78,31 @@ fn sign_up_verify_by_mail_log_in_and_reset_the_password() {
     let page = ann.get(s, "/private/settings");
     assert!(page.text().contains("Settings for ann"), "{}", page.text());
 
-    // A second device, then a reset from the first: every session ends.
+    let session_cookie = set_cookie(&r, "mantissa_session").unwrap();
+    assert!(
+        session_cookie.contains("Max-Age=43200"),
+        "a session lasts 12 hours: {session_cookie}"
+    );
+
+    // A second device, remembered, then a reset from the first: every
+    // session ends.
     let mut phone = Visitor::default();
     let r = phone.submit(
         s,
         "/login",
         "/login",
-        &[("who", "ann"), ("password", "a long password 1")],
+        &[
+            ("who", "ann"),
+            ("password", "a long password 1"),
+            ("remember", "1"),
+        ],
     );
     assert_eq!(r.status, 303);
+    let remembered = set_cookie(&r, "mantissa_session").unwrap();
+    assert!(
+        remembered.contains("Max-Age=2592000"),
+        "remembered for 30 days: {remembered}"
+    );
     let r = ann.submit(s, "/reset", "/reset", &[("email", "ann@example.org")]);
     assert!(r.text().contains("If an account has this address"));
     let mail = w.smtp.wait_for(2);
