@@ -9,6 +9,9 @@
 //! store's internals (it uses items and queries like any application) nor
 //! own accounts, which belong to `mantissa-accounts`.
 
+/// The axum this crate is built on, for offerings' routes.
+pub use axum;
+
 mod access;
 mod app;
 mod config;

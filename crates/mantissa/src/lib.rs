@@ -39,6 +39,8 @@
 //! binary (`src/main.rs`) only parses arguments, calls them and maps the
 //! result to an exit code.
 
+pub use mantissa_accounts as accounts;
+pub use mantissa_mail as mail;
 pub use mantissa_server as server;
 pub use mantissa_store as store;
 pub use mantissa_web as web;
@@ -54,3 +56,8 @@ pub mod cli;
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The guide's examples, compiled and run by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../../../GUIDE.md")]
+pub struct GuideDoctests;
