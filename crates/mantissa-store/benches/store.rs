@@ -61,7 +61,7 @@ const INSERT_ENTRY: &str =
     r#"INSERT INTO "item_bench.entry" ("title", "score", "done") VALUES (?, ?, ?)"#;
 /// The store breaks ties by id, so the reference does too (same rows, same
 /// order).
-const TOP_20: &str = r#"SELECT id, "title", "score", "done" FROM "item_bench.entry" WHERE "score" < ?1 ORDER BY "score" DESC, id LIMIT 20"#;
+const TOP_20: &str = r#"SELECT id, "title", "score", "done" FROM "item_bench.entry" WHERE "score" < ?1 ORDER BY "score" DESC, id DESC LIMIT 20"#;
 const NOTE_BY_ID: &str = r#"SELECT id, "title", "n", "done" FROM "item_bench.note" WHERE id = ?1"#;
 
 const INSERT_ITEMS: usize = 100_000;

@@ -311,8 +311,8 @@ impl<'a, T: Item> Query<'a, T> {
         self
     }
 
-    /// Sorts by `sort`, after any sorts already given. Ties are broken by id,
-    /// so the order is always total.
+    /// Sorts by `sort`, after any sorts already given. Ties are broken by id
+    /// (in the direction of the last sort), so the order is always total.
     pub fn order_by(mut self, sort: Sort<T>) -> Self {
         self.order.push((sort.col, sort.kind, sort.desc));
         self
@@ -347,7 +347,7 @@ impl<'a, T: Item> Query<'a, T> {
             .chain(std::iter::once((
                 "id",
                 AttrKind::Integer,
-                false,
+                self.id_descending(),
                 Value::Integer(last.id().id()),
             )))
             .collect();
@@ -371,6 +371,13 @@ impl<'a, T: Item> Query<'a, T> {
         self
     }
 
+    /// Ties are broken by id in the direction of the last sort key, so
+    /// that an index on the sort attribute (which ends in the id) serves the
+    /// whole order.
+    fn id_descending(&self) -> bool {
+        self.order.last().is_some_and(|&(_, _, desc)| desc)
+    }
+
     fn where_clause(&self, params: &mut Vec<Value<'static>>) -> String {
         if self.filter.is_empty() {
             return String::new();
@@ -388,7 +395,11 @@ impl<'a, T: Item> Query<'a, T> {
                 sql.push_str(&sql::operand(col, kind));
                 sql.push_str(if desc { " DESC, " } else { ", " });
             }
-            sql.push_str("id");
+            sql.push_str(if self.id_descending() {
+                "id DESC"
+            } else {
+                "id"
+            });
         }
         if self.limit.is_some() || self.offset > 0 {
             sql.push_str(&format!(
@@ -404,29 +415,38 @@ impl<'a, T: Item> Query<'a, T> {
         &self,
         columns: &str,
         with_order: bool,
+        f: impl FnMut(Vec<Value<'static>>) -> Result<()>,
+    ) -> Result<()> {
+        let prefix = format!("SELECT {columns} FROM {}", sql::ident(&table_name(T::NAME)));
+        self.select_with(&prefix, with_order, f)
+    }
+
+    /// Runs `prefix` (a `SELECT … FROM table`) with this query's conditions,
+    /// order and limits.
+    fn select_with(
+        &self,
+        prefix: &str,
+        with_order: bool,
         mut f: impl FnMut(Vec<Value<'static>>) -> Result<()>,
     ) -> Result<()> {
         self.read.ensure_current(T::NAME)?;
         let mut params = Vec::new();
-        let sql = format!(
-            "SELECT {columns} FROM {}{}{}",
-            sql::ident(&table_name(T::NAME)),
-            self.where_clause(&mut params),
-            self.tail(with_order)
-        );
+        let mut sql = String::with_capacity(prefix.len() + 64);
+        sql.push_str(prefix);
+        sql.push_str(&self.where_clause(&mut params));
+        sql.push_str(&self.tail(with_order));
         self.read.conn().query(&sql, &params, &mut f)
     }
 
     /// Every matching item.
     pub fn all(self) -> Result<Vec<Stored<T>>> {
         let mut out = Vec::new();
-        let cols = self.read.columns_of::<T>();
-        self.select(&cols, true, |mut row| {
-            let id = match row.first() {
-                Some(Value::Integer(i)) => *i,
+        let prefix = self.read.select_items::<T>();
+        self.select_with(&prefix, true, |mut row| {
+            let id = match row.pop() {
+                Some(Value::Integer(i)) => i,
                 _ => return Err(StoreError::app("row without id")),
             };
-            row.remove(0);
             out.push(Stored::new(Ref::from_id(id), T::from_values(row)?));
             Ok(())
         })?;

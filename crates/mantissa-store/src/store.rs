@@ -59,31 +59,46 @@ impl Shared {
 /// SQL text per item type, built once.
 #[derive(Default)]
 pub(crate) struct Statements {
-    cache: Mutex<HashMap<(&'static str, bool), Arc<str>>>,
+    cache: Mutex<HashMap<(&'static str, Statement), Arc<str>>>,
+}
+
+/// The statements kept per item type.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Statement {
+    Insert,
+    Update,
+    /// `SELECT a, b, …, id FROM table` (the id last, so that it can be
+    /// popped off a row without moving the values).
+    SelectItems,
 }
 
 impl Statements {
-    fn get<T: Item>(&self, update: bool) -> Arc<str> {
+    pub(crate) fn get<T: Item>(&self, which: Statement) -> Arc<str> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
-            .entry((T::NAME, update))
+            .entry((T::NAME, which))
             .or_insert_with(|| {
                 let t = crate::item::ItemRegistration::of::<T>().0;
-                if update {
-                    sql::update(&t).into()
-                } else {
-                    sql::insert(&t, &t.table(), false).into()
+                match which {
+                    Statement::Update => sql::update(&t).into(),
+                    Statement::Insert => sql::insert(&t, &t.table(), false).into(),
+                    Statement::SelectItems => {
+                        let mut cols: Vec<String> =
+                            t.attrs.iter().map(|a| sql::ident(a.name)).collect();
+                        cols.push("id".into());
+                        format!("SELECT {} FROM {}", cols.join(", "), sql::ident(&t.table())).into()
+                    }
                 }
             })
             .clone()
     }
 
     pub(crate) fn insert<T: Item>(&self) -> Arc<str> {
-        self.get::<T>(false)
+        self.get::<T>(Statement::Insert)
     }
 
     pub(crate) fn update<T: Item>(&self) -> Arc<str> {
-        self.get::<T>(true)
+        self.get::<T>(Statement::Update)
     }
 }
 

@@ -60,13 +60,10 @@ impl<'a> Read<'a> {
         }
     }
 
-    pub(crate) fn columns_of<T: Item>(&self) -> String {
-        let mut s = String::from("id");
-        for a in T::ATTRS {
-            s.push_str(", ");
-            s.push_str(&sql::ident(a.name));
-        }
-        s
+    pub(crate) fn select_items<T: Item>(&self) -> std::sync::Arc<str> {
+        self.shared
+            .statements
+            .get::<T>(crate::store::Statement::SelectItems)
     }
 
     /// A query over items of type `T`.
