@@ -444,24 +444,16 @@ test('/login and /private/settings at 360 px: no sideways scroll (screenshots in
   assert.deepEqual(wide, []);
 });
 
-// Known problems found with this browser, kept as `todo` tests (as in
-// front.test.mjs): they run and print what they measure, but do not fail
-// the run until the pages (crates/mantissa-web/static/mantissa.css,
-// crates/mantissa-accounts/templates) are fixed. When one passes, drop its
-// `todo`.
+// Problems this browser once found in the pages, kept as tests.
 
-test('/private/settings: the <h1> is larger than the <h2>s under it', {
-  todo: 'mantissa.css sizes h1 (1.6rem = 25.6 px) but not h2, which keeps the UA\'s 1.5em = 25.5 px (and line-height 1.55: 39.5 px between the lines of a wrapped h2)',
-}, async () => {
+test('/private/settings: the <h1> is larger than the <h2>s under it', async () => {
   await root.page.goto(at('/private/settings'));
   const size = (sel) => root.page.locator(sel).first().evaluate((el) => parseFloat(getComputedStyle(el).fontSize));
   const [big, small] = [await size('h1'), await size('h2')];
   assert.ok(big >= small * 1.15, `<h1> is ${big} px, <h2> ${small} px`);
 });
 
-test('/private/settings at 360 px: a new API token wraps instead of scrolling sideways', {
-  todo: 'the token in <p class="notice"><code>… is one word of 47 characters unless it happens to hold a "-": 471 px of content in a 328 px box, the page 487 px wide',
-}, async () => {
+test('/private/settings at 360 px: a new API token wraps instead of scrolling sideways', async () => {
   await root.page.goto(at('/private/settings'));
   await root.page.getByLabel('Name', { exact: true }).fill('phone');
   await submit(root.page, root.page.getByRole('button', { name: 'Make a token' }));
@@ -474,9 +466,7 @@ test('/private/settings at 360 px: a new API token wraps instead of scrolling si
   assert.ok(width <= PHONE.width, `page is ${width} px wide at a ${PHONE.width} px viewport; ${why}`);
 });
 
-test('/admin at 360 px: no sideways scroll', {
-  todo: 'the users table (user, email, status, and a column of suspend/reset/delete buttons) makes the page 420–450 px wide with three short users ("alice", "alice@example.org")',
-}, async () => {
+test('/admin at 360 px: no sideways scroll', async () => {
   await root.page.goto(at('/admin'));
   const { width, why } = await pageWidth(root.page);
   assert.ok(width <= PHONE.width, `page is ${width} px wide at a ${PHONE.width} px viewport; ${why}`);

@@ -69,9 +69,6 @@ async function openPage(options = {}) {
   const problems = [];
   page.on('console', (m) => {
     if (m.type() !== 'error' && m.type() !== 'warning') return;
-    // Chromium asks every new site for /favicon.ico, which is a 404 for now:
-    // see the todo test below, which still measures it.
-    if (new URL(m.location().url || 'about:blank', 'about:blank').pathname === '/favicon.ico') return;
     problems.push(`console ${m.type()}: ${m.text()} (${m.location().url})`);
   });
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
@@ -273,14 +270,9 @@ test('/api/ answers JSON with site.name', async () => {
   }
 });
 
-// Known problems found with this browser, kept as `todo` tests: they run and
-// print what they measure, but do not fail the run until the pages
-// (crates/mantissa-web, crates/mantissa-accounts) are fixed. When one
-// passes, drop its `todo`.
+// Problems this browser once found in the pages, kept as tests.
 
-test('/favicon.ico exists, so a first visit logs no 404', {
-  todo: 'Chromium requests /favicon.ico on every first visit; it is a 404 (an HTML page plus its stylesheet) and a console error',
-}, async () => {
+test('/favicon.ico exists, so a first visit logs no 404', async () => {
   const { context, page } = await openPage();
   try {
     const declared = await (async () => {
@@ -297,9 +289,7 @@ test('/favicon.ico exists, so a first visit logs no 404', {
   }
 });
 
-test('account pages at 360 px: tap targets at least 44×44', {
-  todo: 'the "Forgot your password?" link on /login is 193×20 px',
-}, async () => {
+test('account pages at 360 px: tap targets at least 44×44', async () => {
   const { context, page } = await openPage();
   try {
     const small = [];
@@ -315,9 +305,7 @@ test('account pages at 360 px: tap targets at least 44×44', {
   }
 });
 
-test('a long one-word site name wraps at 360 px instead of scrolling sideways', {
-  todo: 'the <h1> (and the header brand) do not break a long word: 505 px wide for a 57-character name',
-}, async () => {
+test('a long one-word site name wraps at 360 px instead of scrolling sideways', async () => {
   const site = join(work, 'long-name');
   mantissa('init', site);
   mantissa('--site', site, 'site', 'set', 'name', 'Supercalifragilisticexpialidocious-Community-Association');

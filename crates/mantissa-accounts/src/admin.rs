@@ -64,9 +64,11 @@ fn dir_size(path: &std::path::Path) -> u64 {
 async fn dashboard(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
+    Extension(session): Extension<Session>,
     Query(search): Query<Search>,
 ) -> Result<Page, WebError> {
     let q = search.q.trim().to_lowercase();
+    let me = session.user().unwrap_or_default();
     let users = app
         .site()
         .store()
@@ -87,13 +89,19 @@ async fn dashboard(
                 {
                     continue;
                 }
+                // No buttons that would lock the administrator out.
                 let mut actions = vec![];
+                let myself = a.username == me;
                 match a.status.as_str() {
                     status::PENDING => actions.push("approve"),
                     status::SUSPENDED => actions.push("unsuspend"),
-                    _ => actions.push("suspend"),
+                    _ if !myself => actions.push("suspend"),
+                    _ => {}
                 }
-                actions.extend(["reset", "delete"]);
+                actions.push("reset");
+                if !myself {
+                    actions.push("delete");
+                }
                 out.push(json!({
                     "username": a.username, "admin": a.admin, "status": a.status,
                     "locked": a.locked, "emails": emails, "actions": actions,

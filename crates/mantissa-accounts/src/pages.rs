@@ -106,6 +106,11 @@ async fn login(
             | AccountError::Throttled
             | AccountError::CodeNeeded),
         ) => {
+            let open = acc
+                .signup_mechanism()
+                .await
+                .map_err(|e| WebError::Internal(e.to_string()))?
+                != "closed";
             let status = if matches!(e, AccountError::Throttled) {
                 StatusCode::TOO_MANY_REQUESTS
             } else {
@@ -113,7 +118,7 @@ async fn login(
             };
             let mut page = Page::new(
                 "accounts/login.html",
-                json!({ "next": f.next, "who": f.who, "error": e.to_string(), "signup_open": false }),
+                json!({ "next": f.next, "who": f.who, "error": e.to_string(), "signup_open": open }),
             );
             page.status = status;
             Ok(page.into_response())

@@ -147,6 +147,13 @@ fn sign_ups_are_reviewed_and_users_suspended_or_deleted() {
         &[("who", "eve"), ("password", "eve's long password")],
     );
     assert_eq!(r.status, 401);
+    assert!(
+        !root
+            .get(s, "/admin")
+            .text()
+            .contains("/admin/users/root/delete"),
+        "no button to delete oneself"
+    );
     let r = root.submit(s, "/admin", "/admin/users/root/delete", &[]);
     assert!(
         root.get(s, r.header("location").unwrap())

@@ -149,13 +149,17 @@ pub async fn render_pages(State(app): State<App>, req: Request, next: Next) -> R
         tracing::warn!(error = %e, "reloading the site configuration failed");
     }
     let csrf = req.extensions().get::<crate::session::CsrfToken>().cloned();
+    let user = req
+        .extensions()
+        .get::<crate::session::Session>()
+        .and_then(crate::session::Session::user);
     let response = next.run(req).await;
     let Some(Pending(page)) = response.extensions().get::<Pending>().cloned() else {
         return response;
     };
     let (mut parts, _) = response.into_parts();
     parts.extensions.remove::<Pending>();
-    render(&app, &page, api, &path, csrf, parts.headers)
+    render(&app, &page, api, &path, csrf, user, parts.headers)
 }
 
 /// Renders an error from a layer that runs before the page renderer.
@@ -163,7 +167,15 @@ pub(crate) fn render_error(app: &App, req: &Request, error: WebError) -> Respons
     let api = req.extensions().get::<ApiRequest>().is_some();
     let response = error.into_response();
     match response.extensions().get::<Pending>().cloned() {
-        Some(Pending(page)) => render(app, &page, api, req.uri().path(), None, Default::default()),
+        Some(Pending(page)) => render(
+            app,
+            &page,
+            api,
+            req.uri().path(),
+            None,
+            None,
+            Default::default(),
+        ),
         None => response,
     }
 }
@@ -174,6 +186,7 @@ fn render(
     api: bool,
     path: &str,
     csrf: Option<crate::session::CsrfToken>,
+    user: Option<String>,
     headers: axum::http::HeaderMap,
 ) -> Response {
     let mut r = if api {
@@ -183,6 +196,7 @@ fn render(
         let ctx = minijinja::context! {
             site => Value::from_serialize(config.public()),
             path => path,
+            user => user,
             csrf_field => Value::from_function(move || {
                 Value::from_safe_string(csrf.as_ref().map(|t| t.field()).unwrap_or_default())
             }),

@@ -98,7 +98,7 @@ fn the_front_page_names_the_site_and_carries_security_headers() {
     );
     // Small: the page and its stylesheet together are far under 50 KB.
     let css_url = html
-        .split("href=\"")
+        .split("rel=\"stylesheet\" href=\"")
         .nth(1)
         .unwrap()
         .split('"')
@@ -137,7 +137,7 @@ fn static_files_are_content_hashed_cached_and_compressed() {
     let s = TestServer::start(Setup::default(), no_routes);
     let html = s.get("/").text();
     let url = html
-        .split("href=\"")
+        .split("rel=\"stylesheet\" href=\"")
         .nth(1)
         .unwrap()
         .split('"')
