@@ -17,19 +17,13 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { join } from 'node:path';
+import { BIN, CHROMIUM, PHONE, launchChromium, mantissa, pageWidth, serve } from './harness.mjs';
 import { smtpSink } from './smtp-sink.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const BIN = process.env.MANTISSA_BIN || resolve(here, '../../target/debug/mantissa');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const PHONE = { width: 360, height: 640 };
 const SESSION_COOKIE = 'mantissa_session';
 const FROM = 'site@example.org';
 
@@ -43,38 +37,7 @@ let server; // { proc, url, exited, stdout(), stderr() }
 let browser;
 const contexts = new Set(); // closed in after() if a test failed before closing its own
 
-/** Runs `mantissa ARGS` to completion (with `input` on stdin); throws with its stderr on failure. */
-function mantissa(args, input) {
-  return execFileSync(BIN, args, { encoding: 'utf8', input: input ?? '', stdio: ['pipe', 'pipe', 'pipe'] });
-}
 
-/** Starts `mantissa serve` on a port the OS picks; resolves once it says "Serving URL". */
-function serve(site) {
-  const proc = spawn(BIN, ['--site', site, 'serve', '--listen', '127.0.0.1:0'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  proc.stderr.on('data', (d) => { err += d; });
-  const exited = new Promise((res) => proc.on('exit', (code, signal) => res({ code, signal })));
-  const url = new Promise((res, rej) => {
-    const timer = setTimeout(
-      () => rej(new Error(`no "Serving http://..." line within 30 s; stdout:\n${out}\nstderr:\n${err}`)),
-      30_000,
-    );
-    proc.stdout.on('data', (d) => {
-      out += d;
-      const m = out.match(/^Serving (http:\/\/127\.0\.0\.1:\d+\/)$/m);
-      if (m) { clearTimeout(timer); res(m[1]); }
-    });
-    proc.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      rej(new Error(`mantissa serve exited (${code ?? signal}) before serving; stderr:\n${err}`));
-    });
-    proc.on('error', (e) => { clearTimeout(timer); rej(e); });
-  });
-  return url.then((u) => ({ proc, url: u, exited, stdout: () => out, stderr: () => err }));
-}
 
 const at = (path) => new URL(path, server.url).href;
 
@@ -160,19 +123,6 @@ function totp(secret, step) {
   return String((h.readUInt32BE(o) & 0x7fffffff) % 1_000_000).padStart(6, '0');
 }
 
-/** The page's width in CSS px, and the innermost elements whose content overflows their box. */
-function pageWidth(page) {
-  return page.evaluate(() => {
-    const over = [...document.querySelectorAll('body *')].filter((el) =>
-      el.clientWidth > 0 && el.scrollWidth > el.clientWidth && getComputedStyle(el).overflowX === 'visible');
-    const innermost = over.filter((el) => !over.some((o) => o !== el && el.contains(o)));
-    return {
-      width: document.scrollingElement.scrollWidth,
-      why: innermost.map((el) =>
-        `${el.outerHTML.slice(0, 60)}… has ${el.scrollWidth} px of content in a ${el.clientWidth} px box`).join('; '),
-    };
-  });
-}
 
 before(async () => {
   assert.ok(existsSync(BIN), `${BIN} is missing: run \`cargo build -p mantissa\` first`);
@@ -186,14 +136,7 @@ before(async () => {
   mantissa(['--site', site, 'user', 'add', ROOT.name, '--admin', '--password-stdin'], `${ROOT.password}\n`);
   mantissa(['--site', site, 'user', 'add', BOB.name, '--email', BOB.email, '--password-stdin'], `${BOB.password}\n`);
   server = await serve(site);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

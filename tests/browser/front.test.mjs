@@ -9,19 +9,13 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { join } from 'node:path';
+import { BIN, CHROMIUM, PHONE, launchChromium, mantissa, pageWidth, serve } from './harness.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const BIN = process.env.MANTISSA_BIN || resolve(here, '../../target/debug/mantissa');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 // A name that must be escaped in HTML, so that the page shows it as text.
 const SITE_NAME = 'Tide & Tally <test>';
-const PHONE = { width: 360, height: 640 };
 const PAGE_BUDGET = 50 * 1024; // the front page and all its subresources
 const MIN_TARGET = 44; // CSS px, each side of every link, button and input
 
@@ -29,38 +23,7 @@ let work; // temp folder: site, browser profile, screenshot
 let server; // { proc, url, exited: Promise<{code, signal}>, stderr: () => string }
 let browser;
 
-/** Runs `mantissa ARGS` to completion; throws with its stderr on failure. */
-function mantissa(...args) {
-  return execFileSync(BIN, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-}
 
-/** Starts `mantissa serve` on a port the OS picks; resolves once it says "Serving URL". */
-function serve(site) {
-  const proc = spawn(BIN, ['--site', site, 'serve', '--listen', '127.0.0.1:0'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  proc.stderr.on('data', (d) => { err += d; });
-  const exited = new Promise((res) => proc.on('exit', (code, signal) => res({ code, signal })));
-  const url = new Promise((res, rej) => {
-    const timer = setTimeout(
-      () => rej(new Error(`no "Serving http://..." line within 30 s; stdout:\n${out}\nstderr:\n${err}`)),
-      30_000,
-    );
-    proc.stdout.on('data', (d) => {
-      out += d;
-      const m = out.match(/^Serving (http:\/\/127\.0\.0\.1:\d+\/)$/m);
-      if (m) { clearTimeout(timer); res(m[1]); }
-    });
-    proc.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      rej(new Error(`mantissa serve exited (${code ?? signal}) before serving; stderr:\n${err}`));
-    });
-    proc.on('error', (e) => { clearTimeout(timer); rej(e); });
-  });
-  return url.then((u) => ({ proc, url: u, exited, stderr: () => err }));
-}
 
 /** A new context and page; console errors, page errors and CSP violations collected. */
 async function openPage(options = {}) {
@@ -83,19 +46,6 @@ async function openPage(options = {}) {
   return { context, page, problems };
 }
 
-/** The page's width in CSS px, and the innermost elements whose content overflows their box. */
-function pageWidth(page) {
-  return page.evaluate(() => {
-    const over = [...document.querySelectorAll('body *')].filter((el) =>
-      el.clientWidth > 0 && el.scrollWidth > el.clientWidth && getComputedStyle(el).overflowX === 'visible');
-    const innermost = over.filter((el) => !over.some((o) => o !== el && el.contains(o)));
-    return {
-      width: document.scrollingElement.scrollWidth,
-      why: innermost.map((el) =>
-        `${el.outerHTML.slice(0, 60)}… has ${el.scrollWidth} px of content in a ${el.clientWidth} px box`).join('; '),
-    };
-  });
-}
 
 /** Every visible link, button and input smaller than MIN_TARGET in either direction. */
 function smallTargets(page) {
@@ -121,19 +71,12 @@ before(async () => {
   assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: \`apt-get install chromium\``);
   work = mkdtempSync(join(tmpdir(), 'mantissa-browser-'));
   const site = join(work, 'site');
-  mantissa('init', site);
-  mantissa('--site', site, 'site', 'set', 'name', SITE_NAME);
+  mantissa(['init', site]);
+  mantissa(['--site', site, 'site', 'set', 'name', SITE_NAME]);
   server = await serve(site);
   // playwright-core gives each launch a fresh profile (--user-data-dir) in
   // the OS temp folder and removes it on close.
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
@@ -307,8 +250,8 @@ test('account pages at 360 px: tap targets at least 44×44', async () => {
 
 test('a long one-word site name wraps at 360 px instead of scrolling sideways', async () => {
   const site = join(work, 'long-name');
-  mantissa('init', site);
-  mantissa('--site', site, 'site', 'set', 'name', 'Supercalifragilisticexpialidocious-Community-Association');
+  mantissa(['init', site]);
+  mantissa(['--site', site, 'site', 'set', 'name', 'Supercalifragilisticexpialidocious-Community-Association']);
   const other = await serve(site);
   const { context, page } = await openPage();
   try {

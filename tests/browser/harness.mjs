@@ -1,0 +1,75 @@
+// What the browser tests share: the real `mantissa` binary (run to
+// completion, or serving on a port the OS picks), Debian's Chromium, and a
+// measure of how wide a page is.
+//
+// MANTISSA_BIN names another binary (default: target/debug/mantissa);
+// CHROMIUM another browser (default: /usr/bin/chromium).
+
+import { spawn, execFileSync } from 'node:child_process';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const BIN = process.env.MANTISSA_BIN || resolve(here, '../../target/debug/mantissa');
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+export const PHONE = { width: 360, height: 640 };
+
+/** Runs `mantissa ARGS` to completion (with `input` on stdin); throws with its stderr on failure. */
+export function mantissa(args, input) {
+  return execFileSync(BIN, args, { encoding: 'utf8', input: input ?? '', stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+/** Starts `mantissa serve` on a port the OS picks; resolves once it says "Serving URL". */
+export function serve(site) {
+  const proc = spawn(BIN, ['--site', site, 'serve', '--listen', '127.0.0.1:0'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  proc.stderr.on('data', (d) => { err += d; });
+  const exited = new Promise((res) => proc.on('exit', (code, signal) => res({ code, signal })));
+  const url = new Promise((res, rej) => {
+    const timer = setTimeout(
+      () => rej(new Error(`no "Serving http://..." line within 30 s; stdout:\n${out}\nstderr:\n${err}`)),
+      30_000,
+    );
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/^Serving (http:\/\/127\.0\.0\.1:\d+\/)$/m);
+      if (m) { clearTimeout(timer); res(m[1]); }
+    });
+    proc.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      rej(new Error(`mantissa serve exited (${code ?? signal}) before serving; stderr:\n${err}`));
+    });
+    proc.on('error', (e) => { clearTimeout(timer); rej(e); });
+  });
+  return url.then((u) => ({ proc, url: u, exited, stdout: () => out, stderr: () => err }));
+}
+
+/** Debian's headless Chromium, with the flags this closed network needs. */
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  });
+}
+
+/** The page's width in CSS px, and the innermost elements whose content overflows their box. */
+export function pageWidth(page) {
+  return page.evaluate(() => {
+    const over = [...document.querySelectorAll('body *')].filter((el) =>
+      el.clientWidth > 0 && el.scrollWidth > el.clientWidth && getComputedStyle(el).overflowX === 'visible');
+    const innermost = over.filter((el) => !over.some((o) => o !== el && el.contains(o)));
+    return {
+      width: document.scrollingElement.scrollWidth,
+      why: innermost.map((el) =>
+        `${el.outerHTML.slice(0, 60)}… has ${el.scrollWidth} px of content in a ${el.clientWidth} px box`).join('; '),
+    };
+  });
+}
