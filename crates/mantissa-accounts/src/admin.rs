@@ -343,11 +343,44 @@ async fn set_product(
     )))
 }
 
+#[derive(Deserialize)]
+struct NewUser {
+    username: String,
+    email: String,
+}
+
+async fn create_user(
+    Extension(acc): Extension<Arc<Accounts>>,
+    Form(f): Form<NewUser>,
+) -> Result<Response, WebError> {
+    let acc2 = acc.clone();
+    let (name, email) = (f.username.trim().to_string(), f.email.trim().to_string());
+    let (n, e) = (name.clone(), email.clone());
+    let made = tokio::task::spawn_blocking(move || acc2.create_user(&n, Some(&e), None, false))
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?;
+    match made {
+        Ok(_) => match acc.request_reset(None, &email).await {
+            Ok(()) => Ok(back(&format!(
+                "Created {name}; a link to set a password was emailed to {email}."
+            ))),
+            Err(e) => Ok(back(&format!(
+                "Created {name}, but the email could not be sent: {e}"
+            ))),
+        },
+        Err(
+            e @ (crate::AccountError::Invalid(_) | crate::AccountError::Store(StoreError::App(_))),
+        ) => Ok(back(&e.to_string())),
+        Err(e) => Err(WebError::Internal(e.to_string())),
+    }
+}
+
 /// The console's routes.
 pub fn routes(app: &App, accounts: Arc<Accounts>) -> Router<App> {
     Router::new()
         .route("/admin", get(dashboard))
         .route("/admin/signup", post(set_signup))
+        .route("/admin/users", post(create_user))
         .route("/admin/offerings/{name}/{switch}", post(switch_offering))
         .route("/admin/products/{joined_by}", post(set_product))
         .route("/admin/users/{name}/{action}", post(user_action))

@@ -161,3 +161,40 @@ fn sign_ups_are_reviewed_and_users_suspended_or_deleted() {
             .contains("you cannot delete yourself")
     );
 }
+
+#[test]
+fn administrators_create_accounts_that_set_their_own_password() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("root", None, Some("root's long password"), true)
+        .unwrap();
+    let s = &w.server;
+    let mut root = logged_in(s, "root", "root's long password");
+    let r = root.submit(
+        s,
+        "/admin",
+        "/admin/users",
+        &[("username", "fay"), ("email", "fay@example.org")],
+    );
+    let notice = shown(&root.get(s, r.header("location").unwrap()).text());
+    assert!(
+        notice.contains("Created fay; a link to set a password was emailed to fay@example.org."),
+        "{notice}"
+    );
+    let r = root.submit(
+        s,
+        "/admin",
+        "/admin/users",
+        &[("username", "fay"), ("email", "other@example.org")],
+    );
+    assert!(
+        shown(&root.get(s, r.header("location").unwrap()).text())
+            .contains("there is already a user called")
+    );
+    let mail = w.smtp.wait_for(1);
+    let link = path_of(&link_in(&mail[0].data));
+    let mut fay = Visitor::default();
+    let r = fay.submit(s, &link, &link, &[("password", "fay's own long password")]);
+    assert!(r.text().contains("Password changed"), "{}", r.text());
+    logged_in(s, "fay", "fay's own long password");
+}
