@@ -1,0 +1,72 @@
+//! TechEmpower's Fortunes (`/fortunes`) and plaintext (`/plaintext`) on
+//! Mantissa's full web stack, with the fortunes as items of a site store
+//! created in a temporary folder.
+//!
+//! ```text
+//! mantissa-fortunes [ADDR] [--variant full|handlers|handlers-axum] [--read async|worker|async-4]
+//! ```
+//!
+//! `full` (the default) with `--read async` (the default) is what is
+//! measured against the references. The others find where the time goes:
+//! `handlers` serves the same handlers (store query, app templates) on a
+//! plain axum router, without any of Mantissa's layers, through
+//! `mantissa-server`'s accept loop and `HttpProtocol`; `handlers-axum`
+//! serves that plain router with `axum::serve`, without `mantissa-server`
+//! either. `--read worker` queries the store with `read_blocking` on the
+//! async worker thread instead of `read(..).await` on the blocking pool;
+//! `--read async-4` lets at most four `read(..).await` run at once.
+
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use mantissa_bench_web::{
+    StoreRead, bench_limits, fortune_site, handlers_only_router, init_logging, listen_arg,
+    mantissa_app, mantissa_routes, option_arg, stop_signal,
+};
+use mantissa_server::{Guard, Server};
+use mantissa_web::HttpProtocol;
+
+fn main() -> anyhow::Result<()> {
+    init_logging();
+    let addr = listen_arg("127.0.0.1:8081")?;
+    let variant = option_arg("--variant").unwrap_or_else(|| "full".into());
+    let read = match option_arg("--read").as_deref() {
+        None | Some("async") => StoreRead::Async,
+        Some("worker") => StoreRead::OnWorker,
+        Some("async-4") => StoreRead::AsyncAtMost4,
+        Some(other) => anyhow::bail!("unknown --read {other:?} (async, worker, async-4)"),
+    };
+    let dir = tempfile::tempdir()?;
+    let site = fortune_site(dir.path())?;
+    let guard = Guard::new(bench_limits());
+    let app = mantissa_app(site, guard.clone())?;
+    let router = match variant.as_str() {
+        "full" => app.router_with(mantissa_routes(read)),
+        "handlers" | "handlers-axum" => handlers_only_router(&app, read),
+        other => anyhow::bail!("unknown variant {other:?} (full, handlers, handlers-axum)"),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        if variant == "handlers-axum" {
+            let listener = tokio::net::TcpListener::bind(addr).await?.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            println!("mantissa-fortunes ({variant}, {read:?} read) on http://{addr}/");
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop_signal())
+                .await?;
+        } else {
+            let proto = Arc::new(HttpProtocol::new(router, guard.limits().clone()));
+            let mut server = Server::new(guard);
+            let bound = server.listen(addr, None, proto).await?;
+            println!("mantissa-fortunes ({variant}, {read:?} read) on http://{bound}/");
+            server.run(stop_signal()).await;
+        }
+        anyhow::Ok(())
+    })?;
+    drop(app);
+    drop(dir);
+    Ok(())
+}
