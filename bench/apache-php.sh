@@ -208,13 +208,46 @@ def wrk(url, d):
     return rps, (bad.group(1) + " non-2xx " if bad else "") + (errs.group(0) if errs else "")
 
 
+def cpu_busy():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4], sum(v)
+
+
+def wait_quiet():
+    """Waits (up to two minutes) until the CPUs are nearly idle (< 10 %)."""
+    end = time.monotonic() + 120
+    while True:
+        b0, t0 = cpu_busy()
+        time.sleep(1)
+        b1, t1 = cpu_busy()
+        busy = 100.0 * (b1 - b0) / max(1, t1 - t0)
+        if busy < 10 or time.monotonic() > end:
+            return busy
+        time.sleep(2)
+
+
+NCPU = os.cpu_count() or 1
+HZ = os.sysconf("SC_CLK_TCK")
 res = {"apache + mod_php + mariadb": [], "mantissa": []}
+pairs = [("apache + mod_php + mariadb", apache), ("mantissa", mantissa)]
 for rnd in range(1, ROUNDS + 1):
-    for name, url in [("apache + mod_php + mariadb", apache), ("mantissa", mantissa)]:
+    for name, url in (pairs if rnd % 2 else pairs[::-1]):
+        quiet = wait_quiet()
         wrk(url, WARMUP)
+        b0, t0 = cpu_busy()
+        c0 = os.times()
         rps, note = wrk(url, DURATION)
+        c1 = os.times()
+        b1, t1 = cpu_busy()
+        total = max(1, t1 - t0)
+        client = 100.0 * NCPU * ((c1.children_user + c1.children_system)
+                                 - (c0.children_user + c0.children_system)) * HZ / total
+        rest = 100.0 * NCPU * (b1 - b0) / total - client
         res[name].append(rps)
-        print(f"  round {rnd}  fortunes  {name:28} {rps:>10,.0f} req/s  {note}", flush=True)
+        print(f"  round {rnd}  fortunes  {name:28} {rps:>10,.0f} req/s  cpu: wrk {client:4.0f}%  "
+              f"server and everything else {rest:4.0f}%  (idle check before: {quiet:.0f}% busy)  {note}",
+              flush=True)
 med = {k: statistics.median(v) for k, v in res.items()}
 print()
 for k, v in med.items():
