@@ -14,7 +14,6 @@
 //! A template writes the field with `{{ csrf_field() }}`; the cookie is set
 //! only on responses that did, so anonymous pages stay cacheable.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -278,19 +277,37 @@ pub async fn session_layer(State(app): State<App>, mut req: Request, next: Next)
     response
 }
 
-/// The request's CSRF token (a request extension), and whether a page used
-/// it.
+/// The request's CSRF token (a request extension). A new one is made only
+/// when a page writes the form field, so requests that show no form cost no
+/// random bytes and set no cookie.
 #[derive(Clone, Debug)]
-pub struct CsrfToken(pub String, pub Arc<AtomicBool>);
+pub struct CsrfToken {
+    /// The token the browser sent in its cookie, if any.
+    existing: Option<String>,
+    /// A new token, made on first use.
+    fresh: Arc<std::sync::OnceLock<String>>,
+}
 
 impl CsrfToken {
-    /// The hidden form field carrying the token; marks the token used.
+    /// The token.
+    pub fn value(&self) -> &str {
+        match &self.existing {
+            Some(t) => t,
+            None => self.fresh.get_or_init(random_token),
+        }
+    }
+
+    /// The hidden form field carrying the token.
     pub fn field(&self) -> String {
-        self.1.store(true, Ordering::Relaxed);
         format!(
             r#"<input type="hidden" name="csrf_token" value="{}">"#,
-            self.0
+            self.value()
         )
+    }
+
+    /// The new token a page used, which the browser must be given.
+    fn made(&self) -> Option<&String> {
+        self.fresh.get()
     }
 }
 
@@ -404,18 +421,16 @@ pub async fn csrf_layer(State(app): State<App>, mut req: Request, next: Next) ->
             );
         }
     }
-    let fresh = existing.is_none();
-    let token = CsrfToken(
-        existing.unwrap_or_else(random_token),
-        Arc::new(AtomicBool::new(false)),
-    );
+    let token = CsrfToken {
+        existing,
+        fresh: Arc::default(),
+    };
     req.extensions_mut().insert(token.clone());
     let mut response = next.run(req).await;
-    if fresh && token.1.load(Ordering::Relaxed) {
-        response.headers_mut().append(
-            header::SET_COOKIE,
-            set_cookie(CSRF_COOKIE, &token.0, None, tls),
-        );
+    if let Some(made) = token.made() {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, made, None, tls));
     }
     response
 }
