@@ -128,6 +128,16 @@ fn invalid_or_store(e: StoreError) -> AccountError {
     }
 }
 
+/// For the transactions that use a link: a bad link is [`AccountError::BadLink`],
+/// another refusal a message for the person, and a failing store stays a
+/// store error (not disguised as a bad link).
+fn link_failed(e: StoreError) -> AccountError {
+    match e {
+        StoreError::App(m) if m == AccountError::BadLink.to_string() => AccountError::BadLink,
+        e => invalid_or_store(e),
+    }
+}
+
 /// Creates a ticket and returns its token. Inside a transaction.
 pub(crate) fn issue_ticket(
     tx: &mut Write<'_>,
@@ -784,10 +794,7 @@ impl Accounts {
                 issue_ticket(tx, purpose::VERIFY, Some(account), Some(addr))
             })
             .await
-            .map_err(|e| match e {
-                StoreError::App(m) => AccountError::Invalid(m),
-                other => AccountError::Store(other),
-            })?;
+            .map_err(invalid_or_store)?;
         self.mail(
             &address,
             "Please verify your email address",
@@ -827,7 +834,7 @@ impl Accounts {
                 Ok(a.username.clone())
             })
             .await
-            .map_err(|_| AccountError::BadLink)?;
+            .map_err(link_failed)?;
         self.install_later(&name).await?;
         Ok(name)
     }
@@ -918,7 +925,7 @@ impl Accounts {
                 Ok(a.username.clone())
             })
             .await
-            .map_err(|_| AccountError::BadLink)
+            .map_err(link_failed)
     }
 
     /// Unlocks an account from the emailed link.
@@ -937,7 +944,7 @@ impl Accounts {
                 Ok(a.username.clone())
             })
             .await
-            .map_err(|_| AccountError::BadLink)
+            .map_err(link_failed)
     }
 
     /// Changes a signed-in user's password, given the current one; ends
@@ -1074,7 +1081,7 @@ impl Accounts {
                 Ok(address)
             })
             .await
-            .map_err(|_| AccountError::BadLink)
+            .map_err(link_failed)
     }
 
     /// Starts two-factor set-up: a new secret for `username`, not yet in
