@@ -106,6 +106,7 @@ impl Site {
                 name: "site".into(),
                 create,
                 on_schedule: None,
+                readers_kept: crate::store::SITE_READERS_KEPT,
             },
         )?;
         Ok(Site {
@@ -205,6 +206,7 @@ impl Site {
                 on_schedule: Some(Box::new(move |store_name, due| {
                     note_due(&site_store, store_name, due)
                 })),
+                readers_kept: crate::store::USER_READERS_KEPT,
             },
         )?;
         let mut cache = self.cache();

@@ -26,8 +26,16 @@ use crate::sql;
 use crate::tx::{Read, Write};
 use crate::value::Timestamp;
 
-/// Idle reader connections kept per store.
-const READERS_KEPT: usize = 4;
+/// Idle reader connections kept by a user's store: few, because a site has
+/// many user stores open and each connection is a file descriptor.
+pub(crate) const USER_READERS_KEPT: usize = 4;
+
+/// Idle reader connections kept by the site store, which nearly every
+/// request reads (its session, at least). Under load, reads run at once on
+/// as many blocking threads as there are requests waiting; closing the
+/// connections a burst opened, only to open them again for the next one,
+/// cost more than the reads themselves (measured: `bench/web.sh`).
+pub(crate) const SITE_READERS_KEPT: usize = 64;
 
 pub(crate) type Job = Box<dyn FnOnce(&mut Writer) + Send>;
 
@@ -45,12 +53,24 @@ pub(crate) struct Shared {
     pub(crate) statements: Statements,
     /// Item types whose background upgrade has not finished.
     pub(crate) upgrading: Mutex<HashMap<String, crate::upgrade::Progress>>,
+    /// Whether `upgrading` may have entries: upgrades are only ever added
+    /// when the store opens, so once it is empty this stays false, and
+    /// every query after that skips the lock.
+    pub(crate) any_upgrading: std::sync::atomic::AtomicBool,
     pub(crate) readers: Mutex<Vec<Conn>>,
+    /// Idle readers kept in `readers`.
+    pub(crate) readers_kept: usize,
     pub(crate) on_schedule: Option<ScheduleHook>,
 }
 
 impl Shared {
     pub(crate) fn upgrade_pending(&self, name: &str) -> bool {
+        if !self
+            .any_upgrading
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return false;
+        }
         let map = self.upgrading.lock().unwrap_or_else(|e| e.into_inner());
         !map.is_empty() && map.contains_key(name)
     }
@@ -153,6 +173,8 @@ pub(crate) struct OpenOptions {
     pub(crate) name: String,
     pub(crate) create: bool,
     pub(crate) on_schedule: Option<ScheduleHook>,
+    /// Idle reader connections to keep.
+    pub(crate) readers_kept: usize,
 }
 
 impl Store {
@@ -171,10 +193,15 @@ impl Store {
             registry,
             statements: Statements::default(),
             upgrading: Mutex::new(HashMap::new()),
+            any_upgrading: std::sync::atomic::AtomicBool::new(true),
             readers: Mutex::new(Vec::new()),
+            readers_kept: opts.readers_kept,
             on_schedule: opts.on_schedule,
         });
         let background = crate::schema::prepare(&conn, &shared)?;
+        shared
+            .any_upgrading
+            .store(!background.is_empty(), std::sync::atomic::Ordering::Release);
         *shared.upgrading.lock().unwrap_or_else(|e| e.into_inner()) = background;
         crate::files::empty_trash(&conn, &shared);
         let (jobs, rx) = crossbeam_channel::unbounded::<Job>();
@@ -208,6 +235,7 @@ impl Store {
                 name,
                 create: true,
                 on_schedule: None,
+                readers_kept: USER_READERS_KEPT,
             },
         )
     }
@@ -324,7 +352,7 @@ impl Store {
         let result = catch_unwind(AssertUnwindSafe(|| f(&read)));
         conn.rollback();
         let mut pool = shared.readers.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < READERS_KEPT {
+        if pool.len() < shared.readers_kept {
             pool.push(conn);
         }
         drop(pool);

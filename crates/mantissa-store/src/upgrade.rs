@@ -458,11 +458,19 @@ fn item_type<'r>(shared: &'r Shared, name: &str) -> Result<&'r ItemType> {
 }
 
 fn forget(shared: &Shared, name: &str) {
-    shared
-        .upgrading
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(name);
+    let mut map = shared.upgrading.lock().unwrap_or_else(|e| e.into_inner());
+    map.remove(name);
+    note_if_none_left(shared, &map);
+}
+
+/// Lets queries skip the lock once no upgrade is left (none are added after
+/// the store opens).
+fn note_if_none_left(shared: &Shared, map: &std::collections::HashMap<String, Progress>) {
+    if map.is_empty() {
+        shared
+            .any_upgrading
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// Finishes the upgrade of `name` now; on the writer thread, inside a write
@@ -513,7 +521,9 @@ fn step_once(w: &mut Writer) -> Result<Option<Progress>> {
             w.conn.commit()?;
             let mut map = w.shared.upgrading.lock().unwrap_or_else(|e| e.into_inner());
             if last {
-                let mut p = map.remove(&name).unwrap_or(Progress {
+                let removed = map.remove(&name);
+                note_if_none_left(&w.shared, &map);
+                let mut p = removed.unwrap_or(Progress {
                     item: name,
                     done: 0,
                     total: 0,

@@ -1,5 +1,5 @@
-//! The web application: its state, and the router with every layer in the
-//! order requests meet them.
+//! The web application: its state, and the router behind the request
+//! pipeline ([`crate::pipeline`]).
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -7,7 +7,6 @@ use std::sync::{Arc, OnceLock, RwLock};
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use mantissa_server::{Guard, Limits};
@@ -15,20 +14,16 @@ use mantissa_store::Site;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use minijinja::Value;
 use tower::Layer;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::access::{AccessPolicy, PublicPolicy};
 use crate::config::SiteConfig;
 use crate::http::ClientInfo;
-use crate::offering::{Offering, Offerings, require_owner, shared_item};
-use crate::page::{Page, WebError, api_prefix, render_pages};
-use crate::protect::{
-    BotLimiter, FirstSeen, RequestRate, access_log, bot_layer, conditional_get, guard_layer,
-    security_headers,
-};
-use crate::session::{TokenAuth, csrf_layer, session_layer};
+use crate::offering::{Offering, Offerings, shared_item};
+use crate::page::{Page, WebError};
+use crate::pipeline::Pipeline;
+use crate::protect::{BotLimiter, FirstSeen, RequestRate};
+use crate::session::TokenAuth;
 use crate::statics::Statics;
 use crate::templates::{TemplateSources, Templates};
 
@@ -71,6 +66,9 @@ struct Inner {
     templates: Templates,
     statics: Arc<Statics>,
     config: RwLock<SiteConfig>,
+    /// What templates see of the configuration (`site`), made once per
+    /// change rather than per page.
+    public_site: RwLock<Value>,
     dev: bool,
     bots: BotLimiter,
     first_seen: FirstSeen,
@@ -155,6 +153,7 @@ impl App {
             guard,
             templates,
             statics,
+            public_site: RwLock::new(Value::from_serialize(config.public())),
             config: RwLock::new(config),
             dev: options.dev,
             first_seen: FirstSeen::default(),
@@ -227,6 +226,16 @@ impl App {
             .clone()
     }
 
+    /// What templates see of the site's configuration: its name, tagline
+    /// and contact.
+    pub(crate) fn public_site(&self) -> Value {
+        self.0
+            .public_site
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Whether the app runs in development mode.
     pub fn is_dev(&self) -> bool {
         self.0.dev
@@ -252,48 +261,38 @@ impl App {
         self.0
             .statics
             .set_theme_dir(theme.as_ref().map(|t| t.join("static")));
+        *self
+            .0
+            .public_site
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Value::from_serialize(c.public());
         *self.0.config.write().unwrap_or_else(|e| e.into_inner()) = c;
         Ok(())
     }
 
-    /// The router: every route and every layer. `extra` routes (offerings',
-    /// tests') are merged in below the same layers.
+    /// The router: every route, behind the request pipeline. `extra` routes
+    /// (offerings', tests') are merged in beside Mantissa's own.
     pub fn router_with(&self, extra: Router<App>) -> Router {
-        let mut private: Router<App> = Router::new();
-        for o in self.0.offerings.iter() {
-            private = private.nest(&format!("/private/{}", o.name()), o.private_routes());
-        }
-        let private = private.layer(from_fn_with_state(self.clone(), require_owner));
-        let routes: Router<App> = Router::new()
+        let mut routes: Router<App> = Router::new()
             .route("/", get(front_page))
             .route("/users/{name}/{slug}", get(shared_item))
             .route("/users/{name}/{slug}/{*rest}", get(shared_item))
-            .merge(private)
             .route("/healthz", get(healthz))
             .route("/robots.txt", get(robots))
             .route("/metrics", get(metrics_page))
-            .route("/static/{offering}/{hash}/{*path}", get(static_file))
-            .merge(extra)
-            .fallback(not_found);
-        let body_limit = self.limits().max_body_bytes;
-        let body_timeout = self.limits().body_timeout;
+            .route("/static/{offering}/{hash}/{*path}", get(static_file));
+        for o in self.0.offerings.iter() {
+            routes = routes.nest(&format!("/private/{}", o.name()), o.private_routes());
+        }
         let routes = routes
-            .layer(from_fn_with_state(self.clone(), render_pages))
-            .layer(from_fn_with_state(self.clone(), csrf_layer))
-            .layer(from_fn_with_state(self.clone(), session_layer))
-            .layer(from_fn_with_state(self.clone(), conditional_get))
-            .layer(CompressionLayer::new())
-            .layer(axum::extract::DefaultBodyLimit::max(body_limit))
-            .layer(RequestBodyTimeoutLayer::new(body_timeout))
-            .layer(from_fn(security_headers))
-            .layer(from_fn_with_state(self.clone(), bot_layer))
-            .layer(from_fn_with_state(self.clone(), guard_layer))
-            .layer(CatchPanicLayer::new())
-            .layer(from_fn_with_state(self.clone(), access_log))
+            .merge(extra)
+            .fallback(not_found)
+            .layer(axum::extract::DefaultBodyLimit::max(
+                self.limits().max_body_bytes,
+            ))
             .with_state(self.clone());
-        // `/api/x` is answered by the route of `/x`: the prefix is stripped
-        // before routing, so this layer wraps the whole router.
-        Router::new().fallback_service(from_fn(api_prefix).layer(routes))
+        let pipeline = CompressionLayer::new().layer(Pipeline::new(self.clone(), routes));
+        Router::new().fallback_service(pipeline)
     }
 
     /// The router with Mantissa's own routes only.

@@ -18,6 +18,7 @@ mod config;
 mod http;
 mod offering;
 mod page;
+mod pipeline;
 mod protect;
 mod session;
 mod statics;

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::Uri;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use mantissa_store::{Item, Ref, Store, Write};
 
@@ -236,23 +235,25 @@ pub fn publish<T: Item>(
     Ok(slug)
 }
 
-/// Requires a signed-in user for `/private/…` and hands the handler their
-/// store.
-pub(crate) async fn require_owner(
-    State(app): State<App>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let offering = req
+/// Requires a signed-in user for the pages of an offering under
+/// `/private/<offering>/…`, and hands the handler their store (an [`Owner`]
+/// extension); the response to send instead when the offering is switched
+/// off or nobody is signed in. Other requests pass untouched.
+pub(crate) async fn require_owner(app: &App, req: &mut Request) -> Result<(), Response> {
+    let Some(offering) = req
         .uri()
         .path()
         .strip_prefix("/private/")
-        .map(|rest| rest.split('/').next().unwrap_or_default().to_string())
-        .unwrap_or_default();
-    match offering_is_enabled(&app, &offering).await {
+        .map(|rest| rest.split('/').next().unwrap_or_default())
+        .filter(|name| app.offering(name).is_some())
+        .map(str::to_string)
+    else {
+        return Ok(());
+    };
+    match offering_is_enabled(app, &offering).await {
         Ok(true) => {}
-        Ok(false) => return WebError::NotFound.into_response(),
-        Err(e) => return e.into_response(),
+        Ok(false) => return Err(WebError::NotFound.into_response()),
+        Err(e) => return Err(e.into_response()),
     }
     let user = req.extensions().get::<Session>().and_then(Session::user);
     let Some(name) = user else {
@@ -262,17 +263,17 @@ pub(crate) async fn require_owner(
             .map(|p| p.as_str().to_string())
             .unwrap_or_default();
         let target = format!("/login?next={}", urlencode(&next_url));
-        return Redirect::to(&target).into_response();
+        return Err(Redirect::to(&target).into_response());
     };
     let site = app.site().clone();
     let n = name.clone();
     let store = match tokio::task::spawn_blocking(move || site.user_store(&n)).await {
         Ok(Ok(store)) => store,
-        Ok(Err(e)) => return WebError::from(e).into_response(),
-        Err(e) => return WebError::Internal(e.to_string()).into_response(),
+        Ok(Err(e)) => return Err(WebError::from(e).into_response()),
+        Err(e) => return Err(WebError::Internal(e.to_string()).into_response()),
     };
     req.extensions_mut().insert(Owner { name, store });
-    next.run(req).await
+    Ok(())
 }
 
 fn urlencode(s: &str) -> String {

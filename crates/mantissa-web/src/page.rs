@@ -6,9 +6,8 @@
 //! mobile apps and scripts with exactly the same access rules — the JSON is
 //! produced by the same handler, not a second one that could drift.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{StatusCode, Uri, header};
-use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use minijinja::Value;
 use std::sync::Arc;
@@ -106,9 +105,10 @@ impl IntoResponse for WebError {
 #[derive(Clone, Copy, Debug)]
 pub struct ApiRequest;
 
-/// Strips `/api` from the path (remembering that it was there), so that the
-/// page's own route answers, and a trailing `/`, so that `/x/` is `/x`.
-pub async fn api_prefix(mut req: Request, next: Next) -> Response {
+/// Strips `/api` from the path (remembering that it was there, in an
+/// [`ApiRequest`] extension), so that the page's own route answers, and a
+/// trailing `/`, so that `/x/` is `/x`. Whether it was an API request.
+pub(crate) fn strip_api_prefix(req: &mut Request) -> bool {
     let path = req.uri().path();
     let (api, rest) = if path == "/api" {
         (true, "/")
@@ -136,30 +136,28 @@ pub async fn api_prefix(mut req: Request, next: Next) -> Response {
             req.extensions_mut().insert(ApiRequest);
         }
     }
-    next.run(req).await
+    api
 }
 
-/// Renders the [`Page`]s handlers answer with.
-pub async fn render_pages(State(app): State<App>, req: Request, next: Next) -> Response {
-    let api = req.extensions().get::<ApiRequest>().is_some();
-    let path = req.uri().path().to_string();
-    if app.is_dev()
-        && let Err(e) = app.reload_config().await
-    {
-        tracing::warn!(error = %e, "reloading the site configuration failed");
+/// Renders the [`Page`] a handler answered with, if it answered with one:
+/// as HTML, or as JSON when `api`.
+pub(crate) fn render_pending(
+    app: &App,
+    response: Response,
+    api: bool,
+    path: &str,
+    csrf: Option<crate::session::CsrfToken>,
+    user: Option<String>,
+) -> Response {
+    let (mut parts, body) = response.into_parts();
+    match parts.extensions.remove::<Pending>() {
+        Some(Pending(page)) => {
+            // The router measured the empty placeholder body.
+            parts.headers.remove(header::CONTENT_LENGTH);
+            render(app, &page, api, path, csrf, user, parts.headers)
+        }
+        None => Response::from_parts(parts, body),
     }
-    let csrf = req.extensions().get::<crate::session::CsrfToken>().cloned();
-    let user = req
-        .extensions()
-        .get::<crate::session::Session>()
-        .and_then(crate::session::Session::user);
-    let response = next.run(req).await;
-    let Some(Pending(page)) = response.extensions().get::<Pending>().cloned() else {
-        return response;
-    };
-    let (mut parts, _) = response.into_parts();
-    parts.extensions.remove::<Pending>();
-    render(&app, &page, api, &path, csrf, user, parts.headers)
 }
 
 /// Renders an error from a layer that runs before the page renderer.
@@ -192,9 +190,8 @@ fn render(
     let mut r = if api {
         (page.status, axum::Json(page.data.clone())).into_response()
     } else {
-        let config = app.config();
         let ctx = minijinja::context! {
-            site => Value::from_serialize(config.public()),
+            site => app.public_site(),
             path => path,
             user => user,
             csrf_field => Value::from_function(move || {

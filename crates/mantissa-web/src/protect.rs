@@ -1,15 +1,15 @@
-//! The layers every response goes through: the guard's rate limits and load
-//! shedding, crawler pacing, security headers, conditional GET, and the
-//! access log.
+//! The protective steps of the request pipeline ([`crate::pipeline`]): the
+//! guard's rate limits and load shedding, crawler pacing, security headers,
+//! conditional GET, and the access log. Each is a plain function the
+//! pipeline calls in order, not a middleware layer of its own.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
@@ -21,11 +21,11 @@ use sha2::{Digest, Sha256};
 use crate::app::App;
 use crate::http::ClientInfo;
 
-fn client_ip(req: &Request) -> Option<IpAddr> {
+pub(crate) fn client_ip(req: &Request) -> Option<IpAddr> {
     req.extensions().get::<ClientInfo>().map(|c| c.peer.ip())
 }
 
-fn refusal_response(refusal: Refusal) -> Response {
+pub(crate) fn refusal_response(refusal: Refusal) -> Response {
     let (status, text) = match refusal {
         Refusal::RateLimited(_) => (
             StatusCode::TOO_MANY_REQUESTS,
@@ -45,22 +45,6 @@ fn refusal_response(refusal: Refusal) -> Response {
         text,
     )
         .into_response()
-}
-
-/// Per-address request rate limits and load shedding, from the server's
-/// guard.
-pub async fn guard_layer(State(app): State<App>, req: Request, next: Next) -> Response {
-    let Some(ip) = client_ip(&req) else {
-        return next.run(req).await;
-    };
-    match app.guard().begin_request(ip) {
-        Ok(permit) => {
-            let r = next.run(req).await;
-            drop(permit);
-            r
-        }
-        Err(refusal) => refusal_response(refusal),
-    }
 }
 
 type KeyedLimiter = RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>;
@@ -98,29 +82,27 @@ pub fn is_bot(user_agent: &str) -> bool {
 }
 
 /// Rate-limits identified crawlers separately, so that a crawl costs what
-/// robots.txt says it may.
-pub async fn bot_layer(State(app): State<App>, req: Request, next: Next) -> Response {
+/// robots.txt says it may: the refusal when this request is one too many.
+pub(crate) fn pace_crawler(app: &App, req: &Request) -> Option<Response> {
     let bot = req
         .headers()
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(is_bot);
     if bot
-        && let Some(ip) = client_ip(&req)
+        && let Some(ip) = client_ip(req)
         && let Err(not_until) = app.bots().limiter.check_key(&ip)
     {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         metrics::counter!("mantissa_requests_refused_total", "reason" => "crawler").increment(1);
-        return refusal_response(Refusal::RateLimited(wait));
+        return Some(refusal_response(Refusal::RateLimited(wait)));
     }
-    next.run(req).await
+    None
 }
 
-/// Security headers on every response.
-pub async fn security_headers(req: Request, next: Next) -> Response {
-    let mut r = next.run(req).await;
-    let h = r.headers_mut();
-    let set = |h: &mut axum::http::HeaderMap, k: &'static str, v: &'static str| {
+/// Security headers on every response (a handler's own win).
+pub(crate) fn add_security_headers(h: &mut HeaderMap) {
+    let set = |h: &mut HeaderMap, k: &'static str, v: &'static str| {
         h.entry(k).or_insert(HeaderValue::from_static(v));
     };
     set(
@@ -132,7 +114,6 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     set(h, "referrer-policy", "strict-origin-when-cross-origin");
     set(h, "x-frame-options", "DENY");
     set(h, "cross-origin-opener-policy", "same-origin");
-    r
 }
 
 /// When each page version (by ETag) was first served: its Last-Modified.
@@ -143,6 +124,10 @@ pub struct FirstSeen {
 
 impl FirstSeen {
     fn get(&self, etag: &str) -> SystemTime {
+        // A shared lock for the common case, a page version seen before.
+        if let Some(seen) = self.map.get(etag) {
+            return *seen;
+        }
         if self.map.len() > 50_000 {
             self.map.clear();
         }
@@ -153,20 +138,47 @@ impl FirstSeen {
     }
 }
 
-/// ETag and Last-Modified on anonymous pages, and 304 for a client that has
-/// the current version, so that a crawl costs little. Pages that set cookies
-/// are personal and left alone.
-pub async fn conditional_get(State(app): State<App>, req: Request, next: Next) -> Response {
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return next.run(req).await;
+/// What a GET or HEAD request said it has: the validators of conditional
+/// GET.
+pub(crate) struct Conditional {
+    if_none_match: Option<HeaderValue>,
+    if_modified_since: Option<SystemTime>,
+}
+
+impl Conditional {
+    /// The request's validators; `None` for methods that are not GET or HEAD.
+    pub(crate) fn of(req: &Request) -> Option<Conditional> {
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return None;
+        }
+        Some(Conditional {
+            if_none_match: req.headers().get(header::IF_NONE_MATCH).cloned(),
+            if_modified_since: req
+                .headers()
+                .get(header::IF_MODIFIED_SINCE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v).ok()),
+        })
     }
-    let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
-    let if_modified_since = req
-        .headers()
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok());
-    let response = next.run(req).await;
+
+    /// ETag and Last-Modified on anonymous pages, and 304 for a client that
+    /// has the current version, so that a crawl costs little. Pages that set
+    /// cookies are personal and left alone.
+    pub(crate) async fn apply(self, app: &App, response: Response) -> Response {
+        let Conditional {
+            if_none_match,
+            if_modified_since,
+        } = self;
+        conditional_response(app, if_none_match, if_modified_since, response).await
+    }
+}
+
+async fn conditional_response(
+    app: &App,
+    if_none_match: Option<HeaderValue>,
+    if_modified_since: Option<SystemTime>,
+    response: Response,
+) -> Response {
     let cacheable = response.status() == StatusCode::OK
         && !response.headers().contains_key(header::SET_COOKIE)
         && !response.headers().contains_key(header::ETAG)
@@ -262,33 +274,61 @@ impl RequestRate {
     }
 }
 
-/// One structured log line and metrics per request.
-pub async fn access_log(State(app): State<App>, req: Request, next: Next) -> Response {
-    app.request_rate().count();
-    let start = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let ip = client_ip(&req);
-    let ua = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .chars()
-        .take(200)
-        .collect::<String>();
-    let response = next.run(req).await;
-    let status = response.status().as_u16();
-    let elapsed = start.elapsed();
-    tracing::info!(
-        target: "mantissa::access",
-        method = %method,
-        path = %path,
-        status,
-        micros = elapsed.as_micros() as u64,
-        ip = ?ip,
-        user_agent = %ua,
-    );
+/// One structured log line and metrics per request: what is kept of the
+/// request until its response is known.
+pub(crate) struct AccessEntry {
+    start: Instant,
+    /// Method, path, address and User-Agent; only when the access log is on.
+    logged: Option<(Method, String, Option<IpAddr>, String)>,
+}
+
+impl AccessEntry {
+    /// Starts the entry of `req` (and counts it for the admin console).
+    pub(crate) fn begin(app: &App, req: &Request) -> AccessEntry {
+        app.request_rate().count();
+        let logged =
+            tracing::enabled!(target: "mantissa::access", tracing::Level::INFO).then(|| {
+                let ua = req
+                    .headers()
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .chars()
+                    .take(200)
+                    .collect::<String>();
+                (
+                    req.method().clone(),
+                    req.uri().path().to_string(),
+                    client_ip(req),
+                    ua,
+                )
+            });
+        AccessEntry {
+            start: Instant::now(),
+            logged,
+        }
+    }
+
+    /// Writes the line and the metrics for `response`.
+    pub(crate) fn end(self, response: &Response) {
+        let status = response.status().as_u16();
+        let elapsed = self.start.elapsed();
+        if let Some((method, path, ip, ua)) = self.logged {
+            tracing::info!(
+                target: "mantissa::access",
+                method = %method,
+                path = %path,
+                status,
+                micros = elapsed.as_micros() as u64,
+                ip = ?ip,
+                user_agent = %ua,
+            );
+        }
+        record_metrics(status, elapsed);
+    }
+}
+
+fn record_metrics(status: u16, elapsed: Duration) {
     let class = match status {
         100..=199 => "1xx",
         200..=299 => "2xx",
@@ -298,5 +338,4 @@ pub async fn access_log(State(app): State<App>, req: Request, next: Next) -> Res
     };
     metrics::counter!("mantissa_http_requests_total", "status" => class).increment(1);
     metrics::histogram!("mantissa_http_request_seconds").record(elapsed.as_secs_f64());
-    response
 }

@@ -18,9 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine;
 use mantissa_store::{Item, Stored, Timestamp};
@@ -210,37 +209,41 @@ fn bearer(req: &Request) -> Option<String> {
         .map(|t| t.trim().to_string())
 }
 
-/// Loads the session named by the cookie (or the API token), and writes
-/// cookie changes back.
-pub async fn session_layer(State(app): State<App>, mut req: Request, next: Next) -> Response {
-    let tls = req.extensions().get::<ClientInfo>().is_some_and(|c| c.tls);
+pub(crate) fn is_tls(req: &Request) -> bool {
+    req.extensions().get::<ClientInfo>().is_some_and(|c| c.tls)
+}
+
+/// Loads the session named by the cookie (or the API token) into the
+/// request's extensions; the response to send instead when an API token is
+/// refused.
+pub(crate) async fn load_session(app: &App, req: &mut Request) -> Result<Session, Response> {
     let session = Session::default();
-    if let Some(token) = bearer(&req) {
+    if let Some(token) = bearer(req) {
         let found = match app.token_auth() {
             Some(auth) => auth.authenticate(token).await,
             None => None,
         };
         let Some((user, scopes)) = found else {
             let mut r = crate::page::render_error(
-                &app,
-                &req,
+                app,
+                req,
                 WebError::Forbidden("the API token is not valid".into()),
             );
             *r.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
-            return r;
+            return Err(r);
         };
         let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         if unsafe_method && !scopes.iter().any(|s| s == WRITE_SCOPE) {
-            return crate::page::render_error(
-                &app,
-                &req,
+            return Err(crate::page::render_error(
+                app,
+                req,
                 WebError::Forbidden("this API token may only read".into()),
-            );
+            ));
         }
         session.lock().token = Some((user, scopes));
         req.extensions_mut().insert(TokenAuthenticated);
-        req.extensions_mut().insert(session);
-        return next.run(req).await;
+        req.extensions_mut().insert(session.clone());
+        return Ok(session);
     }
     if let Some(token) = cookie(req.headers(), SESSION_COOKIE) {
         let hash = hash_token(token);
@@ -261,7 +264,12 @@ pub async fn session_layer(State(app): State<App>, mut req: Request, next: Next)
         }
     }
     req.extensions_mut().insert(session.clone());
-    let mut response = next.run(req).await;
+    Ok(session)
+}
+
+/// Writes the session's cookie changes (a new session, or its end) into
+/// `response`.
+pub(crate) fn write_session_cookie(session: &Session, tls: bool, response: &mut Response) {
     let s = session.lock();
     if let Some((token, lifetime)) = &s.set {
         response.headers_mut().append(
@@ -274,7 +282,6 @@ pub async fn session_layer(State(app): State<App>, mut req: Request, next: Next)
             set_cookie(SESSION_COOKIE, "", Some(Duration::ZERO), tls),
         );
     }
-    response
 }
 
 /// The request's CSRF token (a request extension). A new one is made only
@@ -337,9 +344,9 @@ fn same_host(origin: &str, host: &str) -> bool {
         .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
 }
 
-/// Refuses cross-site state changes; see the module documentation.
-pub async fn csrf_layer(State(app): State<App>, mut req: Request, next: Next) -> Response {
-    let tls = req.extensions().get::<ClientInfo>().is_some_and(|c| c.tls);
+/// Refuses cross-site state changes (see the module documentation): the
+/// refusal to send, or the request's token, also put in its extensions.
+pub(crate) async fn check_csrf(app: &App, req: &mut Request) -> Result<CsrfToken, Response> {
     let existing = cookie(req.headers(), CSRF_COOKIE)
         .filter(|t| {
             t.len() == 43
@@ -360,27 +367,27 @@ pub async fn csrf_layer(State(app): State<App>, mut req: Request, next: Next) ->
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
-            return too_large(&app, &req, limit);
+            return Err(too_large(app, req, limit));
         }
         let h = req.headers();
         if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok())
             && !matches!(site, "same-origin" | "none")
         {
-            return refused(&app, &req, "cross-site request refused");
+            return Err(refused(app, req, "cross-site request refused"));
         }
         if let (Some(origin), Some(host)) = (
             h.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
             h.get(header::HOST).and_then(|v| v.to_str().ok()),
         ) && !same_host(origin, host)
         {
-            return refused(&app, &req, "request from another site refused");
+            return Err(refused(app, req, "request from another site refused"));
         }
         let Some(expected) = existing.clone() else {
-            return refused(
-                &app,
-                &req,
+            return Err(refused(
+                app,
+                req,
                 "missing CSRF token: reload the form and try again",
-            );
+            ));
         };
         let header_token = h
             .get("x-csrf-token")
@@ -394,19 +401,12 @@ pub async fn csrf_layer(State(app): State<App>, mut req: Request, next: Next) ->
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
                 if is_form {
-                    let (parts, body) = req.into_parts();
-                    let bytes = match axum::body::to_bytes(body, limit).await {
-                        Ok(b) => b,
-                        Err(_) => {
-                            return too_large(
-                                &app,
-                                &Request::from_parts(parts, Body::empty()),
-                                limit,
-                            );
-                        }
+                    let body = std::mem::replace(req.body_mut(), Body::empty());
+                    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+                        return Err(too_large(app, req, limit));
                     };
                     let token = url_form_value(&bytes, "csrf_token");
-                    req = Request::from_parts(parts, Body::from(bytes));
+                    *req.body_mut() = Body::from(bytes);
                     token
                 } else {
                     None
@@ -414,11 +414,11 @@ pub async fn csrf_layer(State(app): State<App>, mut req: Request, next: Next) ->
             }
         };
         if given.as_deref() != Some(expected.as_str()) {
-            return refused(
-                &app,
-                &req,
+            return Err(refused(
+                app,
+                req,
                 "missing or wrong CSRF token: reload the form and try again",
-            );
+            ));
         }
     }
     let token = CsrfToken {
@@ -426,13 +426,16 @@ pub async fn csrf_layer(State(app): State<App>, mut req: Request, next: Next) ->
         fresh: Arc::default(),
     };
     req.extensions_mut().insert(token.clone());
-    let mut response = next.run(req).await;
+    Ok(token)
+}
+
+/// Gives the browser the CSRF token a page made, if it made one.
+pub(crate) fn write_csrf_cookie(token: &CsrfToken, tls: bool, response: &mut Response) {
     if let Some(made) = token.made() {
         response
             .headers_mut()
             .append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, made, None, tls));
     }
-    response
 }
 
 /// One field of an `application/x-www-form-urlencoded` body.

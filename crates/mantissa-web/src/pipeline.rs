@@ -1,0 +1,176 @@
+//! The request pipeline: every step a request meets between hyper and its
+//! route, in order, as one tower service.
+//!
+//! ```text
+//! access log ─ panic catcher ─ /api prefix ─ guard (rate, load) ─ crawler pacing
+//!   ─ session ─ CSRF ─ owner of /private/… ─ route ─ page rendering
+//!   ─ cookies ─ conditional GET ─ security headers
+//! ```
+//!
+//! Why one service and not a stack of `axum::middleware::from_fn` layers,
+//! one per step: `from_fn` clones the whole service below it on every
+//! request (its `Next` must own it), and `Router::layer` wraps every route
+//! in the whole stack, so a dozen small layers cost several microseconds a
+//! request in reference counting and allocation, more than their work
+//! (measured with `bench/web.sh --analysis` and `bench/web/examples/parts.rs`;
+//! `bench/README.md`, "Web"). Here the steps are plain functions of
+//! [`protect`](crate::protect), [`session`](crate::session),
+//! [`page`](crate::page) and [`offering`](crate::offering), and the order
+//! they run in is written once, below. Only body-shaping stays in tower-http
+//! (compression), and axum's router is left to do routing alone.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::body::{Body, HttpBody};
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use tower::{Service, ServiceExt};
+
+use crate::app::App;
+use crate::offering::require_owner;
+use crate::page::{render_pending, strip_api_prefix};
+use crate::protect::{
+    AccessEntry, Conditional, add_security_headers, client_ip, pace_crawler, refusal_response,
+};
+use crate::session::{
+    Session, check_csrf, is_tls, load_session, write_csrf_cookie, write_session_cookie,
+};
+
+/// Mantissa's steps around `routes` (a tower service; see the module
+/// documentation).
+#[derive(Clone)]
+pub(crate) struct Pipeline {
+    app: App,
+    routes: Router,
+}
+
+impl Pipeline {
+    /// The pipeline of `app` in front of `routes`.
+    pub(crate) fn new(app: App, routes: Router) -> Pipeline {
+        Pipeline { app, routes }
+    }
+}
+
+impl Service<Request> for Pipeline {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let app = self.app.clone();
+        let routes = self.routes.clone();
+        Box::pin(async move { Ok(handle(app, routes, req).await) })
+    }
+}
+
+/// The access log around everything, so that refusals and panics are logged
+/// too.
+async fn handle(app: App, routes: Router, req: Request) -> Response {
+    let entry = AccessEntry::begin(&app, &req);
+    let response = match AssertUnwindSafe(protect(&app, routes, req))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(panic) => panicked(panic),
+    };
+    entry.end(&response);
+    response
+}
+
+/// A handler panicked: logged, answered with a plain 500 (the page renderer
+/// may be what panicked).
+fn panicked(panic: Box<dyn std::any::Any + Send>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    tracing::error!(panic = %message, "a request's handler panicked");
+    let mut r = (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "Something went wrong. The error has been logged.\n",
+    )
+        .into_response();
+    add_security_headers(r.headers_mut());
+    r
+}
+
+/// The steps that may refuse a request before any application code runs,
+/// and the headers every response carries.
+async fn protect(app: &App, routes: Router, mut req: Request) -> Response {
+    let api = strip_api_prefix(&mut req);
+    let permit = match client_ip(&req).map(|ip| app.guard().begin_request(ip)) {
+        Some(Err(refusal)) => return refusal_response(refusal),
+        Some(Ok(permit)) => Some(permit),
+        None => None,
+    };
+    let mut response = match pace_crawler(app, &req) {
+        Some(refused) => refused,
+        None => {
+            limit_body_time(app, &mut req);
+            let conditional = Conditional::of(&req);
+            let response = page(app, routes, req, api).await;
+            match conditional {
+                Some(c) => c.apply(app, response).await,
+                None => response,
+            }
+        }
+    };
+    drop(permit);
+    add_security_headers(response.headers_mut());
+    response
+}
+
+/// A body must arrive within the body timeout, whatever reads it.
+fn limit_body_time(app: &App, req: &mut Request) {
+    if req.body().is_end_stream() {
+        return;
+    }
+    let timeout = app.limits().body_timeout;
+    let body = std::mem::replace(req.body_mut(), Body::empty());
+    *req.body_mut() = Body::new(tower_http::timeout::TimeoutBody::new(timeout, body));
+}
+
+/// Session and CSRF in, the route, the page rendered, cookies out.
+async fn page(app: &App, routes: Router, mut req: Request, api: bool) -> Response {
+    let tls = is_tls(&req);
+    let path = req.uri().path().to_string();
+    let session = match load_session(app, &mut req).await {
+        Ok(session) => session,
+        Err(refused) => return refused,
+    };
+    let csrf = match check_csrf(app, &mut req).await {
+        Ok(token) => token,
+        Err(refused) => return refused,
+    };
+    if app.is_dev()
+        && let Err(e) = app.reload_config().await
+    {
+        tracing::warn!(error = %e, "reloading the site configuration failed");
+    }
+    let response = match require_owner(app, &mut req).await {
+        Err(refused) => refused,
+        Ok(()) => match routes.oneshot(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+    };
+    let user = Session::user(&session);
+    let mut response = render_pending(app, response, api, &path, Some(csrf.clone()), user);
+    write_csrf_cookie(&csrf, tls, &mut response);
+    write_session_cookie(&session, tls, &mut response);
+    response
+}
