@@ -205,13 +205,25 @@ async fn fortune_rows(app: &App, how: StoreRead) -> Result<Vec<(i64, String)>, W
     ))
 }
 
-fn page_data(rows: &[(i64, String)]) -> serde_json::Value {
-    serde_json::json!({
-        "fortunes": rows
+/// The page's data, as an application declares it.
+#[derive(serde::Serialize)]
+struct FortunesData<'a> {
+    fortunes: Vec<FortuneRow<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct FortuneRow<'a> {
+    id: i64,
+    message: &'a str,
+}
+
+fn page_data(rows: &[(i64, String)]) -> FortunesData<'_> {
+    FortunesData {
+        fortunes: rows
             .iter()
-            .map(|(id, message)| serde_json::json!({ "id": id, "message": message }))
-            .collect::<Vec<_>>()
-    })
+            .map(|(id, message)| FortuneRow { id: *id, message })
+            .collect(),
+    }
 }
 
 /// `/fortunes` as an application writes it: a [`Page`] the stack renders.

@@ -48,6 +48,7 @@ mod ops;
 pub mod powerup;
 mod query;
 mod queue;
+mod readers;
 mod scheduler;
 mod schema;
 mod site;

@@ -35,7 +35,7 @@ pub(crate) const USER_READERS_KEPT: usize = 4;
 /// as many blocking threads as there are requests waiting; closing the
 /// connections a burst opened, only to open them again for the next one,
 /// cost more than the reads themselves (measured: `bench/web.sh`).
-pub(crate) const SITE_READERS_KEPT: usize = 64;
+pub(crate) const SITE_READERS_KEPT: usize = 16;
 
 pub(crate) type Job = Box<dyn FnOnce(&mut Writer) + Send>;
 
@@ -315,7 +315,8 @@ impl Store {
         rx.blocking_recv().map_err(|_| StoreError::Closed)
     }
 
-    /// Runs `f` in a read transaction on tokio's blocking pool. Reads see a
+    /// Runs `f` in a read transaction on one of the store's reader threads
+    /// (see `readers.rs` for why not tokio's blocking pool). Reads see a
     /// consistent snapshot and do not wait for writes.
     pub async fn read<R, F>(&self, f: F) -> Result<R>
     where
@@ -323,9 +324,12 @@ impl Store {
         R: Send + 'static,
     {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.read_blocking(f))
-            .await
-            .map_err(|e| StoreError::Panicked(e.to_string()))?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        crate::readers::run(Box::new(move || {
+            let _ = tx.send(store.read_blocking(f));
+        }));
+        rx.await
+            .map_err(|_| StoreError::Panicked("a store reader thread failed".into()))?
     }
 
     /// [`Store::read`] for code that is not async: runs on this thread.

@@ -357,6 +357,59 @@ async fn async_reads_and_writes_in_parallel_stores() {
     }
 }
 
+/// Reads that block for a long time (a huge scan, a slow disk) must not
+/// hold up a quick one behind them: more slow reads than there are reader
+/// threads are kept waiting until the quick read has answered, which it
+/// can only do if it does not queue behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reads_do_not_hold_up_quick_ones() {
+    let (_d, site) = site();
+    let store = site.store().clone();
+    store
+        .write(|tx| tx.insert(&Author { name: "a".into() }))
+        .await
+        .unwrap();
+    let release = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let mut slow = Vec::new();
+    for _ in 0..32 {
+        let store = store.clone();
+        let release = release.clone();
+        slow.push(tokio::spawn(async move {
+            store
+                .read(move |r| {
+                    let (lock, cvar) = &*release;
+                    let mut go = lock.lock().unwrap();
+                    while !*go {
+                        go = cvar.wait(go).unwrap();
+                    }
+                    r.query::<Author>().count()
+                })
+                .await
+        }));
+        // Spread over time, as requests arrive.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let quick = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        store.read(|r| r.query::<Author>().count()),
+    )
+    .await;
+    {
+        let (lock, cvar) = &*release;
+        *lock.lock().unwrap() = true;
+        cvar.notify_all();
+    }
+    assert_eq!(
+        quick
+            .expect("the quick read waited behind the slow ones")
+            .unwrap(),
+        1
+    );
+    for s in slow {
+        assert_eq!(s.await.unwrap().unwrap(), 1);
+    }
+}
+
 #[test]
 fn files_are_attached_and_leave_with_their_item() {
     let (_d, site) = site();

@@ -19,18 +19,33 @@ use crate::app::App;
 pub struct Page {
     /// The template (HTML only).
     pub template: &'static str,
-    /// The data: the template's context, and the JSON of `/api/...`.
-    pub data: serde_json::Value,
+    /// The data: the template's context, and the JSON of `/api/...`. Kept
+    /// as the template engine's value, made once from the handler's data,
+    /// so that rendering starts from it without another conversion.
+    pub data: Value,
     /// The status.
     pub status: StatusCode,
 }
 
 impl Page {
-    /// A 200 page.
-    pub fn new(template: &'static str, data: serde_json::Value) -> Page {
+    /// A 200 page rendering `template` with `data`: anything serializable,
+    /// such as a `#[derive(Serialize)]` struct or `serde_json::json!({…})`.
+    ///
+    /// ```
+    /// use mantissa_web::Page;
+    ///
+    /// #[derive(serde::Serialize)]
+    /// struct Greeting<'a> {
+    ///     name: &'a str,
+    /// }
+    ///
+    /// let page = Page::new("hello.html", Greeting { name: "Ada" });
+    /// assert_eq!(page.data.get_attr("name").unwrap().as_str(), Some("Ada"));
+    /// ```
+    pub fn new(template: &'static str, data: impl serde::Serialize) -> Page {
         Page {
             template,
-            data,
+            data: Value::from_serialize(data),
             status: StatusCode::OK,
         }
     }
@@ -93,9 +108,11 @@ impl IntoResponse for WebError {
             "error.html"
         };
         Page {
-            template,
-            data: serde_json::json!({ "error": title, "title": title, "message": message }),
             status,
+            ..Page::new(
+                template,
+                serde_json::json!({ "error": title, "title": title, "message": message }),
+            )
         }
         .into_response()
     }
@@ -197,7 +214,7 @@ fn render(
             csrf_field => Value::from_function(move || {
                 Value::from_safe_string(csrf.as_ref().map(|t| t.field()).unwrap_or_default())
             }),
-            ..Value::from_serialize(&page.data)
+            ..page.data.clone()
         };
         match app.templates().render(page.template, &ctx) {
             Ok(html) => (page.status, Html(html)).into_response(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
@@ -102,18 +102,31 @@ pub(crate) fn pace_crawler(app: &App, req: &Request) -> Option<Response> {
 
 /// Security headers on every response (a handler's own win).
 pub(crate) fn add_security_headers(h: &mut HeaderMap) {
-    let set = |h: &mut HeaderMap, k: &'static str, v: &'static str| {
-        h.entry(k).or_insert(HeaderValue::from_static(v));
-    };
-    set(
-        h,
-        "content-security-policy",
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
-    );
-    set(h, "x-content-type-options", "nosniff");
-    set(h, "referrer-policy", "strict-origin-when-cross-origin");
-    set(h, "x-frame-options", "DENY");
-    set(h, "cross-origin-opener-policy", "same-origin");
+    const HEADERS: [(HeaderName, HeaderValue); 5] = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+            ),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("strict-origin-when-cross-origin"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ),
+    ];
+    h.reserve(HEADERS.len());
+    for (name, value) in HEADERS {
+        h.entry(name).or_insert(value);
+    }
 }
 
 /// When each page version (by ETag) was first served: its Last-Modified.
@@ -252,6 +265,12 @@ impl RequestRate {
     fn count(&self) {
         use std::sync::atomic::Ordering::Relaxed;
         let now = Self::now_minute();
+        // Read first: a write on every request would bounce the cache line
+        // between cores.
+        if self.minute.load(Relaxed) == now {
+            self.current.fetch_add(1, Relaxed);
+            return;
+        }
         let seen = self.minute.swap(now, Relaxed);
         if seen != now {
             let was = self.current.swap(0, Relaxed);
@@ -336,6 +355,24 @@ fn record_metrics(status: u16, elapsed: Duration) {
         400..=499 => "4xx",
         _ => "5xx",
     };
-    metrics::counter!("mantissa_http_requests_total", "status" => class).increment(1);
-    metrics::histogram!("mantissa_http_request_seconds").record(elapsed.as_secs_f64());
+    // Handles made once: looking a metric up by name and labels on every
+    // request costs more than recording it.
+    struct Handles {
+        by_class: [(&'static str, metrics::Counter); 5],
+        seconds: metrics::Histogram,
+    }
+    static HANDLES: std::sync::OnceLock<Handles> = std::sync::OnceLock::new();
+    let handles = HANDLES.get_or_init(|| Handles {
+        by_class: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| {
+            (
+                c,
+                metrics::counter!("mantissa_http_requests_total", "status" => c),
+            )
+        }),
+        seconds: metrics::histogram!("mantissa_http_request_seconds"),
+    });
+    if let Some((_, counter)) = handles.by_class.iter().find(|(c, _)| *c == class) {
+        counter.increment(1);
+    }
+    handles.seconds.record(elapsed.as_secs_f64());
 }
