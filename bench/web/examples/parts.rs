@@ -136,7 +136,37 @@ fn request(path: &str) -> Request {
     r
 }
 
-async fn call(router: &Router, path: &str) {
+/// Any of the services measured, behind one type (the same box for each).
+type Boxed =
+    tower::util::BoxCloneSyncService<Request, axum::response::Response, std::convert::Infallible>;
+
+fn boxed<S, B>(service: S) -> Boxed
+where
+    S: tower::Service<
+            Request,
+            Response = axum::http::Response<B>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    Boxed::new(service.map_response(|r| r.map(Body::new)))
+}
+
+async fn call<S, B>(router: &S, path: &str)
+where
+    S: tower::Service<
+            Request,
+            Response = axum::http::Response<B>,
+            Error = std::convert::Infallible,
+        > + Clone,
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     let r = router
         .clone()
         .oneshot(request(path))
@@ -144,7 +174,7 @@ async fn call(router: &Router, path: &str) {
         .expect("infallible");
     assert!(r.status().is_success(), "{path}: {}", r.status());
     black_box(
-        axum::body::to_bytes(r.into_body(), 1 << 20)
+        axum::body::to_bytes(Body::new(r.into_body()), 1 << 20)
             .await
             .expect("body"),
     );
@@ -353,13 +383,13 @@ fn main() -> anyhow::Result<()> {
 
         println!("-- the same, two tasks at once on the two workers (contention)");
         for (name, router) in [
-            ("plaintext: axum router, no layers", bare.clone()),
-            ("plaintext: + 12 no-op from_fn layers", noops.clone()),
+            ("plaintext: axum router, no layers", boxed(bare.clone())),
+            ("plaintext: + 12 no-op from_fn layers", boxed(noops.clone())),
             (
                 "plaintext: + 12 no-op from_fn_with_state(App) layers",
-                stateful.clone(),
+                boxed(stateful.clone()),
             ),
-            ("plaintext: mantissa full stack", full.clone()),
+            ("plaintext: mantissa full stack", boxed(full.clone())),
         ] {
             parallel(&t, name, move || {
                 let r = router.clone();
@@ -370,10 +400,13 @@ fn main() -> anyhow::Result<()> {
         for (name, router) in [
             (
                 "fortunes: reference (query on worker)",
-                reference_worker.clone(),
+                boxed(reference_worker.clone()),
             ),
-            ("fortunes: mantissa handlers, no layers", handlers.clone()),
-            ("fortunes: mantissa full stack", full.clone()),
+            (
+                "fortunes: mantissa handlers, no layers",
+                boxed(handlers.clone()),
+            ),
+            ("fortunes: mantissa full stack", boxed(full.clone())),
         ] {
             parallel(&t, name, move || {
                 let r = router.clone();

@@ -261,7 +261,7 @@ pub fn mantissa_routes(how: StoreRead) -> Router<App> {
 }
 
 /// Mantissa's full stack: every route and layer, plus [`mantissa_routes`].
-pub fn mantissa_router(app: &App) -> Router {
+pub fn mantissa_router(app: &App) -> mantissa_web::WebService {
     app.router_with(mantissa_routes(StoreRead::Async))
 }
 

@@ -2,7 +2,8 @@
 //! rows, sorted, with the script escaped, and is the same HTML as the
 //! reference's; `/plaintext` says hello on both.
 
-use axum::Router;
+use std::convert::Infallible;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use mantissa_bench_web::{
@@ -12,7 +13,13 @@ use mantissa_bench_web::{
 use mantissa_server::Guard;
 use tower::ServiceExt;
 
-async fn get(router: &Router, path: &str) -> (StatusCode, String, String) {
+async fn get<S, B>(router: &S, path: &str) -> (StatusCode, String, String)
+where
+    S: tower::Service<Request<Body>, Response = axum::http::Response<B>, Error = Infallible>
+        + Clone,
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     let r = router
         .clone()
         .oneshot(Request::get(path).body(Body::empty()).unwrap())
@@ -24,7 +31,9 @@ async fn get(router: &Router, path: &str) -> (StatusCode, String, String) {
         .get(header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
-    let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+    let body = axum::body::to_bytes(Body::new(r.into_body()), 1 << 20)
+        .await
+        .unwrap();
     (status, ct, String::from_utf8(body.to_vec()).unwrap())
 }
 

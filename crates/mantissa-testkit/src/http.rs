@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use mantissa_server::{Guard, Limits, Server};
 use mantissa_store::Site;
-use mantissa_web::{App, HttpProtocol, WebOptions};
+use mantissa_web::{App, HttpProtocol, WebOptions, WebService};
 
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -51,7 +51,7 @@ impl TestServer {
         dir: tempfile::TempDir,
         site: Site,
         app: App,
-        router: Router,
+        router: WebService,
         guard: Guard,
     ) -> TestServer {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();

@@ -13,15 +13,13 @@ use mantissa_server::{Guard, Limits};
 use mantissa_store::Site;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use minijinja::Value;
-use tower::Layer;
-use tower_http::compression::CompressionLayer;
 
 use crate::access::{AccessPolicy, PublicPolicy};
 use crate::config::SiteConfig;
 use crate::http::ClientInfo;
 use crate::offering::{Offering, Offerings, shared_item};
 use crate::page::{Page, WebError};
-use crate::pipeline::Pipeline;
+use crate::pipeline::WebService;
 use crate::protect::{BotLimiter, FirstSeen, RequestRate};
 use crate::session::TokenAuth;
 use crate::statics::Statics;
@@ -270,9 +268,9 @@ impl App {
         Ok(())
     }
 
-    /// The router: every route, behind the request pipeline. `extra` routes
-    /// (offerings', tests') are merged in beside Mantissa's own.
-    pub fn router_with(&self, extra: Router<App>) -> Router {
+    /// The web service: every route, behind the request pipeline. `extra`
+    /// routes (offerings', tests') are merged in beside Mantissa's own.
+    pub fn router_with(&self, extra: Router<App>) -> WebService {
         let mut routes: Router<App> = Router::new()
             .route("/", get(front_page))
             .route("/users/{name}/{slug}", get(shared_item))
@@ -291,12 +289,11 @@ impl App {
                 self.limits().max_body_bytes,
             ))
             .with_state(self.clone());
-        let pipeline = CompressionLayer::new().layer(Pipeline::new(self.clone(), routes));
-        Router::new().fallback_service(pipeline)
+        WebService::new(self.clone(), routes)
     }
 
-    /// The router with Mantissa's own routes only.
-    pub fn router(&self) -> Router {
+    /// The web service with Mantissa's own routes only.
+    pub fn router(&self) -> WebService {
         self.router_with(Router::new())
     }
 }

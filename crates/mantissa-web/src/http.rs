@@ -1,12 +1,14 @@
 //! HTTP as a protocol of `mantissa-server`: hyper serves each admitted
 //! connection (HTTP/1.1 with a header-read timeout, or HTTP/2 by ALPN) and
-//! hands requests to the router.
+//! hands requests to the web service.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::Request;
+use axum::http::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -23,20 +25,31 @@ pub struct ClientInfo {
     pub tls: bool,
 }
 
-/// The HTTP protocol, serving a router.
-pub struct HttpProtocol {
-    router: Router,
+/// The HTTP protocol, serving a tower service: Mantissa's
+/// [`WebService`](crate::WebService), or any axum `Router`.
+pub struct HttpProtocol<S = crate::WebService> {
+    router: S,
     limits: Limits,
 }
 
-impl HttpProtocol {
+impl<S> HttpProtocol<S> {
     /// HTTP serving `router` within `limits`.
-    pub fn new(router: Router, limits: Limits) -> HttpProtocol {
+    pub fn new(router: S, limits: Limits) -> HttpProtocol<S> {
         HttpProtocol { router, limits }
     }
 }
 
-impl Protocol for HttpProtocol {
+impl<S, B> Protocol for HttpProtocol<S>
+where
+    S: tower::Service<Request, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     fn serve(&self, conn: Connection) -> BoxFuture {
         let router = self.router.clone();
         let header_timeout = self.limits.header_timeout;

@@ -33,6 +33,7 @@ pub use offering::{
     publish, set_offering_enabled, slugify,
 };
 pub use page::{ApiRequest, Page, WebError};
+pub use pipeline::WebService;
 pub use protect::is_bot;
 pub use session::{
     CSRF_COOKIE, CsrfToken, SESSION_COOKIE, SESSION_LIFETIME, Session, SessionRecord, TokenAuth,

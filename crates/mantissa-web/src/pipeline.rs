@@ -17,12 +17,15 @@
 //! [`protect`](crate::protect), [`session`](crate::session),
 //! [`page`](crate::page) and [`offering`](crate::offering), and the order
 //! they run in is written once, below. Only body-shaping stays in tower-http
-//! (compression), and axum's router is left to do routing alone.
+//! (compression), axum's router is left to do routing alone, and
+//! [`HttpProtocol`](crate::HttpProtocol) calls the service directly, with no
+//! router around it.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::Router;
@@ -32,6 +35,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use tower::{Service, ServiceExt};
+use tower_http::compression::{Compression, CompressionBody};
 
 use crate::app::App;
 use crate::offering::require_owner;
@@ -43,20 +47,36 @@ use crate::session::{
     Session, check_csrf, is_tls, load_session, write_csrf_cookie, write_session_cookie,
 };
 
-/// Mantissa's steps around `routes` (a tower service; see the module
-/// documentation).
+/// Mantissa's web application as a tower service: its routes behind the
+/// request pipeline, answers compressed when the client accepts it. Made by
+/// [`App::router_with`]; served by [`HttpProtocol`](crate::HttpProtocol).
 #[derive(Clone)]
-pub(crate) struct Pipeline {
-    app: App,
-    routes: Router,
-}
+pub struct WebService(Compression<Pipeline>);
 
-impl Pipeline {
-    /// The pipeline of `app` in front of `routes`.
-    pub(crate) fn new(app: App, routes: Router) -> Pipeline {
-        Pipeline { app, routes }
+impl WebService {
+    pub(crate) fn new(app: App, routes: Router) -> WebService {
+        WebService(Compression::new(Pipeline(Arc::new((app, routes)))))
     }
 }
+
+impl Service<Request> for WebService {
+    type Response = Response<CompressionBody<Body>>;
+    type Error = Infallible;
+    type Future = <Compression<Pipeline> as Service<Request>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        self.0.call(req)
+    }
+}
+
+/// The steps around the routes (see the module documentation). One `Arc`,
+/// so a request costs one reference count, not one per part.
+#[derive(Clone)]
+pub struct Pipeline(Arc<(App, Router)>);
 
 impl Service<Request> for Pipeline {
     type Response = Response;
@@ -68,17 +88,16 @@ impl Service<Request> for Pipeline {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let app = self.app.clone();
-        let routes = self.routes.clone();
-        Box::pin(async move { Ok(handle(app, routes, req).await) })
+        Box::pin(handle(self.0.clone(), req).map(Ok))
     }
 }
 
 /// The access log around everything, so that refusals and panics are logged
 /// too.
-async fn handle(app: App, routes: Router, req: Request) -> Response {
-    let entry = AccessEntry::begin(&app, &req);
-    let response = match AssertUnwindSafe(protect(&app, routes, req))
+async fn handle(parts: Arc<(App, Router)>, req: Request) -> Response {
+    let (app, routes) = &*parts;
+    let entry = AccessEntry::begin(app, &req);
+    let response = match AssertUnwindSafe(protect(app, routes.clone(), req))
         .catch_unwind()
         .await
     {

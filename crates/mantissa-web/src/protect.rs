@@ -245,12 +245,29 @@ async fn conditional_response(
     Response::from_parts(parts, Body::from(bytes))
 }
 
-/// Requests counted per minute, for the admin console.
+/// Requests counted per minute, for the admin console. The count of the
+/// current minute is spread over a few cache lines, one per thread (modulo
+/// their number), so that threads counting at once do not fight over one.
 #[derive(Default)]
 pub struct RequestRate {
     minute: std::sync::atomic::AtomicU64,
-    current: std::sync::atomic::AtomicU64,
+    current: [Padded; SHARDS],
     previous: std::sync::atomic::AtomicU64,
+}
+
+const SHARDS: usize = 8;
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Padded(std::sync::atomic::AtomicU64);
+
+fn shard() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static MINE: usize = NEXT.fetch_add(1, Relaxed) % SHARDS;
+    }
+    MINE.with(|m| *m)
 }
 
 impl RequestRate {
@@ -262,22 +279,25 @@ impl RequestRate {
             / 60
     }
 
+    fn current(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.current.iter().map(|c| c.0.load(Relaxed)).sum()
+    }
+
     fn count(&self) {
         use std::sync::atomic::Ordering::Relaxed;
         let now = Self::now_minute();
-        // Read first: a write on every request would bounce the cache line
-        // between cores.
-        if self.minute.load(Relaxed) == now {
-            self.current.fetch_add(1, Relaxed);
-            return;
+        // Only read, unless the minute changed: a write on every request
+        // would bounce the cache line between cores.
+        if self.minute.load(Relaxed) != now {
+            let seen = self.minute.swap(now, Relaxed);
+            if seen != now {
+                let was: u64 = self.current.iter().map(|c| c.0.swap(0, Relaxed)).sum();
+                self.previous
+                    .store(if seen + 1 == now { was } else { 0 }, Relaxed);
+            }
         }
-        let seen = self.minute.swap(now, Relaxed);
-        if seen != now {
-            let was = self.current.swap(0, Relaxed);
-            self.previous
-                .store(if seen + 1 == now { was } else { 0 }, Relaxed);
-        }
-        self.current.fetch_add(1, Relaxed);
+        self.current[shard()].0.fetch_add(1, Relaxed);
     }
 
     /// Requests in the last full minute, or in this one if it is busier.
@@ -286,8 +306,8 @@ impl RequestRate {
         let now = Self::now_minute();
         let seen = self.minute.load(Relaxed);
         match now.saturating_sub(seen) {
-            0 => self.previous.load(Relaxed).max(self.current.load(Relaxed)),
-            1 => self.current.load(Relaxed),
+            0 => self.previous.load(Relaxed).max(self.current()),
+            1 => self.current(),
             _ => 0,
         }
     }

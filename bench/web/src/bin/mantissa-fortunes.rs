@@ -23,7 +23,7 @@ use mantissa_bench_web::{
     StoreRead, bench_limits, fortune_site, handlers_only_router, init_logging, listen_arg,
     mantissa_app, mantissa_routes, option_arg, stop_signal,
 };
-use mantissa_server::{Guard, Server};
+use mantissa_server::{Guard, Protocol, Server};
 use mantissa_web::HttpProtocol;
 
 fn main() -> anyhow::Result<()> {
@@ -40,33 +40,50 @@ fn main() -> anyhow::Result<()> {
     let site = fortune_site(dir.path())?;
     let guard = Guard::new(bench_limits());
     let app = mantissa_app(site, guard.clone())?;
-    let router = match variant.as_str() {
-        "full" => app.router_with(mantissa_routes(read)),
-        "handlers" | "handlers-axum" => handlers_only_router(&app, read),
-        other => anyhow::bail!("unknown variant {other:?} (full, handlers, handlers-axum)"),
-    };
+    if !matches!(variant.as_str(), "full" | "handlers" | "handlers-axum") {
+        anyhow::bail!("unknown variant {variant:?} (full, handlers, handlers-axum)");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let app_for_runtime = app.clone();
     runtime.block_on(async move {
-        if variant == "handlers-axum" {
+        let app = app_for_runtime;
+        let limits = app.limits().clone();
+        let label = format!("mantissa-fortunes ({variant}, {read:?} read)");
+        if variant == "full" {
+            let service = app.router_with(mantissa_routes(read));
+            serve(guard, addr, HttpProtocol::new(service, limits), &label).await?;
+        } else if variant == "handlers" {
+            let router = handlers_only_router(&app, read);
+            serve(guard, addr, HttpProtocol::new(router, limits), &label).await?;
+        } else {
+            let router = handlers_only_router(&app, read);
             let listener = tokio::net::TcpListener::bind(addr).await?.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            println!("mantissa-fortunes ({variant}, {read:?} read) on http://{addr}/");
+            println!("{label} on http://{addr}/");
             axum::serve(listener, router)
                 .with_graceful_shutdown(stop_signal())
                 .await?;
-        } else {
-            let proto = Arc::new(HttpProtocol::new(router, guard.limits().clone()));
-            let mut server = Server::new(guard);
-            let bound = server.listen(addr, None, proto).await?;
-            println!("mantissa-fortunes ({variant}, {read:?} read) on http://{bound}/");
-            server.run(stop_signal()).await;
         }
         anyhow::Ok(())
     })?;
     drop(app);
     drop(dir);
+    Ok(())
+}
+
+/// Serves `proto` through `mantissa-server`'s accept loop until stopped.
+async fn serve(
+    guard: Guard,
+    addr: std::net::SocketAddr,
+    proto: impl Protocol + 'static,
+    label: &str,
+) -> anyhow::Result<()> {
+    let mut server = Server::new(guard);
+    let bound = server.listen(addr, None, Arc::new(proto)).await?;
+    println!("{label} on http://{bound}/");
+    server.run(stop_signal()).await;
     Ok(())
 }
