@@ -2,7 +2,7 @@
 //! screen lock, a phone, a security key) keeps, instead of a password.
 //!
 //! It owns the passkey items, the two ceremonies (adding a passkey, and
-//! signing in with one) and their JSON endpoints ([`http`]). The browser
+//! signing in with one) and their JSON endpoints (module `http`). The browser
 //! side is `static/passkeys.js`, served with the settings offering's static
 //! files.
 //!
