@@ -699,6 +699,25 @@ fn passkey_sign_in_meets_the_same_locks_and_rate_limits_as_a_password() {
 }
 
 #[test]
+fn an_account_has_at_most_twenty_passkeys() {
+    let (w, origin) = site(1000, 1000);
+    let mut ann = logged_in(&w, "ann", ANN_PASSWORD);
+    for i in 0..mantissa_accounts::passkeys::MAX_PASSKEYS {
+        add_passkey(&w, &origin, &mut ann, &format!("key {i}"));
+    }
+    let r = post_json(
+        &w,
+        &mut ann,
+        "/private/settings/passkeys/begin",
+        r#"{"name": "one too many"}"#,
+    );
+    assert_eq!(
+        refused(&r, 400),
+        "an account can have at most 20 passkeys; remove one first"
+    );
+}
+
+#[test]
 fn a_passkey_sign_in_resets_the_failed_log_ins() {
     let (w, origin) = site(1000, 1000);
     let mut ann = logged_in(&w, "ann", ANN_PASSWORD);

@@ -246,7 +246,9 @@ fn keep_challenge(
 }
 
 /// Takes the challenge named `id` for `ceremony` (and `account`, if it is
-/// one of an account): deleted, so it works once. Inside a transaction.
+/// one of an account): deleted, so it works once. Inside a transaction; an
+/// error rolls the deletion back, so that a challenge that is someone
+/// else's still works for them (and an expired one waits for the sweep).
 fn take_challenge(
     tx: &mut Write<'_>,
     id: &str,
