@@ -6,6 +6,7 @@
 // CHROMIUM another browser (default: /usr/bin/chromium).
 
 import { spawn, execFileSync } from 'node:child_process';
+import { createServer } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -20,9 +21,26 @@ export function mantissa(args, input) {
   return execFileSync(BIN, args, { encoding: 'utf8', input: input ?? '', stdio: ['pipe', 'pipe', 'pipe'] });
 }
 
-/** Starts `mantissa serve` on a port the OS picks; resolves once it says "Serving URL". */
-export function serve(site) {
-  const proc = spawn(BIN, ['--site', site, 'serve', '--listen', '127.0.0.1:0'], {
+/** A port on 127.0.0.1 that was free a moment ago (for a server that must know its URL up front). */
+export function freePort() {
+  return new Promise((res, rej) => {
+    const probe = createServer();
+    probe.on('error', rej);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => res(port));
+    });
+  });
+}
+
+/**
+ * Starts `mantissa serve` — on a port the OS picks, or on `listen`, and
+ * reached at `url` when given (`--url`: links in mail, passkeys); resolves
+ * once it says "Serving URL" (the 127.0.0.1 address it listens on).
+ */
+export function serve(site, { listen = '127.0.0.1:0', url: reachedAt } = {}) {
+  const args = ['--site', site, 'serve', '--listen', listen, ...(reachedAt ? ['--url', reachedAt] : [])];
+  const proc = spawn(BIN, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -25,7 +25,7 @@ fn ip(req_ip: Option<Extension<ClientInfo>>) -> Option<IpAddr> {
 }
 
 /// A local path to go to after logging in; anything else goes home.
-fn safe_next(next: &str) -> &str {
+pub(crate) fn safe_next(next: &str) -> &str {
     if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
         next
     } else {
@@ -64,7 +64,8 @@ async fn login_form(
         != "closed";
     Ok(Page::new(
         "accounts/login.html",
-        json!({ "next": q.next, "who": "", "error": null, "signup_open": open }),
+        json!({ "next": q.next, "who": "", "error": null, "signup_open": open,
+                "passkeys": acc.passkeys_available().is_ok() }),
     ))
 }
 
@@ -118,7 +119,8 @@ async fn login(
             };
             let mut page = Page::new(
                 "accounts/login.html",
-                json!({ "next": f.next, "who": f.who, "error": e.to_string(), "signup_open": open }),
+                json!({ "next": f.next, "who": f.who, "error": e.to_string(), "signup_open": open,
+                        "passkeys": acc.passkeys_available().is_ok() }),
             );
             page.status = status;
             Ok(page.into_response())
@@ -347,6 +349,7 @@ pub fn routes(app: &App, accounts: Arc<Accounts>) -> Router<App> {
         .route("/email/{token}", get(confirm_email))
         .route("/reset", get(reset_form).post(reset))
         .route("/reset/{token}", get(new_password_form).post(new_password))
+        .merge(crate::passkeys::http::public_routes())
         .layer(Extension(accounts))
 }
 
@@ -393,18 +396,20 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
 ];
 
-async fn settings_page(
+pub(crate) async fn settings_page(
     app: &App,
+    acc: &Accounts,
     user: &str,
     notice: Option<&str>,
     error: Option<String>,
     new_token: Option<String>,
 ) -> Result<Page, WebError> {
-    settings_page_with(app, user, notice, error, new_token, None).await
+    settings_page_with(app, acc, user, notice, error, new_token, None).await
 }
 
 async fn settings_page_with(
     app: &App,
+    acc: &Accounts,
     user: &str,
     notice: Option<&str>,
     error: Option<String>,
@@ -439,6 +444,19 @@ async fn settings_page_with(
         .into_iter()
         .map(|(id, name, scopes)| json!({ "id": id, "name": name, "scopes": scopes }))
         .collect();
+    let passkeys: Vec<_> = acc
+        .passkeys(user)
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?
+        .into_iter()
+        .map(|k| {
+            json!({
+                "id": k.id, "name": k.name, "created": shown_time(k.created),
+                "last_used": k.last_used.map(shown_time),
+            })
+        })
+        .collect();
+    let passkeys_unavailable = acc.passkeys_available().err().map(|e| e.to_string());
     Ok(Page::new(
         "accounts/settings.html",
         json!({
@@ -446,15 +464,39 @@ async fn settings_page_with(
             "totp_enabled": totp_enabled,
             "emails": emails,
             "totp_setup": totp_setup.map(|(secret, url)| json!({ "secret": secret, "url": url })),
+            "passkeys": passkeys, "passkeys_unavailable": passkeys_unavailable,
         }),
     ))
 }
 
+#[derive(Deserialize, Default)]
+struct SettingsQuery {
+    #[serde(default)]
+    notice: String,
+}
+
 async fn settings(
     State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
     Extension(owner): Extension<Owner>,
+    Query(q): Query<SettingsQuery>,
 ) -> Result<Page, WebError> {
-    settings_page(&app, &owner.name, None, None, None).await
+    // Notices that a script's navigation asks for, by name: never text
+    // from the URL.
+    let notice = match q.notice.as_str() {
+        "passkey-added" => Some("Your passkey was added."),
+        _ => None,
+    };
+    settings_page(&app, &acc, &owner.name, notice, None, None).await
+}
+
+/// A time as the settings page shows it: `2026-11-25 23:12 UTC`.
+fn shown_time(t: mantissa_store::Timestamp) -> String {
+    let s = t.to_string();
+    match (s.get(..10), s.get(11..16)) {
+        (Some(day), Some(time)) => format!("{day} {time} UTC"),
+        _ => s,
+    }
 }
 
 #[derive(Deserialize)]
@@ -466,6 +508,7 @@ struct NewToken {
 
 async fn create_token(
     State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
     Extension(owner): Extension<Owner>,
     Extension(session): Extension<Session>,
     Form(f): Form<NewToken>,
@@ -482,9 +525,9 @@ async fn create_token(
     .await
     .map_err(|e| WebError::Internal(e.to_string()))?;
     match made {
-        Ok(token) => settings_page(&app, &owner.name, None, None, Some(token)).await,
+        Ok(token) => settings_page(&app, &acc, &owner.name, None, None, Some(token)).await,
         Err(mantissa_store::StoreError::App(m)) => {
-            settings_page(&app, &owner.name, None, Some(m), None).await
+            settings_page(&app, &acc, &owner.name, None, Some(m), None).await
         }
         Err(e) => Err(e.into()),
     }
@@ -508,11 +551,12 @@ async fn change_email(
     {
         Ok(()) => {
             let notice = format!("We sent a link to {}; follow it to finish.", f.email.trim());
-            settings_page(&app, &owner.name, Some(&notice), None, None).await
+            settings_page(&app, &acc, &owner.name, Some(&notice), None, None).await
         }
         Err(AccountError::BadCredentials) => {
             let mut p = settings_page(
                 &app,
+                &acc,
                 &owner.name,
                 None,
                 Some("The password is wrong.".into()),
@@ -523,7 +567,8 @@ async fn change_email(
             Ok(p)
         }
         Err(e @ (AccountError::Invalid(_) | AccountError::Throttled)) => {
-            let mut p = settings_page(&app, &owner.name, None, Some(e.to_string()), None).await?;
+            let mut p =
+                settings_page(&app, &acc, &owner.name, None, Some(e.to_string()), None).await?;
             p.status = StatusCode::UNPROCESSABLE_ENTITY;
             Ok(p)
         }
@@ -555,9 +600,11 @@ async fn totp_begin(
     Extension(owner): Extension<Owner>,
 ) -> Result<Page, WebError> {
     match acc.totp_begin(&owner.name).await {
-        Ok(setup) => settings_page_with(&app, &owner.name, None, None, None, Some(setup)).await,
+        Ok(setup) => {
+            settings_page_with(&app, &acc, &owner.name, None, None, None, Some(setup)).await
+        }
         Err(AccountError::Invalid(m)) => {
-            settings_page(&app, &owner.name, None, Some(m), None).await
+            settings_page(&app, &acc, &owner.name, None, Some(m), None).await
         }
         Err(e) => failed(e),
     }
@@ -587,10 +634,10 @@ async fn totp_switch(
             } else {
                 "Two-factor log-in is off."
             };
-            settings_page(&app, &owner.name, Some(notice), None, None).await
+            settings_page(&app, &acc, &owner.name, Some(notice), None, None).await
         }
         Err(AccountError::Invalid(m)) => {
-            let mut p = settings_page(&app, &owner.name, None, Some(m), None).await?;
+            let mut p = settings_page(&app, &acc, &owner.name, None, Some(m), None).await?;
             p.status = StatusCode::UNPROCESSABLE_ENTITY;
             Ok(p)
         }
@@ -600,6 +647,7 @@ async fn totp_switch(
 
 async fn revoke_token(
     State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
     Extension(owner): Extension<Owner>,
     Path(id): Path<i64>,
 ) -> Result<Page, WebError> {
@@ -613,6 +661,7 @@ async fn revoke_token(
     }
     settings_page(
         &app,
+        &acc,
         &owner.name,
         Some("The token was revoked."),
         None,
@@ -653,7 +702,7 @@ async fn change_password(
         }
         Err(e) => return failed(e),
     };
-    let mut p = settings_page(&app, &owner.name, notice, error, None).await?;
+    let mut p = settings_page(&app, &acc, &owner.name, notice, error, None).await?;
     p.status = status;
     Ok(p)
 }
@@ -667,8 +716,13 @@ impl Offering for SettingsOffering {
         TEMPLATES.to_vec()
     }
 
+    fn static_files(&self) -> Vec<(&'static str, &'static [u8])> {
+        vec![("passkeys.js", include_bytes!("../static/passkeys.js"))]
+    }
+
     fn private_routes(&self) -> Router<App> {
         Router::new()
+            .merge(crate::passkeys::http::private_routes())
             .route("/", get(settings))
             .route("/password", post(change_password))
             .route("/tokens", post(create_token))

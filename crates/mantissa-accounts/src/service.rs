@@ -138,6 +138,27 @@ fn link_failed(e: StoreError) -> AccountError {
     }
 }
 
+/// Whether `account` may log in now: not locked, and active. Checked after
+/// its owner is proved (by password or passkey), so that the answer tells
+/// nothing to someone who is not the owner.
+pub(crate) fn may_log_in(account: &Account) -> Result<(), AccountError> {
+    if account.locked {
+        return Err(AccountError::NotActive(
+            "this account is locked after too many failed log-ins; follow the link we emailed to unlock it".into(),
+        ));
+    }
+    match account.status.as_str() {
+        status::ACTIVE => Ok(()),
+        status::UNVERIFIED => Err(AccountError::NotActive(
+            "please verify your email address first: follow the link we sent you".into(),
+        )),
+        status::PENDING => Err(AccountError::NotActive(
+            "your sign-up is waiting for an administrator's approval".into(),
+        )),
+        _ => Err(AccountError::NotActive("this account is suspended".into())),
+    }
+}
+
 /// Creates a ticket and returns its token. Inside a transaction.
 pub(crate) fn issue_ticket(
     tx: &mut Write<'_>,
@@ -425,7 +446,13 @@ impl Accounts {
             url.trim_end_matches('/').to_string();
     }
 
-    fn throttle(&self, ip: Option<IpAddr>, account: Option<&str>) -> Result<(), AccountError> {
+    /// Counts an attempt from `ip` and for `account` against the rate
+    /// limits; [`AccountError::Throttled`] once either is used up.
+    pub(crate) fn throttle(
+        &self,
+        ip: Option<IpAddr>,
+        account: Option<&str>,
+    ) -> Result<(), AccountError> {
         if let Some(ip) = ip
             && self.per_ip.check_key(&ip).is_err()
         {
@@ -618,25 +645,7 @@ impl Accounts {
             });
             return Err(AccountError::BadCredentials);
         }
-        if account.locked {
-            return Err(AccountError::NotActive(
-                "this account is locked after too many failed log-ins; follow the link we emailed to unlock it".into(),
-            ));
-        }
-        match account.status.as_str() {
-            status::ACTIVE => {}
-            status::UNVERIFIED => {
-                return Err(AccountError::NotActive(
-                    "please verify your email address first: follow the link we sent you".into(),
-                ));
-            }
-            status::PENDING => {
-                return Err(AccountError::NotActive(
-                    "your sign-up is waiting for an administrator's approval".into(),
-                ));
-            }
-            _ => return Err(AccountError::NotActive("this account is suspended".into())),
-        }
+        may_log_in(&account)?;
         if account.totp_enabled {
             let secret = account.totp_secret.clone().unwrap_or_default();
             let now = std::time::SystemTime::now()
@@ -657,8 +666,16 @@ impl Accounts {
                 })
                 .await?;
         }
+        self.logged_in(&account).await?;
+        Ok(account.username.clone())
+    }
+
+    /// What every successful log-in does, whatever proved it: the product
+    /// is installed (once) and the count of failed log-ins starts again.
+    pub(crate) async fn logged_in(&self, account: &Stored<Account>) -> Result<(), AccountError> {
         self.install_later(&account.username).await?;
         if account.failed_logins > 0 {
+            let id = account.id();
             self.site
                 .store()
                 .write(move |tx| {
@@ -668,7 +685,7 @@ impl Accounts {
                 })
                 .await?;
         }
-        Ok(account.username.clone())
+        Ok(())
     }
 
     /// The site's sign-up mechanism.

@@ -558,6 +558,10 @@ pub struct ServeOptions {
     pub listen: Option<SocketAddr>,
     /// Development mode: templates and theme files reload on every request.
     pub dev: bool,
+    /// The address people reach the site at (like `https://example.org`),
+    /// for links in mail and for passkeys; without it, the first address
+    /// served.
+    pub url: Option<String>,
 }
 
 /// The protocols this binary serves on ports.
@@ -647,8 +651,8 @@ pub fn serve(dir: &Path, options: ServeOptions, out: &mut dyn Write) -> Result<(
             let scheme = if port.is_tls() { "https" } else { "http" };
             urls.push(format!("{scheme}://{bound}/"));
         }
-        if let Some(first) = urls.first() {
-            accounts.set_base_url(first);
+        if let Some(url) = options.url.as_ref().or(urls.first()) {
+            accounts.set_base_url(url);
         }
         let acc = accounts.clone();
         let admin_link = tokio::task::spawn_blocking(move || acc.admin_setup_link())
@@ -669,6 +673,9 @@ pub fn serve(dir: &Path, options: ServeOptions, out: &mut dyn Write) -> Result<(
         )?;
         for url in &urls {
             writeln!(out, "Serving {url}")?;
+        }
+        if let Some(url) = &options.url {
+            writeln!(out, "Reached at {url} (links in mail, passkeys)")?;
         }
         if let Some(link) = admin_link {
             writeln!(out, "Set the administrator's password (once): {link}")?;

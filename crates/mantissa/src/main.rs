@@ -66,6 +66,11 @@ enum Command {
         /// request, and template errors show in the page
         #[arg(long)]
         dev: bool,
+        /// The address people reach the site at, like https://example.org
+        /// (for links in mail, and passkeys, which need a domain name:
+        /// https, or http://localhost); default: the first address served
+        #[arg(long, value_name = "URL", env = "MANTISSA_URL", value_parser = site_url)]
+        url: Option<String>,
     },
     /// The ports `mantissa serve` listens on
     #[command(subcommand)]
@@ -231,14 +236,38 @@ fn main() -> ExitCode {
     }
 }
 
+/// A site's address: `http://` or `https://`, a host, an optional port,
+/// nothing after it but `/`.
+fn site_url(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or_else(|| format!("{text:?} does not start with http:// or https://"))?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let host = authority.rsplit_once(':').map_or(authority, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            authority
+        }
+    });
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-.[]:".contains(c);
+    if host.is_empty() || !authority.chars().all(plain) {
+        return Err(format!(
+            "{text:?} is not a site's address: write the scheme, host and port only, like https://example.org or http://localhost:8080"
+        ));
+    }
+    Ok(text.to_string())
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     let site_dir = args.site.unwrap_or_else(|| PathBuf::from("."));
     let mut out = io::stdout().lock();
     let out: &mut dyn Write = &mut out;
     match args.command {
         Command::Init { dir } => cli::init(&dir.unwrap_or(site_dir), out)?,
-        Command::Serve { listen, dev } => {
-            cli::serve(&site_dir, cli::ServeOptions { listen, dev }, out)?
+        Command::Serve { listen, dev, url } => {
+            cli::serve(&site_dir, cli::ServeOptions { listen, dev, url }, out)?
         }
         command => {
             let site = cli::open_site(&site_dir)?;

@@ -30,6 +30,7 @@ fn mantissa(cwd: &Path, args: &[&str]) -> Command {
         .args(args)
         .env_remove("MANTISSA_SITE")
         .env_remove("MANTISSA_LOG")
+        .env_remove("MANTISSA_URL")
         .stdin(Stdio::null());
     cmd
 }
@@ -426,6 +427,9 @@ fn bad_usage_exits_2() {
         &["frobnicate"][..],
         &["user", "export", "Not A Name", "x"],
         &["serve", "--listen", "not-an-address"],
+        &["serve", "--url", "ftp://example.org"],
+        &["serve", "--url", "https://example.org/blog"],
+        &["serve", "--url", "https://"],
         &[],
     ] {
         let r = run(mantissa(tmp.path(), args));
@@ -480,6 +484,48 @@ fn serve_opens_the_site_and_stops_on_sigterm_or_ctrl_c() {
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(0), "stops cleanly on SIG{signal}");
     }
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_url_is_where_links_point() {
+    use std::io::{BufRead, BufReader};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = mantissa(
+        tmp.path(),
+        &["serve", "--site", "s", "--listen", "127.0.0.1:0"],
+    )
+    .env("MANTISSA_URL", "https://example.org")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let lines: Vec<String> = out
+        .lines()
+        .map(Result::unwrap)
+        .take_while(|l| !l.starts_with("Press Ctrl-C"))
+        .collect();
+    assert!(
+        lines[1].starts_with("Serving http://127.0.0.1:"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[2],
+        "Reached at https://example.org (links in mail, passkeys)"
+    );
+    // The first run's one-time link for the administrator's password.
+    assert!(
+        lines[3].starts_with("Set the administrator's password (once): https://example.org/reset/"),
+        "{lines:?}"
+    );
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
 fn http_get(addr: &str, path: &str) -> String {
