@@ -13,7 +13,6 @@ use governor::{Quota, RateLimiter};
 use mantissa_mail::{Mailer, OutgoingMail};
 use mantissa_store::{Read, Ref, Site, StoreError, Stored, Timestamp, Write};
 use mantissa_web::{SessionRecord, random_token};
-use sha2::{Digest, Sha256};
 
 use crate::model::{Account, EmailAddress, Product, SignupPolicy, Ticket, purpose, status};
 use crate::password;
@@ -71,12 +70,7 @@ pub struct Accounts {
     per_account: Limiter<String>,
 }
 
-pub(crate) fn hash_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub(crate) use mantissa_web::hash_token;
 
 fn normalize_email(email: &str) -> Result<String, AccountError> {
     let e = email.trim().to_lowercase();

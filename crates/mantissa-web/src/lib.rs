@@ -37,7 +37,7 @@ pub use pipeline::WebService;
 pub use protect::is_bot;
 pub use session::{
     CSRF_COOKIE, CsrfToken, SESSION_COOKIE, SESSION_LIFETIME, Session, SessionRecord, TokenAuth,
-    TokenAuthenticated, TokenFuture, WRITE_SCOPE, cookie, random_token,
+    TokenAuthenticated, TokenFuture, WRITE_SCOPE, cookie, hash_token, random_token,
 };
 pub use statics::{StaticFile, Statics};
 pub use templates::{TemplateError, TemplateSources, Templates, obfuscate_emails};

@@ -130,14 +130,45 @@ pub(crate) fn add_security_headers(h: &mut HeaderMap) {
 }
 
 /// When each page version (by ETag) was first served: its Last-Modified.
-#[derive(Default)]
 pub struct FirstSeen {
+    /// Tells this map from others in the thread's memo.
+    id: u64,
     map: DashMap<String, SystemTime>,
+}
+
+impl Default for FirstSeen {
+    fn default() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        FirstSeen {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            map: DashMap::new(),
+        }
+    }
+}
+
+thread_local! {
+    /// The last version this thread looked up: a page in demand is the
+    /// same version request after request, and this spares the shared
+    /// map's lock, which every thread would otherwise take on each one.
+    static LAST_SEEN: std::cell::RefCell<Option<(u64, String, SystemTime)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 impl FirstSeen {
     fn get(&self, etag: &str) -> SystemTime {
-        // A shared lock for the common case, a page version seen before.
+        let memo = LAST_SEEN.with_borrow(|last| match last {
+            Some((id, e, seen)) if *id == self.id && e == etag => Some(*seen),
+            _ => None,
+        });
+        if let Some(seen) = memo {
+            return seen;
+        }
+        let seen = self.lookup(etag);
+        LAST_SEEN.with_borrow_mut(|last| *last = Some((self.id, etag.to_string(), seen)));
+        seen
+    }
+
+    fn lookup(&self, etag: &str) -> SystemTime {
         if let Some(seen) = self.map.get(etag) {
             return *seen;
         }
@@ -208,13 +239,7 @@ async fn conditional_response(
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let digest = Sha256::digest(&bytes);
-    let etag = format!(
-        "\"{}\"",
-        digest[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    let etag = format!("\"{}\"", hex::encode(&digest[..12]));
     let modified = app.first_seen().get(&etag);
     let fresh = match (&if_none_match, if_modified_since) {
         (Some(inm), _) => inm.to_str().is_ok_and(|v| {

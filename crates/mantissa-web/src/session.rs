@@ -59,11 +59,11 @@ pub fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn hash_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// What the store keeps of a secret token (a session's, a ticket's): its
+/// SHA-256, in hex, so that a copy of the store does not give the tokens
+/// away.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// The value of cookie `name` in the request's headers.

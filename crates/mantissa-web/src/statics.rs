@@ -26,7 +26,7 @@ pub struct StaticFile {
 impl StaticFile {
     fn new(path: &str, bytes: Bytes) -> StaticFile {
         let digest = Sha256::digest(&bytes);
-        let hash = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let hash = hex::encode(&digest[..8]);
         StaticFile {
             bytes,
             hash,

@@ -12,6 +12,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use mantissa::cli;
 
+/// mimalloc, not the system's malloc: a request's data is made on a store
+/// reader thread and freed on a web worker, and glibc's per-thread arenas
+/// spent an eighth of the server's time on such allocations and frees
+/// (perf, under `bench/web.sh`; "Web" in bench/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Mantissa: an application platform in one binary.
 ///
 /// Every command works on the site in the current folder, or in the one

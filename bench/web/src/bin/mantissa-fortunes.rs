@@ -26,6 +26,11 @@ use mantissa_bench_web::{
 use mantissa_server::{Guard, Protocol, Server};
 use mantissa_web::HttpProtocol;
 
+/// The allocator of the `mantissa` binary (see its `main.rs`), so that
+/// what is measured is what ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     init_logging();
     let addr = listen_arg("127.0.0.1:8081")?;
