@@ -7,8 +7,9 @@
 //! write transactions one after another, answering each on a oneshot
 //! channel, as `tokio-rusqlite` does: a tokio worker never waits on SQLite,
 //! and writes to different stores run in parallel on their own threads. Reads
-//! run on tokio's blocking pool with connections from a small per-store pool;
-//! in WAL mode they see a consistent snapshot and never wait for the writer.
+//! run on a few reader threads shared by every store (`readers.rs` says why
+//! not tokio's blocking pool) with connections from a per-store pool; in WAL
+//! mode they see a consistent snapshot and never wait for the writer.
 //! When the last handle to a store is dropped, its thread ends and its files
 //! close.
 
