@@ -3,9 +3,10 @@
 //! the JSON API.
 //!
 //! It owns what happens between an HTTP request arriving on an admitted
-//! connection and the response leaving: routing, the layers every response
-//! passes (rate limits, crawler pacing, security headers, sessions, CSRF,
-//! conditional GET, access log), and rendering. It must not reach into the
+//! connection and the response leaving: the request pipeline every request
+//! passes (rate limits, crawler pacing, sessions, CSRF, conditional GET,
+//! security headers, access log; `pipeline.rs` says why it is one service
+//! rather than a stack of layers), routing, and rendering. It must not reach into the
 //! store's internals (it uses items and queries like any application) nor
 //! own accounts, which belong to `mantissa-accounts`.
 
