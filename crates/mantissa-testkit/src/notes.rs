@@ -10,7 +10,9 @@
 //! sharing" button ([`mantissa_accounts::unshare`]), and a form sharing it
 //! ([`mantissa_accounts::share`]) with everyone, with every signed-in user
 //! or with one named user, to view or to view and edit. Every form answers
-//! with a redirect back to the list (post/redirect/get).
+//! with a redirect back to the list (post/redirect/get). Its stylesheet is a
+//! static file of the offering (`/static/notes/…/notes.css`): the site's CSP
+//! allows no inline styles.
 //!
 //! `/api/private/notes` gives the list's data: `notes`, the titles in
 //! order, and `entries`, each note with its id, body, address and shares.
@@ -40,6 +42,7 @@ pub struct Notes;
 const LIST: &str = r#"{% extends "base.html" %}
 {% block title %}Notes · {{ site.name }}{% endblock %}
 {% block main %}
+<link rel="stylesheet" href="{{ static_url('notes', 'notes.css') }}">
 <h1>Notes</h1>
 <h2>Write a note</h2>
 <form method="post" action="/private/notes/">
@@ -65,25 +68,32 @@ const LIST: &str = r#"{% extends "base.html" %}
   {% endfor %}
   </ul>
   {% endif %}
+  {% if n.url %}
   <form class="share" method="post" action="/private/notes/{{ n.id }}/share">
     {{ csrf_field() }}
     <fieldset><legend>Share “{{ n.title }}”</legend>
-    <p><label><input type="radio" name="role" value="everyone"> with everyone</label>
-    <label><input type="radio" name="role" value="signed-in"> with signed-in users</label>
-    <label><input type="radio" name="role" value="user" checked> with the user</label>
-    <label for="share-user-{{ n.id }}" class="visually-hidden">User name</label>
-    <input id="share-user-{{ n.id }}" name="user" placeholder="user name" autocomplete="off"></p>
-    <p><label><input type="checkbox" name="edit" value="on"> and let them edit it</label></p>
+    <label class="check"><input type="radio" name="role" value="everyone"> with everyone</label>
+    <label class="check"><input type="radio" name="role" value="signed-in"> with signed-in users</label>
+    <label class="check"><input type="radio" name="role" value="user" checked> with one user:</label>
+    <p><label for="share-user-{{ n.id }}">User name</label>
+    <input id="share-user-{{ n.id }}" name="user" autocomplete="off"></p>
+    <label class="check"><input type="checkbox" name="edit" value="on"> and let them edit it</label>
     <p><button type="submit">Share</button></p>
     </fieldset>
   </form>
+  {% else %}<p>Not published, so not shared.</p>{% endif %}
 </article>
 {% endfor %}
 {% endblock %}"#;
 
 const NOTE: &str = r#"{% extends "base.html" %}
 {% block title %}{{ title }} · {{ site.name }}{% endblock %}
-{% block main %}<h1>{{ title }}</h1><p class="note-body" style="white-space: pre-wrap">{{ body }}</p><p>by {{ owner }}</p>{% if can_edit %}<p>You may edit this note.</p>{% endif %}{% endblock %}"#;
+{% block main %}<h1>{{ title }}</h1><link rel="stylesheet" href="{{ static_url('notes', 'notes.css') }}"><p class="note-body">{{ body }}</p><p>by {{ owner }}</p>{% if can_edit %}<p>You may edit this note.</p>{% endif %}{% endblock %}"#;
+
+/// The offering's stylesheet (the site's CSP allows no inline styles).
+const NOTES_CSS: &[u8] = b".note-body { white-space: pre-wrap; }\n\
+.note { border-top: 1px solid #ccc; margin-top: 1.5rem; }\n\
+.note form { margin: 0; }\n";
 
 /// The form that writes a note.
 #[derive(Deserialize)]
@@ -301,6 +311,10 @@ impl Offering for Notes {
 
     fn templates(&self) -> Vec<(&'static str, &'static str)> {
         vec![("notes/list.html", LIST), ("notes/note.html", NOTE)]
+    }
+
+    fn static_files(&self) -> Vec<(&'static str, &'static [u8])> {
+        vec![("notes.css", NOTES_CSS)]
     }
 
     fn install(&self, tx: &mut mantissa_store::Write<'_>) -> mantissa_store::Result<()> {
