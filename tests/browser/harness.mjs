@@ -3,7 +3,10 @@
 // measure of how wide a page is.
 //
 // MANTISSA_BIN names another binary (default: target/debug/mantissa);
-// CHROMIUM another browser (default: /usr/bin/chromium).
+// NOTES_SITE_BIN the notes site (`mantissa` plus the testkit's notes
+// offering, default: target/debug/mantissa-notes-site); CHROMIUM another
+// browser (default: /usr/bin/chromium). `mantissa` and `serve` run BIN
+// unless given another binary.
 
 import { spawn, execFileSync } from 'node:child_process';
 import { createServer } from 'node:net';
@@ -13,12 +16,14 @@ import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const BIN = process.env.MANTISSA_BIN || resolve(here, '../../target/debug/mantissa');
+export const NOTES_SITE_BIN =
+  process.env.NOTES_SITE_BIN || resolve(here, '../../target/debug/mantissa-notes-site');
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 export const PHONE = { width: 360, height: 640 };
 
-/** Runs `mantissa ARGS` to completion (with `input` on stdin); throws with its stderr on failure. */
-export function mantissa(args, input) {
-  return execFileSync(BIN, args, { encoding: 'utf8', input: input ?? '', stdio: ['pipe', 'pipe', 'pipe'] });
+/** Runs `mantissa ARGS` (or `bin ARGS`) to completion (with `input` on stdin); throws with its stderr on failure. */
+export function mantissa(args, input, bin = BIN) {
+  return execFileSync(bin, args, { encoding: 'utf8', input: input ?? '', stdio: ['pipe', 'pipe', 'pipe'] });
 }
 
 /** A port on 127.0.0.1 that was free a moment ago (for a server that must know its URL up front). */
@@ -34,13 +39,14 @@ export function freePort() {
 }
 
 /**
- * Starts `mantissa serve` — on a port the OS picks, or on `listen`, and
- * reached at `url` when given (`--url`: links in mail, passkeys); resolves
- * once it says "Serving URL" (the 127.0.0.1 address it listens on).
+ * Starts `mantissa serve` (or `bin serve`) — on a port the OS picks, or on
+ * `listen`, and reached at `url` when given (`--url`: links in mail,
+ * passkeys); resolves once it says "Serving URL" (the 127.0.0.1 address it
+ * listens on).
  */
-export function serve(site, { listen = '127.0.0.1:0', url: reachedAt } = {}) {
+export function serve(site, { listen = '127.0.0.1:0', url: reachedAt, bin = BIN } = {}) {
   const args = ['--site', site, 'serve', '--listen', listen, ...(reachedAt ? ['--url', reachedAt] : [])];
-  const proc = spawn(BIN, args, {
+  const proc = spawn(bin, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -59,7 +65,7 @@ export function serve(site, { listen = '127.0.0.1:0', url: reachedAt } = {}) {
     });
     proc.on('exit', (code, signal) => {
       clearTimeout(timer);
-      rej(new Error(`mantissa serve exited (${code ?? signal}) before serving; stderr:\n${err}`));
+      rej(new Error(`${bin} serve exited (${code ?? signal}) before serving; stderr:\n${err}`));
     });
     proc.on('error', (e) => { clearTimeout(timer); rej(e); });
   });

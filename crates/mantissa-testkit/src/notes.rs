@@ -1,11 +1,32 @@
-//! A small offering for tests: notes kept in each user's store, listed at
-//! `/private/notes`, and rendered at `/users/<name>/<slug>` when published.
+//! A small offering for tests and demonstrations: notes kept in each user's
+//! store, with a page at `/private/notes` to write them and to share them,
+//! and each note rendered at `/users/<name>/<slug>` for whoever its shares
+//! let see it.
+//!
+//! The page works without JavaScript: one form writes a note (title and
+//! body), which is published at once at a slug made from its title
+//! ([`mantissa_web::publish`]) — visible to nobody but its owner until it is
+//! shared. Each note then shows its address, its shares, each with a "Stop
+//! sharing" button ([`mantissa_accounts::unshare`]), and a form sharing it
+//! ([`mantissa_accounts::share`]) with everyone, with every signed-in user
+//! or with one named user, to view or to view and edit. Every form answers
+//! with a redirect back to the list (post/redirect/get). Its stylesheet is a
+//! static file of the offering (`/static/notes/…/notes.css`): the site's CSP
+//! allows no inline styles.
+//!
+//! `/api/private/notes` gives the list's data: `notes`, the titles in
+//! order, and `entries`, each note with its id, body, address and shares.
+//! The `mantissa-notes-site` binary (`tests/notes-site`) is `mantissa`
+//! plus this offering, which the browser tests drive.
 
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Extension, Router};
+use axum::extract::Path;
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Router};
+use mantissa_accounts::{Role, Share, share, unshare};
 use mantissa_store::{Item, Ref};
-use mantissa_web::{App, Offering, Owner, Page, SharedFuture, SharedRequest, WebError};
+use mantissa_web::{App, Offering, Owner, Page, Published, SharedFuture, SharedRequest, WebError};
+use serde::Deserialize;
 
 /// A note.
 #[derive(Item, Debug, Clone)]
@@ -18,22 +39,282 @@ pub struct Note {
 /// The notes offering.
 pub struct Notes;
 
+const LIST: &str = r#"{% extends "base.html" %}
+{% block title %}Notes · {{ site.name }}{% endblock %}
+{% block main %}
+<link rel="stylesheet" href="{{ static_url('notes', 'notes.css') }}">
+<h1>Notes</h1>
+<h2>Write a note</h2>
+<form method="post" action="/private/notes/">
+  {{ csrf_field() }}
+  <p><label for="note-title">Title</label>
+  <input id="note-title" name="title" required maxlength="200"></p>
+  <p><label for="note-body">Note</label>
+  <textarea id="note-body" name="body" rows="5"></textarea></p>
+  <p><button type="submit">Save and publish</button></p>
+</form>
+<h2>Your notes</h2>
+{% if not entries %}<p>No notes yet.</p>{% endif %}
+{% for n in entries %}
+<article class="note" id="note-{{ n.id }}">
+  <h3>{{ n.title }}</h3>
+  {% if n.url %}<p>Address: <a class="note-url" href="{{ n.url }}">{{ n.url }}</a>
+  {% if not n.shares %}(only you can see it until you share it){% endif %}</p>{% endif %}
+  {% if n.shares %}
+  <ul class="shares">
+  {% for s in n.shares %}
+    <li>Shared with {{ s.label }} ({{ s.capabilities }})
+      <form method="post" action="/private/notes/{{ n.id }}/unshare">{{ csrf_field() }}<input type="hidden" name="role" value="{{ s.role }}"><button type="submit">Stop sharing with {{ s.label }}</button></form></li>
+  {% endfor %}
+  </ul>
+  {% endif %}
+  {% if n.url %}
+  <form class="share" method="post" action="/private/notes/{{ n.id }}/share">
+    {{ csrf_field() }}
+    <fieldset><legend>Share “{{ n.title }}”</legend>
+    <label class="check"><input type="radio" name="role" value="everyone"> with everyone</label>
+    <label class="check"><input type="radio" name="role" value="signed-in"> with signed-in users</label>
+    <label class="check"><input type="radio" name="role" value="user" checked> with one user:</label>
+    <p><label for="share-user-{{ n.id }}">User name</label>
+    <input id="share-user-{{ n.id }}" name="user" autocomplete="off"></p>
+    <label class="check"><input type="checkbox" name="edit" value="on"> and let them edit it</label>
+    <p><button type="submit">Share</button></p>
+    </fieldset>
+  </form>
+  {% else %}<p>Not published, so not shared.</p>{% endif %}
+</article>
+{% endfor %}
+{% endblock %}"#;
+
+const NOTE: &str = r#"{% extends "base.html" %}
+{% block title %}{{ title }} · {{ site.name }}{% endblock %}
+{% block main %}<h1>{{ title }}</h1><link rel="stylesheet" href="{{ static_url('notes', 'notes.css') }}"><p class="note-body">{{ body }}</p><p>by {{ owner }}</p>{% if can_edit %}<p>You may edit this note.</p>{% endif %}{% endblock %}"#;
+
+/// The offering's stylesheet (the site's CSP allows no inline styles).
+const NOTES_CSS: &[u8] = b".note-body { white-space: pre-wrap; }\n\
+.note { border-top: 1px solid #ccc; margin-top: 1.5rem; }\n\
+.note form { margin: 0; }\n";
+
+/// The form that writes a note.
+#[derive(Deserialize)]
+struct NewNote {
+    title: String,
+    #[serde(default)]
+    body: String,
+}
+
+/// The form that shares a note: `role` is `everyone`, `signed-in` or `user`
+/// (then `user` names them); `edit` adds the edit capability.
+#[derive(Deserialize)]
+struct ShareForm {
+    role: String,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    edit: Option<String>,
+}
+
+/// The form that stops a share: `role` as kept in the share
+/// (`everyone`, `signed-in`, `user:NAME`, `group:NAME`).
+#[derive(Deserialize)]
+struct UnshareForm {
+    role: String,
+}
+
+fn back() -> Redirect {
+    Redirect::to("/private/notes/")
+}
+
+/// A share's role, read back from how [`Share`] keeps it.
+fn role_of(key: &str) -> Option<Role> {
+    match key {
+        "everyone" => Some(Role::Everyone),
+        "signed-in" => Some(Role::SignedIn),
+        _ => match key.split_once(':') {
+            Some(("user", u)) if !u.is_empty() => Some(Role::User(u.into())),
+            Some(("group", g)) if !g.is_empty() => Some(Role::Group(g.into())),
+            _ => None,
+        },
+    }
+}
+
+/// Says who a share is for, in words.
+fn role_label(key: &str) -> String {
+    match role_of(key) {
+        Some(Role::Everyone) => "everyone".into(),
+        Some(Role::SignedIn) => "signed-in users".into(),
+        Some(Role::User(u)) => u,
+        Some(Role::Group(g)) => format!("the group {g}"),
+        None => key.into(),
+    }
+}
+
+async fn list(Extension(owner): Extension<Owner>) -> Result<Page, WebError> {
+    let (notes, published, shares) = owner
+        .store
+        .read(|r| {
+            let notes = r.query::<Note>().order_by(Note::title.asc()).all()?;
+            let published = r
+                .query::<Published>()
+                .filter(Published::item_type.eq(Note::NAME))
+                .filter(Published::moved_to.is_null())
+                .all()?;
+            let shares = r
+                .query::<Share>()
+                .filter(Share::item_type.eq(Note::NAME))
+                .all()?;
+            Ok((notes, published, shares))
+        })
+        .await?;
+    let entries: Vec<_> = notes
+        .iter()
+        .map(|n| {
+            let id = n.id().id();
+            let url = published
+                .iter()
+                .find(|p| p.item_id == id)
+                .map(|p| format!("/users/{}/{}", owner.name, p.slug));
+            let shares: Vec<_> = shares
+                .iter()
+                .filter(|s| s.item_id == id)
+                .map(|s| {
+                    serde_json::json!({
+                        "role": s.role,
+                        "label": role_label(&s.role),
+                        "capabilities": s.capabilities.replace(',', ", "),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "id": id,
+                "title": n.title,
+                "body": n.body,
+                "url": url,
+                "shares": shares,
+            })
+        })
+        .collect();
+    let titles: Vec<&str> = notes.iter().map(|n| n.title.as_str()).collect();
+    Ok(Page::new(
+        "notes/list.html",
+        serde_json::json!({ "user": owner.name, "notes": titles, "entries": entries }),
+    ))
+}
+
+async fn create(
+    Extension(owner): Extension<Owner>,
+    Form(form): Form<NewNote>,
+) -> Result<Redirect, WebError> {
+    let title = form.title.trim().to_string();
+    if title.is_empty() {
+        return Err(WebError::BadRequest("A note needs a title.".into()));
+    }
+    owner
+        .store
+        .write(move |tx| {
+            let note = tx.insert(&Note {
+                title: title.clone(),
+                body: form.body,
+            })?;
+            // Another note may have the title's address: this one then
+            // gets its id after the title.
+            let slug = mantissa_web::slugify(&title);
+            let taken = tx
+                .query::<Published>()
+                .filter(Published::slug.eq(slug))
+                .first()?
+                .is_some();
+            let slug = if taken {
+                format!("{title} {}", note.id())
+            } else {
+                title
+            };
+            mantissa_web::publish(tx, "notes", note, &slug).map(drop)
+        })
+        .await?;
+    Ok(back())
+}
+
+async fn share_note(
+    Extension(owner): Extension<Owner>,
+    Path(id): Path<i64>,
+    Form(form): Form<ShareForm>,
+) -> Result<Redirect, WebError> {
+    let role = match form.role.as_str() {
+        "everyone" => Role::Everyone,
+        "signed-in" => Role::SignedIn,
+        "user" => {
+            let user = form.user.trim().to_string();
+            if mantissa_store::check_store_name(&user).is_err() {
+                return Err(WebError::BadRequest(format!(
+                    "{user:?} is not a user name."
+                )));
+            }
+            Role::User(user)
+        }
+        other => {
+            return Err(WebError::BadRequest(format!(
+                "{other:?} is not someone a note can be shared with."
+            )));
+        }
+    };
+    let capabilities: &[&str] = if form.edit.is_some() {
+        &["view", "edit"]
+    } else {
+        &["view"]
+    };
+    let found = owner
+        .store
+        .write(move |tx| {
+            let note = Ref::<Note>::from_id(id);
+            if tx.find(note)?.is_none() {
+                return Ok(false);
+            }
+            share(tx, note, role, capabilities)?;
+            Ok(true)
+        })
+        .await?;
+    if !found {
+        return Err(WebError::NotFound);
+    }
+    Ok(back())
+}
+
+async fn unshare_note(
+    Extension(owner): Extension<Owner>,
+    Path(id): Path<i64>,
+    Form(form): Form<UnshareForm>,
+) -> Result<Redirect, WebError> {
+    let role = role_of(&form.role)
+        .ok_or_else(|| WebError::BadRequest(format!("{:?} is not a share.", form.role)))?;
+    let found = owner
+        .store
+        .write(move |tx| {
+            let note = Ref::<Note>::from_id(id);
+            if tx.find(note)?.is_none() {
+                return Ok(false);
+            }
+            unshare(tx, note, role)?;
+            Ok(true)
+        })
+        .await?;
+    if !found {
+        return Err(WebError::NotFound);
+    }
+    Ok(back())
+}
+
 impl Offering for Notes {
     fn name(&self) -> &'static str {
         "notes"
     }
 
     fn templates(&self) -> Vec<(&'static str, &'static str)> {
-        vec![
-            (
-                "notes/list.html",
-                "{% extends \"base.html\" %}{% block main %}<ul>{% for n in notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endblock %}",
-            ),
-            (
-                "notes/note.html",
-                "{% extends \"base.html\" %}{% block main %}<h1>{{ title }}</h1><p>{{ body }}</p><p>by {{ owner }}</p>{% if can_edit %}<p>You may edit this note.</p>{% endif %}{% endblock %}",
-            ),
-        ]
+        vec![("notes/list.html", LIST), ("notes/note.html", NOTE)]
+    }
+
+    fn static_files(&self) -> Vec<(&'static str, &'static [u8])> {
+        vec![("notes.css", NOTES_CSS)]
     }
 
     fn install(&self, tx: &mut mantissa_store::Write<'_>) -> mantissa_store::Result<()> {
@@ -45,21 +326,10 @@ impl Offering for Notes {
     }
 
     fn private_routes(&self) -> Router<App> {
-        async fn list(Extension(owner): Extension<Owner>) -> Result<Page, WebError> {
-            let notes = owner
-                .store
-                .read(|r| {
-                    r.query::<Note>()
-                        .order_by(Note::title.asc())
-                        .column(Note::title)
-                })
-                .await?;
-            Ok(Page::new(
-                "notes/list.html",
-                serde_json::json!({ "notes": notes }),
-            ))
-        }
-        Router::new().route("/", get(list))
+        Router::new()
+            .route("/", get(list).post(create))
+            .route("/{id}/share", post(share_note))
+            .route("/{id}/unshare", post(unshare_note))
     }
 
     fn shared(&self, _app: App, req: SharedRequest) -> SharedFuture {

@@ -6,6 +6,10 @@
 //! message says what failed and whose source says why. Nothing here prints
 //! errors or exits: that is the binary's job.
 //!
+//! [`main_with`] is the whole command line (arguments parsed with clap):
+//! the `mantissa` binary calls it with no offerings of its own, and an
+//! application's binary with its offerings.
+//!
 //! Every command except [`init`] and [`serve`] works on an existing site,
 //! opened with [`open_site`], so that a command run in the wrong folder says
 //! so instead of creating an empty site there.
@@ -23,8 +27,11 @@ use mantissa_accounts::{
 use mantissa_mail::MailConfig;
 use mantissa_server::{Guard, Limits, Port, PortError, Protocol, Server, ServerError, load_tls};
 use mantissa_store::{Site, Store, StoreError, StoreStats};
-use mantissa_web::{App, HttpProtocol, SiteConfig, WebOptions};
+use mantissa_web::{App, HttpProtocol, Offering, SiteConfig, WebOptions};
 use serde::Serialize;
+
+mod args;
+pub use args::main_with;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -574,6 +581,19 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// 127.0.0.1:8080 when it has none — until Ctrl-C or SIGTERM, then shuts down
 /// gracefully: no new connections, requests in flight finish.
 pub fn serve(dir: &Path, options: ServeOptions, out: &mut dyn Write) -> Result<(), Error> {
+    serve_with(dir, options, &[], out)
+}
+
+/// [`serve`], with `offerings` served next to Mantissa's own, exactly like
+/// them: pages under `/private/<name>`, templates, static files, shared
+/// items, installed in new accounts' stores as the site's products say, and
+/// listed in the admin console.
+pub fn serve_with(
+    dir: &Path,
+    options: ServeOptions,
+    offerings: &[Arc<dyn Offering>],
+    out: &mut dyn Write,
+) -> Result<(), Error> {
     let dir = shown(dir);
     let site = Site::open(&dir).map_err(|source| Error::CreateSite { dir, source })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -620,7 +640,7 @@ pub fn serve(dir: &Path, options: ServeOptions, out: &mut dyn Write) -> Result<(
         guard.clone(),
         WebOptions {
             dev: options.dev,
-            offerings: vec![Arc::new(SettingsOffering::new(accounts.clone()))],
+            offerings: linked_offerings(&accounts, offerings),
             access: Some(Arc::new(SharePolicy)),
             tokens: Some(Arc::new(TokenAuthenticator::new(site.clone()))),
             templates: Vec::new(),
@@ -703,6 +723,16 @@ pub fn serve(dir: &Path, options: ServeOptions, out: &mut dyn Write) -> Result<(
     Ok(())
 }
 
+/// Mantissa's own offerings (the account settings), then `extra`.
+fn linked_offerings(
+    accounts: &Arc<Accounts>,
+    extra: &[Arc<dyn Offering>],
+) -> Vec<Arc<dyn Offering>> {
+    let mut all: Vec<Arc<dyn Offering>> = vec![Arc::new(SettingsOffering::new(accounts.clone()))];
+    all.extend(extra.iter().cloned());
+    all
+}
+
 fn offline_accounts(site: &Site) -> Result<Accounts, Error> {
     let mail = MailConfig::load(site)?;
     let mailer = MailConfig::mailer(mail.as_ref(), site, false);
@@ -723,7 +753,22 @@ pub fn user_add(
     admin: bool,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
-    let accounts = offline_accounts(site)?;
+    user_add_with(site, &[], name, email, password, admin, out)
+}
+
+/// [`user_add`] on a site that also serves `offerings` (see [`serve_with`]):
+/// the new account gets those of them its product names installed.
+pub fn user_add_with(
+    site: &Site,
+    offerings: &[Arc<dyn Offering>],
+    name: &str,
+    email: Option<&str>,
+    password: Option<&str>,
+    admin: bool,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let accounts = Arc::new(offline_accounts(site)?);
+    accounts.set_offerings(linked_offerings(&accounts, offerings));
     let link = accounts
         .create_user(name, email, password, admin)
         .map_err(Error::Account)?;

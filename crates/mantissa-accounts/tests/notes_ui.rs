@@ -1,0 +1,152 @@
+//! The notes offering's own pages (mantissa_testkit::notes), over HTTP:
+//! writing a note publishes it, two notes of one title get two addresses,
+//! sharing and stopping a share change who sees it, and bad forms change
+//! nothing. (tests/browser/sharing.test.mjs walks the same pages in
+//! Chromium, as alice, bob and an anonymous visitor.)
+
+mod support;
+
+use mantissa_testkit::*;
+use support::world;
+
+fn logged_in(s: &TestServer, name: &str, password: &str) -> Visitor {
+    let mut v = Visitor::default();
+    let r = v.submit(
+        s,
+        "/login",
+        "/login",
+        &[("who", name), ("password", password)],
+    );
+    assert_eq!(r.status, 303, "{name} logs in");
+    v
+}
+
+fn entries(v: &mut Visitor, s: &TestServer) -> Vec<serde_json::Value> {
+    let r = v.get(s, "/api/private/notes");
+    assert_eq!(r.status, 200);
+    let data: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    data["entries"].as_array().unwrap().clone()
+}
+
+#[test]
+fn notes_are_written_shared_and_unshared_from_their_page() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    for (name, password) in [
+        ("alice", "alice's long password"),
+        ("bob", "bob's long password"),
+    ] {
+        w.accounts
+            .create_user(name, None, Some(password), false)
+            .unwrap();
+    }
+    let s = &w.server;
+    let mut alice = logged_in(s, "alice", "alice's long password");
+    let mut bob = logged_in(s, "bob", "bob's long password");
+    let page = "/private/notes/";
+
+    for body in ["first", "second"] {
+        let r = alice.submit(s, page, page, &[("title", "Plans"), ("body", body)]);
+        assert_eq!(r.status, 303);
+        assert_eq!(r.header("location"), Some("/private/notes/"));
+    }
+    let notes = entries(&mut alice, s);
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    // The first gets the title's address, the second its id after it.
+    let urls: Vec<&str> = notes.iter().map(|n| n["url"].as_str().unwrap()).collect();
+    let first = notes
+        .iter()
+        .find(|n| n["url"] == "/users/alice/plans")
+        .unwrap_or_else(|| panic!("{urls:?}"));
+    assert_eq!(first["body"], "first");
+    let second_url = urls
+        .iter()
+        .find(|u| **u != "/users/alice/plans")
+        .unwrap()
+        .to_string();
+    assert!(
+        second_url.starts_with("/users/alice/plans-"),
+        "{second_url}"
+    );
+    let id = first["id"].as_i64().unwrap();
+    let share = format!("/private/notes/{id}/share");
+    let unshare = format!("/private/notes/{id}/unshare");
+
+    // Bad forms answer 400 and change nothing; a title is required.
+    assert_eq!(alice.submit(s, page, page, &[("title", "  ")]).status, 400);
+    for fields in [
+        &[("role", "user"), ("user", "")][..],
+        &[("role", "user"), ("user", "../bob")],
+        &[("role", "the-world")],
+    ] {
+        assert_eq!(
+            alice.submit(s, page, &share, fields).status,
+            400,
+            "{fields:?}"
+        );
+    }
+    assert_eq!(
+        alice
+            .submit(s, page, &unshare, &[("role", "nobody")])
+            .status,
+        400
+    );
+    // A note that is not in the owner's store is not found: bob cannot
+    // share alice's note by its id.
+    assert_eq!(
+        bob.submit(s, page, &share, &[("role", "everyone")]).status,
+        404
+    );
+    assert_eq!(
+        alice
+            .submit(
+                s,
+                page,
+                "/private/notes/999999/share",
+                &[("role", "everyone")]
+            )
+            .status,
+        404
+    );
+    assert_eq!(entries(&mut alice, s).len(), 2);
+    assert_eq!(s.get("/users/alice/plans").status, 404);
+    assert_eq!(bob.get(s, "/users/alice/plans").status, 404);
+
+    // Shared with bob, to view and edit.
+    let r = alice.submit(
+        s,
+        page,
+        &share,
+        &[("role", "user"), ("user", "bob"), ("edit", "on")],
+    );
+    assert_eq!(r.status, 303);
+    let shares = |v: &mut Visitor| {
+        entries(v, s).into_iter().find(|n| n["id"] == id).unwrap()["shares"].clone()
+    };
+    assert_eq!(
+        shares(&mut alice),
+        serde_json::json!([{ "role": "user:bob", "label": "bob", "capabilities": "view, edit" }])
+    );
+    let seen = bob.get(s, "/users/alice/plans");
+    assert_eq!(seen.status, 200);
+    assert!(seen.text().contains("You may edit this note."));
+    assert_eq!(s.get("/users/alice/plans").status, 404);
+    assert_eq!(
+        s.get(&second_url).status,
+        404,
+        "only the one note is shared"
+    );
+
+    // Signed-in users, then no one again.
+    let r = alice.submit(s, page, &share, &[("role", "signed-in")]);
+    assert_eq!(r.status, 303);
+    assert_eq!(s.get("/users/alice/plans").status, 404);
+    for role in ["user:bob", "signed-in"] {
+        assert_eq!(
+            alice.submit(s, page, &unshare, &[("role", role)]).status,
+            303
+        );
+    }
+    assert_eq!(shares(&mut alice), serde_json::json!([]));
+    assert_eq!(bob.get(s, "/users/alice/plans").status, 404);
+    assert_eq!(alice.get(s, "/users/alice/plans").status, 200);
+}

@@ -1,0 +1,404 @@
+//! The command line's arguments, parsed with clap, shared by every binary
+//! that is "the `mantissa` command plus some offerings": see [`main_with`].
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use mantissa_web::Offering;
+
+use crate::cli;
+
+/// Mantissa: an application platform in one binary.
+///
+/// Every command works on the site in the current folder, or in the one
+/// given by --site DIR or the MANTISSA_SITE environment variable. Logs go to
+/// stderr; set MANTISSA_LOG (e.g. `info`, `mantissa_store=debug`) to see
+/// more than warnings.
+#[derive(Parser)]
+#[command(name = "mantissa", version)]
+struct Args {
+    /// The site's folder [default: the current folder]
+    #[arg(long, global = true, env = "MANTISSA_SITE", value_name = "DIR")]
+    site: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a site (site.sqlite and users/) in DIR
+    ///
+    /// DIR defaults to --site, or the current folder. If DIR has a site
+    /// already, says so and leaves it unchanged.
+    Init {
+        /// The folder to create the site in (created if missing)
+        dir: Option<PathBuf>,
+    },
+    /// Inspect and check the site's stores
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Copy the site, every store a consistent snapshot, into a new folder
+    ///
+    /// Safe while the site is running. DEST must not exist; the copy is a
+    /// site of its own: check it with `mantissa --site DEST store check`.
+    Backup {
+        /// The backup folder to create
+        dest: PathBuf,
+    },
+    /// Move one user's store in and out of the site as a single file
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Serve the site (creating it) until Ctrl-C or SIGTERM
+    ///
+    /// Listens on the site's ports (see `mantissa port`), or on
+    /// 127.0.0.1:8080 when it has none. Stopping is graceful: no new
+    /// connections, requests in flight finish.
+    Serve {
+        /// Listen on ADDR (plain HTTP) instead of the site's ports
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Development mode: templates and theme files reload on every
+        /// request, and template errors show in the page
+        #[arg(long)]
+        dev: bool,
+        /// The address people reach the site at, like https://example.org
+        /// (for links in mail, and passkeys, which need a domain name:
+        /// https, or http://localhost); default: the first address served
+        #[arg(long, value_name = "URL", env = "MANTISSA_URL", value_parser = site_url)]
+        url: Option<String>,
+    },
+    /// The ports `mantissa serve` listens on
+    #[command(subcommand)]
+    Port(PortCommand),
+    /// How people join the site: open, invitation, approval or closed
+    #[command(subcommand)]
+    Signup(SignupCommand),
+    /// How the site sends mail: its sender address and SMTP relay
+    #[command(subcommand)]
+    Mail(MailCommand),
+    /// The site's name, tagline, contact, theme and robots.txt
+    #[command(subcommand)]
+    Site(SiteCommand),
+}
+
+#[derive(Subcommand)]
+enum MailCommand {
+    /// Set the sender address and/or the relay (without a relay, mail is
+    /// written to the outbox folder)
+    Set {
+        /// The address the site's mail comes from
+        #[arg(long)]
+        from: Option<String>,
+        /// HOST:PORT of the SMTP relay ("" for the outbox folder)
+        #[arg(long)]
+        relay: Option<String>,
+        /// The relay uses implicit TLS (port 465); otherwise STARTTLS when offered
+        #[arg(long)]
+        tls: bool,
+        /// Relay user name
+        #[arg(long)]
+        user: Option<String>,
+        /// Read the relay password from standard input
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SignupCommand {
+    /// Choose the mechanism: open, invitation, approval or closed
+    Set {
+        /// open, invitation, approval or closed
+        mechanism: String,
+    },
+    /// Print a one-time invitation link
+    Invite,
+}
+
+#[derive(Subcommand)]
+enum SiteCommand {
+    /// Show the settings
+    Show,
+    /// Change one: name, tagline, contact, theme, robots (text or @FILE) or crawl-delay
+    Set {
+        /// The setting
+        key: String,
+        /// Its new value ("" clears contact and theme)
+        value: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PortCommand {
+    /// Add a port: `port add http 0.0.0.0:80`, `port add https 0.0.0.0:443 --cert C --key K`
+    Add {
+        /// http or https
+        protocol: String,
+        /// IP:PORT to listen on
+        address: String,
+        /// PEM certificate chain (https)
+        #[arg(long, value_name = "FILE")]
+        cert: Option<PathBuf>,
+        /// PEM private key (https)
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// List the ports
+    List,
+    /// Remove a port
+    Remove {
+        /// http or https
+        protocol: String,
+        /// IP:PORT
+        address: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Size, items per type, files and scheduled entries of every store
+    Stats {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the integrity check of every store; exit 1 if any has problems
+    Check,
+    /// Finish every schema upgrade still running in the background, with progress
+    Upgrade,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account (and its store); without a password, print a
+    /// one-time link for setting one
+    Add {
+        /// The user name
+        #[arg(value_parser = store_name)]
+        name: String,
+        /// The account's email address
+        #[arg(long)]
+        email: Option<String>,
+        /// Read the password from standard input (one line)
+        #[arg(long)]
+        password_stdin: bool,
+        /// Make the account an administrator
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Write user NAME's store, attached files included, to the new FILE
+    Export {
+        /// The user
+        #[arg(value_parser = store_name)]
+        name: String,
+        /// The file to write (must not exist)
+        file: PathBuf,
+    },
+    /// Create user NAME's store from FILE, written by `user export`
+    ///
+    /// Refuses, creating nothing, if NAME has a store already or FILE is
+    /// not an export.
+    Import {
+        /// The user (must not have a store yet)
+        #[arg(value_parser = store_name)]
+        name: String,
+        /// The file written by `mantissa user export`
+        file: PathBuf,
+    },
+}
+
+/// Refuses a bad user name while parsing, so it is a usage error (exit 2).
+fn store_name(s: &str) -> Result<String, String> {
+    mantissa_store::check_store_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Runs the `mantissa` command line, serving `offerings` next to Mantissa's
+/// own (the account settings), and returns the exit code: 0 done, 1 failed
+/// (the error printed to stderr as a chain of causes), 2 bad usage (clap's
+/// own). An application's binary is this one call:
+///
+/// ```no_run
+/// use std::process::ExitCode;
+/// use std::sync::Arc;
+///
+/// struct Blog;
+/// impl mantissa::web::Offering for Blog {
+///     fn name(&self) -> &'static str {
+///         "blog"
+///     }
+/// }
+///
+/// fn main() -> ExitCode {
+///     mantissa::cli::main_with(vec![Arc::new(Blog)])
+/// }
+/// ```
+///
+/// Every command works as in `mantissa` itself; `serve` also serves the
+/// offerings (pages under `/private/<name>`, templates, static files, shared
+/// items, the admin console's list), and accounts made by `serve` or
+/// `user add` get them installed as the site's products say.
+pub fn main_with(offerings: Vec<Arc<dyn Offering>>) -> ExitCode {
+    let args = Args::parse();
+    init_logging();
+    match run(args, &offerings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut err = io::stderr().lock();
+            let _ = writeln!(err, "error: {e}");
+            for cause in e.chain().skip(1) {
+                let _ = writeln!(err, "  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A site's address: `http://` or `https://`, a host, an optional port,
+/// nothing after it but `/`.
+fn site_url(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or_else(|| format!("{text:?} does not start with http:// or https://"))?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let host = authority.rsplit_once(':').map_or(authority, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            authority
+        }
+    });
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-.[]:".contains(c);
+    if host.is_empty() || !authority.chars().all(plain) {
+        return Err(format!(
+            "{text:?} is not a site's address: write the scheme, host and port only, like https://example.org or http://localhost:8080"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
+    let site_dir = args.site.unwrap_or_else(|| PathBuf::from("."));
+    let mut out = io::stdout().lock();
+    let out: &mut dyn Write = &mut out;
+    match args.command {
+        Command::Init { dir } => cli::init(&dir.unwrap_or(site_dir), out)?,
+        Command::Serve { listen, dev, url } => {
+            let options = cli::ServeOptions { listen, dev, url };
+            cli::serve_with(&site_dir, options, offerings, out)?
+        }
+        command => {
+            let site = cli::open_site(&site_dir)?;
+            match command {
+                Command::Store(StoreCommand::Stats { json }) => cli::store_stats(&site, json, out)?,
+                Command::Store(StoreCommand::Check) => cli::store_check(&site, out)?,
+                Command::Store(StoreCommand::Upgrade) => cli::store_upgrade(&site, out)?,
+                Command::Site(SiteCommand::Show) => cli::site_show(&site, out)?,
+                Command::Signup(SignupCommand::Set { mechanism }) => {
+                    cli::signup_set(&site, &mechanism, out)?
+                }
+                Command::Signup(SignupCommand::Invite) => cli::signup_invite(&site, out)?,
+                Command::Mail(MailCommand::Set {
+                    from,
+                    relay,
+                    tls,
+                    user,
+                    password_stdin,
+                }) => {
+                    let password = password_stdin.then(read_password).transpose()?;
+                    let settings = cli::MailSettings {
+                        from,
+                        relay,
+                        tls,
+                        user,
+                        password,
+                    };
+                    cli::mail_set(&site, settings, out)?
+                }
+                Command::User(UserCommand::Add {
+                    name,
+                    email,
+                    password_stdin,
+                    admin,
+                }) => {
+                    let password = password_stdin.then(read_password).transpose()?;
+                    cli::user_add_with(
+                        &site,
+                        offerings,
+                        &name,
+                        email.as_deref(),
+                        password.as_deref(),
+                        admin,
+                        out,
+                    )?
+                }
+                Command::Site(SiteCommand::Set { key, value }) => {
+                    cli::site_set(&site, &key, &value, out)?
+                }
+                Command::Backup { dest } => cli::backup(&site, &dest, out)?,
+                Command::User(UserCommand::Export { name, file }) => {
+                    cli::user_export(&site, &name, &file, out)?
+                }
+                Command::User(UserCommand::Import { name, file }) => {
+                    cli::user_import(&site, &name, &file, out)?
+                }
+                Command::Port(PortCommand::Add {
+                    protocol,
+                    address,
+                    cert,
+                    key,
+                }) => {
+                    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+                    let port = mantissa_server::Port {
+                        protocol,
+                        address,
+                        cert: cert.map(|c| absolute(c).display().to_string()),
+                        key: key.map(|k| absolute(k).display().to_string()),
+                    };
+                    cli::port_add(&site, port, out)?
+                }
+                Command::Port(PortCommand::List) => cli::port_list(&site, out)?,
+                Command::Port(PortCommand::Remove { protocol, address }) => {
+                    cli::port_remove(&site, &protocol, &address, out)?
+                }
+                Command::Init { .. } | Command::Serve { .. } => unreachable!("handled above"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One line of standard input, without its line ending.
+fn read_password() -> io::Result<String> {
+    let mut line = String::new();
+    io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Logs to stderr, filtered by MANTISSA_LOG (default: warnings and errors).
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("MANTISSA_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    // An application that set up its own logging keeps it.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+/// Output cut short by a closed pipe (`mantissa store stats | head`) is not
+/// a failure.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
