@@ -47,6 +47,18 @@ fn failed(e: AccountError) -> Result<Page, WebError> {
     }
 }
 
+/// The answer to a mailed link that did not work: its reason, with a 404;
+/// a failing store is not a bad link, and goes to [`failed`] (a logged 500,
+/// its details not shown).
+fn link_refused(e: AccountError, retry: Option<(&str, &str)>) -> Result<Page, WebError> {
+    if matches!(e, AccountError::Store(_)) {
+        return failed(e);
+    }
+    let mut p = message("Link not valid", &e.to_string(), retry);
+    p.status = StatusCode::NOT_FOUND;
+    Ok(p)
+}
+
 #[derive(Deserialize, Default)]
 struct NextQuery {
     #[serde(default)]
@@ -222,11 +234,7 @@ async fn verify(
             "Your account is ready.",
             Some(("/login", "Log in")),
         )),
-        Err(e) => {
-            let mut p = message("Link not valid", &e.to_string(), None);
-            p.status = StatusCode::NOT_FOUND;
-            Ok(p)
-        }
+        Err(e) => link_refused(e, None),
     }
 }
 
@@ -240,11 +248,7 @@ async fn unlock(
             "You can log in again.",
             Some(("/login", "Log in")),
         )),
-        Err(e) => {
-            let mut p = message("Link not valid", &e.to_string(), None);
-            p.status = StatusCode::NOT_FOUND;
-            Ok(p)
-        }
+        Err(e) => link_refused(e, None),
     }
 }
 
@@ -290,13 +294,7 @@ async fn new_password_form(
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?
     {
-        let mut p = message(
-            "Link not valid",
-            &AccountError::BadLink.to_string(),
-            Some(("/reset", "Get a new link")),
-        );
-        p.status = StatusCode::NOT_FOUND;
-        return Ok(p);
+        return link_refused(AccountError::BadLink, Some(("/reset", "Get a new link")));
     }
     Ok(Page::new(
         "accounts/new_password.html",
@@ -325,15 +323,7 @@ async fn new_password(
             p.status = StatusCode::UNPROCESSABLE_ENTITY;
             Ok(p)
         }
-        Err(e) => {
-            let mut p = message(
-                "Link not valid",
-                &e.to_string(),
-                Some(("/reset", "Get a new link")),
-            );
-            p.status = StatusCode::NOT_FOUND;
-            Ok(p)
-        }
+        Err(e) => link_refused(e, Some(("/reset", "Get a new link"))),
     }
 }
 
@@ -586,11 +576,7 @@ async fn confirm_email(
             &format!("Your account now uses {address}."),
             Some(("/private/settings", "Settings")),
         )),
-        Err(e) => {
-            let mut p = message("Link not valid", &e.to_string(), None);
-            p.status = StatusCode::NOT_FOUND;
-            Ok(p)
-        }
+        Err(e) => link_refused(e, None),
     }
 }
 

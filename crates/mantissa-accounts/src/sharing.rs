@@ -58,6 +58,27 @@ impl Role {
             Role::Group(g) => format!("group:{g}"),
         }
     }
+
+    /// The role a [`Share`]'s `role` names, if it names one.
+    ///
+    /// ```
+    /// use mantissa_accounts::Role;
+    ///
+    /// assert_eq!(Role::from_key("user:bob"), Some(Role::User("bob".into())));
+    /// assert_eq!(Role::from_key("signed-in"), Some(Role::SignedIn));
+    /// assert_eq!(Role::from_key("user:"), None);
+    /// ```
+    pub fn from_key(key: &str) -> Option<Role> {
+        match key {
+            "everyone" => Some(Role::Everyone),
+            "signed-in" => Some(Role::SignedIn),
+            _ => match key.split_once(':') {
+                Some(("user", u)) if !u.is_empty() => Some(Role::User(u.into())),
+                Some(("group", g)) if !g.is_empty() => Some(Role::Group(g.into())),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// Shares `item` with `role`, granting `capabilities` (replacing what that

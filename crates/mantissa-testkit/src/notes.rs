@@ -125,22 +125,9 @@ fn back() -> Redirect {
     Redirect::to("/private/notes/")
 }
 
-/// A share's role, read back from how [`Share`] keeps it.
-fn role_of(key: &str) -> Option<Role> {
-    match key {
-        "everyone" => Some(Role::Everyone),
-        "signed-in" => Some(Role::SignedIn),
-        _ => match key.split_once(':') {
-            Some(("user", u)) if !u.is_empty() => Some(Role::User(u.into())),
-            Some(("group", g)) if !g.is_empty() => Some(Role::Group(g.into())),
-            _ => None,
-        },
-    }
-}
-
 /// Says who a share is for, in words.
 fn role_label(key: &str) -> String {
-    match role_of(key) {
+    match Role::from_key(key) {
         Some(Role::Everyone) => "everyone".into(),
         Some(Role::SignedIn) => "signed-in users".into(),
         Some(Role::User(u)) => u,
@@ -285,7 +272,7 @@ async fn unshare_note(
     Path(id): Path<i64>,
     Form(form): Form<UnshareForm>,
 ) -> Result<Redirect, WebError> {
-    let role = role_of(&form.role)
+    let role = Role::from_key(&form.role)
         .ok_or_else(|| WebError::BadRequest(format!("{:?} is not a share.", form.role)))?;
     let found = owner
         .store

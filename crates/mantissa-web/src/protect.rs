@@ -213,61 +213,54 @@ impl Conditional {
             if_none_match,
             if_modified_since,
         } = self;
-        conditional_response(app, if_none_match, if_modified_since, response).await
+        let cacheable = response.status() == StatusCode::OK
+            && !response.headers().contains_key(header::SET_COOKIE)
+            && !response.headers().contains_key(header::ETAG)
+            && response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| {
+                    ct.starts_with("text/html") || ct.starts_with("application/json")
+                });
+        if !cacheable {
+            return response;
+        }
+        let (mut parts, body) = response.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
+        let digest = Sha256::digest(&bytes);
+        let etag = format!("\"{}\"", hex::encode(&digest[..12]));
+        let modified = app.first_seen().get(&etag);
+        let fresh = match (&if_none_match, if_modified_since) {
+            (Some(inm), _) => inm.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().trim_start_matches("W/") == etag || t.trim() == "*")
+            }),
+            (None, Some(since)) => modified
+                .duration_since(since)
+                .map_or(true, |d| d < Duration::from_secs(1)),
+            (None, None) => false,
+        };
+        parts
+            .headers
+            .insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
+        parts.headers.insert(
+            header::LAST_MODIFIED,
+            HeaderValue::from_str(&httpdate::fmt_http_date(modified)).expect("date"),
+        );
+        parts
+            .headers
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-cache"));
+        if fresh {
+            parts.status = StatusCode::NOT_MODIFIED;
+            parts.headers.remove(header::CONTENT_LENGTH);
+            return Response::from_parts(parts, Body::empty());
+        }
+        Response::from_parts(parts, Body::from(bytes))
     }
-}
-
-async fn conditional_response(
-    app: &App,
-    if_none_match: Option<HeaderValue>,
-    if_modified_since: Option<SystemTime>,
-    response: Response,
-) -> Response {
-    let cacheable = response.status() == StatusCode::OK
-        && !response.headers().contains_key(header::SET_COOKIE)
-        && !response.headers().contains_key(header::ETAG)
-        && response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("text/html") || ct.starts_with("application/json"));
-    if !cacheable {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    let digest = Sha256::digest(&bytes);
-    let etag = format!("\"{}\"", hex::encode(&digest[..12]));
-    let modified = app.first_seen().get(&etag);
-    let fresh = match (&if_none_match, if_modified_since) {
-        (Some(inm), _) => inm.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().trim_start_matches("W/") == etag || t.trim() == "*")
-        }),
-        (None, Some(since)) => modified
-            .duration_since(since)
-            .map_or(true, |d| d < Duration::from_secs(1)),
-        (None, None) => false,
-    };
-    parts
-        .headers
-        .insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
-    parts.headers.insert(
-        header::LAST_MODIFIED,
-        HeaderValue::from_str(&httpdate::fmt_http_date(modified)).expect("date"),
-    );
-    parts
-        .headers
-        .entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-cache"));
-    if fresh {
-        parts.status = StatusCode::NOT_MODIFIED;
-        parts.headers.remove(header::CONTENT_LENGTH);
-        return Response::from_parts(parts, Body::empty());
-    }
-    Response::from_parts(parts, Body::from(bytes))
 }
 
 /// Requests counted per minute, for the admin console. The count of the
