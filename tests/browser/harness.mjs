@@ -41,8 +41,8 @@ export function freePort() {
 /**
  * Starts `mantissa serve` (or `bin serve`) — on a port the OS picks, or on
  * `listen`, and reached at `url` when given (`--url`: links in mail,
- * passkeys); resolves once it says "Serving URL" (the 127.0.0.1 address it
- * listens on).
+ * passkeys); resolves once its banner is complete ("Press Ctrl-C to stop."),
+ * with the "Serving URL" it printed (the 127.0.0.1 address it listens on).
  */
 export function serve(site, { listen = '127.0.0.1:0', url: reachedAt, bin = BIN } = {}) {
   const args = ['--site', site, 'serve', '--listen', listen, ...(reachedAt ? ['--url', reachedAt] : [])];
@@ -60,8 +60,9 @@ export function serve(site, { listen = '127.0.0.1:0', url: reachedAt, bin = BIN 
     );
     proc.stdout.on('data', (d) => {
       out += d;
+      // The banner may come in several pieces: wait for its last line.
       const m = out.match(/^Serving (http:\/\/127\.0\.0\.1:\d+\/)$/m);
-      if (m) { clearTimeout(timer); res(m[1]); }
+      if (m && /^Press Ctrl-C to stop\.$/m.test(out)) { clearTimeout(timer); res(m[1]); }
     });
     proc.on('exit', (code, signal) => {
       clearTimeout(timer);
