@@ -9,36 +9,62 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// When bytes last moved on a connection.
-#[derive(Clone, Debug)]
+/// Whether bytes moved on a connection since its watcher last looked.
+///
+/// A flag, not a time: reading the clock on every read and write cost
+/// more than the rest of this module, and the watcher looks once a second
+/// anyway, so it keeps the time itself.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Activity {
-    start: Instant,
-    last_ms: Arc<AtomicU64>,
+    moved: Arc<AtomicBool>,
 }
 
 impl Activity {
     pub(crate) fn new() -> Activity {
-        Activity {
-            start: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
-        }
+        Activity::default()
     }
 
     fn touch(&self) {
-        self.last_ms
-            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        // Only write when it changes: a store on every read and write
+        // would keep the flag's cache line bouncing with the watcher's.
+        if !self.moved.load(Ordering::Relaxed) {
+            self.moved.store(true, Ordering::Relaxed);
+        }
     }
 
-    /// How long since bytes last moved.
-    pub(crate) fn idle(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
+    /// Whether bytes moved since the last call.
+    fn take(&self) -> bool {
+        self.moved.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// Tells, looking now and then, how long a connection has been quiet.
+pub(crate) struct IdleWatch {
+    activity: Activity,
+    quiet_since: Instant,
+}
+
+impl IdleWatch {
+    pub(crate) fn new(activity: Activity) -> IdleWatch {
+        IdleWatch {
+            activity,
+            quiet_since: Instant::now(),
+        }
+    }
+
+    /// How long no bytes have moved, as far as can be told from the looks
+    /// taken (each look is at most as precise as the time between looks).
+    pub(crate) fn idle(&mut self) -> Duration {
+        if self.activity.take() {
+            self.quiet_since = Instant::now();
+        }
+        self.quiet_since.elapsed()
     }
 }
 

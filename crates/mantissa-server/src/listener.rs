@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::guard::{Guard, Refusal, SlotGuard};
-use crate::idle::{Activity, Watched};
+use crate::idle::{Activity, IdleWatch, Watched};
 
 /// A byte stream a protocol talks over: plain TCP or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -246,11 +246,12 @@ async fn accept_loop(l: Listening, guard: Guard, mut shutdown: Shutdown) {
             });
             tokio::pin!(serve);
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut watch = IdleWatch::new(activity);
             loop {
                 tokio::select! {
                     _ = &mut serve => break,
                     _ = tick.tick() => {
-                        if activity.idle() > idle {
+                        if watch.idle() > idle {
                             tracing::debug!(%peer, "closing an idle connection");
                             break;
                         }

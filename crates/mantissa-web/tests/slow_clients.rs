@@ -100,3 +100,54 @@ fn slowloris_does_not_starve_other_visitors() {
         assert_eq!(cut, 400, "every slow connection was refused or timed out");
     });
 }
+
+/// A keep-alive connection nobody uses is closed after the idle timeout,
+/// while one that keeps asking stays open past it.
+#[test]
+fn quiet_connections_are_closed_and_busy_ones_kept() {
+    let s = TestServer::start(
+        Setup {
+            limits: Limits {
+                idle_timeout: Duration::from_secs(2),
+                ..Limits::default()
+            },
+            ..Setup::default()
+        },
+        routes,
+    );
+    let addr = s.addr;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let ask = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut quiet = TcpStream::connect(addr).await.unwrap();
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 4096];
+        for c in [&mut quiet, &mut busy] {
+            c.write_all(ask).await.unwrap();
+            let n = c.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "answered");
+        }
+        // The busy one asks every 500 ms for 4.5 s (over twice the idle
+        // timeout); the quiet one says nothing.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(4500) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            busy.write_all(ask).await.unwrap();
+            let n = busy.read(&mut buf).await.unwrap();
+            assert!(
+                buf[..n].starts_with(b"HTTP/1.1 200"),
+                "a busy connection is kept (after {:?})",
+                start.elapsed()
+            );
+        }
+        // The quiet one was closed: reading gives end of stream at once.
+        let n = tokio::time::timeout(Duration::from_secs(1), quiet.read(&mut buf))
+            .await
+            .expect("closed, not still open")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the quiet connection was closed");
+    });
+}
