@@ -207,7 +207,7 @@ async fn fortune_rows(app: &App, how: StoreRead) -> Result<Vec<(i64, String)>, W
 
 /// The page's data, as an application declares it.
 #[derive(serde::Serialize)]
-struct FortunesData<'a> {
+pub struct FortunesData<'a> {
     fortunes: Vec<FortuneRow<'a>>,
 }
 
@@ -217,7 +217,8 @@ struct FortuneRow<'a> {
     message: &'a str,
 }
 
-fn page_data(rows: &[(i64, String)]) -> FortunesData<'_> {
+/// The data of the page for `rows`, as `/fortunes` hands it to [`Page`].
+pub fn page_data(rows: &[(i64, String)]) -> FortunesData<'_> {
     FortunesData {
         fortunes: rows
             .iter()
