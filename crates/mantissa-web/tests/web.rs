@@ -162,6 +162,28 @@ fn static_files_are_content_hashed_cached_and_compressed() {
     assert_eq!(s.get("/static/mantissa/x/../../site.sqlite").status, 404);
 }
 
+/// Pages are compressed for a client that accepts it (and decode to the
+/// same page), and sent as they are to one that does not.
+#[test]
+fn pages_are_compressed_only_for_clients_that_accept_it() {
+    use std::io::Read;
+    let s = TestServer::start(Setup::default(), no_routes);
+    let plain = s.get("/");
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("content-encoding"), None);
+    let gz = s.get_with("/", &[("Accept-Encoding", "gzip")]);
+    assert_eq!(gz.status, 200);
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert_eq!(gz.header("vary"), Some("accept-encoding"));
+    assert!(gz.header("content-security-policy").is_some());
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(gz.body.as_slice())
+        .read_to_end(&mut decoded)
+        .unwrap();
+    assert_eq!(decoded, plain.body);
+    assert!(gz.body.len() < plain.body.len());
+}
+
 #[test]
 fn anonymous_pages_answer_304_to_a_client_that_has_them() {
     let s = TestServer::start(Setup::default(), no_routes);
