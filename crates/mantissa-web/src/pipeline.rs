@@ -172,7 +172,26 @@ async fn protect(app: &App, routes: Router, mut req: Request) -> Response {
     };
     drop(permit);
     add_security_headers(response.headers_mut());
+    vary_on_accept_encoding(response.headers_mut());
     response
+}
+
+/// Every answer may differ by `Accept-Encoding` (see [`WebService`]), and
+/// says so to caches, also when this request accepted no encoding and
+/// compression was not put around it.
+fn vary_on_accept_encoding(h: &mut axum::http::HeaderMap) {
+    let said = h.get_all(header::VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|f| f.trim().eq_ignore_ascii_case("accept-encoding") || f.trim() == "*")
+        })
+    });
+    if !said {
+        h.append(
+            header::VARY,
+            axum::http::HeaderValue::from_static("accept-encoding"),
+        );
+    }
 }
 
 /// A body must arrive within the body timeout, whatever reads it.

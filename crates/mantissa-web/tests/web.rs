@@ -171,10 +171,13 @@ fn pages_are_compressed_only_for_clients_that_accept_it() {
     let plain = s.get("/");
     assert_eq!(plain.status, 200);
     assert_eq!(plain.header("content-encoding"), None);
+    // Caches learn that the page differs by encoding either way.
+    assert_eq!(plain.header("vary"), Some("accept-encoding"));
     let gz = s.get_with("/", &[("Accept-Encoding", "gzip")]);
     assert_eq!(gz.status, 200);
     assert_eq!(gz.header("content-encoding"), Some("gzip"));
     assert_eq!(gz.header("vary"), Some("accept-encoding"));
+    assert_eq!(gz.headers_named("vary").len(), 1, "said once");
     assert!(gz.header("content-security-policy").is_some());
     let mut decoded = Vec::new();
     flate2::read::GzDecoder::new(gz.body.as_slice())
