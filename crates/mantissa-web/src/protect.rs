@@ -51,7 +51,16 @@ type KeyedLimiter = RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultC
 /// Paces crawlers to the site's `Crawl-delay`.
 pub struct BotLimiter {
     limiter: KeyedLimiter,
+    started: Instant,
+    /// When addresses with a full allowance were last forgotten, in seconds
+    /// since `started`.
+    pruned: std::sync::atomic::AtomicU64,
 }
+
+/// How often the crawler limiter forgets the addresses it no longer needs:
+/// without it, a storm of crawlers from ever new addresses would grow it
+/// without bound.
+const BOT_PRUNE_SECS: u64 = 60;
 
 impl BotLimiter {
     /// One request per `delay` seconds per address, after a burst of five.
@@ -61,7 +70,26 @@ impl BotLimiter {
             .allow_burst(NonZeroU32::new(5).expect("nonzero"));
         BotLimiter {
             limiter: RateLimiter::keyed(quota),
+            started: Instant::now(),
+            pruned: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Counts a request from crawler `ip`: when it is one too many, the
+    /// instant it would be allowed.
+    fn check(&self, ip: IpAddr) -> Result<(), governor::NotUntil<governor::clock::QuantaInstant>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.started.elapsed().as_secs();
+        let last = self.pruned.load(Relaxed);
+        if now >= last + BOT_PRUNE_SECS
+            && self
+                .pruned
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(&ip)
     }
 }
 
@@ -90,7 +118,7 @@ pub(crate) fn pace_crawler(app: &App, req: &Request) -> Option<Response> {
         .is_some_and(is_bot);
     if bot
         && let Some(ip) = client_ip(req)
-        && let Err(not_until) = app.bots().limiter.check_key(&ip)
+        && let Err(not_until) = app.bots().check(ip)
     {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         metrics::counter!("mantissa_requests_refused_total", "reason" => "crawler").increment(1);
@@ -423,4 +451,30 @@ fn record_metrics(status: u16, elapsed: Duration) {
         counter.increment(1);
     }
     handles.seconds.record(elapsed.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_crawler_limiter_forgets_addresses_it_no_longer_needs() {
+        let mut bots = BotLimiter::new(1);
+        for i in 0..100u8 {
+            assert!(bots.check(IpAddr::from([10, 0, 0, i])).is_ok());
+        }
+        assert_eq!(bots.limiter.len(), 100);
+        // Two seconds later (governor keeps a key until its allowance has
+        // been full for one period) and a minute after the last pruning,
+        // the next check forgets them.
+        std::thread::sleep(Duration::from_millis(2100));
+        bots.started -= Duration::from_secs(BOT_PRUNE_SECS);
+        assert!(bots.check(IpAddr::from([10, 0, 1, 0])).is_ok());
+        assert_eq!(bots.limiter.len(), 1, "only the newest address is kept");
+        // Pruning waits for the next minute.
+        for i in 0..10u8 {
+            assert!(bots.check(IpAddr::from([10, 0, 2, i])).is_ok());
+        }
+        assert_eq!(bots.limiter.len(), 11);
+    }
 }
