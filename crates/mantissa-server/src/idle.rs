@@ -1,15 +1,24 @@
-//! Closing connections that have gone quiet.
+//! Closing connections that have gone quiet, or that take too long to say
+//! what they want.
 //!
-//! Protocol timeouts (HTTP's header timeout) bound how long one message may
-//! take; this bounds how long a connection may sit with no bytes moving at
-//! all — a keep-alive connection nobody uses, or a client that stopped
-//! reading — so that such connections cannot hold the slots forever. It
-//! wraps the byte stream, so it works the same for every protocol.
+//! Two watches, both looked at a few times a second by each connection's
+//! task, so that nothing here costs a timer per request:
+//!
+//! - the **idle** watch: how long no bytes at all have moved — a keep-alive
+//!   connection nobody uses, or a client that stopped reading. It wraps the
+//!   byte stream, so it works the same for every protocol.
+//! - the **head** watch ([`Requests`]): how long the connection has been
+//!   waiting for the head of its next request (HTTP's headers, an SMTP
+//!   command) — slowloris clients trickle a header line now and then and
+//!   never finish. The protocol says when a request's head has arrived and
+//!   when its answer is ready. hyper's own header timeout did this with a
+//!   tokio timer armed and cancelled on every request, which cost 3–8 % of
+//!   the plaintext benchmark (`bench/README.md`, "Web").
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -65,6 +74,85 @@ impl IdleWatch {
             self.quiet_since = Instant::now();
         }
         self.quiet_since.elapsed()
+    }
+}
+
+/// What a connection's protocol tells the head watch about its requests.
+/// Cheap to clone; one per connection, in [`Connection`](crate::Connection).
+#[derive(Clone, Debug, Default)]
+pub struct Requests(Arc<RequestCounts>);
+
+#[derive(Debug, Default)]
+struct RequestCounts {
+    /// Heads received since the connection opened.
+    heads: AtomicU64,
+    /// Requests whose answer is not ready yet.
+    in_flight: AtomicUsize,
+    /// The protocol bounds its own waiting (HTTP/2): no head timeout.
+    exempt: AtomicBool,
+}
+
+impl Requests {
+    /// A request's head has arrived whole; its answer is being made. The
+    /// answer is ready when the returned guard is dropped.
+    pub fn head_received(&self) -> Answering {
+        self.0.heads.fetch_add(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_add(1, Ordering::Relaxed);
+        Answering(self.clone())
+    }
+
+    /// The protocol bounds how long it waits by itself (HTTP/2 multiplexes
+    /// requests and pings idle connections): the head watch leaves this
+    /// connection alone from now on.
+    pub fn exempt_from_head_timeout(&self) {
+        self.0.exempt.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A request being answered; dropping it says the answer is ready (or was
+/// given up), and the connection waits for the next head.
+#[derive(Debug)]
+pub struct Answering(Requests);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        (self.0).0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Tells, looking now and then, how long a connection has waited for the
+/// head of its next request.
+pub(crate) struct HeadWatch {
+    requests: Requests,
+    heads_seen: u64,
+    waiting_since: Instant,
+}
+
+impl HeadWatch {
+    pub(crate) fn new(requests: Requests) -> HeadWatch {
+        HeadWatch {
+            requests,
+            heads_seen: 0,
+            waiting_since: Instant::now(),
+        }
+    }
+
+    /// How long the connection has been waiting for a head, as far as can
+    /// be told from the looks taken: zero while a request is being answered
+    /// or when the protocol is exempt; a wait that began between two looks
+    /// is counted from the later one.
+    pub(crate) fn waiting(&mut self) -> Duration {
+        let counts = &self.requests.0;
+        let heads = counts.heads.load(Ordering::Relaxed);
+        if counts.exempt.load(Ordering::Relaxed)
+            || counts.in_flight.load(Ordering::Relaxed) > 0
+            || heads != self.heads_seen
+        {
+            self.heads_seen = heads;
+            self.waiting_since = Instant::now();
+            return Duration::ZERO;
+        }
+        self.waiting_since.elapsed()
     }
 }
 

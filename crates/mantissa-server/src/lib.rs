@@ -3,7 +3,7 @@
 //! This crate owns everything between a listening socket and a protocol's
 //! first byte: the listeners (configured as [`Port`] items in the site
 //! store), TLS, the one [`Guard`] that every protocol shares — connection caps
-//! overall and per IP address, handshake and idle timeouts, request-rate
+//! overall and per IP address, handshake, header and idle timeouts, request-rate
 //! limits and load shedding — and graceful shutdown. Protocols (HTTP in
 //! `mantissa-web`, SMTP and SIP later) plug in through the small
 //! [`Protocol`] trait and never see a connection the guard refused.
@@ -17,6 +17,7 @@ mod port;
 mod tls;
 
 pub use guard::{Guard, Limits, Permit, Refusal, SlotGuard};
+pub use idle::{Answering, Requests};
 pub use listener::{BoxFuture, Connection, Io, Protocol, Server, ServerError, Shutdown};
 pub use port::{Port, PortError};
 pub use tls::load_tls;

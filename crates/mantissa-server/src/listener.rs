@@ -10,6 +10,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -18,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::guard::{Guard, Refusal, SlotGuard};
-use crate::idle::{Activity, IdleWatch, Watched};
+use crate::idle::{Activity, HeadWatch, IdleWatch, Requests, Watched};
 
 /// A byte stream a protocol talks over: plain TCP or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -39,6 +40,10 @@ pub struct Connection {
     pub slot: SlotGuard,
     /// Becomes set when the server shuts down.
     pub shutdown: Shutdown,
+    /// Where the protocol says when a request's head has arrived and when
+    /// its answer is ready: a connection that waits longer than the header
+    /// timeout for a head is closed.
+    pub requests: Requests,
 }
 
 /// A protocol served on a listener (HTTP, SMTP, SIP…).
@@ -218,6 +223,7 @@ async fn accept_loop(l: Listening, guard: Guard, mut shutdown: Shutdown) {
         let tls = l.tls.clone();
         let handshake = guard.limits().handshake_timeout;
         let idle = guard.limits().idle_timeout;
+        let header_timeout = guard.limits().header_timeout;
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let (io, secure): (Box<dyn Io>, bool) = match tls {
@@ -237,22 +243,34 @@ async fn accept_loop(l: Listening, guard: Guard, mut shutdown: Shutdown) {
                 }
             };
             let activity = Activity::new();
+            let requests = Requests::default();
             let serve = protocol.serve(Connection {
                 io: Box::new(Watched::new(io, activity.clone())),
                 peer,
                 tls: secure,
                 slot,
                 shutdown,
+                requests: requests.clone(),
             });
             tokio::pin!(serve);
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            let mut watch = IdleWatch::new(activity);
+            // Looks a few times per header timeout (at least once a second),
+            // so a slow head is cut within a quarter of it past its time.
+            let period = (header_timeout / 4)
+                .clamp(Duration::from_millis(10), Duration::from_secs(1));
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut idle_watch = IdleWatch::new(activity);
+            let mut head_watch = HeadWatch::new(requests);
             loop {
                 tokio::select! {
                     _ = &mut serve => break,
                     _ = tick.tick() => {
-                        if watch.idle() > idle {
+                        if idle_watch.idle() > idle {
                             tracing::debug!(%peer, "closing an idle connection");
+                            break;
+                        }
+                        if head_watch.waiting() > header_timeout {
+                            tracing::debug!(%peer, "closing a connection whose request head is overdue");
                             break;
                         }
                     }

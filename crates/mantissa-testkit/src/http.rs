@@ -63,13 +63,12 @@ impl TestServer {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let limits = guard.limits().clone();
                 let mut server = Server::new(guard);
                 let addr = server
                     .listen(
                         "127.0.0.1:0".parse().unwrap(),
                         None,
-                        Arc::new(HttpProtocol::new(router, limits)),
+                        Arc::new(HttpProtocol::new(router)),
                     )
                     .await
                     .unwrap();

@@ -9,10 +9,11 @@ use std::time::Duration;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
 use axum::http::Response;
+use futures_util::TryFutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use mantissa_server::{BoxFuture, Connection, Io, Limits, Protocol, Refusal};
+use mantissa_server::{Answering, BoxFuture, Connection, Io, Protocol, Refusal};
 use tokio::io::AsyncWriteExt;
 use tower::ServiceExt;
 
@@ -27,15 +28,17 @@ pub struct ClientInfo {
 
 /// The HTTP protocol, serving a tower service: Mantissa's
 /// [`WebService`](crate::WebService), or any axum `Router`.
+///
+/// Its time limits are the server's: the header timeout is
+/// `mantissa-server`'s head watch, the idle timeout its idle watch.
 pub struct HttpProtocol<S = crate::WebService> {
     router: S,
-    limits: Limits,
 }
 
 impl<S> HttpProtocol<S> {
-    /// HTTP serving `router` within `limits`.
-    pub fn new(router: S, limits: Limits) -> HttpProtocol<S> {
-        HttpProtocol { router, limits }
+    /// HTTP serving `router`.
+    pub fn new(router: S) -> HttpProtocol<S> {
+        HttpProtocol { router }
     }
 }
 
@@ -47,12 +50,11 @@ where
         + Sync
         + 'static,
     S::Future: Send + 'static,
-    B: HttpBody<Data = Bytes> + Send + 'static,
+    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     fn serve(&self, conn: Connection) -> BoxFuture {
         let router = self.router.clone();
-        let header_timeout = self.limits.header_timeout;
         Box::pin(async move {
             let Connection {
                 io,
@@ -60,18 +62,24 @@ where
                 tls,
                 slot,
                 mut shutdown,
+                requests,
             } = conn;
             let info = ClientInfo { peer, tls };
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                // The header timeout is `mantissa-server`'s head watch, not
+                // hyper's (a timer per request; see mantissa-server's idle.rs).
+                if req.version() == http::Version::HTTP_2 {
+                    requests.exempt_from_head_timeout();
+                }
+                let answering = requests.head_received();
                 req.extensions_mut().insert(info);
-                router.clone().oneshot(req.map(Body::new))
+                router
+                    .clone()
+                    .oneshot(req.map(Body::new))
+                    .map_ok(move |response| response.map(|body| Answered { body, answering }))
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(64 * 1024);
+            builder.http1().max_buf_size(64 * 1024);
             builder
                 .http2()
                 .timer(TokioTimer::new())
@@ -105,5 +113,34 @@ where
             let _ = io.write_all(head.as_bytes()).await;
             let _ = io.shutdown().await;
         })
+    }
+}
+
+/// A response body that tells the head watch, when hyper is done with it
+/// (sent to the end, or given up), that the connection now waits for its
+/// next request: until then a slow download is not a slow head.
+struct Answered<B> {
+    body: B,
+    #[allow(dead_code)] // Held for its drop.
+    answering: Answering,
+}
+
+impl<B: HttpBody + Unpin> HttpBody for Answered<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }

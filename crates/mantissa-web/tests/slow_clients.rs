@@ -151,3 +151,104 @@ fn quiet_connections_are_closed_and_busy_ones_kept() {
         assert_eq!(n, 0, "the quiet connection was closed");
     });
 }
+
+/// A page whose body comes slowly: ten pieces, 250 ms apart.
+async fn slow_download() -> axum::body::Body {
+    let pieces = futures_util::stream::unfold(0u32, |n| async move {
+        if n == 10 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        Some((
+            Ok::<_, std::io::Error>(axum::body::Bytes::from(format!("piece {n}\n"))),
+            n + 1,
+        ))
+    });
+    axum::body::Body::from_stream(pieces)
+}
+
+fn slow_routes() -> axum::Router<mantissa_web::App> {
+    axum::Router::new().route("/slow-download", axum::routing::get(slow_download))
+}
+
+/// The header timeout bounds waiting for a request's head, and only that:
+/// a connection that says nothing, or nothing more after an answer, is cut
+/// once it has passed; one that keeps asking, or is slowly being sent a
+/// long answer, is not.
+#[test]
+fn the_header_timeout_cuts_waiting_for_a_head_and_nothing_else() {
+    let s = TestServer::start(
+        Setup {
+            limits: Limits {
+                header_timeout: Duration::from_secs(1),
+                ..Limits::default()
+            },
+            ..Setup::default()
+        },
+        slow_routes,
+    );
+    let addr = s.addr;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let ask = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut buf = vec![0u8; 8192];
+        let start = Instant::now();
+        // Silent from the start.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        // Silent after one answer (keep-alive).
+        let mut done = TcpStream::connect(addr).await.unwrap();
+        done.write_all(ask).await.unwrap();
+        let n = done.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        // Half a head, never finished.
+        let mut half = TcpStream::connect(addr).await.unwrap();
+        half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        // A long answer, sent slowly over 2.5 s.
+        let mut download = TcpStream::connect(addr).await.unwrap();
+        download
+            .write_all(b"GET /slow-download HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let downloading = tokio::spawn(async move {
+            let mut all = Vec::new();
+            download.read_to_end(&mut all).await.unwrap();
+            String::from_utf8_lossy(&all).into_owned()
+        });
+        // Asking every 300 ms for 2.5 s.
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        while start.elapsed() < Duration::from_millis(2500) {
+            busy.write_all(ask).await.unwrap();
+            let n = busy.read(&mut buf).await.unwrap();
+            assert!(
+                buf[..n].starts_with(b"HTTP/1.1 200"),
+                "a busy connection is kept (after {:?})",
+                start.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // By now (2.5 s, the timeout is 1 s, looked at every 250 ms) the
+        // waiting ones are closed: reading gives end of stream at once.
+        for (name, c) in [
+            ("silent", &mut silent),
+            ("done", &mut done),
+            ("half", &mut half),
+        ] {
+            let n = tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("the {name} connection is still open"))
+                .unwrap_or(0);
+            assert_eq!(n, 0, "the {name} connection was closed");
+        }
+        let page = downloading.await.unwrap();
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        assert!(
+            page.contains("piece 0\n") && page.contains("piece 9\n"),
+            "{page}"
+        );
+    });
+}

@@ -39,13 +39,12 @@ fn https_serves_pages_and_marks_cookies_secure() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let limits = guard.limits().clone();
         let mut server = Server::new(guard);
         let addr = server
             .listen(
                 "127.0.0.1:0".parse().unwrap(),
                 Some(tls),
-                Arc::new(HttpProtocol::new(router, limits)),
+                Arc::new(HttpProtocol::new(router)),
             )
             .await
             .unwrap();

@@ -653,7 +653,7 @@ pub fn serve_with(
         // Listen for the signals before saying that we run, so that a stop
         // sent as soon as we have said it is never missed.
         let stop = StopSignal::listen().map_err(Error::Signal)?;
-        let http: Arc<dyn Protocol> = Arc::new(HttpProtocol::new(router, guard.limits().clone()));
+        let http: Arc<dyn Protocol> = Arc::new(HttpProtocol::new(router));
         let mut server = Server::new(guard);
         let mut urls = Vec::new();
         for port in &ports {

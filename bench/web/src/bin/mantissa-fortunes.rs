@@ -54,14 +54,13 @@ fn main() -> anyhow::Result<()> {
     let app_for_runtime = app.clone();
     runtime.block_on(async move {
         let app = app_for_runtime;
-        let limits = app.limits().clone();
         let label = format!("mantissa-fortunes ({variant}, {read:?} read)");
         if variant == "full" {
             let service = app.router_with(mantissa_routes(read));
-            serve(guard, addr, HttpProtocol::new(service, limits), &label).await?;
+            serve(guard, addr, HttpProtocol::new(service), &label).await?;
         } else if variant == "handlers" {
             let router = handlers_only_router(&app, read);
-            serve(guard, addr, HttpProtocol::new(router, limits), &label).await?;
+            serve(guard, addr, HttpProtocol::new(router), &label).await?;
         } else {
             let router = handlers_only_router(&app, read);
             let listener = tokio::net::TcpListener::bind(addr).await?.tap_io(|tcp| {
