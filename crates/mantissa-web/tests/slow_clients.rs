@@ -101,54 +101,75 @@ fn slowloris_does_not_starve_other_visitors() {
     });
 }
 
-/// A keep-alive connection nobody uses is closed after the idle timeout,
-/// while one that keeps asking stays open past it.
-#[test]
-fn quiet_connections_are_closed_and_busy_ones_kept() {
+/// A server with `limits`, and a runtime on this thread for its clients.
+fn server_and_clients(
+    limits: Limits,
+    extra: fn() -> axum::Router<mantissa_web::App>,
+) -> (TestServer, tokio::runtime::Runtime) {
     let s = TestServer::start(
         Setup {
-            limits: Limits {
-                idle_timeout: Duration::from_secs(2),
-                ..Limits::default()
-            },
+            limits,
             ..Setup::default()
         },
-        routes,
+        extra,
     );
-    let addr = s.addr;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    (s, rt)
+}
+
+/// Asks `/healthz` on `c` (keep-alive) and checks the answer is a 200.
+async fn ask(c: &mut TcpStream, since: Instant) {
+    let mut buf = [0u8; 4096];
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = c.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "answered, and the connection kept ({:?} in)",
+        since.elapsed()
+    );
+}
+
+/// Checks that the server has closed `c`: reading gives end of stream
+/// at once.
+async fn assert_closed(c: &mut TcpStream, name: &str) {
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_millis(500), c.read(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("the {name} connection is still open"))
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the {name} connection was closed");
+}
+
+/// A keep-alive connection nobody uses is closed after the idle timeout,
+/// while one that keeps asking stays open past it.
+#[test]
+fn quiet_connections_are_closed_and_busy_ones_kept() {
+    let (s, rt) = server_and_clients(
+        Limits {
+            idle_timeout: Duration::from_secs(2),
+            ..Limits::default()
+        },
+        routes,
+    );
+    let addr = s.addr;
     rt.block_on(async move {
-        let ask = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        let start = Instant::now();
         let mut quiet = TcpStream::connect(addr).await.unwrap();
         let mut busy = TcpStream::connect(addr).await.unwrap();
-        let mut buf = [0u8; 4096];
-        for c in [&mut quiet, &mut busy] {
-            c.write_all(ask).await.unwrap();
-            let n = c.read(&mut buf).await.unwrap();
-            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "answered");
-        }
+        ask(&mut quiet, start).await;
+        ask(&mut busy, start).await;
         // The busy one asks every 500 ms for 4.5 s (over twice the idle
         // timeout); the quiet one says nothing.
-        let start = Instant::now();
         while start.elapsed() < Duration::from_millis(4500) {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            busy.write_all(ask).await.unwrap();
-            let n = busy.read(&mut buf).await.unwrap();
-            assert!(
-                buf[..n].starts_with(b"HTTP/1.1 200"),
-                "a busy connection is kept (after {:?})",
-                start.elapsed()
-            );
+            ask(&mut busy, start).await;
         }
-        // The quiet one was closed: reading gives end of stream at once.
-        let n = tokio::time::timeout(Duration::from_secs(1), quiet.read(&mut buf))
-            .await
-            .expect("closed, not still open")
-            .unwrap_or(0);
-        assert_eq!(n, 0, "the quiet connection was closed");
+        assert_closed(&mut quiet, "quiet").await;
     });
 }
 
@@ -177,32 +198,21 @@ fn slow_routes() -> axum::Router<mantissa_web::App> {
 /// long answer, is not.
 #[test]
 fn the_header_timeout_cuts_waiting_for_a_head_and_nothing_else() {
-    let s = TestServer::start(
-        Setup {
-            limits: Limits {
-                header_timeout: Duration::from_secs(1),
-                ..Limits::default()
-            },
-            ..Setup::default()
+    let (s, rt) = server_and_clients(
+        Limits {
+            header_timeout: Duration::from_secs(1),
+            ..Limits::default()
         },
         slow_routes,
     );
     let addr = s.addr;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     rt.block_on(async move {
-        let ask = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-        let mut buf = vec![0u8; 8192];
         let start = Instant::now();
         // Silent from the start.
         let mut silent = TcpStream::connect(addr).await.unwrap();
         // Silent after one answer (keep-alive).
         let mut done = TcpStream::connect(addr).await.unwrap();
-        done.write_all(ask).await.unwrap();
-        let n = done.read(&mut buf).await.unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        ask(&mut done, start).await;
         // Half a head, never finished.
         let mut half = TcpStream::connect(addr).await.unwrap();
         half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
@@ -222,28 +232,14 @@ fn the_header_timeout_cuts_waiting_for_a_head_and_nothing_else() {
         // Asking every 300 ms for 2.5 s.
         let mut busy = TcpStream::connect(addr).await.unwrap();
         while start.elapsed() < Duration::from_millis(2500) {
-            busy.write_all(ask).await.unwrap();
-            let n = busy.read(&mut buf).await.unwrap();
-            assert!(
-                buf[..n].starts_with(b"HTTP/1.1 200"),
-                "a busy connection is kept (after {:?})",
-                start.elapsed()
-            );
+            ask(&mut busy, start).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        // By now (2.5 s, the timeout is 1 s, looked at every 250 ms) the
-        // waiting ones are closed: reading gives end of stream at once.
-        for (name, c) in [
-            ("silent", &mut silent),
-            ("done", &mut done),
-            ("half", &mut half),
-        ] {
-            let n = tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf))
-                .await
-                .unwrap_or_else(|_| panic!("the {name} connection is still open"))
-                .unwrap_or(0);
-            assert_eq!(n, 0, "the {name} connection was closed");
-        }
+        // By now (2.5 s; the timeout is 1 s, looked at every 250 ms) the
+        // waiting ones are closed.
+        assert_closed(&mut silent, "silent").await;
+        assert_closed(&mut done, "silent-after-an-answer").await;
+        assert_closed(&mut half, "half-a-head").await;
         let page = downloading.await.unwrap();
         assert!(page.starts_with("HTTP/1.1 200"), "{page}");
         assert!(
