@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::guard::{Guard, Refusal, SlotGuard};
-use crate::idle::{Activity, HeadWatch, IdleWatch, Requests, Watched};
+use crate::idle::{Activity, Overdue, Requests, Watched, Watchers};
 
 /// A byte stream a protocol talks over: plain TCP or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -183,12 +183,31 @@ impl Server {
 async fn accept_loop(l: Listening, guard: Guard, mut shutdown: Shutdown) {
     let mut connections = JoinSet::new();
     let mut sweep = tokio::time::interval(std::time::Duration::from_secs(60));
+    let idle = guard.limits().idle_timeout;
+    let header_timeout = guard.limits().header_timeout;
+    // Looks at the connections a few times per header timeout (at least
+    // once a second), so a slow head is cut within a quarter of it past
+    // its time.
+    let watchers = Watchers::default();
+    let mut look = tokio::time::interval(
+        (header_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+    );
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accepted = tokio::select! {
             a = l.listener.accept() => a,
             _ = shutdown.wait() => break,
             _ = sweep.tick() => {
                 guard.forget_quiet_addresses();
+                continue;
+            }
+            _ = look.tick() => {
+                for (peer, why) in watchers.look(idle, header_timeout) {
+                    match why {
+                        Overdue::Idle => tracing::debug!(%peer, "closed an idle connection"),
+                        Overdue::Head => tracing::debug!(%peer, "closed a connection whose request head was overdue"),
+                    }
+                }
                 continue;
             }
         };
@@ -222,10 +241,11 @@ async fn accept_loop(l: Listening, guard: Guard, mut shutdown: Shutdown) {
         let protocol = l.protocol.clone();
         let tls = l.tls.clone();
         let handshake = guard.limits().handshake_timeout;
-        let idle = guard.limits().idle_timeout;
-        let header_timeout = guard.limits().header_timeout;
         let shutdown = shutdown.clone();
-        connections.spawn(async move {
+        let activity = Activity::new();
+        let requests = Requests::default();
+        let watched = (activity.clone(), requests.clone());
+        let task = connections.spawn(async move {
             let (io, secure): (Box<dyn Io>, bool) = match tls {
                 None => (Box::new(stream), false),
                 Some(acceptor) => {
@@ -242,41 +262,19 @@ async fn accept_loop(l: Listening, guard: Guard, mut shutdown: Shutdown) {
                     }
                 }
             };
-            let activity = Activity::new();
-            let requests = Requests::default();
-            let serve = protocol.serve(Connection {
-                io: Box::new(Watched::new(io, activity.clone())),
-                peer,
-                tls: secure,
-                slot,
-                shutdown,
-                requests: requests.clone(),
-            });
-            tokio::pin!(serve);
-            // Looks a few times per header timeout (at least once a second),
-            // so a slow head is cut within a quarter of it past its time.
-            let period = (header_timeout / 4)
-                .clamp(Duration::from_millis(10), Duration::from_secs(1));
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut idle_watch = IdleWatch::new(activity);
-            let mut head_watch = HeadWatch::new(requests);
-            loop {
-                tokio::select! {
-                    _ = &mut serve => break,
-                    _ = tick.tick() => {
-                        if idle_watch.idle() > idle {
-                            tracing::debug!(%peer, "closing an idle connection");
-                            break;
-                        }
-                        if head_watch.waiting() > header_timeout {
-                            tracing::debug!(%peer, "closing a connection whose request head is overdue");
-                            break;
-                        }
-                    }
-                }
-            }
+            requests.serving();
+            protocol
+                .serve(Connection {
+                    io: Box::new(Watched::new(io, activity)),
+                    peer,
+                    tls: secure,
+                    slot,
+                    shutdown,
+                    requests,
+                })
+                .await;
         });
+        watchers.watch(peer, watched.0, watched.1, task);
     }
     while connections.join_next().await.is_some() {}
 }
