@@ -28,8 +28,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Whether bytes moved on a connection since its watcher last looked.
 ///
 /// A flag, not a time: reading the clock on every read and write cost
-/// more than the rest of this module, and the watcher looks once a second
-/// anyway, so it keeps the time itself.
+/// more than the rest of this module, and the watcher looks a few times a
+/// second anyway, so it keeps the time itself.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Activity {
     moved: Arc<AtomicBool>,

@@ -2,6 +2,8 @@
 //!
 //! Each listener accepts, asks the [`Guard`] for a slot, does the TLS
 //! handshake under a timeout, and hands the connection to its [`Protocol`].
+//! Between accepts, its loop looks over its open connections and closes
+//! the idle ones and those overdue with a request head (`idle.rs`).
 //! Shutdown stops accepting at once, tells every connection (protocols
 //! finish the request in flight and close), and waits for them for the
 //! grace period before dropping the rest.
