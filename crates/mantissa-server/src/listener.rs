@@ -246,7 +246,7 @@ async fn accept_loop(l: Listening, guard: Guard, mut shutdown: Shutdown) {
         let shutdown = shutdown.clone();
         let activity = Activity::new();
         let requests = Requests::default();
-        let watched = (activity.clone(), requests.clone());
+        let (watched_activity, watched_requests) = (activity.clone(), requests.clone());
         let task = connections.spawn(async move {
             let (io, secure): (Box<dyn Io>, bool) = match tls {
                 None => (Box::new(stream), false),
@@ -276,7 +276,7 @@ async fn accept_loop(l: Listening, guard: Guard, mut shutdown: Shutdown) {
                 })
                 .await;
         });
-        watchers.watch(peer, watched.0, watched.1, task);
+        watchers.watch(peer, watched_activity, watched_requests, task);
     }
     while connections.join_next().await.is_some() {}
 }

@@ -32,10 +32,11 @@ use crate::value::Timestamp;
 pub(crate) const USER_READERS_KEPT: usize = 4;
 
 /// Idle reader connections kept by the site store, which nearly every
-/// request reads (its session, at least). Under load, reads run at once on
-/// as many blocking threads as there are requests waiting; closing the
-/// connections a burst opened, only to open them again for the next one,
-/// cost more than the reads themselves (measured: `bench/web.sh`).
+/// request reads (its session, at least). Under load its reads run at once
+/// on every reader thread (`readers.rs`), and on tokio's blocking pool too
+/// when those are stuck on slow reads; closing the connections a burst
+/// opened, only to open them again for the next one, cost more than the
+/// reads themselves (measured: `bench/web.sh`).
 pub(crate) const SITE_READERS_KEPT: usize = 16;
 
 pub(crate) type Job = Box<dyn FnOnce(&mut Writer) + Send>;

@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
 use mantissa_accounts::{Role, Share, share, unshare};
-use mantissa_store::{Item, Ref};
+use mantissa_store::{Item, Ref, Write};
 use mantissa_web::{App, Offering, Owner, Page, Published, SharedFuture, SharedRequest, WebError};
 use serde::Deserialize;
 
@@ -250,6 +250,19 @@ async fn share_note(
     } else {
         &["view"]
     };
+    on_own_note(owner, id, move |tx, note| {
+        share(tx, note, role, capabilities)
+    })
+    .await
+}
+
+/// Does `change` to the owner's note `id`, then goes back to the list; a
+/// 404 if they have no such note.
+async fn on_own_note(
+    owner: Owner,
+    id: i64,
+    change: impl FnOnce(&mut Write<'_>, Ref<Note>) -> mantissa_store::Result<()> + Send + 'static,
+) -> Result<Redirect, WebError> {
     let found = owner
         .store
         .write(move |tx| {
@@ -257,7 +270,7 @@ async fn share_note(
             if tx.find(note)?.is_none() {
                 return Ok(false);
             }
-            share(tx, note, role, capabilities)?;
+            change(tx, note)?;
             Ok(true)
         })
         .await?;
@@ -274,21 +287,7 @@ async fn unshare_note(
 ) -> Result<Redirect, WebError> {
     let role = Role::from_key(&form.role)
         .ok_or_else(|| WebError::BadRequest(format!("{:?} is not a share.", form.role)))?;
-    let found = owner
-        .store
-        .write(move |tx| {
-            let note = Ref::<Note>::from_id(id);
-            if tx.find(note)?.is_none() {
-                return Ok(false);
-            }
-            unshare(tx, note, role)?;
-            Ok(true)
-        })
-        .await?;
-    if !found {
-        return Err(WebError::NotFound);
-    }
-    Ok(back())
+    on_own_note(owner, id, move |tx, note| unshare(tx, note, role)).await
 }
 
 impl Offering for Notes {

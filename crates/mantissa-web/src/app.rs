@@ -63,14 +63,28 @@ struct Inner {
     guard: Guard,
     templates: Templates,
     statics: Arc<Statics>,
-    config: RwLock<SiteConfig>,
-    /// What templates see of the configuration (`site`), made once per
-    /// change rather than per page.
-    public_site: RwLock<Value>,
+    config: RwLock<Configured>,
     dev: bool,
     bots: BotLimiter,
     first_seen: FirstSeen,
     rate: RequestRate,
+}
+
+/// The site's configuration, and what templates see of it (`site`), made
+/// once per change rather than per page; under one lock, so that the two
+/// always agree.
+struct Configured {
+    config: SiteConfig,
+    public: Value,
+}
+
+impl Configured {
+    fn new(config: SiteConfig) -> Configured {
+        Configured {
+            public: Value::from_serialize(config.public()),
+            config,
+        }
+    }
 }
 
 /// The web application's shared state. Cheap to clone.
@@ -169,8 +183,7 @@ impl App {
             guard,
             templates,
             statics,
-            public_site: RwLock::new(Value::from_serialize(config.public())),
-            config: RwLock::new(config),
+            config: RwLock::new(Configured::new(config)),
             dev: options.dev,
             first_seen: FirstSeen::default(),
             rate: RequestRate::default(),
@@ -233,23 +246,19 @@ impl App {
         &self.0.first_seen
     }
 
+    fn configured(&self) -> std::sync::RwLockReadGuard<'_, Configured> {
+        self.0.config.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The site's configuration.
     pub fn config(&self) -> SiteConfig {
-        self.0
-            .config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.configured().config.clone()
     }
 
     /// What templates see of the site's configuration: its name, tagline
     /// and contact.
     pub(crate) fn public_site(&self) -> Value {
-        self.0
-            .public_site
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.configured().public.clone()
     }
 
     /// Whether the app runs in development mode.
@@ -277,12 +286,7 @@ impl App {
         self.0
             .statics
             .set_theme_dir(theme.as_ref().map(|t| t.join("static")));
-        *self
-            .0
-            .public_site
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Value::from_serialize(c.public());
-        *self.0.config.write().unwrap_or_else(|e| e.into_inner()) = c;
+        *self.0.config.write().unwrap_or_else(|e| e.into_inner()) = Configured::new(c);
         Ok(())
     }
 

@@ -75,7 +75,7 @@ impl WebService {
 impl Service<Request> for WebService {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // Both are always ready (see `Pipeline::poll_ready`; tower-http's
@@ -95,6 +95,9 @@ impl Service<Request> for WebService {
     }
 }
 
+/// The future of an answer, boxed: what both services return.
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
 /// The steps around the routes (see the module documentation). One `Arc`,
 /// so a request costs one reference count, not one per part.
 #[derive(Clone)]
@@ -103,7 +106,7 @@ pub struct Pipeline(Arc<(App, Router)>);
 impl Service<Request> for Pipeline {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
