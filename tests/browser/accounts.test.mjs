@@ -21,7 +21,9 @@ import { createHmac } from 'node:crypto';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, CHROMIUM, PHONE, launchChromium, mantissa, pageWidth, serve } from './harness.mjs';
+import {
+  BIN, CHROMIUM, PHONE, clickThrough, launchChromium, logInAt, mantissa, pageWidth, serve, stopServer,
+} from './harness.mjs';
 import { smtpSink } from './smtp-sink.mjs';
 
 const SESSION_COOKIE = 'mantissa_session';
@@ -68,23 +70,10 @@ async function closeContext(context) {
   await context.close();
 }
 
-/** Clicks a submit button and waits for the page it leads to; its response (after redirects). */
-async function submit(page, button) {
-  const [response] = await Promise.all([page.waitForNavigation(), button.click()]);
-  return response;
-}
-
 const h1 = async (page) => (await page.locator('h1').textContent()).trim();
 const path = (page) => new URL(page.url()).pathname;
 
-/** Fills /login like a person and submits it; the response of the page it lands on. */
-async function logIn(page, who, password, code) {
-  await page.goto(at('/login'));
-  await page.getByLabel('User name or email').fill(who);
-  await page.getByLabel('Password', { exact: true }).fill(password);
-  if (code !== undefined) await page.getByLabel(/^Two-factor code/).fill(code);
-  return submit(page, page.getByRole('button', { name: 'Log in' }));
-}
+const logIn = (page, who, password, code) => logInAt(page, server.url, who, password, code);
 
 /** The text of the page's error alert, or null. */
 async function alertText(page) {
@@ -142,10 +131,7 @@ before(async () => {
 after(async () => {
   for (const c of contexts) await c.close().catch(() => {});
   await browser?.close();
-  if (server && server.proc.exitCode === null && server.proc.signalCode === null) {
-    server.proc.kill('SIGKILL');
-    await server.exited;
-  }
+  await stopServer(server);
   await sink?.close();
   // The screenshots stay for a person to look at; the site goes.
   if (work) rmSync(join(work, 'site'), { recursive: true, force: true });
@@ -172,7 +158,7 @@ test('sign up, verify by mail, log in: lands on /private/settings with a new Htt
   await page.getByLabel('User name').fill(ALICE.name);
   await page.getByLabel('Email').fill(ALICE.email);
   await page.getByLabel(/^Password/).fill(ALICE.password);
-  const res = await submit(page, page.getByRole('button', { name: 'Sign up' }));
+  const res = await clickThrough(page, page.getByRole('button', { name: 'Sign up' }));
   assert.equal(res.status(), 200, `sign-up answered ${res.status()}: ${await alertText(page)}`);
   assert.equal(await h1(page), 'Check your email');
 
@@ -219,7 +205,7 @@ test('the "Log out" button in the header ends the session: /private/settings the
   const { context, page } = alice;
   await page.goto(at('/private/settings'));
   const before = await sessionCookie(context);
-  const out = await submit(page, page.locator('header').getByRole('button', { name: 'Log out' }));
+  const out = await clickThrough(page, page.locator('header').getByRole('button', { name: 'Log out' }));
   assert.equal(out.status(), 200);
   assert.equal(path(page), '/');
   assert.equal(await sessionCookie(context), undefined, 'the session cookie is still there');
@@ -245,7 +231,7 @@ test('password reset by mail: old password refused, new one works, other session
 
   await page.goto(at('/reset'));
   await page.getByLabel("Your account's email address").fill(ALICE.email);
-  await submit(page, page.getByRole('button', { name: 'Send me a link' }));
+  await clickThrough(page, page.getByRole('button', { name: 'Send me a link' }));
   assert.equal(await h1(page), 'Check your email');
 
   const mail = await sink.next((m) => m.to.includes(ALICE.email) && m.subject === 'Resetting your password');
@@ -254,7 +240,7 @@ test('password reset by mail: old password refused, new one works, other session
   assert.equal(form.status(), 200);
   assert.equal(await h1(page), 'Choose a password');
   await page.getByLabel(/^New password/).fill(ALICE.newPassword);
-  const done = await submit(page, page.getByRole('button', { name: 'Set password' }));
+  const done = await clickThrough(page, page.getByRole('button', { name: 'Set password' }));
   assert.equal(done.status(), 200, `${await alertText(page)}`);
   assert.equal(await h1(page), 'Password changed');
 
@@ -282,7 +268,7 @@ test('two-factor log-in: turn it on with a code from the key on the page, then l
   try {
     await logIn(page, BOB.name, BOB.password);
     assert.equal(await h1(page), `Settings for ${BOB.name}`);
-    await submit(page, page.getByRole('button', { name: 'Set up two-factor log-in' }));
+    await clickThrough(page, page.getByRole('button', { name: 'Set up two-factor log-in' }));
     const key = (await page.locator('p', { hasText: 'type the key' }).locator('code').textContent()).trim();
     assert.match(key, /^[A-Z2-7]{16,}=*$/, `key ${JSON.stringify(key)}`);
     // The otpauth:// link for phones carries the same key.
@@ -291,10 +277,10 @@ test('two-factor log-in: turn it on with a code from the key on the page, then l
 
     const step = Math.floor(Date.now() / 1000 / 30);
     await page.getByLabel('Code', { exact: true }).fill(totp(key, step));
-    await submit(page, page.getByRole('button', { name: 'Turn on' }));
+    await clickThrough(page, page.getByRole('button', { name: 'Turn on' }));
     assert.equal((await page.getByRole('status').textContent()).trim(), 'Two-factor log-in is on.');
 
-    await submit(page, page.locator('header').getByRole('button', { name: 'Log out' }));
+    await clickThrough(page, page.locator('header').getByRole('button', { name: 'Log out' }));
     const without = await logIn(page, BOB.name, BOB.password);
     assert.equal(without.status(), 401);
     assert.match(await alertText(page) ?? '(no alert)', /the 6-digit code from your authenticator app/);
@@ -306,7 +292,7 @@ test('two-factor log-in: turn it on with a code from the key on the page, then l
     assert.equal(await h1(page), `Settings for ${BOB.name}`);
 
     // A code is accepted once.
-    await submit(page, page.locator('header').getByRole('button', { name: 'Log out' }));
+    await clickThrough(page, page.locator('header').getByRole('button', { name: 'Log out' }));
     const replay = await logIn(page, BOB.name, BOB.password, next);
     assert.equal(replay.status(), 401, 'the same code logged in twice');
     assert.deepEqual(problems, []);
@@ -355,7 +341,7 @@ test('without JavaScript, log-in and log-out still work', async () => {
     assert.equal(res.status(), 200);
     assert.equal(path(page), '/private/settings');
     assert.equal(await h1(page), `Settings for ${ROOT.name}`);
-    await submit(page, page.locator('header').getByRole('button', { name: 'Log out' }));
+    await clickThrough(page, page.locator('header').getByRole('button', { name: 'Log out' }));
     assert.equal(path(page), '/');
     assert.equal(await sessionCookie(context), undefined);
     assert.deepEqual(problems, []);
@@ -399,7 +385,7 @@ test('/private/settings: the <h1> is larger than the <h2>s under it', async () =
 test('/private/settings at 360 px: a new API token wraps instead of scrolling sideways', async () => {
   await root.page.goto(at('/private/settings'));
   await root.page.getByLabel('Name', { exact: true }).fill('phone');
-  await submit(root.page, root.page.getByRole('button', { name: 'Make a token' }));
+  await clickThrough(root.page, root.page.getByRole('button', { name: 'Make a token' }));
   const code = root.page.getByRole('status').locator('code');
   assert.match((await code.textContent()).trim(), /^mt_[A-Za-z0-9_-]{20,}$/, 'no token shown');
   // Tokens are base64url: about half of them hold a "-", where the line

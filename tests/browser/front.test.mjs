@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, CHROMIUM, PHONE, launchChromium, mantissa, pageWidth, serve } from './harness.mjs';
+import { BIN, CHROMIUM, PHONE, launchChromium, mantissa, pageWidth, serve, stopServer } from './harness.mjs';
 
 // A name that must be escaped in HTML, so that the page shows it as text.
 const SITE_NAME = 'Tide & Tally <test>';
@@ -81,10 +81,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  if (server && server.proc.exitCode === null && server.proc.signalCode === null) {
-    server.proc.kill('SIGKILL');
-    await server.exited;
-  }
+  await stopServer(server);
   // The screenshot stays for a person to look at; the site goes.
   if (work) rmSync(join(work, 'site'), { recursive: true, force: true });
 });

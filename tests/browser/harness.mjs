@@ -98,3 +98,32 @@ export function pageWidth(page) {
     };
   });
 }
+
+/**
+ * Clicks `target` (a form's button, or one whose script navigates) and waits
+ * for the page it leads to; that page's response, after redirects.
+ */
+export async function clickThrough(page, target) {
+  const [response] = await Promise.all([page.waitForNavigation(), target.click()]);
+  return response;
+}
+
+/**
+ * Fills `base`'s /login like a person (with a two-factor code when given)
+ * and submits it; the response of the page it lands on.
+ */
+export async function logInAt(page, base, who, password, code) {
+  await page.goto(new URL('/login', base).href);
+  await page.getByLabel('User name or email').fill(who);
+  await page.getByLabel('Password', { exact: true }).fill(password);
+  if (code !== undefined) await page.getByLabel(/^Two-factor code/).fill(code);
+  return clickThrough(page, page.getByRole('button', { name: 'Log in' }));
+}
+
+/** Stops a server `serve` started, unless it has stopped already. */
+export async function stopServer(server, signal = 'SIGKILL') {
+  if (server && server.proc.exitCode === null && server.proc.signalCode === null) {
+    server.proc.kill(signal);
+    await server.exited;
+  }
+}

@@ -21,7 +21,9 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, CHROMIUM, PHONE, freePort, launchChromium, mantissa, pageWidth, serve } from './harness.mjs';
+import {
+  BIN, CHROMIUM, PHONE, clickThrough, freePort, launchChromium, logInAt, mantissa, pageWidth, serve, stopServer,
+} from './harness.mjs';
 
 const SESSION_COOKIE = 'mantissa_session';
 const CAROL = { name: 'carol', password: 'carol-password-1234' };
@@ -38,18 +40,7 @@ const at = (path) => new URL(path, origin).href;
 const h1 = async (page) => (await page.locator('h1').textContent()).trim();
 const path = (page) => new URL(page.url()).pathname;
 
-/** Clicks and waits for the page it leads to (a form post, or a script's navigation). */
-async function clickThrough(page, button) {
-  const [response] = await Promise.all([page.waitForNavigation(), button.click()]);
-  return response;
-}
-
-async function logIn(page, who, password) {
-  await page.goto(at('/login'));
-  await page.getByLabel('User name or email').fill(who);
-  await page.getByLabel('Password', { exact: true }).fill(password);
-  return clickThrough(page, page.getByRole('button', { name: 'Log in' }));
-}
+const logIn = (page, who, password) => logInAt(page, origin, who, password);
 
 const logOut = (page) => clickThrough(page, page.locator('header').getByRole('button', { name: 'Log out' }));
 
@@ -111,10 +102,7 @@ before(async () => {
 after(async () => {
   await carol?.context.close().catch(() => {});
   await browser?.close();
-  if (server && server.proc.exitCode === null && server.proc.signalCode === null) {
-    server.proc.kill('SIGTERM');
-    await server.exited;
-  }
+  await stopServer(server, 'SIGTERM');
   if (work) rmSync(join(work, 'site'), { recursive: true, force: true });
 });
 

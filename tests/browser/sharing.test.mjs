@@ -17,7 +17,9 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CHROMIUM, NOTES_SITE_BIN, PHONE, launchChromium, mantissa, pageWidth, serve } from './harness.mjs';
+import {
+  CHROMIUM, NOTES_SITE_BIN, PHONE, clickThrough, launchChromium, logInAt, mantissa, pageWidth, serve, stopServer,
+} from './harness.mjs';
 
 const ROOT = { name: 'root', password: 'root-password-1234' };
 const ALICE = { name: 'alice', password: 'alice-password-1234' };
@@ -53,16 +55,8 @@ async function openPage(options = {}) {
   return { context, page, problems, dialogs };
 }
 
-async function submit(page, button) {
-  const [response] = await Promise.all([page.waitForNavigation(), button.click()]);
-  return response;
-}
-
 async function logIn(page, who, password) {
-  await page.goto(at('/login'));
-  await page.getByLabel('User name or email').fill(who);
-  await page.getByLabel('Password', { exact: true }).fill(password);
-  const res = await submit(page, page.getByRole('button', { name: 'Log in' }));
+  const res = await logInAt(page, server.url, who, password);
   assert.equal(res.status(), 200, `${who} could not log in`);
   assert.equal(new URL(page.url()).pathname, '/private/settings');
 }
@@ -112,10 +106,7 @@ before(async () => {
 after(async () => {
   for (const c of contexts) await c.close().catch(() => {});
   await browser?.close();
-  if (server && server.proc.exitCode === null && server.proc.signalCode === null) {
-    server.proc.kill('SIGKILL');
-    await server.exited;
-  }
+  await stopServer(server);
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
@@ -139,7 +130,7 @@ test('alice (without JavaScript) writes a note: it is published at an address on
 
   await alice.page.getByLabel('Title').fill(TITLE);
   await alice.page.getByLabel('Note', { exact: true }).fill(BODY);
-  const res = await submit(alice.page, alice.page.getByRole('button', { name: 'Save and publish' }));
+  const res = await clickThrough(alice.page, alice.page.getByRole('button', { name: 'Save and publish' }));
   assert.equal(res.status(), 200);
   assert.equal(new URL(alice.page.url()).pathname, '/private/notes/');
   const link = noteOnList().locator('a.note-url');
@@ -156,7 +147,7 @@ test('shared with bob: bob sees it, an anonymous visitor still gets 404', async 
   await alice.page.goto(at('/private/notes'));
   await noteOnList().getByLabel('with one user').check();
   await noteOnList().getByLabel('User name').fill(BOB.name);
-  const res = await submit(alice.page, noteOnList().getByRole('button', { name: 'Share', exact: true }));
+  const res = await clickThrough(alice.page, noteOnList().getByRole('button', { name: 'Share', exact: true }));
   assert.equal(res.status(), 200);
   assert.match(await noteOnList().locator('ul.shares').textContent(), /Shared with bob \(view\)/);
 
@@ -167,7 +158,7 @@ test('shared with bob: bob sees it, an anonymous visitor still gets 404', async 
 test('shared with everyone: the anonymous visitor sees it too', async () => {
   await alice.page.goto(at('/private/notes'));
   await noteOnList().getByLabel('with everyone').check();
-  const res = await submit(alice.page, noteOnList().getByRole('button', { name: 'Share', exact: true }));
+  const res = await clickThrough(alice.page, noteOnList().getByRole('button', { name: 'Share', exact: true }));
   assert.equal(res.status(), 200);
   const shares = await noteOnList().locator('ul.shares li').allTextContents();
   assert.equal(shares.length, 2, `shares listed: ${shares}`);
@@ -179,7 +170,7 @@ test('shared with everyone: the anonymous visitor sees it too', async () => {
 test('alice stops sharing: 404 again for bob and for the anonymous visitor', async () => {
   await alice.page.goto(at('/private/notes'));
   for (const label of ['everyone', 'bob']) {
-    const res = await submit(
+    const res = await clickThrough(
       alice.page,
       noteOnList().getByRole('button', { name: `Stop sharing with ${label}` }),
     );
