@@ -3,19 +3,7 @@
 mod support;
 
 use mantissa_testkit::*;
-use support::world;
-
-fn logged_in(s: &TestServer, who: &str, password: &str) -> Visitor {
-    let mut v = Visitor::default();
-    let r = v.submit(
-        s,
-        "/login",
-        "/login",
-        &[("who", who), ("password", password)],
-    );
-    assert_eq!(r.status, 303, "{who} logs in: {}", r.text());
-    v
-}
+use support::{logged_in, world};
 
 #[test]
 fn only_administrators_see_the_console() {

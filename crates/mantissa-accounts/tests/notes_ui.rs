@@ -7,19 +7,7 @@
 mod support;
 
 use mantissa_testkit::*;
-use support::world;
-
-fn logged_in(s: &TestServer, name: &str, password: &str) -> Visitor {
-    let mut v = Visitor::default();
-    let r = v.submit(
-        s,
-        "/login",
-        "/login",
-        &[("who", name), ("password", password)],
-    );
-    assert_eq!(r.status, 303, "{name} logs in");
-    v
-}
+use support::{logged_in, world};
 
 fn entries(v: &mut Visitor, s: &TestServer) -> Vec<serde_json::Value> {
     let r = v.get(s, "/api/private/notes");

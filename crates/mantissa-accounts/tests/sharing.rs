@@ -7,7 +7,7 @@ mod support;
 use mantissa_accounts::{Role, set_group, share};
 use mantissa_testkit::notes::Note;
 use mantissa_testkit::*;
-use support::world;
+use support::{logged_in, world};
 
 #[test]
 fn every_route_answers_each_visitor_exactly_what_their_roles_allow() {
@@ -55,15 +55,7 @@ fn every_route_answers_each_visitor_exactly_what_their_roles_allow() {
         ("bob", "bob's long password"),
         ("carol", "carol's long password"),
     ] {
-        let mut v = Visitor::default();
-        let r = v.submit(
-            s,
-            "/login",
-            "/login",
-            &[("who", name), ("password", password)],
-        );
-        assert_eq!(r.status, 303, "{name} logs in");
-        visitors.push((name, v));
+        visitors.push((name, logged_in(s, name, password)));
     }
 
     // (path, expected status for anonymous, alice, bob, carol)

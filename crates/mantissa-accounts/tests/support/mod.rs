@@ -54,3 +54,16 @@ pub fn world(configure: impl FnOnce(Accounts) -> Accounts) -> World {
         accounts,
     }
 }
+
+/// A visitor who has logged in as `who` through the /login form.
+pub fn logged_in(s: &TestServer, who: &str, password: &str) -> Visitor {
+    let mut v = Visitor::default();
+    let r = v.submit(
+        s,
+        "/login",
+        "/login",
+        &[("who", who), ("password", password)],
+    );
+    assert_eq!(r.status, 303, "{who} logs in: {}", r.text());
+    v
+}
