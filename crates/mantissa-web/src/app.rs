@@ -2,7 +2,7 @@
 //! pipeline ([`crate::pipeline`]).
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -11,16 +11,16 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use mantissa_server::{Guard, Limits};
 use mantissa_store::Site;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use minijinja::Value;
 
 use crate::access::{AccessPolicy, PublicPolicy};
 use crate::config::SiteConfig;
 use crate::http::ClientInfo;
+use crate::observe::{RequestRate, metrics_text, prometheus};
 use crate::offering::{Offering, Offerings, shared_item};
 use crate::page::{Page, WebError};
 use crate::pipeline::WebService;
-use crate::protect::{BotLimiter, FirstSeen, RequestRate};
+use crate::protect::{BotLimiter, FirstSeen};
 use crate::session::TokenAuth;
 use crate::statics::Statics;
 use crate::templates::{TemplateSources, Templates};
@@ -90,37 +90,6 @@ impl Configured {
 /// The web application's shared state. Cheap to clone.
 #[derive(Clone)]
 pub struct App(Arc<Inner>);
-
-fn prometheus() -> Option<&'static PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(h) => {
-                // Histograms keep every sample until drained: by a scrape of
-                // /metrics, or by this upkeep. Without it a server nobody
-                // scrapes grew by the request latencies it recorded (about
-                // 8 bytes a request, forever).
-                let upkeep = h.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("metrics-upkeep".into())
-                    .spawn(move || {
-                        loop {
-                            std::thread::sleep(std::time::Duration::from_secs(5));
-                            upkeep.run_upkeep();
-                        }
-                    });
-                if let Err(e) = spawned {
-                    tracing::warn!(error = %e, "metrics upkeep thread not started");
-                }
-                Some(h)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics recorder not installed");
-                None
-            }
-        })
-        .as_ref()
-}
 
 impl App {
     /// The web application of `site`, sharing the server's `guard`.
@@ -371,7 +340,7 @@ async fn metrics_page(req: Request) -> Response {
     match (local, prometheus()) {
         (true, Some(h)) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            h.render(),
+            metrics_text(h),
         )
             .into_response(),
         _ => WebError::NotFound.into_response(),

@@ -17,6 +17,7 @@ mod access;
 mod app;
 mod config;
 mod http;
+mod observe;
 mod offering;
 mod page;
 mod pipeline;

@@ -38,10 +38,11 @@ use tower::{Service, ServiceExt};
 use tower_http::compression::{Compression, CompressionBody};
 
 use crate::app::App;
+use crate::observe::AccessEntry;
 use crate::offering::require_owner;
 use crate::page::{render_pending, strip_api_prefix};
 use crate::protect::{
-    AccessEntry, Conditional, add_security_headers, client_ip, pace_crawler, refusal_response,
+    Conditional, add_security_headers, client_ip, pace_crawler, refusal_response,
 };
 use crate::session::{
     Session, check_csrf, is_tls, load_session, write_csrf_cookie, write_session_cookie,
@@ -113,13 +114,14 @@ impl Service<Request> for Pipeline {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        Box::pin(handle(self.0.clone(), req).map(Ok))
+        Box::pin(handle(self.0.clone(), req))
     }
 }
 
 /// The access log around everything, so that refusals and panics are logged
-/// too.
-async fn handle(parts: Arc<(App, Router)>, req: Request) -> Response {
+/// too. Never an error: the service's answer as it is, with no wrapper
+/// future to move it through.
+async fn handle(parts: Arc<(App, Router)>, req: Request) -> Result<Response, Infallible> {
     let (app, routes) = &*parts;
     let entry = AccessEntry::begin(app, &req);
     let response = match AssertUnwindSafe(protect(app, routes.clone(), req))
@@ -130,7 +132,7 @@ async fn handle(parts: Arc<(App, Router)>, req: Request) -> Response {
         Err(panic) => panicked(panic),
     };
     entry.end(&response);
-    response
+    Ok(response)
 }
 
 /// A handler panicked: logged, answered with a plain 500 (the page renderer

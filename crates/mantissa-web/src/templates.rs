@@ -10,6 +10,13 @@
 //! Every value printed into HTML is escaped, and text that looks like an
 //! email address is further written as character references, which people's
 //! browsers show normally and address harvesters mostly do not decode.
+//!
+//! The template language is minijinja's Jinja, less `loop.previtem` and
+//! `loop.nextitem`: supporting them makes every loop step take a lock
+//! (minijinja's `adjacent_loop_items` feature, left out in the workspace's
+//! `Cargo.toml`), and loops are what pages spend their time in. A template
+//! that needs its neighbours can use `loop.index0` on the list, or
+//! `loop.changed(...)`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -218,6 +225,18 @@ mod tests {
             false,
             vec![],
         )
+    }
+
+    #[test]
+    fn loops_have_their_counters_and_changed_but_not_adjacent_items() {
+        let t = templates(&[(
+            "l.html",
+            "{% for x in xs %}{{ loop.index }}/{{ loop.length }}{% if loop.changed(x) %}!{% endif %}[{{ loop.previtem }}]{{ xs[loop.index0 - 1] if not loop.first }};{% endfor %}",
+        )]);
+        let out = t
+            .render("l.html", &minijinja::context! { xs => vec!["a", "a", "b"] })
+            .unwrap();
+        assert_eq!(out, "1/3![];2/3[]a;3/3![]a;");
     }
 
     #[test]

@@ -117,6 +117,49 @@ fn the_front_page_names_the_site_and_carries_security_headers() {
 }
 
 #[test]
+fn metrics_count_requests_and_their_durations_for_prometheus() {
+    let s = TestServer::start(Setup::default(), no_routes);
+    // The metrics are the process's, and other tests in this binary run at
+    // the same time: compare before and after, by at least.
+    let find = |text: &str, name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    };
+    let count = |text: &str, name: &str| -> u64 {
+        find(text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    // Before, a counter no request has touched yet is not listed at all.
+    let was = |text: &str, name: &str| find(text, name).unwrap_or(0);
+    let before = s.get("/metrics");
+    assert_eq!(before.status, 200);
+    assert!(
+        before
+            .header("content-type")
+            .is_some_and(|ct| ct.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        before.header("content-type")
+    );
+    let before = before.text();
+    for _ in 0..3 {
+        assert_eq!(s.get("/healthz").status, 200);
+    }
+    assert_eq!(s.get("/no/such/page").status, 404);
+    let after = s.get("/metrics").text();
+    assert!(after.contains("# TYPE mantissa_http_request_seconds histogram"));
+    let seconds = "mantissa_http_request_seconds_count";
+    assert!(
+        count(&after, seconds) >= was(&before, seconds) + 4,
+        "{after}"
+    );
+    let inf = "mantissa_http_request_seconds_bucket{le=\"+Inf\"}";
+    assert_eq!(count(&after, inf), count(&after, seconds), "{after}");
+    let ok = "mantissa_http_requests_total{status=\"2xx\"}";
+    assert!(count(&after, ok) >= was(&before, ok) + 3, "{after}");
+    let missing = "mantissa_http_requests_total{status=\"4xx\"}";
+    assert!(count(&after, missing) >= 1, "{after}");
+}
+
+#[test]
 fn unknown_urls_get_a_themed_404_in_html_and_json() {
     let s = TestServer::start(Setup::default(), no_routes);
     let r = s.get("/no/such/%3Cpage%3E");
