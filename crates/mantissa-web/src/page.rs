@@ -6,9 +6,10 @@
 //! mobile apps and scripts with exactly the same access rules — the JSON is
 //! produced by the same handler, not a second one that could drift.
 
+use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{StatusCode, Uri, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use minijinja::Value;
 use std::sync::Arc;
 
@@ -195,6 +196,40 @@ pub(crate) fn render_error(app: &App, req: &Request, error: WebError) -> Respons
     }
 }
 
+/// What every page's template sees: the page's data, and beside it `site`
+/// (the site's public configuration), `path`, `user` (the signed-in user's
+/// name, if any) and `csrf_field()` (the hidden field a form must carry),
+/// which win over the data's own keys of the same names.
+///
+/// One object answering by name, not a map merged with the data: a page
+/// costs one allocation for it, and `csrf_field` is made only by the pages
+/// that call it.
+#[derive(Debug)]
+struct PageContext {
+    site: Value,
+    path: Value,
+    user: Value,
+    csrf: Option<crate::session::CsrfToken>,
+    data: Value,
+}
+
+impl minijinja::value::Object for PageContext {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match key.as_str()? {
+            "site" => Some(self.site.clone()),
+            "path" => Some(self.path.clone()),
+            "user" => Some(self.user.clone()),
+            "csrf_field" => {
+                let csrf = self.csrf.clone();
+                Some(Value::from_function(move || {
+                    Value::from_safe_string(csrf.as_ref().map(|t| t.field()).unwrap_or_default())
+                }))
+            }
+            name => self.data.get_attr(name).ok().filter(|v| !v.is_undefined()),
+        }
+    }
+}
+
 fn render(
     app: &App,
     page: &Page,
@@ -207,17 +242,27 @@ fn render(
     let mut r = if api {
         (page.status, axum::Json(page.data.clone())).into_response()
     } else {
-        let ctx = minijinja::context! {
-            site => app.public_site(),
-            path => path,
-            user => user,
-            csrf_field => Value::from_function(move || {
-                Value::from_safe_string(csrf.as_ref().map(|t| t.field()).unwrap_or_default())
-            }),
-            ..page.data.clone()
-        };
+        let ctx = Value::from_object(PageContext {
+            site: app.public_site(),
+            path: Value::from(path),
+            user: Value::from(user),
+            csrf,
+            data: page.data.clone(),
+        });
         match app.templates().render(page.template, &ctx) {
-            Ok(html) => (page.status, Html(html)).into_response(),
+            Ok(html) => {
+                // The handler's headers, with the page's type: one map
+                // (the pipeline adds a dozen more), not a new one and a copy.
+                let mut headers = headers;
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                let mut r = Response::new(Body::from(html));
+                *r.status_mut() = page.status;
+                *r.headers_mut() = headers;
+                return r;
+            }
             Err(e) => {
                 tracing::error!(template = %e.name, line = e.line, cause = %e.cause, "template error");
                 let body = if app.templates().is_dev() {
