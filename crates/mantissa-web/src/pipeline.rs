@@ -90,9 +90,30 @@ impl Service<Request> for WebService {
         }
         let response = self.compressed.call(req);
         Box::pin(async move {
-            let response = response.await?;
+            let mut response = response.await?;
+            if response.headers().contains_key(header::CONTENT_ENCODING) {
+                weaken_etag(response.headers_mut());
+            }
             Ok(response.map(|body: CompressionBody<Body>| Body::new(body)))
         })
+    }
+}
+
+/// A compressed answer is not byte for byte the page its ETag was made
+/// of, so the tag becomes weak (`W/"…"`, "the same page"), as nginx does:
+/// a strong tag promises the very bytes. Conditional GET compares tags
+/// weakly, so a client holding either form still gets its 304.
+fn weaken_etag(h: &mut axum::http::HeaderMap) {
+    let Some(tag) = h.get(header::ETAG) else {
+        return;
+    };
+    if tag.as_bytes().starts_with(b"\"") {
+        let mut weak = Vec::with_capacity(tag.len() + 2);
+        weak.extend_from_slice(b"W/");
+        weak.extend_from_slice(tag.as_bytes());
+        if let Ok(weak) = axum::http::HeaderValue::from_bytes(&weak) {
+            h.insert(header::ETAG, weak);
+        }
     }
 }
 
@@ -158,24 +179,22 @@ fn panicked(panic: Box<dyn std::any::Any + Send>) -> Response {
 /// and the headers every response carries.
 async fn protect(app: &App, routes: Router, mut req: Request) -> Response {
     let api = strip_api_prefix(&mut req);
-    let permit = match client_ip(&req).map(|ip| app.guard().begin_request(ip)) {
-        Some(Err(refusal)) => return refusal_response(refusal),
-        Some(Ok(permit)) => Some(permit),
-        None => None,
-    };
-    let mut response = match pace_crawler(app, &req) {
-        Some(refused) => refused,
-        None => {
-            limit_body_time(app, &mut req);
-            let conditional = Conditional::of(&req);
-            let response = page(app, routes, req, api).await;
-            match conditional {
-                Some(c) => c.apply(app, response).await,
-                None => response,
+    let mut response = match client_ip(&req).map(|ip| app.guard().begin_request(ip)) {
+        Some(Err(refusal)) => refusal_response(refusal),
+        // Held until the answer is ready.
+        _permit => match pace_crawler(app, &req) {
+            Some(refused) => refused,
+            None => {
+                limit_body_time(app, &mut req);
+                let conditional = Conditional::of(&req);
+                let response = page(app, routes, req, api).await;
+                match conditional {
+                    Some(c) => c.apply(app, response).await,
+                    None => response,
+                }
             }
-        }
+        },
     };
-    drop(permit);
     add_security_headers(response.headers_mut());
     vary_on_accept_encoding(response.headers_mut());
     response

@@ -228,6 +228,17 @@ fn pages_are_compressed_only_for_clients_that_accept_it() {
         .unwrap();
     assert_eq!(decoded, plain.body);
     assert!(gz.body.len() < plain.body.len());
+    // Other bytes, the same page: the compressed answer's tag is the
+    // plain one's, weak; either gets a 304.
+    let strong = plain.header("etag").unwrap();
+    assert!(strong.starts_with('"'), "{strong}");
+    assert_eq!(gz.header("etag"), Some(format!("W/{strong}").as_str()));
+    for tag in [strong, gz.header("etag").unwrap()] {
+        let again = s.get_with("/", &[("Accept-Encoding", "gzip"), ("If-None-Match", tag)]);
+        assert_eq!(again.status, 304, "{tag}");
+        let again = s.get_with("/", &[("If-None-Match", tag)]);
+        assert_eq!(again.status, 304, "{tag}");
+    }
 }
 
 #[test]
@@ -487,6 +498,9 @@ fn each_address_is_rate_limited_with_retry_after() {
     let r = s.get("/healthz");
     assert_eq!(r.status, 429);
     assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    // A refusal is an answer like any other.
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert!(r.header("content-security-policy").is_some());
 }
 
 #[test]
