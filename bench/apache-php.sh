@@ -253,5 +253,7 @@ print()
 for k, v in med.items():
     print(f"fortunes  {k:28} {v:>10,.0f} req/s (median of {ROUNDS})")
 r = med["mantissa"] / med["apache + mod_php + mariadb"]
-print(f"fortunes: mantissa / apache+php = {r:.1f}x  (goal >= 5x: {'met' if r >= 5 else 'MISSED'})")
+rounds = ", ".join(f"{m / a:.1f}" for m, a in zip(res["mantissa"], res["apache + mod_php + mariadb"]))
+print(f"fortunes: mantissa / apache+php = {r:.1f}x  (goal >= 5x: {'met' if r >= 5 else 'MISSED'}; "
+      f"per round {rounds})")
 EOF
