@@ -20,7 +20,7 @@ use crate::observe::{RequestRate, metrics_text, prometheus};
 use crate::offering::{Offering, Offerings, shared_item};
 use crate::page::{Page, WebError};
 use crate::pipeline::WebService;
-use crate::protect::{BotLimiter, FirstSeen};
+use crate::protect::{BotLimiter, FirstSeen, none_match};
 use crate::session::TokenAuth;
 use crate::statics::Statics;
 use crate::templates::{TemplateSources, Templates};
@@ -366,8 +366,7 @@ async fn static_file(
     let cache = HeaderValue::from_static("public, max-age=31536000, immutable");
     if headers
         .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+        .is_some_and(|v| none_match(v, &etag))
     {
         return (
             StatusCode::NOT_MODIFIED,

@@ -222,6 +222,16 @@ fn page_etag(bytes: &[u8]) -> String {
     format!("\"{hash:032x}\"")
 }
 
+/// Whether an `If-None-Match` value names `etag` (or `*`), by weak
+/// comparison as RFC 9110 has it for this header: `W/"x"` matches `"x"`,
+/// and a compressed copy's tag is the weak form of the page's.
+pub(crate) fn none_match(if_none_match: &HeaderValue, etag: &str) -> bool {
+    if_none_match.to_str().is_ok_and(|v| {
+        v.split(',')
+            .any(|t| t.trim().trim_start_matches("W/") == etag || t.trim() == "*")
+    })
+}
+
 /// What a GET or HEAD request said it has: the validators of conditional
 /// GET.
 pub(crate) struct Conditional {
@@ -273,10 +283,7 @@ impl Conditional {
         let etag = page_etag(&bytes);
         let modified = app.first_seen().get(&etag);
         let fresh = match (&if_none_match, if_modified_since) {
-            (Some(inm), _) => inm.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().trim_start_matches("W/") == etag || t.trim() == "*")
-            }),
+            (Some(inm), _) => none_match(inm, &etag),
             (None, Some(since)) => modified
                 .duration_since(since)
                 .map_or(true, |d| d < Duration::from_secs(1)),
