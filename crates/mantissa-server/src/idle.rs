@@ -172,13 +172,7 @@ impl HeadWatch {
 /// that timer was polled on every wake of the task, every request
 /// (2–5 % of the plaintext benchmark).
 #[derive(Clone, Default)]
-pub(crate) struct Watchers(Arc<std::sync::Mutex<Open>>);
-
-#[derive(Default)]
-struct Open {
-    next: u64,
-    connections: std::collections::HashMap<u64, Watching>,
-}
+pub(crate) struct Watchers(Arc<std::sync::Mutex<Vec<Watching>>>);
 
 struct Watching {
     peer: std::net::SocketAddr,
@@ -197,7 +191,7 @@ pub(crate) enum Overdue {
 }
 
 impl Watchers {
-    fn open(&self) -> std::sync::MutexGuard<'_, Open> {
+    fn open(&self) -> std::sync::MutexGuard<'_, Vec<Watching>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -209,18 +203,12 @@ impl Watchers {
         requests: Requests,
         task: tokio::task::AbortHandle,
     ) {
-        let mut open = self.open();
-        let id = open.next;
-        open.next += 1;
-        open.connections.insert(
-            id,
-            Watching {
-                peer,
-                idle: IdleWatch::new(activity),
-                head: HeadWatch::new(requests),
-                task,
-            },
-        );
+        self.open().push(Watching {
+            peer,
+            idle: IdleWatch::new(activity),
+            head: HeadWatch::new(requests),
+            task,
+        });
     }
 
     /// Looks at every connection: forgets those that ended, and closes
@@ -231,7 +219,7 @@ impl Watchers {
         header: Duration,
     ) -> Vec<(std::net::SocketAddr, Overdue)> {
         let mut closed = Vec::new();
-        self.open().connections.retain(|_, c| {
+        self.open().retain_mut(|c| {
             if c.task.is_finished() {
                 return false;
             }
@@ -252,7 +240,7 @@ impl Watchers {
     /// Connections being watched.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.open().connections.len()
+        self.open().len()
     }
 }
 

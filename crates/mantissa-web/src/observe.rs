@@ -156,27 +156,15 @@ impl AccessEntry {
 }
 
 fn record_metrics(status: u16, elapsed: Duration) {
-    let class = match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    // Handles made once: looking a metric up by name and labels on every
-    // request costs more than recording it.
-    static BY_CLASS: OnceLock<[(&'static str, metrics::Counter); 5]> = OnceLock::new();
+    // Handles made once, by status class (1xx … 5xx): looking a metric up
+    // by name and labels on every request costs more than recording it.
+    static BY_CLASS: OnceLock<[metrics::Counter; 5]> = OnceLock::new();
     let by_class = BY_CLASS.get_or_init(|| {
-        ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| {
-            (
-                c,
-                metrics::counter!("mantissa_http_requests_total", "status" => c),
-            )
-        })
+        ["1xx", "2xx", "3xx", "4xx", "5xx"]
+            .map(|c| metrics::counter!("mantissa_http_requests_total", "status" => c))
     });
-    if let Some((_, counter)) = by_class.iter().find(|(c, _)| *c == class) {
-        counter.increment(1);
-    }
+    let class = usize::from(status / 100).clamp(1, 5) - 1;
+    by_class[class].increment(1);
     REQUEST_TIMES.record(elapsed);
 }
 

@@ -239,8 +239,19 @@ fn render(
     user: Option<String>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let mut r = if api {
-        (page.status, axum::Json(page.data.clone())).into_response()
+    let (content_type, body) = if api {
+        match serde_json::to_vec(&page.data) {
+            Ok(json) => ("application/json", json),
+            Err(e) => {
+                // Inside the renderer: a plain 500, not another page.
+                tracing::error!(error = %e, "a page's data could not be written as JSON");
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong. The error has been logged.\n",
+                )
+                    .into_response();
+            }
+        }
     } else {
         let ctx = Value::from_object(PageContext {
             site: app.public_site(),
@@ -250,40 +261,36 @@ fn render(
             data: page.data.clone(),
         });
         match app.templates().render(page.template, &ctx) {
-            Ok(html) => {
-                // The handler's headers, with the page's type: one map
-                // (the pipeline adds a dozen more), not a new one and a copy.
-                let mut headers = headers;
-                headers.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/html; charset=utf-8"),
-                );
-                let mut r = Response::new(Body::from(html));
-                *r.status_mut() = page.status;
-                *r.headers_mut() = headers;
-                return r;
-            }
-            Err(e) => {
-                tracing::error!(template = %e.name, line = e.line, cause = %e.cause, "template error");
-                let body = if app.templates().is_dev() {
-                    format!(
-                        "<!doctype html><meta charset=utf-8><title>Template error</title><h1>Template error</h1><pre>{}</pre>",
-                        minijinja::HtmlEscape(&e.to_string())
-                    )
-                } else {
-                    "<!doctype html><meta charset=utf-8><title>Something went wrong</title><h1>Something went wrong</h1><p>The error has been logged. Please try again later.</p>".to_string()
-                };
-                return (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                    body,
-                )
-                    .into_response();
-            }
+            Ok(html) => ("text/html; charset=utf-8", html.into_bytes()),
+            Err(e) => return template_error(app, e),
         }
     };
-    for (k, v) in headers.iter() {
-        r.headers_mut().append(k, v.clone());
-    }
+    // The handler's headers, with the page's type: one map (the pipeline
+    // adds a dozen more), not a new one and a copy.
+    let mut headers = headers;
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = page.status;
+    *r.headers_mut() = headers;
     r
+}
+
+/// A template failed: logged with where and why; the page says so in
+/// development, and only that something went wrong in production.
+fn template_error(app: &App, e: crate::templates::TemplateError) -> Response {
+    tracing::error!(template = %e.name, line = e.line, cause = %e.cause, "template error");
+    let body = if app.templates().is_dev() {
+        format!(
+            "<!doctype html><meta charset=utf-8><title>Template error</title><h1>Template error</h1><pre>{}</pre>",
+            minijinja::HtmlEscape(&e.to_string())
+        )
+    } else {
+        "<!doctype html><meta charset=utf-8><title>Something went wrong</title><h1>Something went wrong</h1><p>The error has been logged. Please try again later.</p>".to_string()
+    };
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
