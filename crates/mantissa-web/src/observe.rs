@@ -151,21 +151,8 @@ impl AccessEntry {
                 user_agent = %ua,
             );
         }
-        record_metrics(status, elapsed);
+        REQUEST_TIMES.record(status, elapsed);
     }
-}
-
-fn record_metrics(status: u16, elapsed: Duration) {
-    // Handles made once, by status class (1xx … 5xx): looking a metric up
-    // by name and labels on every request costs more than recording it.
-    static BY_CLASS: OnceLock<[metrics::Counter; 5]> = OnceLock::new();
-    let by_class = BY_CLASS.get_or_init(|| {
-        ["1xx", "2xx", "3xx", "4xx", "5xx"]
-            .map(|c| metrics::counter!("mantissa_http_requests_total", "status" => c))
-    });
-    let class = usize::from(status / 100).clamp(1, 5) - 1;
-    by_class[class].increment(1);
-    REQUEST_TIMES.record(elapsed);
 }
 
 /// The upper bounds of the request-duration buckets, in microseconds:
@@ -176,7 +163,13 @@ const BOUNDS_MICROS: [u64; 16] = [
     1_000_000, 2_500_000, 5_000_000, 10_000_000,
 ];
 
-/// How long requests took, by bucket, spread over per-thread cache lines.
+/// The status classes requests are counted by (`status / 100 - 1`).
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Requests by status class and how long they took, by bucket, spread over
+/// per-thread cache lines. Counted here rather than with the `metrics`
+/// crate's counters: those are one atomic each, which every thread would
+/// write on every request.
 struct RequestTimes {
     shards: [TimesShard; SHARDS],
 }
@@ -187,6 +180,7 @@ struct TimesShard {
     /// beyond every bound.
     buckets: [AtomicU64; BOUNDS_MICROS.len() + 1],
     micros: AtomicU64,
+    by_class: [AtomicU64; STATUS_CLASSES.len()],
 }
 
 static REQUEST_TIMES: RequestTimes = RequestTimes::new();
@@ -198,29 +192,44 @@ impl RequestTimes {
                 TimesShard {
                     buckets: [const { AtomicU64::new(0) }; BOUNDS_MICROS.len() + 1],
                     micros: AtomicU64::new(0),
+                    by_class: [const { AtomicU64::new(0) }; STATUS_CLASSES.len()],
                 }
             }; SHARDS],
         }
     }
 
-    fn record(&self, elapsed: Duration) {
+    fn record(&self, status: u16, elapsed: Duration) {
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let bucket = BOUNDS_MICROS.partition_point(|&bound| bound < micros);
+        let class = usize::from(status / 100).clamp(1, STATUS_CLASSES.len()) - 1;
         let shard = &self.shards[shard()];
         shard.buckets[bucket].fetch_add(1, Relaxed);
         shard.micros.fetch_add(micros, Relaxed);
+        shard.by_class[class].fetch_add(1, Relaxed);
     }
 
-    /// The histogram in Prometheus's text format.
+    /// The request counter and the histogram in Prometheus's text format.
     fn render(&self, out: &mut String) {
         const NAME: &str = "mantissa_http_request_seconds";
+        const TOTAL: &str = "mantissa_http_requests_total";
         let mut counts = [0u64; BOUNDS_MICROS.len() + 1];
+        let mut by_class = [0u64; STATUS_CLASSES.len()];
         let mut micros = 0u64;
         for shard in &self.shards {
             for (sum, bucket) in counts.iter_mut().zip(&shard.buckets) {
                 *sum += bucket.load(Relaxed);
             }
+            for (sum, class) in by_class.iter_mut().zip(&shard.by_class) {
+                *sum += class.load(Relaxed);
+            }
             micros = micros.wrapping_add(shard.micros.load(Relaxed));
+        }
+        let _ = writeln!(out, "# HELP {TOTAL} Requests answered, by status class.");
+        let _ = writeln!(out, "# TYPE {TOTAL} counter");
+        for (class, count) in STATUS_CLASSES.iter().zip(by_class) {
+            if count > 0 {
+                let _ = writeln!(out, "{TOTAL}{{status=\"{class}\"}} {count}");
+            }
         }
         let _ = writeln!(
             out,
@@ -285,11 +294,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_times_render_as_a_cumulative_prometheus_histogram() {
+    fn requests_render_as_prometheus_counters_and_a_cumulative_histogram() {
         let times = RequestTimes::new();
         for micros in [50, 100, 101, 3_000, 20_000_000] {
-            times.record(Duration::from_micros(micros));
+            times.record(200, Duration::from_micros(micros));
         }
+        times.record(404, Duration::from_micros(10));
         let mut text = String::new();
         times.render(&mut text);
         let line = |prefix: &str| {
@@ -299,35 +309,44 @@ mod tests {
                 .to_string()
         };
         assert!(text.contains("# TYPE mantissa_http_request_seconds histogram"));
-        // 50 and 100 µs are within 0.1 ms; 101 µs is not.
+        // 10, 50 and 100 µs are within 0.1 ms; 101 µs is not.
         assert_eq!(
             line("mantissa_http_request_seconds_bucket{le=\"0.0001\"}"),
-            "mantissa_http_request_seconds_bucket{le=\"0.0001\"} 2"
+            "mantissa_http_request_seconds_bucket{le=\"0.0001\"} 3"
         );
         assert_eq!(
             line("mantissa_http_request_seconds_bucket{le=\"0.00025\"}"),
-            "mantissa_http_request_seconds_bucket{le=\"0.00025\"} 3"
+            "mantissa_http_request_seconds_bucket{le=\"0.00025\"} 4"
         );
         assert_eq!(
             line("mantissa_http_request_seconds_bucket{le=\"0.005\"}"),
-            "mantissa_http_request_seconds_bucket{le=\"0.005\"} 4"
+            "mantissa_http_request_seconds_bucket{le=\"0.005\"} 5"
         );
         assert_eq!(
             line("mantissa_http_request_seconds_bucket{le=\"10\"}"),
-            "mantissa_http_request_seconds_bucket{le=\"10\"} 4"
+            "mantissa_http_request_seconds_bucket{le=\"10\"} 5"
         );
         assert_eq!(
             line("mantissa_http_request_seconds_bucket{le=\"+Inf\"}"),
-            "mantissa_http_request_seconds_bucket{le=\"+Inf\"} 5"
+            "mantissa_http_request_seconds_bucket{le=\"+Inf\"} 6"
         );
         assert_eq!(
             line("mantissa_http_request_seconds_count"),
-            "mantissa_http_request_seconds_count 5"
+            "mantissa_http_request_seconds_count 6"
         );
         assert_eq!(
             line("mantissa_http_request_seconds_sum"),
-            "mantissa_http_request_seconds_sum 20.003251"
+            "mantissa_http_request_seconds_sum 20.003261"
         );
+        assert_eq!(
+            line("mantissa_http_requests_total{status=\"2xx\"}"),
+            "mantissa_http_requests_total{status=\"2xx\"} 5"
+        );
+        assert_eq!(
+            line("mantissa_http_requests_total{status=\"4xx\"}"),
+            "mantissa_http_requests_total{status=\"4xx\"} 1"
+        );
+        assert!(!text.contains("status=\"5xx\""), "no 5xx: {text}");
     }
 
     #[test]
