@@ -129,8 +129,17 @@ pub(crate) fn pace_crawler(app: &App, req: &Request) -> Option<Response> {
 }
 
 /// Security headers on every response (a handler's own win).
+///
+/// Every answer gets the content security policy (whose `frame-ancestors`
+/// is what keeps pages out of other sites' frames), `nosniff` and the
+/// referrer policy. Documents (HTML, XHTML, SVG) also get the two headers
+/// that only act on a document a browser shows: `X-Frame-Options`, for
+/// browsers older than `frame-ancestors`, and the opener policy, which
+/// cuts a window's ties to the window that opened it. Leaving those two off
+/// other answers keeps a small answer's header map within the room it was
+/// made with (six entries), instead of growing it on every request.
 pub(crate) fn add_security_headers(h: &mut HeaderMap) {
-    const HEADERS: [(HeaderName, HeaderValue); 5] = [
+    const EVERY_ANSWER: [(HeaderName, HeaderValue); 3] = [
         (
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(
@@ -145,16 +154,34 @@ pub(crate) fn add_security_headers(h: &mut HeaderMap) {
             header::REFERRER_POLICY,
             HeaderValue::from_static("strict-origin-when-cross-origin"),
         ),
+    ];
+    const DOCUMENTS: [(HeaderName, HeaderValue); 2] = [
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
         (
             HeaderName::from_static("cross-origin-opener-policy"),
             HeaderValue::from_static("same-origin"),
         ),
     ];
-    h.reserve(HEADERS.len());
-    for (name, value) in HEADERS {
-        h.entry(name).or_insert(value);
+    let document = h
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| is_document(ct.as_bytes()));
+    let extra = if document { &DOCUMENTS[..] } else { &[] };
+    h.reserve(EVERY_ANSWER.len() + extra.len());
+    for (name, value) in EVERY_ANSWER.iter().chain(extra) {
+        h.entry(name.clone()).or_insert(value.clone());
     }
+}
+
+/// Whether a content type is one a browser shows as a document that can be
+/// framed or run script.
+fn is_document(content_type: &[u8]) -> bool {
+    ["text/html", "application/xhtml+xml", "image/svg+xml"]
+        .iter()
+        .any(|d| {
+            content_type
+                .get(..d.len())
+                .is_some_and(|t| t.eq_ignore_ascii_case(d.as_bytes()))
+        })
 }
 
 /// When each page version (by ETag) was first served: its Last-Modified.

@@ -92,9 +92,28 @@ fn the_front_page_names_the_site_and_carries_security_headers() {
         r.header("referrer-policy"),
         Some("strict-origin-when-cross-origin")
     );
+    // A document also keeps out of frames in browsers older than
+    // frame-ancestors, and away from the window that opened it.
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("cross-origin-opener-policy"), Some("same-origin"));
     assert!(
         r.header("set-cookie").is_none(),
         "anonymous pages set no cookie"
+    );
+    // Answers that are not documents carry the policy too.
+    let health = s.get("/healthz");
+    assert_eq!(health.status, 200);
+    assert!(
+        health
+            .header("content-security-policy")
+            .is_some_and(|p| p.contains("frame-ancestors 'none'")),
+        "{:?}",
+        health.header("content-security-policy")
+    );
+    assert_eq!(health.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(
+        health.header("referrer-policy"),
+        Some("strict-origin-when-cross-origin")
     );
     // Small: the page and its stylesheet together are far under 50 KB.
     let css_url = html
