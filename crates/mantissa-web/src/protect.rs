@@ -201,26 +201,46 @@ impl Default for FirstSeen {
     }
 }
 
+/// What the thread's memo keeps of the last version it looked up.
+struct Seen {
+    map: u64,
+    etag: Etag,
+    at: SystemTime,
+    /// `at` as a `Last-Modified` value, formatted once.
+    header: HeaderValue,
+}
+
 thread_local! {
     /// The last version this thread looked up: a page in demand is the
     /// same version request after request, and this spares the shared
-    /// map's lock, which every thread would otherwise take on each one.
-    static LAST_SEEN: std::cell::RefCell<Option<(u64, String, SystemTime)>> =
-        const { std::cell::RefCell::new(None) };
+    /// map's lock, which every thread would otherwise take on each one,
+    /// and the formatting of its date.
+    static LAST_SEEN: std::cell::RefCell<Option<Seen>> = const { std::cell::RefCell::new(None) };
 }
 
 impl FirstSeen {
-    fn get(&self, etag: &str) -> SystemTime {
+    /// When the version was first served, and that time as a header value.
+    fn get(&self, etag: &Etag) -> (SystemTime, HeaderValue) {
         let memo = LAST_SEEN.with_borrow(|last| match last {
-            Some((id, e, seen)) if *id == self.id && e == etag => Some(*seen),
+            Some(seen) if seen.map == self.id && seen.etag == *etag => {
+                Some((seen.at, seen.header.clone()))
+            }
             _ => None,
         });
         if let Some(seen) = memo {
             return seen;
         }
-        let seen = self.lookup(etag);
-        LAST_SEEN.with_borrow_mut(|last| *last = Some((self.id, etag.to_string(), seen)));
-        seen
+        let at = self.lookup(etag.as_str());
+        let header = HeaderValue::from_str(&httpdate::fmt_http_date(at)).expect("date");
+        LAST_SEEN.with_borrow_mut(|last| {
+            *last = Some(Seen {
+                map: self.id,
+                etag: *etag,
+                at,
+                header: header.clone(),
+            })
+        });
+        (at, header)
     }
 
     fn lookup(&self, etag: &str) -> SystemTime {
@@ -237,16 +257,28 @@ impl FirstSeen {
     }
 }
 
-/// The strong ETag of a page's bytes: a 128-bit XXH3 hash, in hex.
+/// The strong ETag of a page's bytes: a 128-bit XXH3 hash in hex, quoted,
+/// kept on the stack.
 ///
 /// Not a cryptographic hash, on purpose: an ETag only has to change when
 /// the page does (a collision would need someone to make two versions of
 /// the same page collide, and would cost a stale page, not a secret), and
 /// SHA-256 took about a microsecond of every HTML page (`bench/README.md`,
 /// "Web"), twenty times what this does.
-fn page_etag(bytes: &[u8]) -> String {
-    let hash = xxhash_rust::xxh3::xxh3_128(bytes);
-    format!("\"{hash:032x}\"")
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Etag([u8; 34]);
+
+impl Etag {
+    fn of(bytes: &[u8]) -> Etag {
+        let hash = xxhash_rust::xxh3::xxh3_128(bytes).to_be_bytes();
+        let mut tag = [b'"'; 34];
+        hex::encode_to_slice(hash, &mut tag[1..33]).expect("32 hex digits");
+        Etag(tag)
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex is ASCII")
+    }
 }
 
 /// Whether an `If-None-Match` value names `etag` (or `*`), by weak
@@ -307,22 +339,20 @@ impl Conditional {
         let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         };
-        let etag = page_etag(&bytes);
-        let modified = app.first_seen().get(&etag);
+        let etag = Etag::of(&bytes);
+        let (modified, last_modified) = app.first_seen().get(&etag);
         let fresh = match (&if_none_match, if_modified_since) {
-            (Some(inm), _) => none_match(inm, &etag),
+            (Some(inm), _) => none_match(inm, etag.as_str()),
             (None, Some(since)) => modified
                 .duration_since(since)
                 .map_or(true, |d| d < Duration::from_secs(1)),
             (None, None) => false,
         };
-        parts
-            .headers
-            .insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
         parts.headers.insert(
-            header::LAST_MODIFIED,
-            HeaderValue::from_str(&httpdate::fmt_http_date(modified)).expect("date"),
+            header::ETAG,
+            HeaderValue::from_bytes(&etag.0).expect("quoted hex"),
         );
+        parts.headers.insert(header::LAST_MODIFIED, last_modified);
         parts
             .headers
             .entry(header::CACHE_CONTROL)
@@ -339,6 +369,17 @@ impl Conditional {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_etag_is_the_quoted_hash_of_the_bytes() {
+        let tag = Etag::of(b"<p>page</p>");
+        let text = tag.as_str();
+        assert_eq!(text.len(), 34);
+        assert!(text.starts_with('"') && text.ends_with('"'), "{text}");
+        assert!(text[1..33].bytes().all(|b| b.is_ascii_hexdigit()), "{text}");
+        assert!(tag == Etag::of(b"<p>page</p>"));
+        assert!(tag != Etag::of(b"<p>page!</p>"));
+    }
 
     #[test]
     fn the_crawler_limiter_forgets_addresses_it_no_longer_needs() {
