@@ -57,6 +57,22 @@ fn with_form_template() -> Setup {
     }
 }
 
+/// The headers every answer carries: the content security policy, which
+/// keeps pages out of other sites' frames, `nosniff` and the referrer
+/// policy.
+fn carries_the_security_policy(r: &Response) {
+    let policy = r.header("content-security-policy");
+    assert!(
+        policy.is_some_and(|p| p.contains("frame-ancestors 'none'")),
+        "{policy:?}"
+    );
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(
+        r.header("referrer-policy"),
+        Some("strict-origin-when-cross-origin")
+    );
+}
+
 #[test]
 fn the_front_page_names_the_site_and_carries_security_headers() {
     let s = TestServer::start(
@@ -82,16 +98,7 @@ fn the_front_page_names_the_site_and_carries_security_headers() {
         html.contains("&#104;&#101;&#108;&#108;&#111;&#64;"),
         "but readable as entities"
     );
-    assert!(
-        r.header("content-security-policy")
-            .unwrap()
-            .contains("frame-ancestors 'none'")
-    );
-    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
-    assert_eq!(
-        r.header("referrer-policy"),
-        Some("strict-origin-when-cross-origin")
-    );
+    carries_the_security_policy(&r);
     // A document also keeps out of frames in browsers older than
     // frame-ancestors, and away from the window that opened it.
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
@@ -103,18 +110,7 @@ fn the_front_page_names_the_site_and_carries_security_headers() {
     // Answers that are not documents carry the policy too.
     let health = s.get("/healthz");
     assert_eq!(health.status, 200);
-    assert!(
-        health
-            .header("content-security-policy")
-            .is_some_and(|p| p.contains("frame-ancestors 'none'")),
-        "{:?}",
-        health.header("content-security-policy")
-    );
-    assert_eq!(health.header("x-content-type-options"), Some("nosniff"));
-    assert_eq!(
-        health.header("referrer-policy"),
-        Some("strict-origin-when-cross-origin")
-    );
+    carries_the_security_policy(&health);
     // Small: the page and its stylesheet together are far under 50 KB.
     let css_url = html
         .split("rel=\"stylesheet\" href=\"")
@@ -526,8 +522,7 @@ fn each_address_is_rate_limited_with_retry_after() {
     assert_eq!(r.status, 429);
     assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
     // A refusal is an answer like any other.
-    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
-    assert!(r.header("content-security-policy").is_some());
+    carries_the_security_policy(&r);
 }
 
 #[test]
