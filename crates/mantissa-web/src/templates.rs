@@ -11,6 +11,11 @@
 //! email address is further written as character references, which people's
 //! browsers show normally and address harvesters mostly do not decode.
 //!
+//! While a theme is in use, renders run on a budget (minijinja's fuel), so
+//! that a theme template that loops for ever ends in a template error
+//! instead of holding a worker; the templates compiled into the binary, like
+//! the rest of its code, run without one.
+//!
 //! The template language is minijinja's Jinja, less `loop.previtem` and
 //! `loop.nextitem`: supporting them makes every loop step take a lock
 //! (minijinja's `adjacent_loop_items` feature, left out in the workspace's
@@ -58,6 +63,10 @@ impl From<Error> for TemplateError {
         }
     }
 }
+
+/// What a render may spend when a theme is in use (minijinja's fuel: about
+/// one per instruction), far more than any real page needs.
+const THEME_FUEL: u64 = 2_000_000;
 
 /// The template engine.
 pub struct Templates {
@@ -131,8 +140,15 @@ impl Templates {
         let mut env = Environment::new();
         env.set_formatter(obfuscating_formatter);
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
-        // Bound what a template can cost (loops, recursion).
-        env.set_fuel(Some(2_000_000));
+        // Bound what a theme's templates can cost: they are files anyone
+        // with the site's folder can edit, and a loop in one could hold a
+        // worker for ever. The templates compiled into the binary are code
+        // like the rest of it, and go without: fuel is counted with an
+        // atomic per instruction, a fifth of the Fortunes page's render
+        // time (`bench/README.md`, "Web").
+        if sources.theme_dir.is_some() {
+            env.set_fuel(Some(THEME_FUEL));
+        }
         env.set_recursion_limit(64);
         for (name, value) in &self.globals {
             env.add_global(*name, value.clone());
@@ -252,6 +268,23 @@ mod tests {
             out,
             "<p>&lt;script&gt;alert(1)&lt;&#x2f;script&gt;|mail &#109;&#101;&#64;&#101;&#120;&#97;&#109;&#112;&#108;&#101;&#46;&#111;&#114;&#103; now</p>"
         );
+    }
+
+    #[test]
+    fn a_theme_template_that_loops_for_ever_is_stopped_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("spin.html"),
+            "{% for a in range(100000) %}{% for b in range(100000) %}.{% endfor %}{% endfor %}",
+        )
+        .unwrap();
+        let t = templates(&[("ok.html", "{% for x in range(3) %}{{ x }}{% endfor %}")]);
+        t.set_theme_dir(Some(dir.path().to_path_buf()));
+        let e = t.render("spin.html", &Value::UNDEFINED).unwrap_err();
+        assert_eq!(e.name, "spin.html");
+        assert!(e.cause.contains("fuel"), "{e}");
+        // The budget is far above what pages need.
+        assert_eq!(t.render("ok.html", &Value::UNDEFINED).unwrap(), "012");
     }
 
     #[test]
