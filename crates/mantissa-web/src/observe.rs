@@ -151,7 +151,7 @@ impl AccessEntry {
                 user_agent = %ua,
             );
         }
-        REQUEST_TIMES.record(status, elapsed);
+        REQUEST_STATS.record(status, elapsed);
     }
 }
 
@@ -170,12 +170,12 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// per-thread cache lines. Counted here rather than with the `metrics`
 /// crate's counters: those are one atomic each, which every thread would
 /// write on every request.
-struct RequestTimes {
-    shards: [TimesShard; SHARDS],
+struct RequestStats {
+    shards: [StatsShard; SHARDS],
 }
 
 #[repr(align(128))]
-struct TimesShard {
+struct StatsShard {
     /// Requests by the first bound they are within; the last counts those
     /// beyond every bound.
     buckets: [AtomicU64; BOUNDS_MICROS.len() + 1],
@@ -183,13 +183,13 @@ struct TimesShard {
     by_class: [AtomicU64; STATUS_CLASSES.len()],
 }
 
-static REQUEST_TIMES: RequestTimes = RequestTimes::new();
+static REQUEST_STATS: RequestStats = RequestStats::new();
 
-impl RequestTimes {
-    const fn new() -> RequestTimes {
-        RequestTimes {
+impl RequestStats {
+    const fn new() -> RequestStats {
+        RequestStats {
             shards: [const {
-                TimesShard {
+                StatsShard {
                     buckets: [const { AtomicU64::new(0) }; BOUNDS_MICROS.len() + 1],
                     micros: AtomicU64::new(0),
                     by_class: [const { AtomicU64::new(0) }; STATUS_CLASSES.len()],
@@ -285,7 +285,7 @@ pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
 /// The text of `/metrics`: the recorder's metrics and the request times.
 pub(crate) fn metrics_text(recorder: &PrometheusHandle) -> String {
     let mut out = recorder.render();
-    REQUEST_TIMES.render(&mut out);
+    REQUEST_STATS.render(&mut out);
     out
 }
 
@@ -295,13 +295,13 @@ mod tests {
 
     #[test]
     fn requests_render_as_prometheus_counters_and_a_cumulative_histogram() {
-        let times = RequestTimes::new();
+        let stats = RequestStats::new();
         for micros in [50, 100, 101, 3_000, 20_000_000] {
-            times.record(200, Duration::from_micros(micros));
+            stats.record(200, Duration::from_micros(micros));
         }
-        times.record(404, Duration::from_micros(10));
+        stats.record(404, Duration::from_micros(10));
         let mut text = String::new();
-        times.render(&mut text);
+        stats.render(&mut text);
         let line = |prefix: &str| {
             text.lines()
                 .find(|l| l.starts_with(prefix))
