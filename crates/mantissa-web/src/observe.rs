@@ -251,29 +251,16 @@ impl RequestStats {
 
 /// The process's Prometheus recorder, installed on first use (the
 /// `metrics` crate has one recorder per process).
+///
+/// It holds counters and gauges only. Durations are counted in
+/// [`RequestStats`]; a histogram recorded through the `metrics` crate
+/// would keep every sample until a scrape, so one added later would need
+/// the recorder's upkeep (`PrometheusHandle::run_upkeep`) run now and then.
 pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(h) => {
-                // Histograms made with the `metrics` crate keep every sample
-                // until drained: by a scrape of /metrics, or by this upkeep.
-                // Without it a server nobody scrapes would grow by every
-                // sample such a histogram recorded.
-                let upkeep = h.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("metrics-upkeep".into())
-                    .spawn(move || {
-                        loop {
-                            std::thread::sleep(Duration::from_secs(5));
-                            upkeep.run_upkeep();
-                        }
-                    });
-                if let Err(e) = spawned {
-                    tracing::warn!(error = %e, "metrics upkeep thread not started");
-                }
-                Some(h)
-            }
+            Ok(h) => Some(h),
             Err(e) => {
                 tracing::warn!(error = %e, "metrics recorder not installed");
                 None
@@ -282,7 +269,8 @@ pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// The text of `/metrics`: the recorder's metrics and the request times.
+/// The text of `/metrics`: the recorder's counters and gauges, then the
+/// request counts and durations.
 pub(crate) fn metrics_text(recorder: &PrometheusHandle) -> String {
     let mut out = recorder.render();
     REQUEST_STATS.render(&mut out);
