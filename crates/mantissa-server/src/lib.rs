@@ -2,7 +2,9 @@
 //!
 //! This crate owns everything between a listening socket and a protocol's
 //! first byte: the listeners (configured as [`Port`] items in the site
-//! store), TLS, the one [`Guard`] that every protocol shares — connection caps
+//! store), TLS, the threads connections are served on (one single-threaded
+//! runtime per CPU, each connection on one of them for its whole life), the
+//! one [`Guard`] that every protocol shares — connection caps
 //! overall and per IP address, handshake, header and idle timeouts, request-rate
 //! limits and load shedding — and graceful shutdown. Protocols (HTTP in
 //! `mantissa-web`, SMTP and SIP later) plug in through the small
@@ -15,6 +17,7 @@ mod idle;
 mod listener;
 mod port;
 mod tls;
+mod workers;
 
 pub use guard::{Guard, Limits, Permit, Refusal, SlotGuard};
 pub use idle::{Answering, Requests};

@@ -4,7 +4,8 @@
 //! handshake under a timeout, and hands the connection to its [`Protocol`].
 //! Between accepts, its loop looks over its open connections and closes
 //! the idle ones and those overdue with a request head (`idle.rs`).
-//! Shutdown stops accepting at once, tells every connection (protocols
+//! Admitted connections are served on the threads of `workers.rs`, each
+//! staying on one thread for its life. Shutdown stops accepting at once, tells every connection (protocols
 //! finish the request in flight and close), and waits for them for the
 //! grace period before dropping the rest.
 
@@ -22,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::guard::{Guard, Refusal, SlotGuard};
 use crate::idle::{Activity, Overdue, Requests, Watched, Watchers};
+use crate::workers::Workers;
 
 /// A byte stream a protocol talks over: plain TCP or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -167,9 +169,15 @@ impl Server {
             listeners,
             stop,
         } = self;
+        let workers = Arc::new(Workers::start());
         let mut accepting = JoinSet::new();
         for l in listeners {
-            accepting.spawn(accept_loop(l, guard.clone(), Shutdown(stop.subscribe())));
+            accepting.spawn(accept_loop(
+                l,
+                guard.clone(),
+                workers.clone(),
+                Shutdown(stop.subscribe()),
+            ));
         }
         shutdown.await;
         tracing::info!("shutting down: no new connections");
@@ -182,7 +190,7 @@ impl Server {
     }
 }
 
-async fn accept_loop(l: Listening, guard: Guard, mut shutdown: Shutdown) {
+async fn accept_loop(l: Listening, guard: Guard, workers: Arc<Workers>, mut shutdown: Shutdown) {
     let mut connections = JoinSet::new();
     let mut sweep = tokio::time::interval(std::time::Duration::from_secs(60));
     let idle = guard.limits().idle_timeout;
@@ -240,6 +248,14 @@ async fn accept_loop(l: Listening, guard: Guard, mut shutdown: Shutdown) {
                 continue;
             }
         };
+        // Registered again with the reactor of the thread that serves it.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "could not hand over a connection");
+                continue;
+            }
+        };
         let protocol = l.protocol.clone();
         let tls = l.tls.clone();
         let handshake = guard.limits().handshake_timeout;
@@ -247,7 +263,14 @@ async fn accept_loop(l: Listening, guard: Guard, mut shutdown: Shutdown) {
         let activity = Activity::new();
         let requests = Requests::default();
         let (watched_activity, watched_requests) = (activity.clone(), requests.clone());
-        let task = connections.spawn(async move {
+        let task = workers.spawn(&mut connections, async move {
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "could not take over a connection");
+                    return;
+                }
+            };
             let (io, secure): (Box<dyn Io>, bool) = match tls {
                 None => (Box::new(stream), false),
                 Some(acceptor) => {

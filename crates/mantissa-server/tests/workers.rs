@@ -1,0 +1,92 @@
+//! Connections are served on the connection threads, each connection on one
+//! thread for its whole life, and shutdown still waits for them.
+
+use std::sync::Arc;
+
+use mantissa_server::{BoxFuture, Connection, Guard, Limits, Protocol, Server};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Answers every line with the name of the thread that read it.
+struct ThreadName;
+
+impl Protocol for ThreadName {
+    fn serve(&self, conn: Connection) -> BoxFuture {
+        Box::pin(async move {
+            let mut lines = BufReader::new(conn.io);
+            let mut line = String::new();
+            while lines.read_line(&mut line).await.is_ok_and(|n| n > 0) {
+                let name = std::thread::current().name().unwrap_or("").to_string();
+                if lines
+                    .get_mut()
+                    .write_all(format!("{name}\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                line.clear();
+            }
+        })
+    }
+}
+
+/// The thread names that answered `n` lines on one connection.
+async fn threads_of(stream: &mut BufReader<TcpStream>, n: usize) -> Vec<String> {
+    let mut names = Vec::new();
+    for i in 0..n {
+        stream
+            .get_mut()
+            .write_all(format!("line {i}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut name = String::new();
+        stream.read_line(&mut name).await.unwrap();
+        names.push(name.trim().to_string());
+        // Let the runtimes poll other things between lines.
+        tokio::task::yield_now().await;
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_connection_stays_on_one_connection_thread_and_shutdown_waits() {
+    let mut server = Server::new(Guard::new(Limits::default()));
+    let addr = server
+        .listen("127.0.0.1:0".parse().unwrap(), None, Arc::new(ThreadName))
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let mut a = BufReader::new(TcpStream::connect(addr).await.unwrap());
+    let mut b = BufReader::new(TcpStream::connect(addr).await.unwrap());
+    let on_a = threads_of(&mut a, 5).await;
+    let on_b = threads_of(&mut b, 5).await;
+    for names in [&on_a, &on_b] {
+        assert!(
+            names[0].starts_with("mantissa-conn-"),
+            "served on {names:?}, not a connection thread"
+        );
+        assert!(
+            names.iter().all(|n| n == &names[0]),
+            "a connection moved between threads: {names:?}"
+        );
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        assert_ne!(
+            on_a[0], on_b[0],
+            "two connections in a row went to the same thread"
+        );
+    }
+
+    // Shutdown ends the server once the open connections close.
+    stop.send(()).unwrap();
+    drop((a, b));
+    tokio::time::timeout(std::time::Duration::from_secs(10), running)
+        .await
+        .expect("the server stopped")
+        .unwrap();
+}
