@@ -153,7 +153,7 @@ mantissa_port=$((port + 1))
 "$target_dir/release/mantissa-fortunes" "127.0.0.1:$mantissa_port" >/dev/null 2>&1 &
 mantissa_pid=$!
 
-APACHE_URL="http://127.0.0.1:$port/fortunes.php" MANTISSA_URL="http://127.0.0.1:$mantissa_port/fortunes" \
+CROSS_CPU="$target_dir/release/cross-cpu" APACHE_URL="http://127.0.0.1:$port/fortunes.php" MANTISSA_URL="http://127.0.0.1:$mantissa_port/fortunes" \
     MANTISSA_PID="$mantissa_pid" python3 - <<'EOF'
 import html
 import os
@@ -227,6 +227,13 @@ def wait_quiet():
         time.sleep(2)
 
 
+def cross_cpu():
+    """The machine's cross-CPU latency just now (`cross-cpu`, in ns)."""
+    out = subprocess.run([os.environ["CROSS_CPU"], "200000"],
+                         check=True, capture_output=True, text=True).stdout
+    return int(re.search(r"(\d+) ns", out).group(1))
+
+
 NCPU = os.cpu_count() or 1
 HZ = os.sysconf("SC_CLK_TCK")
 res = {"apache + mod_php + mariadb": [], "mantissa": []}
@@ -234,6 +241,7 @@ pairs = [("apache + mod_php + mariadb", apache), ("mantissa", mantissa)]
 for rnd in range(1, ROUNDS + 1):
     for name, url in (pairs if rnd % 2 else pairs[::-1]):
         quiet = wait_quiet()
+        xcpu = cross_cpu()
         wrk(url, WARMUP)
         b0, t0 = cpu_busy()
         c0 = os.times()
@@ -246,7 +254,8 @@ for rnd in range(1, ROUNDS + 1):
         rest = 100.0 * NCPU * (b1 - b0) / total - client
         res[name].append(rps)
         print(f"  round {rnd}  fortunes  {name:28} {rps:>10,.0f} req/s  cpu: wrk {client:4.0f}%  "
-              f"server and everything else {rest:4.0f}%  (idle check before: {quiet:.0f}% busy)  {note}",
+              f"server and everything else {rest:4.0f}%  (idle check before: {quiet:.0f}% busy; "
+              f"cross-CPU {xcpu} ns)  {note}",
               flush=True)
 med = {k: statistics.median(v) for k, v in res.items()}
 print()

@@ -186,10 +186,18 @@ def wrk(url, duration):
     return rps, int(bad.group(1)) if bad else 0, errs.group(0) if errs else "", lat.group(1) if lat else "?"
 
 
+def cross_cpu():
+    """The machine's cross-CPU latency just now (`cross-cpu`, in ns)."""
+    out = subprocess.run([os.path.join(BIN, "cross-cpu"), "200000"],
+                         check=True, capture_output=True, text=True).stdout
+    return int(re.search(r"(\d+) ns", out).group(1))
+
+
 def measure(server_pid, url):
     """One warm-up and one measured wrk run; the CPU the server and
     everything else used during the measured run."""
     quiet_before = wait_quiet()
+    xcpu = cross_cpu()
     wrk(url, WARMUP)
     b0, t0 = cpu_busy()
     s0 = proc_cpu(server_pid)
@@ -204,7 +212,7 @@ def measure(server_pid, url):
     busy = 100.0 * NCPU * (b1 - b0) / total
     other = max(0.0, busy - server - client)
     return dict(rps=rps, bad=bad, errs=errs, lat=lat, server=server, client=client,
-                other=other, quiet=quiet_before)
+                other=other, quiet=quiet_before, xcpu=xcpu)
 
 
 def start(name, args, path):
@@ -315,7 +323,8 @@ try:
             if m["bad"] or m["errs"]:
                 flag = f"  !! {m['bad']} non-2xx {m['errs']}"
             print(f"  round {rnd}  {test:9} {name:30} {m['rps']:>10,.0f} req/s  latency avg {m['lat']:>8}"
-                  f"  cpu: server {m['server']:4.0f}%  wrk {m['client']:4.0f}%  other {m['other']:3.0f}%{flag}",
+                  f"  cpu: server {m['server']:4.0f}%  wrk {m['client']:4.0f}%  other {m['other']:3.0f}%"
+                  f"  cross-CPU {m['xcpu']:3} ns{flag}",
                   flush=True)
 
     med = {k: statistics.median(x["rps"] for x in v) for k, v in results.items()}
