@@ -16,7 +16,8 @@
 //! do). What this gives up is work stealing: a connection whose handler
 //! holds its thread with CPU work delays the others on that thread.
 //! Mantissa's handlers do their blocking work (store reads, password
-//! hashing) off the runtime, so that is rare.
+//! hashing) off the runtime, so that is rare. Each thread also sends its
+//! store reads to a reader queue of its own.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,6 +58,9 @@ impl Workers {
             let started = std::thread::Builder::new()
                 .name(format!("mantissa-conn-{i}"))
                 .spawn(move || {
+                    // Its store reads go to a reader queue of its own, for
+                    // the same reason (`mantissa-store`'s `readers.rs`).
+                    mantissa_store::use_reader_queue(i);
                     runtime.block_on(async {
                         let _ = stopped.await;
                     });

@@ -67,6 +67,7 @@ pub use ops::StoreStats;
 pub use powerup::Interface;
 pub use query::{Attr, Cond, Query, Sort, Summable};
 pub use queue::Listener;
+pub use readers::use_reader_queue;
 pub use scheduler::{ScheduleEntry, Scheduled};
 pub use serde;
 pub use site::{DEFAULT_OPEN_STORES, Site, check_store_name};
