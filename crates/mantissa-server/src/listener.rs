@@ -5,9 +5,10 @@
 //! Between accepts, its loop looks over its open connections and closes
 //! the idle ones and those overdue with a request head (`idle.rs`).
 //! Admitted connections are served on the threads of `workers.rs`, each
-//! staying on one thread for its life. Shutdown stops accepting at once, tells every connection (protocols
-//! finish the request in flight and close), and waits for them for the
-//! grace period before dropping the rest.
+//! staying on one thread for its life. Shutdown stops accepting at once,
+//! tells every connection (protocols finish the request in flight and
+//! close), and waits for them for the grace period before dropping the
+//! rest.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -13,8 +13,8 @@
 //! take work from every thread, move the queue's state, the read's
 //! connection and its answer between CPUs on every read, which costs 200 ns
 //! a cache line on machines whose CPUs share no cache ("Web" in
-//! bench/README.md: 3–25 % more Fortunes requests a second with a queue
-//! per connection thread).
+//! bench/README.md: 4–27 % more Fortunes requests a second with a queue
+//! per connection thread, where the CPUs are far apart).
 //!
 //! Slow reads must not hold up quick ones: when reads are queued and no
 //! thread has taken one for [`PATIENCE`] (every thread busy with something
