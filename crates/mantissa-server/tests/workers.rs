@@ -82,8 +82,14 @@ async fn each_connection_stays_on_one_connection_thread_and_shutdown_waits() {
         );
     }
 
-    // Shutdown ends the server once the open connections close.
+    // Shutdown waits for the open connections (within its grace period,
+    // ten seconds by default), and ends the server once they close.
     stop.send(()).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !running.is_finished(),
+        "the server stopped with connections open"
+    );
     drop((a, b));
     tokio::time::timeout(std::time::Duration::from_secs(10), running)
         .await

@@ -67,13 +67,16 @@ impl Pool {
     }
 }
 
-/// The queues, one per CPU, with their threads (started on first use).
+/// How many queues there are: one per CPU.
+fn queues() -> usize {
+    static QUEUES: OnceLock<usize> = OnceLock::new();
+    *QUEUES.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
+/// The queues with their threads, started on the first read.
 fn pools() -> &'static [Pool] {
     static POOLS: OnceLock<Vec<Pool>> = OnceLock::new();
-    POOLS.get_or_init(|| {
-        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-        (0..cpus).map(Pool::start).collect()
-    })
+    POOLS.get_or_init(|| (0..queues()).map(Pool::start).collect())
 }
 
 thread_local! {
@@ -88,19 +91,18 @@ thread_local! {
 /// thread's number, so that no two of them share a queue. Threads that do
 /// not are dealt a queue in turn on their first read.
 pub fn use_reader_queue(index: usize) {
-    QUEUE.set(Some(index % pools().len()));
+    QUEUE.set(Some(index % queues()));
 }
 
 /// The calling thread's queue.
 fn pool() -> &'static Pool {
-    let all = pools();
     let i = QUEUE.get().unwrap_or_else(|| {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let i = NEXT.fetch_add(1, Ordering::Relaxed) % all.len();
+        let i = NEXT.fetch_add(1, Ordering::Relaxed) % queues();
         QUEUE.set(Some(i));
         i
     });
-    &all[i]
+    &pools()[i]
 }
 
 impl Pool {
