@@ -9,7 +9,9 @@
 //! and writes to different stores run in parallel on their own threads. Reads
 //! run on a few reader threads shared by every store (`readers.rs` says why
 //! not tokio's blocking pool) with connections from a per-store pool; in WAL
-//! mode they see a consistent snapshot and never wait for the writer.
+//! mode they see a consistent snapshot and never wait for the writer. Reads
+//! queued together may share one snapshot ([`Snapshot`]), which still
+//! begins after each of them was asked for.
 //! When the last handle to a store is dropped, its thread ends and its files
 //! close.
 
@@ -319,23 +321,38 @@ impl Store {
 
     /// Runs `f` in a read transaction on one of the store's reader threads
     /// (see `readers.rs` for why not tokio's blocking pool). Reads see a
-    /// consistent snapshot and do not wait for writes.
+    /// consistent snapshot, taken after `read` was called, and do not wait
+    /// for writes.
     pub async fn read<R, F>(&self, f: F) -> Result<R>
     where
         F: FnOnce(&Read<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let store = self.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        crate::readers::run(Box::new(move || {
-            let _ = tx.send(store.read_blocking(f));
-        }));
+        crate::readers::run(
+            self.clone(),
+            Box::new(move |read: Result<&Read<'_>>| {
+                let answer = read.and_then(|r| caught(|| f(r)));
+                let went_on = !matches!(answer, Err(StoreError::Panicked(_)));
+                let _ = tx.send(answer);
+                went_on
+            }),
+        );
         rx.await
             .map_err(|_| StoreError::Panicked("a store reader thread failed".into()))?
     }
 
     /// [`Store::read`] for code that is not async: runs on this thread.
     pub fn read_blocking<R>(&self, f: impl FnOnce(&Read<'_>) -> Result<R>) -> Result<R> {
+        let snapshot = self.snapshot()?;
+        caught(|| f(&snapshot.read()))
+    }
+
+    /// Starts a read transaction on one of the store's idle reader
+    /// connections (or a new one).
+    pub(crate) fn snapshot(&self) -> Result<Snapshot> {
+        #[cfg(test)]
+        SNAPSHOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let shared = &self.inner.shared;
         let conn = {
             let mut pool = shared.readers.lock().unwrap_or_else(|e| e.into_inner());
@@ -349,20 +366,12 @@ impl Store {
                 c
             }
         };
-        conn.begin_read()?;
-        let read = Read {
-            conn: &conn,
-            shared,
-            requester: Some(self.inner.jobs()),
+        let snapshot = Snapshot {
+            store: self.clone(),
+            conn: Some(conn),
         };
-        let result = catch_unwind(AssertUnwindSafe(|| f(&read)));
-        conn.rollback();
-        let mut pool = shared.readers.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < shared.readers_kept {
-            pool.push(conn);
-        }
-        drop(pool);
-        result.map_err(|p| StoreError::Panicked(panic_message(&p)))?
+        snapshot.conn().begin_read()?;
+        Ok(snapshot)
     }
 
     /// Background upgrades still running, with their progress.
@@ -404,6 +413,58 @@ pub(crate) fn files_dir_for(path: &Path) -> PathBuf {
     let mut name = path.file_stem().unwrap_or_default().to_os_string();
     name.push(".files");
     path.with_file_name(name)
+}
+
+/// Snapshots begun, for the tests of how reads share them.
+#[cfg(test)]
+pub(crate) static SNAPSHOTS: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// An open read transaction on one of a store's reader connections. The
+/// reader threads run several reads in one when they were all asked for
+/// before it began (`readers.rs`); dropping it ends the transaction and
+/// gives the connection back.
+pub(crate) struct Snapshot {
+    store: Store,
+    /// `None` only while dropping.
+    conn: Option<Conn>,
+}
+
+impl Snapshot {
+    fn conn(&self) -> &Conn {
+        self.conn.as_ref().expect("snapshot is open")
+    }
+
+    /// What a read runs with.
+    pub(crate) fn read(&self) -> Read<'_> {
+        Read {
+            conn: self.conn(),
+            shared: &self.store.inner.shared,
+            requester: Some(self.store.inner.jobs()),
+        }
+    }
+
+    /// Whether this is a snapshot of `store`.
+    pub(crate) fn is_of(&self, store: &Store) -> bool {
+        Arc::ptr_eq(&self.store.inner, &store.inner)
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        conn.rollback();
+        let shared = &self.store.inner.shared;
+        let mut pool = shared.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < shared.readers_kept {
+            pool.push(conn);
+        }
+    }
+}
+
+/// Runs `f`, turning its panic into [`StoreError::Panicked`].
+fn caught<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| StoreError::Panicked(panic_message(&p)))?
 }
 
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {

@@ -2,7 +2,16 @@
 //! own: a test elsewhere that holds every reader thread of a queue busy
 //! would send these reads to tokio's blocking pool instead, as it should.
 
-use mantissa_store::{Site, use_reader_queue};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use mantissa_store::{Item, Site, use_reader_queue};
+
+#[derive(Item)]
+#[item(name = "t.queues.counter", version = 1)]
+struct Counter {
+    n: i64,
+}
 
 /// A thread that chose a reader queue (as a server's connection threads
 /// do, one each) has its reads run by that queue's threads.
@@ -38,4 +47,61 @@ fn a_thread_s_reads_run_on_the_reader_queue_it_chose() {
             "queue {queue}: read on {names:?}"
         );
     }
+}
+
+/// Reads queued together share a transaction (`readers.rs`); each must
+/// still see every write that finished before it was asked for. Writers
+/// here read back each write at once, while other tasks keep the reader
+/// queues full, so that their reads wait in queues with others.
+#[test]
+fn a_read_sees_the_writes_finished_before_it_was_asked_for_while_reads_share_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::open(dir.path()).unwrap();
+    let store = site.store().clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut busy = Vec::new();
+        for _ in 0..8 {
+            let (s, stop) = (store.clone(), stop.clone());
+            busy.push(tokio::spawn(async move {
+                let mut reads = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    s.read(|r| r.query::<Counter>().count()).await.unwrap();
+                    reads += 1;
+                }
+                reads
+            }));
+        }
+        let mut writers = Vec::new();
+        for w in 0..6 {
+            let s = store.clone();
+            writers.push(tokio::spawn(async move {
+                let id = s.write(|tx| tx.insert(&Counter { n: 0 })).await.unwrap();
+                for n in 1..=40 {
+                    s.write(move |tx| {
+                        let mut c = tx.get(id)?;
+                        c.n = n;
+                        tx.update(&c)
+                    })
+                    .await
+                    .unwrap();
+                    let seen = s.read(move |r| Ok(r.get(id)?.n)).await.unwrap();
+                    assert_eq!(seen, n, "writer {w} read an older value back");
+                }
+            }));
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut reads = 0;
+        for b in busy {
+            reads += b.await.unwrap();
+        }
+        assert!(reads > 0);
+    });
 }
