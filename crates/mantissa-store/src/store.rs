@@ -321,8 +321,8 @@ impl Store {
 
     /// Runs `f` in a read transaction on one of the store's reader threads
     /// (see `readers.rs` for why not tokio's blocking pool). Reads see a
-    /// consistent snapshot, taken after `read` was called, and do not wait
-    /// for writes.
+    /// consistent snapshot that holds every write finished before the read
+    /// was first awaited, and do not wait for writes.
     pub async fn read<R, F>(&self, f: F) -> Result<R>
     where
         F: FnOnce(&Read<'_>) -> Result<R> + Send + 'static,
