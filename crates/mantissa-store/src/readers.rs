@@ -21,7 +21,8 @@
 //! every thread shares), a tenth of a small read's cost. Sharing keeps the
 //! promise that a read sees everything written before it was asked for,
 //! because only reads sent before the transaction began join it; and it is
-//! kept short ([`SHARED_FOR`]). Under load the queues hold several reads
+//! kept short ([`SHARED_FOR`]). A read that panics, or after which SQLite
+//! has ended the transaction itself, ends the sharing. Under load the queues hold several reads
 //! at a time, so most reads share (bench/README.md, "Web": 8 % more
 //! Fortunes requests a second).
 //!
@@ -197,7 +198,7 @@ fn take_reads(first: ReadJob, rx: &Receiver<ReadJob>, state: &PoolState) -> Opti
             return None;
         }
     };
-    if !(first.run)(Ok(&snapshot.read())) {
+    if !(first.run)(Ok(&snapshot.read())) || !snapshot.is_open() {
         return None;
     }
     while let Ok(job) = rx.try_recv() {
@@ -205,7 +206,7 @@ fn take_reads(first: ReadJob, rx: &Receiver<ReadJob>, state: &PoolState) -> Opti
         if job.sent >= horizon || !snapshot.is_of(&job.store) || began.elapsed() > SHARED_FOR {
             return Some(job);
         }
-        if !(job.run)(Ok(&snapshot.read())) {
+        if !(job.run)(Ok(&snapshot.read())) || !snapshot.is_open() {
             return None;
         }
     }

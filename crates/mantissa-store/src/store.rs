@@ -444,6 +444,13 @@ impl Snapshot {
         }
     }
 
+    /// Whether the transaction is still open: SQLite ends one itself after
+    /// some errors (an I/O error, a full disk), and the reads after would
+    /// each see a different state.
+    pub(crate) fn is_open(&self) -> bool {
+        self.conn().in_transaction()
+    }
+
     /// Whether this is a snapshot of `store`.
     pub(crate) fn is_of(&self, store: &Store) -> bool {
         Arc::ptr_eq(&self.store.inner, &store.inner)
