@@ -7,6 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use mantissa_store::{Item, Site, use_reader_queue};
 
+/// The tests here take turns: one that keeps the queues full could make the
+/// other's reads spill to tokio's blocking pool.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[derive(Item)]
 #[item(name = "t.queues.counter", version = 1)]
 struct Counter {
@@ -17,6 +21,7 @@ struct Counter {
 /// do, one each) has its reads run by that queue's threads.
 #[test]
 fn a_thread_s_reads_run_on_the_reader_queue_it_chose() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let site = Site::open(dir.path()).unwrap();
     let queues = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -55,6 +60,7 @@ fn a_thread_s_reads_run_on_the_reader_queue_it_chose() {
 /// queues full, so that their reads wait in queues with others.
 #[test]
 fn a_read_sees_the_writes_finished_before_it_was_asked_for_while_reads_share_transactions() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let site = Site::open(dir.path()).unwrap();
     let store = site.store().clone();
