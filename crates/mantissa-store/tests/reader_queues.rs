@@ -1,6 +1,8 @@
-//! Reads go to the reader queue their thread chose. In a test binary of its
-//! own: a test elsewhere that holds every reader thread of a queue busy
-//! would send these reads to tokio's blocking pool instead, as it should.
+//! Reads go to the reader queue their thread chose, and reads queued
+//! together share a transaction without missing a write. In a test binary
+//! of its own: a test elsewhere that holds every reader thread of a queue
+//! busy would send these reads to tokio's blocking pool instead, as it
+//! should.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
