@@ -22,7 +22,9 @@
 //! promise that a read sees everything written before it was asked for,
 //! because only reads sent before the transaction began join it; and it is
 //! kept short ([`SHARED_FOR`]). A read that panics, or after which SQLite
-//! has ended the transaction itself, ends the sharing. Under load the queues hold several reads
+//! has ended the transaction itself, ends the sharing; while a store's
+//! background upgrades run, its reads do not share at all
+//! (`Snapshot::may_go_on` says why). Under load the queues hold several reads
 //! at a time, so most reads share (bench/README.md, "Web": 8 % more
 //! Fortunes requests a second).
 //!
@@ -198,7 +200,7 @@ fn take_reads(first: ReadJob, rx: &Receiver<ReadJob>, state: &PoolState) -> Opti
             return None;
         }
     };
-    if !(first.run)(Ok(&snapshot.read())) || !snapshot.is_open() {
+    if !(first.run)(Ok(&snapshot.read())) || !snapshot.may_go_on() {
         return None;
     }
     while let Ok(job) = rx.try_recv() {
@@ -206,7 +208,7 @@ fn take_reads(first: ReadJob, rx: &Receiver<ReadJob>, state: &PoolState) -> Opti
         if job.sent >= horizon || !snapshot.is_of(&job.store) || began.elapsed() > SHARED_FOR {
             return Some(job);
         }
-        if !(job.run)(Ok(&snapshot.read())) || !snapshot.is_open() {
+        if !(job.run)(Ok(&snapshot.read())) || !snapshot.may_go_on() {
             return None;
         }
     }
@@ -237,6 +239,7 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::sync::mpsc;
     use std::task::{Context, Poll, Waker};
+    use std::time::{Duration, Instant};
 
     use crate::error::Result;
     use crate::store::SNAPSHOTS;
@@ -251,24 +254,29 @@ mod tests {
         assert!(read.as_mut().poll(&mut cx).is_pending());
     }
 
+    /// How long a test waits for a reader thread before it fails.
+    const WAIT: Duration = Duration::from_secs(60);
+
     fn answer<T>(mut read: Reading<'_, T>) -> Result<T> {
         let mut cx = Context::from_waker(Waker::noop());
+        let end = Instant::now() + WAIT;
         loop {
             if let Poll::Ready(answer) = read.as_mut().poll(&mut cx) {
                 return answer;
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            assert!(Instant::now() < end, "no answer from a reader thread");
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
-    /// Reads that wait in a queue together run in a few transactions, not
-    /// one each. (The only test in this binary that reads a store: the
-    /// count of transactions is global.)
-    #[test]
-    fn reads_queued_together_share_a_transaction() {
-        let dir = tempfile::tempdir().unwrap();
-        let site = crate::Site::open(dir.path()).unwrap();
-        let store = site.store().clone();
+    /// The tests that count transactions take turns: the count is global.
+    /// (No other test in this binary reads a store.)
+    static COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// How many transactions 100 reads of `store`'s site take when they
+    /// wait in one queue together.
+    fn transactions_for_100_queued_reads(store: &crate::Store) -> usize {
+        let _turn = COUNTING.lock().unwrap_or_else(|e| e.into_inner());
         super::use_reader_queue(0);
         // Hold both of the queue's threads, so that the reads below wait
         // in the queue together.
@@ -288,7 +296,9 @@ mod tests {
             holds.push(hold);
         }
         for _ in 0..super::THREADS_PER_QUEUE {
-            blocked.recv().unwrap();
+            blocked
+                .recv_timeout(WAIT)
+                .expect("a reader thread took the read");
         }
         let before = SNAPSHOTS.load(Ordering::Relaxed);
         let mut reads: Vec<Reading<'_, String>> = (0..100)
@@ -304,7 +314,30 @@ mod tests {
         for hold in holds {
             answer(hold).unwrap();
         }
-        let made = SNAPSHOTS.load(Ordering::Relaxed) - before;
+        SNAPSHOTS.load(Ordering::Relaxed) - before
+    }
+
+    /// Reads that wait in a queue together run in a few transactions, not
+    /// one each.
+    #[test]
+    fn reads_queued_together_share_a_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = crate::Site::open(dir.path()).unwrap();
+        let made = transactions_for_100_queued_reads(site.store());
         assert!(made <= 50, "100 queued reads took {made} transactions");
+    }
+
+    /// While a store's background upgrades run, its reads do not share
+    /// (`Snapshot::may_go_on`).
+    #[test]
+    fn reads_do_not_share_while_upgrades_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = crate::Site::open(dir.path()).unwrap();
+        let store = site.store();
+        // As a store opened with an upgrade left to do says (with none in
+        // the table, so that queries go on as usual).
+        store.shared().any_upgrading.store(true, Ordering::Release);
+        let made = transactions_for_100_queued_reads(store);
+        assert_eq!(made, 100, "100 queued reads during upgrades");
     }
 }

@@ -348,6 +348,12 @@ impl Store {
         caught(|| f(&snapshot.read()))
     }
 
+    /// What the store's threads share, for tests that set it up by hand.
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
     /// Starts a read transaction on one of the store's idle reader
     /// connections (or a new one).
     pub(crate) fn snapshot(&self) -> Result<Snapshot> {
@@ -367,6 +373,11 @@ impl Store {
             }
         };
         let snapshot = Snapshot {
+            // Loaded before the transaction begins: once no upgrade is left
+            // none is added, so every item the snapshot holds is current.
+            upgraded: !shared
+                .any_upgrading
+                .load(std::sync::atomic::Ordering::Acquire),
             store: self.clone(),
             conn: Some(conn),
         };
@@ -428,6 +439,8 @@ pub(crate) struct Snapshot {
     store: Store,
     /// `None` only while dropping.
     conn: Option<Conn>,
+    /// Whether no background upgrade was left when it began.
+    upgraded: bool,
 }
 
 impl Snapshot {
@@ -444,11 +457,15 @@ impl Snapshot {
         }
     }
 
-    /// Whether the transaction is still open: SQLite ends one itself after
-    /// some errors (an I/O error, a full disk), and the reads after would
-    /// each see a different state.
-    pub(crate) fn is_open(&self) -> bool {
-        self.conn().in_transaction()
+    /// Whether another read may run in this transaction after the ones
+    /// that have: not once SQLite has ended it itself (after an I/O error or
+    /// a full disk the reads after would each see a different state), and
+    /// not while background upgrades run. A read finishes an upgrade
+    /// before it reads the type (`Read::ensure_current`), but only in a
+    /// snapshot taken after that check; one an earlier read began could
+    /// hold the type's old version after the upgrade has ended.
+    pub(crate) fn may_go_on(&self) -> bool {
+        self.upgraded && self.conn().in_transaction()
     }
 
     /// Whether this is a snapshot of `store`.
@@ -461,6 +478,10 @@ impl Drop for Snapshot {
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
         conn.rollback();
+        if conn.in_transaction() {
+            // The rollback failed; every read on this connection would.
+            return;
+        }
         let shared = &self.store.inner.shared;
         let mut pool = shared.readers.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < shared.readers_kept {
