@@ -61,6 +61,9 @@ pub(crate) struct Shared {
     /// when the store opens, so once it is empty this stays false, and
     /// every query after that skips the lock.
     pub(crate) any_upgrading: std::sync::atomic::AtomicBool,
+    /// Upgrades the writer's open transaction has finished: still pending
+    /// for everyone else until it commits (`upgrade::finish`).
+    pub(crate) upgraded_in_write: Mutex<Vec<String>>,
     pub(crate) readers: Mutex<Vec<Conn>>,
     /// Idle readers kept in `readers`.
     pub(crate) readers_kept: usize,
@@ -198,6 +201,7 @@ impl Store {
             statements: Statements::default(),
             upgrading: Mutex::new(HashMap::new()),
             any_upgrading: std::sync::atomic::AtomicBool::new(true),
+            upgraded_in_write: Mutex::new(Vec::new()),
             readers: Mutex::new(Vec::new()),
             readers_kept: opts.readers_kept,
             on_schedule: opts.on_schedule,
@@ -531,6 +535,7 @@ pub(crate) fn run_write<R>(
     } else {
         crate::files::empty_trash(&w.conn, &w.shared);
     }
+    crate::upgrade::write_ended(&w.shared, outcome.is_ok());
     outcome
 }
 

@@ -474,24 +474,50 @@ fn note_if_none_left(shared: &Shared, map: &std::collections::HashMap<String, Pr
 }
 
 /// Finishes the upgrade of `name` now; on the writer thread, inside a write
-/// transaction or not.
+/// transaction or not. Inside one, the upgrade is done only if that
+/// transaction commits: until then it stays pending for every other
+/// transaction ([`write_ended`] forgets it then), and if it rolls back, the
+/// upgrade is still to do.
 pub(crate) fn finish(conn: &Conn, shared: &Shared, name: &str) -> Result<()> {
     if !shared.upgrade_pending(name) {
         return Ok(());
     }
     let t = item_type(shared, name)?;
     if conn.in_transaction() {
-        complete(conn, shared, t)?;
-    } else {
-        conn.begin_write()?;
-        if let Err(e) = complete(conn, shared, t) {
-            conn.rollback();
-            return Err(e);
+        let mut upgraded = shared
+            .upgraded_in_write
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !upgraded.iter().any(|n| n == name) {
+            complete(conn, shared, t)?;
+            upgraded.push(name.to_string());
         }
-        conn.commit()?;
+        return Ok(());
     }
+    conn.begin_write()?;
+    if let Err(e) = complete(conn, shared, t) {
+        conn.rollback();
+        return Err(e);
+    }
+    conn.commit()?;
     forget(shared, name);
     Ok(())
+}
+
+/// The writer's transaction has ended: the upgrades it finished are done if
+/// it committed, still to do if not.
+pub(crate) fn write_ended(shared: &Shared, committed: bool) {
+    let upgraded = std::mem::take(
+        &mut *shared
+            .upgraded_in_write
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    if committed {
+        for name in upgraded {
+            forget(shared, &name);
+        }
+    }
 }
 
 pub(crate) fn has_background_work(shared: &Shared) -> bool {

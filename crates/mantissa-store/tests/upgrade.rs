@@ -190,6 +190,56 @@ fn a_large_old_store_upgrades_in_the_background_and_never_shows_old_items() {
     assert_eq!(store.check().unwrap(), Vec::<String>::new());
 }
 
+/// A write that finishes an upgrade (by touching the type) and then fails
+/// leaves the upgrade to do: its rollback undid it, so nothing may go on as
+/// if it were done.
+#[test]
+fn an_upgrade_finished_by_a_write_that_rolls_back_is_still_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = copy_historic(dir.path());
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("BEGIN").unwrap();
+        for i in 0..30_000 {
+            c.execute(
+                "INSERT INTO \"item_t.up.contact\" (name, age, legacy, company) VALUES (?, ?, 0, 1)",
+                rusqlite::params![format!("Bulk {i:05}"), i],
+            )
+            .unwrap();
+        }
+        c.execute_batch("COMMIT").unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.upgrades_in_progress().len(), 1);
+    let err = store
+        .write_blocking(|tx| {
+            let n = tx.query::<Contact>().count()?;
+            assert_eq!(n, 30_050, "the write sees the upgraded contacts");
+            // A second look in the same transaction does not upgrade twice.
+            let bulk = tx
+                .query::<Contact>()
+                .filter(Contact::full_name.eq("Bulk 00007"))
+                .first()?
+                .expect("found in the write");
+            assert_eq!(bulk.age, "7 years");
+            Err::<(), _>(StoreError::App("changed my mind".into()))
+        })
+        .unwrap_err();
+    assert_eq!(err.to_string(), "changed my mind");
+    // Reads see upgraded items, whichever way they get them.
+    let bulk = store
+        .read_blocking(|r| {
+            r.query::<Contact>()
+                .filter(Contact::full_name.eq("Bulk 00042"))
+                .first()
+        })
+        .unwrap()
+        .expect("Bulk 00042 is found by its new attribute");
+    assert_eq!(bulk.age, "42 years");
+    assert!(store.upgrades_in_progress().is_empty());
+    assert_eq!(store.check().unwrap(), Vec::<String>::new());
+}
+
 #[test]
 fn upgrades_resume_after_a_restart_and_finish_with_progress() {
     let dir = tempfile::tempdir().unwrap();
