@@ -247,6 +247,7 @@ impl<'a> Write<'a> {
     /// Runs `f` in a savepoint: if it fails, what it did is undone and the
     /// error returned, while the rest of the transaction goes on.
     pub fn savepoint<R>(&mut self, f: impl FnOnce(&mut Write<'a>) -> Result<R>) -> Result<R> {
+        let upgrades = crate::upgrade::upgraded_in_write(self.shared());
         self.conn.batch("SAVEPOINT mantissa_sp")?;
         match f(self) {
             Ok(v) => {
@@ -256,6 +257,7 @@ impl<'a> Write<'a> {
             Err(e) => {
                 self.conn
                     .batch("ROLLBACK TO mantissa_sp; RELEASE mantissa_sp")?;
+                crate::upgrade::rolled_back_to(self.shared(), upgrades);
                 Err(e)
             }
         }

@@ -484,10 +484,7 @@ pub(crate) fn finish(conn: &Conn, shared: &Shared, name: &str) -> Result<()> {
     }
     let t = item_type(shared, name)?;
     if conn.in_transaction() {
-        let mut upgraded = shared
-            .upgraded_in_write
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut upgraded = upgraded_list(shared);
         if !upgraded.iter().any(|n| n == name) {
             complete(conn, shared, t)?;
             upgraded.push(name.to_string());
@@ -504,20 +501,34 @@ pub(crate) fn finish(conn: &Conn, shared: &Shared, name: &str) -> Result<()> {
     Ok(())
 }
 
+fn upgraded_list(shared: &Shared) -> std::sync::MutexGuard<'_, Vec<String>> {
+    shared
+        .upgraded_in_write
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
 /// The writer's transaction has ended: the upgrades it finished are done if
 /// it committed, still to do if not.
 pub(crate) fn write_ended(shared: &Shared, committed: bool) {
-    let upgraded = std::mem::take(
-        &mut *shared
-            .upgraded_in_write
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()),
-    );
+    let upgraded = std::mem::take(&mut *upgraded_list(shared));
     if committed {
         for name in upgraded {
             forget(shared, &name);
         }
     }
+}
+
+/// How many upgrades the writer's open transaction has finished so far; a
+/// savepoint notes it, to give back to [`rolled_back_to`].
+pub(crate) fn upgraded_in_write(shared: &Shared) -> usize {
+    upgraded_list(shared).len()
+}
+
+/// A savepoint was rolled back: the upgrades finished inside it are still
+/// to do.
+pub(crate) fn rolled_back_to(shared: &Shared, upgraded: usize) {
+    upgraded_list(shared).truncate(upgraded);
 }
 
 pub(crate) fn has_background_work(shared: &Shared) -> bool {

@@ -190,13 +190,10 @@ fn a_large_old_store_upgrades_in_the_background_and_never_shows_old_items() {
     assert_eq!(store.check().unwrap(), Vec::<String>::new());
 }
 
-/// A write that finishes an upgrade (by touching the type) and then fails
-/// leaves the upgrade to do: its rollback undid it, so nothing may go on as
-/// if it were done.
-#[test]
-fn an_upgrade_finished_by_a_write_that_rolls_back_is_still_to_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = copy_historic(dir.path());
+/// The historic store with 30,000 more version-1 contacts, named
+/// "Bulk 00000" on, opened: its contacts upgrade in the background.
+fn open_while_upgrading(dir: &Path) -> Store {
+    let path = copy_historic(dir);
     {
         let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch("BEGIN").unwrap();
@@ -211,6 +208,31 @@ fn an_upgrade_finished_by_a_write_that_rolls_back_is_still_to_do() {
     }
     let store = Store::open(&path).unwrap();
     assert_eq!(store.upgrades_in_progress().len(), 1);
+    store
+}
+
+/// Contact "Bulk 00042", read from `store`, is at the current version.
+fn assert_bulk_42_is_current(store: &Store) {
+    let bulk = store
+        .read_blocking(|r| {
+            r.query::<Contact>()
+                .filter(Contact::full_name.eq("Bulk 00042"))
+                .first()
+        })
+        .unwrap()
+        .expect("Bulk 00042 is found by its new attribute");
+    assert_eq!(bulk.age, "42 years");
+    assert!(store.upgrades_in_progress().is_empty());
+    assert_eq!(store.check().unwrap(), Vec::<String>::new());
+}
+
+/// A write that finishes an upgrade (by touching the type) and then fails
+/// leaves the upgrade to do: its rollback undid it, so nothing may go on as
+/// if it were done.
+#[test]
+fn an_upgrade_finished_by_a_write_that_rolls_back_is_still_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_while_upgrading(dir.path());
     let err = store
         .write_blocking(|tx| {
             let n = tx.query::<Contact>().count()?;
@@ -226,18 +248,25 @@ fn an_upgrade_finished_by_a_write_that_rolls_back_is_still_to_do() {
         })
         .unwrap_err();
     assert_eq!(err.to_string(), "changed my mind");
-    // Reads see upgraded items, whichever way they get them.
-    let bulk = store
-        .read_blocking(|r| {
-            r.query::<Contact>()
-                .filter(Contact::full_name.eq("Bulk 00042"))
-                .first()
+    assert_bulk_42_is_current(&store);
+}
+
+/// The same inside a savepoint that rolls back, in a write that commits.
+#[test]
+fn an_upgrade_finished_in_a_savepoint_that_rolls_back_is_still_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_while_upgrading(dir.path());
+    let inner = store
+        .write_blocking(|tx| {
+            let inner = tx.savepoint(|tx| {
+                tx.query::<Contact>().count()?;
+                Err::<(), _>(StoreError::App("not this part".into()))
+            });
+            Ok(inner.unwrap_err().to_string())
         })
-        .unwrap()
-        .expect("Bulk 00042 is found by its new attribute");
-    assert_eq!(bulk.age, "42 years");
-    assert!(store.upgrades_in_progress().is_empty());
-    assert_eq!(store.check().unwrap(), Vec::<String>::new());
+        .unwrap();
+    assert_eq!(inner, "not this part");
+    assert_bulk_42_is_current(&store);
 }
 
 #[test]
