@@ -142,28 +142,8 @@ fn a_small_old_store_is_upgraded_on_open() {
 #[test]
 fn a_large_old_store_upgrades_in_the_background_and_never_shows_old_items() {
     let dir = tempfile::tempdir().unwrap();
-    let path = copy_historic(dir.path());
-    {
-        // The old store grew: 30,000 more version-1 contacts.
-        let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch("BEGIN").unwrap();
-        let mut st = c
-            .prepare("INSERT INTO \"item_t.up.contact\" (name, age, legacy, company) VALUES (?, ?, 0, 1)")
-            .unwrap();
-        for i in 0..30_000 {
-            st.execute(rusqlite::params![format!("Bulk {i:05}"), i])
-                .unwrap();
-        }
-        drop(st);
-        c.execute_batch("COMMIT").unwrap();
-    }
-    let store = Store::open(&path).unwrap();
+    let store = open_while_upgrading(dir.path());
     let progress = store.upgrades_in_progress();
-    assert_eq!(
-        progress.len(),
-        1,
-        "upgrading in the background: {progress:?}"
-    );
     assert_eq!(progress[0].item, "t.up.contact");
     assert_eq!(progress[0].total, 30_050);
 
@@ -190,24 +170,35 @@ fn a_large_old_store_upgrades_in_the_background_and_never_shows_old_items() {
     assert_eq!(store.check().unwrap(), Vec::<String>::new());
 }
 
+/// Adds `n` version-1 contacts of `company`, named by `name`, to the
+/// historic store at `path`, as the old code would have: the old store grew.
+fn add_old_contacts(path: &Path, n: i64, name: impl Fn(i64) -> String, company: i64) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch("BEGIN").unwrap();
+    let mut st = c
+        .prepare(
+            "INSERT INTO \"item_t.up.contact\" (name, age, legacy, company) VALUES (?, ?, 0, ?)",
+        )
+        .unwrap();
+    for i in 0..n {
+        st.execute(rusqlite::params![name(i), i, company]).unwrap();
+    }
+    drop(st);
+    c.execute_batch("COMMIT").unwrap();
+}
+
 /// The historic store with 30,000 more version-1 contacts, named
 /// "Bulk 00000" on, opened: its contacts upgrade in the background.
 fn open_while_upgrading(dir: &Path) -> Store {
     let path = copy_historic(dir);
-    {
-        let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch("BEGIN").unwrap();
-        for i in 0..30_000 {
-            c.execute(
-                "INSERT INTO \"item_t.up.contact\" (name, age, legacy, company) VALUES (?, ?, 0, 1)",
-                rusqlite::params![format!("Bulk {i:05}"), i],
-            )
-            .unwrap();
-        }
-        c.execute_batch("COMMIT").unwrap();
-    }
+    add_old_contacts(&path, 30_000, |i| format!("Bulk {i:05}"), 1);
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.upgrades_in_progress().len(), 1);
+    let progress = store.upgrades_in_progress();
+    assert_eq!(
+        progress.len(),
+        1,
+        "upgrading in the background: {progress:?}"
+    );
     store
 }
 
@@ -273,18 +264,7 @@ fn an_upgrade_finished_in_a_savepoint_that_rolls_back_is_still_to_do() {
 fn upgrades_resume_after_a_restart_and_finish_with_progress() {
     let dir = tempfile::tempdir().unwrap();
     let path = copy_historic(dir.path());
-    {
-        let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch("BEGIN").unwrap();
-        for i in 0..12_000 {
-            c.execute(
-                "INSERT INTO \"item_t.up.contact\" (name, age, legacy, company) VALUES (?, ?, 0, 2)",
-                rusqlite::params![format!("B{i}"), i],
-            )
-            .unwrap();
-        }
-        c.execute_batch("COMMIT").unwrap();
-    }
+    add_old_contacts(&path, 12_000, |i| format!("B{i}"), 2);
     // Open, let the background make some progress, and drop the store
     // (as a restart would).
     {
