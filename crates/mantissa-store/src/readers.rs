@@ -200,19 +200,17 @@ fn take_reads(first: ReadJob, rx: &Receiver<ReadJob>, state: &PoolState) -> Opti
             return None;
         }
     };
-    if !(first.run)(Ok(&snapshot.read())) || !snapshot.may_go_on() {
-        return None;
-    }
-    while let Ok(job) = rx.try_recv() {
+    let mut job = first;
+    loop {
+        if !(job.run)(Ok(&snapshot.read())) || !snapshot.may_go_on() {
+            return None;
+        }
+        job = rx.try_recv().ok()?;
         state.last_taken.store(state.now(), Ordering::Relaxed);
         if job.sent >= horizon || !snapshot.is_of(&job.store) || began.elapsed() > SHARED_FOR {
             return Some(job);
         }
-        if !(job.run)(Ok(&snapshot.read())) || !snapshot.may_go_on() {
-            return None;
-        }
     }
-    None
 }
 
 /// Runs the read `run` of `store` on a reader thread, or on tokio's

@@ -515,21 +515,17 @@ pub(crate) fn run_write<R>(
 ) -> Result<R> {
     w.conn.begin_write()?;
     let mut tx = Write::new(&w.conn, &w.shared);
-    let result = catch_unwind(AssertUnwindSafe(|| f(&mut tx)));
+    let result = caught(|| f(&mut tx));
     let earliest = tx.earliest_schedule;
-    let outcome = match result {
-        Ok(Ok(v)) => {
-            // The site learns of new scheduled work before this commits, so a
-            // crash can make it look early, never miss it.
-            let hooked = match (earliest, &w.shared.on_schedule) {
-                (Some(t), Some(hook)) => hook(&w.shared.name, t),
-                _ => Ok(()),
-            };
-            hooked.and_then(|()| w.conn.commit()).map(|()| v)
-        }
-        Ok(Err(e)) => Err(e),
-        Err(p) => Err(StoreError::Panicked(panic_message(&p))),
-    };
+    let outcome = result.and_then(|v| {
+        // The site learns of new scheduled work before this commits, so a
+        // crash can make it look early, never miss it.
+        let hooked = match (earliest, &w.shared.on_schedule) {
+            (Some(t), Some(hook)) => hook(&w.shared.name, t),
+            _ => Ok(()),
+        };
+        hooked.and_then(|()| w.conn.commit()).map(|()| v)
+    });
     if outcome.is_err() {
         w.conn.rollback();
     } else {
