@@ -74,15 +74,17 @@ impl Site {
     ) -> Result<()> {
         report.stores += 1;
         report.scheduled += store.run_due(now)?;
-        report.processed += store.on_writer(move |w| crate::queue::process(w, now))??.0;
+        report.processed += store
+            .on_writer("Site::run_due", move |w| crate::queue::process(w, now))??
+            .0;
         report.delivered += self.deliver_from(store, name, now)?.0;
         if name != SITE_STORE {
             // On the store's own thread, so that no write noting new work can
             // slip in between reading what is left and telling the site.
             let site = self.store().clone();
             let name = name.to_string();
-            store.on_writer(move |w| -> Result<()> {
-                let next = crate::queue::next_work(&w.conn, &w.shared)?;
+            store.on_writer("Site::run_due", move |w| -> Result<()> {
+                let next = crate::queue::next_work(w.conn(), &w.shared)?;
                 site.write_blocking(move |tx| {
                     match next {
                         Some(due) => tx.conn().execute(

@@ -126,9 +126,56 @@ pub enum StoreError {
     /// rolled back.
     #[error("transaction panicked and was rolled back: {0}")]
     Panicked(String),
-    /// The store's thread has stopped (the store was closed).
+    /// The store was closed ([`Store::close`](crate::Store::close), or the
+    /// site shut down) while this handle was still held.
     #[error("the store is closed")]
     Closed,
+    /// A write of a store from inside a write of the same store: it would
+    /// wait for itself for ever. Nothing was written.
+    #[error(
+        "a write of store {store:?} was started inside a write of the same store, where it would wait for itself for ever; do all of it in the one transaction (the Write you were given), or write after it returns"
+    )]
+    NestedWrite {
+        /// The store.
+        store: String,
+    },
+    /// A write that would wait for ever: the thread writing the store it
+    /// needs is itself waiting (through the stores listed) for a store this
+    /// thread is writing. Refused, and rolled back.
+    #[error(
+        "a write of store {:?} would wait for ever: its writer is waiting, through {}, for a store this write holds; take stores in one order (user stores before the site store)", stores[0], stores.join(" -> ")
+    )]
+    Deadlock {
+        /// The store asked for, then each store the chain of writers waits
+        /// for.
+        stores: Vec<String>,
+    },
+    /// A blocking call made where it would block the async runtime's
+    /// thread. Refused before anything was done.
+    #[error(
+        "{call} blocks, and was called on an async runtime thread, where it would stop every task on that thread; use {instead} (or call it inside tokio::task::spawn_blocking)"
+    )]
+    BlockingInAsync {
+        /// The call, as `Store::write_blocking`.
+        call: &'static str,
+        /// What to use instead.
+        instead: &'static str,
+    },
+    /// An item type's fields no longer match its table in a store, at the
+    /// same version: the struct was changed without raising its version.
+    #[error(
+        "{path}: item type {item} does not match its table at version {version} ({differences}); raise its version and register an upgrader (upgrader!) from {version}"
+    )]
+    SchemaMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The item type.
+        item: String,
+        /// Its version, in the program and in the store.
+        version: u32,
+        /// What differs, field by field.
+        differences: String,
+    },
     /// A file operation failed.
     #[error("{path}: {reason}")]
     Io {

@@ -47,6 +47,7 @@ impl Write<'_> {
             name
         );
         let path = shared.files_dir.join(&rel);
+        self.touched_files = true;
         let dir = path.parent().expect("file path has a parent");
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let tmp = path.with_extension("partial");
@@ -82,6 +83,7 @@ impl Write<'_> {
 
     /// Removes a file attached to an item; returns whether there was one.
     pub fn remove_file<T: Item>(&mut self, item: Ref<T>, name: &str) -> Result<bool> {
+        self.touched_files = true;
         let key = [
             Value::Text(T::NAME.into()),
             Value::Integer(item.id()),

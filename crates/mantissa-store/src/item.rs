@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::error::StoreError;
 use crate::upgrade::{UpgradeFn, UpgraderRegistration};
@@ -197,6 +197,18 @@ pub struct Registry {
     types: Vec<ItemType>,
     by_name: HashMap<&'static str, usize>,
     upgraders: HashMap<(&'static str, u32), UpgradeFn>,
+    /// SQL text per type and [`Statement`], made on first use.
+    statements: Vec<[OnceLock<Arc<str>>; 3]>,
+}
+
+/// The statements written once per item type.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) enum Statement {
+    Insert = 0,
+    Update = 1,
+    /// `SELECT a, b, …, id FROM table` (the id last, so that it can be
+    /// popped off a row without moving the values).
+    SelectItems = 2,
 }
 
 impl Registry {
@@ -238,6 +250,7 @@ impl Registry {
             }
         }
         Ok(Registry {
+            statements: types.iter().map(|_| Default::default()).collect(),
             types,
             by_name,
             upgraders,
@@ -252,6 +265,35 @@ impl Registry {
     /// The type with this stable name.
     pub fn find(&self, name: &str) -> Option<&ItemType> {
         self.by_name.get(name).map(|&i| &self.types[i])
+    }
+
+    /// The type with this stable name, and its index in [`Registry::types`].
+    pub(crate) fn position(&self, name: &str) -> Option<(usize, &ItemType)> {
+        self.by_name.get(name).map(|&i| (i, &self.types[i]))
+    }
+
+    /// The SQL text of one of `T`'s statements.
+    pub(crate) fn statement<T: Item>(&self, which: Statement) -> Result<Arc<str>, StoreError> {
+        let (i, t) = self
+            .position(T::NAME)
+            .ok_or_else(|| StoreError::UnknownType(T::NAME.to_string()))?;
+        Ok(self.statements[i][which as usize]
+            .get_or_init(|| match which {
+                Statement::Update => crate::sql::update(t).into(),
+                Statement::Insert => crate::sql::insert(t, &t.table(), false).into(),
+                Statement::SelectItems => {
+                    let mut cols: Vec<String> =
+                        t.attrs.iter().map(|a| crate::sql::ident(a.name)).collect();
+                    cols.push("id".into());
+                    format!(
+                        "SELECT {} FROM {}",
+                        cols.join(", "),
+                        crate::sql::ident(&t.table())
+                    )
+                    .into()
+                }
+            })
+            .clone())
     }
 
     pub(crate) fn upgrader(&self, item: &str, from: u32) -> Option<UpgradeFn> {

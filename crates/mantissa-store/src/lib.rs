@@ -39,6 +39,7 @@
 //! PostgreSQL backend slots in there without changing this API.
 
 mod backend;
+mod blocking;
 mod due;
 mod error;
 mod files;
@@ -57,6 +58,8 @@ mod store;
 mod tx;
 mod upgrade;
 mod value;
+mod write_lock;
+mod writers;
 
 pub use due::{Background, DueReport};
 pub use error::{Result, StoreError};

@@ -10,6 +10,15 @@
 //! them only repeats a delivery that the key recognises, so a message is
 //! received exactly once and answered exactly once, across restarts.
 //!
+//! The key is the sender store's identity (random, made with the store and
+//! never repeated) and the message's number in its outbox — not the
+//! sender's name: a user store deleted and made again under the same name
+//! numbers its messages from 1 again, and is a new sender. A store imported
+//! from an export ([`Site::import_user`]) gets a new identity too, so the
+//! messages still waiting in its outbox are delivered again rather than
+//! taken for ones already received (a restored store cannot know which its
+//! receivers have).
+//!
 //! ```
 //! use mantissa_store::*;
 //! use serde::{Deserialize, Serialize};
@@ -64,11 +73,23 @@ pub trait Message: Serialize + DeserializeOwned + Send + 'static {
     /// Handles the message in a transaction of the receiving store. `from`
     /// is the sender's store name. An error is retried later, with backoff.
     fn receive(self, tx: &mut Write<'_>, from: &str) -> Result<Self::Answer>;
-    /// Handles the answer in a transaction of the sending store.
+    /// Handles the answer in a transaction of the sending store. The
+    /// answer is recorded whatever this returns: an error is logged, and
+    /// this is not called again for that message.
     fn answered(tx: &mut Write<'_>, id: MessageId, answer: Self::Answer) -> Result<()> {
         let _ = (tx, id, answer);
         Ok(())
     }
+}
+
+/// Who a store is, as the sender of messages.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    /// Random, made with the store, never repeated (`_meta` key `id`).
+    pub(crate) id: String,
+    /// The last message sent before the store had an identity (format 1):
+    /// its receivers know those by the store's name.
+    pub(crate) legacy_outbox: i64,
 }
 
 /// A sent message, in its sender's store.
@@ -273,7 +294,7 @@ impl Site {
         })?;
         let mut answered = 0;
         for m in pending {
-            let outcome = self.deliver_one(&m, sender_name);
+            let outcome = self.deliver_one(&m, sender_name, sender.identity());
             let sender_name_owned = sender_name.to_string();
             let done = sender.write_blocking(move |tx| {
                 match outcome {
@@ -333,7 +354,12 @@ impl Site {
 
     /// Delivers one message to its target; the error says whether retrying
     /// can help.
-    fn deliver_one(&self, m: &Outgoing, sender: &str) -> Result<String, (StoreError, bool)> {
+    fn deliver_one(
+        &self,
+        m: &Outgoing,
+        sender: &str,
+        sender_identity: &Identity,
+    ) -> Result<String, (StoreError, bool)> {
         let Some(reg) = registrations().get(m.kind.as_str()) else {
             return Err((StoreError::UnknownType(m.kind.clone()), true));
         };
@@ -347,21 +373,30 @@ impl Site {
             }
             Err(e) => return Err((e, false)),
         };
-        let (sender, id, body, receive) = (sender.to_string(), m.id, m.body.clone(), reg.receive);
+        let id = m.id;
+        // Messages sent before the sender had an identity are known to
+        // their receivers by its name.
+        let legacy = (id <= sender_identity.legacy_outbox).then(|| format!("name:{sender}"));
         target
-            .write_blocking(move |tx| {
+            .write_blocking(|tx| {
                 let seen = tx.conn().scalar(
-                    "SELECT answer FROM _inbox WHERE sender = ? AND message_id = ?",
-                    &[Value::Text(sender.clone().into()), Value::Integer(id)],
+                    "SELECT answer FROM _inbox WHERE message_id = ? AND sender_id IN (?, ?)",
+                    &[
+                        Value::Integer(id),
+                        Value::Text(sender_identity.id.as_str().into()),
+                        legacy
+                            .as_deref()
+                            .map_or(Value::Null, |l| Value::Text(l.into())),
+                    ],
                 )?;
                 if let Some(Value::Text(answer)) = seen {
                     return Ok(answer.into_owned());
                 }
-                let answer = tx.savepoint(|tx| guarded(|| receive(tx, &sender, &body)))?;
+                let answer = tx.savepoint(|tx| guarded(|| (reg.receive)(tx, sender, &m.body)))?;
                 tx.conn().execute(
-                    "INSERT INTO _inbox (sender, message_id, answer) VALUES (?, ?, ?)",
+                    "INSERT INTO _inbox (sender_id, message_id, answer) VALUES (?, ?, ?)",
                     &[
-                        Value::Text(sender.into()),
+                        Value::Text(sender_identity.id.as_str().into()),
                         Value::Integer(id),
                         Value::Text(answer.clone().into()),
                     ],

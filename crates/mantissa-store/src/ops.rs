@@ -282,6 +282,13 @@ impl Site {
                 }
                 conn.batch("DROP TABLE _export_files")?;
             }
+            // A store brought back is a new sender: the messages waiting in
+            // its outbox may have been received since it was exported, under
+            // numbers it will now use again (`message.rs`).
+            conn.batch(
+                "UPDATE _meta SET value = lower(hex(randomblob(16))) WHERE key = 'id';
+                 DELETE FROM _meta WHERE key = 'legacy_outbox';",
+            )?;
             drop(conn);
             // Opening checks that it is a store of ours at versions we know.
             drop(Store::open(&staging)?);

@@ -429,19 +429,21 @@ impl<'a, T: Item> Query<'a, T> {
         with_order: bool,
         mut f: impl FnMut(Vec<Value<'static>>) -> Result<()>,
     ) -> Result<()> {
-        self.read.ensure_current(T::NAME)?;
+        if !self.read.has_table(T::NAME)? {
+            return Ok(());
+        }
         let mut params = Vec::new();
         let mut sql = String::with_capacity(prefix.len() + 64);
         sql.push_str(prefix);
         sql.push_str(&self.where_clause(&mut params));
         sql.push_str(&self.tail(with_order));
-        self.read.conn().query(&sql, &params, &mut f)
+        self.read.rows(&sql, &params, &mut f)
     }
 
     /// Every matching item.
     pub fn all(self) -> Result<Vec<Stored<T>>> {
         let mut out = Vec::new();
-        let prefix = self.read.select_items::<T>();
+        let prefix = self.read.select_items::<T>()?;
         self.select_with(&prefix, true, |mut row| {
             let id = match row.pop() {
                 Some(Value::Integer(i)) => i,
@@ -518,7 +520,9 @@ impl<'a, T: Item> Query<'a, T> {
     pub fn distinct<A: Attribute>(self, attr: Attr<T, A>) -> Result<Vec<A>> {
         let mut out = Vec::new();
         let col = sql::ident(attr.name);
-        self.read.ensure_current(T::NAME)?;
+        if !self.read.has_table(T::NAME)? {
+            return Ok(out);
+        }
         let mut params = Vec::new();
         let sql = format!(
             "SELECT DISTINCT {col} FROM {}{} ORDER BY {}",
@@ -526,7 +530,7 @@ impl<'a, T: Item> Query<'a, T> {
             self.where_clause(&mut params),
             sql::operand(attr.name, A::KIND),
         );
-        self.read.conn().query(&sql, &params, |row| {
+        self.read.rows(&sql, &params, |row| {
             out.push(A::from_value(
                 row.into_iter().next().unwrap_or(Value::Null),
             )?);

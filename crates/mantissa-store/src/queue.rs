@@ -139,10 +139,13 @@ pub(crate) fn process(w: &mut Writer, now: Timestamp) -> Result<(usize, Option<T
         if w.shared.registry.find(item).is_none() {
             continue;
         }
-        crate::upgrade::finish(&w.conn, &w.shared, item)?;
+        crate::upgrade::finish(w.conn(), &w.shared, item)?;
+        if !crate::schema::has_table(w.conn(), &w.shared, item, false)? {
+            continue; // no items of the type yet
+        }
         for l in regs {
             loop {
-                let row = w.conn.rows(
+                let row = w.conn().rows(
                     "SELECT last_id, attempts, retry_at FROM _cursors WHERE listener = ?",
                     &[Value::Text(l.name.into())],
                 )?;
@@ -154,7 +157,7 @@ pub(crate) fn process(w: &mut Writer, now: Timestamp) -> Result<(usize, Option<T
                     break;
                 }
                 let ids: Vec<i64> = w
-                    .conn
+                    .conn()
                     .rows(
                         &format!(
                             "SELECT id FROM {} WHERE id > ? ORDER BY id LIMIT 100",
@@ -219,7 +222,9 @@ impl Store {
     /// items were processed. (The site does this for stores with new work.)
     pub fn process_work(&self) -> Result<usize> {
         let now = Timestamp::now();
-        Ok(self.on_writer(move |w| process(w, now))??.0)
+        Ok(self
+            .on_writer("Store::process_work", move |w| process(w, now))??
+            .0)
     }
 }
 
@@ -242,7 +247,10 @@ pub(crate) fn next_work(
     )?);
     at(conn.scalar("SELECT MIN(retry_at) FROM _cursors WHERE retry_at > 0", &[])?);
     for (item, regs) in listeners() {
-        if shared.registry.find(item).is_none() || shared.upgrade_pending(item) {
+        if shared.registry.find(item).is_none()
+            || shared.upgrade_pending(item)
+            || !crate::schema::has_table(conn, shared, item, false)?
+        {
             continue;
         }
         for l in regs {

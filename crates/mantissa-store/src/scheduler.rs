@@ -223,7 +223,7 @@ pub(crate) fn run_due(w: &mut Writer, now: Timestamp) -> Result<usize> {
     let mut ran = 0;
     loop {
         let due: Vec<(i64, ScheduleEntry)> = w
-            .conn
+            .conn()
             .rows(
                 "SELECT id, item_type, item_id, due, attempts, last_error FROM _schedule
                  WHERE due <= ? ORDER BY due, id LIMIT 100",
@@ -286,7 +286,7 @@ impl Store {
     /// returns how many ran. (The site runs this for every store with due
     /// work; call it directly for a store opened on its own.)
     pub fn run_due(&self, now: Timestamp) -> Result<usize> {
-        self.on_writer(move |w| run_due(w, now))?
+        self.on_writer("Store::run_due", move |w| run_due(w, now))?
     }
 
     /// When this store's next scheduled entry is due.

@@ -8,10 +8,11 @@
 //! than the program's refuses the open before anything is changed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::backend::Conn;
 use crate::error::{Result, StoreError};
-use crate::item::ItemType;
+use crate::item::{ItemType, Registry};
 use crate::sql;
 use crate::store::Shared;
 use crate::upgrade::{self, Progress};
@@ -19,7 +20,12 @@ use crate::value::Value;
 
 /// The store file format this program writes. Bumped only for changes to
 /// the tables below, never for item types (those have their own versions).
-pub(crate) const FORMAT: i64 = 1;
+///
+/// 2: every store has an identity of its own (`_meta` key `id`, random,
+/// never repeated), and received messages are remembered by their sender's
+/// identity, not its name (`_inbox.sender_id`), so that a store deleted and
+/// made again under the same name is a new sender.
+pub(crate) const FORMAT: i64 = 2;
 
 /// Upgrades of tables larger than this run in the background.
 pub(crate) const BACKGROUND_ROWS: u64 = 10_000;
@@ -47,8 +53,8 @@ CREATE TABLE _outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL
     kind TEXT NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL, answer TEXT,
     attempts INTEGER NOT NULL DEFAULT 0, next_try INTEGER NOT NULL, last_error TEXT) STRICT;
 CREATE INDEX _outbox_pending ON _outbox (state, next_try);
-CREATE TABLE _inbox (sender TEXT NOT NULL, message_id INTEGER NOT NULL, answer TEXT NOT NULL,
-    PRIMARY KEY (sender, message_id)) STRICT;
+CREATE TABLE _inbox (sender_id TEXT NOT NULL, message_id INTEGER NOT NULL, answer TEXT NOT NULL,
+    PRIMARY KEY (sender_id, message_id)) STRICT;
 CREATE TABLE _due_stores (store TEXT PRIMARY KEY, due INTEGER NOT NULL) STRICT;
 CREATE INDEX _due_stores_due ON _due_stores (due);
 ";
@@ -85,29 +91,23 @@ pub(crate) fn prepare(conn: &Conn, shared: &Shared) -> Result<HashMap<String, Pr
                 reason: "it is a SQLite database of some other program".into(),
             });
         }
-        conn.begin_write()?;
-        let init = conn.batch(INTERNAL_TABLES).and_then(|()| {
+        in_write_transaction(conn, || {
+            conn.batch(INTERNAL_TABLES)?;
             conn.execute(
-                "INSERT INTO _meta (key, value) VALUES ('format', ?), ('created', ?)",
+                "INSERT INTO _meta (key, value) VALUES ('format', ?), ('created', ?), ('id', lower(hex(randomblob(16))))",
                 &[
                     Value::Integer(FORMAT),
                     Value::Integer(crate::Timestamp::now().as_micros()),
                 ],
             )
-        });
-        match init {
-            Ok(_) => conn.commit()?,
-            Err(e) => {
-                conn.rollback();
-                return Err(e);
-            }
-        }
-    }
-    let format = int(conn.scalar("SELECT value FROM _meta WHERE key = 'format'", &[])?)
-        .ok_or_else(|| StoreError::NotAStore {
-            path: path.clone(),
-            reason: "its _meta table has no format".into(),
+            .map(drop)
         })?;
+    }
+    let mut meta = read_meta(conn)?;
+    let format = meta.format.ok_or_else(|| StoreError::NotAStore {
+        path: path.clone(),
+        reason: "its _meta table has no format".into(),
+    })?;
     if format > FORMAT {
         return Err(StoreError::NewerFormat {
             path,
@@ -115,23 +115,33 @@ pub(crate) fn prepare(conn: &Conn, shared: &Shared) -> Result<HashMap<String, Pr
             known: FORMAT,
         });
     }
-
-    let mut stored: HashMap<String, u32> = HashMap::new();
-    for row in conn.rows("SELECT name, version FROM _types", &[])? {
-        let mut it = row.into_iter();
-        if let (Some(name), Some(v)) = (text(it.next()), int(it.next())) {
-            stored.insert(name, v as u32);
-        }
+    if format < FORMAT {
+        in_write_transaction(conn, || upgrade_format(conn))?;
+        meta = read_meta(conn)?;
     }
+    let identity = crate::message::Identity {
+        id: meta.id.ok_or_else(|| StoreError::NotAStore {
+            path: path.clone(),
+            reason: "its _meta table has no id".into(),
+        })?,
+        legacy_outbox: meta.legacy_outbox,
+    };
+    let _ = shared.identity.set(identity);
 
-    // Everything that would refuse the open is found before anything changes.
-    let mut new_types: Vec<&ItemType> = Vec::new();
+    let stored = stored_versions(conn)?;
+
+    // Everything that would refuse the open is found before anything
+    // changes. Types the store has never held have no table yet: it is
+    // made when the first item is written ([`create`]).
     let mut old_types: Vec<(&ItemType, u32)> = Vec::new();
-    for t in shared.registry.types() {
-        match stored.get(t.name) {
-            None => new_types.push(t),
-            Some(&v) if v == t.version => {}
-            Some(&v) if v > t.version => {
+    for (i, t) in shared.registry.types().iter().enumerate() {
+        let Some(&v) = stored.get(t.name) else {
+            continue;
+        };
+        shared.tables.set(i, PRESENT);
+        match v {
+            v if v == t.version => {}
+            v if v > t.version => {
                 return Err(StoreError::NewerVersion {
                     path,
                     item: t.name.to_string(),
@@ -139,33 +149,26 @@ pub(crate) fn prepare(conn: &Conn, shared: &Shared) -> Result<HashMap<String, Pr
                     known: t.version,
                 });
             }
-            Some(&v) => {
+            v => {
                 upgrade::check_chain(shared, t, v)?;
                 old_types.push((t, v));
             }
         }
     }
-    if new_types.is_empty() && old_types.is_empty() {
+    if old_types.is_empty() {
         return Ok(HashMap::new());
     }
 
-    conn.begin_write()?;
-    let result = (|| {
-        for t in &new_types {
-            conn.batch(&sql::create_table(t, &t.table()))?;
-            conn.batch(&sql::create_indexes(t))?;
-            conn.execute(
-                "INSERT INTO _types (name, version) VALUES (?, ?)",
-                &[Value::Text(t.name.into()), Value::Integer(t.version.into())],
-            )?;
-        }
-        for t in &new_types {
-            for trig in sql::ref_triggers(t) {
-                conn.batch(&trig.sql)?;
-            }
-        }
+    in_write_transaction(conn, || {
+        // Read again under the write lock: another process (or another
+        // handle to the file) may have upgraded meanwhile.
+        let now = stored_versions(conn)?;
         let mut background = HashMap::new();
-        for &(t, v) in &old_types {
+        for &(t, _) in &old_types {
+            let v = now.get(t.name).copied().unwrap_or(t.version);
+            if v >= t.version {
+                continue;
+            }
             let progress = upgrade::start(conn, t, v)?;
             if progress.total > BACKGROUND_ROWS {
                 tracing::info!(store = %conn.path().display(), item = t.name, items = progress.total, "upgrading in the background");
@@ -175,17 +178,247 @@ pub(crate) fn prepare(conn: &Conn, shared: &Shared) -> Result<HashMap<String, Pr
             }
         }
         Ok(background)
-    })();
-    match result {
-        Ok(background) => {
-            conn.commit()?;
-            Ok(background)
+    })
+}
+
+/// What `_meta` says.
+struct Meta {
+    format: Option<i64>,
+    id: Option<String>,
+    legacy_outbox: i64,
+}
+
+fn read_meta(conn: &Conn) -> Result<Meta> {
+    let mut meta = Meta {
+        format: None,
+        id: None,
+        legacy_outbox: 0,
+    };
+    for row in conn.rows("SELECT key, value FROM _meta", &[])? {
+        let mut it = row.into_iter();
+        match (text(it.next()).as_deref(), it.next()) {
+            (Some("format"), v) => meta.format = int(v),
+            (Some("id"), v) => meta.id = text(v),
+            (Some("legacy_outbox"), v) => meta.legacy_outbox = int(v).unwrap_or(0),
+            _ => {}
         }
+    }
+    Ok(meta)
+}
+
+/// Runs `f` in a write transaction on `conn`, committing if it succeeds.
+fn in_write_transaction<R>(conn: &Conn, f: impl FnOnce() -> Result<R>) -> Result<R> {
+    conn.begin_write()?;
+    match f() {
+        Ok(v) => conn.commit().map(|()| v),
         Err(e) => {
             conn.rollback();
             Err(e)
         }
     }
+}
+
+/// Brings the internal tables of an older store format up to [`FORMAT`],
+/// in the caller's write transaction. Reads the format again there: another
+/// process may have done it meanwhile.
+fn upgrade_format(conn: &Conn) -> Result<()> {
+    let format = read_meta(conn)?.format.unwrap_or(FORMAT);
+    if format < 2 {
+        // Messages this store sent before now were remembered by its name:
+        // their receivers still know them by it (`message::deliver_one`).
+        conn.batch(
+            "INSERT INTO _meta (key, value) VALUES ('id', lower(hex(randomblob(16))));
+             INSERT INTO _meta (key, value) SELECT 'legacy_outbox', COALESCE(MAX(id), 0) FROM _outbox;
+             CREATE TABLE _inbox_v2 (sender_id TEXT NOT NULL, message_id INTEGER NOT NULL,
+                 answer TEXT NOT NULL, PRIMARY KEY (sender_id, message_id)) STRICT;
+             INSERT INTO _inbox_v2 (sender_id, message_id, answer)
+                 SELECT 'name:' || sender, message_id, answer FROM _inbox;
+             DROP TABLE _inbox;
+             ALTER TABLE _inbox_v2 RENAME TO _inbox;",
+        )?;
+    }
+    conn.execute(
+        "UPDATE _meta SET value = ? WHERE key = 'format'",
+        &[Value::Integer(FORMAT)],
+    )?;
+    Ok(())
+}
+
+/// The version each item type with a table is stored at.
+fn stored_versions(conn: &Conn) -> Result<HashMap<String, u32>> {
+    let mut stored = HashMap::new();
+    for row in conn.rows("SELECT name, version FROM _types", &[])? {
+        let mut it = row.into_iter();
+        if let (Some(name), Some(v)) = (text(it.next()), int(it.next())) {
+            stored.insert(name, v as u32);
+        }
+    }
+    Ok(stored)
+}
+
+/// What a store knows of an item type's table.
+const ABSENT: u8 = 0;
+/// There is a table, not yet compared with the type.
+const PRESENT: u8 = 1;
+/// There is a table, and it matches the type.
+const READY: u8 = 2;
+
+/// Which item types have a table in one store, by their index in the
+/// registry: known when the store opens (`_types`), then kept up to date
+/// as tables are made, so that a query of a type with no table answers
+/// "nothing" without asking SQLite.
+pub(crate) struct Tables {
+    states: Vec<AtomicU8>,
+}
+
+impl Tables {
+    pub(crate) fn new(registry: &Registry) -> Tables {
+        Tables {
+            states: registry
+                .types()
+                .iter()
+                .map(|_| AtomicU8::new(ABSENT))
+                .collect(),
+        }
+    }
+
+    fn get(&self, i: usize) -> u8 {
+        self.states[i].load(Ordering::Acquire)
+    }
+
+    fn set(&self, i: usize, state: u8) {
+        self.states[i].store(state, Ordering::Release);
+    }
+
+    /// A transaction that made type `i`'s table committed.
+    pub(crate) fn created(&self, i: usize) {
+        self.set(i, READY);
+    }
+}
+
+/// Whether items of type `name` can be read in this transaction: `false`
+/// when the store has no table for them (so none). On first use, compares
+/// the type's fields with its table's columns and refuses a mismatch.
+/// `in_write` says whether this is the write transaction, which sees the
+/// tables it made itself.
+pub(crate) fn has_table(conn: &Conn, shared: &Shared, name: &str, in_write: bool) -> Result<bool> {
+    let (i, t) = shared
+        .registry
+        .position(name)
+        .ok_or_else(|| StoreError::UnknownType(name.to_string()))?;
+    match shared.tables.get(i) {
+        READY => Ok(true),
+        PRESENT => {
+            check_columns(conn, shared, t)?;
+            shared.tables.set(i, READY);
+            Ok(true)
+        }
+        _ => {
+            if in_write && upgrade::in_write(shared).created.contains(&i) {
+                return Ok(true);
+            }
+            // Another handle or process may have made it since this store
+            // was opened (the command line beside a running server).
+            let made = conn
+                .scalar(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    &[Value::Text(t.table().into())],
+                )?
+                .is_some();
+            if made {
+                check_columns(conn, shared, t)?;
+                if !in_write {
+                    shared.tables.set(i, READY);
+                }
+            }
+            Ok(made)
+        }
+    }
+}
+
+/// Makes the table of type `name`, with its indexes and the triggers of
+/// its references, in the write transaction on `conn` — and first those of
+/// the types it refers to that have none, which its triggers name.
+pub(crate) fn create(conn: &Conn, shared: &Shared, name: &str) -> Result<()> {
+    if has_table(conn, shared, name, true)? {
+        return Ok(());
+    }
+    let (i, t) = shared
+        .registry
+        .position(name)
+        .ok_or_else(|| StoreError::UnknownType(name.to_string()))?;
+    // Marked first, so that a type that refers to itself, or a cycle of
+    // references, ends.
+    upgrade::in_write(shared).created.push(i);
+    for a in t.attrs {
+        if let Some(target) = a.references {
+            create(conn, shared, target)?;
+        }
+    }
+    conn.batch(&sql::create_table(t, &t.table()))?;
+    conn.batch(&sql::create_indexes(t))?;
+    conn.execute(
+        "INSERT INTO _types (name, version) VALUES (?, ?)",
+        &[Value::Text(t.name.into()), Value::Integer(t.version.into())],
+    )?;
+    for trig in sql::ref_triggers(t) {
+        conn.batch(&trig.sql)?;
+    }
+    Ok(())
+}
+
+/// Refuses a table whose columns are not the type's fields: a struct
+/// changed without raising its version. (Without this, SQLite would read a
+/// field that has no column as its own name in quotes, a string.)
+fn check_columns(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<()> {
+    let columns: Vec<(String, String, bool)> = conn
+        .rows(
+            "SELECT name, type, \"notnull\" FROM pragma_table_info(?) WHERE name <> 'id' ORDER BY cid",
+            &[Value::Text(t.table().into())],
+        )?
+        .into_iter()
+        .filter_map(|r| {
+            let mut it = r.into_iter();
+            Some((text(it.next())?, text(it.next())?, int(it.next())? != 0))
+        })
+        .collect();
+    let mut differences = Vec::new();
+    for a in t.attrs {
+        match columns.iter().find(|c| c.0 == a.name) {
+            None => differences.push(format!("field {:?} has no column", a.name)),
+            Some((_, ty, not_null)) => {
+                if !ty.eq_ignore_ascii_case(a.kind.sql_type()) {
+                    differences.push(format!(
+                        "field {:?} is {} but its column is {ty}",
+                        a.name,
+                        a.kind.sql_type()
+                    ));
+                }
+                if *not_null == a.nullable {
+                    differences.push(format!(
+                        "field {:?} is {} but its column is {}",
+                        a.name,
+                        if a.nullable { "optional" } else { "required" },
+                        if *not_null { "required" } else { "optional" },
+                    ));
+                }
+            }
+        }
+    }
+    for (name, _, _) in &columns {
+        if !t.attrs.iter().any(|a| a.name == name) {
+            differences.push(format!("column {name:?} is not a field"));
+        }
+    }
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::SchemaMismatch {
+        path: shared.path.clone(),
+        item: t.name.to_string(),
+        version: t.version,
+        differences: differences.join("; "),
+    })
 }
 
 /// The problems in a store: SQLite's integrity check, references that point

@@ -106,7 +106,7 @@ impl Site {
                 name: "site".into(),
                 create,
                 on_schedule: None,
-                readers_kept: crate::store::SITE_READERS_KEPT,
+                conns_kept: crate::store::SITE_CONNS_KEPT,
             },
         )?;
         Ok(Site {
@@ -191,7 +191,7 @@ impl Site {
             if let Some(s) = cache.live.get(name).and_then(StoreWeak::upgrade) {
                 let evicted = cache.open.push(name.to_string(), s.clone());
                 drop(cache);
-                drop(evicted);
+                leave_cache(evicted);
                 return Ok(s);
             }
         }
@@ -206,7 +206,7 @@ impl Site {
                 on_schedule: Some(Box::new(move |store_name, due| {
                     note_due(&site_store, store_name, due)
                 })),
-                readers_kept: crate::store::USER_READERS_KEPT,
+                conns_kept: crate::store::USER_CONNS_KEPT,
             },
         )?;
         let mut cache = self.cache();
@@ -219,11 +219,11 @@ impl Site {
             cache.live.retain(|_, w| w.alive());
         }
         cache.live.insert(name.to_string(), store.downgrade());
-        // A store pushed out of the cache closes (waiting for its writer
-        // thread) after the lock is released.
+        // A store pushed out of the cache closes after the lock is
+        // released.
         let evicted = cache.open.push(name.to_string(), store.clone());
         drop(cache);
-        drop(evicted);
+        leave_cache(evicted);
         Ok(store)
     }
 
@@ -250,15 +250,54 @@ impl Site {
         Ok(names)
     }
 
-    /// Removes a user's store and its files from disk. The store must not be
-    /// in use elsewhere.
+    /// Closes a user's store now, if it is open ([`Store::close`]): every
+    /// handle to it fails from now on with [`StoreError::Closed`], and the
+    /// next [`Site::user_store`] opens it again. Returns whether it was
+    /// open. Blocking.
+    pub fn close_user_store(&self, name: &str) -> Result<bool> {
+        check_store_name(name)?;
+        let store = {
+            let mut cache = self.cache();
+            let cached = cache.open.pop(name);
+            let live = cache.live.remove(name).and_then(|w| w.upgrade());
+            cached.or(live)
+        };
+        match store {
+            Some(store) => store.close().map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Closes every open store, user stores first and the site store last
+    /// ([`Store::close`]), so that each store's file holds all of it. For
+    /// a clean shutdown: every use of the site or its stores afterwards
+    /// fails with [`StoreError::Closed`]. Blocking.
+    pub fn close(&self) -> Result<()> {
+        let stores: Vec<Store> = {
+            let mut cache = self.cache();
+            let mut stores: Vec<Store> = Vec::new();
+            while let Some((_, s)) = cache.open.pop_lru() {
+                stores.push(s);
+            }
+            stores.extend(cache.live.drain().filter_map(|(_, w)| w.upgrade()));
+            stores
+        };
+        let mut first_error = None;
+        for store in stores.iter().chain(std::iter::once(self.store())) {
+            if let Err(e) = store.close() {
+                tracing::error!(store = store.name(), error = %e, "closing a store failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Removes a user's store and its files from disk. The store is closed
+    /// first: a handle to it still held elsewhere fails from then on
+    /// (instead of writing to a file no one will read again). Blocking.
     pub fn delete_user_store(&self, name: &str) -> Result<()> {
         let path = self.user_store_path(name)?;
-        {
-            let mut cache = self.cache();
-            cache.open.pop(name);
-            cache.live.remove(name);
-        }
+        self.close_user_store(name)?;
         for suffix in ["", "-wal", "-shm"] {
             let mut p = path.clone().into_os_string();
             p.push(suffix);
@@ -272,17 +311,25 @@ impl Site {
         if files.exists() {
             std::fs::remove_dir_all(&files).map_err(|e| StoreError::io(files, e))?;
         }
-        self.inner.store.write_blocking({
-            let name = name.to_string();
-            move |tx| {
-                tx.conn()
-                    .execute(
-                        "DELETE FROM _due_stores WHERE store = ?",
-                        &[Value::Text(name.into())],
-                    )
-                    .map(drop)
-            }
+        self.inner.store.write_blocking(|tx| {
+            tx.conn()
+                .execute(
+                    "DELETE FROM _due_stores WHERE store = ?",
+                    &[Value::Text(name.into())],
+                )
+                .map(drop)
         })
+    }
+}
+
+/// A store has left the cache of open stores. It closes when its last
+/// handle is dropped, which folds its write-ahead log into its file; one
+/// still held elsewhere stays open, and its log is folded back now, by the
+/// write pool, so that its file is whole while it sits unused.
+fn leave_cache(evicted: Option<(String, Store)>) {
+    let Some((_, store)) = evicted else { return };
+    if store.handles() > 1 {
+        store.checkpoint_later();
     }
 }
 

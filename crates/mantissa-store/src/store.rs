@@ -1,169 +1,179 @@
-//! One open store: its writer thread, its reader connections, and the
-//! async and blocking ways in.
+//! One open store: its connections, its write lock and its queue of
+//! writes, and the async and blocking ways in.
 //!
 //! # Design
 //!
-//! Each open store has one thread that owns its write connection and runs
-//! write transactions one after another, answering each on a oneshot
-//! channel, as `tokio-rusqlite` does: a tokio worker never waits on SQLite,
-//! and writes to different stores run in parallel on their own threads. Reads
-//! run on a few reader threads shared by every store (`readers.rs` says why
-//! not tokio's blocking pool) with connections from a per-store pool; in WAL
-//! mode they see a consistent snapshot and never wait for the writer. Reads
-//! queued together may share one snapshot ([`Snapshot`]), which still
-//! begins after each of them was asked for.
-//! When the last handle to a store is dropped, its thread ends and its files
-//! close.
+//! A store keeps a few idle connections to its file (`Shared::conns`);
+//! every read and every write takes one, and gives it back. In WAL mode
+//! reads see a consistent snapshot and never wait for a write. Writes run
+//! one at a time, each on the thread that holds the store's write lock
+//! (`write_lock.rs`): [`Store::write_blocking`] on its caller's thread,
+//! which is blocked anyway, and [`Store::write`] on the write pool shared
+//! by every store (`writers.rs`), which answers on a oneshot channel as
+//! `tokio-rusqlite` does, so a tokio thread never waits on SQLite. An open
+//! store costs no thread, and one connection when it is used by one caller
+//! at a time. Reads run on the reader threads (`readers.rs` says why not
+//! tokio's blocking pool); reads queued together may share one snapshot
+//! ([`Snapshot`]), which still begins after each of them was asked for.
+//!
+//! A store closes when the last handle to it is dropped, or at once with
+//! [`Store::close`]: its connections close, and the last to close folds
+//! the write-ahead log back into the file, so that the file alone holds
+//! the whole store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::backend::Conn;
+use crate::blocking::refuse_in_async;
 use crate::error::{Result, StoreError};
-use crate::item::{Item, Registry};
-use crate::sql;
+use crate::item::Registry;
+use crate::schema::Tables;
 use crate::tx::{Read, Write};
 use crate::value::Timestamp;
+use crate::write_lock::WriteLock;
 
-/// Idle reader connections kept by a user's store: few, because a site has
-/// many user stores open and each connection is a file descriptor.
-pub(crate) const USER_READERS_KEPT: usize = 4;
+/// Idle connections kept by a user's store: one serves a store used by one
+/// caller at a time; a site has many user stores open, and each
+/// connection is a file descriptor and its page cache.
+pub(crate) const USER_CONNS_KEPT: usize = 2;
 
-/// Idle reader connections kept by the site store, which nearly every
-/// request reads (its session, at least). Under load its reads run at once
-/// on every reader thread (`readers.rs`), and on tokio's blocking pool too
+/// Idle connections kept by the site store, which nearly every request
+/// reads (its session, at least). Under load its reads run at once on
+/// every reader thread (`readers.rs`), and on tokio's blocking pool too
 /// when those are stuck on slow reads; closing the connections a burst
 /// opened, only to open them again for the next one, cost more than the
 /// reads themselves (measured: `bench/web.sh`).
-pub(crate) const SITE_READERS_KEPT: usize = 16;
+pub(crate) const SITE_CONNS_KEPT: usize = 16;
 
-pub(crate) type Job = Box<dyn FnOnce(&mut Writer) + Send>;
+/// Writes a pool thread runs for one store before it lets other stores'
+/// writes have a turn.
+const WRITES_PER_TURN: usize = 16;
+
+/// A write waiting for the pool; told why when it cannot run.
+pub(crate) type Job = Box<dyn FnOnce(Result<&mut Writer>) + Send>;
 
 /// Called inside a write transaction (before it commits) with the earliest
 /// time that transaction scheduled work for; the site uses it to remember
 /// which user stores have work due without opening them.
 pub(crate) type ScheduleHook = Box<dyn Fn(&str, Timestamp) -> Result<()> + Send + Sync>;
 
-/// What a store's threads share.
+/// What a store's handles and threads share.
 pub(crate) struct Shared {
     pub(crate) name: String,
     pub(crate) path: PathBuf,
     pub(crate) files_dir: PathBuf,
     pub(crate) registry: &'static Registry,
-    pub(crate) statements: Statements,
     /// Item types whose background upgrade has not finished.
     pub(crate) upgrading: Mutex<HashMap<String, crate::upgrade::Progress>>,
     /// Whether `upgrading` may have entries: upgrades are only ever added
     /// when the store opens, so once it is empty this stays false, and
     /// every query after that skips the lock.
-    pub(crate) any_upgrading: std::sync::atomic::AtomicBool,
-    /// Upgrades the writer's open transaction has finished: still pending
-    /// for everyone else until it commits (`upgrade::finish`).
-    pub(crate) upgraded_in_write: Mutex<Vec<String>>,
-    pub(crate) readers: Mutex<Vec<Conn>>,
-    /// Idle readers kept in `readers`.
-    pub(crate) readers_kept: usize,
+    pub(crate) any_upgrading: AtomicBool,
+    /// What the open write transaction has done to the schema, undone if
+    /// it rolls back (`upgrade::write_ended`).
+    pub(crate) in_write: Mutex<crate::upgrade::InWrite>,
+    /// Which item types have a table, and which were checked against it.
+    pub(crate) tables: Tables,
+    /// Idle connections.
+    pub(crate) conns: Mutex<Vec<Conn>>,
+    /// Idle connections kept in `conns`.
+    pub(crate) conns_kept: usize,
     pub(crate) on_schedule: Option<ScheduleHook>,
+    /// Set by [`Store::close`]: every use after it is refused.
+    pub(crate) closed: AtomicBool,
+    /// Who the store is, as a sender of messages; known once it is open.
+    pub(crate) identity: std::sync::OnceLock<crate::message::Identity>,
 }
 
 impl Shared {
     pub(crate) fn upgrade_pending(&self, name: &str) -> bool {
-        if !self
-            .any_upgrading
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+        if !self.any_upgrading.load(Ordering::Acquire) {
             return false;
         }
         let map = self.upgrading.lock().unwrap_or_else(|e| e.into_inner());
         !map.is_empty() && map.contains_key(name)
     }
-}
 
-/// SQL text per item type, built once.
-#[derive(Default)]
-pub(crate) struct Statements {
-    cache: Mutex<HashMap<(&'static str, Statement), Arc<str>>>,
-}
-
-/// The statements kept per item type.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Statement {
-    Insert,
-    Update,
-    /// `SELECT a, b, …, id FROM table` (the id last, so that it can be
-    /// popped off a row without moving the values).
-    SelectItems,
-}
-
-impl Statements {
-    pub(crate) fn get<T: Item>(&self, which: Statement) -> Arc<str> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache
-            .entry((T::NAME, which))
-            .or_insert_with(|| {
-                let t = crate::item::ItemRegistration::of::<T>().0;
-                match which {
-                    Statement::Update => sql::update(&t).into(),
-                    Statement::Insert => sql::insert(&t, &t.table(), false).into(),
-                    Statement::SelectItems => {
-                        let mut cols: Vec<String> =
-                            t.attrs.iter().map(|a| sql::ident(a.name)).collect();
-                        cols.push("id".into());
-                        format!("SELECT {} FROM {}", cols.join(", "), sql::ident(&t.table())).into()
-                    }
-                }
-            })
-            .clone()
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
     }
 
-    pub(crate) fn insert<T: Item>(&self) -> Arc<str> {
-        self.get::<T>(Statement::Insert)
+    /// An idle connection, or a new one.
+    fn take_conn(&self) -> Result<Conn> {
+        let idle = lock(&self.conns).pop();
+        match idle {
+            Some(c) => Ok(c),
+            None => Conn::open(&self.path, false),
+        }
     }
 
-    pub(crate) fn update<T: Item>(&self) -> Arc<str> {
-        self.get::<T>(Statement::Update)
-    }
-}
-
-/// The writer thread's state.
-pub(crate) struct Writer {
-    pub(crate) conn: Conn,
-    pub(crate) shared: Arc<Shared>,
-}
-
-struct Inner {
-    shared: Arc<Shared>,
-    /// `None` only while dropping.
-    jobs: Option<Sender<Job>>,
-    writer: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Inner {
-    fn jobs(&self) -> &Sender<Job> {
-        self.jobs.as_ref().expect("store is open")
-    }
-}
-
-impl Drop for Inner {
-    /// Closing the channel ends the writer thread once queued work is done;
-    /// waiting for it closes the file before the handle is gone, so the
-    /// write-ahead log is folded back and the file can be copied or deleted.
-    fn drop(&mut self) {
-        self.jobs.take();
-        if let Some(writer) = self.writer.take()
-            && writer.thread().id() != std::thread::current().id()
-        {
-            let _ = writer.join();
+    /// Keeps a connection for the next use, unless enough are kept, the
+    /// store is closed, or the connection is stuck in a transaction.
+    fn give_back(&self, conn: Conn) {
+        conn.rollback();
+        if conn.in_transaction() || self.closed.load(Ordering::Acquire) {
+            // The rollback failed, and every use of it would; or no one
+            // may use it again.
+            return;
+        }
+        let mut idle = lock(&self.conns);
+        if idle.len() < self.conns_kept {
+            idle.push(conn);
         }
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The holder of a store's write lock: a connection and the store, for as
+/// long as the lock is held. Its connection goes back to the store's idle
+/// ones when it is dropped.
+pub(crate) struct Writer {
+    /// `None` only while dropping.
+    conn: Option<Conn>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Writer {
+    pub(crate) fn conn(&self) -> &Conn {
+        self.conn.as_ref().expect("writer is open")
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.shared.give_back(conn);
+        }
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    lock: WriteLock,
+    queue: Mutex<Queue>,
+}
+
+/// Writes waiting for the pool.
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Whether the store is on the pool's run queue (or a pool thread has
+    /// it): it is put there once per turn.
+    scheduled: bool,
+}
+
 /// A handle to one open store (the site's, or a user's). Cheap to clone; the
-/// store closes when the last handle is dropped.
+/// store closes when the last handle is dropped, or at [`Store::close`].
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -180,54 +190,51 @@ pub(crate) struct OpenOptions {
     pub(crate) name: String,
     pub(crate) create: bool,
     pub(crate) on_schedule: Option<ScheduleHook>,
-    /// Idle reader connections to keep.
-    pub(crate) readers_kept: usize,
+    /// Idle connections to keep.
+    pub(crate) conns_kept: usize,
 }
 
 impl Store {
     /// Opens (creating it if `create`) the store in `path`: checks that it is
-    /// a Mantissa store this program can use, creates the tables of new item
-    /// types, and upgrades small stores (large ones upgrade in the
-    /// background).
+    /// a Mantissa store this program can use, and upgrades small stores
+    /// (large ones upgrade in the background).
     pub(crate) fn open_with(path: &Path, opts: OpenOptions) -> Result<Store> {
         let registry = Registry::get()?;
         let conn = Conn::open(path, opts.create)?;
-        let files_dir = files_dir_for(path);
         let shared = Arc::new(Shared {
-            name: opts.name,
+            name: opts.name.clone(),
             path: path.to_path_buf(),
-            files_dir,
+            files_dir: files_dir_for(path),
             registry,
-            statements: Statements::default(),
             upgrading: Mutex::new(HashMap::new()),
-            any_upgrading: std::sync::atomic::AtomicBool::new(true),
-            upgraded_in_write: Mutex::new(Vec::new()),
-            readers: Mutex::new(Vec::new()),
-            readers_kept: opts.readers_kept,
+            any_upgrading: AtomicBool::new(true),
+            in_write: Mutex::new(Default::default()),
+            tables: Tables::new(registry),
+            conns: Mutex::new(Vec::new()),
+            conns_kept: opts.conns_kept,
             on_schedule: opts.on_schedule,
+            closed: AtomicBool::new(false),
+            identity: std::sync::OnceLock::new(),
         });
         let background = crate::schema::prepare(&conn, &shared)?;
-        shared
-            .any_upgrading
-            .store(!background.is_empty(), std::sync::atomic::Ordering::Release);
-        *shared.upgrading.lock().unwrap_or_else(|e| e.into_inner()) = background;
+        let upgrading = !background.is_empty();
+        shared.any_upgrading.store(upgrading, Ordering::Release);
+        *lock(&shared.upgrading) = background;
         crate::files::empty_trash(&conn, &shared);
-        let (jobs, rx) = crossbeam_channel::unbounded::<Job>();
-        let writer = Writer {
-            conn,
-            shared: shared.clone(),
-        };
-        let writer = std::thread::Builder::new()
-            .name(format!("store:{}", shared.name))
-            .spawn(move || writer_loop(writer, rx))
-            .map_err(|e| StoreError::io(path, e))?;
-        Ok(Store {
+        shared.give_back(conn);
+        let store = Store {
             inner: Arc::new(Inner {
+                lock: WriteLock::new(&opts.name),
                 shared,
-                jobs: Some(jobs),
-                writer: Some(writer),
+                queue: Mutex::new(Queue::default()),
             }),
-        })
+        };
+        if upgrading {
+            // The pool runs the upgrades a batch at a time, between writes.
+            lock(&store.inner.queue).scheduled = true;
+            crate::writers::schedule(store.clone());
+        }
+        Ok(store)
     }
 
     /// Opens a store file on its own, outside a site (for tools and tests).
@@ -243,7 +250,7 @@ impl Store {
                 name,
                 create: true,
                 on_schedule: None,
-                readers_kept: USER_READERS_KEPT,
+                conns_kept: USER_CONNS_KEPT,
             },
         )
     }
@@ -258,9 +265,10 @@ impl Store {
         &self.inner.shared.path
     }
 
-    /// Runs `f` in a write transaction on the store's thread, without
-    /// blocking the async runtime. All of it commits, or none of it: an `Err`
-    /// or a panic rolls back.
+    /// Runs `f` in a write transaction, without blocking the async runtime
+    /// (on the write pool: `writers.rs`). All of it commits, or none of it:
+    /// an `Err` or a panic rolls back. Writes to one store run one at a
+    /// time, in the order they were asked for.
     ///
     /// ```
     /// # use mantissa_store::*;
@@ -273,54 +281,136 @@ impl Store {
     /// assert_eq!(note.text, "hello");
     /// # Ok(()) }
     /// ```
+    ///
+    /// The closure runs on another thread, possibly after the future that
+    /// asked for it was dropped, so it must own what it uses (`Send +
+    /// 'static`). Inside a write of the same store it fails at once with
+    /// [`StoreError::NestedWrite`], having done nothing.
     pub async fn write<R, F>(&self, f: F) -> Result<R>
     where
         F: FnOnce(&mut Write<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
+        self.inner.lock.refuse_nested()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(f, tx)?;
+        self.submit(Box::new(move |w: Result<&mut Writer>| {
+            let _ = tx.send(w.and_then(|w| run_write(w, f)));
+        }))?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// [`Store::write`] for code that is not async: blocks this thread until
-    /// the transaction is done. Do not call it from inside the async runtime.
-    pub fn write_blocking<R, F>(&self, f: F) -> Result<R>
-    where
-        F: FnOnce(&mut Write<'_>) -> Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(f, tx)?;
-        rx.blocking_recv().map_err(|_| StoreError::Closed)?
+    /// [`Store::write`] for code that is not async: runs `f` on this
+    /// thread, once no other write of the store is running.
+    ///
+    /// The closure may borrow from the caller. Refused, before anything is
+    /// done, on an async runtime's thread ([`StoreError::BlockingInAsync`]:
+    /// use `write(..).await` there), inside a write of the same store
+    /// ([`StoreError::NestedWrite`]), and where waiting would never end
+    /// ([`StoreError::Deadlock`]).
+    ///
+    /// ```
+    /// # use mantissa_store::*;
+    /// # #[derive(Item)] #[item(name = "doc.wb.note", version = 1)] struct Note { text: String }
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = Site::open(dir.path())?.user_store("alice")?;
+    /// let texts = vec!["one".to_string(), "two".to_string()];
+    /// store.write_blocking(|tx| {
+    ///     for text in &texts {
+    ///         tx.insert(&Note { text: text.clone() })?;
+    ///     }
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!(texts.len(), 2); // still ours
+    /// # Ok::<(), StoreError>(())
+    /// ```
+    pub fn write_blocking<R>(&self, f: impl FnOnce(&mut Write<'_>) -> Result<R>) -> Result<R> {
+        refuse_in_async("Store::write_blocking", "Store::write(..).await")?;
+        self.with_writer(|w| run_write(w, f))?
     }
 
-    fn submit<R, F>(&self, f: F, answer: tokio::sync::oneshot::Sender<Result<R>>) -> Result<()>
-    where
-        F: FnOnce(&mut Write<'_>) -> Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        self.inner
-            .jobs()
-            .send(Box::new(move |w: &mut Writer| {
-                let _ = answer.send(run_write(w, f));
-            }))
-            .map_err(|_| StoreError::Closed)
+    fn submit(&self, job: Job) -> Result<()> {
+        self.inner.shared.check_open()?;
+        let first = {
+            let mut queue = lock(&self.inner.queue);
+            queue.jobs.push_back(job);
+            !std::mem::replace(&mut queue.scheduled, true)
+        };
+        if first {
+            crate::writers::schedule(self.clone());
+        }
+        Ok(())
     }
 
-    /// Runs `f` on the writer thread outside any transaction (maintenance).
-    pub(crate) fn on_writer<R: Send + 'static>(
+    /// Runs a turn of the writes waiting in the queue, and a batch of a
+    /// background upgrade when none are left (on a pool thread).
+    pub(crate) fn run_queued(&self) {
+        let shared = &self.inner.shared;
+        let held = self.inner.lock.acquire();
+        let mut writer = held
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|_| self.writer());
+        for _ in 0..WRITES_PER_TURN {
+            let Some(job) = lock(&self.inner.queue).jobs.pop_front() else {
+                break;
+            };
+            job(writer.as_mut().map_err(|e| e.clone()));
+        }
+        let idle = lock(&self.inner.queue).jobs.is_empty();
+        let mut upgrades_left = false;
+        // Background upgrades go on while someone holds the store besides
+        // this turn; a store no one uses stops, and resumes where it was
+        // when it is opened again.
+        if let Ok(w) = writer.as_mut()
+            && idle
+            && self.handles() > 1
+            && !shared.closed.load(Ordering::Acquire)
+            && crate::upgrade::has_background_work(shared)
+        {
+            crate::upgrade::step(w);
+            upgrades_left = crate::upgrade::has_background_work(shared);
+        }
+        drop(writer);
+        drop(held);
+        let again = {
+            let mut queue = lock(&self.inner.queue);
+            let again = !queue.jobs.is_empty() || upgrades_left;
+            queue.scheduled = again;
+            again
+        };
+        if again {
+            crate::writers::schedule(self.clone());
+        }
+    }
+
+    /// The holder's view of the store: one of its connections.
+    fn writer(&self) -> Result<Writer> {
+        let shared = &self.inner.shared;
+        shared.check_open()?;
+        Ok(Writer {
+            conn: Some(shared.take_conn()?),
+            shared: shared.clone(),
+        })
+    }
+
+    /// Runs `f` holding the write lock, on this thread, outside any
+    /// transaction (maintenance, and the blocking write).
+    pub(crate) fn with_writer<R>(&self, f: impl FnOnce(&mut Writer) -> R) -> Result<R> {
+        self.inner.shared.check_open()?;
+        let _held = self.inner.lock.acquire()?;
+        let mut w = self.writer()?;
+        Ok(f(&mut w))
+    }
+
+    /// [`Store::with_writer`] for the public blocking calls: refused on an
+    /// async runtime's thread.
+    pub(crate) fn on_writer<R>(
         &self,
-        f: impl FnOnce(&mut Writer) -> R + Send + 'static,
+        call: &'static str,
+        f: impl FnOnce(&mut Writer) -> R,
     ) -> Result<R> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.inner
-            .jobs()
-            .send(Box::new(move |w: &mut Writer| {
-                let _ = tx.send(f(w));
-            }))
-            .map_err(|_| StoreError::Closed)?;
-        rx.blocking_recv().map_err(|_| StoreError::Closed)
+        refuse_in_async(call, "tokio::task::spawn_blocking")?;
+        self.with_writer(f)
     }
 
     /// Runs `f` in a read transaction on one of the store's reader threads
@@ -332,6 +422,7 @@ impl Store {
         F: FnOnce(&Read<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
+        self.inner.shared.check_open()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         crate::readers::run(
             self.clone(),
@@ -346,8 +437,11 @@ impl Store {
             .map_err(|_| StoreError::Panicked("a store reader thread failed".into()))?
     }
 
-    /// [`Store::read`] for code that is not async: runs on this thread.
+    /// [`Store::read`] for code that is not async: runs on this thread, and
+    /// may borrow from the caller. Refused on an async runtime's thread
+    /// ([`StoreError::BlockingInAsync`]: use `read(..).await` there).
     pub fn read_blocking<R>(&self, f: impl FnOnce(&Read<'_>) -> Result<R>) -> Result<R> {
+        refuse_in_async("Store::read_blocking", "Store::read(..).await")?;
         let snapshot = self.snapshot()?;
         caught(|| f(&snapshot.read()))
     }
@@ -358,30 +452,18 @@ impl Store {
         &self.inner.shared
     }
 
-    /// Starts a read transaction on one of the store's idle reader
-    /// connections (or a new one).
+    /// Starts a read transaction on one of the store's idle connections
+    /// (or a new one).
     pub(crate) fn snapshot(&self) -> Result<Snapshot> {
         #[cfg(test)]
-        SNAPSHOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        SNAPSHOTS.fetch_add(1, Ordering::Relaxed);
         let shared = &self.inner.shared;
-        let conn = {
-            let mut pool = shared.readers.lock().unwrap_or_else(|e| e.into_inner());
-            pool.pop()
-        };
-        let conn = match conn {
-            Some(c) => c,
-            None => {
-                let c = Conn::open(&shared.path, false)?;
-                c.batch("PRAGMA query_only = 1")?;
-                c
-            }
-        };
+        shared.check_open()?;
+        let conn = shared.take_conn()?;
         let snapshot = Snapshot {
             // Loaded before the transaction begins: once no upgrade is left
             // none is added, so every item the snapshot holds is current.
-            upgraded: !shared
-                .any_upgrading
-                .load(std::sync::atomic::Ordering::Acquire),
+            upgraded: !shared.any_upgrading.load(Ordering::Acquire),
             store: self.clone(),
             conn: Some(conn),
         };
@@ -391,28 +473,23 @@ impl Store {
 
     /// Background upgrades still running, with their progress.
     pub fn upgrades_in_progress(&self) -> Vec<crate::upgrade::Progress> {
-        let map = self
-            .inner
-            .shared
-            .upgrading
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let map = lock(&self.inner.shared.upgrading);
         let mut v: Vec<_> = map.values().cloned().collect();
         v.sort_by(|a, b| a.item.cmp(&b.item));
         v
     }
 
     /// Finishes every background upgrade now, calling `progress` after each
-    /// batch.
-    pub fn finish_upgrades(
-        &self,
-        progress: impl FnMut(&crate::upgrade::Progress) + Send + 'static,
-    ) -> Result<()> {
-        self.on_writer(move |w| crate::upgrade::finish_all(w, progress))?
+    /// batch. Blocking.
+    pub fn finish_upgrades(&self, progress: impl FnMut(&crate::upgrade::Progress)) -> Result<()> {
+        self.on_writer("Store::finish_upgrades", move |w| {
+            crate::upgrade::finish_all(w, progress)
+        })?
     }
 
     /// Runs SQLite's full integrity check, and the store's own (references
     /// and files). Returns the problems found; empty means healthy.
+    /// Blocking.
     pub fn check(&self) -> Result<Vec<String>> {
         self.read_blocking(|r| crate::schema::check(r.conn(), &self.inner.shared))
     }
@@ -420,6 +497,77 @@ impl Store {
     /// The directory that holds this store's attached files.
     pub fn files_dir(&self) -> &Path {
         &self.inner.shared.files_dir
+    }
+
+    /// Folds the write-ahead log back into the store's file, so that the
+    /// file alone holds every committed write (what a copy of the file
+    /// needs). Waits for readers for up to the busy timeout; a checkpoint
+    /// they hold up stays partial and says so. Blocking.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.on_writer("Store::checkpoint", |w| w.conn().checkpoint())?
+    }
+
+    /// Closes the store now: waits for the write in progress and runs the
+    /// writes already asked for, folds the write-ahead log back into the
+    /// file, and closes its connections. Every use of any handle to it
+    /// afterwards fails with [`StoreError::Closed`]; a read in progress
+    /// finishes. Closing a closed store does nothing. Blocking.
+    ///
+    /// [`Site::close_user_store`](crate::Site::close_user_store) also
+    /// forgets it, so that the next use opens it again.
+    pub fn close(&self) -> Result<()> {
+        refuse_in_async("Store::close", "tokio::task::spawn_blocking")?;
+        let shared = &self.inner.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let held = self.inner.lock.acquire()?;
+        let mut writer = self.writer();
+        loop {
+            let Some(job) = lock(&self.inner.queue).jobs.pop_front() else {
+                break;
+            };
+            job(writer.as_mut().map_err(|e| e.clone()));
+        }
+        shared.closed.store(true, Ordering::Release);
+        let checkpoint = writer
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|w| w.conn().checkpoint());
+        drop(writer);
+        lock(&shared.conns).clear();
+        drop(held);
+        checkpoint
+    }
+
+    /// Who the store is, as a sender of messages.
+    pub(crate) fn identity(&self) -> &crate::message::Identity {
+        self.inner
+            .shared
+            .identity
+            .get()
+            .expect("an open store knows its identity")
+    }
+
+    /// How many handles to the store there are (the site's cache holds
+    /// one, a write waiting in the pool another).
+    pub(crate) fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
+    /// Asks the write pool to fold the write-ahead log back into the file,
+    /// after the writes already asked for.
+    pub(crate) fn checkpoint_later(&self) {
+        let _ = self.submit(Box::new(|w: Result<&mut Writer>| {
+            if let Err(e) = w.and_then(|w| w.conn().checkpoint()) {
+                tracing::warn!(error = %e, "folding a store's log back into its file failed");
+            }
+        }));
+    }
+
+    /// Whether the store was closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.shared.closed.load(Ordering::Acquire)
     }
 }
 
@@ -457,7 +605,7 @@ impl Snapshot {
         Read {
             conn: self.conn(),
             shared: &self.store.inner.shared,
-            requester: Some(self.store.inner.jobs()),
+            store: Some(&self.store),
         }
     }
 
@@ -480,16 +628,8 @@ impl Snapshot {
 
 impl Drop for Snapshot {
     fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
-        conn.rollback();
-        if conn.in_transaction() {
-            // The rollback failed; every read on this connection would.
-            return;
-        }
-        let shared = &self.store.inner.shared;
-        let mut pool = shared.readers.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < shared.readers_kept {
-            pool.push(conn);
+        if let Some(conn) = self.conn.take() {
+            self.store.inner.shared.give_back(conn);
         }
     }
 }
@@ -513,10 +653,10 @@ pub(crate) fn run_write<R>(
     w: &mut Writer,
     f: impl FnOnce(&mut Write<'_>) -> Result<R>,
 ) -> Result<R> {
-    w.conn.begin_write()?;
-    let mut tx = Write::new(&w.conn, &w.shared);
+    w.conn().begin_write()?;
+    let mut tx = Write::new(w.conn(), &w.shared);
     let result = caught(|| f(&mut tx));
-    let earliest = tx.earliest_schedule;
+    let (earliest, touched_files) = (tx.earliest_schedule, tx.touched_files);
     let outcome = result.and_then(|v| {
         // The site learns of new scheduled work before this commits, so a
         // crash can make it look early, never miss it.
@@ -524,36 +664,15 @@ pub(crate) fn run_write<R>(
             (Some(t), Some(hook)) => hook(&w.shared.name, t),
             _ => Ok(()),
         };
-        hooked.and_then(|()| w.conn.commit()).map(|()| v)
+        hooked.and_then(|()| w.conn().commit()).map(|()| v)
     });
     if outcome.is_err() {
-        w.conn.rollback();
-    } else {
-        crate::files::empty_trash(&w.conn, &w.shared);
+        w.conn().rollback();
+    } else if touched_files {
+        crate::files::empty_trash(w.conn(), &w.shared);
     }
     crate::upgrade::write_ended(&w.shared, outcome.is_ok());
     outcome
-}
-
-fn writer_loop(mut w: Writer, rx: Receiver<Job>) {
-    loop {
-        let job = if crate::upgrade::has_background_work(&w.shared) {
-            match rx.try_recv() {
-                Ok(job) => job,
-                Err(TryRecvError::Empty) => {
-                    crate::upgrade::step(&mut w);
-                    continue;
-                }
-                Err(TryRecvError::Disconnected) => break,
-            }
-        } else {
-            match rx.recv() {
-                Ok(job) => job,
-                Err(_) => break,
-            }
-        };
-        job(&mut w);
-    }
 }
 
 /// A handle that does not keep a store open.

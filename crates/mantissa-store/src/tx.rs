@@ -11,7 +11,7 @@ use crate::error::{Result, StoreError};
 use crate::item::{Item, Stored, table_name};
 use crate::query::{Cond, Query};
 use crate::sql::{self, Expr};
-use crate::store::{Job, Shared};
+use crate::store::{Shared, Store};
 use crate::value::{Ref, Timestamp, Value};
 
 /// A read transaction: every query in it sees the store as it was when it
@@ -20,9 +20,9 @@ use crate::value::{Ref, Timestamp, Value};
 pub struct Read<'a> {
     pub(crate) conn: &'a Conn,
     pub(crate) shared: &'a Shared,
-    /// Readers ask the writer thread to finish an upgrade; the writer does it
-    /// itself.
-    pub(crate) requester: Option<&'a crossbeam_channel::Sender<Job>>,
+    /// The store, in a read: reads take its write lock to finish an
+    /// upgrade. `None` in the write transaction, which holds the lock.
+    pub(crate) store: Option<&'a Store>,
 }
 
 impl<'a> Read<'a> {
@@ -41,17 +41,12 @@ impl<'a> Read<'a> {
         if !self.shared.upgrade_pending(name) {
             return Ok(());
         }
-        match self.requester {
+        match self.store {
             None => crate::upgrade::finish(self.conn, self.shared, name),
-            Some(jobs) => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
+            Some(store) => {
                 let owned = name.to_string();
-                jobs.send(Box::new(move |w: &mut crate::store::Writer| {
-                    let r = crate::upgrade::finish(&w.conn, &w.shared, &owned);
-                    let _ = tx.send(r);
-                }))
-                .map_err(|_| StoreError::Closed)?;
-                rx.blocking_recv().map_err(|_| StoreError::Closed)??;
+                store
+                    .with_writer(move |w| crate::upgrade::finish(w.conn(), &w.shared, &owned))??;
                 // This snapshot predates the upgrade: take a new one, before
                 // anything of this type has been read.
                 self.conn.rollback();
@@ -60,10 +55,33 @@ impl<'a> Read<'a> {
         }
     }
 
-    pub(crate) fn select_items<T: Item>(&self) -> std::sync::Arc<str> {
+    /// Whether items of type `name` can be here: any upgrade of the type
+    /// finished, and its table compared with it on first use. `false` when
+    /// the store has no table for the type (so no items).
+    pub(crate) fn has_table(&self, name: &str) -> Result<bool> {
+        self.ensure_current(name)?;
+        crate::schema::has_table(self.conn, self.shared, name, self.store.is_none())
+    }
+
+    /// Runs a query of an item table whose [`Read::has_table`] said yes.
+    /// A read whose snapshot began before the table was made (by a write
+    /// that committed meanwhile) finds none: no items, then.
+    pub(crate) fn rows(
+        &self,
+        sql: &str,
+        params: &[Value<'_>],
+        f: impl FnMut(Vec<Value<'static>>) -> Result<()>,
+    ) -> Result<()> {
+        match self.conn.query(sql, params, f) {
+            Err(e) if self.store.is_some() && crate::backend::is_missing_table(&e) => Ok(()),
+            other => other,
+        }
+    }
+
+    pub(crate) fn select_items<T: Item>(&self) -> Result<std::sync::Arc<str>> {
         self.shared
-            .statements
-            .get::<T>(crate::store::Statement::SelectItems)
+            .registry
+            .statement::<T>(crate::item::Statement::SelectItems)
     }
 
     /// A query over items of type `T`.
@@ -146,6 +164,9 @@ impl<I: Item> Cond<I> {
 pub struct Write<'a> {
     read: Read<'a>,
     pub(crate) earliest_schedule: Option<Timestamp>,
+    /// Whether files may have been put on the trash list, to be removed
+    /// once this commits.
+    pub(crate) touched_files: bool,
 }
 
 impl<'a> Deref for Write<'a> {
@@ -161,9 +182,10 @@ impl<'a> Write<'a> {
             read: Read {
                 conn,
                 shared,
-                requester: None,
+                store: None,
             },
             earliest_schedule: None,
+            touched_files: false,
         }
     }
 
@@ -180,8 +202,13 @@ impl<'a> Write<'a> {
     /// Stores a new item and returns its id. Ids are never reused, even after
     /// the item is deleted.
     pub fn insert<T: Item>(&mut self, item: &T) -> Result<Ref<T>> {
-        self.ensure_current(T::NAME)?;
-        let sql = self.shared.statements.insert::<T>();
+        if !self.has_table(T::NAME)? {
+            crate::schema::create(self.conn, self.shared, T::NAME)?;
+        }
+        let sql = self
+            .shared
+            .registry
+            .statement::<T>(crate::item::Statement::Insert)?;
         let id = self.conn.insert(&sql, &item.values())?;
         if crate::queue::is_listened(T::NAME) {
             self.note_work_at(Timestamp::now());
@@ -197,11 +224,18 @@ impl<'a> Write<'a> {
 
     /// Writes back a changed item.
     pub fn update<T: Item>(&mut self, item: &Stored<T>) -> Result<()> {
-        self.ensure_current(T::NAME)?;
-        let sql = self.shared.statements.update::<T>();
-        let mut params = item.values();
-        params.push(Value::Integer(item.id().id()));
-        match self.conn.execute(&sql, &params)? {
+        let changed = if self.has_table(T::NAME)? {
+            let sql = self
+                .shared
+                .registry
+                .statement::<T>(crate::item::Statement::Update)?;
+            let mut params = item.values();
+            params.push(Value::Integer(item.id().id()));
+            self.conn.execute(&sql, &params)?
+        } else {
+            0
+        };
+        match changed {
             0 => Err(StoreError::NotFound {
                 item: T::NAME,
                 id: item.id().id(),
@@ -224,7 +258,12 @@ impl<'a> Write<'a> {
 
     /// Deletes every item meeting `cond`; returns how many.
     pub fn delete_where<T: Item>(&mut self, cond: Cond<T>) -> Result<usize> {
-        self.ensure_current(T::NAME)?;
+        if !self.has_table(T::NAME)? {
+            return Ok(0);
+        }
+        // Deleted items' files go on the trash list (their tables' delete
+        // triggers), and so may those of items deleted by cascade.
+        self.touched_files = true;
         let mut params = Vec::new();
         let mut sql = format!("DELETE FROM {} WHERE ", sql::ident(&table_name(T::NAME)));
         cond.expr.write(&mut sql, &mut params);
@@ -247,7 +286,7 @@ impl<'a> Write<'a> {
     /// Runs `f` in a savepoint: if it fails, what it did is undone and the
     /// error returned, while the rest of the transaction goes on.
     pub fn savepoint<R>(&mut self, f: impl FnOnce(&mut Write<'a>) -> Result<R>) -> Result<R> {
-        let upgrades = crate::upgrade::upgraded_in_write(self.shared());
+        let mark = crate::upgrade::mark(self.shared());
         self.conn.batch("SAVEPOINT mantissa_sp")?;
         match f(self) {
             Ok(v) => {
@@ -257,7 +296,7 @@ impl<'a> Write<'a> {
             Err(e) => {
                 self.conn
                     .batch("ROLLBACK TO mantissa_sp; RELEASE mantissa_sp")?;
-                crate::upgrade::rolled_back_to(self.shared(), upgrades);
+                crate::upgrade::rolled_back_to(self.shared(), mark);
                 Err(e)
             }
         }

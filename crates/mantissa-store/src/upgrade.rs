@@ -484,10 +484,10 @@ pub(crate) fn finish(conn: &Conn, shared: &Shared, name: &str) -> Result<()> {
     }
     let t = item_type(shared, name)?;
     if conn.in_transaction() {
-        let mut upgraded = upgraded_list(shared);
-        if !upgraded.iter().any(|n| n == name) {
+        let mut w = in_write(shared);
+        if !w.upgraded.iter().any(|n| n == name) {
             complete(conn, shared, t)?;
-            upgraded.push(name.to_string());
+            w.upgraded.push(name.to_string());
         }
         return Ok(());
     }
@@ -501,34 +501,58 @@ pub(crate) fn finish(conn: &Conn, shared: &Shared, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn upgraded_list(shared: &Shared) -> std::sync::MutexGuard<'_, Vec<String>> {
-    shared
-        .upgraded_in_write
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+/// What the open write transaction has done to the schema: upgrades
+/// finished and tables created, which count for everyone else only once
+/// it commits.
+#[derive(Default)]
+pub(crate) struct InWrite {
+    /// Item types whose upgrade it finished.
+    upgraded: Vec<String>,
+    /// Item types (registry indexes) whose table it created.
+    pub(crate) created: Vec<usize>,
 }
 
-/// The writer's transaction has ended: the upgrades it finished are done if
-/// it committed, still to do if not.
+/// Where a savepoint began, to undo what came after it.
+#[derive(Clone, Copy)]
+pub(crate) struct Mark {
+    upgraded: usize,
+    created: usize,
+}
+
+pub(crate) fn in_write(shared: &Shared) -> std::sync::MutexGuard<'_, InWrite> {
+    shared.in_write.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The writer's transaction has ended: the upgrades it finished are done,
+/// and the tables it created are there, if it committed; if not, they are
+/// still to do.
 pub(crate) fn write_ended(shared: &Shared, committed: bool) {
-    let upgraded = std::mem::take(&mut *upgraded_list(shared));
+    let done = std::mem::take(&mut *in_write(shared));
     if committed {
-        for name in upgraded {
+        for name in done.upgraded {
             forget(shared, &name);
+        }
+        for i in done.created {
+            shared.tables.created(i);
         }
     }
 }
 
-/// How many upgrades the writer's open transaction has finished so far; a
-/// savepoint notes it, to give back to [`rolled_back_to`].
-pub(crate) fn upgraded_in_write(shared: &Shared) -> usize {
-    upgraded_list(shared).len()
+/// How much the writer's open transaction has done so far; a savepoint
+/// notes it, to give back to [`rolled_back_to`].
+pub(crate) fn mark(shared: &Shared) -> Mark {
+    let w = in_write(shared);
+    Mark {
+        upgraded: w.upgraded.len(),
+        created: w.created.len(),
+    }
 }
 
-/// A savepoint was rolled back: the upgrades finished inside it are still
-/// to do.
-pub(crate) fn rolled_back_to(shared: &Shared, upgraded: usize) {
-    upgraded_list(shared).truncate(upgraded);
+/// A savepoint was rolled back: what was done inside it is still to do.
+pub(crate) fn rolled_back_to(shared: &Shared, mark: Mark) {
+    let mut w = in_write(shared);
+    w.upgraded.truncate(mark.upgraded);
+    w.created.truncate(mark.created);
 }
 
 pub(crate) fn has_background_work(shared: &Shared) -> bool {
@@ -546,16 +570,16 @@ fn step_once(w: &mut Writer) -> Result<Option<Progress>> {
         }
     };
     let t = item_type(&w.shared, &name)?;
-    w.conn.begin_write()?;
-    let result = batch(&w.conn, &w.shared, t).and_then(|last| {
+    w.conn().begin_write()?;
+    let result = batch(w.conn(), &w.shared, t).and_then(|last| {
         if last {
-            complete(&w.conn, &w.shared, t)?;
+            complete(w.conn(), &w.shared, t)?;
         }
         Ok(last)
     });
     match result {
         Ok(last) => {
-            w.conn.commit()?;
+            w.conn().commit()?;
             let mut map = w.shared.upgrading.lock().unwrap_or_else(|e| e.into_inner());
             if last {
                 let removed = map.remove(&name);
@@ -575,7 +599,7 @@ fn step_once(w: &mut Writer) -> Result<Option<Progress>> {
             }
         }
         Err(e) => {
-            w.conn.rollback();
+            w.conn().rollback();
             let mut map = w.shared.upgrading.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(p) = map.get_mut(&name) {
                 p.failed = Some(e.to_string());

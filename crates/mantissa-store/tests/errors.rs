@@ -112,7 +112,7 @@ fn a_store_from_a_newer_program_is_refused_and_left_alone() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{}: store format 9 is newer than this program's (1); upgrade the program",
+            "{}: store format 9 is newer than this program's (2); upgrade the program",
             path.display()
         )
     );

@@ -8,4 +8,4 @@
 
 pub(crate) mod sqlite;
 
-pub(crate) use sqlite::Conn;
+pub(crate) use sqlite::{Conn, is_missing_table};

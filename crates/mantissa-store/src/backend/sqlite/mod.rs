@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rusqlite::config::DbConfig;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{OpenFlags, ToSql};
 
@@ -84,6 +85,16 @@ impl Conn {
             conn,
             path: path.to_path_buf(),
         };
+        // SQLite's legacy fallback reads a double-quoted name that is no
+        // column as a string literal: a field added to a struct without a
+        // new version would read as its own name, silently. Identifiers
+        // are double-quoted everywhere here, strings never are.
+        for dqs in [
+            DbConfig::SQLITE_DBCONFIG_DQS_DML,
+            DbConfig::SQLITE_DBCONFIG_DQS_DDL,
+        ] {
+            c.conn.set_db_config(dqs, false).map_err(|e| c.err(e))?;
+        }
         c.conn
             .busy_timeout(Duration::from_secs(5))
             .map_err(|e| c.err(e))?;
@@ -230,6 +241,22 @@ impl Conn {
         }
     }
 
+    /// Folds the write-ahead log back into the database file and empties
+    /// it. Readers in the middle of a transaction hold it up for up to the
+    /// busy timeout; then it folds back what it can, and says so in the log.
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        let (busy, log, done): (i64, i64, i64) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| self.err(e))?;
+        if busy != 0 {
+            tracing::warn!(store = %self.path.display(), pages = log, folded = done, "readers held up folding the log back into the file");
+        }
+        Ok(())
+    }
+
     pub(crate) fn in_transaction(&self) -> bool {
         !self.conn.is_autocommit()
     }
@@ -240,6 +267,12 @@ impl Conn {
             let _ = self.run_cached("ROLLBACK");
         }
     }
+}
+
+/// Whether `e` says a table does not exist: what a read whose snapshot
+/// predates an item type's first table gets (`schema::has_table`).
+pub(crate) fn is_missing_table(e: &StoreError) -> bool {
+    matches!(e, StoreError::Database { reason, .. } if reason.starts_with("no such table"))
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
