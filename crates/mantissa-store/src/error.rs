@@ -163,19 +163,8 @@ pub enum StoreError {
     },
     /// An item type's fields no longer match its table in a store, at the
     /// same version: the struct was changed without raising its version.
-    #[error(
-        "{path}: item type {item} does not match its table at version {version} ({differences}); raise its version and register an upgrader (upgrader!) from {version}"
-    )]
-    SchemaMismatch {
-        /// The file.
-        path: PathBuf,
-        /// The item type.
-        item: String,
-        /// Its version, in the program and in the store.
-        version: u32,
-        /// What differs, field by field.
-        differences: String,
-    },
+    #[error("{0}")]
+    SchemaMismatch(Box<SchemaMismatch>),
     /// A file operation failed.
     #[error("{path}: {reason}")]
     Io {
@@ -195,6 +184,22 @@ pub enum StoreError {
         /// What the database said.
         reason: String,
     },
+}
+
+/// What [`StoreError::SchemaMismatch`] says.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "{path}: item type {item} does not match its table at version {version} ({differences}); raise its version and register an upgrader (upgrader!) from {version}"
+)]
+pub struct SchemaMismatch {
+    /// The file.
+    pub path: PathBuf,
+    /// The item type.
+    pub item: String,
+    /// Its version, in the program and in the store.
+    pub version: u32,
+    /// What differs, field by field.
+    pub differences: String,
 }
 
 impl StoreError {

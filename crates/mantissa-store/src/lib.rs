@@ -62,7 +62,7 @@ mod write_lock;
 mod writers;
 
 pub use due::{Background, DueReport};
-pub use error::{Result, StoreError};
+pub use error::{Result, SchemaMismatch, StoreError};
 pub use item::{AttrDef, IndexDef, Item, ItemType, OnDelete, Registry, Stored};
 pub use mantissa_store_derive::Item;
 pub use message::{Message, MessageId, MessageState, SITE_STORE};

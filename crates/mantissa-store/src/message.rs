@@ -180,6 +180,7 @@ impl Write<'_> {
         let body = serde_json::to_string(msg)
             .map_err(|e| StoreError::app(format!("message {} cannot be written: {e}", M::NAME)))?;
         let now = Timestamp::now();
+        crate::schema::Internal::Outbox.ensure(self.conn())?;
         let id = self.conn().insert(
             "INSERT INTO _outbox (target, kind, body, state, next_try) VALUES (?, ?, ?, 'pending', ?)",
             &[
@@ -393,6 +394,7 @@ impl Site {
                     return Ok(answer.into_owned());
                 }
                 let answer = tx.savepoint(|tx| guarded(|| (reg.receive)(tx, sender, &m.body)))?;
+                crate::schema::Internal::Inbox.ensure(tx.conn())?;
                 tx.conn().execute(
                     "INSERT INTO _inbox (sender_id, message_id, answer) VALUES (?, ?, ?)",
                     &[

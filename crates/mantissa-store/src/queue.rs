@@ -188,6 +188,7 @@ pub(crate) fn process(w: &mut Writer, now: Timestamp) -> Result<(usize, Option<T
                                 )
                             }
                         };
+                        crate::schema::Internal::Cursors.ensure(tx.conn())?;
                         tx.conn().execute(
                             "INSERT INTO _cursors (listener, last_id, attempts, retry_at, last_error) VALUES (?, ?, ?, ?, ?)
                              ON CONFLICT (listener) DO UPDATE SET last_id = excluded.last_id,

@@ -30,34 +30,89 @@ pub(crate) const FORMAT: i64 = 2;
 /// Upgrades of tables larger than this run in the background.
 pub(crate) const BACKGROUND_ROWS: u64 = 10_000;
 
-const INTERNAL_TABLES: &str = "
-CREATE TABLE _meta (key TEXT PRIMARY KEY, value ANY) STRICT;
-CREATE TABLE _types (name TEXT PRIMARY KEY, version INTEGER NOT NULL) STRICT;
-CREATE TABLE _upgrades (name TEXT PRIMARY KEY, from_version INTEGER NOT NULL,
-    last_id INTEGER NOT NULL, done INTEGER NOT NULL, total INTEGER NOT NULL) STRICT;
-CREATE TABLE _upgrade_redo (name TEXT NOT NULL, id INTEGER NOT NULL, PRIMARY KEY (name, id)) STRICT;
-CREATE TABLE _powerups (id INTEGER PRIMARY KEY, interface TEXT NOT NULL,
-    target_type TEXT NOT NULL, target_id INTEGER NOT NULL,
-    provider_type TEXT NOT NULL, provider_id INTEGER NOT NULL, priority INTEGER NOT NULL,
-    UNIQUE (interface, target_type, target_id, provider_type, provider_id)) STRICT;
-CREATE TABLE _schedule (id INTEGER PRIMARY KEY AUTOINCREMENT, item_type TEXT NOT NULL,
-    item_id INTEGER NOT NULL, due INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT, UNIQUE (item_type, item_id)) STRICT;
-CREATE INDEX _schedule_due ON _schedule (due);
-CREATE TABLE _files (item_type TEXT NOT NULL, item_id INTEGER NOT NULL, name TEXT NOT NULL,
-    path TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (item_type, item_id, name)) STRICT;
-CREATE TABLE _files_trash (path TEXT NOT NULL) STRICT;
-CREATE TABLE _cursors (listener TEXT PRIMARY KEY, last_id INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, retry_at INTEGER NOT NULL DEFAULT 0) STRICT;
-CREATE TABLE _outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL,
-    kind TEXT NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL, answer TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0, next_try INTEGER NOT NULL, last_error TEXT) STRICT;
-CREATE INDEX _outbox_pending ON _outbox (state, next_try);
-CREATE TABLE _inbox (sender_id TEXT NOT NULL, message_id INTEGER NOT NULL, answer TEXT NOT NULL,
-    PRIMARY KEY (sender_id, message_id)) STRICT;
-CREATE TABLE _due_stores (store TEXT PRIMARY KEY, due INTEGER NOT NULL) STRICT;
-CREATE INDEX _due_stores_due ON _due_stores (due);
+/// What every store has from the start: two pages (and SQLite's own).
+/// The rest of the store's own tables are made when first needed
+/// ([`Internal`]), and an item type's table with its first item
+/// ([`create`]), so that an empty store is a few pages.
+const CORE_TABLES: &str = "
+CREATE TABLE _meta (key TEXT PRIMARY KEY, value ANY) STRICT, WITHOUT ROWID;
+CREATE TABLE _types (name TEXT PRIMARY KEY, version INTEGER NOT NULL) STRICT, WITHOUT ROWID;
 ";
+
+/// The store's own tables beyond [`CORE_TABLES`], each group made the
+/// first time something is written to it. Reading a table not made yet
+/// reads as empty (`backend::Conn::query`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Internal {
+    /// What the store keeps about items besides their tables: powerups,
+    /// schedule, attached files. Made with the first item table, whose
+    /// delete trigger names them.
+    ItemSupport,
+    /// Listeners' places in the work queue.
+    Cursors,
+    /// Messages sent.
+    Outbox,
+    /// Messages received.
+    Inbox,
+    /// Schema upgrades in progress.
+    Upgrades,
+    /// User stores with work due (the site store's).
+    DueStores,
+}
+
+impl Internal {
+    fn statements(self) -> &'static [&'static str] {
+        match self {
+            Internal::ItemSupport => &[
+                "CREATE TABLE IF NOT EXISTS _powerups (id INTEGER PRIMARY KEY, interface TEXT NOT NULL,
+                    target_type TEXT NOT NULL, target_id INTEGER NOT NULL,
+                    provider_type TEXT NOT NULL, provider_id INTEGER NOT NULL, priority INTEGER NOT NULL,
+                    UNIQUE (interface, target_type, target_id, provider_type, provider_id)) STRICT",
+                "CREATE TABLE IF NOT EXISTS _schedule (id INTEGER PRIMARY KEY AUTOINCREMENT, item_type TEXT NOT NULL,
+                    item_id INTEGER NOT NULL, due INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+                    last_error TEXT, UNIQUE (item_type, item_id)) STRICT",
+                "CREATE INDEX IF NOT EXISTS _schedule_due ON _schedule (due)",
+                "CREATE TABLE IF NOT EXISTS _files (item_type TEXT NOT NULL, item_id INTEGER NOT NULL, name TEXT NOT NULL,
+                    path TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (item_type, item_id, name)) STRICT",
+                "CREATE TABLE IF NOT EXISTS _files_trash (path TEXT NOT NULL) STRICT",
+            ],
+            Internal::Cursors => &[
+                "CREATE TABLE IF NOT EXISTS _cursors (listener TEXT PRIMARY KEY, last_id INTEGER NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, retry_at INTEGER NOT NULL DEFAULT 0) STRICT",
+            ],
+            Internal::Outbox => &[
+                "CREATE TABLE IF NOT EXISTS _outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL,
+                    kind TEXT NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL, answer TEXT,
+                    attempts INTEGER NOT NULL DEFAULT 0, next_try INTEGER NOT NULL, last_error TEXT) STRICT",
+                "CREATE INDEX IF NOT EXISTS _outbox_pending ON _outbox (state, next_try)",
+            ],
+            Internal::Inbox => &[
+                "CREATE TABLE IF NOT EXISTS _inbox (sender_id TEXT NOT NULL, message_id INTEGER NOT NULL,
+                    answer TEXT NOT NULL, PRIMARY KEY (sender_id, message_id)) STRICT",
+            ],
+            Internal::Upgrades => &[
+                "CREATE TABLE IF NOT EXISTS _upgrades (name TEXT PRIMARY KEY, from_version INTEGER NOT NULL,
+                    last_id INTEGER NOT NULL, done INTEGER NOT NULL, total INTEGER NOT NULL) STRICT",
+                "CREATE TABLE IF NOT EXISTS _upgrade_redo (name TEXT NOT NULL, id INTEGER NOT NULL,
+                    PRIMARY KEY (name, id)) STRICT",
+            ],
+            Internal::DueStores => &[
+                "CREATE TABLE IF NOT EXISTS _due_stores (store TEXT PRIMARY KEY, due INTEGER NOT NULL) STRICT",
+                "CREATE INDEX IF NOT EXISTS _due_stores_due ON _due_stores (due)",
+            ],
+        }
+    }
+
+    /// Makes the group's tables if they are not there, in the caller's
+    /// write transaction. (Prepared once per connection; when the tables
+    /// are there, it costs a lookup.)
+    pub(crate) fn ensure(self, conn: &Conn) -> Result<()> {
+        for sql in self.statements() {
+            conn.execute(sql, &[])?;
+        }
+        Ok(())
+    }
+}
 
 fn text(v: Option<Value<'static>>) -> Option<String> {
     match v {
@@ -92,7 +147,7 @@ pub(crate) fn prepare(conn: &Conn, shared: &Shared) -> Result<HashMap<String, Pr
             });
         }
         in_write_transaction(conn, || {
-            conn.batch(INTERNAL_TABLES)?;
+            conn.batch(CORE_TABLES)?;
             conn.execute(
                 "INSERT INTO _meta (key, value) VALUES ('format', ?), ('created', ?), ('id', lower(hex(randomblob(16))))",
                 &[
@@ -350,6 +405,7 @@ pub(crate) fn create(conn: &Conn, shared: &Shared, name: &str) -> Result<()> {
     // Marked first, so that a type that refers to itself, or a cycle of
     // references, ends.
     upgrade::in_write(shared).created.push(i);
+    Internal::ItemSupport.ensure(conn)?;
     for a in t.attrs {
         if let Some(target) = a.references {
             create(conn, shared, target)?;
@@ -413,12 +469,14 @@ fn check_columns(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<()> {
     if differences.is_empty() {
         return Ok(());
     }
-    Err(StoreError::SchemaMismatch {
-        path: shared.path.clone(),
-        item: t.name.to_string(),
-        version: t.version,
-        differences: differences.join("; "),
-    })
+    Err(StoreError::SchemaMismatch(Box::new(
+        crate::error::SchemaMismatch {
+            path: shared.path.clone(),
+            item: t.name.to_string(),
+            version: t.version,
+            differences: differences.join("; "),
+        },
+    )))
 }
 
 /// The problems in a store: SQLite's integrity check, references that point

@@ -109,6 +109,10 @@ impl Site {
                 conns_kept: crate::store::SITE_CONNS_KEPT,
             },
         )?;
+        // Opening a site is allowed anywhere (it is quick), and so is this.
+        store.with_writer(|w| {
+            crate::store::run_write(w, |tx| crate::schema::Internal::DueStores.ensure(tx.conn()))
+        })??;
         Ok(Site {
             inner: Arc::new(Inner {
                 root,
@@ -183,6 +187,10 @@ impl Site {
 
     fn user_store_inner(&self, name: &str, create: bool) -> Result<Store> {
         let path = self.user_store_path(name)?;
+        if self.inner.store.is_closed() {
+            // The site was closed ([`Site::close`]).
+            return Err(StoreError::Closed);
+        }
         {
             let mut cache = self.cache();
             if let Some(s) = cache.open.get(name) {

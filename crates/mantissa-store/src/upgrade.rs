@@ -171,6 +171,7 @@ fn int(v: Option<Value<'static>>) -> i64 {
 /// Starts (or finds, after a restart) the upgrade of `t` from `from`.
 /// Runs inside the caller's write transaction.
 pub(crate) fn start(conn: &Conn, t: &ItemType, from: u32) -> Result<Progress> {
+    crate::schema::Internal::Upgrades.ensure(conn)?;
     let existing = conn.rows(
         "SELECT done, total FROM _upgrades WHERE name = ?",
         &[Value::Text(t.name.into())],

@@ -719,6 +719,11 @@ pub fn serve_with(
             .map_err(|e| Error::Signal(io::Error::other(e)))?
             .map_err(Error::Signal)
     })?;
+    // Every store folds its write-ahead log back into its file, so that
+    // the site's files alone hold all of it once we have stopped.
+    if let Err(e) = site.close() {
+        tracing::error!(error = %e, "closing the site's stores failed");
+    }
     tracing::info!("stopped");
     Ok(())
 }

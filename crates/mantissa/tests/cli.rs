@@ -483,6 +483,23 @@ fn serve_opens_the_site_and_stops_on_sigterm_or_ctrl_c() {
         assert!(kill.success());
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(0), "stops cleanly on SIG{signal}");
+        // Stopped, the site store is its one file: nothing is left in its
+        // write-ahead log, and a copy of the file alone has what it wrote
+        // while serving (the administrator's one-time link).
+        let store = tmp.path().join("s/site.sqlite");
+        let wal = std::fs::metadata(tmp.path().join("s/site.sqlite-wal")).map_or(0, |m| m.len());
+        assert_eq!(wal, 0, "the log was folded back on SIG{signal}");
+        let copy = tmp.path().join("copy.sqlite");
+        std::fs::copy(&store, &copy).unwrap();
+        let c = rusqlite::Connection::open(&copy).unwrap();
+        let tables: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'item_%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(tables > 0, "the copy holds the site's items");
     }
 }
 

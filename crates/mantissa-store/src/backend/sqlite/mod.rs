@@ -148,8 +148,15 @@ impl Conn {
         self.conn.execute_batch(sql).map_err(|e| self.err(e))
     }
 
+    /// Runs a statement; returns how many rows it changed. An UPDATE or
+    /// DELETE of one of the store's own tables that was never made changes
+    /// nothing (`schema::Internal`).
     pub(crate) fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let mut stmt = match self.conn.prepare_cached(sql) {
+            Ok(stmt) => stmt,
+            Err(e) if internal_table_missing(&e) && changes_existing_rows(sql) => return Ok(0),
+            Err(e) => return Err(self.err(e)),
+        };
         stmt.execute(rusqlite::params_from_iter(params.iter()))
             .map_err(|e| self.err(e))
     }
@@ -167,7 +174,12 @@ impl Conn {
         params: &[Value<'_>],
         mut f: impl FnMut(Vec<Value<'static>>) -> Result<()>,
     ) -> Result<()> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let mut stmt = match self.conn.prepare_cached(sql) {
+            Ok(stmt) => stmt,
+            // One of the store's own tables not made yet: it holds nothing.
+            Err(e) if internal_table_missing(&e) => return Ok(()),
+            Err(e) => return Err(self.err(e)),
+        };
         let n = stmt.column_count();
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
@@ -273,6 +285,21 @@ impl Conn {
 /// predates an item type's first table gets (`schema::has_table`).
 pub(crate) fn is_missing_table(e: &StoreError) -> bool {
     matches!(e, StoreError::Database { reason, .. } if reason.starts_with("no such table"))
+}
+
+/// Whether `e` says that one of the store's own tables (`_name`) does not
+/// exist: made only when first written (`schema::Internal`).
+fn internal_table_missing(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(_, Some(msg)) if msg.starts_with("no such table: _"))
+}
+
+/// Whether a statement only changes rows that exist (so that with no
+/// table it changes nothing, as with an empty one).
+fn changes_existing_rows(sql: &str) -> bool {
+    let head = sql.trim_start().as_bytes();
+    [b"UPDATE".as_slice(), b"DELETE"]
+        .iter()
+        .any(|k| head.len() >= k.len() && head[..k.len()].eq_ignore_ascii_case(k))
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
