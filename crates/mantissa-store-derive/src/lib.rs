@@ -311,9 +311,8 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
             }
 
             fn from_values(
-                __values: ::std::vec::Vec<#krate::Value<'static>>,
+                mut __values: impl ::core::iter::Iterator<Item = #krate::Value<'static>>,
             ) -> ::core::result::Result<Self, #krate::ValueError> {
-                let mut __values = __values.into_iter();
                 ::core::result::Result::Ok(Self { #(#from_values),* })
             }
         }

@@ -235,6 +235,15 @@ fn insert_note(conn: &Connection, n: &Note) -> i64 {
     conn.last_insert_rowid()
 }
 
+/// Writes one note on each side: a store makes an item type's table with
+/// its first item.
+fn first_note(store: &Store, plain: &Connection) {
+    store
+        .write_blocking(|tx| tx.insert(&note(0)))
+        .expect("first note");
+    insert_note(plain, &note(0));
+}
+
 /// Which side of a comparison an operation runs on.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -363,6 +372,7 @@ fn insert_100k(c: &mut Criterion) {
         let site = Site::open(root.join("site")).expect("site");
         let store = site.user_store("schema").expect("store");
         let plain = plain_create(&root.join("schema.sqlite"), &[NOTE_TABLE]);
+        first_note(&store, &plain);
         assert_same_schema(store.path(), &plain, &["item_bench.note"]);
         site
     };
@@ -425,7 +435,9 @@ struct QuerySetup {
 }
 
 fn query_setup() -> QuerySetup {
-    let root = scratch().join("query");
+    static SETUPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SETUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let root = scratch().join(format!("query-{n}"));
     let site = Site::open(root.join("site")).expect("site");
     let store = site.user_store("query").expect("store");
     let mut rng = fastrand::Rng::with_seed(7);
@@ -573,6 +585,7 @@ fn single_write(c: &mut Criterion) {
         let site = Site::open(root.join("site")).expect("site");
         let store = site.user_store("single").expect("store");
         let plain = plain_create(&root.join("plain.sqlite"), &[NOTE_TABLE]);
+        first_note(&store, &plain);
         assert_same_schema(store.path(), &plain, &["item_bench.note"]);
         settle_disk();
         (site, store, plain)
@@ -605,12 +618,162 @@ fn single_write(c: &mut Criterion) {
     write_paired("single_write_tx", result);
 }
 
+/// Benchmark: a write transaction that writes nothing (what a write costs
+/// besides SQLite's work: the store's own bookkeeping and, awaited, the
+/// hand-over to the write pool). The reference begins and commits an
+/// immediate transaction.
+fn empty_write(c: &mut Criterion) {
+    let root = scratch().join("empty");
+    let cpu = cpu_snapshot();
+    let mut g = c.benchmark_group("empty_write_tx");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
+    let make = || {
+        let site = Site::open(root.join("site")).expect("site");
+        let store = site.user_store("empty").expect("store");
+        let plain = plain_create(&root.join("plain.sqlite"), &[NOTE_TABLE]);
+        (site, store, plain)
+    };
+    let result = paired(&mut g, make, |(_, store, plain), side| match side {
+        Side::Store => {
+            let start = Instant::now();
+            store.write_blocking(|_| Ok(())).expect("write");
+            start.elapsed()
+        }
+        Side::Rusqlite => {
+            let start = Instant::now();
+            let tx = plain
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .expect("begin");
+            tx.commit().expect("commit");
+            start.elapsed()
+        }
+    });
+    g.finish();
+    note_other_cpu("empty_write_tx", cpu);
+    write_paired("empty_write_tx", result);
+}
+
+/// A runtime like a server's connection threads: one thread, no work
+/// stealing.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Benchmark: committed single-insert write transactions, awaited from
+/// async code (`Store::write`), beside the same work done by plain rusqlite
+/// on the calling thread (which async code may not do: the reference is
+/// the cost of the work alone).
+fn single_write_async(c: &mut Criterion) {
+    let root = scratch().join("single_async");
+    let item = note(42);
+    let rt = runtime();
+    let cpu = cpu_snapshot();
+    let mut g = c.benchmark_group("single_write_tx_async");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
+    let make = || {
+        let site = Site::open(root.join("site")).expect("site");
+        let store = site.user_store("single").expect("store");
+        let plain = plain_create(&root.join("plain.sqlite"), &[NOTE_TABLE]);
+        first_note(&store, &plain);
+        assert_same_schema(store.path(), &plain, &["item_bench.note"]);
+        settle_disk();
+        (site, store, plain)
+    };
+    let result = paired(&mut g, make, |(_, store, plain), side| match side {
+        Side::Store => {
+            let item = item.clone();
+            let start = Instant::now();
+            let id = rt
+                .block_on(store.write(move |tx| tx.insert(&item)))
+                .expect("insert");
+            let took = start.elapsed();
+            black_box(id);
+            took
+        }
+        Side::Rusqlite => {
+            let start = Instant::now();
+            let tx = plain
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .expect("begin");
+            let id = insert_note(&tx, &item);
+            tx.commit().expect("commit");
+            let took = start.elapsed();
+            black_box(id);
+            took
+        }
+    });
+    g.finish();
+    note_other_cpu("single_write_tx_async", cpu);
+    write_paired("single_write_tx_async", result);
+}
+
+/// Benchmark: the indexed query of `query_top_20`, awaited from async code
+/// (`Store::read`), beside plain rusqlite on the calling thread.
+fn query_top_20_async(c: &mut Criterion) {
+    let mut rngs = [fastrand::Rng::with_seed(13), fastrand::Rng::with_seed(13)];
+    let rt = runtime();
+    let cpu = cpu_snapshot();
+    let mut g = c.benchmark_group("query_top_20_async");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
+    let result = paired(&mut g, query_setup, |s, side| match side {
+        Side::Store => {
+            let x = rngs[0].i64(SCORE_RANGE / 100..SCORE_RANGE);
+            let start = Instant::now();
+            let items = rt
+                .block_on(s.store.read(move |r| {
+                    r.query::<Entry>()
+                        .filter(Entry::score.lt(x))
+                        .order_by(Entry::score.desc())
+                        .limit(20)
+                        .all()
+                }))
+                .expect("query");
+            let took = start.elapsed();
+            debug_assert_eq!(items.len(), 20);
+            black_box(items);
+            took
+        }
+        Side::Rusqlite => {
+            let x = rngs[1].i64(SCORE_RANGE / 100..SCORE_RANGE);
+            let start = Instant::now();
+            let items = plain_top_20(&s.plain, x);
+            let took = start.elapsed();
+            debug_assert_eq!(items.len(), 20);
+            black_box(items);
+            took
+        }
+    });
+    g.finish();
+    note_other_cpu("query_top_20_async", cpu);
+    write_paired("query_top_20_async", result);
+}
+
+/// User stores on disk for the cold-open benchmark. Run as a test (`cargo
+/// test`, which runs each benchmark once to see that it works, and passes
+/// no `--bench`), a few hundred.
 fn store_count() -> usize {
+    let default = if std::env::args().any(|a| a == "--bench") {
+        10_000
+    } else {
+        200
+    };
     std::env::var("MANTISSA_BENCH_STORES")
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .filter(|&n: &usize| n >= 2)
-        .unwrap_or(10_000)
+        .unwrap_or(default)
 }
 
 fn user_name(i: usize) -> String {
@@ -752,7 +915,8 @@ fn cold_open(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().configure_from_args();
-    targets = insert_100k, query_top_20, single_write, cold_open
+    targets = insert_100k, query_top_20, query_top_20_async, empty_write, single_write,
+        single_write_async, cold_open
 }
 
 fn main() {

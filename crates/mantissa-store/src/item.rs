@@ -54,8 +54,9 @@ pub trait Item: Sized + Send + Sync + 'static {
 
     /// The attribute values, in the order of [`Item::ATTRS`].
     fn values(&self) -> Vec<Value<'_>>;
-    /// Builds an item from values in the order of [`Item::ATTRS`].
-    fn from_values(values: Vec<Value<'static>>) -> Result<Self, ValueError>;
+    /// Builds an item from values in the order of [`Item::ATTRS`] (taken
+    /// one at a time, so that a row of a query needs no list of its own).
+    fn from_values(values: impl Iterator<Item = Value<'static>>) -> Result<Self, ValueError>;
 }
 
 /// What happens to an item whose reference points at an item being deleted.
@@ -156,7 +157,7 @@ pub struct ItemType {
 }
 
 fn validate<T: Item>(values: Vec<Value<'static>>) -> Result<(), ValueError> {
-    T::from_values(values).map(drop)
+    T::from_values(values.into_iter()).map(drop)
 }
 
 impl ItemType {
@@ -206,8 +207,7 @@ pub struct Registry {
 pub(crate) enum Statement {
     Insert = 0,
     Update = 1,
-    /// `SELECT a, b, …, id FROM table` (the id last, so that it can be
-    /// popped off a row without moving the values).
+    /// `SELECT id, a, b, … FROM table`.
     SelectItems = 2,
 }
 
@@ -282,9 +282,8 @@ impl Registry {
                 Statement::Update => crate::sql::update(t).into(),
                 Statement::Insert => crate::sql::insert(t, &t.table(), false).into(),
                 Statement::SelectItems => {
-                    let mut cols: Vec<String> =
-                        t.attrs.iter().map(|a| crate::sql::ident(a.name)).collect();
-                    cols.push("id".into());
+                    let mut cols = vec!["id".to_string()];
+                    cols.extend(t.attrs.iter().map(|a| crate::sql::ident(a.name)));
                     format!(
                         "SELECT {} FROM {}",
                         cols.join(", "),

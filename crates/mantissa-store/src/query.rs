@@ -378,21 +378,20 @@ impl<'a, T: Item> Query<'a, T> {
         self.order.last().is_some_and(|&(_, _, desc)| desc)
     }
 
-    fn where_clause(&self, params: &mut Vec<Value<'static>>) -> String {
+    fn where_clause(&self, sql: &mut String, params: &mut Vec<Value<'static>>) {
         if self.filter.is_empty() {
-            return String::new();
+            return;
         }
-        let mut sql = String::from(" WHERE ");
-        Expr::And(self.filter.clone()).write(&mut sql, params);
-        sql
+        sql.push_str(" WHERE ");
+        Expr::write_all(&self.filter, sql, params);
     }
 
-    fn tail(&self, with_order: bool) -> String {
-        let mut sql = String::new();
+    /// The order and the limits.
+    fn tail(&self, with_order: bool, sql: &mut String) {
         if with_order {
             sql.push_str(" ORDER BY ");
             for &(col, kind, desc) in &self.order {
-                sql.push_str(&sql::operand(col, kind));
+                sql::push_operand(sql, col, kind);
                 sql.push_str(if desc { " DESC, " } else { ", " });
             }
             sql.push_str(if self.id_descending() {
@@ -402,20 +401,20 @@ impl<'a, T: Item> Query<'a, T> {
             });
         }
         if self.limit.is_some() || self.offset > 0 {
-            sql.push_str(&format!(
-                " LIMIT {} OFFSET {}",
-                self.limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64),
-                self.offset
-            ));
+            // Written into the text, not bound: with a bound limit SQLite
+            // plans an ORDER BY … LIMIT without its top-N sort (measured:
+            // two and a half times the work for `query_top_20`).
+            use std::fmt::Write as _;
+            let limit = self.limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
+            let _ = write!(sql, " LIMIT {limit} OFFSET {}", self.offset);
         }
-        sql
     }
 
     fn select(
         &self,
         columns: &str,
         with_order: bool,
-        f: impl FnMut(Vec<Value<'static>>) -> Result<()>,
+        f: impl FnMut(&mut crate::backend::Row<'_>) -> Result<()>,
     ) -> Result<()> {
         let prefix = format!("SELECT {columns} FROM {}", sql::ident(&table_name(T::NAME)));
         self.select_with(&prefix, with_order, f)
@@ -427,25 +426,25 @@ impl<'a, T: Item> Query<'a, T> {
         &self,
         prefix: &str,
         with_order: bool,
-        mut f: impl FnMut(Vec<Value<'static>>) -> Result<()>,
+        mut f: impl FnMut(&mut crate::backend::Row<'_>) -> Result<()>,
     ) -> Result<()> {
         if !self.read.has_table(T::NAME)? {
             return Ok(());
         }
         let mut params = Vec::new();
-        let mut sql = String::with_capacity(prefix.len() + 64);
+        let mut sql = String::with_capacity(prefix.len() + 128);
         sql.push_str(prefix);
-        sql.push_str(&self.where_clause(&mut params));
-        sql.push_str(&self.tail(with_order));
+        self.where_clause(&mut sql, &mut params);
+        self.tail(with_order, &mut sql);
         self.read.rows(&sql, &params, &mut f)
     }
 
     /// Every matching item.
     pub fn all(self) -> Result<Vec<Stored<T>>> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.limit.map_or(0, |l| l.min(64) as usize));
         let prefix = self.read.select_items::<T>()?;
-        self.select_with(&prefix, true, |mut row| {
-            let id = match row.pop() {
+        self.select_with(&prefix, true, |row| {
+            let id = match row.next() {
                 Some(Value::Integer(i)) => i,
                 _ => return Err(StoreError::app("row without id")),
             };
@@ -464,9 +463,7 @@ impl<'a, T: Item> Query<'a, T> {
     pub fn ids(self) -> Result<Vec<Ref<T>>> {
         let mut out = Vec::new();
         self.select("id", true, |row| {
-            out.push(Ref::from_value(
-                row.into_iter().next().unwrap_or(Value::Null),
-            )?);
+            out.push(Ref::from_value(row.next().unwrap_or(Value::Null))?);
             Ok(())
         })?;
         Ok(out)
@@ -479,7 +476,7 @@ impl<'a, T: Item> Query<'a, T> {
         }
         let mut n = 0;
         self.select("COUNT(*)", false, |row| {
-            n = i64::from_value(row.into_iter().next().unwrap_or(Value::Null))? as u64;
+            n = i64::from_value(row.next().unwrap_or(Value::Null))? as u64;
             Ok(())
         })?;
         Ok(n)
@@ -489,9 +486,7 @@ impl<'a, T: Item> Query<'a, T> {
     pub fn column<A: Attribute>(self, attr: Attr<T, A>) -> Result<Vec<A>> {
         let mut out = Vec::new();
         self.select(&sql::ident(attr.name), true, |row| {
-            out.push(A::from_value(
-                row.into_iter().next().unwrap_or(Value::Null),
-            )?);
+            out.push(A::from_value(row.next().unwrap_or(Value::Null))?);
             Ok(())
         })?;
         Ok(out)
@@ -505,8 +500,7 @@ impl<'a, T: Item> Query<'a, T> {
     ) -> Result<Vec<(A, B)>> {
         let mut out = Vec::new();
         let cols = format!("{}, {}", sql::ident(a.name), sql::ident(b.name));
-        self.select(&cols, true, |row| {
-            let mut it = row.into_iter();
+        self.select(&cols, true, |it| {
             out.push((
                 A::from_value(it.next().unwrap_or(Value::Null))?,
                 B::from_value(it.next().unwrap_or(Value::Null))?,
@@ -524,16 +518,15 @@ impl<'a, T: Item> Query<'a, T> {
             return Ok(out);
         }
         let mut params = Vec::new();
-        let sql = format!(
-            "SELECT DISTINCT {col} FROM {}{} ORDER BY {}",
-            sql::ident(&table_name(T::NAME)),
-            self.where_clause(&mut params),
-            sql::operand(attr.name, A::KIND),
+        let mut sql = format!(
+            "SELECT DISTINCT {col} FROM {}",
+            sql::ident(&table_name(T::NAME))
         );
+        self.where_clause(&mut sql, &mut params);
+        sql.push_str(" ORDER BY ");
+        sql::push_operand(&mut sql, attr.name, A::KIND);
         self.read.rows(&sql, &params, |row| {
-            out.push(A::from_value(
-                row.into_iter().next().unwrap_or(Value::Null),
-            )?);
+            out.push(A::from_value(row.next().unwrap_or(Value::Null))?);
             Ok(())
         })?;
         Ok(out)
@@ -552,7 +545,7 @@ impl<'a, T: Item> Query<'a, T> {
             is: false,
         }))
         .select(&sql::ident(attr.name), false, |row| {
-            let v = A::Scalar::from_value(row.into_iter().next().unwrap_or(Value::Null))?;
+            let v = A::Scalar::from_value(row.next().unwrap_or(Value::Null))?;
             total = std::mem::take(&mut total).add(v);
             Ok(())
         })?;
@@ -568,9 +561,7 @@ impl<'a, T: Item> Query<'a, T> {
         q.limit = Some(1);
         let mut out = None;
         q.select(&sql::ident(attr.name), true, |row| {
-            out = Some(A::Scalar::from_value(
-                row.into_iter().next().unwrap_or(Value::Null),
-            )?);
+            out = Some(A::Scalar::from_value(row.next().unwrap_or(Value::Null))?);
             Ok(())
         })?;
         Ok(out)

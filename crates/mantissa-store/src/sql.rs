@@ -11,7 +11,9 @@ use crate::value::{AttrKind, Value};
 
 /// Quotes an identifier.
 pub(crate) fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    let mut s = String::with_capacity(name.len() + 2);
+    push_ident(&mut s, name);
+    s
 }
 
 /// "item_blog.post.title" (from a SQLite message) → "blog.post.title".
@@ -230,12 +232,27 @@ pub(crate) enum Expr {
     },
 }
 
-/// A column as compared: decimals compare by value, not as text.
-pub(crate) fn operand(col: &str, kind: AttrKind) -> String {
+/// Appends a quoted identifier to `sql` (as [`ident`], without a string of
+/// its own: queries are written on every read).
+pub(crate) fn push_ident(sql: &mut String, name: &str) {
+    sql.push('"');
+    for c in name.chars() {
+        if c == '"' {
+            sql.push('"');
+        }
+        sql.push(c);
+    }
+    sql.push('"');
+}
+
+/// Appends a column as compared: decimals compare by value, not as text.
+pub(crate) fn push_operand(sql: &mut String, col: &str, kind: AttrKind) {
     if kind == AttrKind::Decimal {
-        format!("CAST({} AS REAL)", ident(col))
+        sql.push_str("CAST(");
+        push_ident(sql, col);
+        sql.push_str(" AS REAL)");
     } else {
-        ident(col)
+        push_ident(sql, col);
     }
 }
 
@@ -248,6 +265,32 @@ fn placeholder(kind: AttrKind) -> &'static str {
 }
 
 impl Expr {
+    /// Writes `parts` joined by AND, without a list of its own.
+    pub(crate) fn write_all(parts: &[Expr], sql: &mut String, params: &mut Vec<Value<'static>>) {
+        Expr::write_joined(parts, " AND ", "1", sql, params);
+    }
+
+    fn write_joined(
+        parts: &[Expr],
+        joiner: &str,
+        empty: &str,
+        sql: &mut String,
+        params: &mut Vec<Value<'static>>,
+    ) {
+        if parts.is_empty() {
+            sql.push_str(empty);
+            return;
+        }
+        sql.push('(');
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(joiner);
+            }
+            p.write(sql, params);
+        }
+        sql.push(')');
+    }
+
     pub(crate) fn write(&self, sql: &mut String, params: &mut Vec<Value<'static>>) {
         match self {
             Expr::True => sql.push('1'),
@@ -257,11 +300,11 @@ impl Expr {
                 op,
                 value,
             } => {
-                sql.push_str(&format!(
-                    "{} {op} {}",
-                    operand(col, *kind),
-                    placeholder(*kind)
-                ));
+                push_operand(sql, col, *kind);
+                sql.push(' ');
+                sql.push_str(op);
+                sql.push(' ');
+                sql.push_str(placeholder(*kind));
                 params.push(value.clone());
             }
             Expr::In { col, kind, values } => {
@@ -269,57 +312,48 @@ impl Expr {
                     sql.push('0');
                     return;
                 }
-                let marks = vec![placeholder(*kind); values.len()].join(", ");
-                sql.push_str(&format!("{} IN ({marks})", operand(col, *kind)));
+                push_operand(sql, col, *kind);
+                sql.push_str(" IN (");
+                for i in 0..values.len() {
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(placeholder(*kind));
+                }
+                sql.push(')');
                 params.extend(values.iter().cloned());
             }
             Expr::Like { col, pattern } => {
-                sql.push_str(&format!("{} LIKE ? ESCAPE '\\'", ident(col)));
+                push_ident(sql, col);
+                sql.push_str(" LIKE ? ESCAPE '\\'");
                 params.push(Value::Text(pattern.clone().into()));
             }
             Expr::Prefix { col, prefix } => {
                 // A range, so that an index on the column serves it.
-                sql.push_str(&format!("({c} >= ? AND {c} < ?)", c = ident(col)));
+                sql.push('(');
+                push_ident(sql, col);
+                sql.push_str(" >= ? AND ");
+                push_ident(sql, col);
+                sql.push_str(" < ?)");
                 params.push(Value::Text(prefix.clone().into()));
                 params.push(Value::Text(format!("{prefix}\u{10FFFF}").into()));
             }
             Expr::Null { col, is } => {
-                sql.push_str(&format!(
-                    "{} IS {}NULL",
-                    ident(col),
-                    if *is { "" } else { "NOT " }
-                ));
+                push_ident(sql, col);
+                sql.push_str(if *is { " IS NULL" } else { " IS NOT NULL" });
             }
-            Expr::And(parts) | Expr::Or(parts) => {
-                let (joiner, empty) = if matches!(self, Expr::And(_)) {
-                    (" AND ", "1")
-                } else {
-                    (" OR ", "0")
-                };
-                if parts.is_empty() {
-                    sql.push_str(empty);
-                    return;
-                }
-                sql.push('(');
-                for (i, p) in parts.iter().enumerate() {
-                    if i > 0 {
-                        sql.push_str(joiner);
-                    }
-                    p.write(sql, params);
-                }
-                sql.push(')');
-            }
+            Expr::And(parts) => Expr::write_joined(parts, " AND ", "1", sql, params),
+            Expr::Or(parts) => Expr::write_joined(parts, " OR ", "0", sql, params),
             Expr::Not(inner) => {
                 sql.push_str("NOT (");
                 inner.write(sql, params);
                 sql.push(')');
             }
             Expr::Follow { col, table, sub } => {
-                sql.push_str(&format!(
-                    "{} IN (SELECT id FROM {} WHERE ",
-                    ident(col),
-                    ident(table)
-                ));
+                push_ident(sql, col);
+                sql.push_str(" IN (SELECT id FROM ");
+                push_ident(sql, table);
+                sql.push_str(" WHERE ");
                 sub.write(sql, params);
                 sql.push(')');
             }

@@ -413,21 +413,45 @@ impl Store {
         self.with_writer(f)
     }
 
-    /// Runs `f` in a read transaction on one of the store's reader threads
-    /// (see `readers.rs` for why not tokio's blocking pool). Reads see a
+    /// Runs `f` in a read transaction, without blocking the async runtime
+    /// for longer than tokio's guidance allows: on one of the store's reader
+    /// threads (see `readers.rs` for why not tokio's blocking pool), or,
+    /// when the reads made here (by this closure's type) are known to take
+    /// less time than handing them over, on this thread. Reads see a
     /// consistent snapshot that holds every write finished before the read
     /// was first awaited, and do not wait for writes.
+    ///
+    /// The closure must not wait for other tasks: it may run on the thread
+    /// that would run them.
     pub async fn read<R, F>(&self, f: F) -> Result<R>
     where
         F: FnOnce(&Read<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        self.inner.shared.check_open()?;
+        let shared = &self.inner.shared;
+        shared.check_open()?;
+        let site = crate::readers::CallSite::of::<F>();
+        // Reads known to be quicker than the hand-over run here: while
+        // upgrades run a read may have to wait for one, so not then.
+        if site.is_quick()
+            && !shared.any_upgrading.load(Ordering::Acquire)
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let snapshot = self.snapshot()?;
+            // The closure's own time, as on a reader thread: a connection
+            // opened now, or the snapshot's beginning, is not the place's.
+            let start = std::time::Instant::now();
+            let answer = caught(|| f(&snapshot.read()));
+            site.took(start.elapsed());
+            return answer;
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         crate::readers::run(
             self.clone(),
             Box::new(move |read: Result<&Read<'_>>| {
+                let start = std::time::Instant::now();
                 let answer = read.and_then(|r| caught(|| f(r)));
+                site.took(start.elapsed());
                 let went_on = !matches!(answer, Err(StoreError::Panicked(_)));
                 let _ = tx.send(answer);
                 went_on

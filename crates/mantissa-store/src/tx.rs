@@ -70,7 +70,7 @@ impl<'a> Read<'a> {
         &self,
         sql: &str,
         params: &[Value<'_>],
-        f: impl FnMut(Vec<Value<'static>>) -> Result<()>,
+        f: impl FnMut(&mut crate::backend::Row<'_>) -> Result<()>,
     ) -> Result<()> {
         match self.conn.query(sql, params, f) {
             Err(e) if self.store.is_some() && crate::backend::is_missing_table(&e) => Ok(()),

@@ -20,7 +20,8 @@ struct Counter {
 }
 
 /// A thread that chose a reader queue (as a server's connection threads
-/// do, one each) has its reads run by that queue's threads.
+/// do, one each) has its reads run by that queue's threads — the reads that
+/// are not quick enough to run where they are awaited, as these are.
 #[test]
 fn a_thread_s_reads_run_on_the_reader_queue_it_chose() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -38,7 +39,10 @@ fn a_thread_s_reads_run_on_the_reader_queue_it_chose() {
                 let mut names = Vec::new();
                 for _ in 0..6 {
                     let name = store
-                        .read(|_| Ok(std::thread::current().name().map(str::to_string)))
+                        .read(|_| {
+                            std::thread::sleep(std::time::Duration::from_micros(300));
+                            Ok(std::thread::current().name().map(str::to_string))
+                        })
                         .await
                         .unwrap();
                     names.push(name.unwrap_or_default());
@@ -54,6 +58,51 @@ fn a_thread_s_reads_run_on_the_reader_queue_it_chose() {
             "queue {queue}: read on {names:?}"
         );
     }
+}
+
+/// A read from a place whose reads are quick runs on the async thread
+/// that awaits it, once that place has been measured; a read that turns
+/// out slow sends the next ones from there to the reader threads.
+#[test]
+fn quick_reads_run_where_they_are_awaited_and_slow_ones_do_not() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::open(dir.path()).unwrap();
+    let store = site.store().clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let here = std::thread::current().id();
+    let slow = Arc::new(AtomicBool::new(false));
+    let threads = rt.block_on(async {
+        let mut threads = Vec::new();
+        for i in 0..100 {
+            if i == 5 {
+                slow.store(true, Ordering::Relaxed);
+            }
+            let slow = slow.clone();
+            let thread = store
+                .read(move |_| {
+                    if slow.swap(false, Ordering::Relaxed) {
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                    Ok(std::thread::current().id())
+                })
+                .await
+                .unwrap();
+            threads.push(thread == here);
+        }
+        threads
+    });
+    // Measured on a reader thread first; then quick, here; the slow one
+    // (here, as it was not known to be slow) sends the next ones to a
+    // reader thread, until its weight in the average has faded.
+    assert_eq!(threads[..7], [false, true, true, true, true, true, false]);
+    let back = threads[7..]
+        .iter()
+        .position(|&here| here)
+        .expect("quick reads come back");
+    assert!(threads[7 + back..].iter().all(|&here| here), "{threads:?}");
 }
 
 /// Reads queued together share a transaction (`readers.rs`); each must

@@ -50,6 +50,32 @@ fn owned(v: ValueRef<'_>) -> Value<'static> {
     }
 }
 
+/// One row of a query's result: its values in column order, as owned
+/// [`Value`]s, one at a time.
+pub(crate) struct Row<'r> {
+    row: &'r rusqlite::Row<'r>,
+    next: usize,
+    columns: usize,
+}
+
+impl Iterator for Row<'_> {
+    type Item = Value<'static>;
+
+    fn next(&mut self) -> Option<Value<'static>> {
+        if self.next >= self.columns {
+            return None;
+        }
+        let value = self.row.get_ref(self.next).ok().map(owned);
+        self.next += 1;
+        value
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.columns.saturating_sub(self.next);
+        (left, Some(left))
+    }
+}
+
 /// One connection to one store file.
 pub(crate) struct Conn {
     conn: rusqlite::Connection,
@@ -167,12 +193,13 @@ impl Conn {
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// Runs a query, handing each row to `f` as owned values.
+    /// Runs a query, handing each row to `f` as a [`Row`]: its values, in
+    /// column order, taken one at a time (no row is collected first).
     pub(crate) fn query(
         &self,
         sql: &str,
         params: &[Value<'_>],
-        mut f: impl FnMut(Vec<Value<'static>>) -> Result<()>,
+        mut f: impl FnMut(&mut Row<'_>) -> Result<()>,
     ) -> Result<()> {
         let mut stmt = match self.conn.prepare_cached(sql) {
             Ok(stmt) => stmt,
@@ -180,16 +207,16 @@ impl Conn {
             Err(e) if internal_table_missing(&e) => return Ok(()),
             Err(e) => return Err(self.err(e)),
         };
-        let n = stmt.column_count();
+        let columns = stmt.column_count();
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
             .map_err(|e| self.err(e))?;
         while let Some(row) = rows.next().map_err(|e| self.err(e))? {
-            let mut values = Vec::with_capacity(n);
-            for i in 0..n {
-                values.push(owned(row.get_ref(i).map_err(|e| self.err(e))?));
-            }
-            f(values)?;
+            f(&mut Row {
+                row,
+                next: 0,
+                columns,
+            })?;
         }
         Ok(())
     }
@@ -198,7 +225,7 @@ impl Conn {
     pub(crate) fn rows(&self, sql: &str, params: &[Value<'_>]) -> Result<Vec<Vec<Value<'static>>>> {
         let mut out = Vec::new();
         self.query(sql, params, |r| {
-            out.push(r);
+            out.push(r.collect());
             Ok(())
         })?;
         Ok(out)
@@ -207,9 +234,9 @@ impl Conn {
     /// The first column of the first row, if any.
     pub(crate) fn scalar(&self, sql: &str, params: &[Value<'_>]) -> Result<Option<Value<'static>>> {
         let mut out = None;
-        self.query(sql, params, |mut r| {
-            if out.is_none() && !r.is_empty() {
-                out = Some(r.swap_remove(0));
+        self.query(sql, params, |r| {
+            if out.is_none() {
+                out = r.next();
             }
             Ok(())
         })?;
