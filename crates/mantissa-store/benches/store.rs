@@ -19,11 +19,14 @@
 //!
 //! See `bench/README.md` for the figures.
 
+mod common;
+
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{plain_open, scratch, settle_disk, write_extra};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group};
 use mantissa_store::{Item, Ref, Site, Store};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
@@ -67,51 +70,6 @@ const NOTE_BY_ID: &str = r#"SELECT id, "title", "n", "done" FROM "item_bench.not
 const INSERT_ITEMS: usize = 100_000;
 const QUERY_ITEMS: usize = 50_000;
 const SCORE_RANGE: i64 = 1_000_000;
-
-/// The folder that holds every site and file of this run (removed by
-/// `main` at the end).
-fn scratch() -> &'static Path {
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = std::env::var_os("MANTISSA_BENCH_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&base).expect("bench dir");
-        tempfile::Builder::new()
-            .prefix("mantissa-bench-")
-            .tempdir_in(base)
-            .expect("temporary folder")
-            .keep()
-    })
-}
-
-/// Where extra figures that criterion does not keep (setup time, per-open
-/// percentiles) are written for `bench/run`.
-fn extra_path() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    target.join("criterion").join("mantissa-store-extra.json")
-}
-
-fn write_extra(key: &str, value: serde_json::Value) {
-    let path = extra_path();
-    let mut all: serde_json::Map<String, serde_json::Value> = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    all.insert(key.to_string(), value);
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let _ = std::fs::write(&path, serde_json::to_vec_pretty(&all).unwrap_or_default());
-}
-
-/// Flushes the files earlier benchmarks wrote, so that their write-back does
-/// not stall the `fsync`s measured next.
-fn settle_disk() {
-    let _ = std::process::Command::new("sync").status();
-}
 
 /// CPU time (in clock ticks) spent by every process, and by this one.
 #[derive(Clone, Copy)]
@@ -163,28 +121,6 @@ fn note_other_cpu(bench: &str, start: CpuSnapshot) {
         &format!("other_cpu_{bench}"),
         serde_json::json!((others / ticks_per_sec / secs).max(0.0)),
     );
-}
-
-/// Opens a file the way a careful application would: WAL, full sync, a busy
-/// timeout and a statement cache (the store's settings).
-fn plain_open(path: &Path, create: bool) -> Connection {
-    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    if create {
-        flags |= OpenFlags::SQLITE_OPEN_CREATE;
-    }
-    let conn = Connection::open_with_flags(path, flags).expect("open");
-    conn.busy_timeout(Duration::from_secs(5))
-        .expect("busy timeout");
-    conn.set_prepared_statement_cache_capacity(64);
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .expect("journal mode");
-    assert!(mode.eq_ignore_ascii_case("wal"), "journal mode {mode}");
-    conn.execute_batch(
-        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; PRAGMA recursive_triggers = ON;",
-    )
-    .expect("pragmas");
-    conn
 }
 
 /// A new reference database with the given schema.
@@ -788,20 +724,29 @@ fn create_stores(root: &Path, n: usize) -> Site {
     );
     let site = Site::open(root).expect("site");
     let start = Instant::now();
-    for i in 0..n {
-        let store = site.user_store(&user_name(i)).expect("create store");
-        let id = store
-            .write_blocking(move |tx| tx.insert(&note(i)))
-            .expect("insert");
-        assert_eq!(id.id(), 1);
-        if (i + 1) % 1000 == 0 {
-            eprintln!(
-                "cold_open: {} stores, {:.1} s",
-                i + 1,
-                start.elapsed().as_secs_f64()
-            );
+    // Eight at a time: making a store waits for the disk, three times.
+    let made = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let (site, made) = (&site, &made);
+            scope.spawn(move || {
+                for i in (t..n).step_by(8) {
+                    let store = site.user_store(&user_name(i)).expect("create store");
+                    let id = store
+                        .write_blocking(|tx| tx.insert(&note(i)))
+                        .expect("insert");
+                    assert_eq!(id.id(), 1);
+                    let done = made.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if done % 10_000 == 0 {
+                        eprintln!(
+                            "cold_open: {done} stores, {:.1} s",
+                            start.elapsed().as_secs_f64()
+                        );
+                    }
+                }
+            });
         }
-    }
+    });
     let took = start.elapsed();
     let bytes: u64 = std::fs::read_dir(root.join("users"))
         .map(|d| {

@@ -200,6 +200,8 @@ pub struct Registry {
     upgraders: HashMap<(&'static str, u32), UpgradeFn>,
     /// SQL text per type and [`Statement`], made on first use.
     statements: Vec<[OnceLock<Arc<str>>; 3]>,
+    /// The `CREATE TABLE` text of each type's table, as SQLite keeps it.
+    creates: Vec<OnceLock<String>>,
 }
 
 /// The statements written once per item type.
@@ -251,6 +253,7 @@ impl Registry {
         }
         Ok(Registry {
             statements: types.iter().map(|_| Default::default()).collect(),
+            creates: types.iter().map(|_| OnceLock::new()).collect(),
             types,
             by_name,
             upgraders,
@@ -270,6 +273,17 @@ impl Registry {
     /// The type with this stable name, and its index in [`Registry::types`].
     pub(crate) fn position(&self, name: &str) -> Option<(usize, &ItemType)> {
         self.by_name.get(name).map(|&i| (i, &self.types[i]))
+    }
+
+    /// The `CREATE TABLE` text of type `i`'s table, as SQLite keeps it in
+    /// its schema (without the closing semicolon).
+    pub(crate) fn create_sql(&self, i: usize) -> &str {
+        self.creates[i].get_or_init(|| {
+            let t = &self.types[i];
+            crate::sql::create_table(t, &t.table())
+                .trim_end_matches([';', '\n'])
+                .to_string()
+        })
     }
 
     /// The SQL text of one of `T`'s statements.

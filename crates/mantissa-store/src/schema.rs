@@ -130,22 +130,26 @@ fn int(v: Option<Value<'static>>) -> Option<i64> {
 
 /// Brings an opened store up to date; returns the upgrades left to the
 /// background.
-pub(crate) fn prepare(conn: &Conn, shared: &Shared) -> Result<HashMap<String, Progress>> {
+///
+/// `first` is what [`Conn::open_store`] read: the file's tables, `_meta`
+/// and `_types`.
+pub(crate) fn prepare(
+    conn: &Conn,
+    shared: &Shared,
+    first: &[Vec<Value<'static>>],
+) -> Result<HashMap<String, Progress>> {
     let path = conn.path().to_path_buf();
-    let has_meta = conn
-        .scalar(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_meta'",
-            &[],
-        )?
-        .is_some();
-    if !has_meta {
-        let tables = int(conn.scalar("SELECT COUNT(*) FROM sqlite_master", &[])?).unwrap_or(0);
-        if tables > 0 {
-            return Err(StoreError::NotAStore {
-                path,
-                reason: "it is a SQLite database of some other program".into(),
-            });
+    let mut tables: Vec<(String, String)> = Vec::new();
+    let (mut meta, mut stored) = (Meta::default(), HashMap::new());
+    for row in first {
+        let mut it = row.iter().cloned();
+        let (kind, key, value) = (text(it.next()), text(it.next()), it.next());
+        match (kind.as_deref(), key) {
+            (Some("table"), Some(name)) => tables.push((name, text(value).unwrap_or_default())),
+            (_, key) => meta.read(kind.as_deref(), key, value, &mut stored),
         }
+    }
+    if tables.is_empty() {
         in_write_transaction(conn, || {
             conn.batch(CORE_TABLES)?;
             conn.execute(
@@ -157,8 +161,8 @@ pub(crate) fn prepare(conn: &Conn, shared: &Shared) -> Result<HashMap<String, Pr
             )
             .map(drop)
         })?;
+        (meta, stored) = read_meta(conn)?;
     }
-    let mut meta = read_meta(conn)?;
     let format = meta.format.ok_or_else(|| StoreError::NotAStore {
         path: path.clone(),
         reason: "its _meta table has no format".into(),
@@ -172,7 +176,7 @@ pub(crate) fn prepare(conn: &Conn, shared: &Shared) -> Result<HashMap<String, Pr
     }
     if format < FORMAT {
         in_write_transaction(conn, || upgrade_format(conn))?;
-        meta = read_meta(conn)?;
+        (meta, stored) = read_meta(conn)?;
     }
     let identity = crate::message::Identity {
         id: meta.id.ok_or_else(|| StoreError::NotAStore {
@@ -182,8 +186,6 @@ pub(crate) fn prepare(conn: &Conn, shared: &Shared) -> Result<HashMap<String, Pr
         legacy_outbox: meta.legacy_outbox,
     };
     let _ = shared.identity.set(identity);
-
-    let stored = stored_versions(conn)?;
 
     // Everything that would refuse the open is found before anything
     // changes. Types the store has never held have no table yet: it is
@@ -195,7 +197,17 @@ pub(crate) fn prepare(conn: &Conn, shared: &Shared) -> Result<HashMap<String, Pr
         };
         shared.tables.set(i, PRESENT);
         match v {
-            v if v == t.version => {}
+            v if v == t.version => {
+                // A table made from the type as it is now needs no closer
+                // look ([`check_columns`]) when it is first used.
+                let table = t.table();
+                let made_so = tables
+                    .iter()
+                    .any(|(name, sql)| *name == table && sql == shared.registry.create_sql(i));
+                if made_so {
+                    shared.tables.set(i, READY);
+                }
+            }
             v if v > t.version => {
                 return Err(StoreError::NewerVersion {
                     path,
@@ -237,28 +249,52 @@ pub(crate) fn prepare(conn: &Conn, shared: &Shared) -> Result<HashMap<String, Pr
 }
 
 /// What `_meta` says.
+#[derive(Default)]
 struct Meta {
     format: Option<i64>,
     id: Option<String>,
     legacy_outbox: i64,
 }
 
-fn read_meta(conn: &Conn) -> Result<Meta> {
-    let mut meta = Meta {
-        format: None,
-        id: None,
-        legacy_outbox: 0,
-    };
-    for row in conn.rows("SELECT key, value FROM _meta", &[])? {
-        let mut it = row.into_iter();
-        match (text(it.next()).as_deref(), it.next()) {
-            (Some("format"), v) => meta.format = int(v),
-            (Some("id"), v) => meta.id = text(v),
-            (Some("legacy_outbox"), v) => meta.legacy_outbox = int(v).unwrap_or(0),
+impl Meta {
+    /// Takes one row of [`read_meta`]'s query: `("meta", key, value)`, or
+    /// `("type", name, version)` into `types`.
+    fn read(
+        &mut self,
+        kind: Option<&str>,
+        key: Option<String>,
+        value: Option<Value<'static>>,
+        types: &mut HashMap<String, u32>,
+    ) {
+        match (kind, key.as_deref()) {
+            (Some("meta"), Some("format")) => self.format = int(value),
+            (Some("meta"), Some("id")) => self.id = text(value),
+            (Some("meta"), Some("legacy_outbox")) => self.legacy_outbox = int(value).unwrap_or(0),
+            (Some("type"), Some(_)) => {
+                if let (Some(name), Some(v)) = (key, int(value)) {
+                    types.insert(name, v as u32);
+                }
+            }
             _ => {}
         }
     }
-    Ok(meta)
+}
+
+/// What `_meta` says, and the version each item type with a table is
+/// stored at (`_types`).
+fn read_meta(conn: &Conn) -> Result<(Meta, HashMap<String, u32>)> {
+    let mut meta = Meta::default();
+    let mut types = HashMap::new();
+    conn.query(
+        "SELECT 'meta', key, value FROM _meta UNION ALL SELECT 'type', name, version FROM _types",
+        &[],
+        |row| {
+            let (kind, key, value) = (text(row.next()), text(row.next()), row.next());
+            meta.read(kind.as_deref(), key, value, &mut types);
+            Ok(())
+        },
+    )?;
+    Ok((meta, types))
 }
 
 /// Runs `f` in a write transaction on `conn`, committing if it succeeds.
@@ -277,7 +313,7 @@ fn in_write_transaction<R>(conn: &Conn, f: impl FnOnce() -> Result<R>) -> Result
 /// in the caller's write transaction. Reads the format again there: another
 /// process may have done it meanwhile.
 fn upgrade_format(conn: &Conn) -> Result<()> {
-    let format = read_meta(conn)?.format.unwrap_or(FORMAT);
+    let format = read_meta(conn)?.0.format.unwrap_or(FORMAT);
     if format < 2 {
         // Messages this store sent before now were remembered by its name:
         // their receivers still know them by it (`message::deliver_one`).

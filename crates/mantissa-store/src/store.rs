@@ -85,6 +85,9 @@ pub(crate) struct Shared {
     pub(crate) on_schedule: Option<ScheduleHook>,
     /// Set by [`Store::close`]: every use after it is refused.
     pub(crate) closed: AtomicBool,
+    /// Whether the files on the trash list when the store opened were
+    /// removed (by its first write).
+    pub(crate) trash_emptied: AtomicBool,
     /// Who the store is, as a sender of messages; known once it is open.
     pub(crate) identity: std::sync::OnceLock<crate::message::Identity>,
 }
@@ -110,7 +113,7 @@ impl Shared {
         let idle = lock(&self.conns).pop();
         match idle {
             Some(c) => Ok(c),
-            None => Conn::open(&self.path, false),
+            None => Conn::reopen(&self.path),
         }
     }
 
@@ -200,7 +203,7 @@ impl Store {
     /// (large ones upgrade in the background).
     pub(crate) fn open_with(path: &Path, opts: OpenOptions) -> Result<Store> {
         let registry = Registry::get()?;
-        let conn = Conn::open(path, opts.create)?;
+        let (conn, first) = Conn::open_store(path, opts.create)?;
         let shared = Arc::new(Shared {
             name: opts.name.clone(),
             path: path.to_path_buf(),
@@ -215,12 +218,14 @@ impl Store {
             on_schedule: opts.on_schedule,
             closed: AtomicBool::new(false),
             identity: std::sync::OnceLock::new(),
+            trash_emptied: AtomicBool::new(false),
         });
-        let background = crate::schema::prepare(&conn, &shared)?;
+        let background = crate::schema::prepare(&conn, &shared, &first)?;
         let upgrading = !background.is_empty();
         shared.any_upgrading.store(upgrading, Ordering::Release);
         *lock(&shared.upgrading) = background;
-        crate::files::empty_trash(&conn, &shared);
+        // What opening asked, it asks once: its statements need not stay.
+        conn.forget_statements();
         shared.give_back(conn);
         let store = Store {
             inner: Arc::new(Inner {
@@ -692,7 +697,9 @@ pub(crate) fn run_write<R>(
     });
     if outcome.is_err() {
         w.conn().rollback();
-    } else if touched_files {
+    } else if touched_files || !w.shared.trash_emptied.swap(true, Ordering::AcqRel) {
+        // Files of items deleted before a crash, whose unlinking the crash
+        // cut short, go with the first write after the store opens.
         crate::files::empty_trash(w.conn(), &w.shared);
     }
     crate::upgrade::write_ended(&w.shared, outcome.is_ok());

@@ -89,8 +89,74 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    /// Opens (creating if asked) a store file with the store's settings.
+    /// Opens (creating if asked) a store file with the store's settings,
+    /// after checking that it is a SQLite database and not another
+    /// program's.
     pub(crate) fn open(path: &Path, create: bool) -> Result<Conn> {
+        Conn::open_store(path, create).map(|(conn, _)| conn)
+    }
+
+    /// [`Conn::open`], returning also what opening a store reads first, by
+    /// one query (so one read transaction, one round of file locks):
+    /// `("table", name, CREATE text)` for every table in the file, then
+    /// `("meta", key, value)` for each row of `_meta` and `("type", name,
+    /// version)` for each of `_types` — where the file has them (a new
+    /// file has no tables at all).
+    pub(crate) fn open_store(
+        path: &Path,
+        create: bool,
+    ) -> Result<(Conn, Vec<Vec<Value<'static>>>)> {
+        let c = Conn::connect(path, create)?;
+        const TABLES: &str = "SELECT 'table', name, sql FROM sqlite_master WHERE type = 'table'";
+        let mut rows = Vec::new();
+        let mut read = |sql: &str| {
+            rows.clear();
+            let collect = |row: &mut Row<'_>| {
+                rows.push(row.collect());
+                Ok(())
+            };
+            match c.conn.prepare(sql) {
+                Ok(mut stmt) => c.run_rows(&mut stmt, &[], collect).map(|()| true),
+                Err(e) if internal_table_missing(&e) => Ok(false),
+                Err(e) => Err(c.err(e)),
+            }
+        };
+        // Look before changing anything: a file that is not a database fails
+        // this read, and another program's database is refused before the
+        // switch to WAL would rewrite its header.
+        let ours = read(&format!(
+            "{TABLES} UNION ALL SELECT 'meta', key, value FROM _meta UNION ALL SELECT 'type', name, version FROM _types"
+        ))?;
+        if !ours {
+            read(TABLES)?;
+            if !rows.is_empty() {
+                return Err(StoreError::NotAStore {
+                    path: c.path.clone(),
+                    reason: "it is a SQLite database of some other program".into(),
+                });
+            }
+        }
+        let mode: String = c
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| c.err(e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Database {
+                path: c.path.clone(),
+                reason: format!("cannot use write-ahead logging (journal mode is {mode})"),
+            });
+        }
+        Ok((c, rows))
+    }
+
+    /// Another connection to a store already opened with [`Conn::open`]
+    /// (its checks done, its file in WAL mode for good).
+    pub(crate) fn reopen(path: &Path) -> Result<Conn> {
+        Conn::connect(path, false)
+    }
+
+    /// A connection with the settings every connection of a store has.
+    fn connect(path: &Path, create: bool) -> Result<Conn> {
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
@@ -125,33 +191,6 @@ impl Conn {
             .busy_timeout(Duration::from_secs(5))
             .map_err(|e| c.err(e))?;
         c.conn.set_prepared_statement_cache_capacity(64);
-        // Look before changing anything: a file that is not a database fails
-        // this read, and another program's database is refused before the
-        // switch to WAL would rewrite its header.
-        let (tables, ours): (i64, bool) = c
-            .conn
-            .query_row(
-                "SELECT COUNT(*), COALESCE(MAX(name = '_meta'), 0) FROM sqlite_master",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(|e| c.err(e))?;
-        if tables > 0 && !ours {
-            return Err(StoreError::NotAStore {
-                path: c.path.clone(),
-                reason: "it is a SQLite database of some other program".into(),
-            });
-        }
-        let mode: String = c
-            .conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| c.err(e))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Database {
-                path: c.path.clone(),
-                reason: format!("cannot use write-ahead logging (journal mode is {mode})"),
-            });
-        }
         // References are enforced by the store's own triggers (see crate::sql),
         // which name the item and attribute when they refuse, and which
         // schema upgrades can rebuild inside a transaction.
@@ -159,6 +198,12 @@ impl Conn {
             "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; PRAGMA recursive_triggers = ON;",
         )?;
         Ok(c)
+    }
+
+    /// Forgets the statements prepared so far (those an opening ran once),
+    /// which would otherwise hold memory for as long as the connection.
+    pub(crate) fn forget_statements(&self) {
+        self.conn.flush_prepared_statement_cache();
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -199,7 +244,7 @@ impl Conn {
         &self,
         sql: &str,
         params: &[Value<'_>],
-        mut f: impl FnMut(&mut Row<'_>) -> Result<()>,
+        f: impl FnMut(&mut Row<'_>) -> Result<()>,
     ) -> Result<()> {
         let mut stmt = match self.conn.prepare_cached(sql) {
             Ok(stmt) => stmt,
@@ -207,6 +252,15 @@ impl Conn {
             Err(e) if internal_table_missing(&e) => return Ok(()),
             Err(e) => return Err(self.err(e)),
         };
+        self.run_rows(&mut stmt, params, f)
+    }
+
+    fn run_rows(
+        &self,
+        stmt: &mut rusqlite::Statement<'_>,
+        params: &[Value<'_>],
+        mut f: impl FnMut(&mut Row<'_>) -> Result<()>,
+    ) -> Result<()> {
         let columns = stmt.column_count();
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
