@@ -306,8 +306,13 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
             const ATTRS: &'static [#krate::AttrDef] = &[#(#attr_defs),*];
             const INDEXES: &'static [#krate::IndexDef] = &[#(#index_defs),*];
 
-            fn values(&self) -> ::std::vec::Vec<#krate::Value<'_>> {
-                ::std::vec![#(#to_values),*]
+            fn values(&self) -> impl ::core::convert::AsRef<[#krate::Value<'_>]> {
+                [#(#to_values),*]
+            }
+
+            fn __type_slot() -> &'static #krate::__private::TypeSlot {
+                static SLOT: #krate::__private::TypeSlot = #krate::__private::TypeSlot::new();
+                &SLOT
             }
 
             fn from_values(

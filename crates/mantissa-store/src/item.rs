@@ -52,11 +52,32 @@ pub trait Item: Sized + Send + Sync + 'static {
     /// Compound indexes.
     const INDEXES: &'static [IndexDef];
 
-    /// The attribute values, in the order of [`Item::ATTRS`].
-    fn values(&self) -> Vec<Value<'_>>;
+    /// The attribute values, in the order of [`Item::ATTRS`] (an array: no
+    /// allocation per item written).
+    fn values(&self) -> impl AsRef<[Value<'_>]>;
+    /// Where the registry notes this type's place in it; written by the
+    /// derive, not part of the API.
+    #[doc(hidden)]
+    fn __type_slot() -> &'static TypeSlot;
+
     /// Builds an item from values in the order of [`Item::ATTRS`] (taken
     /// one at a time, so that a row of a query needs no list of its own).
     fn from_values(values: impl Iterator<Item = Value<'static>>) -> Result<Self, ValueError>;
+}
+
+/// A type's place in the [`Registry`], found by name once and kept here
+/// (one per item type, made by the derive), so that the hot paths of
+/// queries and inserts do not hash the type's name each time.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct TypeSlot(OnceLock<Option<usize>>);
+
+impl TypeSlot {
+    #[doc(hidden)]
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> TypeSlot {
+        TypeSlot(OnceLock::new())
+    }
 }
 
 /// What happens to an item whose reference points at an item being deleted.
@@ -202,6 +223,8 @@ pub struct Registry {
     statements: Vec<[OnceLock<Arc<str>>; 3]>,
     /// The `CREATE TABLE` text of each type's table, as SQLite keeps it.
     creates: Vec<OnceLock<String>>,
+    /// Whether a listener follows each type (`queue.rs`).
+    listened: Vec<bool>,
 }
 
 /// The statements written once per item type.
@@ -254,6 +277,10 @@ impl Registry {
         Ok(Registry {
             statements: types.iter().map(|_| Default::default()).collect(),
             creates: types.iter().map(|_| OnceLock::new()).collect(),
+            listened: types
+                .iter()
+                .map(|t| crate::queue::is_listened(t.name))
+                .collect(),
             types,
             by_name,
             upgraders,
@@ -286,11 +313,23 @@ impl Registry {
         })
     }
 
+    /// `T`'s index in [`Registry::types`].
+    pub(crate) fn index_of<T: Item>(&self) -> Result<usize, StoreError> {
+        T::__type_slot()
+            .0
+            .get_or_init(|| self.by_name.get(T::NAME).copied())
+            .ok_or_else(|| StoreError::UnknownType(T::NAME.to_string()))
+    }
+
+    /// Whether inserting an item of type `i` gives a listener work.
+    pub(crate) fn is_listened(&self, i: usize) -> bool {
+        self.listened[i]
+    }
+
     /// The SQL text of one of `T`'s statements.
     pub(crate) fn statement<T: Item>(&self, which: Statement) -> Result<Arc<str>, StoreError> {
-        let (i, t) = self
-            .position(T::NAME)
-            .ok_or_else(|| StoreError::UnknownType(T::NAME.to_string()))?;
+        let i = self.index_of::<T>()?;
+        let t = &self.types[i];
         Ok(self.statements[i][which as usize]
             .get_or_init(|| match which {
                 Statement::Update => crate::sql::update(t).into(),

@@ -82,7 +82,7 @@ pub use value::{AttrKind, Attribute, Decimal, Ref, Timestamp, Value, ValueError}
 /// Used by the macros; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::item::ItemRegistration;
+    pub use crate::item::{ItemRegistration, TypeSlot};
     pub use crate::message::MessageRegistration;
     pub use crate::powerup::PowerupRegistration;
     pub use crate::queue::ListenerRegistration;

@@ -31,6 +31,8 @@
 
 use std::marker::PhantomData;
 
+use smallvec::SmallVec;
+
 use crate::error::{Result, StoreError};
 use crate::item::{Item, Stored, table_name};
 use crate::sql::{self, Expr};
@@ -286,8 +288,9 @@ impl Summable for Decimal {
 #[must_use = "a query does nothing until one of all, first, count, column... runs it"]
 pub struct Query<'a, T: Item> {
     read: Read<'a>,
-    filter: Vec<Expr>,
-    order: Vec<(&'static str, AttrKind, bool)>,
+    // Inline for the usual few: a query is built for every read.
+    filter: SmallVec<[Expr; 2]>,
+    order: SmallVec<[(&'static str, AttrKind, bool); 2]>,
     limit: Option<u64>,
     offset: u64,
     _p: PhantomData<fn() -> T>,
@@ -297,8 +300,8 @@ impl<'a, T: Item> Query<'a, T> {
     pub(crate) fn new(read: Read<'a>) -> Self {
         Query {
             read,
-            filter: Vec::new(),
-            order: Vec::new(),
+            filter: SmallVec::new(),
+            order: SmallVec::new(),
             limit: None,
             offset: 0,
             _p: PhantomData,
@@ -335,6 +338,7 @@ impl<'a, T: Item> Query<'a, T> {
     /// be absent (NULL) for this to see every item.
     pub fn after(mut self, last: &Stored<T>) -> Self {
         let values = last.values();
+        let values = values.as_ref();
         let mut alternatives = Vec::new();
         let mut equal_so_far: Vec<Expr> = Vec::new();
         let keys: Vec<(&'static str, AttrKind, bool, Value<'static>)> = self
@@ -378,7 +382,7 @@ impl<'a, T: Item> Query<'a, T> {
         self.order.last().is_some_and(|&(_, _, desc)| desc)
     }
 
-    fn where_clause(&self, sql: &mut String, params: &mut Vec<Value<'static>>) {
+    fn where_clause(&self, sql: &mut String, params: &mut sql::Params) {
         if self.filter.is_empty() {
             return;
         }
@@ -428,10 +432,10 @@ impl<'a, T: Item> Query<'a, T> {
         with_order: bool,
         mut f: impl FnMut(&mut crate::backend::Row<'_>) -> Result<()>,
     ) -> Result<()> {
-        if !self.read.has_table(T::NAME)? {
+        if !self.read.has_table::<T>()? {
             return Ok(());
         }
-        let mut params = Vec::new();
+        let mut params = sql::Params::new();
         let mut sql = String::with_capacity(prefix.len() + 128);
         sql.push_str(prefix);
         self.where_clause(&mut sql, &mut params);
@@ -514,10 +518,10 @@ impl<'a, T: Item> Query<'a, T> {
     pub fn distinct<A: Attribute>(self, attr: Attr<T, A>) -> Result<Vec<A>> {
         let mut out = Vec::new();
         let col = sql::ident(attr.name);
-        if !self.read.has_table(T::NAME)? {
+        if !self.read.has_table::<T>()? {
             return Ok(out);
         }
-        let mut params = Vec::new();
+        let mut params = sql::Params::new();
         let mut sql = format!(
             "SELECT DISTINCT {col} FROM {}",
             sql::ident(&table_name(T::NAME))
@@ -557,7 +561,7 @@ impl<'a, T: Item> Query<'a, T> {
             col: attr.name,
             is: false,
         }));
-        q.order = vec![(attr.name, A::KIND, desc)];
+        q.order = smallvec::smallvec![(attr.name, A::KIND, desc)];
         q.limit = Some(1);
         let mut out = None;
         q.select(&sql::ident(attr.name), true, |row| {

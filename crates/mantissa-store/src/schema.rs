@@ -393,10 +393,16 @@ impl Tables {
 /// `in_write` says whether this is the write transaction, which sees the
 /// tables it made itself.
 pub(crate) fn has_table(conn: &Conn, shared: &Shared, name: &str, in_write: bool) -> Result<bool> {
-    let (i, t) = shared
+    let (i, _) = shared
         .registry
         .position(name)
         .ok_or_else(|| StoreError::UnknownType(name.to_string()))?;
+    has_table_at(conn, shared, i, in_write)
+}
+
+/// [`has_table`] for the type at index `i` of the registry.
+pub(crate) fn has_table_at(conn: &Conn, shared: &Shared, i: usize, in_write: bool) -> Result<bool> {
+    let t = &shared.registry.types()[i];
     match shared.tables.get(i) {
         READY => Ok(true),
         PRESENT => {

@@ -232,6 +232,9 @@ pub(crate) enum Expr {
     },
 }
 
+/// A statement's bound values: inline for the usual few.
+pub(crate) type Params = smallvec::SmallVec<[Value<'static>; 4]>;
+
 /// Appends a quoted identifier to `sql` (as [`ident`], without a string of
 /// its own: queries are written on every read).
 pub(crate) fn push_ident(sql: &mut String, name: &str) {
@@ -266,7 +269,7 @@ fn placeholder(kind: AttrKind) -> &'static str {
 
 impl Expr {
     /// Writes `parts` joined by AND, without a list of its own.
-    pub(crate) fn write_all(parts: &[Expr], sql: &mut String, params: &mut Vec<Value<'static>>) {
+    pub(crate) fn write_all(parts: &[Expr], sql: &mut String, params: &mut Params) {
         Expr::write_joined(parts, " AND ", "1", sql, params);
     }
 
@@ -275,7 +278,7 @@ impl Expr {
         joiner: &str,
         empty: &str,
         sql: &mut String,
-        params: &mut Vec<Value<'static>>,
+        params: &mut Params,
     ) {
         if parts.is_empty() {
             sql.push_str(empty);
@@ -291,7 +294,7 @@ impl Expr {
         sql.push(')');
     }
 
-    pub(crate) fn write(&self, sql: &mut String, params: &mut Vec<Value<'static>>) {
+    pub(crate) fn write(&self, sql: &mut String, params: &mut Params) {
         match self {
             Expr::True => sql.push('1'),
             Expr::Cmp {
@@ -380,7 +383,7 @@ mod tests {
             })),
         ]);
         let mut sql = String::new();
-        let mut params = Vec::new();
+        let mut params = Params::new();
         e.write(&mut sql, &mut params);
         assert_eq!(sql, "(\"title\" = ? AND NOT (\"body\" IS NULL))");
         assert_eq!(params.len(), 1);

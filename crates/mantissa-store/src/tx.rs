@@ -58,9 +58,10 @@ impl<'a> Read<'a> {
     /// Whether items of type `name` can be here: any upgrade of the type
     /// finished, and its table compared with it on first use. `false` when
     /// the store has no table for the type (so no items).
-    pub(crate) fn has_table(&self, name: &str) -> Result<bool> {
-        self.ensure_current(name)?;
-        crate::schema::has_table(self.conn, self.shared, name, self.store.is_none())
+    pub(crate) fn has_table<T: Item>(&self) -> Result<bool> {
+        self.ensure_current(T::NAME)?;
+        let i = self.shared.registry.index_of::<T>()?;
+        crate::schema::has_table_at(self.conn, self.shared, i, self.store.is_none())
     }
 
     /// Runs a query of an item table whose [`Read::has_table`] said yes.
@@ -202,15 +203,19 @@ impl<'a> Write<'a> {
     /// Stores a new item and returns its id. Ids are never reused, even after
     /// the item is deleted.
     pub fn insert<T: Item>(&mut self, item: &T) -> Result<Ref<T>> {
-        if !self.has_table(T::NAME)? {
+        if !self.has_table::<T>()? {
             crate::schema::create(self.conn, self.shared, T::NAME)?;
         }
         let sql = self
             .shared
             .registry
             .statement::<T>(crate::item::Statement::Insert)?;
-        let id = self.conn.insert(&sql, &item.values())?;
-        if crate::queue::is_listened(T::NAME) {
+        let id = self.conn.insert(&sql, item.values().as_ref())?;
+        if self
+            .shared
+            .registry
+            .is_listened(self.shared.registry.index_of::<T>()?)
+        {
             self.note_work_at(Timestamp::now());
         }
         Ok(Ref::from_id(id))
@@ -224,12 +229,12 @@ impl<'a> Write<'a> {
 
     /// Writes back a changed item.
     pub fn update<T: Item>(&mut self, item: &Stored<T>) -> Result<()> {
-        let changed = if self.has_table(T::NAME)? {
+        let changed = if self.has_table::<T>()? {
             let sql = self
                 .shared
                 .registry
                 .statement::<T>(crate::item::Statement::Update)?;
-            let mut params = item.values();
+            let mut params = item.values().as_ref().to_vec();
             params.push(Value::Integer(item.id().id()));
             self.conn.execute(&sql, &params)?
         } else {
@@ -258,13 +263,13 @@ impl<'a> Write<'a> {
 
     /// Deletes every item meeting `cond`; returns how many.
     pub fn delete_where<T: Item>(&mut self, cond: Cond<T>) -> Result<usize> {
-        if !self.has_table(T::NAME)? {
+        if !self.has_table::<T>()? {
             return Ok(0);
         }
         // Deleted items' files go on the trash list (their tables' delete
         // triggers), and so may those of items deleted by cascade.
         self.touched_files = true;
-        let mut params = Vec::new();
+        let mut params = sql::Params::new();
         let mut sql = format!("DELETE FROM {} WHERE ", sql::ident(&table_name(T::NAME)));
         cond.expr.write(&mut sql, &mut params);
         self.conn.execute(&sql, &params)
