@@ -51,7 +51,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Result, StoreError};
-use crate::scheduler::{backoff, guarded};
+use crate::scheduler::backoff;
 use crate::site::Site;
 use crate::store::Store;
 use crate::tx::{Read, Write};
@@ -309,7 +309,7 @@ impl Site {
                             && let Some(reg) = registrations().get(m.kind.as_str())
                         {
                             let handled = tx.savepoint(|tx| {
-                                guarded(|| (reg.answered)(tx, MessageId(m.id), &answer))
+                                crate::store::caught(|| (reg.answered)(tx, MessageId(m.id), &answer))
                             });
                             if let Err(e) = handled {
                                 tracing::warn!(store = %sender_name_owned, message = m.id, error = %e, "handling an answer failed; the answer is kept");
@@ -393,7 +393,8 @@ impl Site {
                 if let Some(Value::Text(answer)) = seen {
                     return Ok(answer.into_owned());
                 }
-                let answer = tx.savepoint(|tx| guarded(|| (reg.receive)(tx, sender, &m.body)))?;
+                let answer =
+                    tx.savepoint(|tx| crate::store::caught(|| (reg.receive)(tx, sender, &m.body)))?;
                 crate::schema::Internal::Inbox.ensure(tx.conn())?;
                 tx.conn().execute(
                     "INSERT INTO _inbox (sender_id, message_id, answer) VALUES (?, ?, ?)",

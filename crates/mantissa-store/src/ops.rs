@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::backend::Conn;
+use crate::blocking::refuse_in_async;
 use crate::error::{Result, StoreError};
 use crate::site::Site;
 use crate::store::{Store, files_dir_for};
@@ -99,6 +100,7 @@ impl Store {
     /// Writes a consistent copy of the store, and its attached files, to
     /// `dest` (which must not exist), while the store stays in use.
     pub fn backup_to(&self, dest: impl AsRef<Path>) -> Result<()> {
+        refuse_in_async("Store::backup_to", "tokio::task::spawn_blocking")?;
         let dest = dest.as_ref();
         if dest.exists() {
             return Err(StoreError::Io {
@@ -144,6 +146,7 @@ impl Site {
         dest: impl AsRef<Path>,
         mut progress: impl FnMut(usize, usize, &str),
     ) -> Result<()> {
+        refuse_in_async("Site::backup", "tokio::task::spawn_blocking")?;
         let dest = dest.as_ref();
         if dest.exists() {
             return Err(StoreError::Io {
@@ -175,6 +178,7 @@ impl Site {
     /// Writes one user's whole store, attached files included, to the single
     /// file `dest`.
     pub fn export_user(&self, name: &str, dest: impl AsRef<Path>) -> Result<()> {
+        refuse_in_async("Site::export_user", "tokio::task::spawn_blocking")?;
         let dest = dest.as_ref();
         let store = self
             .existing_user_store(name)?
@@ -218,6 +222,7 @@ impl Site {
     /// the file is not an export this program can read; nothing is changed
     /// then.
     pub fn import_user(&self, name: &str, src: impl AsRef<Path>) -> Result<Store> {
+        refuse_in_async("Site::import_user", "tokio::task::spawn_blocking")?;
         let src = src.as_ref();
         let path = self.user_store_path(name)?;
         if path.exists() {

@@ -49,7 +49,7 @@ use std::sync::OnceLock;
 
 use crate::error::Result;
 use crate::item::{Item, Stored, table_name};
-use crate::scheduler::{backoff, guarded};
+use crate::scheduler::backoff;
 use crate::sql::ident;
 use crate::store::{Store, Writer, run_write};
 use crate::tx::Write;
@@ -174,7 +174,8 @@ pub(crate) fn process(w: &mut Writer, now: Timestamp) -> Result<(usize, Option<T
                 let mut failed = false;
                 for id in ids {
                     let ok = run_write(w, |tx| {
-                        let outcome = tx.savepoint(|tx| guarded(|| (l.process)(tx, id)));
+                        let outcome =
+                            tx.savepoint(|tx| crate::store::caught(|| (l.process)(tx, id)));
                         let (last_id, attempts, retry_at, error) = match &outcome {
                             Ok(()) => (id, 0, 0, None),
                             Err(e) => {

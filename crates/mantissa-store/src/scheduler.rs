@@ -40,7 +40,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -205,19 +204,6 @@ impl Read<'_> {
     }
 }
 
-/// Runs `f`, turning a panic into an error, so that one bad run cannot take
-/// the schedule (or the queue) down with it.
-pub(crate) fn guarded<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
-        let msg = p
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "panic".into());
-        Err(StoreError::Panicked(msg))
-    })
-}
-
 /// Runs every entry of this store due at `now`; returns how many ran.
 pub(crate) fn run_due(w: &mut Writer, now: Timestamp) -> Result<usize> {
     let mut ran = 0;
@@ -244,7 +230,9 @@ pub(crate) fn run_due(w: &mut Writer, now: Timestamp) -> Result<usize> {
         for (row_id, e) in due {
             run_write(w, |tx| {
                 let outcome = match runners().get(e.item_type.as_str()) {
-                    Some(run) => tx.savepoint(|tx| guarded(|| run(tx, e.item_id, now))),
+                    Some(run) => {
+                        tx.savepoint(|tx| crate::store::caught(|| run(tx, e.item_id, now)))
+                    }
                     None => Err(StoreError::UnknownType(e.item_type.clone())),
                 };
                 match outcome {

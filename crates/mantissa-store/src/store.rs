@@ -297,6 +297,13 @@ impl Store {
         R: Send + 'static,
     {
         self.inner.lock.refuse_nested()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            // Polled outside any runtime (a pool thread's write, a plain
+            // thread's block_on): waiting here is what the caller does
+            // anyway, and a write waiting for a pool thread from a pool
+            // thread could wait for ever once every one of them did.
+            return self.with_writer(|w| run_write(w, f))?;
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(Box::new(move |w: Result<&mut Writer>| {
             let _ = tx.send(w.and_then(|w| run_write(w, f)));
@@ -359,7 +366,12 @@ impl Store {
             let Some(job) = lock(&self.inner.queue).jobs.pop_front() else {
                 break;
             };
-            job(writer.as_mut().map_err(|e| e.clone()));
+            // A write catches its closure's panic; this catches one in the
+            // store's own work around it, so that the turn always ends
+            // below and the store is put back on the queue or let go.
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                job(writer.as_mut().map_err(|e| e.clone()))
+            }));
         }
         let idle = lock(&self.inner.queue).jobs.is_empty();
         let mut upgrades_left = false;
@@ -663,8 +675,10 @@ impl Drop for Snapshot {
     }
 }
 
-/// Runs `f`, turning its panic into [`StoreError::Panicked`].
-fn caught<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
+/// Runs `f`, turning its panic into [`StoreError::Panicked`], so that one
+/// bad closure (a read, a write, a scheduled run, a listener, an upgrader)
+/// cannot take down the thread that runs it or the work after it.
+pub(crate) fn caught<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|p| StoreError::Panicked(panic_message(&p)))?
 }
 

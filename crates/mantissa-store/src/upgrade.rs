@@ -306,7 +306,7 @@ fn batch(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<bool> {
                         missing: v,
                     })?;
             item.version = v;
-            f(&mut item).map_err(|e| StoreError::UpgradeFailed {
+            crate::store::caught(|| f(&mut item)).map_err(|e| StoreError::UpgradeFailed {
                 item: t.name.to_string(),
                 id,
                 from: v,

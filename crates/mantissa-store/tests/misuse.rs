@@ -416,3 +416,93 @@ fn blocking_writes_and_reads_borrow() {
     assert_eq!(wanted.len(), 3);
     assert_eq!(seen, [1, 2, 3]);
 }
+
+/// A write of another store made from inside an async write (so on a
+/// write pool thread) runs there and then: with every pool thread doing
+/// it at once, none waits for a pool thread that never comes.
+#[test]
+fn writes_made_inside_pool_writes_never_wait_for_the_pool() {
+    let (_dir, site) = site();
+    let side = site.user_store("side").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let n = 64;
+    rt.block_on(async {
+        let mut writes = Vec::new();
+        for i in 0..n {
+            let store = site.user_store(&format!("pool{i}")).unwrap();
+            let side = side.clone();
+            writes.push(tokio::spawn(async move {
+                store
+                    .write(move |tx| {
+                        tx.insert(&Note { n: i })?;
+                        // Held for a while, so that every pool thread is
+                        // inside such a write at once.
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        match poll_once(side.write(move |tx| tx.insert(&Note { n: 1000 + i }))) {
+                            Poll::Ready(r) => r.map(drop),
+                            Poll::Pending => Err(StoreError::app("waited for the pool")),
+                        }
+                    })
+                    .await
+            }));
+        }
+        for w in writes {
+            w.await.unwrap().unwrap();
+        }
+    });
+    assert_eq!(notes(&side).len(), n as usize);
+}
+
+/// An upgrader that panics fails the upgrade with an error naming the item,
+/// and the store is left as it was.
+#[derive(Item, Debug)]
+#[item(name = "t.mis.panicky", version = 2)]
+struct Panicky {
+    n: i64,
+}
+
+upgrader!(Panicky, 1, |_item| panic!("upgrader bug"));
+
+#[test]
+fn an_upgrader_that_panics_fails_the_upgrade_and_changes_nothing() {
+    let (dir, site) = site();
+    let store = site.user_store("ivy").unwrap();
+    store
+        .write_blocking(|tx| tx.insert(&Panicky { n: 1 }))
+        .unwrap();
+    let path = store.path().to_path_buf();
+    site.close().unwrap();
+    drop((store, site));
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute(
+        "UPDATE _types SET version = 1 WHERE name = 't.mis.panicky'",
+        [],
+    )
+    .unwrap();
+    drop(c);
+    let site = Site::open(dir.path()).unwrap();
+    let err = site.user_store("ivy").unwrap_err();
+    assert!(
+        matches!(err, StoreError::UpgradeFailed { ref item, ref reason, .. }
+            if item == "t.mis.panicky" && reason.contains("upgrader bug")),
+        "{err:?}"
+    );
+    // Still at version 1, with its item: the upgrade rolled back whole.
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = c
+        .query_row(
+            "SELECT version FROM _types WHERE name = 't.mis.panicky'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, 1);
+    let n: i64 = c
+        .query_row(r#"SELECT COUNT(*) FROM "item_t.mis.panicky""#, [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(n, 1);
+}
