@@ -440,7 +440,7 @@ impl<'a, T: Item> Query<'a, T> {
         sql.push_str(prefix);
         self.where_clause(&mut sql, &mut params);
         self.tail(with_order, &mut sql);
-        self.read.rows(&sql, &params, &mut f)
+        self.read.rows::<T>(&sql, &params, &mut f)
     }
 
     /// Every matching item.
@@ -529,7 +529,7 @@ impl<'a, T: Item> Query<'a, T> {
         self.where_clause(&mut sql, &mut params);
         sql.push_str(" ORDER BY ");
         sql::push_operand(&mut sql, attr.name, A::KIND);
-        self.read.rows(&sql, &params, |row| {
+        self.read.rows::<T>(&sql, &params, |row| {
             out.push(A::from_value(row.next().unwrap_or(Value::Null))?);
             Ok(())
         })?;

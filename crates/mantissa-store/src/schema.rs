@@ -36,7 +36,7 @@ pub(crate) const BACKGROUND_ROWS: u64 = 10_000;
 /// ([`create`]), so that an empty store is a few pages.
 const CORE_TABLES: &str = "
 CREATE TABLE _meta (key TEXT PRIMARY KEY, value ANY) STRICT, WITHOUT ROWID;
-CREATE TABLE _types (name TEXT PRIMARY KEY, version INTEGER NOT NULL) STRICT, WITHOUT ROWID;
+CREATE TABLE _types (name TEXT PRIMARY KEY, version INTEGER NOT NULL, shape TEXT) STRICT, WITHOUT ROWID;
 ";
 
 /// The store's own tables beyond [`CORE_TABLES`], each group made the
@@ -131,25 +131,21 @@ fn int(v: Option<Value<'static>>) -> Option<i64> {
 /// Brings an opened store up to date; returns the upgrades left to the
 /// background.
 ///
-/// `first` is what [`Conn::open_store`] read: the file's tables, `_meta`
-/// and `_types`.
+/// `first` is what [`Conn::open_store`] read with [`FIRST_READ`]: `_meta`
+/// and `_types`; `None` for a new file.
 pub(crate) fn prepare(
     conn: &Conn,
     shared: &Shared,
-    first: &[Vec<Value<'static>>],
+    first: Option<&[Vec<Value<'static>>]>,
 ) -> Result<HashMap<String, Progress>> {
     let path = conn.path().to_path_buf();
-    let mut tables: Vec<(String, String)> = Vec::new();
     let (mut meta, mut stored) = (Meta::default(), HashMap::new());
-    for row in first {
+    for row in first.unwrap_or_default() {
         let mut it = row.iter().cloned();
-        let (kind, key, value) = (text(it.next()), text(it.next()), it.next());
-        match (kind.as_deref(), key) {
-            (Some("table"), Some(name)) => tables.push((name, text(value).unwrap_or_default())),
-            (_, key) => meta.read(kind.as_deref(), key, value, &mut stored),
-        }
+        let (kind, key, value, shape) = (text(it.next()), text(it.next()), it.next(), it.next());
+        meta.read(kind.as_deref(), key, value, text(shape), &mut stored);
     }
-    if tables.is_empty() {
+    if first.is_none() {
         in_write_transaction(conn, || {
             conn.batch(CORE_TABLES)?;
             conn.execute(
@@ -187,24 +183,28 @@ pub(crate) fn prepare(
     };
     let _ = shared.identity.set(identity);
 
+    let shapes: HashMap<&str, &str> = stored
+        .iter()
+        .filter_map(|(name, (_, shape))| Some((name.as_str(), shape.as_deref()?)))
+        .collect();
     // Everything that would refuse the open is found before anything
     // changes. Types the store has never held have no table yet: it is
     // made when the first item is written ([`create`]).
     let mut old_types: Vec<(&ItemType, u32)> = Vec::new();
     for (i, t) in shared.registry.types().iter().enumerate() {
-        let Some(&v) = stored.get(t.name) else {
+        let Some(&(v, _)) = stored.get(t.name) else {
             continue;
         };
         shared.tables.set(i, PRESENT);
         match v {
             v if v == t.version => {
-                // A table made from the type as it is now needs no closer
-                // look ([`check_columns`]) when it is first used.
-                let table = t.table();
-                let made_so = tables
-                    .iter()
-                    .any(|(name, sql)| *name == table && sql == shared.registry.create_sql(i));
-                if made_so {
+                // A table made from the type as it is now (its `CREATE`
+                // text kept beside its version) needs no closer look
+                // ([`check_columns`]) when it is first used.
+                if shapes
+                    .get(t.name)
+                    .is_some_and(|s| *s == shared.registry.create_sql(i))
+                {
                     shared.tables.set(i, READY);
                 }
             }
@@ -256,15 +256,27 @@ struct Meta {
     legacy_outbox: i64,
 }
 
+/// Each stored type's version, and the `CREATE` text of its table when
+/// the store has it (format 2 keeps it).
+type Stored = HashMap<String, (u32, Option<String>)>;
+
+/// The queries an opening store reads `_meta` and `_types` with, for
+/// [`Conn::open_store`]: this format's, then format 1's (no `shape`).
+pub(crate) const FIRST_READ: &[&str] = &[
+    "SELECT 'meta', key, value, NULL FROM _meta UNION ALL SELECT 'type', name, version, shape FROM _types",
+    "SELECT 'meta', key, value, NULL FROM _meta UNION ALL SELECT 'type', name, version, NULL FROM _types",
+];
+
 impl Meta {
-    /// Takes one row of [`read_meta`]'s query: `("meta", key, value)`, or
-    /// `("type", name, version)` into `types`.
+    /// Takes one row of [`FIRST_READ`]: `("meta", key, value, NULL)`, or
+    /// `("type", name, version, shape)` into `types`.
     fn read(
         &mut self,
         kind: Option<&str>,
         key: Option<String>,
         value: Option<Value<'static>>,
-        types: &mut HashMap<String, u32>,
+        shape: Option<String>,
+        types: &mut Stored,
     ) {
         match (kind, key.as_deref()) {
             (Some("meta"), Some("format")) => self.format = int(value),
@@ -272,7 +284,7 @@ impl Meta {
             (Some("meta"), Some("legacy_outbox")) => self.legacy_outbox = int(value).unwrap_or(0),
             (Some("type"), Some(_)) => {
                 if let (Some(name), Some(v)) = (key, int(value)) {
-                    types.insert(name, v as u32);
+                    types.insert(name, (v as u32, shape));
                 }
             }
             _ => {}
@@ -280,20 +292,16 @@ impl Meta {
     }
 }
 
-/// What `_meta` says, and the version each item type with a table is
-/// stored at (`_types`).
-fn read_meta(conn: &Conn) -> Result<(Meta, HashMap<String, u32>)> {
+/// What `_meta` says, and each item type's stored version and shape.
+fn read_meta(conn: &Conn) -> Result<(Meta, Stored)> {
     let mut meta = Meta::default();
     let mut types = HashMap::new();
-    conn.query(
-        "SELECT 'meta', key, value FROM _meta UNION ALL SELECT 'type', name, version FROM _types",
-        &[],
-        |row| {
-            let (kind, key, value) = (text(row.next()), text(row.next()), row.next());
-            meta.read(kind.as_deref(), key, value, &mut types);
-            Ok(())
-        },
-    )?;
+    conn.query(FIRST_READ[0], &[], |row| {
+        let (kind, key, value, shape) =
+            (text(row.next()), text(row.next()), row.next(), row.next());
+        meta.read(kind.as_deref(), key, value, text(shape), &mut types);
+        Ok(())
+    })?;
     Ok((meta, types))
 }
 
@@ -313,12 +321,16 @@ fn in_write_transaction<R>(conn: &Conn, f: impl FnOnce() -> Result<R>) -> Result
 /// in the caller's write transaction. Reads the format again there: another
 /// process may have done it meanwhile.
 fn upgrade_format(conn: &Conn) -> Result<()> {
-    let format = read_meta(conn)?.0.format.unwrap_or(FORMAT);
+    let format =
+        int(conn.scalar("SELECT value FROM _meta WHERE key = 'format'", &[])?).unwrap_or(FORMAT);
     if format < 2 {
         // Messages this store sent before now were remembered by its name:
         // their receivers still know them by it (`message::deliver_one`).
+        // Tables made before have no shape on record: each is compared
+        // with its type column by column when first used.
         conn.batch(
-            "INSERT INTO _meta (key, value) VALUES ('id', lower(hex(randomblob(16))));
+            "ALTER TABLE _types ADD COLUMN shape TEXT;
+             INSERT INTO _meta (key, value) VALUES ('id', lower(hex(randomblob(16))));
              INSERT INTO _meta (key, value) SELECT 'legacy_outbox', COALESCE(MAX(id), 0) FROM _outbox;
              CREATE TABLE _inbox_v2 (sender_id TEXT NOT NULL, message_id INTEGER NOT NULL,
                  answer TEXT NOT NULL, PRIMARY KEY (sender_id, message_id)) STRICT;
@@ -456,13 +468,34 @@ pub(crate) fn create(conn: &Conn, shared: &Shared, name: &str) -> Result<()> {
     conn.batch(&sql::create_table(t, &t.table()))?;
     conn.batch(&sql::create_indexes(t))?;
     conn.execute(
-        "INSERT INTO _types (name, version) VALUES (?, ?)",
-        &[Value::Text(t.name.into()), Value::Integer(t.version.into())],
+        "INSERT INTO _types (name, version, shape) VALUES (?, ?, ?)",
+        &[
+            Value::Text(t.name.into()),
+            Value::Integer(t.version.into()),
+            Value::Text(shared.registry.create_sql(i).into()),
+        ],
     )?;
     for trig in sql::ref_triggers(t) {
         conn.batch(&trig.sql)?;
     }
     Ok(())
+}
+
+/// An error from a statement on the table of the type at index `i`: when
+/// SQLite says a column is missing (the table was changed behind the
+/// store's back, after the store trusted it), the mismatch, named as
+/// [`check_columns`] names it; otherwise `e`.
+pub(crate) fn explain(conn: &Conn, shared: &Shared, i: usize, e: StoreError) -> StoreError {
+    if !crate::backend::is_missing_column(&e) {
+        return e;
+    }
+    match check_columns(conn, shared, &shared.registry.types()[i]) {
+        Err(mismatch) => {
+            shared.tables.set(i, PRESENT);
+            mismatch
+        }
+        Ok(()) => e,
+    }
 }
 
 /// Refuses a table whose columns are not the type's fields: a struct

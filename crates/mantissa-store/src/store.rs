@@ -203,7 +203,7 @@ impl Store {
     /// (large ones upgrade in the background).
     pub(crate) fn open_with(path: &Path, opts: OpenOptions) -> Result<Store> {
         let registry = Registry::get()?;
-        let (conn, first) = Conn::open_store(path, opts.create)?;
+        let (conn, first) = Conn::open_store(path, opts.create, crate::schema::FIRST_READ)?;
         let shared = Arc::new(Shared {
             name: opts.name.clone(),
             path: path.to_path_buf(),
@@ -220,7 +220,7 @@ impl Store {
             identity: std::sync::OnceLock::new(),
             trash_emptied: AtomicBool::new(false),
         });
-        let background = crate::schema::prepare(&conn, &shared, &first)?;
+        let background = crate::schema::prepare(&conn, &shared, first.as_deref())?;
         let upgrading = !background.is_empty();
         shared.any_upgrading.store(upgrading, Ordering::Release);
         *lock(&shared.upgrading) = background;

@@ -67,7 +67,7 @@ impl<'a> Read<'a> {
     /// Runs a query of an item table whose [`Read::has_table`] said yes.
     /// A read whose snapshot began before the table was made (by a write
     /// that committed meanwhile) finds none: no items, then.
-    pub(crate) fn rows(
+    pub(crate) fn rows<T: Item>(
         &self,
         sql: &str,
         params: &[Value<'_>],
@@ -75,7 +75,17 @@ impl<'a> Read<'a> {
     ) -> Result<()> {
         match self.conn.query(sql, params, f) {
             Err(e) if self.store.is_some() && crate::backend::is_missing_table(&e) => Ok(()),
-            other => other,
+            Err(e) => Err(self.explain::<T>(e)),
+            ok => ok,
+        }
+    }
+
+    /// An error from a statement on `T`'s table, explained
+    /// ([`crate::schema::explain`]).
+    pub(crate) fn explain<T: Item>(&self, e: StoreError) -> StoreError {
+        match self.shared.registry.index_of::<T>() {
+            Ok(i) => crate::schema::explain(self.conn, self.shared, i, e),
+            Err(_) => e,
         }
     }
 
@@ -210,7 +220,10 @@ impl<'a> Write<'a> {
             .shared
             .registry
             .statement::<T>(crate::item::Statement::Insert)?;
-        let id = self.conn.insert(&sql, item.values().as_ref())?;
+        let id = self
+            .conn
+            .insert(&sql, item.values().as_ref())
+            .map_err(|e| self.explain::<T>(e))?;
         if self
             .shared
             .registry
@@ -236,7 +249,9 @@ impl<'a> Write<'a> {
                 .statement::<T>(crate::item::Statement::Update)?;
             let mut params = item.values().as_ref().to_vec();
             params.push(Value::Integer(item.id().id()));
-            self.conn.execute(&sql, &params)?
+            self.conn
+                .execute(&sql, &params)
+                .map_err(|e| self.explain::<T>(e))?
         } else {
             0
         };

@@ -439,9 +439,17 @@ pub(crate) fn complete(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<()>
             });
         }
     }
+    let (i, _) = shared
+        .registry
+        .position(t.name)
+        .ok_or_else(|| StoreError::UnknownType(t.name.to_string()))?;
     conn.execute(
-        "UPDATE _types SET version = ? WHERE name = ?",
-        &[Value::Integer(t.version.into()), Value::Text(t.name.into())],
+        "UPDATE _types SET version = ?, shape = ? WHERE name = ?",
+        &[
+            Value::Integer(t.version.into()),
+            Value::Text(shared.registry.create_sql(i).into()),
+            Value::Text(t.name.into()),
+        ],
     )?;
     conn.execute(
         "DELETE FROM _upgrades WHERE name = ?",

@@ -151,6 +151,7 @@ fn messages_sent_before_stores_had_identities_are_still_received_once() {
                  attempts INTEGER NOT NULL DEFAULT 0, next_try INTEGER NOT NULL, last_error TEXT) STRICT;
              CREATE TABLE IF NOT EXISTS _inbox (sender_id TEXT NOT NULL, message_id INTEGER NOT NULL,
                  answer TEXT NOT NULL, PRIMARY KEY (sender_id, message_id)) STRICT;
+             ALTER TABLE _types DROP COLUMN shape;
              DELETE FROM _meta WHERE key = 'id';
              UPDATE _meta SET value = 1 WHERE key = 'format';
              CREATE TABLE _inbox_v1 (sender TEXT NOT NULL, message_id INTEGER NOT NULL,

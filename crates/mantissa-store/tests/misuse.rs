@@ -39,21 +39,43 @@ fn notes(store: &Store) -> Vec<i64> {
 }
 
 /// Makes `path`'s entry table the one the struct had before `mood` and
-/// `level` were added, with two entries in it.
-fn table_of_the_old_struct(path: &Path) {
+/// `level` were added, with two entries in it — as the program before the
+/// change made it and recorded it (`shape`); with `recorded` false, the
+/// table changed behind the store's back.
+fn table_of_the_old_struct(path: &Path, recorded: bool) {
     let c = rusqlite::Connection::open(path).unwrap();
-    c.execute_batch(
+    let old = r#"CREATE TABLE "item_t.mis.entry" (id INTEGER PRIMARY KEY AUTOINCREMENT, "text" TEXT NOT NULL) STRICT"#;
+    c.execute_batch(&format!(
         r#"DROP TABLE "item_t.mis.entry";
-           CREATE TABLE "item_t.mis.entry" (id INTEGER PRIMARY KEY AUTOINCREMENT, "text" TEXT NOT NULL) STRICT;
+           {old};
            INSERT INTO "item_t.mis.entry" ("text") VALUES ('first'), ('second');"#,
-    )
+    ))
     .unwrap();
+    if recorded {
+        c.execute(
+            "UPDATE _types SET shape = ? WHERE name = 't.mis.entry'",
+            [old],
+        )
+        .unwrap();
+    }
 }
 
 /// Before: every query returned the column's name as the field's value
 /// ("mood": "mood"), and inserts failed with "no column named mood".
 #[test]
 fn a_struct_changed_without_a_new_version_is_refused_by_name() {
+    struct_changed_without_a_new_version(true);
+}
+
+/// The same when the table was changed by hand behind the store's back
+/// (its recorded shape still the type's): the first statement that finds a
+/// column missing says so as plainly.
+#[test]
+fn a_table_changed_behind_the_store_s_back_is_refused_by_name() {
+    struct_changed_without_a_new_version(false);
+}
+
+fn struct_changed_without_a_new_version(recorded: bool) {
     let (dir, site) = site();
     let store = site.user_store("ann").unwrap();
     store
@@ -68,7 +90,7 @@ fn a_struct_changed_without_a_new_version_is_refused_by_name() {
     let path = store.path().to_path_buf();
     site.close().unwrap();
     drop((store, site));
-    table_of_the_old_struct(&path);
+    table_of_the_old_struct(&path, recorded);
 
     let site = Site::open(dir.path()).unwrap();
     let store = site.user_store("ann").unwrap();

@@ -8,4 +8,4 @@
 
 pub(crate) mod sqlite;
 
-pub(crate) use sqlite::{Conn, Row, is_missing_table};
+pub(crate) use sqlite::{Conn, Row, is_missing_column, is_missing_table};

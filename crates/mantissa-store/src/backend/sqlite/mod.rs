@@ -93,43 +93,44 @@ impl Conn {
     /// after checking that it is a SQLite database and not another
     /// program's.
     pub(crate) fn open(path: &Path, create: bool) -> Result<Conn> {
-        Conn::open_store(path, create).map(|(conn, _)| conn)
+        Conn::open_store(path, create, &["SELECT 1 FROM _meta"]).map(|(conn, _)| conn)
     }
 
-    /// [`Conn::open`], returning also what opening a store reads first, by
-    /// one query (so one read transaction, one round of file locks):
-    /// `("table", name, CREATE text)` for every table in the file, then
-    /// `("meta", key, value)` for each row of `_meta` and `("type", name,
-    /// version)` for each of `_types` — where the file has them (a new
-    /// file has no tables at all).
+    /// [`Conn::open`], returning also the rows of the first of `first` (the
+    /// queries an opening store reads with, newest format first) that the
+    /// file's tables answer: one query, so one read transaction and one
+    /// round of file locks. `None` for a new file, with no tables at all.
     pub(crate) fn open_store(
         path: &Path,
         create: bool,
-    ) -> Result<(Conn, Vec<Vec<Value<'static>>>)> {
+        first: &[&str],
+    ) -> Result<(Conn, Option<Vec<Vec<Value<'static>>>>)> {
         let c = Conn::connect(path, create)?;
-        const TABLES: &str = "SELECT 'table', name, sql FROM sqlite_master WHERE type = 'table'";
-        let mut rows = Vec::new();
-        let mut read = |sql: &str| {
-            rows.clear();
-            let collect = |row: &mut Row<'_>| {
-                rows.push(row.collect());
-                Ok(())
-            };
-            match c.conn.prepare(sql) {
-                Ok(mut stmt) => c.run_rows(&mut stmt, &[], collect).map(|()| true),
-                Err(e) if internal_table_missing(&e) => Ok(false),
-                Err(e) => Err(c.err(e)),
-            }
-        };
         // Look before changing anything: a file that is not a database fails
         // this read, and another program's database is refused before the
         // switch to WAL would rewrite its header.
-        let ours = read(&format!(
-            "{TABLES} UNION ALL SELECT 'meta', key, value FROM _meta UNION ALL SELECT 'type', name, version FROM _types"
-        ))?;
-        if !ours {
-            read(TABLES)?;
-            if !rows.is_empty() {
+        let mut found = None;
+        for sql in first {
+            match c.conn.prepare(sql) {
+                Ok(mut stmt) => {
+                    let mut rows = Vec::new();
+                    c.run_rows(&mut stmt, &[], |row| {
+                        rows.push(row.collect());
+                        Ok(())
+                    })?;
+                    found = Some(rows);
+                    break;
+                }
+                Err(e) if schema_missing(&e) => continue,
+                Err(e) => return Err(c.err(e)),
+            }
+        }
+        if found.is_none() {
+            let tables: i64 = c
+                .conn
+                .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
+                .map_err(|e| c.err(e))?;
+            if tables > 0 {
                 return Err(StoreError::NotAStore {
                     path: c.path.clone(),
                     reason: "it is a SQLite database of some other program".into(),
@@ -146,7 +147,7 @@ impl Conn {
                 reason: format!("cannot use write-ahead logging (journal mode is {mode})"),
             });
         }
-        Ok((c, rows))
+        Ok((c, found))
     }
 
     /// Another connection to a store already opened with [`Conn::open`]
@@ -368,10 +369,34 @@ pub(crate) fn is_missing_table(e: &StoreError) -> bool {
     matches!(e, StoreError::Database { reason, .. } if reason.starts_with("no such table"))
 }
 
+/// Whether `e` says a column is not in its table: what a statement of an
+/// item type whose table was changed behind the store's back gets.
+pub(crate) fn is_missing_column(e: &StoreError) -> bool {
+    matches!(e, StoreError::Database { reason, .. }
+        if reason.starts_with("no such column") || reason.contains("has no column named"))
+}
+
+/// SQLite's message in `e`, when it has one (a failure, or a statement
+/// it could not prepare, with where).
+fn sqlite_message(e: &rusqlite::Error) -> Option<&str> {
+    match e {
+        rusqlite::Error::SqliteFailure(_, Some(msg)) => Some(msg),
+        rusqlite::Error::SqlInputError { msg, .. } => Some(msg),
+        _ => None,
+    }
+}
+
 /// Whether `e` says that one of the store's own tables (`_name`) does not
 /// exist: made only when first written (`schema::Internal`).
 fn internal_table_missing(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(_, Some(msg)) if msg.starts_with("no such table: _"))
+    sqlite_message(e).is_some_and(|msg| msg.starts_with("no such table: _"))
+}
+
+/// Whether `e` says that a table or a column is not there (what an older
+/// format of store, a new file or another program's database answers).
+fn schema_missing(e: &rusqlite::Error) -> bool {
+    sqlite_message(e)
+        .is_some_and(|msg| msg.starts_with("no such table") || msg.starts_with("no such column"))
 }
 
 /// Whether a statement only changes rows that exist (so that with no
