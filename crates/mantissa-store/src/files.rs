@@ -100,7 +100,8 @@ impl Write<'_> {
     }
 }
 
-/// Unlinks the files on the trash list (after a commit, and on open).
+/// Unlinks the files on the trash list (after a commit that put files on
+/// it; what a crash left there goes with the next such commit).
 pub(crate) fn empty_trash(conn: &Conn, shared: &Shared) {
     let rows = match conn.rows("SELECT rowid, path FROM _files_trash LIMIT 1000", &[]) {
         Ok(rows) if !rows.is_empty() => rows,

@@ -85,9 +85,6 @@ pub(crate) struct Shared {
     pub(crate) on_schedule: Option<ScheduleHook>,
     /// Set by [`Store::close`]: every use after it is refused.
     pub(crate) closed: AtomicBool,
-    /// Whether the files on the trash list when the store opened were
-    /// removed (by its first write).
-    pub(crate) trash_emptied: AtomicBool,
     /// Who the store is, as a sender of messages; known once it is open.
     pub(crate) identity: std::sync::OnceLock<crate::message::Identity>,
 }
@@ -110,11 +107,15 @@ impl Shared {
 
     /// An idle connection, or a new one.
     fn take_conn(&self) -> Result<Conn> {
-        let idle = lock(&self.conns).pop();
-        match idle {
+        match self.idle_conn() {
             Some(c) => Ok(c),
             None => Conn::reopen(&self.path),
         }
+    }
+
+    /// An idle connection, if there is one.
+    fn idle_conn(&self) -> Option<Conn> {
+        lock(&self.conns).pop()
     }
 
     /// Keeps a connection for the next use, unless enough are kept, the
@@ -218,7 +219,6 @@ impl Store {
             on_schedule: opts.on_schedule,
             closed: AtomicBool::new(false),
             identity: std::sync::OnceLock::new(),
-            trash_emptied: AtomicBool::new(false),
         });
         let background = crate::schema::prepare(&conn, &shared, first.as_deref())?;
         let upgrading = !background.is_empty();
@@ -450,13 +450,15 @@ impl Store {
         let site = crate::readers::CallSite::of::<F>();
         // Reads known to be quicker than the hand-over run here: while
         // upgrades run a read may have to wait for one, so not then.
+        // Only on a connection already open: opening one touches the disk.
         if site.is_quick()
             && !shared.any_upgrading.load(Ordering::Acquire)
             && tokio::runtime::Handle::try_current().is_ok()
+            && let Some(conn) = shared.idle_conn()
         {
-            let snapshot = self.snapshot()?;
-            // The closure's own time, as on a reader thread: a connection
-            // opened now, or the snapshot's beginning, is not the place's.
+            let snapshot = self.snapshot_on(conn)?;
+            // The closure's own time, as on a reader thread: the snapshot's
+            // beginning is not the place's.
             let start = std::time::Instant::now();
             let answer = caught(|| f(&snapshot.read()));
             site.took(start.elapsed());
@@ -500,7 +502,12 @@ impl Store {
         SNAPSHOTS.fetch_add(1, Ordering::Relaxed);
         let shared = &self.inner.shared;
         shared.check_open()?;
-        let conn = shared.take_conn()?;
+        self.snapshot_on(shared.take_conn()?)
+    }
+
+    /// Starts a read transaction on `conn`, one of the store's.
+    fn snapshot_on(&self, conn: Conn) -> Result<Snapshot> {
+        let shared = &self.inner.shared;
         let snapshot = Snapshot {
             // Loaded before the transaction begins: once no upgrade is left
             // none is added, so every item the snapshot holds is current.
@@ -711,9 +718,10 @@ pub(crate) fn run_write<R>(
     });
     if outcome.is_err() {
         w.conn().rollback();
-    } else if touched_files || !w.shared.trash_emptied.swap(true, Ordering::AcqRel) {
-        // Files of items deleted before a crash, whose unlinking the crash
-        // cut short, go with the first write after the store opens.
+    } else if touched_files {
+        // The trash holds what this transaction removed, and what a crash
+        // between an earlier commit and its unlinking left (unreferenced
+        // files, which only take room until then).
         crate::files::empty_trash(w.conn(), &w.shared);
     }
     crate::upgrade::write_ended(&w.shared, outcome.is_ok());
