@@ -126,15 +126,9 @@ fn child(side: &str, root: &Path, n: usize, seconds: Duration) -> Measured {
             threads_and_rss().0 - 1
         })
     };
-    let measured =
-        |writes: u64, took: Duration, rss_open: u64, threads: u64, writing: u64| Measured {
-            stores: n,
-            threads,
-            threads_writing: writing,
-            bytes_per_store: (rss_open.saturating_sub(rss_before) * 1024) as f64 / n as f64,
-            writes_per_second: writes as f64 / took.as_secs_f64(),
-        };
-    if side == "store" {
+    // Each side: threads and memory with every store open, then the
+    // writes, their time, and the threads halfway through them.
+    let (threads, rss_open, writes, took, writing) = if side == "store" {
         let site = Site::open(root).expect("site");
         site.set_open_stores(n + 1);
         let stores: Vec<_> = (0..n)
@@ -177,11 +171,11 @@ fn child(side: &str, root: &Path, n: usize, seconds: Duration) -> Measured {
                 t.await.expect("writer");
             }
         });
-        measured(
+        (
+            threads,
+            rss_open,
             writes.load(Ordering::Relaxed),
             start.elapsed(),
-            rss_open,
-            threads,
             sampler.join().expect("sampler"),
         )
     } else {
@@ -228,13 +222,20 @@ fn child(side: &str, root: &Path, n: usize, seconds: Duration) -> Measured {
                 });
             }
         });
-        measured(
+        (
+            threads,
+            rss_open,
             writes.load(Ordering::Relaxed),
             start.elapsed(),
-            rss_open,
-            threads,
             sampler.join().expect("sampler"),
         )
+    };
+    Measured {
+        stores: n,
+        threads,
+        threads_writing: writing,
+        bytes_per_store: (rss_open.saturating_sub(rss_before) * 1024) as f64 / n as f64,
+        writes_per_second: writes as f64 / took.as_secs_f64(),
     }
 }
 

@@ -461,58 +461,92 @@ fn plain_top_20(conn: &Connection, x: i64) -> Vec<(i64, Entry)> {
     .expect("rows")
 }
 
+/// How the store side of a paired benchmark reaches the store: blocking
+/// (`read_blocking`, `write_blocking`) or awaited from a one-thread tokio
+/// runtime (`read(..).await`, `write(..).await`), as a server's connection
+/// thread awaits it. The reference always does its work on the calling
+/// thread: the awaited ratio is what handing the work over adds.
+#[derive(Clone, Copy)]
+enum Call {
+    Blocking,
+    Awaited,
+}
+
 /// Benchmark 2: an indexed query with a sort and a limit of 20, over 50,000
 /// items. Both sides draw the same sequence of thresholds, all above 1% of
 /// the range, so every query finds its 20 items.
 fn query_top_20(c: &mut Criterion) {
-    let mut rngs = [fastrand::Rng::with_seed(11), fastrand::Rng::with_seed(11)];
+    query_group(c, "query_top_20", Call::Blocking, 11);
+}
+
+/// Benchmark 2, awaited.
+fn query_top_20_async(c: &mut Criterion) {
+    query_group(c, "query_top_20_async", Call::Awaited, 13);
+}
+
+fn query_group(c: &mut Criterion, group: &str, call: Call, seed: u64) {
+    let mut rngs = [
+        fastrand::Rng::with_seed(seed),
+        fastrand::Rng::with_seed(seed),
+    ];
+    let rt = runtime();
     let cpu = cpu_snapshot();
-    let mut g = c.benchmark_group("query_top_20");
+    let mut g = c.benchmark_group(group);
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements(1));
-    let result = paired(&mut g, query_setup, |s, side| match side {
-        Side::Store => {
-            let rng = &mut rngs[0];
-            let start = Instant::now();
-            let items = s
-                .store
-                .read_blocking(|r| {
+    let result = paired(&mut g, query_setup, |s, side| {
+        let (items, took) = match side {
+            Side::Store => {
+                let x = rngs[0].i64(SCORE_RANGE / 100..SCORE_RANGE);
+                let top = move |r: &mantissa_store::Read<'_>| {
                     r.query::<Entry>()
-                        .filter(Entry::score.lt(rng.i64(SCORE_RANGE / 100..SCORE_RANGE)))
+                        .filter(Entry::score.lt(x))
                         .order_by(Entry::score.desc())
                         .limit(20)
                         .all()
-                })
+                };
+                let start = Instant::now();
+                let items = match call {
+                    Call::Blocking => s.store.read_blocking(top),
+                    Call::Awaited => rt.block_on(s.store.read(top)),
+                }
                 .expect("query");
-            let took = start.elapsed();
-            debug_assert_eq!(items.len(), 20);
-            black_box(items);
-            took
-        }
-        Side::Rusqlite => {
-            let rng = &mut rngs[1];
-            let start = Instant::now();
-            let items = plain_top_20(&s.plain, rng.i64(SCORE_RANGE / 100..SCORE_RANGE));
-            let took = start.elapsed();
-            debug_assert_eq!(items.len(), 20);
-            black_box(items);
-            took
-        }
+                (items.len(), start.elapsed())
+            }
+            Side::Rusqlite => {
+                let x = rngs[1].i64(SCORE_RANGE / 100..SCORE_RANGE);
+                let start = Instant::now();
+                let items = plain_top_20(&s.plain, x);
+                (items.len(), start.elapsed())
+            }
+        };
+        debug_assert_eq!(items, 20);
+        took
     });
     g.finish();
-    note_other_cpu("query_top_20", cpu);
-    write_paired("query_top_20", result);
+    note_other_cpu(group, cpu);
+    write_paired(group, result);
 }
 
 /// Benchmark 3: committed single-insert write transactions at
 /// `synchronous = FULL`.
 fn single_write(c: &mut Criterion) {
-    let root = scratch().join("single");
+    single_write_group(c, "single_write_tx", Call::Blocking);
+}
+
+/// Benchmark 3, awaited.
+fn single_write_async(c: &mut Criterion) {
+    single_write_group(c, "single_write_tx_async", Call::Awaited);
+}
+
+fn single_write_group(c: &mut Criterion, group: &str, call: Call) {
+    let root = scratch().join(group);
     let item = note(42);
+    let rt = runtime();
     let cpu = cpu_snapshot();
-    let mut g = c.benchmark_group("single_write_tx");
+    let mut g = c.benchmark_group(group);
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
@@ -529,10 +563,13 @@ fn single_write(c: &mut Criterion) {
     let result = paired(&mut g, make, |(_, store, plain), side| match side {
         Side::Store => {
             let item = item.clone();
+            let insert = move |tx: &mut mantissa_store::Write<'_>| tx.insert(&item);
             let start = Instant::now();
-            let id = store
-                .write_blocking(move |tx| tx.insert(&item))
-                .expect("insert");
+            let id = match call {
+                Call::Blocking => store.write_blocking(insert),
+                Call::Awaited => rt.block_on(store.write(insert)),
+            }
+            .expect("insert");
             let took = start.elapsed();
             black_box(id);
             took
@@ -550,8 +587,8 @@ fn single_write(c: &mut Criterion) {
         }
     });
     g.finish();
-    note_other_cpu("single_write_tx", cpu);
-    write_paired("single_write_tx", result);
+    note_other_cpu(group, cpu);
+    write_paired(group, result);
 }
 
 /// Benchmark: a write transaction that writes nothing (what a write costs
@@ -601,104 +638,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// Benchmark: committed single-insert write transactions, awaited from
-/// async code (`Store::write`), beside the same work done by plain rusqlite
-/// on the calling thread (which async code may not do: the reference is
-/// the cost of the work alone).
-fn single_write_async(c: &mut Criterion) {
-    let root = scratch().join("single_async");
-    let item = note(42);
-    let rt = runtime();
-    let cpu = cpu_snapshot();
-    let mut g = c.benchmark_group("single_write_tx_async");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(1));
-    let make = || {
-        let site = Site::open(root.join("site")).expect("site");
-        let store = site.user_store("single").expect("store");
-        let plain = plain_create(&root.join("plain.sqlite"), &[NOTE_TABLE]);
-        first_note(&store, &plain);
-        assert_same_schema(store.path(), &plain, &["item_bench.note"]);
-        settle_disk();
-        (site, store, plain)
-    };
-    let result = paired(&mut g, make, |(_, store, plain), side| match side {
-        Side::Store => {
-            let item = item.clone();
-            let start = Instant::now();
-            let id = rt
-                .block_on(store.write(move |tx| tx.insert(&item)))
-                .expect("insert");
-            let took = start.elapsed();
-            black_box(id);
-            took
-        }
-        Side::Rusqlite => {
-            let start = Instant::now();
-            let tx = plain
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .expect("begin");
-            let id = insert_note(&tx, &item);
-            tx.commit().expect("commit");
-            let took = start.elapsed();
-            black_box(id);
-            took
-        }
-    });
-    g.finish();
-    note_other_cpu("single_write_tx_async", cpu);
-    write_paired("single_write_tx_async", result);
-}
-
-/// Benchmark: the indexed query of `query_top_20`, awaited from async code
-/// (`Store::read`), beside plain rusqlite on the calling thread.
-fn query_top_20_async(c: &mut Criterion) {
-    let mut rngs = [fastrand::Rng::with_seed(13), fastrand::Rng::with_seed(13)];
-    let rt = runtime();
-    let cpu = cpu_snapshot();
-    let mut g = c.benchmark_group("query_top_20_async");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(1));
-    let result = paired(&mut g, query_setup, |s, side| match side {
-        Side::Store => {
-            let x = rngs[0].i64(SCORE_RANGE / 100..SCORE_RANGE);
-            let start = Instant::now();
-            let items = rt
-                .block_on(s.store.read(move |r| {
-                    r.query::<Entry>()
-                        .filter(Entry::score.lt(x))
-                        .order_by(Entry::score.desc())
-                        .limit(20)
-                        .all()
-                }))
-                .expect("query");
-            let took = start.elapsed();
-            debug_assert_eq!(items.len(), 20);
-            black_box(items);
-            took
-        }
-        Side::Rusqlite => {
-            let x = rngs[1].i64(SCORE_RANGE / 100..SCORE_RANGE);
-            let start = Instant::now();
-            let items = plain_top_20(&s.plain, x);
-            let took = start.elapsed();
-            debug_assert_eq!(items.len(), 20);
-            black_box(items);
-            took
-        }
-    });
-    g.finish();
-    note_other_cpu("query_top_20_async", cpu);
-    write_paired("query_top_20_async", result);
-}
-
-/// User stores on disk for the cold-open benchmark. Run as a test (`cargo
-/// test`, which runs each benchmark once to see that it works, and passes
-/// no `--bench`), a few hundred.
 fn store_count() -> usize {
     let default = if std::env::args().any(|a| a == "--bench") {
         10_000

@@ -36,9 +36,11 @@
 //! So [`CallSite`] keeps, for each place in the program that reads (the
 //! closure's type), how long its reads take, and an awaited read from a
 //! place whose reads take under [`INLINE_UNDER`] runs on the async
-//! thread that awaits it — as tokio's guidance allows for work that short.
-//! A place is first measured on the reader threads, and a read that turns
-//! out slow sends the next ones back to them.
+//! thread that awaits it — as tokio's guidance allows for work that short —
+//! except on a server's connection threads, which hand every read over
+//! ([`hands_over_here`] says why). A place is first measured on the reader
+//! threads, and a read that turns out slow sends the next ones back to
+//! them.
 //!
 //! Slow reads must not hold up quick ones: when reads are queued and no
 //! thread has taken one for [`PATIENCE`] (every thread busy with something
@@ -218,16 +220,20 @@ fn pools() -> &'static [Pool] {
 thread_local! {
     /// The queue this thread's reads go to, once chosen.
     static QUEUE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    /// Whether this thread chose its queue ([`hands_over_here`]).
+    static PIPELINED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Sends the reads this thread starts from now on to queue `index` (modulo
-/// the number of queues, one per CPU) and its reader threads.
+/// the number of queues, one per CPU) and its reader threads — all of them,
+/// quick ones too ([`Store::read`](crate::Store::read)).
 ///
 /// A server calls it once on each of its connection threads, with that
 /// thread's number, so that no two of them share a queue. Threads that do
 /// not are dealt a queue in turn on their first read.
 pub fn use_reader_queue(index: usize) {
     QUEUE.set(Some(index % queues()));
+    PIPELINED.set(true);
 }
 
 /// The calling thread's queue.
@@ -304,7 +310,18 @@ fn take_reads(first: ReadJob, rx: &Receiver<ReadJob>, state: &PoolState) -> Opti
     }
 }
 
-/// Runs the read `run` of `store` on a reader thread, or on tokio's
+/// Whether this thread hands every read over: a thread that chose its
+/// reader queue ([`use_reader_queue`]), as a server's connection threads
+/// do, serves many connections at once, and a read handed over overlaps
+/// with its other work and shares a transaction with the reads queued
+/// beside it. Under load that serves more reads a second than running
+/// quick ones where they are awaited (`bench/README.md`, "Store": 20 %
+/// more Fortunes requests a second).
+pub(crate) fn hands_over_here() -> bool {
+    PIPELINED.get()
+}
+
+/// Runs the read `run` of `store` on a reader thread, or on tokio's/// Runs the read `run` of `store` on a reader thread, or on tokio's
 /// blocking pool when the reader threads are stuck on slow reads.
 pub(crate) fn run(store: Store, run: ReadFn) {
     let p = pool();

@@ -434,7 +434,9 @@ impl Store {
     /// for longer than tokio's guidance allows: on one of the store's reader
     /// threads (see `readers.rs` for why not tokio's blocking pool), or,
     /// when the reads made here (by this closure's type) are known to take
-    /// less time than handing them over, on this thread. Reads see a
+    /// less time than handing them over, on this thread (but not on a
+    /// thread that called [`use_reader_queue`](crate::use_reader_queue), as
+    /// a server's connection threads do: there every read is handed over). Reads see a
     /// consistent snapshot that holds every write finished before the read
     /// was first awaited, and do not wait for writes.
     ///
@@ -454,6 +456,7 @@ impl Store {
         if site.is_quick()
             && !shared.any_upgrading.load(Ordering::Acquire)
             && tokio::runtime::Handle::try_current().is_ok()
+            && !crate::readers::hands_over_here()
             && let Some(conn) = shared.idle_conn()
         {
             let snapshot = self.snapshot_on(conn)?;
