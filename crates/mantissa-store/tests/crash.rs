@@ -5,8 +5,10 @@
 //! is the parent, which runs the same executable again as a child. The
 //! child opens a site and writes as fast as it can, one thread per store
 //! (the site store and four user stores), mixing single inserts,
-//! transactions of three items and items with an attached file; after each
-//! `write_blocking` returns `Ok` it prints `ack STORE SEQ` and flushes. The
+//! transactions of three items and items with an attached file — two of
+//! the user stores with awaited writes (`write(..).await`, committed by the
+//! write pool), the others with `write_blocking`; after each write returns
+//! `Ok` it prints `ack STORE SEQ` and flushes. The
 //! parent kills the child with SIGKILL after a random 5–150 ms, then opens
 //! the site itself and checks that:
 //!
@@ -207,22 +209,35 @@ fn say(line: &str) -> std::io::Result<()> {
 /// Writes every `seq >= start` that belongs to store `index`, acknowledging
 /// each once it is committed, until killed (or the parent is gone).
 fn write_forever(index: usize, store: &Store, start: i64) -> Result<(), String> {
+    // Two of the user stores are written with awaited writes, which the
+    // write pool commits; the others with blocking writes, on this thread.
+    let rt = (index % 2 == 1).then(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+    });
+    let commit = |f: Box<
+        dyn FnOnce(&mut mantissa_store::Write<'_>) -> Result<(), StoreError> + Send,
+    >| match &rt {
+        Some(rt) => rt.block_on(store.write(f)),
+        None => store.write_blocking(f),
+    };
     let began = Instant::now();
     let mut seq = start + (index as i64 - start % 5).rem_euclid(5);
     while began.elapsed() < CHILD_LIFETIME {
         debug_assert_eq!(store_index(seq), index);
         let written = match kind(seq) {
-            Kind::Single => store.write_blocking(move |tx| tx.insert(&entry(seq, 0)).map(drop)),
-            Kind::Multi => store.write_blocking(move |tx| {
+            Kind::Single => commit(Box::new(move |tx| tx.insert(&entry(seq, 0)).map(drop))),
+            Kind::Multi => commit(Box::new(move |tx| {
                 for part in 0..PARTS {
                     tx.insert(&entry(seq, part))?;
                 }
                 Ok(())
-            }),
-            Kind::File => store.write_blocking(move |tx| {
+            })),
+            Kind::File => commit(Box::new(move |tx| {
                 let id = tx.insert(&entry(seq, 0))?;
                 tx.attach_file(id, FILE_NAME, &file_bytes(seq))
-            }),
+            })),
         };
         written.map_err(|e| format!("writing seq {seq} to {}: {e}", store_name(index)))?;
         if say(&format!("ack {} {seq}", store_name(index))).is_err() {
