@@ -206,6 +206,9 @@ fn say(line: &str) -> std::io::Result<()> {
     out.flush()
 }
 
+/// One write of [`write_forever`], blocking or awaited.
+type WriteFn = Box<dyn FnOnce(&mut mantissa_store::Write<'_>) -> Result<(), StoreError> + Send>;
+
 /// Writes every `seq >= start` that belongs to store `index`, acknowledging
 /// each once it is committed, until killed (or the parent is gone).
 fn write_forever(index: usize, store: &Store, start: i64) -> Result<(), String> {
@@ -216,9 +219,7 @@ fn write_forever(index: usize, store: &Store, start: i64) -> Result<(), String> 
             .build()
             .expect("a runtime")
     });
-    let commit = |f: Box<
-        dyn FnOnce(&mut mantissa_store::Write<'_>) -> Result<(), StoreError> + Send,
-    >| match &rt {
+    let commit = |f: WriteFn| match &rt {
         Some(rt) => rt.block_on(store.write(f)),
         None => store.write_blocking(f),
     };
