@@ -649,7 +649,7 @@ pub fn serve_with(
     .map_err(|e| Error::Web(e.to_string()))?;
     accounts.set_offerings(app.offerings());
     let router = app.router_with(mantissa_accounts::routes(&app, accounts.clone()));
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         // Listen for the signals before saying that we run, so that a stop
         // sent as soon as we have said it is never missed.
         let stop = StopSignal::listen().map_err(Error::Signal)?;
@@ -718,12 +718,14 @@ pub fn serve_with(
             .await
             .map_err(|e| Error::Signal(io::Error::other(e)))?
             .map_err(Error::Signal)
-    })?;
+    });
     // Every store folds its write-ahead log back into its file, so that
-    // the site's files alone hold all of it once we have stopped.
+    // the site's files alone hold all of it once we have stopped (and
+    // also when serving failed).
     if let Err(e) = site.close() {
         tracing::error!(error = %e, "closing the site's stores failed");
     }
+    served?;
     tracing::info!("stopped");
     Ok(())
 }
