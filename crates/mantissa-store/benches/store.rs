@@ -461,6 +461,21 @@ fn plain_top_20(conn: &Connection, x: i64) -> Vec<(i64, Entry)> {
     .expect("rows")
 }
 
+/// A group whose iteration is one operation: ten samples after a second's
+/// warm-up, each side measured for `measure`.
+fn one_at_a_time<'c>(
+    c: &'c mut Criterion,
+    group: &str,
+    measure: Duration,
+) -> criterion::BenchmarkGroup<'c, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(group);
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(measure)
+        .throughput(Throughput::Elements(1));
+    g
+}
+
 /// How the store side of a paired benchmark reaches the store: blocking
 /// (`read_blocking`, `write_blocking`) or awaited from a one-thread tokio
 /// runtime (`read(..).await`, `write(..).await`), as a server's connection
@@ -491,11 +506,7 @@ fn query_group(c: &mut Criterion, group: &str, call: Call, seed: u64) {
     ];
     let rt = runtime();
     let cpu = cpu_snapshot();
-    let mut g = c.benchmark_group(group);
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(1));
+    let mut g = one_at_a_time(c, group, Duration::from_secs(3));
     let result = paired(&mut g, query_setup, |s, side| {
         let (items, took) = match side {
             Side::Store => {
@@ -546,11 +557,7 @@ fn single_write_group(c: &mut Criterion, group: &str, call: Call) {
     let item = note(42);
     let rt = runtime();
     let cpu = cpu_snapshot();
-    let mut g = c.benchmark_group(group);
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(1));
+    let mut g = one_at_a_time(c, group, Duration::from_secs(3));
     let make = || {
         let site = Site::open(root.join("site")).expect("site");
         let store = site.user_store("single").expect("store");
@@ -598,11 +605,7 @@ fn single_write_group(c: &mut Criterion, group: &str, call: Call) {
 fn empty_write(c: &mut Criterion) {
     let root = scratch().join("empty");
     let cpu = cpu_snapshot();
-    let mut g = c.benchmark_group("empty_write_tx");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(1));
+    let mut g = one_at_a_time(c, "empty_write_tx", Duration::from_secs(3));
     let make = || {
         let site = Site::open(root.join("site")).expect("site");
         let store = site.user_store("empty").expect("store");
@@ -744,11 +747,7 @@ fn cold_open(c: &mut Criterion) {
     let users = root.join("users");
     let mut cold = [Cold::new(n, 1), Cold::new(n, 2)];
     let cpu = cpu_snapshot();
-    let mut g = c.benchmark_group("cold_open_read");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4))
-        .throughput(Throughput::Elements(1));
+    let mut g = one_at_a_time(c, "cold_open_read", Duration::from_secs(4));
     let make = || {
         // Created through one site, measured through a fresh one.
         drop(create_stores(&root, n));
