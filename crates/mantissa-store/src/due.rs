@@ -79,7 +79,7 @@ impl Site {
             .0;
         report.delivered += self.deliver_from(store, name, now)?.0;
         if name != SITE_STORE {
-            // On the store's own thread, so that no write noting new work can
+            // Holding the store's write lock, so that no write noting new work can
             // slip in between reading what is left and telling the site.
             let site = self.store().clone();
             let name = name.to_string();

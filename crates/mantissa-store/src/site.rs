@@ -342,7 +342,7 @@ fn leave_cache(evicted: Option<(String, Store)>) {
 }
 
 /// Records in the site store that `store` has work due at `due` (or
-/// earlier). Runs on the user store's writer thread, before its commit.
+/// earlier). Runs inside the user store's write, before its commit.
 fn note_due(site: &Store, store: &str, due: Timestamp) -> Result<()> {
     let store = store.to_string();
     site.write_blocking(move |tx| {

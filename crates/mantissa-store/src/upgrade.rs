@@ -482,7 +482,7 @@ fn note_if_none_left(shared: &Shared, map: &std::collections::HashMap<String, Pr
     }
 }
 
-/// Finishes the upgrade of `name` now; on the writer thread, inside a write
+/// Finishes the upgrade of `name` now; by the holder of the write lock, inside a write
 /// transaction or not. Inside one, the upgrade is done only if that
 /// transaction commits: until then it stays pending for every other
 /// transaction ([`write_ended`] forgets it then), and if it rolls back, the

@@ -204,7 +204,7 @@ fn store_names_that_are_not_file_names_are_refused() {
 fn concurrent_writers_to_one_store_never_see_busy_or_corrupt_it() {
     let (_d, site) = site();
     let path = site.user_store("busy").unwrap().path().to_path_buf();
-    // Separate handles are separate connections and writer threads, as two
+    // Separate handles are separate connections and write locks, as two
     // processes would be.
     let threads: Vec<_> = (0..4)
         .map(|t| {
