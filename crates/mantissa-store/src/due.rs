@@ -86,6 +86,7 @@ impl Site {
             store.on_writer("Site::run_due", move |w| -> Result<()> {
                 let next = crate::queue::next_work(w.conn(), &w.shared)?;
                 site.write_blocking(move |tx| {
+                    crate::schema::Internal::DueStores.ensure(tx.conn())?;
                     match next {
                         Some(due) => tx.conn().execute(
                             "INSERT INTO _due_stores (store, due) VALUES (?, ?)

@@ -109,10 +109,6 @@ impl Site {
                 conns_kept: crate::store::SITE_CONNS_KEPT,
             },
         )?;
-        // Opening a site is allowed anywhere (it is quick), and so is this.
-        store.with_writer(|w| {
-            crate::store::run_write(w, |tx| crate::schema::Internal::DueStores.ensure(tx.conn()))
-        })??;
         Ok(Site {
             inner: Arc::new(Inner {
                 root,
@@ -346,6 +342,7 @@ fn leave_cache(evicted: Option<(String, Store)>) {
 fn note_due(site: &Store, store: &str, due: Timestamp) -> Result<()> {
     let store = store.to_string();
     site.write_blocking(move |tx| {
+        crate::schema::Internal::DueStores.ensure(tx.conn())?;
         tx.conn().execute(
             "INSERT INTO _due_stores (store, due) VALUES (?, ?)
              ON CONFLICT (store) DO UPDATE SET due = MIN(due, excluded.due)",
