@@ -116,12 +116,14 @@ pub struct Fortune {
 }
 
 /// Limits for a benchmark: the defaults, except that one address (the load
-/// generator) may send as fast as it can.
+/// generator) may send as fast as it can, with as many requests in flight
+/// as it has connections.
 pub fn bench_limits() -> Limits {
     Limits {
         requests_per_second_per_ip: 1_000_000,
         request_burst_per_ip: 1_000_000,
         max_in_flight: 100_000,
+        max_in_flight_per_ip: 100_000,
         ..Limits::default()
     }
 }

@@ -7,6 +7,24 @@
 //! Requests are rate-limited per IP with token buckets (`governor`), and
 //! when too many requests are in flight the newest is shed with a
 //! "try again" answer instead of letting latency and memory run away.
+//!
+//! Per-address limits alone do not hold a site up: loopback alone offers an
+//! attacker sixteen million addresses, and a botnet as many as it likes. So
+//! every site-wide resource is also protected from what many addresses
+//! together can do to it:
+//!
+//! - Requests whose body is still arriving hold no site-wide permit: they
+//!   are counted per address ([`Guard::receive_body`]) and take their
+//!   in-flight permit only once the body is whole, so a thousand trickled
+//!   bodies cannot use up the permits visitors need.
+//! - In-flight requests are capped per address as well as overall
+//!   ([`Guard::begin_request`]), so one address cannot take the site-wide
+//!   permits with HTTP/2 streams.
+//! - When connection slots run short, the accept loop makes room by
+//!   closing the connections that have waited longest for a request head,
+//!   and shortens the header timeout ([`Guard::header_timeout_now`]): a
+//!   slowloris from many addresses pushes out its own connections, not the
+//!   visitors'.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -30,7 +48,9 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// Time to send a request's headers (HTTP), or a command (SMTP).
     pub header_timeout: Duration,
-    /// Time to send a request's body.
+    /// Time to send a request's whole body, counted from the end of its
+    /// head: a deadline, not a pause between bytes, so that a body trickled
+    /// a byte at a time is cut all the same.
     pub body_timeout: Duration,
     /// A keep-alive connection with nothing to do is closed after this.
     pub idle_timeout: Duration,
@@ -41,7 +61,15 @@ pub struct Limits {
     /// Requests one IP address may send in a burst.
     pub request_burst_per_ip: u32,
     /// Requests being handled at once, beyond which new ones are shed.
+    /// A request whose body is still arriving does not count.
     pub max_in_flight: usize,
+    /// Requests from one IP address being handled at once.
+    pub max_in_flight_per_ip: usize,
+    /// Requests from one IP address whose body is still arriving.
+    pub max_receiving_per_ip: usize,
+    /// Connections the kernel may hold for the accept loop (`listen(2)`'s
+    /// backlog; the kernel caps it at `net.core.somaxconn`).
+    pub listen_backlog: u32,
     /// How long a graceful shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
 }
@@ -59,6 +87,13 @@ impl Default for Limits {
             requests_per_second_per_ip: 100,
             request_burst_per_ip: 200,
             max_in_flight: 1024,
+            max_in_flight_per_ip: 32,
+            max_receiving_per_ip: 8,
+            // A burst of connections arriving faster than the accept loop
+            // takes them waits here instead of losing its SYN (which the
+            // client only sends again after a second). 4,096 is Linux's
+            // default `somaxconn` since 5.4; tokio's default is 1,024.
+            listen_backlog: 4096,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -92,7 +127,16 @@ struct Inner {
     open: AtomicUsize,
     per_ip: DashMap<IpAddr, usize>,
     in_flight: AtomicUsize,
+    /// Requests in flight and bodies arriving, per address.
+    requests_per_ip: DashMap<IpAddr, PerIp>,
     limiter: KeyedLimiter,
+}
+
+/// What one address has going on, beyond its connections.
+#[derive(Debug, Default, Clone, Copy)]
+struct PerIp {
+    in_flight: usize,
+    receiving: usize,
 }
 
 /// The guard shared by every listener and protocol. Cheap to clone.
@@ -122,6 +166,7 @@ impl Guard {
                 open: AtomicUsize::new(0),
                 per_ip: DashMap::new(),
                 in_flight: AtomicUsize::new(0),
+                requests_per_ip: DashMap::new(),
             }),
         }
     }
@@ -168,22 +213,74 @@ impl Guard {
         })
     }
 
-    /// Asks to start one request from `ip`: refused if the address is over
-    /// its rate or the server is over its load. Hold the permit while the
-    /// request is handled.
-    pub fn begin_request(&self, ip: IpAddr) -> Result<Permit<'_>, Refusal> {
+    /// Counts one request from `ip` against its rate: refused if the
+    /// address sends too fast. The first thing asked of every request.
+    pub fn check_rate(&self, ip: IpAddr) -> Result<(), Refusal> {
         if let Err(not_until) = self.inner.limiter.check_key(&ip) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             metrics::counter!("mantissa_requests_refused_total", "reason" => "rate").increment(1);
             return Err(Refusal::RateLimited(wait));
         }
+        Ok(())
+    }
+
+    /// Asks to receive a request's body from `ip`: refused if the address
+    /// already has as many bodies arriving as it may. Hold the returned
+    /// slot while the body arrives (within [`Limits::body_timeout`]); it
+    /// takes nothing site-wide.
+    pub fn receive_body(&self, ip: IpAddr) -> Result<Receiving<'_>, Refusal> {
+        let mut entry = self.inner.requests_per_ip.entry(ip).or_default();
+        if entry.receiving >= self.inner.limits.max_receiving_per_ip {
+            drop(entry);
+            metrics::counter!("mantissa_requests_refused_total", "reason" => "bodies_per_ip")
+                .increment(1);
+            return Err(Refusal::RateLimited(Duration::from_secs(1)));
+        }
+        entry.receiving += 1;
+        Ok(Receiving { guard: self, ip })
+    }
+
+    /// Asks to start handling one request from `ip` (its head and body
+    /// received): refused if the address, or the server as a whole, has as
+    /// many requests in flight as it may. Hold the permit while the request
+    /// is handled.
+    pub fn begin_request(&self, ip: IpAddr) -> Result<Permit<'_>, Refusal> {
         let n = self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
         if n >= self.inner.limits.max_in_flight {
             self.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
             metrics::counter!("mantissa_requests_refused_total", "reason" => "load").increment(1);
             return Err(Refusal::Overloaded(Duration::from_secs(1)));
         }
-        Ok(Permit { guard: self })
+        let mut entry = self.inner.requests_per_ip.entry(ip).or_default();
+        if entry.in_flight >= self.inner.limits.max_in_flight_per_ip {
+            drop(entry);
+            self.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!("mantissa_requests_refused_total", "reason" => "load_per_ip")
+                .increment(1);
+            return Err(Refusal::RateLimited(Duration::from_secs(1)));
+        }
+        entry.in_flight += 1;
+        Ok(Permit { guard: self, ip })
+    }
+
+    /// The header timeout that applies now: the configured one while
+    /// connection slots are plentiful, shorter as they run out (down to a
+    /// tenth of it, but not under a second, when they are all taken), as
+    /// Apache's mod_reqtimeout asks a minimum rate of a slow head. A
+    /// visitor's browser sends its head at once; only clients that dawdle
+    /// feel it.
+    pub fn header_timeout_now(&self) -> Duration {
+        let l = &self.inner.limits;
+        let full = l.header_timeout;
+        let half = l.max_connections / 2;
+        let open = self.open_connections();
+        if open <= half || l.max_connections == 0 {
+            return full;
+        }
+        let floor = (full / 10).max(Duration::from_secs(1)).min(full);
+        // From the full timeout at half the slots taken to the floor at all.
+        let pressure = ((open - half) as f64 / (l.max_connections - half).max(1) as f64).min(1.0);
+        full.mul_f64(1.0 - pressure) + floor.mul_f64(pressure)
     }
 
     /// Forgets rate-limit state of addresses that have been quiet; call now
@@ -191,6 +288,15 @@ impl Guard {
     pub fn forget_quiet_addresses(&self) {
         self.inner.limiter.retain_recent();
         self.inner.per_ip.retain(|_, n| *n > 0);
+        self.inner
+            .requests_per_ip
+            .retain(|_, n| n.in_flight > 0 || n.receiving > 0);
+    }
+
+    /// Whether a new connection would be refused for want of slots overall
+    /// (rather than for its address): the accept loop then makes room.
+    pub fn is_full(&self) -> bool {
+        self.open_connections() >= self.inner.limits.max_connections
     }
 }
 
@@ -218,7 +324,7 @@ impl Drop for SlotGuard {
     }
 }
 
-/// A request being handled; the load count drops when it is dropped.
+/// A request being handled; the load counts drop when it is dropped.
 ///
 /// It borrows the guard rather than holding a clone of it: a clone is a
 /// write to the guard's reference count, one cache line every request on
@@ -226,11 +332,30 @@ impl Drop for SlotGuard {
 #[derive(Debug)]
 pub struct Permit<'a> {
     guard: &'a Guard,
+    ip: IpAddr,
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         self.guard.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if let Some(mut n) = self.guard.inner.requests_per_ip.get_mut(&self.ip) {
+            n.in_flight = n.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+/// A request body arriving from one address; given back on drop.
+#[derive(Debug)]
+pub struct Receiving<'a> {
+    guard: &'a Guard,
+    ip: IpAddr,
+}
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        if let Some(mut n) = self.guard.inner.requests_per_ip.get_mut(&self.ip) {
+            n.receiving = n.receiving.saturating_sub(1);
+        }
     }
 }
 
@@ -260,12 +385,20 @@ mod tests {
             requests_per_second_per_ip: 1,
             request_burst_per_ip: 3,
             max_in_flight: 5,
+            max_in_flight_per_ip: 2,
             ..Limits::default()
         });
         let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let permits: Vec<_> = (0..3).map(|_| g.begin_request(a).unwrap()).collect();
+        for _ in 0..3 {
+            g.check_rate(a).unwrap();
+        }
+        assert!(matches!(g.check_rate(a), Err(Refusal::RateLimited(_))));
+
+        // Two in flight from one address, then it waits its turn; others
+        // are not affected until the site as a whole is full.
+        let mine: Vec<_> = (0..2).map(|_| g.begin_request(a).unwrap()).collect();
         assert!(matches!(g.begin_request(a), Err(Refusal::RateLimited(_))));
-        let others: Vec<_> = (2..4)
+        let others: Vec<_> = (2..5)
             .map(|i| g.begin_request(IpAddr::from([10, 0, 0, i])).unwrap())
             .collect();
         assert_eq!(g.in_flight(), 5);
@@ -273,8 +406,54 @@ mod tests {
             g.begin_request(IpAddr::from([10, 0, 0, 9])),
             Err(Refusal::Overloaded(_))
         ));
-        drop(permits);
+        drop(mine);
         drop(others);
         assert_eq!(g.in_flight(), 0);
+        let again: Vec<_> = (0..2).map(|_| g.begin_request(a).unwrap()).collect();
+        assert_eq!(again.len(), 2, "the address's permits came back");
+    }
+
+    #[test]
+    fn bodies_arriving_are_capped_per_ip_and_take_no_site_wide_permit() {
+        let g = Guard::new(Limits {
+            max_in_flight: 1,
+            max_receiving_per_ip: 2,
+            ..Limits::default()
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let slow: Vec<_> = (0..2).map(|_| g.receive_body(a).unwrap()).collect();
+        assert!(matches!(g.receive_body(a), Err(Refusal::RateLimited(_))));
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let _visitor = g.begin_request(b).expect("the site's permit is free");
+        drop(slow);
+        g.receive_body(a).expect("its slots came back");
+    }
+
+    #[test]
+    fn the_header_timeout_shortens_as_connection_slots_run_out() {
+        let g = Guard::new(Limits {
+            max_connections: 100,
+            max_connections_per_ip: 100,
+            header_timeout: Duration::from_secs(20),
+            ..Limits::default()
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut slots = Vec::new();
+        for _ in 0..50 {
+            slots.push(g.admit(a).unwrap());
+        }
+        assert_eq!(g.header_timeout_now(), Duration::from_secs(20));
+        for _ in 0..25 {
+            slots.push(g.admit(a).unwrap());
+        }
+        let midway = g.header_timeout_now();
+        assert!(midway < Duration::from_secs(12) && midway > Duration::from_secs(10));
+        for _ in 0..25 {
+            slots.push(g.admit(a).unwrap());
+        }
+        assert!(g.is_full());
+        assert_eq!(g.header_timeout_now(), Duration::from_secs(2));
+        slots.clear();
+        assert_eq!(g.header_timeout_now(), Duration::from_secs(20));
     }
 }

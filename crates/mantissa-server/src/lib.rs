@@ -19,7 +19,7 @@ mod port;
 mod tls;
 mod workers;
 
-pub use guard::{Guard, Limits, Permit, Refusal, SlotGuard};
+pub use guard::{Guard, Limits, Permit, Receiving, Refusal, SlotGuard};
 pub use idle::{Answering, Requests};
 pub use listener::{BoxFuture, Connection, Io, Protocol, Server, ServerError, Shutdown};
 pub use port::{Port, PortError};

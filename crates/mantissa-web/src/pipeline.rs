@@ -2,8 +2,8 @@
 //! route, in order, as one tower service.
 //!
 //! ```text
-//! access log ─ panic catcher ─ /api prefix ─ guard (rate, load) ─ crawler pacing
-//!   ─ session ─ CSRF ─ owner of /private/… ─ route ─ page rendering
+//! access log ─ panic catcher ─ /api prefix ─ guard (rate) ─ crawler pacing
+//!   ─ body (whole, by a deadline) ─ guard (load) ─ session ─ CSRF ─ owner of /private/… ─ route ─ page rendering
 //!   ─ cookies ─ conditional GET ─ security headers
 //! ```
 //!
@@ -40,7 +40,7 @@ use tower_http::compression::{Compression, CompressionBody};
 use crate::app::App;
 use crate::observe::AccessEntry;
 use crate::offering::require_owner;
-use crate::page::{render_pending, strip_api_prefix};
+use crate::page::{WebError, render_error, render_pending, strip_api_prefix};
 use crate::protect::{
     Conditional, add_security_headers, client_ip, pace_crawler, refusal_response,
 };
@@ -179,25 +179,123 @@ fn panicked(panic: Box<dyn std::any::Any + Send>) -> Response {
 /// and the headers every response carries.
 async fn protect(app: &App, routes: Router, mut req: Request) -> Response {
     let api = strip_api_prefix(&mut req);
-    let mut response = match client_ip(&req).map(|ip| app.guard().begin_request(ip)) {
-        Some(Err(refusal)) => refusal_response(refusal),
-        // Held until the answer is ready.
-        _permit => match pace_crawler(app, &req) {
-            Some(refused) => refused,
-            None => {
-                limit_body_time(app, &mut req);
-                let conditional = Conditional::of(&req);
-                let response = page(app, routes, req, api).await;
-                match conditional {
-                    Some(c) => c.apply(app, response).await,
-                    None => response,
-                }
-            }
-        },
-    };
+    let mut response = guarded(app, routes, req, api).await;
     add_security_headers(response.headers_mut());
     vary_on_accept_encoding(response.headers_mut());
     response
+}
+
+/// The guard's steps, in order: the address's rate, crawler pacing, the
+/// body (received whole, holding only a slot of its address's), then a
+/// permit to be handled (the address's and the site's), held until the
+/// answer is ready. A request with no address (called directly, not over
+/// a connection) is not guarded.
+async fn guarded(app: &App, routes: Router, mut req: Request, api: bool) -> Response {
+    let guard = app.guard();
+    let ip = client_ip(&req);
+    if let Some(Err(refusal)) = ip.map(|ip| guard.check_rate(ip)) {
+        return refusal_response(refusal);
+    }
+    if let Some(refused) = pace_crawler(app, &req) {
+        return refused;
+    }
+    if !req.body().is_end_stream() {
+        let _receiving = match ip.map(|ip| guard.receive_body(ip)) {
+            Some(Err(refusal)) => return refusal_response(refusal),
+            receiving => receiving,
+        };
+        if let Err(refused) = receive_body(app, &mut req).await {
+            return refused;
+        }
+    }
+    let _permit = match ip.map(|ip| guard.begin_request(ip)) {
+        Some(Err(refusal)) => return refusal_response(refusal),
+        permit => permit,
+    };
+    let conditional = Conditional::of(&req);
+    let response = page(app, routes, req, api).await;
+    match conditional {
+        Some(c) => c.apply(app, response).await,
+        None => response,
+    }
+}
+
+/// Reads a request's whole body before anything handles it, by a deadline
+/// counted from the end of its head (the body timeout), and no larger than
+/// the body limit.
+///
+/// A deadline, and not a pause allowed between bytes: a client that
+/// trickles a byte every few seconds would otherwise hold its request open
+/// for as long as it likes. And whole, before the request takes a permit
+/// of the site's: the bodies still arriving are counted per address
+/// instead ([`Guard::receive_body`](mantissa_server::Guard::receive_body)),
+/// so that slow bodies from many addresses cannot use up the permits
+/// visitors need. Every body is at most the body limit (2 MiB by default)
+/// and was read whole by its handler before, so nothing that streamed is
+/// lost.
+async fn receive_body(app: &App, req: &mut Request) -> Result<(), Response> {
+    let limits = app.limits();
+    let limit = limits.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than {limit} bytes"),
+    );
+    let failed = if declared.is_some_and(|n| n > limit as u64) {
+        too_large
+    } else {
+        let body = std::mem::replace(req.body_mut(), Body::empty());
+        match tokio::time::timeout(limits.body_timeout, axum::body::to_bytes(body, limit)).await {
+            Ok(Ok(bytes)) => {
+                *req.body_mut() = Body::from(bytes);
+                return Ok(());
+            }
+            Err(_) => {
+                metrics::counter!("mantissa_requests_refused_total", "reason" => "slow_body")
+                    .increment(1);
+                (
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} seconds",
+                        limits.body_timeout.as_secs()
+                    ),
+                )
+            }
+            Ok(Err(e)) if is_length_limit(&e) => too_large,
+            Ok(Err(_)) => (
+                StatusCode::BAD_REQUEST,
+                "the request body was cut off".to_string(),
+            ),
+        }
+    };
+    let (status, message) = failed;
+    let mut r = render_error(app, req, WebError::BadRequest(message));
+    *r.status_mut() = status;
+    // The rest of the body is not read: the connection cannot be reused
+    // (HTTP/2 resets the stream by itself, and has no such header).
+    if req.version() < axum::http::Version::HTTP_2 {
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    Err(r)
+}
+
+/// Whether reading a body failed because it is larger than the limit.
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Every answer may differ by `Accept-Encoding` (see [`WebService`]), and
@@ -216,16 +314,6 @@ fn vary_on_accept_encoding(h: &mut axum::http::HeaderMap) {
             axum::http::HeaderValue::from_static("accept-encoding"),
         );
     }
-}
-
-/// A body must arrive within the body timeout, whatever reads it.
-fn limit_body_time(app: &App, req: &mut Request) {
-    if req.body().is_end_stream() {
-        return;
-    }
-    let timeout = app.limits().body_timeout;
-    let body = std::mem::replace(req.body_mut(), Body::empty());
-    *req.body_mut() = Body::new(tower_http::timeout::TimeoutBody::new(timeout, body));
 }
 
 /// Session and CSRF in, the route, the page rendered, cookies out.

@@ -248,3 +248,171 @@ fn the_header_timeout_cuts_waiting_for_a_head_and_nothing_else() {
         );
     });
 }
+
+/// Loads the front page from `source` on a fresh connection: its status
+/// and how long it took.
+async fn visit(source: &str, addr: std::net::SocketAddr) -> (u16, Duration) {
+    let start = Instant::now();
+    let load = async {
+        let mut c = connect_from(source, addr).await.ok()?;
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut page = Vec::new();
+        c.read_to_end(&mut page).await.ok()?;
+        Some(parse(&page).status)
+    };
+    let status = tokio::time::timeout(Duration::from_secs(5), load)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    (status, start.elapsed())
+}
+
+/// A visitor loads the front page five times while an attack goes on:
+/// every load is a 200 within a second.
+async fn visitor_is_served(addr: std::net::SocketAddr, during: &str) {
+    for _ in 0..5 {
+        let (status, took) = visit("127.0.0.250", addr).await;
+        assert_eq!(status, 200, "a visitor's page during {during}");
+        assert!(
+            took < Duration::from_secs(1),
+            "took {took:?} during {during}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A CSRF token an attacker made up: any well-formed one passes the
+/// double-submit check when the cookie and the form agree.
+const CSRF: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
+
+/// Limits small enough that a test-sized attack would use up the site's
+/// request permits if slow bodies held them.
+fn small_site() -> Limits {
+    Limits {
+        max_in_flight: 16,
+        body_timeout: Duration::from_secs(3),
+        ..Limits::default()
+    }
+}
+
+/// The body of a POST trickled a byte every 300 ms (fast enough for any
+/// timeout between bytes) is cut at the body deadline, and while 160 such
+/// bodies from 20 addresses are arriving — ten times the site's request
+/// permits — visitors are served within a second.
+#[test]
+fn slow_bodies_from_many_addresses_do_not_take_the_sites_permits() {
+    let (s, rt) = server_and_clients(small_site(), routes);
+    let addr = s.addr;
+    rt.block_on(async move {
+        let mut attackers = Vec::new();
+        for i in 0..160 {
+            let source = format!("127.0.3.{}", 1 + i % 20);
+            attackers.push(tokio::spawn(async move {
+                let mut c = connect_from(&source, addr).await.unwrap();
+                let start = Instant::now();
+                // With a CSRF cookie of its own making, so that the form's
+                // token must be read from the body to check it.
+                c.write_all(
+                    format!(
+                        "POST /anything HTTP/1.1\r\nHost: x\r\nCookie: mantissa_csrf={CSRF}\r\n\
+                         Content-Type: application/x-www-form-urlencoded\r\n\
+                         Content-Length: 100\r\n\r\ncsrf_token={CSRF}&text="
+                    )
+                    .as_bytes(),
+                )
+                .await
+                .unwrap();
+                let mut buf = vec![0u8; 8192];
+                // At most 8 s (30 bytes): the body is never finished.
+                for _ in 0..30 {
+                    tokio::select! {
+                        r = c.read(&mut buf) => {
+                            let n = r.unwrap_or(0);
+                            return (String::from_utf8_lossy(&buf[..n]).into_owned(), start.elapsed());
+                        }
+                        _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                    }
+                    if c.write_all(b"a").await.is_err() {
+                        break;
+                    }
+                }
+                (String::new(), start.elapsed())
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        visitor_is_served(addr, "160 slow bodies").await;
+
+        let (mut timed_out, mut refused) = (0, 0);
+        for a in attackers {
+            let (answer, after) = a.await.unwrap();
+            if answer.starts_with("HTTP/1.1 408") {
+                timed_out += 1;
+                assert!(
+                    after < Duration::from_secs(5),
+                    "a trickled body was cut after {after:?}"
+                );
+                assert!(answer.contains("did not arrive within 3 seconds"), "{answer}");
+            } else if answer.starts_with("HTTP/1.1 429") {
+                refused += 1;
+            } else {
+                panic!("a slow body was answered {answer:?} after {after:?}");
+            }
+        }
+        // Eight bodies may arrive at once from an address (the default).
+        assert_eq!(timed_out, 160, "{refused} refused at once");
+    });
+}
+
+/// Over HTTP/2 (prior-knowledge h2c on a plain port), one address opening
+/// 4 connections × 64 streams whose bodies never finish gets no more than
+/// its address's share, and visitors are served within a second.
+#[test]
+fn http2_streams_from_one_address_do_not_take_the_sites_permits() {
+    let (s, rt) = server_and_clients(small_site(), routes);
+    let addr = s.addr;
+    rt.block_on(async move {
+        let mut connections = Vec::new();
+        let mut streams = Vec::new();
+        for _ in 0..4 {
+            let tcp = connect_from("127.0.4.1", addr).await.unwrap();
+            let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+            connections.push(tokio::spawn(connection));
+            let mut client = client.ready().await.unwrap();
+            for _ in 0..64 {
+                let request = ::http::Request::post(format!("http://{addr}/anything"))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("cookie", format!("mantissa_csrf={CSRF}"))
+                    .body(())
+                    .unwrap();
+                let Ok((response, mut body)) = client.send_request(request, false) else {
+                    break;
+                };
+                let _ = body.send_data(
+                    bytes::Bytes::from(format!("csrf_token={CSRF}&text=")),
+                    false,
+                );
+                streams.push((response, body));
+                client = client.ready().await.unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        visitor_is_served(addr, "256 HTTP/2 streams with slow bodies").await;
+
+        // The streams beyond the address's share were answered at once;
+        // the rest by the body deadline.
+        let mut statuses = std::collections::BTreeMap::new();
+        for (response, _body) in streams {
+            let status = tokio::time::timeout(Duration::from_secs(6), response)
+                .await
+                .expect("every stream is answered by the body deadline")
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            *statuses.entry(status).or_insert(0) += 1;
+        }
+        assert_eq!(statuses.get(&408), Some(&8), "{statuses:?}");
+        assert_eq!(statuses.get(&429), Some(&248), "{statuses:?}");
+    });
+}
