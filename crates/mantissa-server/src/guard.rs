@@ -189,8 +189,15 @@ impl Guard {
     /// Takes a connection slot for `ip`, or refuses. The slot is given back
     /// when the returned guard is dropped.
     pub fn admit(&self, ip: IpAddr) -> Result<SlotGuard, Refusal> {
+        self.admit_beyond_cap(ip, 0)
+    }
+
+    /// Takes a connection slot for `ip`, allowing `extra` connections
+    /// beyond the overall cap: as many as are closing to make room and
+    /// still hold their slots (the listener's business).
+    pub(crate) fn admit_beyond_cap(&self, ip: IpAddr, extra: usize) -> Result<SlotGuard, Refusal> {
         let l = &self.inner.limits;
-        if self.inner.open.fetch_add(1, Ordering::AcqRel) >= l.max_connections {
+        if self.inner.open.fetch_add(1, Ordering::AcqRel) >= l.max_connections + extra {
             self.inner.open.fetch_sub(1, Ordering::AcqRel);
             metrics::counter!("mantissa_connections_refused_total", "reason" => "global")
                 .increment(1);
@@ -291,6 +298,14 @@ impl Guard {
         self.inner
             .requests_per_ip
             .retain(|_, n| n.in_flight > 0 || n.receiving > 0);
+    }
+
+    /// Whether `ip` has as many connections as it may.
+    pub(crate) fn ip_is_full(&self, ip: IpAddr) -> bool {
+        self.inner
+            .per_ip
+            .get(&ip)
+            .is_some_and(|n| *n >= self.inner.limits.max_connections_per_ip)
     }
 
     /// Whether a new connection would be refused for want of slots overall

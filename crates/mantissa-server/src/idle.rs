@@ -15,6 +15,13 @@
 //!   when its answer is ready. hyper's own header timeout did this with a
 //!   tokio timer armed and cancelled on every request, which cost 3–8 % of
 //!   the plaintext benchmark (`bench/README.md`, "Web").
+//!
+//! When connection slots run out, [`Watchers::make_room`] closes the
+//! connections that have gone longest without a request (waiting for a
+//! head, or for a TLS handshake to end), oldest first: a visitor's browser
+//! sends its head as soon as it connects, so the connections pushed out
+//! are those of clients that dawdle — a slowloris from many addresses, each
+//! under its address's cap, pushes out its own connections.
 
 use std::io;
 use std::pin::Pin;
@@ -135,15 +142,34 @@ pub(crate) struct HeadWatch {
     requests: Requests,
     heads_seen: u64,
     waiting_since: Instant,
+    /// Since when, as far as the looks tell, the connection has had no
+    /// request (none in flight, and no new head): whatever it was doing
+    /// (a TLS handshake, waiting for a head, an idle HTTP/2 connection).
+    unused_since: Instant,
 }
 
 impl HeadWatch {
     pub(crate) fn new(requests: Requests) -> HeadWatch {
+        let now = Instant::now();
         HeadWatch {
             requests,
             heads_seen: 0,
-            waiting_since: Instant::now(),
+            waiting_since: now,
+            unused_since: now,
         }
+    }
+
+    /// Since when the connection has had no request, or `None` while one
+    /// is being answered. Updates what [`HeadWatch::waiting`] knows too.
+    fn unused_since(&mut self) -> Option<Instant> {
+        let counts = &self.requests.0;
+        let heads = counts.heads.load(Ordering::Relaxed);
+        if counts.in_flight.load(Ordering::Relaxed) > 0 || heads != self.heads_seen {
+            self.unused_since = Instant::now();
+            self.waiting();
+            return None;
+        }
+        Some(self.unused_since)
     }
 
     /// How long the connection has been waiting for a head, as far as can
@@ -158,6 +184,9 @@ impl HeadWatch {
             || counts.in_flight.load(Ordering::Relaxed) > 0
             || heads != self.heads_seen
         {
+            if heads != self.heads_seen || counts.in_flight.load(Ordering::Relaxed) > 0 {
+                self.unused_since = Instant::now();
+            }
             self.heads_seen = heads;
             self.waiting_since = Instant::now();
             return Duration::ZERO;
@@ -172,7 +201,12 @@ impl HeadWatch {
 /// that timer was polled on every wake of the task, every request
 /// (2–5 % of the plaintext benchmark).
 #[derive(Clone, Default)]
-pub(crate) struct Watchers(Arc<std::sync::Mutex<Vec<Watching>>>);
+pub(crate) struct Watchers {
+    open: Arc<std::sync::Mutex<Vec<Watching>>>,
+    /// Connections closed to make room whose tasks have not ended yet:
+    /// their slots are about to come back.
+    leaving: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
 
 struct Watching {
     peer: std::net::SocketAddr,
@@ -192,7 +226,14 @@ pub(crate) enum Overdue {
 
 impl Watchers {
     fn open(&self) -> std::sync::MutexGuard<'_, Vec<Watching>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many connections closed to make room still hold their slots.
+    pub(crate) fn leaving(&self) -> usize {
+        let mut leaving = self.leaving.lock().unwrap_or_else(|e| e.into_inner());
+        leaving.retain(|t| !t.is_finished());
+        leaving.len()
     }
 
     /// Watches the connection served by `task` until it ends.
@@ -235,6 +276,38 @@ impl Watchers {
             false
         });
         closed
+    }
+
+    /// Closes (aborts the tasks of) up to `count` connections that have
+    /// gone longest without a request, none that is being answered; says
+    /// how many. Called when connection slots run out, so that a new
+    /// connection can be taken in.
+    pub(crate) fn make_room(&self, count: usize) -> usize {
+        let mut open = self.open();
+        let mut unused: Vec<(Instant, usize)> = open
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, c)| !c.task.is_finished())
+            .filter_map(|(i, c)| c.head.unused_since().map(|since| (since, i)))
+            .collect();
+        let count = count.min(unused.len());
+        if count == 0 {
+            return 0;
+        }
+        if count < unused.len() {
+            unused.select_nth_unstable(count - 1);
+        }
+        let mut closing: Vec<usize> = unused[..count].iter().map(|&(_, i)| i).collect();
+        closing.sort_unstable();
+        let mut leaving = self.leaving.lock().unwrap_or_else(|e| e.into_inner());
+        for &i in closing.iter().rev() {
+            let c = open.swap_remove(i);
+            c.task.abort();
+            tracing::debug!(peer = %c.peer, "closed a connection without a request to make room");
+            leaving.push(c.task);
+        }
+        metrics::counter!("mantissa_connections_closed_for_room_total").increment(count as u64);
+        count
     }
 
     /// Connections being watched.
@@ -357,5 +430,45 @@ mod tests {
         assert_eq!(closed, vec![(peer, Overdue::Idle)]);
         assert!(answered.await.unwrap_err().is_cancelled());
         assert_eq!(watchers.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn making_room_closes_the_connections_longest_without_a_request() {
+        let watchers = Watchers::default();
+        let forever = || tokio::spawn(std::future::pending::<()>());
+        let at = |port: u16| -> std::net::SocketAddr { ([127, 0, 0, 1], port).into() };
+        let (oldest, answered, newest) = (forever(), forever(), forever());
+        let waiting = Requests::default();
+        waiting.serving();
+        watchers.watch(at(1), Activity::new(), waiting, oldest.abort_handle());
+        let being_answered = Requests::default();
+        being_answered.serving();
+        let _answering = being_answered.head_received();
+        watchers.watch(
+            at(2),
+            Activity::new(),
+            being_answered,
+            answered.abort_handle(),
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        // Still in its TLS handshake: it has sent no request either.
+        watchers.watch(
+            at(3),
+            Activity::new(),
+            Requests::default(),
+            newest.abort_handle(),
+        );
+
+        assert_eq!(watchers.make_room(1), 1);
+        assert!(oldest.await.unwrap_err().is_cancelled(), "the oldest went");
+        assert_eq!(watchers.len(), 2);
+        assert_eq!(
+            watchers.make_room(5),
+            1,
+            "one being answered is never closed"
+        );
+        assert!(newest.await.unwrap_err().is_cancelled());
+        assert_eq!(watchers.leaving(), 0, "both have ended");
+        assert!(!answered.is_finished());
     }
 }

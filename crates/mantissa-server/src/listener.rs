@@ -2,13 +2,27 @@
 //!
 //! Each listener accepts, asks the [`Guard`] for a slot, does the TLS
 //! handshake under a timeout, and hands the connection to its [`Protocol`].
-//! Between accepts, its loop looks over its open connections and closes
-//! the idle ones and those overdue with a request head (`idle.rs`).
+//! A watcher task looks over every listener's open connections a few times
+//! a second and closes the idle ones and those overdue with a request head
+//! (`idle.rs`); when slots run out, the accept loop has it make room.
 //! Admitted connections are served on the threads of `workers.rs`, each
 //! staying on one thread for its life. Shutdown stops accepting at once,
 //! tells every connection (protocols finish the request in flight and
 //! close), and waits for them for the grace period before dropping the
 //! rest.
+//!
+//! Saying no must cost the accept loop almost nothing, or a flood of
+//! connections from one address delays everybody else's: a refused
+//! connection is sent its protocol's short refusal with one non-blocking
+//! write (what fits the socket's buffer, which a few hundred bytes always
+//! do) and closed on the spot — no task, no timer. The kernel's queue of
+//! connections waiting to be accepted is [`Limits::listen_backlog`]
+//! (4,096) long, so that a burst arriving while the loop is busy waits
+//! there instead of having its SYN dropped, which a client only sends again
+//! a second later. Linux caps it at `net.core.somaxconn` (4,096 by default
+//! since 5.4; raise both for bigger bursts).
+//!
+//! [`Limits::listen_backlog`]: crate::Limits::listen_backlog
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -56,11 +70,13 @@ pub trait Protocol: Send + Sync + 'static {
     /// Serves one connection to its end.
     fn serve(&self, conn: Connection) -> BoxFuture;
 
-    /// Says no to a connection the guard refused, in the protocol's own words
-    /// if it has some (an HTTP 503, an SMTP 421), then closes it.
-    fn refuse(&self, io: Box<dyn Io>, refusal: Refusal) -> BoxFuture {
+    /// What to send a connection the guard refused before closing it, in
+    /// the protocol's own words (an HTTP 503, an SMTP 421), or nothing.
+    /// Sent on plain listeners only (a TLS client expects a handshake), with
+    /// one non-blocking write: keep it short.
+    fn refusal(&self, refusal: Refusal) -> Option<Vec<u8>> {
         let _ = refusal;
-        Box::pin(async move { drop(io) })
+        None
     }
 }
 
@@ -112,6 +128,7 @@ pub struct Server {
     guard: Guard,
     listeners: Vec<Listening>,
     stop: watch::Sender<bool>,
+    watchers: Watchers,
 }
 
 impl Server {
@@ -121,6 +138,7 @@ impl Server {
             guard,
             listeners: Vec::new(),
             stop: watch::channel(false).0,
+            watchers: Watchers::default(),
         }
     }
 
@@ -137,20 +155,19 @@ impl Server {
         tls: Option<Arc<rustls::ServerConfig>>,
         protocol: Arc<dyn Protocol>,
     ) -> Result<SocketAddr, ServerError> {
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|e| ServerError::Bind {
-                address: address.to_string(),
-                reason: match e.kind() {
-                    std::io::ErrorKind::AddrInUse => {
-                        "the address is already in use (is another server running?)".into()
-                    }
-                    std::io::ErrorKind::PermissionDenied => {
-                        "permission denied (ports below 1024 need privileges)".into()
-                    }
-                    _ => e.to_string(),
-                },
-            })?;
+        let backlog = self.guard.limits().listen_backlog;
+        let listener = bind(address, backlog).map_err(|e| ServerError::Bind {
+            address: address.to_string(),
+            reason: match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "the address is already in use (is another server running?)".into()
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "permission denied (ports below 1024 need privileges)".into()
+                }
+                _ => e.to_string(),
+            },
+        })?;
         let local = listener.local_addr().map_err(|e| ServerError::Bind {
             address: address.to_string(),
             reason: e.to_string(),
@@ -169,6 +186,7 @@ impl Server {
             guard,
             listeners,
             stop,
+            watchers,
         } = self;
         let workers = Arc::new(Workers::start());
         let mut accepting = JoinSet::new();
@@ -177,9 +195,15 @@ impl Server {
                 l,
                 guard.clone(),
                 workers.clone(),
+                watchers.clone(),
                 Shutdown(stop.subscribe()),
             ));
         }
+        let looking = tokio::spawn(look_after(
+            guard.clone(),
+            watchers,
+            Shutdown(stop.subscribe()),
+        ));
         shutdown.await;
         tracing::info!("shutting down: no new connections");
         let _ = stop.send(true);
@@ -188,39 +212,103 @@ impl Server {
         if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!("connections still open after {grace:?}; closing them");
         }
+        looking.abort();
     }
 }
 
-async fn accept_loop(l: Listening, guard: Guard, workers: Arc<Workers>, mut shutdown: Shutdown) {
-    let mut connections = JoinSet::new();
-    let mut sweep = tokio::time::interval(std::time::Duration::from_secs(60));
+/// Binds a listening socket with room for `backlog` connections waiting to
+/// be accepted (see the module documentation).
+fn bind(address: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As tokio's and std's `bind` do: a restarted server can listen again
+    // at once, with connections of the old one still in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(backlog)
+}
+
+/// Looks over every listener's connections a few times per header timeout
+/// (at least once a second), so that a slow head is cut within a quarter
+/// of it past its time; now and then forgets quiet addresses. The header
+/// timeout is the one that applies now: shorter when slots run short.
+async fn look_after(guard: Guard, watchers: Watchers, mut shutdown: Shutdown) {
     let idle = guard.limits().idle_timeout;
     let header_timeout = guard.limits().header_timeout;
-    // Looks at the connections a few times per header timeout (at least
-    // once a second), so a slow head is cut within a quarter of it past
-    // its time.
-    let watchers = Watchers::default();
     let mut look = tokio::time::interval(
         (header_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
     );
     look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep = tokio::time::interval(Duration::from_secs(60));
     loop {
-        let accepted = tokio::select! {
-            a = l.listener.accept() => a,
+        tokio::select! {
             _ = shutdown.wait() => break,
-            _ = sweep.tick() => {
-                guard.forget_quiet_addresses();
-                continue;
-            }
+            _ = sweep.tick() => guard.forget_quiet_addresses(),
             _ = look.tick() => {
-                for (peer, why) in watchers.look(idle, header_timeout) {
+                for (peer, why) in watchers.look(idle, guard.header_timeout_now()) {
                     match why {
                         Overdue::Idle => tracing::debug!(%peer, "closed an idle connection"),
                         Overdue::Head => tracing::debug!(%peer, "closed a connection whose request head was overdue"),
                     }
                 }
-                continue;
             }
+        }
+    }
+}
+
+/// Takes a connection from `peer` in, making room when the slots are all
+/// taken: the connections that have gone longest without a request are
+/// closed, a few at a time, and this one takes one of their slots.
+fn admit(guard: &Guard, watchers: &Watchers, peer: SocketAddr) -> Result<SlotGuard, Refusal> {
+    /// Connections closed at once to make room: a look over all of them
+    /// per batch, not per newcomer.
+    const BATCH: usize = 16;
+    match guard.admit(peer.ip()) {
+        Err(Refusal::TooManyConnections) if guard.is_full() && !guard.ip_is_full(peer.ip()) => {
+            // The closed connections give their slots back when their tasks
+            // end, on their own threads, a moment from now: until then the
+            // newcomers they made room for are let in beyond the cap.
+            let mut leaving = watchers.leaving();
+            if guard.open_connections() >= guard.limits().max_connections + leaving {
+                leaving += watchers.make_room(BATCH);
+            }
+            guard.admit_beyond_cap(peer.ip(), leaving)
+        }
+        admitted => admitted,
+    }
+}
+
+/// Sends a refused connection its protocol's refusal, if the listener is
+/// plain and the protocol has one, with one non-blocking write; then closes
+/// it (see the module documentation).
+fn refuse(l: &Listening, stream: TcpStream, refusal: Refusal) {
+    if l.tls.is_none()
+        && let Some(words) = l.protocol.refusal(refusal)
+    {
+        let _ = stream.try_write(&words);
+    }
+    // Closed with our side's FIN after the refusal, rather than at once with
+    // unread request bytes (which would reset it and could lose the words).
+    if let Ok(std) = stream.into_std() {
+        let _ = std.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+async fn accept_loop(
+    l: Listening,
+    guard: Guard,
+    workers: Arc<Workers>,
+    watchers: Watchers,
+    mut shutdown: Shutdown,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = l.listener.accept() => a,
+            _ = shutdown.wait() => break,
         };
         while connections.try_join_next().is_some() {}
         let (stream, peer) = match accepted {
@@ -234,18 +322,11 @@ async fn accept_loop(l: Listening, guard: Guard, workers: Arc<Workers>, mut shut
             }
         };
         let _ = stream.set_nodelay(true);
-        let slot = match guard.admit(peer.ip()) {
+        let slot = match admit(&guard, &watchers, peer) {
             Ok(slot) => slot,
             Err(refusal) => {
                 tracing::debug!(%peer, ?refusal, "connection refused");
-                let protocol = l.protocol.clone();
-                connections.spawn(async move {
-                    let _ = tokio::time::timeout(
-                        std::time::Duration::from_secs(2),
-                        protocol.refuse(Box::new(stream), refusal),
-                    )
-                    .await;
-                });
+                refuse(&l, stream, refusal);
                 continue;
             }
         };

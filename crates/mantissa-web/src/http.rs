@@ -13,8 +13,7 @@ use futures_util::TryFutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use mantissa_server::{Answering, BoxFuture, Connection, Io, Protocol, Refusal};
-use tokio::io::AsyncWriteExt;
+use mantissa_server::{Answering, BoxFuture, Connection, Protocol, Refusal};
 use tower::ServiceExt;
 
 /// Who is on the other end of a request's connection (a request extension).
@@ -102,17 +101,16 @@ where
         })
     }
 
-    fn refuse(&self, mut io: Box<dyn Io>, refusal: Refusal) -> BoxFuture {
-        Box::pin(async move {
-            let body = "The server is busy; please try again shortly.\n";
-            let head = format!(
+    fn refusal(&self, refusal: Refusal) -> Option<Vec<u8>> {
+        let body = "The server is busy; please try again shortly.\n";
+        Some(
+            format!(
                 "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 refusal.retry_after_secs(),
                 body.len()
-            );
-            let _ = io.write_all(head.as_bytes()).await;
-            let _ = io.shutdown().await;
-        })
+            )
+            .into_bytes(),
+        )
     }
 }
 

@@ -416,3 +416,113 @@ fn http2_streams_from_one_address_do_not_take_the_sites_permits() {
         assert_eq!(statuses.get(&429), Some(&248), "{statuses:?}");
     });
 }
+
+/// One slowloris connection from `source`, for `seconds`: a request line,
+/// then a header line every 500 ms, never finishing; opened again whenever
+/// the server closes it. Says how many times it was closed.
+async fn slowloris(source: String, addr: std::net::SocketAddr, seconds: u64) -> usize {
+    let stop = Instant::now() + Duration::from_secs(seconds);
+    let mut closed = 0;
+    while Instant::now() < stop {
+        let Ok(mut c) = connect_from(&source, addr).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        if c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.is_err() {
+            closed += 1;
+            continue;
+        }
+        let mut buf = [0u8; 1024];
+        while Instant::now() < stop {
+            tokio::select! {
+                _ = c.read(&mut buf) => break,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            if c.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                break;
+            }
+        }
+        closed += 1;
+    }
+    closed
+}
+
+/// A slowloris from 40 addresses, each under its address's cap but all
+/// together twice the server's connection cap: when the slots run out,
+/// the connections that have waited longest for a request head make room,
+/// and every visitor's page loads within a second.
+#[test]
+fn a_slowloris_from_many_addresses_beyond_the_connection_cap_makes_room_for_visitors() {
+    let (s, rt) = server_and_clients(
+        Limits {
+            max_connections: 300,
+            ..Limits::default()
+        },
+        routes,
+    );
+    let addr = s.addr;
+    rt.block_on(async move {
+        let attack: Vec<_> = (0..600)
+            .map(|i| {
+                let source = format!("127.0.7.{}", 1 + i % 40);
+                tokio::spawn(slowloris(source, addr, 6))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for _ in 0..3 {
+            visitor_is_served(addr, "600 slowloris connections from 40 addresses").await;
+        }
+        let mut pushed_out = 0;
+        for a in attack {
+            pushed_out += a.await.unwrap();
+        }
+        assert!(
+            pushed_out >= 300,
+            "only {pushed_out} slow connections were closed"
+        );
+    });
+}
+
+/// A flood of connections from one address, far over its cap, held open and
+/// made anew as fast as they are refused, costs others nothing: fifty
+/// fresh connections from another address each get their page within a
+/// second (a connection that finds the listen queue full loses its SYN and
+/// waits a second for the next).
+#[test]
+fn a_connection_flood_from_one_address_does_not_delay_others() {
+    let (s, rt) = server_and_clients(Limits::default(), routes);
+    let addr = s.addr;
+    rt.block_on(async move {
+        let stop = Instant::now() + Duration::from_secs(4);
+        let flood: Vec<_> = (0..256)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let mut kept = Vec::new();
+                    while Instant::now() < stop {
+                        match connect_from("127.0.8.1", addr).await {
+                            Ok(c) => kept.push(c),
+                            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
+                        if kept.len() > 4 {
+                            kept.remove(0);
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut slowest = Duration::ZERO;
+        for _ in 0..50 {
+            let (status, took) = visit("127.0.8.2", addr).await;
+            assert_eq!(status, 200, "a visitor's page during the flood");
+            slowest = slowest.max(took);
+        }
+        assert!(
+            slowest < Duration::from_secs(1),
+            "the slowest page took {slowest:?}"
+        );
+        for f in flood {
+            f.await.unwrap();
+        }
+    });
+}
