@@ -99,6 +99,33 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Raises this process's limit of open files as far as the system lets
+    /// it (to the hard limit, as Go's runtime and nginx's
+    /// `worker_rlimit_nofile` do), and lowers [`Limits::max_connections`]
+    /// to what that limit leaves room for: a quarter of the files (at least
+    /// 256) stay for stores, logs and mail. Returns the limit of open files.
+    ///
+    /// Without this, a server under the usual soft limit of 1,024 files runs
+    /// out of them long before its connection cap, and then it can accept
+    /// nobody — and the guard, which makes room only when its own cap is
+    /// reached, never sees why.
+    pub fn fit_to_open_files(&mut self) -> u64 {
+        let files = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+        let room = files.saturating_sub((files / 4).max(256)).max(16);
+        let room = usize::try_from(room).unwrap_or(usize::MAX);
+        if self.max_connections > room {
+            tracing::info!(
+                files,
+                max_connections = room,
+                "the limit of open files leaves room for fewer connections than configured"
+            );
+            self.max_connections = room;
+        }
+        files
+    }
+}
+
 /// Why the guard said no.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {

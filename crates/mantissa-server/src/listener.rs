@@ -314,10 +314,15 @@ async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // Out of file descriptors and the like: wait a moment rather
-                // than spin.
+                // Out of file descriptors (the process's or the system's):
+                // the connections longest without a request make room, as
+                // when the guard's slots run out. Otherwise wait a moment
+                // rather than spin.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let out_of_files = matches!(e.raw_os_error(), Some(23 | 24));
+                if !(out_of_files && watchers.make_room(16) > 0) {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
                 continue;
             }
         };

@@ -622,7 +622,9 @@ pub fn serve_with(
             }
         }
     };
-    let guard = Guard::new(Limits::default());
+    let mut limits = Limits::default();
+    limits.fit_to_open_files();
+    let guard = Guard::new(limits);
     let mail_config = MailConfig::load(&site)?;
     let mailer = MailConfig::mailer(mail_config.as_ref(), &site, options.dev);
     let from = mail_config

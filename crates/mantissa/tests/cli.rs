@@ -548,13 +548,17 @@ fn serve_url_is_where_links_point() {
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
     write!(
         c,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut s = String::new();
-    c.read_to_string(&mut s).unwrap();
+    if let Err(e) = c.read_to_string(&mut s) {
+        s.push_str(&format!("(reading the answer failed: {e})"));
+    }
     s
 }
 
@@ -811,4 +815,77 @@ fn users_sign_up_and_mail_are_set_from_the_command_line() {
             .starts_with("Mail from site@example.org is written to "),
         "{r:?}"
     );
+}
+
+/// Under the usual limit of 1,024 open files (here 512, soft and hard), a
+/// server whose connections are held by clients that never finish a request
+/// keeps answering: it fits its connection cap to the files it has, and
+/// makes room when the cap is reached, instead of failing every accept once
+/// the files run out.
+#[cfg(unix)]
+#[test]
+fn serve_keeps_answering_when_held_connections_would_use_up_its_open_files() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new("bash")
+        .current_dir(tmp.path())
+        .args(["-c", "ulimit -n 512 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_mantissa"))
+        .args(["serve", "--site", "s", "--listen", "127.0.0.1:0"])
+        .env_remove("MANTISSA_SITE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let url = loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "serve ended early");
+        if let Some(url) = line.strip_prefix("Serving http://") {
+            break url.trim_end().trim_end_matches('/').to_string();
+        }
+    };
+    let addr: std::net::SocketAddr = url.parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let held = rt.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let mut held = Vec::new();
+        // 600 connections from 20 addresses (under the cap of 64 each),
+        // each with half a request head.
+        for i in 0..600 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind(format!("127.0.9.{}:0", 1 + i % 20).parse().unwrap())
+                .unwrap();
+            let Ok(Ok(mut c)) =
+                tokio::time::timeout(Duration::from_secs(2), socket.connect(addr)).await
+            else {
+                continue;
+            };
+            let _ = c.write_all(b"GET / HTTP/1.1\r\n").await;
+            held.push(c);
+        }
+        held
+    });
+    assert!(held.len() > 500, "only {} connected", held.len());
+    for _ in 0..5 {
+        let start = Instant::now();
+        let page = http_get(&url, "/");
+        assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(1), "a page took {took:?}");
+    }
+    drop(held);
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }
