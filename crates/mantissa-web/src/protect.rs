@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +20,7 @@ use mantissa_server::Refusal;
 
 use crate::app::App;
 use crate::http::ClientInfo;
+use crate::page::WebError;
 
 pub(crate) fn client_ip(req: &Request) -> Option<IpAddr> {
     req.extensions().get::<ClientInfo>().map(|c| c.peer.ip())
@@ -184,6 +185,10 @@ fn is_document(content_type: &[u8]) -> bool {
         })
 }
 
+/// The largest answer given an ETag (1 MiB): larger ones are sent as they
+/// are (see [`Conditional::apply`]).
+pub(crate) const MAX_TAGGED_BYTES: u64 = 1024 * 1024;
+
 /// When each page version (by ETag) was first served: its Last-Modified.
 pub struct FirstSeen {
     /// Tells this map from others in the thread's memo.
@@ -316,13 +321,21 @@ impl Conditional {
 
     /// ETag and Last-Modified on anonymous pages, and 304 for a client that
     /// has the current version, so that a crawl costs little. Pages that set
-    /// cookies are personal and left alone.
+    /// cookies are personal and left alone, and so are answers that are not
+    /// already whole in memory or are larger than [`MAX_TAGGED_BYTES`]: the
+    /// tag is a hash of the bytes, and collecting a large or streamed answer
+    /// to hash it would hold all of it in memory for every request at once.
     pub(crate) async fn apply(self, app: &App, response: Response) -> Response {
         let Conditional {
             if_none_match,
             if_modified_since,
         } = self;
         let cacheable = response.status() == StatusCode::OK
+            && response
+                .body()
+                .size_hint()
+                .exact()
+                .is_some_and(|n| n <= MAX_TAGGED_BYTES)
             && !response.headers().contains_key(header::SET_COOKIE)
             && !response.headers().contains_key(header::ETAG)
             && response
@@ -336,8 +349,13 @@ impl Conditional {
             return response;
         }
         let (mut parts, body) = response.into_parts();
-        let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        // Whole already (its exact size is known): this takes its bytes.
+        let bytes = match axum::body::to_bytes(body, MAX_TAGGED_BYTES as usize).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                return WebError::Internal(format!("reading a page to tag it: {e}"))
+                    .into_response();
+            }
         };
         let etag = Etag::of(&bytes);
         let (modified, last_modified) = app.first_seen().get(&etag);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::Extension;
 use axum::Router;
 use axum::extract::State;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use mantissa_server::Limits;
 use mantissa_testkit::*;
@@ -42,6 +43,13 @@ fn test_routes() -> Router<App> {
         .route("/test/logout", post(logout))
         .route("/test/whoami", get(whoami))
         .route("/test/slow", get(slow))
+        .route("/test/big", get(big))
+}
+
+/// A public JSON answer of 17 MiB.
+async fn big() -> axum::response::Response {
+    let items: Vec<String> = (0..170_000).map(|i| format!("{i:0>98}")).collect();
+    axum::Json(items).into_response()
 }
 
 fn with_form_template() -> Setup {
@@ -580,4 +588,18 @@ fn shutdown_finishes_requests_in_flight_and_refuses_new_ones() {
         std::net::TcpStream::connect(addr).is_err(),
         "no longer listening"
     );
+}
+
+/// A large public answer is sent whole, without an ETag: tagging it would
+/// mean holding all of it to hash it (before, over 16 MiB answered 500).
+#[test]
+fn a_large_answer_is_sent_whole_without_a_tag() {
+    let s = TestServer::start(Setup::default(), test_routes);
+    let r = s.get("/test/big");
+    assert_eq!(r.status, 200);
+    assert!(r.body.len() > 17_000_000, "{} bytes", r.body.len());
+    assert!(r.body.ends_with(b"\"]"));
+    assert_eq!(r.header("etag"), None);
+    // A small one still has its tag.
+    assert!(s.get("/").header("etag").is_some());
 }
