@@ -1,36 +1,44 @@
 #!/usr/bin/env bash
-# Slowloris: does a normal client's page still load in under 1 s while 1,000
-# slowloris connections are kept open against `mantissa serve`? Figures are in
-# bench/README.md ("Slowloris").
+# Slow clients: does a normal client's page still load in under 1 s while
+# slow-client attacks run against `mantissa serve`, and what do they cost
+# the server's memory? Figures are in bench/README.md ("Slowloris").
 #
-#   bench/slowloris.sh                 both phases (about 90 s)
-#   SLOW_SPREAD=0 bench/slowloris.sh   phase 1 only
+#   bench/slowloris.sh                  every phase (about 4 minutes)
+#   SLOW_PHASES="2 4" bench/slowloris.sh  only phases 2 and 4
 #
 # Phase 1, slowhttptest (Debian's), from 127.0.0.1, started again whenever
-# it ends (it does not reopen connections) until 30 s are up:
+# it ends (it does not reopen connections) until the phase is up:
 #   slowhttptest -H -c 1000 -r 200 -i 10 -x 24 -t GET -p 3 -l LEFT -g -o FILE -u URL
-# Phase 2, the same attack spread over 16 loopback addresses (127.0.1.1-16,
-# 63 connections each, under the server's per-address cap of 64; more
-# addresses for more connections), so that 1,000 of them can really be open
-# at once: slowhttptest cannot choose its source address. A small Python client does it: each connection sends
-# "GET / HTTP/1.1" and then one 24-byte header line every 10 s, and is
-# reopened when the server drops it.
+# The other phases use bench/slowloris.py, which can spread its connections
+# over many loopback source addresses (slowhttptest cannot):
+# Phase 2, slowloris from 16 addresses: 1,000 connections (63 an address,
+#   under the server's cap of 64), each sending a request line and then a
+#   24-byte header line every 10 s, reopened when the server drops them.
+# Phase 3, slowloris beyond the connection cap: 12,000 such connections from
+#   200 addresses (60 each), more than the server's 10,000 slots.
+# Phase 4, slow bodies: 1,054 POSTs from 17 addresses (62 each), each with a
+#   whole head, a CSRF cookie and token (so the server must read the body)
+#   and a 1,000-byte body sent a byte every 15 s.
+# Phase 5, HTTP/2 streams: 17 prior-knowledge h2c connections from one
+#   address, 64 streams each, every stream such a slow POST.
 #
 # Meanwhile, once a second, a normal client loads the front page from
 # another address (curl --interface 127.0.0.2, a fresh connection each time)
-# and its time_total is kept; a client on the attacker's own address
-# (127.0.0.1) is tried too, to show what the per-address cap does to it.
-# The server's own count of open connections comes from /metrics.
+# and its time_total is kept; in phase 1 a client on the attacker's own
+# address (127.0.0.1) is tried too, to show what the per-address cap does to
+# it. The server's own count of open connections comes from /metrics, its
+# resident memory from /proc.
 #
-# Environment: SLOW_CONNECTIONS (1000), SLOW_SECONDS (30, each phase),
-# SLOW_SPREAD (1: run phase 2), MANTISSA_BIN (built in release if unset).
-# Everything listens and connects on 127.0.0.0/8 only, and stops by itself.
+# Environment: SLOW_SECONDS (30, each phase), SLOW_PHASES ("1 2 3 4 5"),
+# MANTISSA_BIN (built in release if unset). Everything listens and connects
+# on 127.0.0.0/8 only, and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-connections=${SLOW_CONNECTIONS:-1000}
+connections=1000 # phase 1
 seconds=${SLOW_SECONDS:-30}
-spread=${SLOW_SPREAD:-1}
+phases=${SLOW_PHASES:-1 2 3 4 5}
+runs() { case " $phases " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 case "${1:-}" in
 -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
 "") ;;
@@ -62,8 +70,8 @@ fi
 
 # Room for the attack's sockets and the server's.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((connections + 200)) ]; then
-    echo "ulimit -n is $(ulimit -n): too few for $connections connections" >&2
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 13000 ]; then
+    echo "ulimit -n is $(ulimit -n): too few for phase 3's 12,000 connections" >&2
     exit 1
 fi
 
@@ -131,56 +139,66 @@ for _ in $(seq 10); do load 127.0.0.2 >>"$work/baseline"; done
 echo "before the attack (127.0.0.2): $(summary "$work/baseline")"
 
 # Samples once a second while process $1 runs (at most $seconds + 20 s):
-# writes $2.client (127.0.0.2), $2.same (127.0.0.1) and $2.open.
+# writes $2.client (127.0.0.2), $2.same (127.0.0.1, phase 1 only), $2.open
+# and $2.rss.
 measure() { # PID PREFIX
-    : >"$2.client"; : >"$2.same"; : >"$2.open"
+    : >"$2.client"; : >"$2.same"; : >"$2.open"; : >"$2.rss"
     local end=$((SECONDS + seconds + 20))
     while kill -0 "$1" 2>/dev/null && [ "$SECONDS" -lt "$end" ]; do
         local t0=$SECONDS
         load 127.0.0.2 >>"$2.client"
-        load 127.0.0.1 >>"$2.same"
+        [ "$2" != "$work/p1" ] || load 127.0.0.1 >>"$2.same"
         echo "$(open_connections) $(established)" >>"$2.open"
+        awk '/^VmRSS/ { print $2 }' "/proc/$server/status" >>"$2.rss"
         [ "$SECONDS" -gt "$t0" ] || sleep 1
     done
 }
 report() { # PREFIX
     echo "  normal client (127.0.0.2): $(summary "$1.client")"
-    echo "  client on the attacker's address (127.0.0.1): $(summary "$1.same"); codes: $(
-        awk '{ n[$1]++ } END { for (c in n) printf "%s×%d ", c, n[c] }' "$1.same")"
+    if [ -s "$1.same" ]; then
+        echo "  client on the attacker's address (127.0.0.1): $(summary "$1.same"); codes: $(
+            awk '{ n[$1]++ } END { for (c in n) printf "%s×%d ", c, n[c] }' "$1.same")"
+    fi
     echo "  open connections, server's gauge: max $(sort -n "$1.open" | awk '$1 != "?" { m = $1 } END { print m + 0 }')," \
         "established TCP to the port: max $(awk '{ print $2 }' "$1.open" | sort -n | tail -n 1)"
+    echo "  server memory (RSS): before the attacks $((rss_before / 1024)) MiB," \
+        "max $(sort -n "$1.rss" | tail -n 1 | awk '{ printf "%d", $1 / 1024 }') MiB," \
+        "after $(awk '/^VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$server/status") MiB"
     awk -v goal=1 '
         { if ($2 > max) max = $2; if ($1 != "200") bad++ }
         END {
-            if (NR > 0 && max < goal && !bad) print "  goal (every load under 1 s): met"
-            else printf "  goal (every load under 1 s): NOT met (max %.1f ms, %d not 200)\n", max * 1000, bad
+            if (NR > 0 && max < goal && !bad) printf "  goal (every load under 1 s): met (%d loads)\n", NR
+            else printf "  goal (every load under 1 s): NOT met (max %.1f ms, %d of %d not 200)\n", max * 1000, bad, NR
         }' "$1.client"
 }
+rss_before=$(awk '/^VmRSS/ { print $2 }' "/proc/$server/status")
 
-echo
-echo "== phase 1: slowhttptest -H -c $connections -r 200 -i 10 -x 24 -t GET -p 3, from 127.0.0.1, for $seconds s"
-# slowhttptest opens its connections once and ends when none is left open
-# (the server's 10 s header timeout closes them), so it is started again
-# until the phase's time is up; each run is bounded by the time left (-l).
-(
-    end=$((SECONDS + seconds))
-    round=0
-    while [ "$SECONDS" -lt "$end" ]; do
-        round=$((round + 1))
-        slowhttptest -H -c "$connections" -r 200 -i 10 -x 24 -t GET -p 3 -l $((end - SECONDS)) \
-            -g -o "$work/slowhttptest.$round" -u "$url" >"$work/slowhttptest.$round.log" 2>&1 || true
-        sleep 0.2
-    done
-) &
-attack=$!
-measure "$attack" "$work/p1"
-wait "$attack" || true
-attack=
-report "$work/p1"
-echo "  slowhttptest, each run (from its CSV and log; its probe connects from 127.0.0.1):"
-for log in $(ls "$work"/slowhttptest.*.log | sort -t. -k2,2n); do
-    run=${log%.log}
-    python3 - "$run.csv" "$log" <<'EOF' || echo "    (no statistics in $run.csv)"
+if runs 1; then
+    echo
+    echo "== phase 1: slowhttptest -H -c $connections -r 200 -i 10 -x 24 -t GET -p 3, from 127.0.0.1, for $seconds s"
+    # slowhttptest opens its connections once and ends when none is left
+    # open (the server's 10 s header timeout closes them), so it is started
+    # again until the phase's time is up; each run is bounded by the time
+    # left (-l).
+    (
+        end=$((SECONDS + seconds))
+        round=0
+        while [ "$SECONDS" -lt "$end" ]; do
+            round=$((round + 1))
+            slowhttptest -H -c "$connections" -r 200 -i 10 -x 24 -t GET -p 3 -l $((end - SECONDS)) \
+                -g -o "$work/slowhttptest.$round" -u "$url" >"$work/slowhttptest.$round.log" 2>&1 || true
+            sleep 0.2
+        done
+    ) &
+    attack=$!
+    measure "$attack" "$work/p1"
+    wait "$attack" || true
+    attack=
+    report "$work/p1"
+    echo "  slowhttptest, each run (from its CSV and log; its probe connects from 127.0.0.1):"
+    for log in $(ls "$work"/slowhttptest.*.log | sort -t. -k2,2n); do
+        run=${log%.log}
+        python3 - "$run.csv" "$log" <<'PY' || echo "    (no statistics in $run.csv)"
 import csv, re, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", open(sys.argv[2], errors="replace").read().replace("\r", "\n"))
@@ -192,90 +210,33 @@ print(f"    run {sys.argv[1].split('.')[-2]}: {ended[-1] if ended else '?'} s, c
       f" (median {sorted(connected)[len(connected) // 2]}), closed {closed[-1]},"
       f" service available {sum(1 for a in available if a > 0)} of {len(available)} s;"
       f" exit status: {status[-1].strip() if status else '?'}")
-EOF
-done
-last=$(ls "$work"/slowhttptest.*.log | sort -t. -k2,2n | tail -n 1)
-echo "  the last run's closing report:"
-tr '\r' '\n' <"$last" | sed 's/\x1b\[[0-9;]*[A-Za-z]//g' |
-    awk '/slow HTTP test status on/ { block = "" } { block = block $0 "\n" } END { printf "%s", block }' |
-    grep -v '^[[:space:]]*$' | sed 's/^/    /'
+PY
+    done
+    last=$(ls "$work"/slowhttptest.*.log | sort -t. -k2,2n | tail -n 1)
+    echo "  the last run's closing report:"
+    tr '\r' '\n' <"$last" | sed 's/\x1b\[[0-9;]*[A-Za-z]//g' |
+        awk '/slow HTTP test status on/ { block = "" } { block = block $0 "\n" } END { printf "%s", block }' |
+        grep -v '^[[:space:]]*$' | sed 's/^/    /'
+fi
 
-if [ "$spread" = 1 ]; then
+# One phase of bench/slowloris.py: PHASE MODE CONNECTIONS ADDRESSES TITLE
+spread_attack() {
     echo
-    addresses=$(((connections + 62) / 63))
-    echo "== phase 2: $connections slowloris connections from $addresses loopback addresses (127.0.1.1…), 200/s, a header line every 10 s, $seconds s"
-    python3 - "$port" "$connections" "$seconds" >"$work/spread.log" 2>&1 <<'EOF' &
-# A bounded slowloris from several loopback source addresses: keeps up to N
-# connections open, each sending a request line and then one header line
-# every 10 s; a connection the server closes is reopened (at most 200 new
-# connections a second). Stops after SECONDS. Prints per-second counts.
-import asyncio, random, string, sys, time
-
-port, n, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-# 63 connections an address, under the server's per-address cap of 64
-addrs = [f"127.0.{1 + i // 254}.{1 + i % 254}" for i in range(max(1, -(-n // 63)))]
-stop = time.monotonic() + seconds
-stats = {"open": 0, "opened": 0, "closed": 0, "refused": 0}
-
-async def one(i):
-    src = addrs[i % len(addrs)]
-    while time.monotonic() < stop:
-        try:
-            r, w = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", port, local_addr=(src, 0)), 5)
-        except (OSError, asyncio.TimeoutError):
-            stats["refused"] += 1
-            await asyncio.sleep(1)
-            continue
-        stats["open"] += 1; stats["opened"] += 1
-        try:
-            w.write(f"GET /?{i} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slowloris\r\n".encode())
-            await w.drain()
-            while time.monotonic() < stop:
-                # read() returns when the server answers (408, 503…) or
-                # closes: then this connection is done and a new one opens.
-                try:
-                    await asyncio.wait_for(r.read(4096), 10)
-                    break
-                except asyncio.TimeoutError:
-                    pass
-                k = "".join(random.choices(string.ascii_letters, k=10))
-                w.write(f"X-{k}: {k}{k[:9]}\r\n".encode())  # 24 bytes
-                await w.drain()
-        except OSError:
-            pass
-        finally:
-            stats["open"] -= 1; stats["closed"] += 1
-            w.close()
-
-async def main():
-    tasks = []
-    async def report():
-        t0 = time.monotonic()
-        while time.monotonic() < stop + 1:
-            await asyncio.sleep(1)
-            print(f"{time.monotonic() - t0:.0f} s: open {stats['open']}, opened {stats['opened']},"
-                  f" closed {stats['closed']}, failed {stats['refused']}", flush=True)
-    rep = asyncio.create_task(report())
-    for i in range(n):  # 200 new connections a second
-        tasks.append(asyncio.create_task(one(i)))
-        if i % 200 == 199:
-            await asyncio.sleep(1)
-    await asyncio.gather(*tasks)
-    rep.cancel()
-    print(f"end: opened {stats['opened']}, closed {stats['closed']}, failed {stats['refused']}", flush=True)
-
-asyncio.run(main())
-EOF
+    echo "== phase $1: $5, $seconds s"
+    python3 bench/slowloris.py "$2" "$port" "$3" "$4" "$seconds" >"$work/attack.$1.log" 2>&1 &
     attack=$!
-    measure "$attack" "$work/p2"
+    measure "$attack" "$work/p$1"
     wait "$attack" || true
     attack=
-    report "$work/p2"
-    echo "  the attacking client's counts (open = connections it held at that second):"
-    awk '/ s: open / { split($4, a, ","); if (a[1] + 0 > max) max = a[1] + 0 } END { printf "    held at most %d at once\n", max }' "$work/spread.log"
-    tail -n 1 "$work/spread.log" | sed 's/^/    /'
-fi
+    report "$work/p$1"
+    awk '/ s: open / { split($4, a, ","); if (a[1] + 0 > max) max = a[1] + 0 }
+        END { printf "  the attack held at most %d connections at once\n", max }' "$work/attack.$1.log"
+    tail -n 1 "$work/attack.$1.log" | sed 's/^/  attack, /'
+}
+! runs 2 || spread_attack 2 head 1000 16 "slowloris, 1,000 connections from 16 addresses (a header line every 10 s)"
+! runs 3 || spread_attack 3 head 12000 200 "slowloris beyond the connection cap: 12,000 connections from 200 addresses"
+! runs 4 || spread_attack 4 body 1054 17 "slow bodies: 1,054 POSTs from 17 addresses (a byte every 15 s)"
+! runs 5 || spread_attack 5 h2 17 1 "HTTP/2: 17 h2c connections × 64 streams with slow bodies, from one address"
 
 echo
 kill -TERM "$server"
