@@ -31,6 +31,9 @@
 //! account is not (sign-up and reset answer the same either way, mail
 //! after answering, and sign-up with a known address mails its owner).
 //!
+//! Ended sessions, used or expired links and old passkey challenges are
+//! purged hourly on the store's scheduler ([`upkeep`]).
+//!
 //! A passkey sign-in is a full log-in (no password, no TOTP code)
 //! that passes the same rate limits and account checks; why webauthn-rs,
 //! and which ceremony state is kept where, is told in [`passkeys`].
@@ -45,6 +48,7 @@ mod service;
 pub mod sharing;
 pub mod tokens;
 pub mod totp;
+pub mod upkeep;
 
 pub use model::{Account, EmailAddress, SignupPolicy, Ticket};
 pub use pages::{REMEMBER_FOR, SettingsOffering, routes};

@@ -607,3 +607,60 @@ fn reset_mails_are_limited_per_account_per_hour() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(w.smtp.messages().len(), limit);
 }
+
+/// Item 22: ended sessions and used or expired links are purged by the
+/// store's scheduler (they were kept for ever, a row per log-in).
+#[test]
+fn ended_sessions_and_used_links_are_purged_on_the_scheduler() {
+    use mantissa_accounts::Ticket;
+    use mantissa_store::Timestamp;
+    use mantissa_web::SessionRecord;
+    use std::time::Duration;
+
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    with_ann(&w);
+    w.accounts.schedule_upkeep().unwrap();
+    w.accounts.schedule_upkeep().unwrap(); // at each start: still one
+    let s = &w.server;
+    let rows = || {
+        s.site
+            .store()
+            .read_blocking(|r| {
+                Ok((
+                    r.query::<SessionRecord>().count()?,
+                    r.query::<Ticket>().filter(Ticket::used.eq(true)).count()?,
+                    r.query::<Ticket>().filter(Ticket::used.eq(false)).count()?,
+                ))
+            })
+            .unwrap()
+    };
+    let mut v = Visitor::default();
+    v.submit(s, "/reset", "/reset", &[("email", "ann@example.org")]);
+    let mail = w.smtp.wait_for(1);
+    let link = path_of(&link_in(&mail[0].data));
+    v.submit(s, &link, &link, &[("password", "ann's new long password")]);
+    let mut ann = logged_in(s, "ann", "ann's new long password");
+    let (sessions, used, open) = rows();
+    assert!(sessions >= 1 && used == 1 && open == 0, "{:?}", rows());
+    // A new link, not used.
+    v.submit(s, "/reset", "/reset", &[("email", "ann@example.org")]);
+    w.smtp.wait_for(2);
+    assert_eq!(rows().2, 1);
+
+    // Two hours on: the used link is gone; the session (12 h) and the open
+    // link (24 h) are kept.
+    let now = Timestamp::now();
+    s.site
+        .run_due(now.plus(Duration::from_secs(2 * 3600)))
+        .unwrap();
+    let (sessions_then, used, open) = rows();
+    assert_eq!((used, open), (0, 1));
+    assert_eq!(sessions_then, sessions);
+    assert_eq!(ann.get(s, "/private/settings").status, 200);
+    // A day and more on: everything has ended, and is gone.
+    s.site
+        .run_due(now.plus(Duration::from_secs(25 * 3600)))
+        .unwrap();
+    assert_eq!(rows(), (0, 0, 0));
+    assert_eq!(ann.get(s, "/private/settings").status, 303, "to log in");
+}
