@@ -30,21 +30,40 @@ const HOME: &str = "/private/settings";
 /// A path of this site to go to after logging in; anything else goes to
 /// [`HOME`].
 ///
-/// `next` is resolved as a browser resolves a `Location` against the site's
-/// origin, and must stay on it. Browsers drop TAB, CR and LF from URLs and
-/// read `\` as `/`, so `/\t/evil.example` is `//evil.example`, another
-/// host: only printable ASCII is taken (anything else, percent-encoded, is
-/// the browser's to send), and the path may not begin with two slashes of
-/// either kind. Nothing taken can fail to be a header value, so a strange
-/// `next` never turns a log-in into a 500.
-pub(crate) fn safe_next(next: &str) -> &str {
-    let printable = next.bytes().all(|b| b.is_ascii_graphic());
-    let mut start = next
-        .bytes()
-        .take(2)
-        .map(|b| if b == b'\\' { b'/' } else { b });
-    let one_slash = start.next() == Some(b'/') && start.next() != Some(b'/');
-    if printable && one_slash { next } else { HOME }
+/// `next` is resolved as a browser resolves a `Location` against the
+/// site's origin (the WHATWG URL parser: it drops TAB, CR and LF, reads
+/// `\` as `/`, so `/\t/evil.example` is `//evil.example`, another host),
+/// and must stay on that origin. Control characters are refused before
+/// that (no browser needs them, and they hid the attack). What is answered
+/// is the resolved path, query and fragment, serialised by the parser
+/// (non-ASCII percent-encoded), so it is always a valid header value and a
+/// strange `next` never turns a log-in into a 500; a path that would
+/// begin with `//` (which a browser reads as another host) is refused.
+pub(crate) fn safe_next(next: &str) -> String {
+    // Any origin stands for the site's: only "the same one" matters, and
+    // the answer carries no origin.
+    const SITE: &str = "http://site.invalid/";
+    if next.is_empty() || next.chars().any(char::is_control) || next.trim() != next {
+        return HOME.into();
+    }
+    let Ok(base) = url::Url::parse(SITE) else {
+        return HOME.into();
+    };
+    match base.join(next) {
+        Ok(to) if to.origin() == base.origin() && !to.path().starts_with("//") => {
+            let mut local = to.path().to_string();
+            if let Some(q) = to.query() {
+                local.push('?');
+                local.push_str(q);
+            }
+            if let Some(f) = to.fragment() {
+                local.push('#');
+                local.push_str(f);
+            }
+            local
+        }
+        _ => HOME.into(),
+    }
 }
 
 /// The status that answers an account error the person can act on.
@@ -151,7 +170,7 @@ async fn login(
                 SESSION_LIFETIME
             };
             session.begin(&app, Some(user), lifetime).await?;
-            Ok(Redirect::to(safe_next(&f.next)).into_response())
+            Ok(Redirect::to(&safe_next(&f.next)).into_response())
         }
         Err(
             e @ (AccountError::BadCredentials

@@ -519,9 +519,11 @@ fn next_cannot_leave_the_site_nor_break_the_log_in() {
         ("https://evil.example/", "/private/settings"),
         ("/private/notes\r\nSet-Cookie: x=y", "/private/settings"),
         ("/private/notes\n", "/private/settings"),
-        ("/café", "/private/settings"),
+        ("/.//evil.example/phish", "/private/settings"),
+        ("/caf\u{e9}", "/caf%C3%A9"),
         (" /private/notes", "/private/settings"),
         ("/private/notes?tab=1#top", "/private/notes?tab=1#top"),
+        ("", "/private/settings"),
     ] {
         let mut v = Visitor::default();
         let r = v.submit(
