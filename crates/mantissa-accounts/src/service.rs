@@ -164,6 +164,13 @@ pub(crate) fn check_who_len(who: &str) -> Result<(), AccountError> {
 }
 
 fn normalize_email(email: &str) -> Result<String, AccountError> {
+    // Before anything that copies it, or says it back.
+    if email.len() > MAX_WHO_LEN {
+        return Err(AccountError::TooLong {
+            what: "email address",
+            max: MAX_WHO_LEN,
+        });
+    }
     let e = email.trim().to_lowercase();
     let valid = e.len() <= 254
         && e.split_once('@').is_some_and(|(user, host)| {

@@ -666,3 +666,61 @@ fn ended_sessions_and_used_links_are_purged_on_the_scheduler() {
     assert_eq!(rows(), (0, 0, 0));
     assert_eq!(ann.get(s, "/private/settings").status, 303, "to log in");
 }
+
+/// Item 13: reset and sign-up mail after answering, so a known address
+/// cannot be told from an unknown one by the answer; not even when the
+/// mail server is down (a known address answered 500, an unknown 200).
+#[test]
+fn known_and_unknown_addresses_get_the_same_answers_even_when_mail_fails() {
+    let w = world_without_mail(|a| a.with_rate_limits(1000, 1000));
+    with_ann(&w);
+    let s = &w.server;
+    let mut v = Visitor::default();
+    let answers: Vec<(u16, String)> = ["ann@example.org", "nobody@example.org"]
+        .iter()
+        .map(|email| {
+            let r = v.submit(s, "/reset", "/reset", &[("email", email)]);
+            (r.status, shown(&r.text()))
+        })
+        .collect();
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0].0, 200);
+    let answers: Vec<(u16, String)> = ["ann@example.org", "nobody@example.org"]
+        .iter()
+        .enumerate()
+        .map(|(i, email)| {
+            let r = v.submit(
+                s,
+                "/signup",
+                "/signup",
+                &[
+                    ("username", &format!("newcomer{i}")),
+                    ("email", email),
+                    ("password", "a long password 1"),
+                ],
+            );
+            (r.status, shown(&r.text()).replace(email, "ADDRESS"))
+        })
+        .collect();
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0].0, 200);
+}
+
+/// Item 4, for the settings page: an over-long new address is refused, and
+/// not said back.
+#[test]
+fn an_over_long_new_address_is_refused_and_not_said_back() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    with_ann(&w);
+    let s = &w.server;
+    let mut ann = logged_in(s, "ann", ANN_PW);
+    let huge = "b".repeat(500_000) + "@example.org";
+    let r = ann.submit(
+        s,
+        "/private/settings",
+        "/private/settings/email",
+        &[("email", &huge), ("password", ANN_PW)],
+    );
+    assert_eq!(r.status, 400, "{}", r.status);
+    assert!(r.text().contains("too long") && r.body.len() < 100_000);
+}

@@ -20,9 +20,27 @@ pub struct World {
 
 pub fn world(configure: impl FnOnce(Accounts) -> Accounts) -> World {
     let smtp = SmtpSink::start();
+    let port = smtp.addr.port();
+    world_mailing_to(smtp, port, configure)
+}
+
+/// A world whose mail server is down: its mail goes to a closed port (the
+/// sink is there, and receives nothing).
+pub fn world_without_mail(configure: impl FnOnce(Accounts) -> Accounts) -> World {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    world_mailing_to(SmtpSink::start(), port, configure)
+}
+
+fn world_mailing_to(
+    smtp: SmtpSink,
+    port: u16,
+    configure: impl FnOnce(Accounts) -> Accounts,
+) -> World {
     let dir = tempfile::tempdir().unwrap();
     let site = Site::open(dir.path().join("site")).unwrap();
-    let relay = SmtpRelay::new("127.0.0.1", smtp.addr.port(), false);
+    let relay = SmtpRelay::new("127.0.0.1", port, false);
     let accounts = Arc::new(configure(Accounts::new(
         site.clone(),
         Arc::new(relay),
