@@ -25,7 +25,7 @@ use mantissa_web::Offering;
 /// How long links in mail stay valid.
 pub const TICKET_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Failed log-ins of one account that cost no wait; after them each
-/// failure doubles the wait (see [`crate::backoff`]). The account is never
+/// failure doubles the wait (in memory, per account). The account is never
 /// locked by failures: a lock is something any stranger can cause.
 pub const LOCK_AFTER: i64 = 10;
 /// The longest a submitted user name or email address may be (an email
@@ -1293,7 +1293,9 @@ impl Accounts {
         }
     }
 
-    /// Unlocks an account from the emailed link.
+    /// Unlocks an account from the emailed link. Failed log-ins no longer
+    /// lock accounts (they make them wait longer and longer); this is
+    /// for accounts locked, and links mailed, by earlier versions.
     pub async fn unlock(&self, token: &str) -> Result<String, AccountError> {
         let token = token.to_string();
         self.site
