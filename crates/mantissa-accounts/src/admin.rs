@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::model::{Account, EmailAddress, status};
-use crate::service::Accounts;
+use crate::service::{AccountError, Accounts};
 
 async fn require_admin(State(app): State<App>, req: Request, next: Next) -> Response {
     let user = req.extensions().get::<Session>().and_then(Session::user);
@@ -99,6 +99,11 @@ async fn dashboard(
                     _ => {}
                 }
                 actions.push("reset");
+                if a.totp_enabled {
+                    // For someone who lost their authenticator; the owner
+                    // is mailed.
+                    actions.push("two-factor-off");
+                }
                 if !myself {
                     actions.push("delete");
                 }
@@ -236,7 +241,9 @@ async fn user_action(
                     a.status = status::SUSPENDED.into();
                     tx.update(&a)?;
                     tx.delete_where(SessionRecord::user.eq(n.clone()))?;
-                    Ok(format!("Suspended {n}."))
+                    // For good: unsuspending does not bring them back.
+                    crate::tokens::revoke_all(tx, a.id())?;
+                    Ok(format!("Suspended {n}; their API tokens are revoked."))
                 }
                 "suspend" => Err(StoreError::app("you cannot suspend yourself")),
                 "unsuspend" if a.status == status::SUSPENDED => {
@@ -245,6 +252,7 @@ async fn user_action(
                     Ok(format!("{n} can log in again."))
                 }
                 "reset" => Ok("reset".into()),
+                "two-factor-off" => Ok("two-factor-off".into()),
                 "delete" if n != me => Ok("delete".into()),
                 "delete" => Err(StoreError::app("you cannot delete yourself")),
                 _ => Err(StoreError::app(format!("{act} does not apply to {n}"))),
@@ -282,6 +290,17 @@ async fn user_action(
                     "{name} has no email address to send a reset link to."
                 ))),
             }
+        }
+        Ok(m) if m == "two-factor-off" => {
+            let cleared = acc.clear_second_factor(&name).await.map_err(|e| match e {
+                AccountError::Store(e) => WebError::from(e),
+                e => WebError::BadRequest(e.to_string()),
+            })?;
+            Ok(back(&if cleared {
+                format!("Two-factor log-in of {name} is off; they were mailed.")
+            } else {
+                format!("{name} had no two-factor log-in on.")
+            }))
         }
         Ok(m) if m == "delete" => {
             let n = name.clone();

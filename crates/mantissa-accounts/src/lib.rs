@@ -11,15 +11,35 @@
 //!
 //! Security choices: Argon2id passwords (see [`password`]); tickets in
 //! mail are random tokens of which only a hash is kept, expiring in a day
-//! and working once; log-in takes as long for an unknown account as for a
-//! known one, and says the same; log-in, sign-up and reset are rate-limited
-//! per address and per account; ten failures in a row lock the account
-//! until an emailed link unlocks it; a new password ends every other
-//! session. A passkey sign-in is a full log-in (no password, no TOTP code)
+//! and working once, and once the password changes (or one of them is
+//! used) every other link for the owner dies; log-in takes as long for an
+//! unknown account as for a known one, and says the same; log-in, sign-up
+//! and reset are rate-limited per address and per account, the account
+//! keyed by the account itself once resolved (else a hash of the name), and
+//! names or addresses too long to be anyone's are refused before that;
+//! failed passwords, and wrong second-factor codes on their own count,
+//! make the account and the address wait longer and longer
+//! (`backoff`), which a stranger cannot turn into a lock; a new password
+//! ends every other session, and a reset also every API token; the
+//! second factor's last accepted step is checked and set in one write
+//! transaction, so a code works once even for concurrent log-ins. Changing
+//! the password, the email address or the second factor needs the person
+//! (a session), never an API token.
+//!
+//! What is public: user names are (they name `/users/NAME/…` pages, and
+//! sign-up says when one is taken); whether an email address has an
+//! account is not (sign-up and reset answer the same either way, mail
+//! after answering, and sign-up with a known address mails its owner).
+//!
+//! Ended sessions, used or expired links and old passkey challenges are
+//! purged hourly on the store's scheduler ([`upkeep`]).
+//!
+//! A passkey sign-in is a full log-in (no password, no TOTP code)
 //! that passes the same rate limits and account checks; why webauthn-rs,
 //! and which ceremony state is kept where, is told in [`passkeys`].
 
 mod admin;
+mod backoff;
 pub mod model;
 mod pages;
 pub mod passkeys;
@@ -28,10 +48,14 @@ mod service;
 pub mod sharing;
 pub mod tokens;
 pub mod totp;
+pub mod upkeep;
 
 pub use model::{Account, EmailAddress, SignupPolicy, Ticket};
 pub use pages::{REMEMBER_FOR, SettingsOffering, routes};
 pub use passkeys::{CHALLENGE_LIFETIME, Passkey, PasskeyChallenge, PasskeyError};
-pub use service::{AccountError, Accounts, LOCK_AFTER, TICKET_LIFETIME};
+pub use service::{
+    AccountError, Accounts, LOCK_AFTER, MAX_PASSWORD_LEN, MAX_WHO_LEN, RESETS_PER_HOUR,
+    TICKET_LIFETIME,
+};
 pub use sharing::{Group, Role, Share, SharePolicy, set_group, share, unshare};
 pub use tokens::{ApiToken, TokenAuthenticator};

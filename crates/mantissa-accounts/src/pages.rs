@@ -24,14 +24,73 @@ fn ip(req_ip: Option<Extension<ClientInfo>>) -> Option<IpAddr> {
     req_ip.map(|Extension(c)| c.peer.ip())
 }
 
-/// A local path to go to after logging in; anything else goes home.
-pub(crate) fn safe_next(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
-        next
-    } else {
-        "/private/settings"
+/// Where to go after logging in when `next` says nowhere (or nowhere safe).
+const HOME: &str = "/private/settings";
+
+/// A path of this site to go to after logging in; anything else goes to
+/// [`HOME`].
+///
+/// `next` is resolved as a browser resolves a `Location` against the
+/// site's origin (the WHATWG URL parser: it drops TAB, CR and LF, reads
+/// `\` as `/`, so `/\t/evil.example` is `//evil.example`, another host),
+/// and must stay on that origin. Control characters are refused before
+/// that (no browser needs them, and they hid the attack). What is answered
+/// is the resolved path, query and fragment, serialised by the parser
+/// (non-ASCII percent-encoded), so it is always a valid header value and a
+/// strange `next` never turns a log-in into a 500; a path that would
+/// begin with `//` (which a browser reads as another host) is refused.
+pub(crate) fn safe_next(next: &str) -> String {
+    // Any origin stands for the site's: only "the same one" matters, and
+    // the answer carries no origin.
+    const SITE: &str = "http://site.invalid/";
+    if next.is_empty() || next.chars().any(char::is_control) || next.trim() != next {
+        return HOME.into();
+    }
+    let Ok(base) = url::Url::parse(SITE) else {
+        return HOME.into();
+    };
+    match base.join(next) {
+        Ok(to) if to.origin() == base.origin() && !to.path().starts_with("//") => {
+            let mut local = to.path().to_string();
+            if let Some(q) = to.query() {
+                local.push('?');
+                local.push_str(q);
+            }
+            if let Some(f) = to.fragment() {
+                local.push('#');
+                local.push_str(f);
+            }
+            local
+        }
+        _ => HOME.into(),
     }
 }
+
+/// The status that answers an account error the person can act on.
+fn status_of(e: &AccountError) -> StatusCode {
+    match e {
+        AccountError::Throttled | AccountError::Wait { .. } => StatusCode::TOO_MANY_REQUESTS,
+        AccountError::TooLong { .. } => StatusCode::BAD_REQUEST,
+        AccountError::BadCredentials | AccountError::NotActive(_) | AccountError::CodeNeeded => {
+            StatusCode::UNAUTHORIZED
+        }
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+/// A field's value to show again in its form: not when it was too long to
+/// be anything (a 2 MB "name" is not sent back).
+fn shown_again(value: &str) -> &str {
+    if value.len() > crate::service::MAX_WHO_LEN {
+        ""
+    } else {
+        value
+    }
+}
+
+/// What a request that came with an API token is told when it tries what
+/// only the person may do.
+pub(crate) const PERSON_ONLY: &str = "the password, the email address and two-factor log-in are changed by the person, signed in: an API token cannot change them";
 
 fn message(title: &str, text: &str, link: Option<(&str, &str)>) -> Page {
     Page::new(
@@ -111,12 +170,14 @@ async fn login(
                 SESSION_LIFETIME
             };
             session.begin(&app, Some(user), lifetime).await?;
-            Ok(Redirect::to(safe_next(&f.next)).into_response())
+            Ok(Redirect::to(&safe_next(&f.next)).into_response())
         }
         Err(
             e @ (AccountError::BadCredentials
             | AccountError::NotActive(_)
             | AccountError::Throttled
+            | AccountError::Wait { .. }
+            | AccountError::TooLong { .. }
             | AccountError::CodeNeeded),
         ) => {
             let open = acc
@@ -124,14 +185,10 @@ async fn login(
                 .await
                 .map_err(|e| WebError::Internal(e.to_string()))?
                 != "closed";
-            let status = if matches!(e, AccountError::Throttled) {
-                StatusCode::TOO_MANY_REQUESTS
-            } else {
-                StatusCode::UNAUTHORIZED
-            };
+            let status = status_of(&e);
             let mut page = Page::new(
                 "accounts/login.html",
-                json!({ "next": f.next, "who": f.who, "error": e.to_string(), "signup_open": open,
+                json!({ "next": safe_next(&f.next), "who": shown_again(&f.who), "error": e.to_string(), "signup_open": open,
                         "passkeys": acc.passkeys_available().is_ok() }),
             );
             page.status = status;
@@ -206,18 +263,18 @@ async fn signup(
             None,
         )),
         Err(
-            e
-            @ (AccountError::Invalid(_) | AccountError::SignupClosed(_) | AccountError::Throttled),
+            e @ (AccountError::Invalid(_)
+            | AccountError::SignupClosed(_)
+            | AccountError::Throttled
+            | AccountError::Wait { .. }
+            | AccountError::TooLong { .. }),
         ) => {
             let mut p = Page::new(
                 "accounts/signup.html",
-                json!({ "invitation": f.invitation, "username": f.username, "email": f.email, "error": e.to_string() }),
+                json!({ "invitation": shown_again(&f.invitation), "username": shown_again(&f.username),
+                        "email": shown_again(&f.email), "error": e.to_string() }),
             );
-            p.status = if matches!(e, AccountError::Throttled) {
-                StatusCode::TOO_MANY_REQUESTS
-            } else {
-                StatusCode::UNPROCESSABLE_ENTITY
-            };
+            p.status = status_of(&e);
             Ok(p)
         }
         Err(e) => failed(e),
@@ -272,13 +329,18 @@ async fn reset(
             "If an account has this address, we sent it a link to choose a new password.",
             None,
         )),
-        Err(AccountError::Throttled) => {
-            let mut p = message(
-                "Too many attempts",
-                &AccountError::Throttled.to_string(),
-                None,
-            );
+        Err(e @ (AccountError::Throttled | AccountError::Wait { .. })) => {
+            let mut p = message("Too many attempts", &e.to_string(), None);
             p.status = StatusCode::TOO_MANY_REQUESTS;
+            Ok(p)
+        }
+        Err(e @ AccountError::TooLong { .. }) => {
+            let mut p = message(
+                "Not an email address",
+                &e.to_string(),
+                Some(("/reset", "Try again")),
+            );
+            p.status = StatusCode::BAD_REQUEST;
             Ok(p)
         }
         Err(e) => failed(e),
@@ -533,8 +595,12 @@ async fn change_email(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
     Extension(owner): Extension<Owner>,
+    Extension(session): Extension<Session>,
     Form(f): Form<ChangeEmail>,
 ) -> Result<Page, WebError> {
+    if session.token_scopes().is_some() {
+        return Err(WebError::Forbidden(PERSON_ONLY.into()));
+    }
     match acc
         .request_email_change(&owner.name, &f.password, &f.email)
         .await
@@ -556,10 +622,15 @@ async fn change_email(
             p.status = StatusCode::UNAUTHORIZED;
             Ok(p)
         }
-        Err(e @ (AccountError::Invalid(_) | AccountError::Throttled)) => {
+        Err(
+            e @ (AccountError::Invalid(_)
+            | AccountError::Throttled
+            | AccountError::Wait { .. }
+            | AccountError::TooLong { .. }),
+        ) => {
             let mut p =
                 settings_page(&app, &acc, &owner.name, None, Some(e.to_string()), None).await?;
-            p.status = StatusCode::UNPROCESSABLE_ENTITY;
+            p.status = status_of(&e);
             Ok(p)
         }
         Err(e) => failed(e),
@@ -584,13 +655,22 @@ async fn totp_begin(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
     Extension(owner): Extension<Owner>,
+    Extension(session): Extension<Session>,
 ) -> Result<Page, WebError> {
+    if session.token_scopes().is_some() {
+        return Err(WebError::Forbidden(PERSON_ONLY.into()));
+    }
     match acc.totp_begin(&owner.name).await {
         Ok(setup) => {
             settings_page_with(&app, &acc, &owner.name, None, None, None, Some(setup)).await
         }
-        Err(AccountError::Invalid(m)) => {
-            settings_page(&app, &acc, &owner.name, None, Some(m), None).await
+        Err(
+            e @ (AccountError::Invalid(_) | AccountError::Throttled | AccountError::Wait { .. }),
+        ) => {
+            let mut p =
+                settings_page(&app, &acc, &owner.name, None, Some(e.to_string()), None).await?;
+            p.status = status_of(&e);
+            Ok(p)
         }
         Err(e) => failed(e),
     }
@@ -605,9 +685,13 @@ async fn totp_switch(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
     Extension(owner): Extension<Owner>,
+    Extension(session): Extension<Session>,
     Path(switch): Path<String>,
     Form(f): Form<CodeForm>,
 ) -> Result<Page, WebError> {
+    if session.token_scopes().is_some() {
+        return Err(WebError::Forbidden(PERSON_ONLY.into()));
+    }
     let on = match switch.as_str() {
         "on" => true,
         "off" => false,
@@ -622,9 +706,12 @@ async fn totp_switch(
             };
             settings_page(&app, &acc, &owner.name, Some(notice), None, None).await
         }
-        Err(AccountError::Invalid(m)) => {
-            let mut p = settings_page(&app, &acc, &owner.name, None, Some(m), None).await?;
-            p.status = StatusCode::UNPROCESSABLE_ENTITY;
+        Err(
+            e @ (AccountError::Invalid(_) | AccountError::Throttled | AccountError::Wait { .. }),
+        ) => {
+            let mut p =
+                settings_page(&app, &acc, &owner.name, None, Some(e.to_string()), None).await?;
+            p.status = status_of(&e);
             Ok(p)
         }
         Err(e) => failed(e),
@@ -669,6 +756,9 @@ async fn change_password(
     Extension(session): Extension<Session>,
     Form(f): Form<ChangePassword>,
 ) -> Result<Page, WebError> {
+    if session.token_scopes().is_some() {
+        return Err(WebError::Forbidden(PERSON_ONLY.into()));
+    }
     let (notice, error, status) = match acc
         .change_password(&owner.name, &f.current, &f.new, session.token_hash())
         .await
@@ -683,9 +773,12 @@ async fn change_password(
             Some("The current password is wrong.".to_string()),
             StatusCode::UNAUTHORIZED,
         ),
-        Err(e @ (AccountError::Invalid(_) | AccountError::Throttled)) => {
-            (None, Some(e.to_string()), StatusCode::UNPROCESSABLE_ENTITY)
-        }
+        Err(
+            e @ (AccountError::Invalid(_)
+            | AccountError::Throttled
+            | AccountError::Wait { .. }
+            | AccountError::TooLong { .. }),
+        ) => (None, Some(e.to_string()), status_of(&e)),
         Err(e) => return failed(e),
     };
     let mut p = settings_page(&app, &acc, &owner.name, notice, error, None).await?;

@@ -7,6 +7,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
 use governor::clock::DefaultClock;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
@@ -14,14 +17,26 @@ use mantissa_mail::{Mailer, OutgoingMail};
 use mantissa_store::{Read, Ref, Site, StoreError, Stored, Timestamp, Write};
 use mantissa_web::{SessionRecord, random_token};
 
+use crate::backoff::{Backoff, Rules};
 use crate::model::{Account, EmailAddress, Product, SignupPolicy, Ticket, purpose, status};
 use crate::password;
 use mantissa_web::Offering;
 
 /// How long links in mail stay valid.
 pub const TICKET_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-/// Failed log-ins in a row that lock an account.
+/// Failed log-ins of one account that cost no wait; after them each
+/// failure doubles the wait (in memory, per account). The account is never
+/// locked by failures: a lock is something any stranger can cause.
 pub const LOCK_AFTER: i64 = 10;
+/// The longest a submitted user name or email address may be (an email
+/// address's limit, RFC 5321); longer ones are refused before anything
+/// else, so they are never kept or hashed.
+pub const MAX_WHO_LEN: usize = 254;
+/// The longest password accepted at log-in (Argon2 hashes anything, but
+/// megabytes of it are work for nothing).
+pub const MAX_PASSWORD_LEN: usize = 1024;
+/// Password-reset mails one account gets at most per hour, whoever asks.
+pub const RESETS_PER_HOUR: u64 = 3;
 
 /// Why an account operation failed. Messages are safe to show.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +51,20 @@ pub enum AccountError {
     /// Too many attempts; try again later.
     #[error("too many attempts; please wait a minute and try again")]
     Throttled,
+    /// Too many failures in a row: the next try must wait.
+    #[error("too many failed attempts; please wait {seconds} seconds and try again")]
+    Wait {
+        /// Seconds left to wait.
+        seconds: u64,
+    },
+    /// A field was longer than anything it could hold.
+    #[error("the {what} is too long (at most {max} characters)")]
+    TooLong {
+        /// Which field.
+        what: &'static str,
+        /// Its limit.
+        max: usize,
+    },
     /// A link was wrong, used or expired.
     #[error("this link is not valid: it was used already, has expired, or was mistyped")]
     BadLink,
@@ -57,7 +86,38 @@ pub enum AccountError {
     Mail(#[from] mantissa_mail::MailError),
 }
 
+impl AccountError {
+    /// Whether the person should slow down (answered with 429).
+    pub fn is_throttled(&self) -> bool {
+        matches!(self, AccountError::Throttled | AccountError::Wait { .. })
+    }
+}
+
 type Limiter<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
+
+/// What the limits of one account are keyed by: the account once it is
+/// resolved (so `dave`, ` dave` and `DAVE@example.org` are one account),
+/// else a hash of the trimmed, lowercased name (so unknown names are
+/// limited alike, and no key is longer than 32 bytes whatever was sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Key {
+    Account(i64),
+    Name([u8; 32]),
+}
+
+impl Key {
+    pub(crate) fn of(account: Ref<Account>) -> Key {
+        Key::Account(account.id())
+    }
+
+    pub(crate) fn name(who: &str) -> Key {
+        use sha2::{Digest, Sha256};
+        Key::Name(Sha256::digest(who.trim().to_lowercase().as_bytes()).into())
+    }
+}
+
+/// How often the limiters drop the keys they no longer need.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// The account service of one site.
 pub struct Accounts {
@@ -66,13 +126,51 @@ pub struct Accounts {
     mailer: Arc<dyn Mailer>,
     from: String,
     base_url: std::sync::RwLock<String>,
+    /// Attempts per minute from one address.
     per_ip: Limiter<IpAddr>,
-    per_account: Limiter<String>,
+    /// Attempts per minute for one account from one address.
+    per_account: Limiter<(Key, Option<IpAddr>)>,
+    /// Failed passwords per account, from anywhere.
+    account_failures: Backoff<Key>,
+    /// Failed passwords per address, for any account.
+    address_failures: Backoff<IpAddr>,
+    /// Wrong second-factor codes per account (only someone who knows the
+    /// password gets that far, so these rules are stricter).
+    code_failures: Backoff<Key>,
+    /// When the limiters were last pruned (seconds since `started`).
+    last_prune: AtomicU64,
+    started: Instant,
 }
 
 pub(crate) use mantissa_web::hash_token;
 
+/// A back-off's wait, for the person.
+fn wait(d: Duration) -> AccountError {
+    AccountError::Wait {
+        seconds: d.as_secs().max(1),
+    }
+}
+
+/// Refuses a submitted name or address that no account could have, before
+/// anything is done with it.
+pub(crate) fn check_who_len(who: &str) -> Result<(), AccountError> {
+    if who.len() > MAX_WHO_LEN {
+        return Err(AccountError::TooLong {
+            what: "user name or email address",
+            max: MAX_WHO_LEN,
+        });
+    }
+    Ok(())
+}
+
 fn normalize_email(email: &str) -> Result<String, AccountError> {
+    // Before anything that copies it, or says it back.
+    if email.len() > MAX_WHO_LEN {
+        return Err(AccountError::TooLong {
+            what: "email address",
+            max: MAX_WHO_LEN,
+        });
+    }
     let e = email.trim().to_lowercase();
     let valid = e.len() <= 254
         && e.split_once('@').is_some_and(|(user, host)| {
@@ -191,66 +289,104 @@ fn use_ticket(
     Ok(t)
 }
 
-/// A failed log-in for an existing account, recorded in the background:
-/// counted, and after [`LOCK_AFTER`] in a row the account is locked and its
-/// owner mailed a link to unlock it.
-struct Failure {
+/// The kinds of link that act for an account's owner: once the password
+/// changes (or one of them is used), every other one still outstanding
+/// must die, or a link left in an old mailbox (or a start-up log) keeps
+/// working for a day.
+const OWNER_LINKS: [&str; 3] = [purpose::PASSWORD, purpose::CHANGE_EMAIL, purpose::UNLOCK];
+
+/// Ends every outstanding owner link of `account`. Inside a transaction.
+pub(crate) fn end_links(tx: &mut Write<'_>, account: Ref<Account>) -> mantissa_store::Result<()> {
+    let open = tx
+        .query::<Ticket>()
+        .filter(Ticket::account.eq(account))
+        .filter(Ticket::used.eq(false))
+        .filter(Ticket::purpose.is_in(OWNER_LINKS))
+        .all()?;
+    for mut t in open {
+        t.used = true;
+        tx.update(&t)?;
+    }
+    Ok(())
+}
+
+/// Why a password link is mailed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// Someone asked for a reset.
+    Reset,
+    /// Someone signed up with an address that has an account already: its
+    /// owner gets a link instead of the sign-up, in case it was them.
+    SignUpAgain,
+}
+
+/// The background half of [`Accounts::request_reset`] (and of a sign-up
+/// with a known address): a password link for the account of `address`,
+/// if it has one and has not had [`RESETS_PER_HOUR`] this hour.
+async fn send_reset(
     site: Site,
     mailer: Arc<dyn Mailer>,
     from: String,
     base_url: String,
-    account: Ref<Account>,
-    username: String,
-}
-
-impl Failure {
-    async fn record(self) -> Result<(), AccountError> {
-        let id = self.account;
-        let locked_now = self
-            .site
-            .store()
-            .write(move |tx| {
-                let mut a = tx.get(id)?;
-                a.failed_logins += 1;
-                let lock = a.failed_logins >= LOCK_AFTER && !a.locked;
-                if lock {
-                    a.locked = true;
-                }
-                tx.update(&a)?;
-                if !lock {
-                    return Ok(None);
-                }
-                let address = tx
-                    .query::<EmailAddress>()
-                    .filter(EmailAddress::account.eq(id))
-                    .first()?
-                    .map(|e| e.address.clone());
-                match address {
-                    Some(addr) => {
-                        let token =
-                            issue_ticket(tx, purpose::UNLOCK, Some(id), Some(addr.clone()))?;
-                        Ok(Some((addr, token)))
-                    }
-                    None => Ok(None),
-                }
-            })
-            .await?;
-        if let Some((addr, token)) = locked_now {
-            tracing::warn!(user = %self.username, "account locked after repeated failed log-ins");
-            self.mailer
-                .send(OutgoingMail {
-                    from: self.from,
-                    to: vec![addr],
-                    subject: "Your account was locked".into(),
-                    text: format!(
-                        "Someone tried to log in to your account {} many times with a wrong password, so it was locked.\n\nTo unlock it, open:\n{}/unlock/{token}\n\nThen log in as usual, or reset your password if you have forgotten it.\n",
-                        self.username, self.base_url
-                    ),
-                })
-                .await?;
-        }
-        Ok(())
-    }
+    address: String,
+    why: Why,
+) -> Result<(), AccountError> {
+    let addr = address.clone();
+    let token = site
+        .store()
+        .write(move |tx| {
+            let Some(e) = tx
+                .query::<EmailAddress>()
+                .filter(EmailAddress::address.eq(addr.clone()))
+                .first()?
+            else {
+                return Ok(None);
+            };
+            // Tickets expire a fixed time after they are made: those
+            // expiring more than a day less an hour from now were made in
+            // the last hour.
+            let an_hour_ago = Timestamp::now().plus(TICKET_LIFETIME - Duration::from_secs(3600));
+            let recent = tx
+                .query::<Ticket>()
+                .filter(Ticket::account.eq(e.account))
+                .filter(Ticket::purpose.eq(purpose::PASSWORD))
+                .filter(Ticket::expires.gt(an_hour_ago))
+                .count()?;
+            let account = tx.get(e.account)?;
+            if recent >= RESETS_PER_HOUR {
+                tracing::warn!(user = %account.username, "reset link not sent: enough were sent this hour");
+                return Ok(None);
+            }
+            issue_ticket(tx, purpose::PASSWORD, Some(e.account), Some(addr))
+                .map(|t| Some((t, account.username.clone())))
+        })
+        .await?;
+    let Some((token, username)) = token else {
+        return Ok(());
+    };
+    let (subject, text) = match why {
+        Why::Reset => (
+            "Resetting your password",
+            format!(
+                "To choose a new password for {username}, open:\n{base_url}/reset/{token}\n\nThe link works once, for 24 hours. If you did not ask for this, ignore this message: your password has not changed.\n"
+            ),
+        ),
+        Why::SignUpAgain => (
+            "You already have an account",
+            format!(
+                "Someone, perhaps you, tried to sign up with this address, but it belongs to your account {username} already.\n\nLog in at:\n{base_url}/login\n\nIf you forgot your password, choose a new one at:\n{base_url}/reset/{token}\n\nThe link works once, for 24 hours. If it was not you, ignore this message: nothing has changed.\n"
+            ),
+        ),
+    };
+    mailer
+        .send(OutgoingMail {
+            from,
+            to: vec![address],
+            subject: subject.into(),
+            text,
+        })
+        .await?;
+    Ok(())
 }
 
 fn product_of(
@@ -343,6 +479,32 @@ impl Accounts {
                 Quota::per_minute(NonZeroU32::new(5).expect("nonzero"))
                     .allow_burst(NonZeroU32::new(5).expect("nonzero")),
             ),
+            // Ten free, then 1 s doubling to 5 minutes: a stranger can slow
+            // an owner down, never shut them out, and 100 addresses get
+            // about 300 guesses a day at one account.
+            account_failures: Backoff::new(Rules {
+                free: LOCK_AFTER as u32,
+                first: Duration::from_secs(1),
+                longest: Duration::from_secs(300),
+                forget_after: Duration::from_secs(3600),
+            }),
+            address_failures: Backoff::new(Rules {
+                free: 20,
+                first: Duration::from_secs(1),
+                longest: Duration::from_secs(900),
+                forget_after: Duration::from_secs(3600),
+            }),
+            // Five wrong codes, then 30 s doubling to an hour: six digits
+            // fall to a few hundred thousand guesses, which this makes take
+            // years.
+            code_failures: Backoff::new(Rules {
+                free: 5,
+                first: Duration::from_secs(30),
+                longest: Duration::from_secs(3600),
+                forget_after: Duration::from_secs(24 * 3600),
+            }),
+            last_prune: AtomicU64::new(0),
+            started: Instant::now(),
         }
     }
 
@@ -440,24 +602,85 @@ impl Accounts {
             url.trim_end_matches('/').to_string();
     }
 
-    /// Counts an attempt from `ip` and for `account` against the rate
-    /// limits; [`AccountError::Throttled`] once either is used up.
+    /// Counts an attempt from `ip` against its rate limit, and refuses it
+    /// while the address must wait after failures.
+    pub(crate) fn throttle_ip(&self, ip: Option<IpAddr>) -> Result<(), AccountError> {
+        self.prune_now_and_then();
+        let Some(ip) = ip else { return Ok(()) };
+        if self.per_ip.check_key(&ip).is_err() {
+            return Err(AccountError::Throttled);
+        }
+        self.address_failures.check(&ip).map_err(wait)
+    }
+
+    /// Counts an attempt for the account `key` (from `ip`) against its
+    /// rate limit, and refuses it while the account must wait after failed
+    /// passwords.
+    pub(crate) fn throttle_key(&self, ip: Option<IpAddr>, key: Key) -> Result<(), AccountError> {
+        if self.per_account.check_key(&(key, ip)).is_err() {
+            return Err(AccountError::Throttled);
+        }
+        self.account_failures.check(&key).map_err(wait)
+    }
+
+    /// Both: an attempt from `ip` for the account `key`.
     pub(crate) fn throttle(
         &self,
         ip: Option<IpAddr>,
-        account: Option<&str>,
+        key: Option<Key>,
     ) -> Result<(), AccountError> {
-        if let Some(ip) = ip
-            && self.per_ip.check_key(&ip).is_err()
-        {
-            return Err(AccountError::Throttled);
+        self.throttle_ip(ip)?;
+        match key {
+            Some(k) => self.throttle_key(ip, k),
+            None => Ok(()),
         }
-        if let Some(a) = account
-            && self.per_account.check_key(&a.to_lowercase()).is_err()
-        {
-            return Err(AccountError::Throttled);
+    }
+
+    /// A failed password for `key` from `ip`.
+    fn password_failed(&self, ip: Option<IpAddr>, key: Key) {
+        self.account_failures.fail(key);
+        if let Some(ip) = ip {
+            self.address_failures.fail(ip);
         }
-        Ok(())
+    }
+
+    /// Refuses a second-factor code while `account` must wait after wrong
+    /// ones.
+    pub(crate) fn throttle_code(&self, account: Ref<Account>) -> Result<(), AccountError> {
+        self.code_failures.check(&Key::of(account)).map_err(wait)
+    }
+
+    /// Counts a wrong second-factor code for `account`.
+    pub(crate) fn code_failed(&self, account: Ref<Account>) {
+        self.code_failures.fail(Key::of(account));
+    }
+
+    /// Drops, once a minute, the limiters' keys that hold nothing any more
+    /// (governor keeps every key it has seen until told), so memory taken
+    /// by a burst of attempts comes back.
+    fn prune_now_and_then(&self) {
+        let now = self.started.elapsed().as_secs();
+        let last = self.last_prune.load(Ordering::Relaxed);
+        if now < last + PRUNE_EVERY.as_secs()
+            || self
+                .last_prune
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        self.prune_limiters();
+    }
+
+    /// Drops every limiter's keys that hold nothing any more.
+    pub fn prune_limiters(&self) {
+        self.per_ip.retain_recent();
+        self.per_ip.shrink_to_fit();
+        self.per_account.retain_recent();
+        self.per_account.shrink_to_fit();
+        self.account_failures.prune();
+        self.address_failures.prune();
+        self.code_failures.prune();
     }
 
     async fn mail(&self, to: &str, subject: &str, text: String) -> Result<(), AccountError> {
@@ -556,7 +779,10 @@ impl Accounts {
             None => self.create_user("admin", None, None, true),
             Some(admin) => {
                 let id = admin.id();
+                // Only the link printed last works: earlier starts' links
+                // stay in logs and terminals.
                 let token = self.site.store().write_blocking(move |tx| {
+                    end_links(tx, id)?;
                     issue_ticket(tx, purpose::PASSWORD, Some(id), None)
                 })?;
                 Ok(Some(format!("{}/reset/{token}", self.base_url())))
@@ -584,7 +810,34 @@ impl Accounts {
         password: &str,
         code: Option<&str>,
     ) -> Result<String, AccountError> {
-        self.throttle(ip, Some(who))?;
+        let account = self.check_password(ip, who, password).await?;
+        may_log_in(&account)?;
+        if account.totp_enabled {
+            self.check_code(account.id(), code).await?;
+        }
+        self.logged_in(&account).await?;
+        Ok(account.username.clone())
+    }
+
+    /// The account `who` (a user name or email address) if `password` is
+    /// its password: the password alone, no second factor, whatever the
+    /// account's state. Takes about as long whether or not the account
+    /// exists; failures count towards the back-offs of the account (or
+    /// the name) and of the address.
+    async fn check_password(
+        &self,
+        ip: Option<IpAddr>,
+        who: &str,
+        password: &str,
+    ) -> Result<Stored<Account>, AccountError> {
+        check_who_len(who)?;
+        if password.len() > MAX_PASSWORD_LEN {
+            return Err(AccountError::TooLong {
+                what: "password",
+                max: MAX_PASSWORD_LEN,
+            });
+        }
+        self.throttle_ip(ip)?;
         let key = who.trim().to_lowercase();
         let found = self
             .site
@@ -603,14 +856,13 @@ impl Accounts {
                 }
             })
             .await?;
-        let pw = password.to_string();
-        let Some(account) = found else {
-            tokio::task::spawn_blocking(move || password::verify_dummy(&pw))
-                .await
-                .map_err(|e| AccountError::Invalid(e.to_string()))?;
-            return Err(AccountError::BadCredentials);
+        let limit_key = match &found {
+            Some(a) => Key::of(a.id()),
+            None => Key::name(who),
         };
-        let hash = account.password_hash.clone();
+        self.throttle_key(ip, limit_key)?;
+        let pw = password.to_string();
+        let hash = found.as_ref().and_then(|a| a.password_hash.clone());
         let ok = tokio::task::spawn_blocking(move || match hash {
             Some(h) => password::verify(&pw, &h),
             None => {
@@ -620,53 +872,60 @@ impl Accounts {
         })
         .await
         .map_err(|e| AccountError::Invalid(e.to_string()))?;
-        let id = account.id();
-        if !ok {
-            // Counted after answering: a failure for an account that exists
-            // must cost the same time as one for a name that does not.
-            let failure = Failure {
-                site: self.site.clone(),
-                mailer: self.mailer.clone(),
-                from: self.from.clone(),
-                base_url: self.base_url(),
-                account: id,
-                username: account.username.clone(),
-            };
-            tokio::spawn(async move {
-                if let Err(e) = failure.record().await {
-                    tracing::error!(error = %e, "recording a failed log-in failed");
-                }
-            });
-            return Err(AccountError::BadCredentials);
+        match found {
+            Some(account) if ok => Ok(account),
+            _ => {
+                // Counted alike for names that have no account, so that
+                // the answers tell nothing.
+                self.password_failed(ip, limit_key);
+                Err(AccountError::BadCredentials)
+            }
         }
-        may_log_in(&account)?;
-        if account.totp_enabled {
-            let secret = account.totp_secret.clone().unwrap_or_default();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
-            let step = code
-                .filter(|c| !c.trim().is_empty())
-                .and_then(|c| crate::totp::check(&secret, c, now))
-                .filter(|s| *s > account.totp_last_step)
-                .ok_or(AccountError::CodeNeeded)?;
-            self.site
-                .store()
-                .write(move |tx| {
-                    let mut a = tx.get(id)?;
-                    a.totp_last_step = step;
-                    tx.update(&a)
-                })
-                .await?;
+    }
+
+    /// Checks the second-factor `code` of `id` and uses it up, in one write
+    /// transaction: the step of the last accepted code is read and written
+    /// there, so concurrent log-ins with one code cannot all pass (the
+    /// store's writes are serial). A wrong code counts towards the
+    /// account's own back-off.
+    async fn check_code(&self, id: Ref<Account>, code: Option<&str>) -> Result<(), AccountError> {
+        let Some(code) = code.map(str::trim).filter(|c| !c.is_empty()) else {
+            return Err(AccountError::CodeNeeded);
+        };
+        self.throttle_code(id)?;
+        let code = code.to_string();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let accepted = self
+            .site
+            .store()
+            .write(move |tx| {
+                let mut a = tx.get(id)?;
+                let secret = a.totp_secret.clone().unwrap_or_default();
+                let Some(step) =
+                    crate::totp::check(&secret, &code, now).filter(|s| *s > a.totp_last_step)
+                else {
+                    return Ok(false);
+                };
+                a.totp_last_step = step;
+                tx.update(&a)?;
+                Ok(true)
+            })
+            .await?;
+        if !accepted {
+            self.code_failed(id);
+            return Err(AccountError::CodeNeeded);
         }
-        self.logged_in(&account).await?;
-        Ok(account.username.clone())
+        self.code_failures.clear(&Key::of(id));
+        Ok(())
     }
 
     /// What every successful log-in does, whatever proved it: the product
     /// is installed (once) and the count of failed log-ins starts again.
     pub(crate) async fn logged_in(&self, account: &Stored<Account>) -> Result<(), AccountError> {
+        self.account_failures.clear(&Key::of(account.id()));
         self.install_later(&account.username).await?;
         if account.failed_logins > 0 {
             let id = account.id();
@@ -718,6 +977,8 @@ impl Accounts {
         password: &str,
         invitation: Option<&str>,
     ) -> Result<(), AccountError> {
+        check_who_len(username)?;
+        check_who_len(email)?;
         self.throttle(ip, None)?;
         let mechanism = self.signup_mechanism().await?;
         match (mechanism.as_str(), invitation) {
@@ -772,11 +1033,10 @@ impl Accounts {
                     .count()?
                     > 0
                 {
-                    // The same answer as success would leak that the address
-                    // has an account; this only says it cannot be used.
-                    return Err(StoreError::app(
-                        "that email address cannot be used; log in, or reset your password",
-                    ));
+                    // Answered like a new sign-up, so that sign-up does not
+                    // tell who has an account; the address's owner is
+                    // mailed instead (below).
+                    return Ok(None);
                 }
                 let account = tx.insert(&Account {
                     username: name,
@@ -802,19 +1062,39 @@ impl Accounts {
                     account,
                     verified: false,
                 })?;
-                issue_ticket(tx, purpose::VERIFY, Some(account), Some(addr))
+                issue_ticket(tx, purpose::VERIFY, Some(account), Some(addr)).map(Some)
             })
             .await
             .map_err(invalid_or_store)?;
-        self.mail(
-            &address,
-            "Please verify your email address",
-            format!(
-                "Welcome, {username}!\n\nTo verify your email address and activate your account, open:\n{}/verify/{token}\n\nThe link works once, for 24 hours. If you did not sign up, ignore this message.\n",
-                self.base_url()
-            ),
-        )
-        .await
+        // Mail goes after the answer either way, so both answers take as
+        // long.
+        let (site, mailer, from, base_url) = (
+            self.site.clone(),
+            self.mailer.clone(),
+            self.from.clone(),
+            self.base_url(),
+        );
+        let username = username.to_string();
+        tokio::spawn(async move {
+            let sent = match token {
+                Some(token) => mailer
+                    .send(OutgoingMail {
+                        from,
+                        to: vec![address],
+                        subject: "Please verify your email address".into(),
+                        text: format!(
+                            "Welcome, {username}!\n\nTo verify your email address and activate your account, open:\n{base_url}/verify/{token}\n\nThe link works once, for 24 hours. If you did not sign up, ignore this message.\n"
+                        ),
+                    })
+                    .await
+                    .map_err(AccountError::from),
+                None => send_reset(site, mailer, from, base_url, address, Why::SignUpAgain).await,
+            };
+            if let Err(e) = sent {
+                tracing::error!(error = %e, "sending a sign-up mail failed");
+            }
+        });
+        Ok(())
     }
 
     /// Verifies an email address from its link; returns the user name.
@@ -851,40 +1131,26 @@ impl Accounts {
     }
 
     /// Emails a password-reset link if an account has this address. Says
-    /// nothing either way, and takes about as long.
+    /// nothing either way, and takes as long: the lookup, the ticket and
+    /// the mail are done after answering, in the background. An account
+    /// gets at most [`RESETS_PER_HOUR`] such mails an hour, whoever asks.
     pub async fn request_reset(&self, ip: Option<IpAddr>, email: &str) -> Result<(), AccountError> {
-        self.throttle(ip, Some(email))?;
+        check_who_len(email)?;
+        self.throttle(ip, Some(Key::name(email)))?;
         let Ok(address) = normalize_email(email) else {
             return Ok(());
         };
-        let addr = address.clone();
-        let token = self
-            .site
-            .store()
-            .write(move |tx| {
-                let Some(e) = tx
-                    .query::<EmailAddress>()
-                    .filter(EmailAddress::address.eq(addr.clone()))
-                    .first()?
-                else {
-                    return Ok(None);
-                };
-                let account = tx.get(e.account)?;
-                issue_ticket(tx, purpose::PASSWORD, Some(e.account), Some(addr))
-                    .map(|t| Some((t, account.username.clone())))
-            })
-            .await?;
-        if let Some((token, username)) = token {
-            self.mail(
-                &address,
-                "Resetting your password",
-                format!(
-                    "To choose a new password for {username}, open:\n{}/reset/{token}\n\nThe link works once, for 24 hours. If you did not ask for this, ignore this message: your password has not changed.\n",
-                    self.base_url()
-                ),
-            )
-            .await?;
-        }
+        let (site, mailer, from, base_url) = (
+            self.site.clone(),
+            self.mailer.clone(),
+            self.from.clone(),
+            self.base_url(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = send_reset(site, mailer, from, base_url, address, Why::Reset).await {
+                tracing::error!(error = %e, "sending a reset link failed");
+            }
+        });
         Ok(())
     }
 
@@ -905,8 +1171,12 @@ impl Accounts {
         }))
     }
 
-    /// Sets a new password from a link; ends every session of the account
-    /// and unlocks it. Returns the user name.
+    /// Sets a new password from a link; ends every session of the account,
+    /// every other link for its owner and every API token (a reset is what
+    /// someone does who may have lost control of the account), and turns
+    /// two-factor log-in off (the person lost their authenticator, or the
+    /// second factor stood in the way of the reset's purpose), mailing the
+    /// owner that it did. Returns the user name.
     pub async fn reset(&self, token: &str, new_password: &str) -> Result<String, AccountError> {
         password::check_new(new_password)
             .map_err(|e| AccountError::Invalid(format!("password: {e}")))?;
@@ -915,7 +1185,8 @@ impl Accounts {
             .await
             .map_err(|e| AccountError::Invalid(e.to_string()))?;
         let token = token.to_string();
-        self.site
+        let (id, name, totp_was_on) = self
+            .site
             .store()
             .write(move |tx| {
                 let t = use_ticket(tx, &token, purpose::PASSWORD)
@@ -931,15 +1202,100 @@ impl Accounts {
                     // The link reached this address: it is verified.
                     a.status = status::ACTIVE.into();
                 }
+                let totp_was_on = a.totp_enabled;
+                a.totp_enabled = false;
+                a.totp_secret = None;
                 tx.update(&a)?;
                 tx.delete_where(SessionRecord::user.eq(a.username.clone()))?;
-                Ok(a.username.clone())
+                end_links(tx, account)?;
+                crate::tokens::revoke_all(tx, account)?;
+                Ok((account, a.username.clone(), totp_was_on))
             })
             .await
-            .map_err(link_failed)
+            .map_err(link_failed)?;
+        self.account_failures.clear(&Key::of(id));
+        self.code_failures.clear(&Key::of(id));
+        tracing::info!(user = %name, "password reset from a link");
+        if totp_was_on {
+            self.mail_second_factor_off(
+                id,
+                &name,
+                "because its password was reset with a link sent by email",
+            )
+            .await;
+        }
+        Ok(name)
     }
 
-    /// Unlocks an account from the emailed link.
+    /// Turns off the second factor of `username` (an administrator's
+    /// action, for someone who lost their authenticator), and mails the
+    /// owner that it happened. False if it was not on.
+    pub async fn clear_second_factor(&self, username: &str) -> Result<bool, AccountError> {
+        let name = username.to_string();
+        let cleared = self
+            .site
+            .store()
+            .write(move |tx| {
+                let mut a = account_named(tx, &name)?;
+                if !a.totp_enabled && a.totp_secret.is_none() {
+                    return Ok(None);
+                }
+                let was_on = a.totp_enabled;
+                a.totp_enabled = false;
+                a.totp_secret = None;
+                tx.update(&a)?;
+                Ok(was_on.then_some(a.id()))
+            })
+            .await
+            .map_err(invalid_or_store)?;
+        let Some(id) = cleared else {
+            return Ok(false);
+        };
+        tracing::warn!(user = %username, "two-factor log-in turned off by an administrator");
+        self.mail_second_factor_off(id, username, "by an administrator of the site")
+            .await;
+        Ok(true)
+    }
+
+    /// Tells the owner of `id` that its second factor was turned off, and
+    /// why. A mail that cannot be sent is logged: the change is made.
+    async fn mail_second_factor_off(&self, id: Ref<Account>, username: &str, why: &str) {
+        let addresses = self
+            .site
+            .store()
+            .read(move |r| {
+                r.query::<EmailAddress>()
+                    .filter(EmailAddress::account.eq(id))
+                    .column(EmailAddress::address)
+            })
+            .await;
+        let addresses = match addresses {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(user = %username, error = %e, "cannot find whom to tell that two-factor log-in is off");
+                return;
+            }
+        };
+        for to in addresses {
+            let sent = self
+                .mail(
+                    &to,
+                    "Two-factor log-in was turned off",
+                    format!(
+                        "Two-factor log-in for your account {username} was turned off {why}.\n\nIf this was not you, reset your password now:\n{}/reset\n\nYou can turn two-factor log-in on again in your settings.\n",
+                        self.base_url()
+                    ),
+                )
+                .await;
+            if let Err(e) = sent {
+                tracing::error!(user = %username, error = %e, "mail that two-factor log-in is off not sent");
+            }
+        }
+    }
+
+    /// Unlocks an account from the emailed link. Failed log-ins no longer
+    /// lock accounts (they make them wait longer and longer); this is
+    /// for accounts locked, and links mailed, by earlier versions.
     pub async fn unlock(&self, token: &str) -> Result<String, AccountError> {
         let token = token.to_string();
         self.site
@@ -967,7 +1323,9 @@ impl Accounts {
         new: &str,
         keep_session: Option<String>,
     ) -> Result<(), AccountError> {
-        self.login(None, username, current).await?;
+        // The password alone: a second factor proves the person at log-in,
+        // and they are signed in (asking for it here answered 500).
+        self.check_password(None, username, current).await?;
         password::check_new(new)
             .map_err(|e| AccountError::Invalid(format!("new password: {e}")))?;
         let pw = new.to_string();
@@ -985,6 +1343,7 @@ impl Accounts {
                     .ok_or_else(|| StoreError::app("no such account"))?;
                 a.password_hash = Some(hash);
                 tx.update(&a)?;
+                end_links(tx, a.id())?;
                 let mut others = SessionRecord::user.eq(name);
                 if let Some(keep) = keep_session {
                     others = others.and(SessionRecord::token_hash.ne(keep));
@@ -1033,7 +1392,7 @@ impl Accounts {
         password: &str,
         new_email: &str,
     ) -> Result<(), AccountError> {
-        self.login(None, username, password).await?;
+        self.check_password(None, username, password).await?;
         let address = normalize_email(new_email)?;
         let (name, addr) = (username.to_string(), address.clone());
         let token = self
@@ -1084,6 +1443,9 @@ impl Accounts {
                     return Err(StoreError::app("that email address was taken meanwhile"));
                 }
                 tx.delete_where(EmailAddress::account.eq(account))?;
+                // Links mailed to the old address (a reset, another change)
+                // die with it.
+                end_links(tx, account)?;
                 tx.insert(&EmailAddress {
                     address: address.clone(),
                     account,
@@ -1103,6 +1465,15 @@ impl Accounts {
         let url = crate::totp::url(&secret, username, &issuer)
             .ok_or_else(|| AccountError::Invalid("cannot make a two-factor secret".into()))?;
         let (name, s) = (username.to_string(), secret.clone());
+        // A new secret per click: limited like a log-in attempt, per account.
+        let n = username.to_string();
+        let id = self
+            .site
+            .store()
+            .read(move |r| account_named(r, &n).map(|a| a.id()))
+            .await
+            .map_err(invalid_or_store)?;
+        self.throttle_key(None, Key::of(id))?;
         self.site
             .store()
             .write(move |tx| {
@@ -1111,6 +1482,9 @@ impl Accounts {
                     return Err(StoreError::app("two-factor log-in is already on"));
                 }
                 a.totp_secret = Some(s);
+                // The last step used was the old secret's: a new secret's
+                // codes have never been used.
+                a.totp_last_step = 0;
                 tx.update(&a)
             })
             .await
@@ -1118,33 +1492,52 @@ impl Accounts {
         Ok((secret, url))
     }
 
-    /// Turns two-factor log-in on or off, given a current code.
+    /// Turns two-factor log-in on or off, given a current code. Wrong codes
+    /// count towards the account's back-off for codes, as at log-in.
     pub async fn totp_set(&self, username: &str, code: &str, on: bool) -> Result<(), AccountError> {
         let name = username.to_string();
+        let n = username.to_string();
+        let id = self
+            .site
+            .store()
+            .read(move |r| account_named(r, &n).map(|a| a.id()))
+            .await
+            .map_err(invalid_or_store)?;
+        self.throttle_code(id)?;
         let code = code.to_string();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        self.site
+        let accepted = self
+            .site
             .store()
             .write(move |tx| {
                 let mut a = account_named(tx, &name)?;
                 let secret = a.totp_secret.clone().unwrap_or_default();
-                let step = crate::totp::check(&secret, &code, now)
-                    .filter(|s| *s > a.totp_last_step)
-                    .ok_or_else(|| {
-                        StoreError::app("that code is not right; try the current one")
-                    })?;
+                let Some(step) =
+                    crate::totp::check(&secret, &code, now).filter(|s| *s > a.totp_last_step)
+                else {
+                    return Ok(false);
+                };
                 a.totp_enabled = on;
                 a.totp_last_step = step;
                 if !on {
                     a.totp_secret = None;
                 }
-                tx.update(&a)
+                tx.update(&a)?;
+                Ok(true)
             })
             .await
-            .map_err(invalid_or_store)
+            .map_err(invalid_or_store)?;
+        if !accepted {
+            self.code_failed(id);
+            return Err(AccountError::Invalid(
+                "that code is not right; try the current one".into(),
+            ));
+        }
+        self.code_failures.clear(&Key::of(id));
+        Ok(())
     }
 
     /// Whether `username` has two-factor log-in on.

@@ -2,7 +2,7 @@
 //! revoked by their user, scoped (`read`, or `read` and `write`), and stored
 //! as a hash — the token itself is shown once, when it is made.
 
-use mantissa_store::{Item, Ref, Site, StoreError, Timestamp};
+use mantissa_store::{Item, Ref, Site, StoreError, Timestamp, Write};
 use mantissa_web::{TokenAuth, TokenFuture, WRITE_SCOPE, random_token};
 
 use crate::model::{Account, status};
@@ -98,6 +98,21 @@ pub fn revoke(site: &Site, username: &str, id: i64) -> Result<bool, StoreError> 
     })
 }
 
+/// Revokes every token of `account`, for good (at a password reset, and
+/// when an administrator suspends the account). Inside a transaction.
+pub(crate) fn revoke_all(tx: &mut Write<'_>, account: Ref<Account>) -> Result<(), StoreError> {
+    let open = tx
+        .query::<ApiToken>()
+        .filter(ApiToken::account.eq(account))
+        .filter(ApiToken::revoked.eq(false))
+        .all()?;
+    for mut t in open {
+        t.revoked = true;
+        tx.update(&t)?;
+    }
+    Ok(())
+}
+
 /// Authenticates bearer tokens for the web layer.
 pub struct TokenAuthenticator {
     site: Site,
@@ -125,7 +140,9 @@ impl TokenAuth for TokenAuthenticator {
                         return Ok(None);
                     };
                     let a = r.get(t.account)?;
-                    if t.revoked || a.status != status::ACTIVE || a.locked {
+                    // Not `a.locked`: failed passwords (anyone's) must not
+                    // cut off the owner's scripts.
+                    if t.revoked || a.status != status::ACTIVE {
                         return Ok(None);
                     }
                     let scopes = t.scopes.split(',').map(str::to_string).collect::<Vec<_>>();

@@ -1,7 +1,7 @@
 //! A real server on 127.0.0.1 and a plain HTTP/1.1 client over TCP.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,6 +109,12 @@ impl TestServer {
     }
 
     pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.get_from(None, path, headers)
+    }
+
+    /// A GET sent from the loopback address `from` (any of 127.0.0.0/8),
+    /// or from 127.0.0.1.
+    pub fn get_from(&self, from: Option<IpAddr>, path: &str, headers: &[(&str, &str)]) -> Response {
         let mut req = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
             self.addr
@@ -117,10 +123,21 @@ impl TestServer {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
         req.push_str("\r\n");
-        self.send(&req)
+        self.send_from(from, &req)
     }
 
     pub fn post_form(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
+        self.post_form_from(None, path, headers, body)
+    }
+
+    /// A form POST sent from the loopback address `from`, or from 127.0.0.1.
+    pub fn post_form_from(
+        &self,
+        from: Option<IpAddr>,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Response {
         let mut req = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
             self.addr,
@@ -131,11 +148,19 @@ impl TestServer {
         }
         req.push_str("\r\n");
         req.push_str(body);
-        self.send(&req)
+        self.send_from(from, &req)
     }
 
     pub fn send(&self, raw: &str) -> Response {
         send_raw(self.addr, raw.as_bytes())
+    }
+
+    /// Sends `raw` from the loopback address `from`, or from 127.0.0.1.
+    pub fn send_from(&self, from: Option<IpAddr>, raw: &str) -> Response {
+        match from {
+            Some(ip) => send_raw_from(ip, self.addr, raw.as_bytes()),
+            None => send_raw(self.addr, raw.as_bytes()),
+        }
     }
 }
 
@@ -175,6 +200,34 @@ impl Response {
 
 pub fn send_raw(addr: SocketAddr, raw: &[u8]) -> Response {
     let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(raw).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse(&buf)
+}
+
+/// A connection to `addr` from `from`: every address of 127.0.0.0/8 is the
+/// loopback interface's on Linux, so a test can be many visitors (and the
+/// server's per-address limits see them apart).
+pub fn connect_from(from: IpAddr, addr: SocketAddr) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from, 0)).unwrap();
+        socket.connect(addr).await.unwrap()
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+/// [`send_raw`] from the loopback address `from`.
+pub fn send_raw_from(from: IpAddr, addr: SocketAddr, raw: &[u8]) -> Response {
+    let mut s = connect_from(from, addr);
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(raw).unwrap();
     let mut buf = Vec::new();
@@ -252,13 +305,23 @@ pub fn cookie_value(set_cookie: &str) -> String {
         .to_string()
 }
 
-/// A browser's cookie jar, for one visitor.
+/// A browser's cookie jar, for one visitor (from 127.0.0.1, or from the
+/// loopback address of [`Visitor::at`]).
 #[derive(Default)]
 pub struct Visitor {
     cookies: Vec<(String, String)>,
+    from: Option<IpAddr>,
 }
 
 impl Visitor {
+    /// A visitor whose requests come from `ip` (in 127.0.0.0/8).
+    pub fn at(ip: &str) -> Visitor {
+        Visitor {
+            cookies: Vec::new(),
+            from: Some(ip.parse().expect("an IP address")),
+        }
+    }
+
     pub fn header(&self) -> String {
         self.cookies
             .iter()
@@ -286,7 +349,7 @@ impl Visitor {
     }
 
     pub fn get(&mut self, s: &TestServer, path: &str) -> Response {
-        let r = s.get_with(path, &[("Cookie", &self.header())]);
+        let r = s.get_from(self.from, path, &[("Cookie", &self.header())]);
         self.keep(&r);
         r
     }
@@ -299,6 +362,18 @@ impl Visitor {
         action: &str,
         fields: &[(&str, &str)],
     ) -> Response {
+        let body = self.form_body(s, form_page, fields);
+        self.post(s, action, &body)
+    }
+
+    /// The body that [`Visitor::submit`] would post: the form page's CSRF
+    /// token (loaded now) and `fields`, URL-encoded.
+    pub fn form_body(
+        &mut self,
+        s: &TestServer,
+        form_page: &str,
+        fields: &[(&str, &str)],
+    ) -> String {
         let page = self.get(s, form_page);
         let token = page
             .text()
@@ -311,7 +386,12 @@ impl Visitor {
             body.push('&');
             body.push_str(&serde_urlencoded::to_string([(k, v)]).unwrap());
         }
-        let r = s.post_form(action, &[("Cookie", &self.header())], &body);
+        body
+    }
+
+    /// Posts a prepared form `body` (see [`Visitor::form_body`]).
+    pub fn post(&mut self, s: &TestServer, action: &str, body: &str) -> Response {
+        let r = s.post_form_from(self.from, action, &[("Cookie", &self.header())], body);
         self.keep(&r);
         r
     }

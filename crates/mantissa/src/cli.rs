@@ -677,10 +677,15 @@ pub fn serve_with(
             accounts.set_base_url(url);
         }
         let acc = accounts.clone();
-        let admin_link = tokio::task::spawn_blocking(move || acc.admin_setup_link())
-            .await
-            .map_err(|e| Error::Web(e.to_string()))?
-            .map_err(Error::Account)?;
+        // The accounts' purge (sessions, links, challenges) is scheduled
+        // once; the background loop below runs it.
+        let admin_link = tokio::task::spawn_blocking(move || {
+            acc.schedule_upkeep()?;
+            acc.admin_setup_link()
+        })
+        .await
+        .map_err(|e| Error::Web(e.to_string()))?
+        .map_err(Error::Account)?;
         let background = site.spawn_background(std::time::Duration::from_secs(1));
         writeln!(
             out,

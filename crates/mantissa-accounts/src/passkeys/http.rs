@@ -37,7 +37,9 @@ fn failed(e: PasskeyError) -> Response {
         PasskeyError::Unavailable(_) => StatusCode::CONFLICT,
         PasskeyError::BadRequest(_) | PasskeyError::Expired => StatusCode::BAD_REQUEST,
         PasskeyError::Unknown | PasskeyError::Refused(_) => StatusCode::UNAUTHORIZED,
-        PasskeyError::Account(AccountError::Throttled) => StatusCode::TOO_MANY_REQUESTS,
+        PasskeyError::Account(AccountError::Throttled | AccountError::Wait { .. }) => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
         PasskeyError::Account(AccountError::NotActive(_) | AccountError::BadCredentials) => {
             StatusCode::UNAUTHORIZED
         }
@@ -109,14 +111,16 @@ async fn sign_in_finish(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
     Extension(session): Extension<Session>,
+    client: Option<Extension<ClientInfo>>,
     body: Bytes,
 ) -> Response {
+    let ip = client.map(|Extension(c)| c.peer.ip());
     let answer: Answer<PublicKeyCredential> = match read(&body, "a passkey sign-in answer") {
         Ok(a) => a,
         Err(m) => return unreadable(m),
     };
     match acc
-        .passkey_sign_in_finish(&answer.ceremony, &answer.credential)
+        .passkey_sign_in_finish(ip, &answer.ceremony, &answer.credential)
         .await
     {
         Ok(user) => {

@@ -502,10 +502,11 @@ impl Accounts {
         Ok((id, options))
     }
 
-    /// Finishes a sign-in with the browser's answer to the ceremony `id`;
-    /// returns the user name, who is then logged in.
+    /// Finishes a sign-in with the browser's answer to the ceremony `id`,
+    /// sent from `ip`; returns the user name, who is then logged in.
     pub async fn passkey_sign_in_finish(
         &self,
+        ip: Option<IpAddr>,
         id: &str,
         answer: &PublicKeyCredential,
     ) -> Result<String, PasskeyError> {
@@ -553,7 +554,7 @@ impl Accounts {
             tracing::warn!(user = %account.username, credential = %credential_id, "passkey sign-in with another account's user handle");
             return Err(PasskeyError::Unknown);
         }
-        self.throttle(None, Some(&account.username))?;
+        self.throttle_key(ip, crate::service::Key::of(account.id()))?;
         let mut credential: Credential = serde_json::from_value(key.credential.clone())
             .map_err(|e| PasskeyError::Internal(format!("a stored passkey is bad: {e}")))?;
         let result = webauthn

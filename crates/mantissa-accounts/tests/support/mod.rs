@@ -20,9 +20,27 @@ pub struct World {
 
 pub fn world(configure: impl FnOnce(Accounts) -> Accounts) -> World {
     let smtp = SmtpSink::start();
+    let port = smtp.addr.port();
+    world_mailing_to(smtp, port, configure)
+}
+
+/// A world whose mail server is down: its mail goes to a closed port (the
+/// sink is there, and receives nothing).
+pub fn world_without_mail(configure: impl FnOnce(Accounts) -> Accounts) -> World {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    world_mailing_to(SmtpSink::start(), port, configure)
+}
+
+fn world_mailing_to(
+    smtp: SmtpSink,
+    port: u16,
+    configure: impl FnOnce(Accounts) -> Accounts,
+) -> World {
     let dir = tempfile::tempdir().unwrap();
     let site = Site::open(dir.path().join("site")).unwrap();
-    let relay = SmtpRelay::new("127.0.0.1", smtp.addr.port(), false);
+    let relay = SmtpRelay::new("127.0.0.1", port, false);
     let accounts = Arc::new(configure(Accounts::new(
         site.clone(),
         Arc::new(relay),
@@ -66,4 +84,76 @@ pub fn logged_in(s: &TestServer, who: &str, password: &str) -> Visitor {
     );
     assert_eq!(r.status, 303, "{who} logs in: {}", r.text());
     v
+}
+
+/// Seconds since the epoch (for TOTP codes).
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Runs one of the accounts' async calls from a test's thread.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Turns two-factor log-in on for `user` (as its settings page does, with
+/// the code of this time step); returns the secret.
+pub fn enable_totp(accounts: &Accounts, user: &str) -> String {
+    let (secret, _) = block_on(accounts.totp_begin(user)).unwrap();
+    let code = mantissa_accounts::totp::code_at(&secret, now()).unwrap();
+    block_on(accounts.totp_set(user, &code, true)).unwrap();
+    secret
+}
+
+/// The code of the time step after this one: one no log-in has used yet
+/// (the step of [`enable_totp`] is used), and still accepted (one step of
+/// drift either way is).
+pub fn next_code(secret: &str) -> String {
+    mantissa_accounts::totp::code_at(secret, now() + 30).unwrap()
+}
+
+/// A visitor logged in through the /login form with a second-factor code.
+pub fn logged_in_with_code(s: &TestServer, who: &str, password: &str, code: &str) -> Visitor {
+    let mut v = Visitor::default();
+    let r = v.submit(
+        s,
+        "/login",
+        "/login",
+        &[("who", who), ("password", password), ("code", code)],
+    );
+    assert_eq!(r.status, 303, "{who} logs in: {}", r.text());
+    v
+}
+
+/// Sends a request with an API token in place of a session.
+pub fn with_token(s: &TestServer, token: &str, method: &str, path: &str, body: &str) -> Response {
+    s.send(&format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+/// Makes an API token for the signed-in `v` on the settings page.
+pub fn make_token(s: &TestServer, v: &mut Visitor, name: &str, write: bool) -> String {
+    let mut fields = vec![("name", name)];
+    if write {
+        fields.push(("write", "1"));
+    }
+    let page = v
+        .submit(s, "/private/settings", "/private/settings/tokens", &fields)
+        .text();
+    page.split("shown only now): <code>")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no token shown: {page}"))
+        .split('<')
+        .next()
+        .unwrap()
+        .to_string()
 }
