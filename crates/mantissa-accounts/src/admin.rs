@@ -46,7 +46,15 @@ struct Search {
     q: String,
     #[serde(default)]
     notice: String,
+    /// The page of the user list, from 1; anything else is the first.
+    #[serde(default)]
+    page: String,
 }
+
+/// Users on one page of the console's list (and of its JSON at
+/// `/api/admin`): a site with a hundred thousand accounts must not build
+/// them all into one answer.
+const USERS_PER_PAGE: usize = 50;
 
 fn dir_size(path: &std::path::Path) -> u64 {
     std::fs::read_dir(path)
@@ -69,26 +77,48 @@ async fn dashboard(
 ) -> Result<Page, WebError> {
     let q = search.q.trim().to_lowercase();
     let me = session.user().unwrap_or_default();
-    let users = app
+    let page = search.page.parse::<usize>().unwrap_or(1).max(1);
+    let (users, matched, total, pending) = app
         .site()
         .store()
         .read(move |r| {
-            let mut out = Vec::new();
-            for a in r
+            let total = r.query::<Account>().count()?;
+            let pending = r
                 .query::<Account>()
-                .order_by(Account::username.asc())
-                .all()?
-            {
-                let emails: Vec<String> = r
-                    .query::<EmailAddress>()
+                .filter(Account::status.eq(status::PENDING))
+                .count()?;
+            let by_name = r.query::<Account>().order_by(Account::username.asc());
+            let emails_of = |a: &mantissa_store::Stored<Account>| {
+                r.query::<EmailAddress>()
                     .filter(EmailAddress::account.eq(a.id()))
-                    .column(EmailAddress::address)?;
-                if !q.is_empty()
-                    && !a.username.contains(&q)
-                    && !emails.iter().any(|e| e.contains(&q))
-                {
-                    continue;
+                    .column(EmailAddress::address)
+            };
+            let skip = (page - 1) * USERS_PER_PAGE;
+            let (accounts, matched) = if q.is_empty() {
+                let accounts = by_name
+                    .limit(USERS_PER_PAGE as u64)
+                    .offset(skip as u64)
+                    .all()?
+                    .into_iter()
+                    .map(|a| emails_of(&a).map(|e| (a, e)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (accounts, total as usize)
+            } else {
+                let mut matched = 0;
+                let mut accounts = Vec::new();
+                for a in by_name.all()? {
+                    let emails = emails_of(&a)?;
+                    if a.username.contains(&q) || emails.iter().any(|e| e.contains(&q)) {
+                        if matched >= skip && accounts.len() < USERS_PER_PAGE {
+                            accounts.push((a, emails));
+                        }
+                        matched += 1;
+                    }
                 }
+                (accounts, matched)
+            };
+            let mut out = Vec::new();
+            for (a, emails) in accounts {
                 // No buttons that would lock the administrator out.
                 let mut actions = vec![];
                 let myself = a.username == me;
@@ -112,9 +142,10 @@ async fn dashboard(
                     "locked": a.locked, "emails": emails, "actions": actions,
                 }));
             }
-            Ok(out)
+            Ok((out, matched, total, pending))
         })
         .await?;
+    let pages = matched.div_ceil(USERS_PER_PAGE).max(1);
     let site = app.site().clone();
     let (stores, disk) = tokio::task::spawn_blocking(move || {
         (
@@ -124,10 +155,6 @@ async fn dashboard(
     })
     .await
     .map_err(|e| WebError::Internal(e.to_string()))?;
-    let pending = users
-        .iter()
-        .filter(|u| u["status"] == status::PENDING)
-        .count();
     let acc2 = acc.clone();
     let products = tokio::task::spawn_blocking(move || {
         ["open", "invitation", "approval", "created"]
@@ -159,9 +186,14 @@ async fn dashboard(
             "notice": (!search.notice.is_empty()).then_some(search.notice),
             "mechanism": mechanism,
             "users": users,
+            "pager": {
+                "page": page, "pages": pages, "matched": matched,
+                "previous": (page > 1).then(|| page - 1),
+                "next": (page < pages).then(|| page + 1),
+            },
             "offerings": offerings,
             "stats": {
-                "users": users.len(), "stores": stores, "disk_bytes": disk,
+                "users": total, "stores": stores, "disk_bytes": disk,
                 "requests_last_minute": app.requests_last_minute(), "pending": pending,
             },
         }),

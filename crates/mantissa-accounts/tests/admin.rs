@@ -186,3 +186,56 @@ fn administrators_create_accounts_that_set_their_own_password() {
     assert!(r.text().contains("Password changed"), "{}", r.text());
     logged_in(s, "fay", "fay's own long password");
 }
+
+/// The user list comes a page of 50 at a time, in the console and in its
+/// JSON, with links between the pages that keep the search.
+#[test]
+fn the_user_list_comes_in_pages() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("root", None, Some("root's long password"), true)
+        .unwrap();
+    for i in 0..119 {
+        w.accounts
+            .create_user(&format!("user{i:03}"), None, None, false)
+            .unwrap();
+    }
+    let s = &w.server;
+    let mut root = logged_in(s, "root", "root's long password");
+    let first = root.get(s, "/admin").text();
+    assert!(first.contains("120 users"), "{first}");
+    assert!(first.contains("Page 1 of 3 (120 users)"), "{first}");
+    assert!(first.contains("<td>root (admin)</td>") && first.contains("<td>user048</td>"));
+    assert!(!first.contains("<td>user049</td>"), "the 51st is on page 2");
+    assert!(
+        first.contains("href=\"/admin?q=&amp;page=2\">Next</a>"),
+        "{first}"
+    );
+    let last = root.get(s, "/admin?page=3").text();
+    assert!(last.contains("<td>user099</td>") && last.contains("<td>user118</td>"));
+    assert!(!last.contains("<td>user098</td>") && !last.contains(">Next</a>"));
+    assert!(last.contains("href=\"/admin?q=&amp;page=2\">Previous</a>"));
+
+    // A search is paged too, and its links keep it.
+    let found = root.get(s, "/admin?q=user1").text();
+    assert!(
+        found.contains("<td>user118</td>") && !found.contains("<td>user099</td>"),
+        "{found}"
+    );
+    assert!(
+        !found.contains("Page 1 of"),
+        "19 users fit on one page: no pager"
+    );
+    let found = root.get(s, "/admin?q=user0&page=2").text();
+    assert!(found.contains("Page 2 of 2 (100 users)"), "{found}");
+    assert!(found.contains("href=\"/admin?q=user0&amp;page=1\">Previous</a>"));
+
+    // The JSON twin holds one page, not the whole list.
+    let api = root.get(s, "/api/admin?page=2");
+    assert_eq!(api.status, 200);
+    let json: serde_json::Value = serde_json::from_slice(&api.body).unwrap();
+    assert_eq!(json["users"].as_array().unwrap().len(), 50, "{json}");
+    assert_eq!(json["pager"]["pages"], 3);
+    // Nonsense page numbers give the first page, not an error.
+    assert_eq!(root.get(s, "/admin?page=zero").status, 200);
+}
