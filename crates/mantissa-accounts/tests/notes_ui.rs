@@ -138,3 +138,53 @@ fn notes_are_written_shared_and_unshared_from_their_page() {
     assert_eq!(bob.get(s, "/users/alice/plans").status, 404);
     assert_eq!(alice.get(s, "/users/alice/plans").status, 200);
 }
+
+/// A note shared with everyone that holds an e-mail address: a harvester
+/// reading its page or the page's JSON, decoding them as browsers do, finds
+/// no address; its owner, signed in, reads it as written.
+#[test]
+fn a_public_notes_addresses_are_hidden_from_harvesters() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("alice", None, Some("alice's long password"), false)
+        .unwrap();
+    let s = &w.server;
+    let mut alice = logged_in(s, "alice", "alice's long password");
+    let page = "/private/notes/";
+    let r = alice.submit(
+        s,
+        page,
+        page,
+        &[
+            ("title", "Contact"),
+            ("body", "Mail carol.c@example.org & ask."),
+        ],
+    );
+    assert_eq!(r.status, 303);
+    let id = entries(&mut alice, s)[0]["id"].as_i64().unwrap();
+    let r = alice.submit(
+        s,
+        page,
+        &format!("/private/notes/{id}/share"),
+        &[("role", "everyone")],
+    );
+    assert_eq!(r.status, 303);
+
+    let mut harvester = Visitor::at("127.0.21.1");
+    for path in ["/users/alice/contact", "/api/users/alice/contact"] {
+        let r = harvester.get(s, path);
+        assert_eq!(r.status, 200, "{path}");
+        let text = shown(&r.text());
+        assert!(
+            !text.contains("carol.c@") && !text.contains("example.org"),
+            "{path}: {text}"
+        );
+        assert!(text.contains("/reveal/"), "{path}: {text}");
+        assert!(
+            text.contains("Mail ") && text.contains(" & ask."),
+            "{path}: {text}"
+        );
+    }
+    let own = shown(&alice.get(s, "/users/alice/contact").text());
+    assert!(own.contains("Mail carol.c@example.org & ask."), "{own}");
+}

@@ -21,6 +21,7 @@ use crate::offering::{Offering, Offerings, shared_item};
 use crate::page::{Page, WebError};
 use crate::pipeline::WebService;
 use crate::protect::{BotLimiter, FirstSeen, none_match};
+use crate::reveal::Reveals;
 use crate::session::TokenAuth;
 use crate::statics::Statics;
 use crate::templates::{TemplateSources, Templates};
@@ -31,6 +32,7 @@ const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
     ("front.html", include_str!("../templates/front.html")),
     ("404.html", include_str!("../templates/404.html")),
     ("error.html", include_str!("../templates/error.html")),
+    ("reveal.html", include_str!("../templates/reveal.html")),
 ];
 const BUILTIN_STATIC: &[(&str, &str, &[u8])] = &[(
     "mantissa",
@@ -68,6 +70,7 @@ struct Inner {
     bots: BotLimiter,
     first_seen: FirstSeen,
     rate: RequestRate,
+    reveals: Arc<Reveals>,
 }
 
 /// The site's configuration, and what templates see of it (`site`), made
@@ -120,6 +123,7 @@ impl App {
             }
         }
         let statics_for_templates = statics.clone();
+        let reveals = Arc::new(Reveals::load_or_init(&site)?);
         let templates = Templates::new(
             TemplateSources {
                 theme_dir: theme.as_ref().map(|t| t.join("templates")),
@@ -141,7 +145,8 @@ impl App {
                     }
                 }),
             )],
-        );
+        )
+        .hiding_addresses_with(reveals.clone());
         prometheus();
         Ok(App(Arc::new(Inner {
             tokens: options.tokens,
@@ -156,6 +161,7 @@ impl App {
             dev: options.dev,
             first_seen: FirstSeen::default(),
             rate: RequestRate::default(),
+            reveals,
         })))
     }
 
@@ -191,6 +197,11 @@ impl App {
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         self.0.guard.limits()
+    }
+
+    /// What hides e-mail addresses from visitors who are not signed in.
+    pub fn reveals(&self) -> &Reveals {
+        &self.0.reveals
     }
 
     /// The templates.
@@ -266,6 +277,10 @@ impl App {
             .route("/", get(front_page))
             .route("/users/{name}/{slug}", get(shared_item))
             .route("/users/{name}/{slug}/{*rest}", get(shared_item))
+            .route(
+                "/reveal/{token}",
+                get(crate::reveal::reveal_page).post(crate::reveal::reveal),
+            )
             .route("/healthz", get(healthz))
             .route("/robots.txt", get(robots))
             .route("/metrics", get(metrics_page))
@@ -303,6 +318,7 @@ async fn front_page(State(app): State<App>) -> Page {
         "front.html",
         serde_json::json!({ "site": { "name": c.name, "tagline": c.tagline, "contact": c.contact } }),
     )
+    .hiding_addresses()
 }
 
 async fn healthz(State(app): State<App>) -> Response {

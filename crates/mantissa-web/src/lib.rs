@@ -22,6 +22,7 @@ mod offering;
 mod page;
 mod pipeline;
 mod protect;
+mod reveal;
 mod session;
 mod statics;
 mod templates;
@@ -37,6 +38,7 @@ pub use offering::{
 pub use page::{ApiRequest, Page, WebError};
 pub use pipeline::WebService;
 pub use protect::is_bot;
+pub use reveal::{REVEALS_PER_HOUR, Reveals};
 pub use session::{
     CSRF_COOKIE, CsrfToken, SESSION_COOKIE, SESSION_LIFETIME, Session, SessionRecord, TokenAuth,
     TokenAuthenticated, TokenFuture, WRITE_SCOPE, cookie, hash_token, random_token,

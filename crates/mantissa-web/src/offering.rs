@@ -341,7 +341,7 @@ pub(crate) async fn shared_item(
     if !offering_is_enabled(&app, &found.offering).await? {
         return Err(WebError::NotFound);
     }
-    offering
+    let page = offering
         .shared(
             app.clone(),
             SharedRequest {
@@ -354,7 +354,10 @@ pub(crate) async fn shared_item(
                 capabilities,
             },
         )
-        .await
+        .await?;
+    // A published item is public content: its addresses are hidden from
+    // visitors who are not signed in.
+    Ok(crate::page::hiding_addresses(page))
 }
 
 /// The installed offerings.

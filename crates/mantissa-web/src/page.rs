@@ -26,6 +26,9 @@ pub struct Page {
     pub data: Value,
     /// The status.
     pub status: StatusCode,
+    /// Whether the page is public content, whose e-mail addresses are
+    /// hidden from visitors who are not signed in ([`Page::hiding_addresses`]).
+    hide_addresses: bool,
 }
 
 impl Page {
@@ -48,8 +51,38 @@ impl Page {
             template,
             data: Value::from_serialize(data),
             status: StatusCode::OK,
+            hide_addresses: false,
         }
     }
+
+    /// Marks the page as public content, for anyone to read: visitors who
+    /// are not signed in see each e-mail address in its text and JSON as a
+    /// link to a page that shows it on request, so that harvesters do not
+    /// find them ([`crate::reveal`]). The front page and every published
+    /// item's page are marked so; an offering marks its other public pages.
+    /// Forms a visitor fills in are not: they show what was typed.
+    ///
+    /// ```
+    /// use mantissa_web::Page;
+    ///
+    /// let page = Page::new("about.html", serde_json::json!({ "contact": "ada@example.org" }))
+    ///     .hiding_addresses();
+    /// # let _ = page;
+    /// ```
+    pub fn hiding_addresses(mut self) -> Page {
+        self.hide_addresses = true;
+        self
+    }
+}
+
+/// Marks the page a handler answered with, if it is one, as public content
+/// (see [`Page::hiding_addresses`]).
+pub(crate) fn hiding_addresses(mut response: Response) -> Response {
+    if let Some(Pending(page)) = response.extensions_mut().remove::<Pending>() {
+        let page = Arc::unwrap_or_clone(page).hiding_addresses();
+        response.extensions_mut().insert(Pending(Arc::new(page)));
+    }
+    response
 }
 
 #[derive(Clone)]
@@ -211,6 +244,9 @@ struct PageContext {
     user: Value,
     csrf: Option<crate::session::CsrfToken>,
     data: Value,
+    /// Public content seen by a visitor who is not signed in: the template
+    /// formatter hides its addresses.
+    hiding_addresses: bool,
 }
 
 impl minijinja::value::Object for PageContext {
@@ -219,6 +255,7 @@ impl minijinja::value::Object for PageContext {
             "site" => Some(self.site.clone()),
             "path" => Some(self.path.clone()),
             "user" => Some(self.user.clone()),
+            "hiding_addresses" => Some(Value::from(self.hiding_addresses)),
             "csrf_field" => {
                 let csrf = self.csrf.clone();
                 Some(Value::from_function(move || {
@@ -240,7 +277,8 @@ fn render(
     headers: axum::http::HeaderMap,
 ) -> Response {
     let (content_type, body) = if api {
-        match serde_json::to_vec(&page.data) {
+        let hide = page.hide_addresses && user.is_none();
+        match serde_json::to_vec(&page.data).and_then(|json| hide_addresses(app, json, hide)) {
             Ok(json) => ("application/json", json),
             Err(e) => {
                 // Inside the renderer: a plain 500, not another page.
@@ -256,6 +294,7 @@ fn render(
         let ctx = Value::from_object(PageContext {
             site: app.public_site(),
             path: Value::from(path),
+            hiding_addresses: page.hide_addresses && user.is_none(),
             user: Value::from(user),
             csrf,
             data: page.data.clone(),
@@ -273,6 +312,19 @@ fn render(
     *r.status_mut() = page.status;
     *r.headers_mut() = headers;
     r
+}
+
+/// A page's JSON with the addresses in its strings hidden, when it is
+/// public content seen by a visitor who is not signed in (see
+/// [`crate::reveal`]). Only JSON that has an `@` at all is read back to
+/// look.
+fn hide_addresses(app: &App, json: Vec<u8>, hide: bool) -> Result<Vec<u8>, serde_json::Error> {
+    if !hide || !json.contains(&b'@') {
+        return Ok(json);
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(&json)?;
+    app.reveals().hide_in_json(&mut value);
+    serde_json::to_vec(&value)
 }
 
 /// A template failed: logged with where and why; the page says so in

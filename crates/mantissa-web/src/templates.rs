@@ -29,6 +29,8 @@ use std::sync::{Arc, RwLock};
 
 use minijinja::{Environment, Error, ErrorKind, Output, State, Value, escape_formatter};
 
+use crate::reveal::Reveals;
+
 /// Where templates come from, in the order they are looked up.
 #[derive(Clone)]
 pub struct TemplateSources {
@@ -74,46 +76,40 @@ pub struct Templates {
     dev: bool,
     cached: RwLock<Option<Arc<Environment<'static>>>>,
     globals: Vec<(&'static str, Value)>,
+    reveals: Option<Arc<Reveals>>,
 }
 
-/// Writes emails in text as character references (after escaping).
-fn obfuscating_formatter(
-    out: &mut Output<'_>,
-    state: &State<'_, '_>,
-    value: &Value,
-) -> Result<(), Error> {
-    if let Some(s) = value.as_str()
-        && s.contains('@')
-        && !value.is_safe()
-    {
-        let escaped = minijinja::HtmlEscape(s).to_string();
-        return out
-            .write_str(&obfuscate_emails(&escaped))
-            .map_err(|e| Error::new(ErrorKind::WriteFailure, e.to_string()));
+/// Writes text as escaped HTML, with its e-mail addresses hidden behind
+/// reveal links on public pages seen by visitors who are not signed in
+/// (`reveals`, see [`crate::reveal`]), and as character references
+/// elsewhere.
+fn address_hiding_formatter(
+    reveals: Option<Arc<Reveals>>,
+) -> impl Fn(&mut Output<'_>, &State<'_, '_>, &Value) -> Result<(), Error> + Send + Sync + 'static {
+    move |out, state, value| {
+        if let Some(s) = value.as_str()
+            && s.contains('@')
+            && !value.is_safe()
+        {
+            let hiding = state
+                .lookup("hiding_addresses")
+                .is_some_and(|h| h.is_true());
+            let html = match &reveals {
+                Some(r) if hiding => r.hide_in_html(s),
+                _ => obfuscate_emails(s),
+            };
+            return out
+                .write_str(&html)
+                .map_err(|e| Error::new(ErrorKind::WriteFailure, e.to_string()));
+        }
+        escape_formatter(out, state, value)
     }
-    escape_formatter(out, state, value)
 }
 
-/// Rewrites every email-looking word of already-escaped HTML text as
+/// `text` as escaped HTML with every e-mail address in it written as
 /// decimal character references.
-pub fn obfuscate_emails(escaped: &str) -> String {
-    let mut out = String::with_capacity(escaped.len() * 2);
-    for (i, word) in escaped.split(' ').enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        let looks_like_email = word
-            .split_once('@')
-            .is_some_and(|(user, host)| !user.is_empty() && host.contains('.'));
-        if looks_like_email {
-            for c in word.chars() {
-                out.push_str(&format!("&#{};", c as u32));
-            }
-        } else {
-            out.push_str(word);
-        }
-    }
-    out
+pub fn obfuscate_emails(text: &str) -> String {
+    crate::reveal::references_in_html(text)
 }
 
 impl Templates {
@@ -124,7 +120,15 @@ impl Templates {
             dev,
             cached: RwLock::new(None),
             globals,
+            reveals: None,
         }
+    }
+
+    /// Hides the e-mail addresses of text from visitors who are not signed
+    /// in, behind reveal links sealed by `reveals`.
+    pub fn hiding_addresses_with(mut self, reveals: Arc<Reveals>) -> Self {
+        self.reveals = Some(reveals);
+        self
     }
 
     fn build(&self) -> Environment<'static> {
@@ -138,7 +142,7 @@ impl Templates {
         let dev = self.dev;
         let read: Arc<std::sync::Mutex<HashMap<String, Option<String>>>> = Default::default();
         let mut env = Environment::new();
-        env.set_formatter(obfuscating_formatter);
+        env.set_formatter(address_hiding_formatter(self.reveals.clone()));
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
         // Bound what a theme's templates can cost: they are files anyone
         // with the site's folder can edit, and a loop in one could hold a

@@ -103,8 +103,8 @@ fn the_front_page_names_the_site_and_carries_security_headers() {
         "the address is not there in clear"
     );
     assert!(
-        html.contains("&#104;&#101;&#108;&#108;&#111;&#64;"),
-        "but readable as entities"
+        html.contains("<a class=\"email-reveal\" href=\"/reveal/"),
+        "but a link shows it on request"
     );
     carries_the_security_policy(&r);
     // A document also keeps out of frames in browsers older than
@@ -602,4 +602,125 @@ fn a_large_answer_is_sent_whole_without_a_tag() {
     assert_eq!(r.header("etag"), None);
     // A small one still has its tag.
     assert!(s.get("/").header("etag").is_some());
+}
+
+/// A site whose front page gives a contact address.
+fn site_with_contact() -> Setup {
+    Setup {
+        before: Box::new(|site| {
+            let mut c = SiteConfig::default_for("Example");
+            c.contact = Some("hello@example.org".into());
+            SiteConfig::save(site, c).unwrap();
+        }),
+        ..Setup::default()
+    }
+}
+
+/// What a harvester finds in a page: every e-mail address in it once its
+/// character references are decoded, as a harvester's HTML parser does
+/// (and in JSON, where `\u0040` is an `@`).
+fn harvest(body: &str) -> Vec<String> {
+    let text = shown(body).replace("\\u0040", "@");
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    for (at, _) in text.match_indices('@') {
+        let start = bytes[..at]
+            .iter()
+            .rposition(|b| !(b.is_ascii_alphanumeric() || b"._+-".contains(b)))
+            .map_or(0, |i| i + 1);
+        let end = bytes[at + 1..]
+            .iter()
+            .position(|b| !(b.is_ascii_alphanumeric() || b".-".contains(b)))
+            .map_or(bytes.len(), |i| at + 1 + i);
+        let host = text[at + 1..end].trim_end_matches('.');
+        if start < at && host.contains('.') {
+            found.push(format!("{}@{host}", &text[start..at]));
+        }
+    }
+    found
+}
+
+/// A harvester that reads the front page and its JSON twin, decoding them
+/// as a real one would, finds no address; a person follows the link,
+/// presses the button, and reads it — and one address may see only so many
+/// addresses an hour.
+#[test]
+fn harvesters_find_no_address_and_people_see_it_on_request() {
+    let s = TestServer::start(site_with_contact(), no_routes);
+    let page = s.get("/").text();
+    assert_eq!(harvest(&page), Vec::<String>::new(), "{page}");
+    let api = s.get("/api/");
+    assert_eq!(api.status, 200);
+    assert_eq!(harvest(&api.text()), Vec::<String>::new(), "{}", api.text());
+    assert!(
+        api.text().contains("[e-mail address: /reveal/"),
+        "{}",
+        api.text()
+    );
+
+    // A person clicks "e-mail address (show)", then the button.
+    let link = page
+        .split("class=\"email-reveal\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    let mut person = Visitor::at("127.0.20.1");
+    let asked = person.get(&s, &link);
+    assert_eq!(asked.status, 200);
+    assert_eq!(asked.header("x-robots-tag"), Some("noindex, nofollow"));
+    assert_eq!(harvest(&asked.text()), Vec::<String>::new());
+    let shown = person.submit(&s, &link, &link, &[]);
+    assert_eq!(shown.status, 200, "{}", shown.text());
+    assert!(
+        shown
+            .text()
+            .contains("<a href=\"mailto:hello@example.org\">hello@example.org</a>"),
+        "{}",
+        shown.text()
+    );
+    assert_eq!(shown.header("cache-control"), Some("private, no-store"));
+
+    // Its button costs a form each time, and an address gets only so many.
+    let body = person.form_body(&s, &link, &[]);
+    for _ in 1..mantissa_web::REVEALS_PER_HOUR {
+        assert_eq!(person.post(&s, &link, &body).status, 200);
+    }
+    let refused = person.post(&s, &link, &body);
+    assert_eq!(refused.status, 429);
+    assert!(
+        refused.text().contains("Too many e-mail addresses"),
+        "{}",
+        refused.text()
+    );
+    assert!(!refused.text().contains("hello@example.org"));
+    // Another address is not held back.
+    let mut other = Visitor::at("127.0.20.2");
+    assert_eq!(other.submit(&s, &link, &link, &[]).status, 200);
+
+    // A made-up or altered token is not found, and shows nothing.
+    assert_eq!(s.get("/reveal/not-a-token").status, 404);
+    let altered = format!("{}A", &link);
+    assert_eq!(s.get(&altered).status, 404);
+}
+
+/// A signed-in visitor sees the address (written as character references,
+/// as before), and forms keep what a visitor typed.
+#[test]
+fn signed_in_people_see_addresses() {
+    let s = TestServer::start(
+        Setup {
+            options: with_form_template().options,
+            ..site_with_contact()
+        },
+        test_routes,
+    );
+    let mut v = Visitor::default();
+    assert_eq!(v.submit(&s, "/test/form", "/test/login", &[]).status, 200);
+    let page = v.get(&s, "/").text();
+    assert!(
+        shown(&page).contains("Write to hello@example.org."),
+        "{page}"
+    );
+    assert!(!page.contains("email-reveal"));
 }
