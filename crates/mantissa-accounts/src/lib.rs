@@ -33,5 +33,8 @@ pub use model::{Account, EmailAddress, SignupPolicy, Ticket};
 pub use pages::{REMEMBER_FOR, SettingsOffering, routes};
 pub use passkeys::{CHALLENGE_LIFETIME, Passkey, PasskeyChallenge, PasskeyError};
 pub use service::{AccountError, Accounts, LOCK_AFTER, TICKET_LIFETIME};
-pub use sharing::{Group, Role, Share, SharePolicy, set_group, share, unshare};
+pub use sharing::{
+    AccountId, Group, GroupMember, Role, Share, ShareError, SharePolicy, account_names,
+    find_account, revoke_grants, set_group, share, unshare,
+};
 pub use tokens::{ApiToken, TokenAuthenticator};

@@ -61,16 +61,17 @@ fn notes_are_written_shared_and_unshared_from_their_page() {
 
     // Bad forms answer 400 and change nothing; a title is required.
     assert_eq!(alice.submit(s, page, page, &[("title", "  ")]).status, 400);
-    for fields in [
-        &[("role", "user"), ("user", "")][..],
-        &[("role", "user"), ("user", "../bob")],
-        &[("role", "the-world")],
-    ] {
-        assert_eq!(
-            alice.submit(s, page, &share, fields).status,
-            400,
-            "{fields:?}"
-        );
+    assert_eq!(
+        alice
+            .submit(s, page, &share, &[("role", "the-world")])
+            .status,
+        400
+    );
+    // A name that is no account's is refused on the form itself (422).
+    for user in ["", "../bob"] {
+        let r = alice.submit(s, page, &share, &[("role", "user"), ("user", user)]);
+        assert_eq!(r.status, 422, "{user:?}");
+        assert!(shown(&r.text()).contains("role=\"alert\""), "{user:?}");
     }
     assert_eq!(
         alice
@@ -110,9 +111,21 @@ fn notes_are_written_shared_and_unshared_from_their_page() {
     let shares = |v: &mut Visitor| {
         entries(v, s).into_iter().find(|n| n["id"] == id).unwrap()["shares"].clone()
     };
+    let bob_id = w
+        .accounts
+        .site()
+        .store()
+        .read_blocking(|r| {
+            r.query::<mantissa_accounts::Account>()
+                .filter(mantissa_accounts::Account::username.eq("bob"))
+                .ids()
+        })
+        .unwrap()[0]
+        .id();
+    let bob_role = format!("account:{bob_id}");
     assert_eq!(
         shares(&mut alice),
-        serde_json::json!([{ "role": "user:bob", "label": "bob", "capabilities": "view, edit" }])
+        serde_json::json!([{ "role": bob_role, "label": "bob", "capabilities": "view, edit" }])
     );
     let seen = bob.get(s, "/users/alice/plans");
     assert_eq!(seen.status, 200);
@@ -128,7 +141,7 @@ fn notes_are_written_shared_and_unshared_from_their_page() {
     let r = alice.submit(s, page, &share, &[("role", "signed-in")]);
     assert_eq!(r.status, 303);
     assert_eq!(s.get("/users/alice/plans").status, 404);
-    for role in ["user:bob", "signed-in"] {
+    for role in [bob_role.as_str(), "signed-in"] {
         assert_eq!(
             alice.submit(s, page, &unshare, &[("role", role)]).status,
             303

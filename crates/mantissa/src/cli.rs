@@ -641,7 +641,7 @@ pub fn serve_with(
         WebOptions {
             dev: options.dev,
             offerings: linked_offerings(&accounts, offerings),
-            access: Some(Arc::new(SharePolicy)),
+            access: Some(Arc::new(SharePolicy::new(site.clone()))),
             tokens: Some(Arc::new(TokenAuthenticator::new(site.clone()))),
             templates: Vec::new(),
         },

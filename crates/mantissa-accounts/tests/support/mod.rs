@@ -39,7 +39,7 @@ pub fn world(configure: impl FnOnce(Accounts) -> Accounts) -> World {
                 Arc::new(SettingsOffering::new(accounts.clone())),
                 Arc::new(Notes),
             ],
-            access: Some(Arc::new(SharePolicy)),
+            access: Some(Arc::new(SharePolicy::new(site.clone()))),
             tokens: Some(Arc::new(TokenAuthenticator::new(site.clone()))),
             ..WebOptions::default()
         },
