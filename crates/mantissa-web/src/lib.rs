@@ -28,7 +28,7 @@ mod templates;
 
 pub use access::{AccessPolicy, CapabilitiesFuture, PublicPolicy, VIEW, grants};
 pub use app::{App, WebOptions};
-pub use config::SiteConfig;
+pub use config::{AddressList, AddressListError, DEFAULT_ROBOTS, SiteConfig};
 pub use http::{ClientInfo, HttpProtocol};
 pub use offering::{
     Offering, OfferingState, Owner, Published, SharedFuture, SharedRequest, offering_is_enabled,

@@ -324,6 +324,11 @@ impl Conditional {
         } = self;
         let cacheable = response.status() == StatusCode::OK
             && !response.headers().contains_key(header::SET_COOKIE)
+            && !response
+                .headers()
+                .get(header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("no-store"))
             && !response.headers().contains_key(header::ETAG)
             && response
                 .headers()

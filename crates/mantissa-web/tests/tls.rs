@@ -91,6 +91,13 @@ fn https_serves_pages_and_marks_cookies_secure() {
             })
             .unwrap_or_else(|| panic!("{form}"));
         assert!(cookie.contains("; Secure"), "{cookie}");
+        // Issue 13, item 17: HSTS on TLS ports (a year, by default).
+        assert!(
+            front
+                .to_ascii_lowercase()
+                .contains("\r\nstrict-transport-security: max-age=31536000\r\n"),
+            "{front}"
+        );
 
         // A plain-text client on the TLS port gets nowhere, and the server
         // goes on.

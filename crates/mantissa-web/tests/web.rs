@@ -57,6 +57,18 @@ fn with_form_template() -> Setup {
     }
 }
 
+/// A server whose site configuration `change` set.
+fn config(change: impl FnOnce(&mut SiteConfig) + 'static) -> Setup {
+    Setup {
+        before: Box::new(move |site| {
+            let mut c = SiteConfig::load_or_init(site).unwrap();
+            change(&mut c);
+            SiteConfig::save(site, c).unwrap();
+        }),
+        ..Setup::default()
+    }
+}
+
 /// The headers every answer carries: the content security policy, which
 /// keeps pages out of other sites' frames, `nosniff` and the referrer
 /// policy.
@@ -133,7 +145,7 @@ fn the_front_page_names_the_site_and_carries_security_headers() {
 
 #[test]
 fn metrics_count_requests_and_their_durations_for_prometheus() {
-    let s = TestServer::start(Setup::default(), no_routes);
+    let s = TestServer::start(config(|c| c.metrics_from = "127.0.0.1".into()), no_routes);
     // The metrics are the process's, and other tests in this binary run at
     // the same time: compare before and after, by at least.
     let find = |text: &str, name: &str| -> Option<u64> {
@@ -580,4 +592,109 @@ fn shutdown_finishes_requests_in_flight_and_refuses_new_ones() {
         std::net::TcpStream::connect(addr).is_err(),
         "no longer listening"
     );
+}
+
+/// Issue 13, item 20: behind a reverse proxy on the same host every client
+/// is 127.0.0.1, so `/metrics`, open to loopback, was open to everyone.
+/// Now it is closed unless the `metrics-from` setting lists the client.
+#[test]
+fn metrics_are_closed_unless_the_site_says_who_may_read_them() {
+    let s = TestServer::start(Setup::default(), no_routes);
+    let r = s.get("/metrics");
+    assert_eq!(r.status, 404);
+    assert!(!r.text().contains("mantissa_http_requests_total"));
+    // Saying X-Forwarded-For does not help a client that is not a trusted
+    // proxy: anyone can write it.
+    let s = TestServer::start(config(|c| c.metrics_from = "10.9.9.9".into()), no_routes);
+    assert_eq!(
+        s.get_with("/metrics", &[("X-Forwarded-For", "10.9.9.9")])
+            .status,
+        404
+    );
+}
+
+/// Issue 13, item 20: with a trusted proxy, the client its headers name is
+/// the one the site sees: `/metrics` opens only to the listed client, a
+/// client cannot pass for another by writing the left of the header, and
+/// visitors no longer share the proxy's one rate bucket.
+#[test]
+fn forwarding_headers_name_the_client_only_from_trusted_proxies() {
+    let mut setup = config(|c| {
+        c.trusted_proxies = "127.0.0.1".into();
+        c.metrics_from = "10.9.9.9".into();
+    });
+    setup.limits = Limits {
+        requests_per_second_per_ip: 1,
+        request_burst_per_ip: 5,
+        ..Limits::default()
+    };
+    let s = TestServer::start(setup, no_routes);
+    let xff = |v: &'static str| [("X-Forwarded-For", v)];
+    assert_eq!(s.get_with("/metrics", &xff("10.9.9.9")).status, 200);
+    assert_eq!(
+        s.get_with("/metrics", &[("Forwarded", "for=10.9.9.9;proto=https")])
+            .status,
+        200
+    );
+    assert_eq!(s.get_with("/metrics", &xff("10.1.1.1")).status, 404);
+    // The proxy appends the real client on the right: what the client
+    // wrote on the left does not count.
+    assert_eq!(
+        s.get_with("/metrics", &xff("10.9.9.9, 10.1.1.1")).status,
+        404
+    );
+    assert_eq!(s.get_with("/metrics", &[]).status, 404, "the proxy itself");
+
+    // One client using up its allowance leaves the others theirs.
+    let statuses: Vec<u16> = (0..7)
+        .map(|_| s.get_with("/healthz", &xff("10.2.2.2")).status)
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(s.get_with("/healthz", &xff("10.3.3.3")).status, 200);
+}
+
+/// Issue 13, item 24: robots.txt disallowed `/admin/` but not `/admin`.
+#[test]
+fn robots_txt_keeps_crawlers_out_of_the_admin_console_itself() {
+    let s = TestServer::start(Setup::default(), no_routes);
+    let robots = s.get("/robots.txt").text();
+    assert!(
+        robots.lines().any(|l| l.trim() == "Disallow: /admin"),
+        "{robots}"
+    );
+}
+
+/// Issue 13, item 17: a signed-in visitor's pages were sent `no-cache`
+/// with an ETag, so after log-out Back showed them from the browser's
+/// cache. Now they are `private, no-store`, with no ETag and no 304; an
+/// anonymous visitor's pages keep conditional GET.
+#[test]
+fn a_signed_in_visitors_pages_are_never_stored() {
+    let s = TestServer::start(with_form_template(), test_routes);
+    let anonymous = s.get("/");
+    assert!(anonymous.header("etag").is_some());
+    let mut v = Visitor::default();
+    v.get(&s, "/test/form");
+    let token = v.cookie("mantissa_csrf").unwrap().to_string();
+    let r = s.post_form(
+        "/test/login",
+        &[("Cookie", &v.header())],
+        &format!("csrf_token={token}"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    v.keep(&r);
+    for path in ["/test/whoami", "/"] {
+        let r = v.get(&s, path);
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("cache-control"),
+            Some("private, no-store"),
+            "{path}"
+        );
+        assert!(r.header("etag").is_none(), "{path}");
+        let again = s.get_with(path, &[("Cookie", &v.header()), ("If-None-Match", "*")]);
+        assert_eq!(again.status, 200, "{path}");
+    }
+    // HSTS only over TLS (see tls.rs).
+    assert!(anonymous.header("strict-transport-security").is_none());
 }
