@@ -79,9 +79,11 @@ fn sign_up_verify_by_mail_log_in_and_reset_the_password() {
     assert!(page.text().contains("Settings for ann"), "{}", page.text());
 
     let session_cookie = set_cookie(&r, "mantissa_session").unwrap();
+    // Without "remember me", a browser-session cookie (issue 13, item 18);
+    // the store still ends the session after 12 hours.
     assert!(
-        session_cookie.contains("Max-Age=43200"),
-        "a session lasts 12 hours: {session_cookie}"
+        !session_cookie.contains("Max-Age") && !session_cookie.contains("Expires"),
+        "a session ends with the browser: {session_cookie}"
     );
 
     // A second device, remembered, then a reset from the first: every

@@ -47,7 +47,7 @@ use crate::protect::{
     Conditional, add_security_headers, client_ip, pace_crawler, refusal_response,
 };
 use crate::session::{
-    Session, check_csrf, is_tls, load_session, write_csrf_cookie, write_session_cookie,
+    Session, check_csrf, csrf_after, is_tls, load_session, write_csrf_cookie, write_session_cookie,
 };
 
 /// Mantissa's web application as a tower service: its routes behind the
@@ -342,6 +342,7 @@ async fn page(app: &App, routes: Router, mut req: Request, api: bool) -> Respons
             Err(never) => match never {},
         },
     };
+    let csrf = csrf_after(&session, csrf);
     let user = Session::user(&session);
     let personal = user.is_some() || behind_log_in(&path);
     let mut response = render_pending(app, response, api, &path, Some(csrf.clone()), user);

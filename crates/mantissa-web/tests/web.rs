@@ -25,6 +25,15 @@ fn test_routes() -> Router<App> {
             .unwrap();
         "welcome"
     }
+    async fn login_remembered(
+        State(app): State<App>,
+        Extension(s): Extension<Session>,
+    ) -> &'static str {
+        s.begin_with(&app, Some("alice".into()), Duration::from_secs(3600), true)
+            .await
+            .unwrap();
+        "welcome back"
+    }
     async fn logout(State(app): State<App>, Extension(s): Extension<Session>) -> &'static str {
         s.end(&app).await.unwrap();
         "bye"
@@ -39,6 +48,7 @@ fn test_routes() -> Router<App> {
     Router::new()
         .route("/test/form", get(form).post(|| async { "posted" }))
         .route("/test/login", post(login))
+        .route("/test/login-remembered", post(login_remembered))
         .route("/test/logout", post(logout))
         .route("/test/whoami", get(whoami))
         .route("/test/slow", get(slow))
@@ -424,6 +434,10 @@ fn sessions_live_in_the_site_store_with_safe_cookies() {
     );
     assert!(!set.contains("Secure"), "not over plain HTTP");
     let session = cookie_value(set);
+    // Log-in renews the CSRF token (see
+    // the_csrf_token_is_renewed_at_log_in_and_the_old_one_refused).
+    let token = cookie_value(set_cookie(&login, "mantissa_csrf").unwrap());
+    let csrf = format!("mantissa_csrf={token}");
     let both = format!("{csrf}; mantissa_session={session}");
     assert_eq!(
         s.get_with("/test/whoami", &[("Cookie", &both)]).text(),
@@ -449,6 +463,8 @@ fn sessions_live_in_the_site_store_with_safe_cookies() {
     );
     let new_session = cookie_value(set_cookie(&again, "mantissa_session").unwrap());
     assert_ne!(new_session, session);
+    let token = cookie_value(set_cookie(&again, "mantissa_csrf").unwrap());
+    let csrf = format!("mantissa_csrf={token}");
     assert_eq!(
         s.get_with("/test/whoami", &[("Cookie", &both)]).text(),
         "anonymous"
@@ -697,4 +713,72 @@ fn a_signed_in_visitors_pages_are_never_stored() {
     }
     // HSTS only over TLS (see tls.rs).
     assert!(anonymous.header("strict-transport-security").is_none());
+}
+
+/// Logs in through `action` with the CSRF token of the form page: the
+/// visitor and the answer.
+fn log_in(s: &TestServer, action: &str) -> (Visitor, Response) {
+    let mut v = Visitor::default();
+    v.get(s, "/test/form");
+    let token = v.cookie("mantissa_csrf").unwrap().to_string();
+    let r = s.post_form(
+        action,
+        &[("Cookie", &v.header())],
+        &format!("csrf_token={token}"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    v.keep(&r);
+    (v, r)
+}
+
+/// Issue 13, item 18: the session cookie always carried `Max-Age` (12
+/// hours) even without "remember me". Now it is a browser-session cookie
+/// then (no `Max-Age`, no `Expires`), and only "remember me" keeps it.
+#[test]
+fn a_session_cookie_outlives_the_browser_only_when_remembered() {
+    let s = TestServer::start(with_form_template(), test_routes);
+    let (_, r) = log_in(&s, "/test/login");
+    let set = set_cookie(&r, "mantissa_session").unwrap();
+    assert!(
+        !set.contains("Max-Age") && !set.contains("Expires"),
+        "{set}"
+    );
+    let (_, r) = log_in(&s, "/test/login-remembered");
+    let set = set_cookie(&r, "mantissa_session").unwrap();
+    assert!(set.contains("; Max-Age=3600"), "{set}");
+}
+
+/// Issue 13, item 18: the CSRF token was kept across log-in, so a token
+/// learnt before (a shared computer, a planted cookie) stayed good for the
+/// signed-in session. Now log-in gives a new one and the old one is
+/// refused.
+#[test]
+fn the_csrf_token_is_renewed_at_log_in_and_the_old_one_refused() {
+    let s = TestServer::start(with_form_template(), test_routes);
+    let mut v = Visitor::default();
+    v.get(&s, "/test/form");
+    let before = v.cookie("mantissa_csrf").unwrap().to_string();
+    let r = s.post_form(
+        "/test/login",
+        &[("Cookie", &v.header())],
+        &format!("csrf_token={before}"),
+    );
+    assert_eq!(r.status, 200);
+    v.keep(&r);
+    let after = v.cookie("mantissa_csrf").unwrap().to_string();
+    assert_ne!(after, before);
+    // What an attacker who learnt the old token can do: post it with the
+    // browser's cookies, which now carry the new token.
+    let r = s.post_form(
+        "/test/form",
+        &[("Cookie", &v.header())],
+        &format!("csrf_token={before}"),
+    );
+    assert_eq!(r.status, 403);
+    let r = s.post_form(
+        "/test/form",
+        &[("Cookie", &v.header())],
+        &format!("csrf_token={after}"),
+    );
+    assert_eq!(r.status, 200);
 }
