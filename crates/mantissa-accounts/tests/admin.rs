@@ -64,7 +64,7 @@ fn sign_ups_are_reviewed_and_users_suspended_or_deleted() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let verify = path_of(&link_in(&w.smtp.wait_for(1)[0].data));
-    dan.get(s, &verify);
+    dan.submit(s, &verify, &verify, &[]);
     let r = dan.submit(
         s,
         "/login",
