@@ -76,7 +76,7 @@ pub struct Templates {
     globals: Vec<(&'static str, Value)>,
 }
 
-/// Writes emails in text as character references (after escaping).
+/// Writes emails in text as character references, and escapes the rest.
 fn obfuscating_formatter(
     out: &mut Output<'_>,
     state: &State<'_, '_>,
@@ -86,19 +86,32 @@ fn obfuscating_formatter(
         && s.contains('@')
         && !value.is_safe()
     {
-        let escaped = minijinja::HtmlEscape(s).to_string();
         return out
-            .write_str(&obfuscate_emails(&escaped))
+            .write_str(&obfuscate_emails(s))
             .map_err(|e| Error::new(ErrorKind::WriteFailure, e.to_string()));
     }
     escape_formatter(out, state, value)
 }
 
-/// Rewrites every email-looking word of already-escaped HTML text as
+/// Escapes plain `text` for HTML, writing every email-looking word as
 /// decimal character references.
-pub fn obfuscate_emails(escaped: &str) -> String {
-    let mut out = String::with_capacity(escaped.len() * 2);
-    for (i, word) in escaped.split(' ').enumerate() {
+///
+/// It takes the text before escaping: a word is judged and written from
+/// its own characters, so `<ann@example.org>` is written as the references
+/// of `<`, `a`, … and shows as itself. (Escaping first turned `<` into
+/// `&lt;`, whose characters were then written as references in turn, and
+/// the page showed `&lt;ann@example.org&gt;`.) Character references are
+/// escaping enough: none of them is markup.
+///
+/// ```
+/// use mantissa_web::obfuscate_emails;
+///
+/// assert_eq!(obfuscate_emails("a&b <i>"), "a&amp;b &lt;i&gt;");
+/// assert_eq!(obfuscate_emails("<a@b.c>"), "&#60;&#97;&#64;&#98;&#46;&#99;&#62;");
+/// ```
+pub fn obfuscate_emails(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for (i, word) in text.split(' ').enumerate() {
         if i > 0 {
             out.push(' ');
         }
@@ -110,7 +123,7 @@ pub fn obfuscate_emails(escaped: &str) -> String {
                 out.push_str(&format!("&#{};", c as u32));
             }
         } else {
-            out.push_str(word);
+            out.push_str(&minijinja::HtmlEscape(word).to_string());
         }
     }
     out

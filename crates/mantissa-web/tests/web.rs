@@ -782,3 +782,17 @@ fn the_csrf_token_is_renewed_at_log_in_and_the_old_one_refused() {
     );
     assert_eq!(r.status, 200);
 }
+
+/// Issue 13, item 24: e-mail obfuscation ran on text already escaped, so
+/// an address next to `&<>"` showed double-escaped (`&lt;help@…&gt;`).
+/// What a visitor reads is now the text as written, while the page's HTML
+/// still carries no address in plain characters.
+#[test]
+fn an_address_among_markup_characters_shows_as_written() {
+    let tagline = r#"Write to <help@example.org> & say "hi""#;
+    let s = TestServer::start(config(move |c| c.tagline = tagline.into()), no_routes);
+    let html = s.get("/").text();
+    assert!(shown(&html).contains(tagline), "{html}");
+    assert!(!html.contains("help@example.org"), "{html}");
+    assert!(!html.contains("<help"), "{html}");
+}
