@@ -151,3 +151,76 @@ fn notes_are_written_shared_and_unshared_from_their_page() {
     assert_eq!(bob.get(s, "/users/alice/plans").status, 404);
     assert_eq!(alice.get(s, "/users/alice/plans").status, 200);
 }
+
+/// Issue 13, item 23: two notes whose titles share their first 80 slug
+/// characters: the second answered 500 ("the address … is already used"),
+/// because the id was appended before the slug was cut.
+#[test]
+fn two_long_titles_alike_in_their_first_80_characters_get_two_addresses() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("alice", None, Some("alice's long password"), false)
+        .unwrap();
+    let s = &w.server;
+    let mut alice = logged_in(s, "alice", "alice's long password");
+    let page = "/private/notes/";
+    let common = "a very long title ".repeat(6);
+    for ending in ["one", "two", "three"] {
+        let title = format!("{common}{ending}");
+        let r = alice.submit(s, page, page, &[("title", &title)]);
+        assert_eq!(r.status, 303, "{title}: {}", r.text());
+    }
+    let notes = entries(&mut alice, s);
+    let mut urls: Vec<String> = notes
+        .iter()
+        .map(|n| n["url"].as_str().unwrap().to_string())
+        .collect();
+    urls.sort();
+    urls.dedup();
+    assert_eq!(urls.len(), 3, "{urls:?}");
+    for n in &notes {
+        let url = n["url"].as_str().unwrap();
+        let slug = url.strip_prefix("/users/alice/").unwrap();
+        assert!(slug.len() <= 80 && !slug.ends_with('-'), "{slug}");
+        let r = alice.get(s, url);
+        assert_eq!(r.status, 200, "{url}");
+        assert!(r.text().contains(n["title"].as_str().unwrap()), "{url}");
+    }
+}
+
+/// Issue 13, item 25: slugs dropped every non-ASCII letter ("Été à Paris"
+/// became `t-paris`, a Japanese title `item`). Now they are transliterated.
+#[test]
+fn titles_in_other_scripts_get_readable_addresses() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("alice", None, Some("alice's long password"), false)
+        .unwrap();
+    let s = &w.server;
+    let mut alice = logged_in(s, "alice", "alice's long password");
+    let page = "/private/notes/";
+    for (title, url) in [
+        ("Café & Crème – ünïcode", "/users/alice/cafe-creme-unicode"),
+        ("Été à Paris", "/users/alice/ete-a-paris"),
+        ("Straße in Köln", "/users/alice/strasse-in-koln"),
+        ("Москва", "/users/alice/moskva"),
+    ] {
+        let r = alice.submit(s, page, page, &[("title", title)]);
+        assert_eq!(r.status, 303, "{title}");
+        let r = alice.get(s, url);
+        assert_eq!(r.status, 200, "{title} at {url}");
+        assert!(shown(&r.text()).contains(title), "{title}");
+    }
+    // A title with no Latin letters at all still gets its own address,
+    // not the placeholder `item`.
+    let r = alice.submit(s, page, page, &[("title", "日本語のタイトル")]);
+    assert_eq!(r.status, 303);
+    let notes = entries(&mut alice, s);
+    let japanese = notes
+        .iter()
+        .find(|n| n["title"] == "日本語のタイトル")
+        .unwrap();
+    let url = japanese["url"].as_str().unwrap();
+    assert!(!url.ends_with("/item") && url.is_ascii(), "{url}");
+    assert_eq!(alice.get(s, url).status, 200);
+}

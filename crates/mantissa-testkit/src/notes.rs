@@ -266,18 +266,24 @@ async fn create(
                 body: form.body,
             })?;
             // Another note may have the title's address: this one then
-            // gets its id after the title.
-            let slug = mantissa_web::slugify(&title);
-            let taken = tx
-                .query::<Published>()
-                .filter(Published::slug.eq(slug))
-                .first()?
-                .is_some();
-            let slug = if taken {
-                format!("{title} {}", note.id())
-            } else {
-                title
+            // gets its id after the title (cut to make room for it), and
+            // if a title took even that, a count after the id.
+            let taken = |tx: &Write<'_>, slug: &str| {
+                tx.query::<Published>()
+                    .filter(Published::slug.eq(slug.to_string()))
+                    .first()
+                    .map(|p| p.is_some())
             };
+            let mut slug = mantissa_web::slugify(&title);
+            let mut n = 1;
+            while taken(tx, &slug)? {
+                let suffix = match n {
+                    1 => note.id().to_string(),
+                    n => format!("{}-{n}", note.id()),
+                };
+                slug = mantissa_web::slugify_with_suffix(&title, &suffix);
+                n += 1;
+            }
             mantissa_web::publish(tx, "notes", note, &slug).map(drop)
         })
         .await?;

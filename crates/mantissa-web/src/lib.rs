@@ -31,8 +31,8 @@ pub use app::{App, WebOptions};
 pub use config::{AddressList, AddressListError, DEFAULT_ROBOTS, SiteConfig};
 pub use http::{ClientInfo, HttpProtocol};
 pub use offering::{
-    Offering, OfferingState, Owner, Published, SharedFuture, SharedRequest, offering_is_enabled,
-    publish, set_offering_enabled, slugify,
+    Offering, OfferingState, Owner, Published, SLUG_MAX, SharedFuture, SharedRequest,
+    offering_is_enabled, publish, set_offering_enabled, slugify, slugify_with_suffix,
 };
 pub use page::{ApiRequest, Page, WebError};
 pub use pipeline::WebService;
