@@ -302,7 +302,9 @@ async fn dashboard(
             .iter()
             .map(|(j, p)| json!({ "joined_by": j, "included": p.iter().any(|x| x == name) }))
             .collect();
-        offerings.push(json!({ "name": name, "enabled": enabled, "products": in_products }));
+        offerings.push(json!({
+            "name": name, "enabled": enabled, "core": o.core(), "products": in_products,
+        }));
     }
     let mechanism = acc
         .signup_mechanism()
@@ -471,8 +473,13 @@ async fn switch_offering(
     State(app): State<App>,
     Path((name, switch)): Path<(String, String)>,
 ) -> Result<Response, WebError> {
-    if app.offering(&name).is_none() {
+    let Some(offering) = app.offering(&name) else {
         return Err(WebError::NotFound);
+    };
+    if offering.core() {
+        return Err(WebError::BadRequest(format!(
+            "{name} is part of the site itself (every log-in lands there) and cannot be switched off."
+        )));
     }
     let on = match switch.as_str() {
         "on" => true,

@@ -742,6 +742,11 @@ impl Offering for SettingsOffering {
         "settings"
     }
 
+    /// Every log-in lands on the settings; without them it lands on a 404.
+    fn core(&self) -> bool {
+        true
+    }
+
     fn templates(&self) -> Vec<(&'static str, &'static str)> {
         TEMPLATES.to_vec()
     }

@@ -223,3 +223,32 @@ fn the_consoles_messages_come_from_a_fixed_list_never_from_the_url() {
     assert_eq!(location, "/admin?done=suspended&to=bob");
     assert!(shown(&root.get(s, &location).text()).contains("Suspended bob."));
 }
+
+/// Issue 13, item 23: turning off the settings offering in /admin was
+/// allowed, and then every log-in landed on a 404. Core offerings have no
+/// switch, a forged one is refused with its reason, and a site where one
+/// was switched off before still serves it.
+#[test]
+fn the_settings_cannot_be_switched_off() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("root", None, Some("root's long password"), true)
+        .unwrap();
+    let s = &w.server;
+    let mut root = logged_in(s, "root", "root's long password");
+    let console = root.get(s, "/admin").text();
+    assert!(
+        !console.contains("/admin/offerings/settings/off"),
+        "{console}"
+    );
+    assert!(console.contains("/admin/offerings/notes/off"), "{console}");
+    let r = root.submit(s, "/admin", "/admin/offerings/settings/off", &[]);
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("cannot be switched off"), "{}", r.text());
+    assert_eq!(root.get(s, "/private/settings").status, 200);
+
+    // Switched off by the code before this fix: served all the same.
+    mantissa_web::set_offering_enabled(&s.site, "settings", false).unwrap();
+    let mut again = logged_in(s, "root", "root's long password");
+    assert_eq!(again.get(s, "/private/settings").status, 200);
+}

@@ -81,6 +81,14 @@ pub trait Offering: Send + Sync + 'static {
         let _ = (app, request);
         Box::pin(async { Err(WebError::NotFound) })
     }
+
+    /// Whether the site cannot run without it (the account settings, where
+    /// every log-in lands): a core offering is always served, whatever its
+    /// [`OfferingState`] says, and the admin console offers no switch for
+    /// it.
+    fn core(&self) -> bool {
+        false
+    }
 }
 
 /// Whether an offering is switched on for the site. Offerings are compiled
@@ -118,8 +126,12 @@ pub fn set_offering_enabled(
     })
 }
 
-/// Whether the offering called `name` is switched on for the site.
+/// Whether the offering called `name` is switched on for the site (a
+/// [core](Offering::core) one always is).
 pub async fn offering_is_enabled(app: &App, name: &str) -> Result<bool, WebError> {
+    if app.offering(name).is_some_and(|o| o.core()) {
+        return Ok(true);
+    }
     let n = name.to_string();
     Ok(app
         .site()
