@@ -269,3 +269,56 @@ fn a_deleted_accounts_grants_go_with_it_and_a_new_account_of_that_name_inherits_
     let list = alice.get(s, "/private/notes/").text();
     assert!(!list.contains("Shared with bob"), "{list}");
 }
+
+/// Issue 13, item 14, for sites that already have shares: a store written
+/// when shares and groups named users by name
+/// (tests/resources/site-shares-by-name, see its README) is upgraded so
+/// that those grants give nothing any more — the upgrader cannot know
+/// which account a name meant — while its owner still sees them, by name,
+/// and can remove them; a share with everyone is untouched.
+#[test]
+fn grants_by_name_from_before_the_upgrade_grant_nothing_and_show_to_their_owner() {
+    let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/resources/site-shares-by-name");
+    let w = support::world_from(Some(&from), |a| a.with_rate_limits(1000, 1000));
+    let s = &w.server;
+    // The site's configuration, at version 1 there too, is upgraded: its
+    // untouched default robots.txt now also keeps crawlers out of /admin
+    // (issue 13, item 24), and /metrics is closed (item 20).
+    let robots = s.get("/robots.txt").text();
+    assert!(robots.lines().any(|l| l == "Disallow: /admin"), "{robots}");
+    assert_eq!(s.get("/metrics").status, 404);
+    assert_eq!(s.get("/users/alice/public").status, 200);
+    let mut bob = logged_in(s, "bob", "bob's long password");
+    for path in ["/users/alice/for-bob", "/users/alice/friends"] {
+        assert_eq!(bob.get(s, path).status, 404, "{path}");
+    }
+    assert_eq!(bob.get(s, "/users/alice/public").status, 200);
+
+    let mut alice = logged_in(s, "alice", "alice's long password");
+    let list = shown(&alice.get(s, "/private/notes/").text());
+    assert!(
+        list.contains(
+            "Shared with bob (by name, from before shares named accounts: grants nothing) (view)"
+        ),
+        "{list}"
+    );
+    let id = note_id(&mut alice, s, "for-bob");
+    let r = alice.submit(
+        s,
+        "/private/notes/",
+        &format!("/private/notes/{id}/unshare"),
+        &[("role", "former-user:bob")],
+    );
+    assert_eq!(r.status, 303);
+    assert!(!shown(&alice.get(s, "/private/notes/").text()).contains("by name"));
+    // Shared again, now with bob's account: he reads it.
+    let r = alice.submit(
+        s,
+        "/private/notes/",
+        &format!("/private/notes/{id}/share"),
+        &[("role", "user"), ("user", "bob")],
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(bob.get(s, "/users/alice/for-bob").status, 200);
+}

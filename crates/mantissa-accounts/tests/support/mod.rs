@@ -19,8 +19,20 @@ pub struct World {
 }
 
 pub fn world(configure: impl FnOnce(Accounts) -> Accounts) -> World {
+    world_from(None, configure)
+}
+
+/// A world on a copy of the site folder `from` (tests/resources/…), or on a
+/// new site.
+pub fn world_from(
+    from: Option<&std::path::Path>,
+    configure: impl FnOnce(Accounts) -> Accounts,
+) -> World {
     let smtp = SmtpSink::start();
     let dir = tempfile::tempdir().unwrap();
+    if let Some(from) = from {
+        copy_dir(from, &dir.path().join("site"));
+    }
     let site = Site::open(dir.path().join("site")).unwrap();
     let relay = SmtpRelay::new("127.0.0.1", smtp.addr.port(), false);
     let accounts = Arc::new(configure(Accounts::new(
@@ -66,4 +78,16 @@ pub fn logged_in(s: &TestServer, who: &str, password: &str) -> Visitor {
     );
     assert_eq!(r.status, 303, "{who} logs in: {}", r.text());
     v
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
 }
