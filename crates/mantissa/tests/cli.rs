@@ -698,9 +698,19 @@ fn site_settings_are_shown_changed_and_served() {
         r.stderr.contains("\"10.0.0.0/33\" is not an IP address"),
         "{r:?}"
     );
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "site", "set", "hsts-max-age", "a year"],
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("is not a number of seconds (0: no HSTS)"),
+        "{r:?}"
+    );
     for (key, value) in [
         ("trusted-proxies", "127.0.0.1, ::1"),
         ("metrics-from", "10.0.0.0/8"),
+        ("hsts-max-age", "0"),
     ] {
         let r = run(mantissa(
             tmp.path(),
@@ -725,6 +735,7 @@ fn site_settings_are_shown_changed_and_served() {
         "{r:?}"
     );
     assert!(r.stdout.contains("\nmetrics-from 10.0.0.0/8\n"), "{r:?}");
+    assert!(r.stdout.contains("\nhsts-max-age 0\n"), "{r:?}");
     assert!(
         r.stdout
             .ends_with("robots:\nUser-agent: *\nDisallow: /\n\n"),
