@@ -263,6 +263,15 @@ fn forwarded_client(app: &App, req: &mut Request) {
     if proxies.is_empty() || !proxies.contains(info.peer.ip()) {
         return;
     }
+    // A proxy that ends TLS says so: the answer then goes out over HTTPS,
+    // and its cookies are marked and named for it (`Secure`, `__Host-`)
+    // and it carries HSTS, as Django's SECURE_PROXY_SSL_HEADER does. The
+    // last value is the one our proxy wrote.
+    if forwarded_proto(req.headers()).is_some_and(|p| p.eq_ignore_ascii_case("https"))
+        && let Some(info) = req.extensions_mut().get_mut::<ClientInfo>()
+    {
+        info.tls = true;
+    }
     let mut hops: Vec<std::net::IpAddr> = Vec::new();
     let headers = req.headers();
     if headers.contains_key(header::FORWARDED) {
@@ -304,6 +313,30 @@ fn forwarded_client(app: &App, req: &mut Request) {
     {
         info.peer = std::net::SocketAddr::new(*ip, 0);
     }
+}
+
+/// The protocol the last proxy was reached by: the last `proto=` of
+/// `Forwarded`, or else the last value of `X-Forwarded-Proto`.
+fn forwarded_proto(headers: &axum::http::HeaderMap) -> Option<String> {
+    let last_value = |name: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .map(|v| v.trim().to_string())
+    };
+    if headers.contains_key(header::FORWARDED) {
+        let element = last_value("forwarded")?;
+        return element.split(';').find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("proto")
+                .then(|| v.trim().trim_matches('"').to_string())
+        });
+    }
+    last_value("x-forwarded-proto")
 }
 
 /// The address of a `Forwarded` header's `for=` value: `192.0.2.1`,

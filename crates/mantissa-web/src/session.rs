@@ -4,7 +4,8 @@
 //! survive restarts and, on PostgreSQL, are shared by every node. The cookie
 //! holds a random token; the store keeps only its SHA-256, so a copy of the
 //! store does not let anyone take over a session. Cookies are `HttpOnly`,
-//! `SameSite=Lax`, and over TLS `Secure` and named with the `__Host-`
+//! `SameSite=Lax`, and over TLS (or behind a trusted proxy that says it
+//! ended TLS, see `pipeline`) `Secure` and named with the `__Host-`
 //! prefix (`__Host-mantissa_session`), which browsers only accept from this
 //! very origin, over HTTPS, for the whole site: a neighbouring subdomain or
 //! a plain-HTTP man in the middle cannot plant or overwrite them. Mantissa

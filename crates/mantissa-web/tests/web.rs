@@ -796,3 +796,41 @@ fn an_address_among_markup_characters_shows_as_written() {
     assert!(!html.contains("help@example.org"), "{html}");
     assert!(!html.contains("<help"), "{html}");
 }
+
+/// Issue 13, items 17, 18 and 20 behind a reverse proxy that ends TLS: when
+/// a trusted proxy says the client came over HTTPS, cookies are `Secure`
+/// with the `__Host-` prefix and answers carry HSTS; the same header from
+/// anyone else changes nothing.
+#[test]
+fn a_trusted_proxy_that_ends_tls_gets_https_cookies_and_hsts() {
+    let mut setup = with_form_template();
+    let before = std::mem::replace(&mut setup.before, Box::new(|_| {}));
+    setup.before = Box::new(move |site| {
+        before(site);
+        let mut c = SiteConfig::load_or_init(site).unwrap();
+        c.trusted_proxies = "127.0.0.1".into();
+        SiteConfig::save(site, c).unwrap();
+    });
+    let s = TestServer::start(setup, test_routes);
+    for header in [
+        ("X-Forwarded-Proto", "https"),
+        ("Forwarded", "for=10.1.1.1;proto=https"),
+    ] {
+        let r = s.get_with("/test/form", &[header]);
+        let csrf = set_cookie(&r, "__Host-mantissa_csrf").unwrap_or_else(|| panic!("{header:?}"));
+        assert!(csrf.contains("; Secure"), "{csrf}");
+        assert!(
+            r.header("strict-transport-security").is_some(),
+            "{header:?}"
+        );
+    }
+    let plain = s.get_with("/test/form", &[("X-Forwarded-Proto", "http")]);
+    assert!(set_cookie(&plain, "mantissa_csrf").is_some());
+    assert!(plain.header("strict-transport-security").is_none());
+
+    let untrusted = TestServer::start(with_form_template(), test_routes);
+    let r = untrusted.get_with("/test/form", &[("X-Forwarded-Proto", "https")]);
+    assert!(set_cookie(&r, "mantissa_csrf").is_some());
+    assert!(set_cookie(&r, "__Host-mantissa_csrf").is_none());
+    assert!(r.header("strict-transport-security").is_none());
+}
