@@ -2,6 +2,13 @@
 //! mechanism, and users — search, approve, suspend, reset, delete. Anyone
 //! who is not a signed-in administrator gets 404, as for anything they may
 //! not see.
+//!
+//! An action ends on the console with a message saying what was done. The
+//! redirect carries only a key from a fixed list ([`Done`]) and the name of
+//! what it was done to, and the console shows a message only when that name
+//! is one it knows (an account, an offering, a way of joining): never text
+//! from the URL, which anyone can write into a link to the console. A
+//! refused action answers with its reason on an error page instead.
 
 use std::sync::Arc;
 
@@ -44,11 +51,156 @@ async fn require_admin(State(app): State<App>, req: Request, next: Next) -> Resp
 struct Search {
     #[serde(default)]
     q: String,
+    /// A [`Done`] key.
     #[serde(default)]
-    notice: String,
+    done: String,
+    /// The account, offering or way of joining it was done to.
+    #[serde(default)]
+    to: String,
     /// The page of the user list, from 1; anything else is the first.
     #[serde(default)]
     page: String,
+}
+
+/// What an action did: the key the redirect to the console carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    Signup,
+    Approved,
+    ApprovedUnverified,
+    Suspended,
+    Unsuspended,
+    ResetSent,
+    NoEmail,
+    Deleted,
+    OfferingOn,
+    OfferingOff,
+    ProductSaved,
+    Created,
+    CreatedMailFailed,
+    TwoFactorOff,
+    NoTwoFactor,
+}
+
+impl Done {
+    const ALL: [Done; 15] = [
+        Done::Signup,
+        Done::Approved,
+        Done::ApprovedUnverified,
+        Done::Suspended,
+        Done::Unsuspended,
+        Done::ResetSent,
+        Done::NoEmail,
+        Done::Deleted,
+        Done::OfferingOn,
+        Done::OfferingOff,
+        Done::ProductSaved,
+        Done::Created,
+        Done::CreatedMailFailed,
+        Done::TwoFactorOff,
+        Done::NoTwoFactor,
+    ];
+
+    fn key(self) -> &'static str {
+        match self {
+            Done::Signup => "signup",
+            Done::Approved => "approved",
+            Done::ApprovedUnverified => "approved-unverified",
+            Done::Suspended => "suspended",
+            Done::Unsuspended => "unsuspended",
+            Done::ResetSent => "reset-sent",
+            Done::NoEmail => "no-email",
+            Done::Deleted => "deleted",
+            Done::OfferingOn => "offering-on",
+            Done::OfferingOff => "offering-off",
+            Done::ProductSaved => "product-saved",
+            Done::Created => "created",
+            Done::CreatedMailFailed => "created-mail-failed",
+            Done::TwoFactorOff => "two-factor-off",
+            Done::NoTwoFactor => "no-two-factor",
+        }
+    }
+
+    fn from_key(key: &str) -> Option<Done> {
+        Done::ALL.into_iter().find(|d| d.key() == key)
+    }
+}
+
+/// What the console knows names in a [`Done`] message against.
+struct Known<'a> {
+    /// Account names and their addresses.
+    users: &'a [serde_json::Value],
+    offerings: &'a [String],
+    mechanism: &'a str,
+}
+
+/// The message for `done` to `to`, if `to` is something the console knows
+/// (see the module documentation).
+fn done_message(done: Done, to: &str, known: &Known<'_>) -> Option<String> {
+    let user = || known.users.iter().find(|u| u["username"] == to);
+    let ways = ["open", "invitation", "approval", "created"];
+    Some(match done {
+        // The mechanism now in force, not the one in the URL.
+        Done::Signup => format!("Sign-up is now {}.", known.mechanism),
+        Done::Approved => format!("Approved {}.", user()?["username"].as_str()?),
+        Done::ApprovedUnverified => format!(
+            "Approved {}; the account works once its email address is verified.",
+            user()?["username"].as_str()?
+        ),
+        Done::Suspended => format!(
+            "Suspended {}; their API tokens are revoked.",
+            user()?["username"].as_str()?
+        ),
+        Done::TwoFactorOff => format!(
+            "Two-factor log-in of {} is off; they were mailed.",
+            user()?["username"].as_str()?
+        ),
+        Done::NoTwoFactor => format!(
+            "{} had no two-factor log-in on.",
+            user()?["username"].as_str()?
+        ),
+        Done::Unsuspended => format!("{} can log in again.", user()?["username"].as_str()?),
+        Done::ResetSent => format!(
+            "A reset link was emailed to {}.",
+            user()?["username"].as_str()?
+        ),
+        Done::NoEmail => format!(
+            "{} has no email address to send a reset link to.",
+            user()?["username"].as_str()?
+        ),
+        // The account is gone: nothing to check a name against, so none is
+        // shown.
+        Done::Deleted => {
+            "Deleted the account; its store was exported first to the site's exports folder.".into()
+        }
+        Done::OfferingOn | Done::OfferingOff => {
+            let name = known.offerings.iter().find(|o| *o == to)?;
+            let state = if done == Done::OfferingOn {
+                "on"
+            } else {
+                "off"
+            };
+            format!("{name} is now {state}.")
+        }
+        Done::ProductSaved => {
+            let way = ways.into_iter().find(|w| *w == to)?;
+            format!("Saved the product for accounts that join by {way}.")
+        }
+        Done::Created => {
+            let u = user()?;
+            match u["emails"].get(0).and_then(|e| e.as_str()) {
+                Some(email) => format!(
+                    "Created {}; a link to set a password was emailed to {email}.",
+                    u["username"].as_str()?
+                ),
+                None => format!("Created {}.", u["username"].as_str()?),
+            }
+        }
+        Done::CreatedMailFailed => format!(
+            "Created {}, but the email with the link to set a password could not be sent.",
+            user()?["username"].as_str()?
+        ),
+    })
 }
 
 /// Users on one page of the console's list (and of its JSON at
@@ -78,6 +230,32 @@ async fn dashboard(
     let q = search.q.trim().to_lowercase();
     let me = session.user().unwrap_or_default();
     let page = search.page.parse::<usize>().unwrap_or(1).max(1);
+    // The message's account is looked for among all, not only those the
+    // search shows.
+    let done = Done::from_key(&search.done);
+    let about = match done {
+        Some(_) if !search.to.is_empty() => {
+            let to = search.to.clone();
+            app.site()
+                .store()
+                .read(move |r| {
+                    let Some(a) = r
+                        .query::<Account>()
+                        .filter(Account::username.eq(to))
+                        .first()?
+                    else {
+                        return Ok(vec![]);
+                    };
+                    let emails = r
+                        .query::<EmailAddress>()
+                        .filter(EmailAddress::account.eq(a.id()))
+                        .column(EmailAddress::address)?;
+                    Ok(vec![json!({ "username": a.username, "emails": emails })])
+                })
+                .await?
+        }
+        _ => vec![],
+    };
     let (users, matched, total, pending) = app
         .site()
         .store()
@@ -173,17 +351,35 @@ async fn dashboard(
             .iter()
             .map(|(j, p)| json!({ "joined_by": j, "included": p.iter().any(|x| x == name) }))
             .collect();
-        offerings.push(json!({ "name": name, "enabled": enabled, "products": in_products }));
+        offerings.push(json!({
+            "name": name, "enabled": enabled, "core": o.core(), "products": in_products,
+        }));
     }
     let mechanism = acc
         .signup_mechanism()
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?;
+    let offering_names: Vec<String> = app
+        .offerings()
+        .iter()
+        .map(|o| o.name().to_string())
+        .collect();
+    let notice = done.and_then(|d| {
+        done_message(
+            d,
+            &search.to,
+            &Known {
+                users: &about,
+                offerings: &offering_names,
+                mechanism: &mechanism,
+            },
+        )
+    });
     Ok(Page::new(
         "accounts/admin.html",
         json!({
             "q": search.q,
-            "notice": (!search.notice.is_empty()).then_some(search.notice),
+            "notice": notice,
             "mechanism": mechanism,
             "users": users,
             "pager": {
@@ -205,15 +401,11 @@ struct Mechanism {
     mechanism: String,
 }
 
-fn back(notice: &str) -> Response {
-    let encoded: String = notice
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    Redirect::to(&format!("/admin?notice={encoded}")).into_response()
+/// Back to the console, which says what was `done` to `to`.
+fn back(done: Done, to: &str) -> Response {
+    let query =
+        serde_urlencoded::to_string([("done", done.key()), ("to", to)]).expect("strings encode");
+    Redirect::to(&format!("/admin?{query}")).into_response()
 }
 
 async fn set_signup(
@@ -226,7 +418,7 @@ async fn set_signup(
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?
         .map_err(|e| WebError::BadRequest(e.to_string()))?;
-    Ok(back(&format!("Sign-up is now {}.", m.mechanism)))
+    Ok(back(Done::Signup, ""))
 }
 
 async fn user_action(
@@ -262,11 +454,9 @@ async fn user_action(
                     .into();
                     tx.update(&a)?;
                     Ok(if verified {
-                        format!("Approved {n}.")
+                        Done::Approved
                     } else {
-                        format!(
-                            "Approved {n}; the account works once its email address is verified."
-                        )
+                        Done::ApprovedUnverified
                     })
                 }
                 "suspend" if n != me => {
@@ -275,24 +465,24 @@ async fn user_action(
                     tx.delete_where(SessionRecord::user.eq(n.clone()))?;
                     // For good: unsuspending does not bring them back.
                     crate::tokens::revoke_all(tx, a.id())?;
-                    Ok(format!("Suspended {n}; their API tokens are revoked."))
+                    Ok(Done::Suspended)
                 }
                 "suspend" => Err(StoreError::app("you cannot suspend yourself")),
                 "unsuspend" if a.status == status::SUSPENDED => {
                     a.status = status::ACTIVE.into();
                     tx.update(&a)?;
-                    Ok(format!("{n} can log in again."))
+                    Ok(Done::Unsuspended)
                 }
-                "reset" => Ok("reset".into()),
-                "two-factor-off" => Ok("two-factor-off".into()),
-                "delete" if n != me => Ok("delete".into()),
+                "reset" => Ok(Done::ResetSent),
+                "two-factor-off" => Ok(Done::TwoFactorOff),
+                "delete" if n != me => Ok(Done::Deleted),
                 "delete" => Err(StoreError::app("you cannot delete yourself")),
                 _ => Err(StoreError::app(format!("{act} does not apply to {n}"))),
             }
         })
         .await;
     match outcome {
-        Ok(m) if m == "reset" => {
+        Ok(Done::ResetSent) => {
             let emails = {
                 let n = name.clone();
                 app.site()
@@ -316,37 +506,34 @@ async fn user_action(
                     acc.request_reset(None, e)
                         .await
                         .map_err(|e| WebError::Internal(e.to_string()))?;
-                    Ok(back(&format!("A reset link was emailed to {name}.")))
+                    Ok(back(Done::ResetSent, &name))
                 }
-                None => Ok(back(&format!(
-                    "{name} has no email address to send a reset link to."
-                ))),
+                None => Ok(back(Done::NoEmail, &name)),
             }
         }
-        Ok(m) if m == "two-factor-off" => {
+        Ok(Done::TwoFactorOff) => {
             let cleared = acc.clear_second_factor(&name).await.map_err(|e| match e {
                 AccountError::Store(e) => WebError::from(e),
                 e => WebError::BadRequest(e.to_string()),
             })?;
-            Ok(back(&if cleared {
-                format!("Two-factor log-in of {name} is off; they were mailed.")
+            let done = if cleared {
+                Done::TwoFactorOff
             } else {
-                format!("{name} had no two-factor log-in on.")
-            }))
+                Done::NoTwoFactor
+            };
+            Ok(back(done, &name))
         }
-        Ok(m) if m == "delete" => {
+        Ok(Done::Deleted) => {
             let n = name.clone();
-            let export = tokio::task::spawn_blocking(move || acc.delete_user(&n))
+            tokio::task::spawn_blocking(move || acc.delete_user(&n))
                 .await
                 .map_err(|e| WebError::Internal(e.to_string()))?
                 .map_err(|e| WebError::Internal(e.to_string()))?;
-            Ok(back(&format!(
-                "Deleted {name}; the store was exported first to {}.",
-                export.display()
-            )))
+            Ok(back(Done::Deleted, ""))
         }
-        Ok(m) => Ok(back(&m)),
-        Err(StoreError::App(m)) => Ok(back(&m)),
+        Ok(done) => Ok(back(done, &name)),
+        // Refused: the reason, on a page of its own (400), changing nothing.
+        Err(StoreError::App(m)) => Err(WebError::BadRequest(format!("{m}."))),
         Err(e) => Err(WebError::from(e)),
     }
 }
@@ -355,8 +542,13 @@ async fn switch_offering(
     State(app): State<App>,
     Path((name, switch)): Path<(String, String)>,
 ) -> Result<Response, WebError> {
-    if app.offering(&name).is_none() {
+    let Some(offering) = app.offering(&name) else {
         return Err(WebError::NotFound);
+    };
+    if offering.core() {
+        return Err(WebError::BadRequest(format!(
+            "{name} is part of the site itself (every log-in lands there) and cannot be switched off."
+        )));
     }
     let on = match switch.as_str() {
         "on" => true,
@@ -368,10 +560,14 @@ async fn switch_offering(
     tokio::task::spawn_blocking(move || mantissa_web::set_offering_enabled(&site, &n, on))
         .await
         .map_err(|e| WebError::Internal(e.to_string()))??;
-    Ok(back(&format!(
-        "{name} is now {}.",
-        if on { "on" } else { "off" }
-    )))
+    Ok(back(
+        if on {
+            Done::OfferingOn
+        } else {
+            Done::OfferingOff
+        },
+        &name,
+    ))
 }
 
 async fn set_product(
@@ -389,9 +585,7 @@ async fn set_product(
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?
         .map_err(|e| WebError::BadRequest(e.to_string()))?;
-    Ok(back(&format!(
-        "Saved the product for accounts that join by {joined_by}."
-    )))
+    Ok(back(Done::ProductSaved, &joined_by))
 }
 
 #[derive(Deserialize)]
@@ -412,16 +606,15 @@ async fn create_user(
         .map_err(|e| WebError::Internal(e.to_string()))?;
     match made {
         Ok(_) => match acc.request_reset(None, &email).await {
-            Ok(()) => Ok(back(&format!(
-                "Created {name}; a link to set a password was emailed to {email}."
-            ))),
-            Err(e) => Ok(back(&format!(
-                "Created {name}, but the email could not be sent: {e}"
-            ))),
+            Ok(()) => Ok(back(Done::Created, &name)),
+            Err(e) => {
+                tracing::error!(user = %name, error = %e, "the new account's link could not be sent");
+                Ok(back(Done::CreatedMailFailed, &name))
+            }
         },
         Err(
             e @ (crate::AccountError::Invalid(_) | crate::AccountError::Store(StoreError::App(_))),
-        ) => Ok(back(&e.to_string())),
+        ) => Err(WebError::BadRequest(e.to_string())),
         Err(e) => Err(WebError::Internal(e.to_string())),
     }
 }

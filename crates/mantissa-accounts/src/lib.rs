@@ -57,5 +57,8 @@ pub use service::{
     AccountError, Accounts, LOCK_AFTER, MAX_PASSWORD_LEN, MAX_WHO_LEN, RESETS_PER_HOUR,
     TICKET_LIFETIME,
 };
-pub use sharing::{Group, Role, Share, SharePolicy, set_group, share, unshare};
+pub use sharing::{
+    AccountId, Group, GroupMember, Role, Share, ShareError, SharePolicy, account_names,
+    find_account, revoke_grants, set_group, share, unshare,
+};
 pub use tokens::{ApiToken, TokenAuthenticator};

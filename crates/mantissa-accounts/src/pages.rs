@@ -1,6 +1,11 @@
 //! The account pages: `/login`, `/logout`, `/signup`, `/verify/…`,
-//! `/reset`, `/reset/…`, `/unlock/…`, and the signed-in user's
+//! `/reset`, `/reset/…`, `/unlock/…`, `/email/…`, and the signed-in user's
 //! `/private/settings`.
+//!
+//! A mailed link only ever shows a page: what it does happens when its
+//! button is pressed (a POST). Mail scanners and link prefetchers follow
+//! links with GET, and would otherwise verify an address, unlock an account
+//! or move it to a new address without the person ever seeing it.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -281,6 +286,38 @@ async fn signup(
     }
 }
 
+/// The page a mailed link shows: what pressing its button will do.
+fn confirm(title: &str, text: &str, button: &str) -> Page {
+    Page::new(
+        "accounts/confirm.html",
+        json!({ "title": title, "message": text, "button": button }),
+    )
+}
+
+async fn verify_form() -> Page {
+    confirm(
+        "Verify your email address",
+        "Press the button to confirm that this address is yours and finish signing up.",
+        "Verify my address",
+    )
+}
+
+async fn unlock_form() -> Page {
+    confirm(
+        "Unlock your account",
+        "Your account was locked after too many failed log-ins. Press the button to unlock it.",
+        "Unlock my account",
+    )
+}
+
+async fn confirm_email_form() -> Page {
+    confirm(
+        "Change your email address",
+        "Press the button to move your account to this new address.",
+        "Use this address",
+    )
+}
+
 async fn verify(
     Extension(acc): Extension<Arc<Accounts>>,
     Path(token): Path<String>,
@@ -396,9 +433,12 @@ pub fn routes(app: &App, accounts: Arc<Accounts>) -> Router<App> {
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
         .route("/signup", get(signup_form).post(signup))
-        .route("/verify/{token}", get(verify))
-        .route("/unlock/{token}", get(unlock))
-        .route("/email/{token}", get(confirm_email))
+        .route("/verify/{token}", get(verify_form).post(verify))
+        .route("/unlock/{token}", get(unlock_form).post(unlock))
+        .route(
+            "/email/{token}",
+            get(confirm_email_form).post(confirm_email),
+        )
         .route("/reset", get(reset_form).post(reset))
         .route("/reset/{token}", get(new_password_form).post(new_password))
         .merge(crate::passkeys::http::public_routes())
@@ -429,6 +469,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "accounts/message.html",
         include_str!("../templates/message.html"),
+    ),
+    (
+        "accounts/confirm.html",
+        include_str!("../templates/confirm.html"),
     ),
     (
         "accounts/reset.html",
@@ -789,6 +833,11 @@ async fn change_password(
 impl Offering for SettingsOffering {
     fn name(&self) -> &'static str {
         "settings"
+    }
+
+    /// Every log-in lands on the settings; without them it lands on a 404.
+    fn core(&self) -> bool {
+        true
     }
 
     fn templates(&self) -> Vec<(&'static str, &'static str)> {

@@ -1371,11 +1371,21 @@ impl Accounts {
             self.site.export_user(username, &export)?;
         }
         let name = username.to_string();
-        self.site.store().write_blocking(move |tx| {
+        let id = self.site.store().write_blocking(move |tx| {
+            let id = tx
+                .query::<Account>()
+                .filter(Account::username.eq(name.clone()))
+                .ids()?;
             tx.delete_where(SessionRecord::user.eq(name.clone()))?;
             tx.delete_where(Account::username.eq(name))?;
-            Ok(())
+            Ok(id.first().copied())
         })?;
+        // What other users granted to this account goes with it (shares
+        // and group memberships name the account's id, never reused, so a
+        // new account with the same name does not inherit them anyway).
+        if let Some(id) = id {
+            crate::sharing::revoke_grants(&self.site, id.into())?;
+        }
         if self.site.has_user_store(username)? {
             self.site.delete_user_store(username)?;
         }

@@ -61,16 +61,17 @@ fn notes_are_written_shared_and_unshared_from_their_page() {
 
     // Bad forms answer 400 and change nothing; a title is required.
     assert_eq!(alice.submit(s, page, page, &[("title", "  ")]).status, 400);
-    for fields in [
-        &[("role", "user"), ("user", "")][..],
-        &[("role", "user"), ("user", "../bob")],
-        &[("role", "the-world")],
-    ] {
-        assert_eq!(
-            alice.submit(s, page, &share, fields).status,
-            400,
-            "{fields:?}"
-        );
+    assert_eq!(
+        alice
+            .submit(s, page, &share, &[("role", "the-world")])
+            .status,
+        400
+    );
+    // A name that is no account's is refused on the form itself (422).
+    for user in ["", "../bob"] {
+        let r = alice.submit(s, page, &share, &[("role", "user"), ("user", user)]);
+        assert_eq!(r.status, 422, "{user:?}");
+        assert!(shown(&r.text()).contains("role=\"alert\""), "{user:?}");
     }
     assert_eq!(
         alice
@@ -110,9 +111,21 @@ fn notes_are_written_shared_and_unshared_from_their_page() {
     let shares = |v: &mut Visitor| {
         entries(v, s).into_iter().find(|n| n["id"] == id).unwrap()["shares"].clone()
     };
+    let bob_id = w
+        .accounts
+        .site()
+        .store()
+        .read_blocking(|r| {
+            r.query::<mantissa_accounts::Account>()
+                .filter(mantissa_accounts::Account::username.eq("bob"))
+                .ids()
+        })
+        .unwrap()[0]
+        .id();
+    let bob_role = format!("account:{bob_id}");
     assert_eq!(
         shares(&mut alice),
-        serde_json::json!([{ "role": "user:bob", "label": "bob", "capabilities": "view, edit" }])
+        serde_json::json!([{ "role": bob_role, "label": "bob", "capabilities": "view, edit" }])
     );
     let seen = bob.get(s, "/users/alice/plans");
     assert_eq!(seen.status, 200);
@@ -128,7 +141,7 @@ fn notes_are_written_shared_and_unshared_from_their_page() {
     let r = alice.submit(s, page, &share, &[("role", "signed-in")]);
     assert_eq!(r.status, 303);
     assert_eq!(s.get("/users/alice/plans").status, 404);
-    for role in ["user:bob", "signed-in"] {
+    for role in [bob_role.as_str(), "signed-in"] {
         assert_eq!(
             alice.submit(s, page, &unshare, &[("role", role)]).status,
             303
@@ -137,6 +150,79 @@ fn notes_are_written_shared_and_unshared_from_their_page() {
     assert_eq!(shares(&mut alice), serde_json::json!([]));
     assert_eq!(bob.get(s, "/users/alice/plans").status, 404);
     assert_eq!(alice.get(s, "/users/alice/plans").status, 200);
+}
+
+/// Issue 13, item 23: two notes whose titles share their first 80 slug
+/// characters: the second answered 500 ("the address … is already used"),
+/// because the id was appended before the slug was cut.
+#[test]
+fn two_long_titles_alike_in_their_first_80_characters_get_two_addresses() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("alice", None, Some("alice's long password"), false)
+        .unwrap();
+    let s = &w.server;
+    let mut alice = logged_in(s, "alice", "alice's long password");
+    let page = "/private/notes/";
+    let common = "a very long title ".repeat(6);
+    for ending in ["one", "two", "three"] {
+        let title = format!("{common}{ending}");
+        let r = alice.submit(s, page, page, &[("title", &title)]);
+        assert_eq!(r.status, 303, "{title}: {}", r.text());
+    }
+    let notes = entries(&mut alice, s);
+    let mut urls: Vec<String> = notes
+        .iter()
+        .map(|n| n["url"].as_str().unwrap().to_string())
+        .collect();
+    urls.sort();
+    urls.dedup();
+    assert_eq!(urls.len(), 3, "{urls:?}");
+    for n in &notes {
+        let url = n["url"].as_str().unwrap();
+        let slug = url.strip_prefix("/users/alice/").unwrap();
+        assert!(slug.len() <= 80 && !slug.ends_with('-'), "{slug}");
+        let r = alice.get(s, url);
+        assert_eq!(r.status, 200, "{url}");
+        assert!(r.text().contains(n["title"].as_str().unwrap()), "{url}");
+    }
+}
+
+/// Issue 13, item 25: slugs dropped every non-ASCII letter ("Été à Paris"
+/// became `t-paris`, a Japanese title `item`). Now they are transliterated.
+#[test]
+fn titles_in_other_scripts_get_readable_addresses() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("alice", None, Some("alice's long password"), false)
+        .unwrap();
+    let s = &w.server;
+    let mut alice = logged_in(s, "alice", "alice's long password");
+    let page = "/private/notes/";
+    for (title, url) in [
+        ("Café & Crème – ünïcode", "/users/alice/cafe-creme-unicode"),
+        ("Été à Paris", "/users/alice/ete-a-paris"),
+        ("Straße in Köln", "/users/alice/strasse-in-koln"),
+        ("Москва", "/users/alice/moskva"),
+    ] {
+        let r = alice.submit(s, page, page, &[("title", title)]);
+        assert_eq!(r.status, 303, "{title}");
+        let r = alice.get(s, url);
+        assert_eq!(r.status, 200, "{title} at {url}");
+        assert!(shown(&r.text()).contains(title), "{title}");
+    }
+    // A title with no Latin letters at all still gets its own address,
+    // not the placeholder `item`.
+    let r = alice.submit(s, page, page, &[("title", "日本語のタイトル")]);
+    assert_eq!(r.status, 303);
+    let notes = entries(&mut alice, s);
+    let japanese = notes
+        .iter()
+        .find(|n| n["title"] == "日本語のタイトル")
+        .unwrap();
+    let url = japanese["url"].as_str().unwrap();
+    assert!(!url.ends_with("/item") && url.is_ascii(), "{url}");
+    assert_eq!(alice.get(s, url).status, 200);
 }
 
 /// A note shared with everyone that holds an e-mail address: a harvester

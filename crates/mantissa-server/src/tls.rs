@@ -4,6 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
 use crate::listener::ServerError;
 
 fn tls_err(what: &Path, reason: impl Into<String>) -> ServerError {
@@ -18,15 +21,18 @@ fn tls_err(what: &Path, reason: impl Into<String>) -> ServerError {
 pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, ServerError> {
     let cert_pem = std::fs::read(cert).map_err(|e| tls_err(cert, format!("cannot read: {e}")))?;
     let key_pem = std::fs::read(key).map_err(|e| tls_err(key, format!("cannot read: {e}")))?;
-    let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    // PEM is read by rustls-pki-types' own `PemObject` (rustls-pemfile,
+    // which did it before, is superseded by it and no longer maintained).
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| tls_err(cert, format!("not a PEM certificate file: {e}")))?;
     if chain.is_empty() {
         return Err(tls_err(cert, "holds no PEM certificate"));
     }
-    let private = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| tls_err(key, format!("not a PEM key file: {e}")))?
-        .ok_or_else(|| tls_err(key, "holds no PEM private key"))?;
+    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => tls_err(key, "holds no PEM private key"),
+        e => tls_err(key, format!("not a PEM key file: {e}")),
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

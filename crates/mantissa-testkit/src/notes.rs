@@ -19,14 +19,18 @@
 //! The `mantissa-notes-site` binary (`tests/notes-site`) is `mantissa`
 //! plus this offering, which the browser tests drive.
 
-use axum::extract::Path;
-use axum::response::{IntoResponse, Redirect};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
-use mantissa_accounts::{Role, Share, share, unshare};
+use mantissa_accounts::{
+    AccountId, GroupMember, Role, Share, ShareError, account_names, find_account, share, unshare,
+};
 use mantissa_store::{Item, Ref, Write};
 use mantissa_web::{App, Offering, Owner, Page, Published, SharedFuture, SharedRequest, WebError};
 use serde::Deserialize;
+use std::collections::HashMap;
 
 /// A note.
 #[derive(Item, Debug, Clone)]
@@ -54,6 +58,7 @@ const LIST: &str = r#"{% extends "base.html" %}
   <p><button type="submit">Save and publish</button></p>
 </form>
 <h2>Your notes</h2>
+{% if people %}<datalist id="share-people">{% for p in people %}<option value="{{ p }}">{% endfor %}</datalist>{% endif %}
 {% if not entries %}<p>No notes yet.</p>{% endif %}
 {% for n in entries %}
 <article class="note" id="note-{{ n.id }}">
@@ -76,7 +81,8 @@ const LIST: &str = r#"{% extends "base.html" %}
     <label class="check"><input type="radio" name="role" value="signed-in"> with signed-in users</label>
     <label class="check"><input type="radio" name="role" value="user" checked> with one user:</label>
     <p><label for="share-user-{{ n.id }}">User name</label>
-    <input id="share-user-{{ n.id }}" name="user" autocomplete="off"></p>
+    <input id="share-user-{{ n.id }}" name="user" autocomplete="off" list="share-people"{% if problem and problem.note == n.id %} value="{{ problem.user }}" aria-invalid="true" aria-describedby="share-problem-{{ n.id }}"{% endif %}></p>
+    {% if problem and problem.note == n.id %}<p class="error" id="share-problem-{{ n.id }}" role="alert">{{ problem.message }}</p>{% endif %}
     <label class="check"><input type="checkbox" name="edit" value="on"> and let them edit it</label>
     <p><button type="submit">Share</button></p>
     </fieldset>
@@ -125,19 +131,42 @@ fn back() -> Redirect {
     Redirect::to("/private/notes/")
 }
 
-/// Says who a share is for, in words.
-fn role_label(key: &str) -> String {
+/// Says who a share is for, in words; `names` are the user names of the
+/// accounts shared with.
+fn role_label(key: &str, names: &HashMap<AccountId, String>) -> String {
     match Role::from_key(key) {
         Some(Role::Everyone) => "everyone".into(),
         Some(Role::SignedIn) => "signed-in users".into(),
-        Some(Role::User(u)) => u,
+        Some(Role::User(a)) => names
+            .get(&a)
+            .cloned()
+            .unwrap_or_else(|| "a deleted account".into()),
         Some(Role::Group(g)) => format!("the group {g}"),
+        Some(Role::FormerUser(u)) => {
+            format!("{u} (by name, from before shares named accounts: grants nothing)")
+        }
         None => key.into(),
     }
 }
 
-async fn list(Extension(owner): Extension<Owner>) -> Result<Page, WebError> {
-    let (notes, published, shares) = owner
+/// A share form that was refused, to show on the list next to that form.
+struct Problem {
+    note: i64,
+    user: String,
+    message: String,
+}
+
+async fn list(
+    State(app): State<App>,
+    Extension(owner): Extension<Owner>,
+) -> Result<Page, WebError> {
+    list_page(app, owner, None).await
+}
+
+/// The list, with the refused share form's message if there is one (then
+/// answered 422, the form keeping what was typed).
+async fn list_page(app: App, owner: Owner, problem: Option<Problem>) -> Result<Page, WebError> {
+    let (notes, published, shares, members) = owner
         .store
         .read(|r| {
             let notes = r.query::<Note>().order_by(Note::title.asc()).all()?;
@@ -150,9 +179,29 @@ async fn list(Extension(owner): Extension<Owner>) -> Result<Page, WebError> {
                 .query::<Share>()
                 .filter(Share::item_type.eq(Note::NAME))
                 .all()?;
-            Ok((notes, published, shares))
+            let members = r.query::<GroupMember>().column(GroupMember::account)?;
+            Ok((notes, published, shares, members))
         })
         .await?;
+    // The accounts this owner already shares with (or has in a group): the
+    // share form suggests them. Not every account of the site: that list
+    // would tell every user who else has an account.
+    let mut ids: Vec<AccountId> = shares
+        .iter()
+        .filter_map(|s| match Role::from_key(&s.role) {
+            Some(Role::User(a)) => Some(a),
+            _ => None,
+        })
+        .chain(members.into_iter().map(AccountId))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let site = app.site().clone();
+    let names = tokio::task::spawn_blocking(move || account_names(&site, &ids))
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))??;
+    let mut people: Vec<&String> = names.values().collect();
+    people.sort();
     let entries: Vec<_> = notes
         .iter()
         .map(|n| {
@@ -167,7 +216,7 @@ async fn list(Extension(owner): Extension<Owner>) -> Result<Page, WebError> {
                 .map(|s| {
                     serde_json::json!({
                         "role": s.role,
-                        "label": role_label(&s.role),
+                        "label": role_label(&s.role, &names),
                         "capabilities": s.capabilities.replace(',', ", "),
                     })
                 })
@@ -182,10 +231,23 @@ async fn list(Extension(owner): Extension<Owner>) -> Result<Page, WebError> {
         })
         .collect();
     let titles: Vec<&str> = notes.iter().map(|n| n.title.as_str()).collect();
-    Ok(Page::new(
+    let failed = problem.is_some();
+    let problem = problem
+        .map(|p| serde_json::json!({ "note": p.note, "user": p.user, "message": p.message }));
+    let mut page = Page::new(
         "notes/list.html",
-        serde_json::json!({ "user": owner.name, "notes": titles, "entries": entries }),
-    ))
+        serde_json::json!({
+            "user": owner.name,
+            "notes": titles,
+            "entries": entries,
+            "people": people,
+            "problem": problem,
+        }),
+    );
+    if failed {
+        page.status = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    Ok(page)
 }
 
 async fn create(
@@ -204,18 +266,24 @@ async fn create(
                 body: form.body,
             })?;
             // Another note may have the title's address: this one then
-            // gets its id after the title.
-            let slug = mantissa_web::slugify(&title);
-            let taken = tx
-                .query::<Published>()
-                .filter(Published::slug.eq(slug))
-                .first()?
-                .is_some();
-            let slug = if taken {
-                format!("{title} {}", note.id())
-            } else {
-                title
+            // gets its id after the title (cut to make room for it), and
+            // if a title took even that, a count after the id.
+            let taken = |tx: &Write<'_>, slug: &str| {
+                tx.query::<Published>()
+                    .filter(Published::slug.eq(slug.to_string()))
+                    .first()
+                    .map(|p| p.is_some())
             };
+            let mut slug = mantissa_web::slugify(&title);
+            let mut n = 1;
+            while taken(tx, &slug)? {
+                let suffix = match n {
+                    1 => note.id().to_string(),
+                    n => format!("{}-{n}", note.id()),
+                };
+                slug = mantissa_web::slugify_with_suffix(&title, &suffix);
+                n += 1;
+            }
             mantissa_web::publish(tx, "notes", note, &slug).map(drop)
         })
         .await?;
@@ -223,21 +291,44 @@ async fn create(
 }
 
 async fn share_note(
+    State(app): State<App>,
     Extension(owner): Extension<Owner>,
     Path(id): Path<i64>,
     Form(form): Form<ShareForm>,
-) -> Result<Redirect, WebError> {
+) -> Result<Response, WebError> {
     let role = match form.role.as_str() {
         "everyone" => Role::Everyone,
         "signed-in" => Role::SignedIn,
         "user" => {
-            let user = form.user.trim().to_string();
-            if mantissa_store::check_store_name(&user).is_err() {
-                return Err(WebError::BadRequest(format!(
-                    "{user:?} is not a user name."
-                )));
+            let typed = form.user.trim().to_string();
+            let site = app.site().clone();
+            let name = typed.clone();
+            let found = tokio::task::spawn_blocking(move || find_account(&site, &name))
+                .await
+                .map_err(|e| WebError::Internal(e.to_string()))?;
+            match found {
+                Ok(account) => Role::User(account),
+                // Refused on the form itself, which keeps what was typed:
+                // nothing is granted to a name nobody holds (someone could
+                // sign up with it later).
+                Err(ShareError::NoSuchUser { .. }) => {
+                    let message = if typed.is_empty() {
+                        "Type the user name of the person to share with.".to_string()
+                    } else {
+                        format!(
+                            "There is no user called “{typed}”. Check the spelling: \
+                             a note can only be shared with someone who has an account."
+                        )
+                    };
+                    let problem = Problem {
+                        note: id,
+                        user: typed,
+                        message,
+                    };
+                    return Ok(list_page(app, owner, Some(problem)).await?.into_response());
+                }
+                Err(ShareError::Store(e)) => return Err(e.into()),
             }
-            Role::User(user)
         }
         other => {
             return Err(WebError::BadRequest(format!(
@@ -254,6 +345,7 @@ async fn share_note(
         share(tx, note, role, capabilities)
     })
     .await
+    .map(IntoResponse::into_response)
 }
 
 /// Does `change` to the owner's note `id`, then goes back to the list; a

@@ -14,7 +14,7 @@ use mantissa_store::Site;
 use minijinja::Value;
 
 use crate::access::{AccessPolicy, PublicPolicy};
-use crate::config::SiteConfig;
+use crate::config::{AddressList, SiteConfig};
 use crate::http::ClientInfo;
 use crate::observe::{RequestRate, metrics_text, prometheus};
 use crate::offering::{Offering, Offerings, shared_item};
@@ -79,12 +79,32 @@ struct Inner {
 struct Configured {
     config: SiteConfig,
     public: Value,
+    /// `trusted_proxies`, parsed.
+    proxies: AddressList,
+    /// `metrics_from`, parsed.
+    metrics_from: AddressList,
+    /// The `Strict-Transport-Security` value, if one is sent.
+    hsts: Option<HeaderValue>,
 }
 
 impl Configured {
     fn new(config: SiteConfig) -> Configured {
+        // `mantissa site set` checks these lists; one that does not parse
+        // (written some other way) trusts no one rather than stopping the
+        // site.
+        let list = |name: &str, text: &str| {
+            AddressList::parse(text).unwrap_or_else(|e| {
+                tracing::error!(setting = name, error = %e, "ignoring a bad address list");
+                AddressList::default()
+            })
+        };
         Configured {
             public: Value::from_serialize(config.public()),
+            proxies: list("trusted-proxies", &config.trusted_proxies),
+            metrics_from: list("metrics-from", &config.metrics_from),
+            hsts: (config.hsts_max_age > 0).then(|| {
+                HeaderValue::from_str(&format!("max-age={}", config.hsts_max_age)).expect("digits")
+            }),
             config,
         }
     }
@@ -235,6 +255,21 @@ impl App {
         self.configured().config.clone()
     }
 
+    /// The reverse proxies whose forwarding headers name the client.
+    pub(crate) fn trusted_proxies(&self) -> AddressList {
+        self.configured().proxies.clone()
+    }
+
+    /// Whether `ip` may read `/metrics`.
+    pub(crate) fn may_read_metrics(&self, ip: std::net::IpAddr) -> bool {
+        self.configured().metrics_from.contains(ip)
+    }
+
+    /// The `Strict-Transport-Security` header for answers over TLS.
+    pub(crate) fn hsts(&self) -> Option<HeaderValue> {
+        self.configured().hsts.clone()
+    }
+
     /// What templates see of the site's configuration: its name, tagline
     /// and contact.
     pub(crate) fn public_site(&self) -> Value {
@@ -348,11 +383,15 @@ async fn robots(State(app): State<App>) -> Response {
         .into_response()
 }
 
-async fn metrics_page(req: Request) -> Response {
+/// Closed unless the site's `metrics-from` setting lists the client: behind
+/// a reverse proxy on the same host every visitor is a loopback peer, so
+/// "from loopback" says nothing. The client is the one the trusted proxies
+/// name (see `pipeline`).
+async fn metrics_page(State(app): State<App>, req: Request) -> Response {
     let local = req
         .extensions()
         .get::<ClientInfo>()
-        .is_some_and(|c| c.peer.ip().is_loopback());
+        .is_some_and(|c| app.may_read_metrics(c.peer.ip()));
     match (local, prometheus()) {
         (true, Some(h)) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

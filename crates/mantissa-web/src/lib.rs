@@ -29,11 +29,11 @@ mod templates;
 
 pub use access::{AccessPolicy, CapabilitiesFuture, PublicPolicy, VIEW, grants};
 pub use app::{App, WebOptions};
-pub use config::SiteConfig;
+pub use config::{AddressList, AddressListError, DEFAULT_ROBOTS, SiteConfig};
 pub use http::{ClientInfo, HttpProtocol};
 pub use offering::{
-    Offering, OfferingState, Owner, Published, SharedFuture, SharedRequest, offering_is_enabled,
-    publish, set_offering_enabled, slugify,
+    Offering, OfferingState, Owner, Published, SLUG_MAX, SharedFuture, SharedRequest,
+    offering_is_enabled, publish, set_offering_enabled, slugify, slugify_with_suffix,
 };
 pub use page::{ApiRequest, Page, WebError};
 pub use pipeline::WebService;

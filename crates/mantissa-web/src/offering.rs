@@ -81,6 +81,14 @@ pub trait Offering: Send + Sync + 'static {
         let _ = (app, request);
         Box::pin(async { Err(WebError::NotFound) })
     }
+
+    /// Whether the site cannot run without it (the account settings, where
+    /// every log-in lands): a core offering is always served, whatever its
+    /// [`OfferingState`] says, and the admin console offers no switch for
+    /// it.
+    fn core(&self) -> bool {
+        false
+    }
 }
 
 /// Whether an offering is switched on for the site. Offerings are compiled
@@ -118,8 +126,12 @@ pub fn set_offering_enabled(
     })
 }
 
-/// Whether the offering called `name` is switched on for the site.
+/// Whether the offering called `name` is switched on for the site (a
+/// [core](Offering::core) one always is).
 pub async fn offering_is_enabled(app: &App, name: &str) -> Result<bool, WebError> {
+    if app.offering(name).is_some_and(|o| o.core()) {
+        return Ok(true);
+    }
     let n = name.to_string();
     Ok(app
         .site()
@@ -161,27 +173,73 @@ pub struct Published {
     pub moved_to: Option<String>,
 }
 
+/// The longest slug [`slugify`] makes, in characters.
+pub const SLUG_MAX: usize = 80;
+
 /// Makes a slug of a title: lowercase ASCII letters and digits, words joined
-/// by `-`.
+/// by `-`, at most [`SLUG_MAX`] characters.
+///
+/// Letters outside ASCII are transliterated (deunicode): `é` is `e`, `ß`
+/// `ss`, Cyrillic and Greek take their Latin spellings, Chinese and
+/// Japanese ideographs their (Mandarin) readings, as Rails' `parameterize`
+/// and the `slug` crate do. Dropping them, as before, made "Été à Paris"
+/// `t-paris`, and a title in Japanese `item`. Slugs stay ASCII so that an
+/// address reads the same when copied, mailed or typed, with no percent
+/// escapes or look-alike letters.
 ///
 /// ```
-/// assert_eq!(mantissa_web::slugify("Hello, World! Été 2026"), "hello-world-t-2026");
+/// assert_eq!(mantissa_web::slugify("Hello, World! Été 2026"), "hello-world-ete-2026");
+/// assert_eq!(mantissa_web::slugify("Café & Crème – ünïcode"), "cafe-creme-unicode");
+/// assert_eq!(mantissa_web::slugify("!!!"), "item");
 /// ```
 pub fn slugify(title: &str) -> String {
+    slug_words(title, SLUG_MAX).unwrap_or_else(|| "item".into())
+}
+
+/// [`slugify`] for a second item of the same title: the title's slug, cut
+/// so that `-<suffix>` still fits in [`SLUG_MAX`], then the suffix (an id,
+/// say). Appending the suffix first and cutting after, as before, cut the
+/// suffix off a long title and gave the same slug again.
+///
+/// ```
+/// let long = "word ".repeat(30);
+/// let slug = mantissa_web::slugify_with_suffix(&long, "1234");
+/// assert!(slug.ends_with("-1234") && slug.len() <= mantissa_web::SLUG_MAX, "{slug}");
+/// assert_eq!(mantissa_web::slugify_with_suffix("Plans", "7"), "plans-7");
+/// ```
+pub fn slugify_with_suffix(title: &str, suffix: &str) -> String {
+    let suffix = slug_words(suffix, SLUG_MAX / 2).unwrap_or_else(|| "1".into());
+    let room = SLUG_MAX - suffix.len() - 1;
+    let head = slug_words(title, room).unwrap_or_else(|| "item".into());
+    format!("{head}-{suffix}")
+}
+
+/// The slug words of `text` in at most `max` characters (cut at a `-`
+/// where it can be, never leaving one at the end); none if it has no
+/// letters or digits.
+fn slug_words(text: &str, max: usize) -> Option<String> {
     let mut slug = String::new();
-    for c in title.chars().flat_map(char::to_lowercase) {
+    for c in deunicode::deunicode(text)
+        .chars()
+        .flat_map(char::to_lowercase)
+    {
         if c.is_ascii_alphanumeric() {
             slug.push(c);
         } else if !slug.ends_with('-') && !slug.is_empty() {
             slug.push('-');
         }
     }
-    let slug = slug.trim_end_matches('-');
-    if slug.is_empty() {
-        "item".into()
-    } else {
-        slug.chars().take(80).collect()
+    if slug.len() > max {
+        // ASCII only, so any index is a character boundary.
+        let cut = &slug[..max];
+        slug = match cut.rfind('-') {
+            // Whole words, unless that would leave too little.
+            Some(i) if i >= max / 2 => cut[..i].to_string(),
+            _ => cut.to_string(),
+        };
     }
+    let slug = slug.trim_end_matches('-');
+    (!slug.is_empty()).then(|| slug.to_string())
 }
 
 /// Publishes `item` of `offering` at `slug` (made URL-safe with

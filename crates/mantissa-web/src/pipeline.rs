@@ -2,9 +2,11 @@
 //! route, in order, as one tower service.
 //!
 //! ```text
-//! access log ─ panic catcher ─ /api prefix ─ guard (rate) ─ crawler pacing
-//!   ─ body (whole, by a deadline) ─ guard (load) ─ session ─ CSRF ─ owner of /private/… ─ route ─ page rendering
-//!   ─ cookies ─ conditional GET ─ security headers
+//! client address (trusted proxies) ─ access log ─ panic catcher ─ /api prefix
+//!   ─ guard (rate) ─ crawler pacing ─ body (whole, by a deadline) ─ guard (load)
+//!   ─ session ─ CSRF ─ owner of /private/… ─ route ─ page rendering
+//!   ─ cookies, `no-store` for signed-in visitors ─ conditional GET
+//!   ─ security headers (HSTS over TLS)
 //! ```
 //!
 //! Why one service and not a stack of `axum::middleware::from_fn` layers,
@@ -38,6 +40,7 @@ use tower::{Service, ServiceExt};
 use tower_http::compression::{Compression, CompressionBody};
 
 use crate::app::App;
+use crate::http::ClientInfo;
 use crate::observe::AccessEntry;
 use crate::offering::require_owner;
 use crate::page::{WebError, render_error, render_pending, strip_api_prefix};
@@ -45,7 +48,7 @@ use crate::protect::{
     Conditional, add_security_headers, client_ip, pace_crawler, refusal_response,
 };
 use crate::session::{
-    Session, check_csrf, is_tls, load_session, write_csrf_cookie, write_session_cookie,
+    Session, check_csrf, csrf_after, is_tls, load_session, write_csrf_cookie, write_session_cookie,
 };
 
 /// Mantissa's web application as a tower service: its routes behind the
@@ -142,8 +145,9 @@ impl Service<Request> for Pipeline {
 /// The access log around everything, so that refusals and panics are logged
 /// too. Never an error: the service's answer as it is, with no wrapper
 /// future to move it through.
-async fn handle(parts: Arc<(App, Router)>, req: Request) -> Result<Response, Infallible> {
+async fn handle(parts: Arc<(App, Router)>, mut req: Request) -> Result<Response, Infallible> {
     let (app, routes) = &*parts;
+    forwarded_client(app, &mut req);
     let entry = AccessEntry::begin(app, &req);
     let response = match AssertUnwindSafe(protect(app, routes.clone(), req))
         .catch_unwind()
@@ -178,9 +182,16 @@ fn panicked(panic: Box<dyn std::any::Any + Send>) -> Response {
 /// The steps that may refuse a request before any application code runs,
 /// and the headers every response carries.
 async fn protect(app: &App, routes: Router, mut req: Request) -> Response {
+    let tls = is_tls(&req);
     let api = strip_api_prefix(&mut req);
     let mut response = guarded(app, routes, req, api).await;
     add_security_headers(response.headers_mut());
+    if tls && let Some(hsts) = app.hsts() {
+        response
+            .headers_mut()
+            .entry(header::STRICT_TRANSPORT_SECURITY)
+            .or_insert(hsts);
+    }
     vary_on_accept_encoding(response.headers_mut());
     response
 }
@@ -316,6 +327,119 @@ fn vary_on_accept_encoding(h: &mut axum::http::HeaderMap) {
     }
 }
 
+/// Whether `path` (without its `/api` prefix) is one only a signed-in user
+/// reaches: `/private/…` and the admin console.
+fn behind_log_in(path: &str) -> bool {
+    let under = |root: &str| {
+        path.strip_prefix(root)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    under("/private") || under("/admin")
+}
+
+/// When the peer is one of the site's trusted reverse proxies, the client
+/// is the one its `X-Forwarded-For` (or `Forwarded: for=`) names: the
+/// address every later step sees (rate limits, log-in throttling, the
+/// access log, `/metrics`). The header is read from the right: the last
+/// address that is not itself a trusted proxy is the client, since a client
+/// can put anything it likes on the left. From any other peer the headers
+/// are ignored.
+fn forwarded_client(app: &App, req: &mut Request) {
+    let Some(info) = req.extensions().get::<ClientInfo>().copied() else {
+        return;
+    };
+    let proxies = app.trusted_proxies();
+    if proxies.is_empty() || !proxies.contains(info.peer.ip()) {
+        return;
+    }
+    // A proxy that ends TLS says so: the answer then goes out over HTTPS,
+    // and its cookies are marked and named for it (`Secure`, `__Host-`)
+    // and it carries HSTS, as Django's SECURE_PROXY_SSL_HEADER does. The
+    // last value is the one our proxy wrote.
+    if forwarded_proto(req.headers()).is_some_and(|p| p.eq_ignore_ascii_case("https"))
+        && let Some(info) = req.extensions_mut().get_mut::<ClientInfo>()
+    {
+        info.tls = true;
+    }
+    let mut hops: Vec<std::net::IpAddr> = Vec::new();
+    let headers = req.headers();
+    if headers.contains_key(header::FORWARDED) {
+        for v in headers.get_all(header::FORWARDED) {
+            let Ok(v) = v.to_str() else { return };
+            for element in v.split(',') {
+                for pair in element.split(';') {
+                    if let Some((k, val)) = pair.trim().split_once('=')
+                        && k.trim().eq_ignore_ascii_case("for")
+                    {
+                        match parse_forwarded_for(val.trim()) {
+                            Some(ip) => hops.push(ip),
+                            // `unknown` or an obfuscated name: not an
+                            // address to limit by; stop at the proxy.
+                            None => return,
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        for v in headers.get_all("x-forwarded-for") {
+            let Ok(v) = v.to_str() else { return };
+            for hop in v.split(',') {
+                match hop.trim().parse() {
+                    Ok(ip) => hops.push(ip),
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+    let client = hops
+        .iter()
+        .rev()
+        .find(|ip| !proxies.contains(**ip))
+        .or(hops.first());
+    if let Some(ip) = client
+        && let Some(info) = req.extensions_mut().get_mut::<ClientInfo>()
+    {
+        info.peer = std::net::SocketAddr::new(*ip, 0);
+    }
+}
+
+/// The protocol the last proxy was reached by: the last `proto=` of
+/// `Forwarded`, or else the last value of `X-Forwarded-Proto`.
+fn forwarded_proto(headers: &axum::http::HeaderMap) -> Option<String> {
+    let last_value = |name: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .map(|v| v.trim().to_string())
+    };
+    if headers.contains_key(header::FORWARDED) {
+        let element = last_value("forwarded")?;
+        return element.split(';').find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("proto")
+                .then(|| v.trim().trim_matches('"').to_string())
+        });
+    }
+    last_value("x-forwarded-proto")
+}
+
+/// The address of a `Forwarded` header's `for=` value: `192.0.2.1`,
+/// `"192.0.2.1:4711"`, `"[2001:db8::1]:4711"`.
+fn parse_forwarded_for(v: &str) -> Option<std::net::IpAddr> {
+    let v = v.trim_matches('"');
+    if let Some(rest) = v.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    v.parse()
+        .ok()
+        .or_else(|| v.rsplit_once(':').and_then(|(a, _)| a.parse().ok()))
+}
+
 /// Session and CSRF in, the route, the page rendered, cookies out.
 async fn page(app: &App, routes: Router, mut req: Request, api: bool) -> Response {
     let tls = is_tls(&req);
@@ -340,8 +464,20 @@ async fn page(app: &App, routes: Router, mut req: Request, api: bool) -> Respons
             Err(never) => match never {},
         },
     };
+    let csrf = csrf_after(&session, csrf);
     let user = Session::user(&session);
+    let personal = user.is_some() || behind_log_in(&path);
     let mut response = render_pending(app, response, api, &path, Some(csrf.clone()), user);
+    if personal {
+        // What a signed-in visitor is shown is theirs: no cache may keep
+        // it, the browser's included, so that Back after log-out (or the
+        // next person at a shared computer) does not show it again. No
+        // ETag either (conditional GET leaves `no-store` answers alone).
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("private, no-store"),
+        );
+    }
     write_csrf_cookie(&csrf, tls, &mut response);
     write_session_cookie(&session, tls, &mut response);
     response

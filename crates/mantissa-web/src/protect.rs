@@ -337,6 +337,11 @@ impl Conditional {
                 .exact()
                 .is_some_and(|n| n <= MAX_TAGGED_BYTES)
             && !response.headers().contains_key(header::SET_COOKIE)
+            && !response
+                .headers()
+                .get(header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("no-store"))
             && !response.headers().contains_key(header::ETAG)
             && response
                 .headers()

@@ -4,8 +4,23 @@
 //! survive restarts and, on PostgreSQL, are shared by every node. The cookie
 //! holds a random token; the store keeps only its SHA-256, so a copy of the
 //! store does not let anyone take over a session. Cookies are `HttpOnly`,
-//! `SameSite=Lax`, and `Secure` over TLS. Beginning a session (at log-in)
-//! always issues a new token, so a token planted before log-in is worthless.
+//! `SameSite=Lax`, and over TLS (or behind a trusted proxy that says it
+//! ended TLS, see `pipeline`) `Secure` and named with the `__Host-`
+//! prefix (`__Host-mantissa_session`), which browsers only accept from this
+//! very origin, over HTTPS, for the whole site: a neighbouring subdomain or
+//! a plain-HTTP man in the middle cannot plant or overwrite them. Mantissa
+//! always serves a site from the root of its own origin, so the prefix's
+//! rules (`Path=/`, no `Domain`) always hold. Beginning a session (at
+//! log-in) always issues a new token, so a token planted before log-in is
+//! worthless; the CSRF token is renewed then too (and at log-out), so a
+//! token learnt before log-in does not carry over into the signed-in
+//! session. A session cookie outlives the browser only when asked to
+//! ("remember me", [`Session::begin_with`]); otherwise it has no `Max-Age`
+//! and ends when the browser closes, while the store still ends the session
+//! after its lifetime.
+//!
+//! The CSRF token is compared in constant time ([`subtle`]), so timing
+//! cannot tell an attacker how much of a guess was right.
 //!
 //! Every state-changing request (POST, PUT, PATCH, DELETE) must pass, in one
 //! layer below every route: the browser's `Sec-Fetch-Site` must not say
@@ -78,7 +93,25 @@ pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v)
 }
 
+/// A cookie's name on the wire: with the `__Host-` prefix over TLS (see the
+/// module documentation).
+fn wire_name(name: &str, tls: bool) -> std::borrow::Cow<'_, str> {
+    if tls {
+        format!("__Host-{name}").into()
+    } else {
+        name.into()
+    }
+}
+
+/// The value of Mantissa's cookie `name` in a request: over TLS only the
+/// `__Host-` one counts (a cookie without the prefix may have been planted
+/// by a subdomain or over plain HTTP).
+fn our_cookie<'h>(headers: &'h HeaderMap, name: &str, tls: bool) -> Option<&'h str> {
+    cookie(headers, &wire_name(name, tls))
+}
+
 fn set_cookie(name: &str, value: &str, max_age: Option<Duration>, tls: bool) -> HeaderValue {
+    let name = wire_name(name, tls);
     let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
     if let Some(age) = max_age {
         c.push_str(&format!("; Max-Age={}", age.as_secs()));
@@ -95,7 +128,9 @@ struct SessionState {
     /// Signed in by an API token instead of a cookie: the user and the
     /// token's scopes.
     token: Option<(String, Vec<String>)>,
-    set: Option<(String, Duration)>,
+    /// A new session's token, and how long its cookie is kept (none: until
+    /// the browser closes).
+    set: Option<(String, Option<Duration>)>,
     clear: bool,
 }
 
@@ -132,13 +167,30 @@ impl Session {
     }
 
     /// Begins a new session for `user` (at log-in), replacing the current
-    /// one; `remember` makes it last `lifetime` instead of until the browser
-    /// closes.
+    /// one, that the store ends after `lifetime`. A lifetime longer than
+    /// [`SESSION_LIFETIME`] is "remember me": the cookie is kept that long;
+    /// otherwise the cookie ends with the browser. [`Session::begin_with`]
+    /// says which explicitly.
     pub async fn begin(
         &self,
         app: &App,
         user: Option<String>,
         lifetime: Duration,
+    ) -> Result<(), WebError> {
+        self.begin_with(app, user, lifetime, lifetime > SESSION_LIFETIME)
+            .await
+    }
+
+    /// Begins a new session for `user`, replacing the current one, that the
+    /// store ends after `lifetime`; with `remember`, the browser keeps its
+    /// cookie as long (`Max-Age`), otherwise the cookie is a browser-session
+    /// one, gone when the browser closes.
+    pub async fn begin_with(
+        &self,
+        app: &App,
+        user: Option<String>,
+        lifetime: Duration,
+        remember: bool,
     ) -> Result<(), WebError> {
         let token = random_token();
         let old = self.lock().record.as_ref().map(|r| r.id());
@@ -161,9 +213,15 @@ impl Session {
             .await?;
         let mut s = self.lock();
         s.record = Some(stored);
-        s.set = Some((token, lifetime));
+        s.set = Some((token, remember.then_some(lifetime)));
         s.clear = false;
         Ok(())
+    }
+
+    /// Whether this request began or ended a session (log-in, log-out).
+    fn changed(&self) -> bool {
+        let s = self.lock();
+        s.set.is_some() || s.clear
     }
 
     /// Ends the session (at log-out).
@@ -245,7 +303,7 @@ pub(crate) async fn load_session(app: &App, req: &mut Request) -> Result<Session
         req.extensions_mut().insert(session.clone());
         return Ok(session);
     }
-    if let Some(token) = cookie(req.headers(), SESSION_COOKIE) {
+    if let Some(token) = our_cookie(req.headers(), SESSION_COOKIE, is_tls(req)) {
         let hash = hash_token(token);
         let now = Timestamp::now();
         let found = app
@@ -274,7 +332,7 @@ pub(crate) fn write_session_cookie(session: &Session, tls: bool, response: &mut 
     if let Some((token, lifetime)) = &s.set {
         response.headers_mut().append(
             header::SET_COOKIE,
-            set_cookie(SESSION_COOKIE, token, Some(*lifetime), tls),
+            set_cookie(SESSION_COOKIE, token, *lifetime, tls),
         );
     } else if s.clear {
         response.headers_mut().append(
@@ -316,6 +374,27 @@ impl CsrfToken {
     fn made(&self) -> Option<&String> {
         self.fresh.get()
     }
+
+    /// A new token in place of this one, given to the browser whether or
+    /// not the page uses it: the old one must stop working.
+    fn renewed() -> CsrfToken {
+        let fresh = std::sync::OnceLock::new();
+        let _ = fresh.set(random_token());
+        CsrfToken {
+            existing: None,
+            fresh: Arc::new(fresh),
+        }
+    }
+}
+
+/// The CSRF token to render the page with and give the browser: a new one
+/// when the request logged in or out (see the module documentation).
+pub(crate) fn csrf_after(session: &Session, token: CsrfToken) -> CsrfToken {
+    if session.changed() {
+        CsrfToken::renewed()
+    } else {
+        token
+    }
 }
 
 fn refused(app: &App, req: &Request, msg: &str) -> Response {
@@ -347,7 +426,7 @@ fn same_host(origin: &str, host: &str) -> bool {
 /// Refuses cross-site state changes (see the module documentation): the
 /// refusal to send, or the request's token, also put in its extensions.
 pub(crate) async fn check_csrf(app: &App, req: &mut Request) -> Result<CsrfToken, Response> {
-    let existing = cookie(req.headers(), CSRF_COOKIE)
+    let existing = our_cookie(req.headers(), CSRF_COOKIE, is_tls(req))
         .filter(|t| {
             t.len() == 43
                 && t.bytes()
@@ -413,7 +492,15 @@ pub(crate) async fn check_csrf(app: &App, req: &mut Request) -> Result<CsrfToken
                 }
             }
         };
-        if given.as_deref() != Some(expected.as_str()) {
+        // Constant time: the comparison must not tell, by how long it
+        // takes, how many leading characters of a guess were right.
+        let matches = given.is_some_and(|g| {
+            bool::from(subtle::ConstantTimeEq::ct_eq(
+                g.as_bytes(),
+                expected.as_bytes(),
+            ))
+        });
+        if !matches {
             return Err(refused(
                 app,
                 req,

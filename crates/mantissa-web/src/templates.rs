@@ -106,8 +106,21 @@ fn address_hiding_formatter(
     }
 }
 
-/// `text` as escaped HTML with every e-mail address in it written as
-/// decimal character references.
+/// Escapes plain `text` for HTML, writing every e-mail address in it as
+/// decimal character references (the addresses are those of
+/// [`crate::reveal`]'s search; the characters around them are escaped as
+/// usual).
+///
+/// It takes the text before escaping: escaping first turned `<` into
+/// `&lt;`, whose characters were then written as references in turn, and
+/// the page showed `&lt;ann@example.org&gt;`.
+///
+/// ```
+/// use mantissa_web::obfuscate_emails;
+///
+/// assert_eq!(obfuscate_emails("a&b <i>"), "a&amp;b &lt;i&gt;");
+/// assert_eq!(obfuscate_emails("<a@b.c>"), "&lt;&#97;&#64;&#98;&#46;&#99;&gt;");
+/// ```
 pub fn obfuscate_emails(text: &str) -> String {
     crate::reveal::references_in_html(text)
 }

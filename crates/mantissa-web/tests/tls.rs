@@ -1,5 +1,5 @@
-//! HTTPS: a port with a certificate serves over TLS, and cookies set there
-//! are marked Secure.
+//! HTTPS: a port with a certificate serves over TLS, cookies set there
+//! are marked Secure and take the `__Host-` prefix, and answers carry HSTS.
 
 use std::sync::Arc;
 
@@ -29,10 +29,13 @@ fn https_serves_pages_and_marks_cookies_secure() {
         },
     )
     .unwrap();
-    let router = app.router_with(Router::new().route(
-        "/form",
-        axum::routing::get(|| async { Page::new("form.html", serde_json::json!({})) }),
-    ));
+    let router = app.router_with(
+        Router::new().route(
+            "/form",
+            axum::routing::get(|| async { Page::new("form.html", serde_json::json!({})) })
+                .post(|| async { "posted" }),
+        ),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -63,22 +66,30 @@ fn https_serves_pages_and_marks_cookies_secure() {
         .with_root_certificates(roots)
         .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let get = |path: &'static str| {
+        let send = |raw: String| {
             let connector = connector.clone();
             async move {
                 let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
                 let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
                 let mut s = connector.connect(name, tcp).await.unwrap();
-                s.write_all(
-                    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                        .as_bytes(),
-                )
-                .await
-                .unwrap();
+                s.write_all(raw.as_bytes()).await.unwrap();
                 let mut out = Vec::new();
                 let _ = s.read_to_end(&mut out).await;
                 String::from_utf8_lossy(&out).into_owned()
             }
+        };
+        let get = |path: &'static str| {
+            send(format!(
+                "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            ))
+        };
+        let post = |cookie: String, body: String| {
+            send(format!(
+                "POST /form HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+                 Cookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            ))
         };
         let front = get("/").await;
         assert!(front.starts_with("HTTP/1.1 200 OK"), "{front}");
@@ -87,10 +98,44 @@ fn https_serves_pages_and_marks_cookies_secure() {
             .lines()
             .find(|l| {
                 l.to_ascii_lowercase()
-                    .starts_with("set-cookie: mantissa_csrf=")
+                    .starts_with("set-cookie: __host-mantissa_csrf=")
             })
             .unwrap_or_else(|| panic!("{form}"));
+        // Issue 13, item 18: over TLS the cookies take the `__Host-`
+        // prefix, which browsers accept only with Secure, Path=/ and no
+        // Domain, from this origin.
         assert!(cookie.contains("; Secure"), "{cookie}");
+        assert!(cookie.contains("; Path=/"), "{cookie}");
+        assert!(!cookie.to_ascii_lowercase().contains("domain="), "{cookie}");
+        let token = cookie
+            .split_once('=')
+            .unwrap()
+            .1
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let posted = post(
+            format!("__Host-mantissa_csrf={token}"),
+            format!("csrf_token={token}"),
+        )
+        .await;
+        assert!(posted.starts_with("HTTP/1.1 200 OK"), "{posted}");
+        // A cookie without the prefix (as a neighbouring subdomain or a
+        // plain-HTTP man in the middle could plant) does not count.
+        let planted = post(
+            format!("mantissa_csrf={token}"),
+            format!("csrf_token={token}"),
+        )
+        .await;
+        assert!(planted.starts_with("HTTP/1.1 403"), "{planted}");
+        // Issue 13, item 17: HSTS on TLS ports (a year, by default).
+        assert!(
+            front
+                .to_ascii_lowercase()
+                .contains("\r\nstrict-transport-security: max-age=31536000\r\n"),
+            "{front}"
+        );
 
         // A plain-text client on the TLS port gets nowhere, and the server
         // goes on.

@@ -26,6 +26,15 @@ fn test_routes() -> Router<App> {
             .unwrap();
         "welcome"
     }
+    async fn login_remembered(
+        State(app): State<App>,
+        Extension(s): Extension<Session>,
+    ) -> &'static str {
+        s.begin_with(&app, Some("alice".into()), Duration::from_secs(3600), true)
+            .await
+            .unwrap();
+        "welcome back"
+    }
     async fn logout(State(app): State<App>, Extension(s): Extension<Session>) -> &'static str {
         s.end(&app).await.unwrap();
         "bye"
@@ -40,6 +49,7 @@ fn test_routes() -> Router<App> {
     Router::new()
         .route("/test/form", get(form).post(|| async { "posted" }))
         .route("/test/login", post(login))
+        .route("/test/login-remembered", post(login_remembered))
         .route("/test/logout", post(logout))
         .route("/test/whoami", get(whoami))
         .route("/test/slow", get(slow))
@@ -61,6 +71,18 @@ fn with_form_template() -> Setup {
             )],
             ..WebOptions::default()
         },
+        ..Setup::default()
+    }
+}
+
+/// A server whose site configuration `change` set.
+fn config(change: impl FnOnce(&mut SiteConfig) + 'static) -> Setup {
+    Setup {
+        before: Box::new(move |site| {
+            let mut c = SiteConfig::load_or_init(site).unwrap();
+            change(&mut c);
+            SiteConfig::save(site, c).unwrap();
+        }),
         ..Setup::default()
     }
 }
@@ -141,7 +163,7 @@ fn the_front_page_names_the_site_and_carries_security_headers() {
 
 #[test]
 fn metrics_count_requests_and_their_durations_for_prometheus() {
-    let s = TestServer::start(Setup::default(), no_routes);
+    let s = TestServer::start(config(|c| c.metrics_from = "127.0.0.1".into()), no_routes);
     // The metrics are the process's, and other tests in this binary run at
     // the same time: compare before and after, by at least.
     let find = |text: &str, name: &str| -> Option<u64> {
@@ -420,6 +442,10 @@ fn sessions_live_in_the_site_store_with_safe_cookies() {
     );
     assert!(!set.contains("Secure"), "not over plain HTTP");
     let session = cookie_value(set);
+    // Log-in renews the CSRF token (see
+    // the_csrf_token_is_renewed_at_log_in_and_the_old_one_refused).
+    let token = cookie_value(set_cookie(&login, "mantissa_csrf").unwrap());
+    let csrf = format!("mantissa_csrf={token}");
     let both = format!("{csrf}; mantissa_session={session}");
     assert_eq!(
         s.get_with("/test/whoami", &[("Cookie", &both)]).text(),
@@ -445,6 +471,8 @@ fn sessions_live_in_the_site_store_with_safe_cookies() {
     );
     let new_session = cookie_value(set_cookie(&again, "mantissa_session").unwrap());
     assert_ne!(new_session, session);
+    let token = cookie_value(set_cookie(&again, "mantissa_csrf").unwrap());
+    let csrf = format!("mantissa_csrf={token}");
     assert_eq!(
         s.get_with("/test/whoami", &[("Cookie", &both)]).text(),
         "anonymous"
@@ -723,4 +751,240 @@ fn signed_in_people_see_addresses() {
         "{page}"
     );
     assert!(!page.contains("email-reveal"));
+}
+
+/// Issue 13, item 20: behind a reverse proxy on the same host every client
+/// is 127.0.0.1, so `/metrics`, open to loopback, was open to everyone.
+/// Now it is closed unless the `metrics-from` setting lists the client.
+#[test]
+fn metrics_are_closed_unless_the_site_says_who_may_read_them() {
+    let s = TestServer::start(Setup::default(), no_routes);
+    let r = s.get("/metrics");
+    assert_eq!(r.status, 404);
+    assert!(!r.text().contains("mantissa_http_requests_total"));
+    // Saying X-Forwarded-For does not help a client that is not a trusted
+    // proxy: anyone can write it.
+    let s = TestServer::start(config(|c| c.metrics_from = "10.9.9.9".into()), no_routes);
+    assert_eq!(
+        s.get_with("/metrics", &[("X-Forwarded-For", "10.9.9.9")])
+            .status,
+        404
+    );
+}
+
+/// Issue 13, item 20: with a trusted proxy, the client its headers name is
+/// the one the site sees: `/metrics` opens only to the listed client, a
+/// client cannot pass for another by writing the left of the header, and
+/// visitors no longer share the proxy's one rate bucket.
+#[test]
+fn forwarding_headers_name_the_client_only_from_trusted_proxies() {
+    let mut setup = config(|c| {
+        c.trusted_proxies = "127.0.0.1".into();
+        c.metrics_from = "10.9.9.9".into();
+    });
+    setup.limits = Limits {
+        requests_per_second_per_ip: 1,
+        request_burst_per_ip: 5,
+        ..Limits::default()
+    };
+    let s = TestServer::start(setup, no_routes);
+    let xff = |v: &'static str| [("X-Forwarded-For", v)];
+    assert_eq!(s.get_with("/metrics", &xff("10.9.9.9")).status, 200);
+    assert_eq!(
+        s.get_with("/metrics", &[("Forwarded", "for=10.9.9.9;proto=https")])
+            .status,
+        200
+    );
+    assert_eq!(s.get_with("/metrics", &xff("10.1.1.1")).status, 404);
+    // The proxy appends the real client on the right: what the client
+    // wrote on the left does not count.
+    assert_eq!(
+        s.get_with("/metrics", &xff("10.9.9.9, 10.1.1.1")).status,
+        404
+    );
+    assert_eq!(s.get_with("/metrics", &[]).status, 404, "the proxy itself");
+
+    // One client using up its allowance leaves the others theirs.
+    let statuses: Vec<u16> = (0..7)
+        .map(|_| s.get_with("/healthz", &xff("10.2.2.2")).status)
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(s.get_with("/healthz", &xff("10.3.3.3")).status, 200);
+}
+
+/// Issue 13, item 24: robots.txt disallowed `/admin/` but not `/admin`.
+#[test]
+fn robots_txt_keeps_crawlers_out_of_the_admin_console_itself() {
+    let s = TestServer::start(Setup::default(), no_routes);
+    let robots = s.get("/robots.txt").text();
+    assert!(
+        robots.lines().any(|l| l.trim() == "Disallow: /admin"),
+        "{robots}"
+    );
+}
+
+/// Issue 13, item 17: a signed-in visitor's pages were sent `no-cache`
+/// with an ETag, so after log-out Back showed them from the browser's
+/// cache. Now they are `private, no-store`, with no ETag and no 304; an
+/// anonymous visitor's pages keep conditional GET.
+#[test]
+fn a_signed_in_visitors_pages_are_never_stored() {
+    let s = TestServer::start(with_form_template(), test_routes);
+    let anonymous = s.get("/");
+    assert!(anonymous.header("etag").is_some());
+    let mut v = Visitor::default();
+    v.get(&s, "/test/form");
+    let token = v.cookie("mantissa_csrf").unwrap().to_string();
+    let r = s.post_form(
+        "/test/login",
+        &[("Cookie", &v.header())],
+        &format!("csrf_token={token}"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    v.keep(&r);
+    for path in ["/test/whoami", "/"] {
+        let r = v.get(&s, path);
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("cache-control"),
+            Some("private, no-store"),
+            "{path}"
+        );
+        assert!(r.header("etag").is_none(), "{path}");
+        let again = s.get_with(path, &[("Cookie", &v.header()), ("If-None-Match", "*")]);
+        assert_eq!(again.status, 200, "{path}");
+    }
+    // HSTS only over TLS (see tls.rs).
+    assert!(anonymous.header("strict-transport-security").is_none());
+}
+
+/// Logs in through `action` with the CSRF token of the form page: the
+/// visitor and the answer.
+fn log_in(s: &TestServer, action: &str) -> (Visitor, Response) {
+    let mut v = Visitor::default();
+    v.get(s, "/test/form");
+    let token = v.cookie("mantissa_csrf").unwrap().to_string();
+    let r = s.post_form(
+        action,
+        &[("Cookie", &v.header())],
+        &format!("csrf_token={token}"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    v.keep(&r);
+    (v, r)
+}
+
+/// Issue 13, item 18: the session cookie always carried `Max-Age` (12
+/// hours) even without "remember me". Now it is a browser-session cookie
+/// then (no `Max-Age`, no `Expires`), and only "remember me" keeps it.
+#[test]
+fn a_session_cookie_outlives_the_browser_only_when_remembered() {
+    let s = TestServer::start(with_form_template(), test_routes);
+    let (_, r) = log_in(&s, "/test/login");
+    let set = set_cookie(&r, "mantissa_session").unwrap();
+    assert!(
+        !set.contains("Max-Age") && !set.contains("Expires"),
+        "{set}"
+    );
+    let (_, r) = log_in(&s, "/test/login-remembered");
+    let set = set_cookie(&r, "mantissa_session").unwrap();
+    assert!(set.contains("; Max-Age=3600"), "{set}");
+}
+
+/// Issue 13, item 18: the CSRF token was kept across log-in, so a token
+/// learnt before (a shared computer, a planted cookie) stayed good for the
+/// signed-in session. Now log-in gives a new one and the old one is
+/// refused.
+#[test]
+fn the_csrf_token_is_renewed_at_log_in_and_the_old_one_refused() {
+    let s = TestServer::start(with_form_template(), test_routes);
+    let mut v = Visitor::default();
+    v.get(&s, "/test/form");
+    let before = v.cookie("mantissa_csrf").unwrap().to_string();
+    let r = s.post_form(
+        "/test/login",
+        &[("Cookie", &v.header())],
+        &format!("csrf_token={before}"),
+    );
+    assert_eq!(r.status, 200);
+    v.keep(&r);
+    let after = v.cookie("mantissa_csrf").unwrap().to_string();
+    assert_ne!(after, before);
+    // What an attacker who learnt the old token can do: post it with the
+    // browser's cookies, which now carry the new token.
+    let r = s.post_form(
+        "/test/form",
+        &[("Cookie", &v.header())],
+        &format!("csrf_token={before}"),
+    );
+    assert_eq!(r.status, 403);
+    let r = s.post_form(
+        "/test/form",
+        &[("Cookie", &v.header())],
+        &format!("csrf_token={after}"),
+    );
+    assert_eq!(r.status, 200);
+}
+
+/// Issue 13, item 24: e-mail obfuscation ran on text already escaped, so
+/// an address next to `&<>"` showed double-escaped (`&lt;help@…&gt;`).
+/// What a visitor reads is now the text as written, while the page's HTML
+/// still carries no address in plain characters.
+#[test]
+fn an_address_among_markup_characters_shows_as_written() {
+    let tagline = r#"Write to <help@example.org> & say "hi""#;
+    let s = TestServer::start(config(move |c| c.tagline = tagline.into()), no_routes);
+    let html = s.get("/").text();
+    // On the public front page the address itself is behind its reveal
+    // link (see `harvesters_find_no_address_and_people_see_it_on_request`);
+    // the characters around it show as written. Where addresses are shown,
+    // they are too (`obfuscate_emails`' examples).
+    assert!(
+        html.contains("Write to &lt;<a class=\"email-reveal\""),
+        "{html}"
+    );
+    assert!(
+        html.contains("e-mail address (show)</a>&gt; &amp; say &quot;hi&quot;"),
+        "{html}"
+    );
+    assert!(!shown(&html).contains("help@example.org"), "{html}");
+    assert!(!html.contains("<help"), "{html}");
+}
+
+/// Issue 13, items 17, 18 and 20 behind a reverse proxy that ends TLS: when
+/// a trusted proxy says the client came over HTTPS, cookies are `Secure`
+/// with the `__Host-` prefix and answers carry HSTS; the same header from
+/// anyone else changes nothing.
+#[test]
+fn a_trusted_proxy_that_ends_tls_gets_https_cookies_and_hsts() {
+    let mut setup = with_form_template();
+    let before = std::mem::replace(&mut setup.before, Box::new(|_| {}));
+    setup.before = Box::new(move |site| {
+        before(site);
+        let mut c = SiteConfig::load_or_init(site).unwrap();
+        c.trusted_proxies = "127.0.0.1".into();
+        SiteConfig::save(site, c).unwrap();
+    });
+    let s = TestServer::start(setup, test_routes);
+    for header in [
+        ("X-Forwarded-Proto", "https"),
+        ("Forwarded", "for=10.1.1.1;proto=https"),
+    ] {
+        let r = s.get_with("/test/form", &[header]);
+        let csrf = set_cookie(&r, "__Host-mantissa_csrf").unwrap_or_else(|| panic!("{header:?}"));
+        assert!(csrf.contains("; Secure"), "{csrf}");
+        assert!(
+            r.header("strict-transport-security").is_some(),
+            "{header:?}"
+        );
+    }
+    let plain = s.get_with("/test/form", &[("X-Forwarded-Proto", "http")]);
+    assert!(set_cookie(&plain, "mantissa_csrf").is_some());
+    assert!(plain.header("strict-transport-security").is_none());
+
+    let untrusted = TestServer::start(with_form_template(), test_routes);
+    let r = untrusted.get_with("/test/form", &[("X-Forwarded-Proto", "https")]);
+    assert!(set_cookie(&r, "mantissa_csrf").is_some());
+    assert!(set_cookie(&r, "__Host-mantissa_csrf").is_none());
+    assert!(r.header("strict-transport-security").is_none());
 }

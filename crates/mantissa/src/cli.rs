@@ -643,7 +643,7 @@ pub fn serve_with(
         WebOptions {
             dev: options.dev,
             offerings: linked_offerings(&accounts, offerings),
-            access: Some(Arc::new(SharePolicy)),
+            access: Some(Arc::new(SharePolicy::new(site.clone()))),
             tokens: Some(Arc::new(TokenAuthenticator::new(site.clone()))),
             templates: Vec::new(),
         },
@@ -889,6 +889,16 @@ pub fn site_show(site: &Site, out: &mut dyn Write) -> Result<(), Error> {
         c.theme.as_deref().unwrap_or("- (default)")
     )?;
     writeln!(out, "crawl-delay  {}", c.crawl_delay)?;
+    writeln!(out, "hsts-max-age {}", c.hsts_max_age)?;
+    let or_none = |v: &str| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    writeln!(out, "trusted-proxies {}", or_none(&c.trusted_proxies))?;
+    writeln!(out, "metrics-from {}", or_none(&c.metrics_from))?;
     writeln!(out, "robots:\n{}", c.robots)?;
     Ok(())
 }
@@ -928,9 +938,26 @@ pub fn site_set(site: &Site, key: &str, value: &str, out: &mut dyn Write) -> Res
                 .map_err(|_| Error::Setting(format!("{value:?} is not a number of seconds")))?
                 .into()
         }
+        "hsts-max-age" => {
+            c.hsts_max_age = value
+                .parse::<u32>()
+                .map_err(|_| {
+                    Error::Setting(format!("{value:?} is not a number of seconds (0: no HSTS)"))
+                })?
+                .into()
+        }
+        "trusted-proxies" | "metrics-from" => {
+            mantissa_web::AddressList::parse(value).map_err(|e| Error::Setting(e.to_string()))?;
+            let list = value.trim().to_string();
+            if key == "trusted-proxies" {
+                c.trusted_proxies = list;
+            } else {
+                c.metrics_from = list;
+            }
+        }
         other => {
             return Err(Error::Setting(format!(
-                "unknown setting {other:?}; use name, tagline, contact, theme, robots or crawl-delay"
+                "unknown setting {other:?}; use name, tagline, contact, theme, robots, crawl-delay, hsts-max-age, trusted-proxies or metrics-from"
             )));
         }
     }

@@ -684,6 +684,44 @@ fn site_settings_are_shown_changed_and_served() {
         &["--site", s, "site", "set", "colour", "red"],
     ));
     assert!(r.stderr.contains("unknown setting \"colour\""), "{r:?}");
+    // Issue 13, item 20: the trusted proxies and who may read /metrics are
+    // settings like the others, checked when set.
+    let r = run(mantissa(
+        tmp.path(),
+        &[
+            "--site",
+            s,
+            "site",
+            "set",
+            "trusted-proxies",
+            "127.0.0.1, 10.0.0.0/33",
+        ],
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("\"10.0.0.0/33\" is not an IP address"),
+        "{r:?}"
+    );
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "site", "set", "hsts-max-age", "a year"],
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("is not a number of seconds (0: no HSTS)"),
+        "{r:?}"
+    );
+    for (key, value) in [
+        ("trusted-proxies", "127.0.0.1, ::1"),
+        ("metrics-from", "10.0.0.0/8"),
+        ("hsts-max-age", "0"),
+    ] {
+        let r = run(mantissa(
+            tmp.path(),
+            &["--site", s, "site", "set", key, value],
+        ));
+        assert_eq!(r.code, 0, "{r:?}");
+    }
     std::fs::write(
         tmp.path().join("robots.txt"),
         "User-agent: *\nDisallow: /\n",
@@ -696,6 +734,12 @@ fn site_settings_are_shown_changed_and_served() {
     assert_eq!(r.code, 0, "{r:?}");
     let r = run(mantissa(tmp.path(), &["--site", s, "site", "show"]));
     assert!(r.stdout.starts_with("name         Ada's <Site>\n"), "{r:?}");
+    assert!(
+        r.stdout.contains("\ntrusted-proxies 127.0.0.1, ::1\n"),
+        "{r:?}"
+    );
+    assert!(r.stdout.contains("\nmetrics-from 10.0.0.0/8\n"), "{r:?}");
+    assert!(r.stdout.contains("\nhsts-max-age 0\n"), "{r:?}");
     assert!(
         r.stdout
             .ends_with("robots:\nUser-agent: *\nDisallow: /\n\n"),

@@ -19,9 +19,18 @@ pub struct World {
 }
 
 pub fn world(configure: impl FnOnce(Accounts) -> Accounts) -> World {
+    world_from(None, configure)
+}
+
+/// A world on a copy of the site folder `from` (tests/resources/…), or on a
+/// new site.
+pub fn world_from(
+    from: Option<&std::path::Path>,
+    configure: impl FnOnce(Accounts) -> Accounts,
+) -> World {
     let smtp = SmtpSink::start();
     let port = smtp.addr.port();
-    world_mailing_to(smtp, port, configure)
+    world_mailing_to(from, smtp, port, configure)
 }
 
 /// A world whose mail server is down: its mail goes to a closed port (the
@@ -30,15 +39,19 @@ pub fn world_without_mail(configure: impl FnOnce(Accounts) -> Accounts) -> World
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    world_mailing_to(SmtpSink::start(), port, configure)
+    world_mailing_to(None, SmtpSink::start(), port, configure)
 }
 
 fn world_mailing_to(
+    from: Option<&std::path::Path>,
     smtp: SmtpSink,
     port: u16,
     configure: impl FnOnce(Accounts) -> Accounts,
 ) -> World {
     let dir = tempfile::tempdir().unwrap();
+    if let Some(from) = from {
+        copy_dir(from, &dir.path().join("site"));
+    }
     let site = Site::open(dir.path().join("site")).unwrap();
     let relay = SmtpRelay::new("127.0.0.1", port, false);
     let accounts = Arc::new(configure(Accounts::new(
@@ -57,7 +70,7 @@ fn world_mailing_to(
                 Arc::new(SettingsOffering::new(accounts.clone())),
                 Arc::new(Notes),
             ],
-            access: Some(Arc::new(SharePolicy)),
+            access: Some(Arc::new(SharePolicy::new(site.clone()))),
             tokens: Some(Arc::new(TokenAuthenticator::new(site.clone()))),
             ..WebOptions::default()
         },
@@ -156,4 +169,16 @@ pub fn make_token(s: &TestServer, v: &mut Visitor, name: &str, write: bool) -> S
         .next()
         .unwrap()
         .to_string()
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
 }

@@ -124,7 +124,9 @@ enum SignupCommand {
 enum SiteCommand {
     /// Show the settings
     Show,
-    /// Change one: name, tagline, contact, theme, robots (text or @FILE) or crawl-delay
+    /// Change one: name, tagline, contact, theme, robots (text or @FILE),
+    /// crawl-delay, hsts-max-age (seconds; 0 for none), trusted-proxies or
+    /// metrics-from (addresses or CIDR blocks, comma-separated; "" for none)
     Set {
         /// The setting
         key: String,
