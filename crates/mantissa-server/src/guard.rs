@@ -157,7 +157,13 @@ struct Inner {
     /// Requests in flight and bodies arriving, per address.
     requests_per_ip: DashMap<IpAddr, PerIp>,
     limiter: KeyedLimiter,
+    /// Addresses of reverse proxies, exempt from the per-address cap on
+    /// connections (see [`Guard::trust_proxies`]).
+    proxies: std::sync::RwLock<Option<ProxyTest>>,
 }
+
+/// Tells whether an address is one of the site's trusted reverse proxies.
+type ProxyTest = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
 
 /// What one address has going on, beyond its connections.
 #[derive(Debug, Default, Clone, Copy)]
@@ -194,6 +200,7 @@ impl Guard {
                 per_ip: DashMap::new(),
                 in_flight: AtomicUsize::new(0),
                 requests_per_ip: DashMap::new(),
+                proxies: std::sync::RwLock::new(None),
             }),
         }
     }
@@ -231,7 +238,7 @@ impl Guard {
             return Err(Refusal::TooManyConnections);
         }
         let mut entry = self.inner.per_ip.entry(ip).or_insert(0);
-        if *entry >= l.max_connections_per_ip {
+        if *entry >= l.max_connections_per_ip && !self.is_proxy(ip) {
             drop(entry);
             self.inner.open.fetch_sub(1, Ordering::AcqRel);
             metrics::counter!("mantissa_connections_refused_total", "reason" => "per_ip")
@@ -333,6 +340,29 @@ impl Guard {
             .per_ip
             .get(&ip)
             .is_some_and(|n| *n >= self.inner.limits.max_connections_per_ip)
+            && !self.is_proxy(ip)
+    }
+
+    /// Says which addresses are the site's trusted reverse proxies: their
+    /// connections carry many clients' requests, so the per-address cap on
+    /// connections does not apply to them. (The protocol counts requests
+    /// by the client the proxy names, so per-address request limits still
+    /// hold each client behind it.)
+    pub fn trust_proxies(&self, is_proxy: impl Fn(IpAddr) -> bool + Send + Sync + 'static) {
+        *self
+            .inner
+            .proxies
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(is_proxy));
+    }
+
+    fn is_proxy(&self, ip: IpAddr) -> bool {
+        self.inner
+            .proxies
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|test| test(ip))
     }
 
     /// Whether a new connection would be refused for want of slots overall

@@ -88,7 +88,9 @@ struct Configured {
 }
 
 impl Configured {
-    fn new(config: SiteConfig) -> Configured {
+    /// The configuration `config`, also telling `guard` which addresses are
+    /// reverse proxies.
+    fn new(config: SiteConfig, guard: &Guard) -> Configured {
         // `mantissa site set` checks these lists; one that does not parse
         // (written some other way) trusts no one rather than stopping the
         // site.
@@ -98,9 +100,12 @@ impl Configured {
                 AddressList::default()
             })
         };
+        let proxies = list("trusted-proxies", &config.trusted_proxies);
+        let trusted = proxies.clone();
+        guard.trust_proxies(move |ip| trusted.contains(ip));
         Configured {
             public: Value::from_serialize(config.public()),
-            proxies: list("trusted-proxies", &config.trusted_proxies),
+            proxies,
             metrics_from: list("metrics-from", &config.metrics_from),
             hsts: (config.hsts_max_age > 0).then(|| {
                 HeaderValue::from_str(&format!("max-age={}", config.hsts_max_age)).expect("digits")
@@ -168,16 +173,18 @@ impl App {
         )
         .hiding_addresses_with(reveals.clone());
         prometheus();
+        let bots = BotLimiter::new(config.crawl_delay.max(1) as u64);
+        let configured = Configured::new(config, &guard);
         Ok(App(Arc::new(Inner {
             tokens: options.tokens,
             offerings: Arc::new(options.offerings),
             access: options.access.unwrap_or_else(|| Arc::new(PublicPolicy)),
-            bots: BotLimiter::new(config.crawl_delay.max(1) as u64),
+            bots,
             site,
             guard,
             templates,
             statics,
-            config: RwLock::new(Configured::new(config)),
+            config: RwLock::new(configured),
             dev: options.dev,
             first_seen: FirstSeen::default(),
             rate: RequestRate::default(),
@@ -301,7 +308,8 @@ impl App {
         self.0
             .statics
             .set_theme_dir(theme.as_ref().map(|t| t.join("static")));
-        *self.0.config.write().unwrap_or_else(|e| e.into_inner()) = Configured::new(c);
+        *self.0.config.write().unwrap_or_else(|e| e.into_inner()) =
+            Configured::new(c, self.guard());
         Ok(())
     }
 

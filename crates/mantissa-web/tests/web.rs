@@ -988,3 +988,59 @@ fn a_trusted_proxy_that_ends_tls_gets_https_cookies_and_hsts() {
     assert!(set_cookie(&r, "__Host-mantissa_csrf").is_none());
     assert!(r.header("strict-transport-security").is_none());
 }
+
+/// A trusted reverse proxy carries many clients' connections: the cap on
+/// connections per address does not hold it back, while it still holds
+/// any other address.
+#[test]
+fn a_trusted_proxy_may_hold_more_connections_than_an_address() {
+    let s = TestServer::start(
+        Setup {
+            limits: Limits {
+                max_connections_per_ip: 4,
+                ..Limits::default()
+            },
+            ..config(|c| c.trusted_proxies = "127.0.0.1".into())
+        },
+        no_routes,
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = s.addr;
+    // Eight connections from `ip`, each asking once and kept open: how
+    // many were answered 200.
+    let served_from = |ip: &'static str| {
+        rt.block_on(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut held = Vec::new();
+            let mut served = 0;
+            for _ in 0..8 {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+                let mut c = socket.connect(addr).await.unwrap();
+                let _ = c
+                    .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .await;
+                let mut buf = [0u8; 512];
+                let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or(0);
+                if buf[..n].starts_with(b"HTTP/1.1 200") {
+                    served += 1;
+                }
+                held.push(c);
+            }
+            served
+        })
+    };
+    assert_eq!(
+        served_from("127.0.0.1"),
+        8,
+        "the proxy's connections are all served"
+    );
+    assert_eq!(served_from("127.0.0.2"), 4, "another address gets its four");
+}
