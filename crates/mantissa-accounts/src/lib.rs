@@ -54,8 +54,8 @@ pub use model::{Account, EmailAddress, SignupPolicy, Ticket};
 pub use pages::{REMEMBER_FOR, SettingsOffering, routes};
 pub use passkeys::{CHALLENGE_LIFETIME, Passkey, PasskeyChallenge, PasskeyError};
 pub use service::{
-    AccountError, Accounts, LOCK_AFTER, MAX_PASSWORD_LEN, MAX_WHO_LEN, RESETS_PER_HOUR,
-    TICKET_LIFETIME,
+    ATTEMPTS_PER_MINUTE_PER_ACCOUNT, ATTEMPTS_PER_MINUTE_PER_ADDRESS, AccountError, Accounts,
+    LOCK_AFTER, MAX_PASSWORD_LEN, MAX_WHO_LEN, RESETS_PER_HOUR, TICKET_LIFETIME,
 };
 pub use sharing::{
     AccountId, Group, GroupMember, Role, Share, ShareError, SharePolicy, account_names,

@@ -22,6 +22,14 @@ use crate::model::{Account, EmailAddress, Product, SignupPolicy, Ticket, purpose
 use crate::password;
 use mantissa_web::Offering;
 
+/// Log-in attempts (right or wrong) one address may make in a minute, for
+/// any accounts.
+pub const ATTEMPTS_PER_MINUTE_PER_ADDRESS: u32 = 60;
+
+/// Log-in attempts (right or wrong) one address may make in a minute at one
+/// account, however its name is written.
+pub const ATTEMPTS_PER_MINUTE_PER_ACCOUNT: u32 = 10;
+
 /// How long links in mail stay valid.
 pub const TICKET_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Failed log-ins of one account that cost no wait; after them each
@@ -471,14 +479,15 @@ impl Accounts {
             mailer,
             from: from.into(),
             base_url: std::sync::RwLock::new(base_url.into().trim_end_matches('/').to_string()),
-            per_ip: RateLimiter::keyed(
-                Quota::per_minute(NonZeroU32::new(20).expect("nonzero"))
-                    .allow_burst(NonZeroU32::new(20).expect("nonzero")),
-            ),
-            per_account: RateLimiter::keyed(
-                Quota::per_minute(NonZeroU32::new(5).expect("nonzero"))
-                    .allow_burst(NonZeroU32::new(5).expect("nonzero")),
-            ),
+            // Attempts, not failures (those have the back-offs below): a
+            // person who signs in on a phone, a laptop and a tablet in one
+            // minute, or an office behind one address, is not held back.
+            per_ip: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(ATTEMPTS_PER_MINUTE_PER_ADDRESS).expect("nonzero"),
+            )),
+            per_account: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(ATTEMPTS_PER_MINUTE_PER_ACCOUNT).expect("nonzero"),
+            )),
             // Ten free, then 1 s doubling to 5 minutes: a stranger can slow
             // an owner down, never shut them out, and 100 addresses get
             // about 300 guesses a day at one account.
