@@ -274,3 +274,36 @@ fn a_public_notes_addresses_are_hidden_from_harvesters() {
     let own = shown(&alice.get(s, "/users/alice/contact").text());
     assert!(own.contains("Mail carol.c@example.org & ask."), "{own}");
 }
+
+/// The list of notes, and its JSON, come 50 at a time with links between
+/// the pages.
+#[test]
+fn the_notes_list_comes_in_pages() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("alice", None, Some("alice's long password"), false)
+        .unwrap();
+    let s = &w.server;
+    let store = w.server.site.user_store("alice").unwrap();
+    store
+        .write_blocking(|tx| {
+            for i in 0..120 {
+                tx.insert(&mantissa_testkit::notes::Note {
+                    title: format!("Note {i:03}"),
+                    body: String::new(),
+                })?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let mut alice = logged_in(s, "alice", "alice's long password");
+    let first = alice.get(s, "/private/notes/").text();
+    assert!(first.contains("Page 1 of 3 (120 notes)"), "{first}");
+    assert!(first.contains("<h3>Note 049</h3>") && !first.contains("<h3>Note 050</h3>"));
+    assert!(first.contains("href=\"/private/notes/?page=2\">Next</a>"));
+    let api = alice.get(s, "/api/private/notes?page=3");
+    let json: serde_json::Value = serde_json::from_slice(&api.body).unwrap();
+    assert_eq!(json["entries"].as_array().unwrap().len(), 20, "{json}");
+    assert_eq!(json["notes"][0], "Note 100");
+    assert_eq!(json["pager"]["page"], 3);
+}

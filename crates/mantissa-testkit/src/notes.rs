@@ -15,11 +15,12 @@
 //! allows no inline styles.
 //!
 //! `/api/private/notes` gives the list's data: `notes`, the titles in
-//! order, and `entries`, each note with its id, body, address and shares.
+//! order, and `entries`, each note with its id, body, address and shares,
+//! fifty at a time (`?page=N`; `pager` says which and how many).
 //! The `mantissa-notes-site` binary (`tests/notes-site`) is `mantissa`
 //! plus this offering, which the browser tests drive.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -90,6 +91,13 @@ const LIST: &str = r#"{% extends "base.html" %}
   {% else %}<p>Not published, so not shared.</p>{% endif %}
 </article>
 {% endfor %}
+{% if pager.pages > 1 %}
+<nav class="pager" aria-label="Pages of notes">
+  {% if pager.previous %}<a rel="prev" href="/private/notes/?page={{ pager.previous }}">Previous</a>{% endif %}
+  <span>Page {{ pager.page }} of {{ pager.pages }} ({{ pager.total }} notes)</span>
+  {% if pager.next %}<a rel="next" href="/private/notes/?page={{ pager.next }}">Next</a>{% endif %}
+</nav>
+{% endif %}
 {% endblock %}"#;
 
 const NOTE: &str = r#"{% extends "base.html" %}
@@ -156,33 +164,70 @@ struct Problem {
     message: String,
 }
 
+/// Notes on one page of the list (and of its JSON): a list of ten
+/// thousand notes is not built into one answer.
+const NOTES_PER_PAGE: usize = 50;
+
+/// The list's query: which page, from 1 (anything else is the first).
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    #[serde(default)]
+    page: String,
+}
+
 async fn list(
     State(app): State<App>,
     Extension(owner): Extension<Owner>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Page, WebError> {
-    list_page(app, owner, None).await
+    let page = q.page.parse::<usize>().unwrap_or(1).max(1);
+    list_page(app, owner, None, page).await
 }
 
-/// The list, with the refused share form's message if there is one (then
-/// answered 422, the form keeping what was typed).
-async fn list_page(app: App, owner: Owner, problem: Option<Problem>) -> Result<Page, WebError> {
-    let (notes, published, shares, members) = owner
+/// Page `page` of the list, with the refused share form's message if there
+/// is one (then answered 422, on the page that holds the form's note, the
+/// form keeping what was typed).
+async fn list_page(
+    app: App,
+    owner: Owner,
+    problem: Option<Problem>,
+    page: usize,
+) -> Result<Page, WebError> {
+    let about = problem.as_ref().map(|p| p.note);
+    let (notes, total, page, published, shares, members) = owner
         .store
-        .read(|r| {
-            let notes = r.query::<Note>().order_by(Note::title.asc()).all()?;
+        .read(move |r| {
+            let by_title = || r.query::<Note>().order_by(Note::title.asc());
+            let total = by_title().count()? as usize;
+            let page = match about {
+                Some(note) => by_title()
+                    .ids()?
+                    .iter()
+                    .position(|id| id.id() == note)
+                    .map_or(1, |i| i / NOTES_PER_PAGE + 1),
+                None => page,
+            };
+            let notes = by_title()
+                .limit(NOTES_PER_PAGE as u64)
+                .offset(((page - 1) * NOTES_PER_PAGE) as u64)
+                .all()?;
+            let ids: Vec<i64> = notes.iter().map(|n| n.id().id()).collect();
             let published = r
                 .query::<Published>()
                 .filter(Published::item_type.eq(Note::NAME))
+                .filter(Published::item_id.is_in(ids.clone()))
                 .filter(Published::moved_to.is_null())
                 .all()?;
             let shares = r
                 .query::<Share>()
                 .filter(Share::item_type.eq(Note::NAME))
+                .filter(Share::item_id.is_in(ids))
                 .all()?;
             let members = r.query::<GroupMember>().column(GroupMember::account)?;
-            Ok((notes, published, shares, members))
+            Ok((notes, total, page, published, shares, members))
         })
         .await?;
+    let pages = total.div_ceil(NOTES_PER_PAGE).max(1);
     // The accounts this owner already shares with (or has in a group): the
     // share form suggests them. Not every account of the site: that list
     // would tell every user who else has an account.
@@ -234,7 +279,7 @@ async fn list_page(app: App, owner: Owner, problem: Option<Problem>) -> Result<P
     let failed = problem.is_some();
     let problem = problem
         .map(|p| serde_json::json!({ "note": p.note, "user": p.user, "message": p.message }));
-    let mut page = Page::new(
+    let mut answer = Page::new(
         "notes/list.html",
         serde_json::json!({
             "user": owner.name,
@@ -242,12 +287,17 @@ async fn list_page(app: App, owner: Owner, problem: Option<Problem>) -> Result<P
             "entries": entries,
             "people": people,
             "problem": problem,
+            "pager": {
+                "page": page, "pages": pages, "total": total,
+                "previous": (page > 1).then(|| page - 1),
+                "next": (page < pages).then(|| page + 1),
+            },
         }),
     );
     if failed {
-        page.status = StatusCode::UNPROCESSABLE_ENTITY;
+        answer.status = StatusCode::UNPROCESSABLE_ENTITY;
     }
-    Ok(page)
+    Ok(answer)
 }
 
 async fn create(
@@ -325,7 +375,9 @@ async fn share_note(
                         user: typed,
                         message,
                     };
-                    return Ok(list_page(app, owner, Some(problem)).await?.into_response());
+                    return Ok(list_page(app, owner, Some(problem), 1)
+                        .await?
+                        .into_response());
                 }
                 Err(ShareError::Store(e)) => return Err(e.into()),
             }
