@@ -92,6 +92,9 @@ cleanup() {
 trap cleanup EXIT
 
 "$MANTISSA_BIN" init "$work/site" >/dev/null
+# The server's count of open connections is read from /metrics, closed by
+# default: opened to the measuring address only.
+"$MANTISSA_BIN" --site "$work/site" site set metrics-from 127.0.0.3 >/dev/null
 "$MANTISSA_BIN" --site "$work/site" serve --listen 127.0.0.1:0 >"$work/serve.out" 2>"$work/serve.err" &
 server=$!
 url=
