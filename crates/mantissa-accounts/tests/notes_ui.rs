@@ -306,4 +306,24 @@ fn the_notes_list_comes_in_pages() {
     assert_eq!(json["entries"].as_array().unwrap().len(), 20, "{json}");
     assert_eq!(json["notes"][0], "Note 100");
     assert_eq!(json["pager"]["page"], 3);
+
+    // A share refused on the last page is answered with that page, the
+    // form and its message on it.
+    let page = "/private/notes/";
+    let r = alice.submit(s, page, page, &[("title", "Zzz last"), ("body", "")]);
+    assert_eq!(r.status, 303);
+    let api = alice.get(s, "/api/private/notes?page=3");
+    let json: serde_json::Value = serde_json::from_slice(&api.body).unwrap();
+    let last = json["entries"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["title"], "Zzz last");
+    let r = alice.submit(
+        s,
+        "/private/notes/?page=3",
+        &format!("/private/notes/{}/share", last["id"]),
+        &[("role", "user"), ("user", "nobody-here")],
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    let text = r.text();
+    assert!(text.contains("Page 3 of 3 (121 notes)"), "{text}");
+    assert!(text.contains("id=\"share-problem-"), "{text}");
 }
