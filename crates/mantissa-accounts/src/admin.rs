@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
 use mantissa_store::StoreError;
-use mantissa_web::{App, Page, Session, SessionRecord, WebError};
+use mantissa_web::{App, Page, Pager, Session, SessionRecord, WebError};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -229,7 +229,7 @@ async fn dashboard(
 ) -> Result<Page, WebError> {
     let q = search.q.trim().to_lowercase();
     let me = session.user().unwrap_or_default();
-    let page = search.page.parse::<usize>().unwrap_or(1).max(1);
+    let page = Pager::page_from(&search.page);
     // The message's account is looked for among all, not only those the
     // search shows.
     let done = Done::from_key(&search.done);
@@ -271,7 +271,7 @@ async fn dashboard(
                     .filter(EmailAddress::account.eq(a.id()))
                     .column(EmailAddress::address)
             };
-            let skip = (page - 1) * USERS_PER_PAGE;
+            let skip = Pager::skip(page, USERS_PER_PAGE);
             let (accounts, matched) = if q.is_empty() {
                 let accounts = by_name
                     .limit(USERS_PER_PAGE as u64)
@@ -323,7 +323,6 @@ async fn dashboard(
             Ok((out, matched, total, pending))
         })
         .await?;
-    let pages = matched.div_ceil(USERS_PER_PAGE).max(1);
     let site = app.site().clone();
     let (stores, disk) = tokio::task::spawn_blocking(move || {
         (
@@ -382,11 +381,7 @@ async fn dashboard(
             "notice": notice,
             "mechanism": mechanism,
             "users": users,
-            "pager": {
-                "page": page, "pages": pages, "matched": matched,
-                "previous": (page > 1).then(|| page - 1),
-                "next": (page < pages).then(|| page + 1),
-            },
+            "pager": Pager::new(page, matched, USERS_PER_PAGE),
             "offerings": offerings,
             "stats": {
                 "users": total, "stores": stores, "disk_bytes": disk,

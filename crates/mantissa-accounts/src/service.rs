@@ -901,6 +901,25 @@ impl Accounts {
         let Some(code) = code.map(str::trim).filter(|c| !c.is_empty()) else {
             return Err(AccountError::CodeNeeded);
         };
+        if self.use_code(id, code, |_| {}).await? {
+            Ok(())
+        } else {
+            Err(AccountError::CodeNeeded)
+        }
+    }
+
+    /// Checks the second-factor `code` of `id` and uses it up, then applies
+    /// `change` to the account, all in one write transaction: the step of
+    /// the last accepted code is read and written there, so concurrent
+    /// requests with one code cannot all pass (the store's writes are
+    /// serial). Whether the code was right; a wrong one counts towards the
+    /// account's back-off for codes, and while it must wait this refuses.
+    async fn use_code(
+        &self,
+        id: Ref<Account>,
+        code: &str,
+        change: impl FnOnce(&mut Account) + Send + 'static,
+    ) -> Result<bool, AccountError> {
         self.throttle_code(id)?;
         let code = code.to_string();
         let now = std::time::SystemTime::now()
@@ -919,16 +938,17 @@ impl Accounts {
                     return Ok(false);
                 };
                 a.totp_last_step = step;
+                change(&mut a);
                 tx.update(&a)?;
                 Ok(true)
             })
             .await?;
-        if !accepted {
+        if accepted {
+            self.code_failures.clear(&Key::of(id));
+        } else {
             self.code_failed(id);
-            return Err(AccountError::CodeNeeded);
         }
-        self.code_failures.clear(&Key::of(id));
-        Ok(())
+        Ok(accepted)
     }
 
     /// What every successful log-in does, whatever proved it: the product
@@ -1514,7 +1534,6 @@ impl Accounts {
     /// Turns two-factor log-in on or off, given a current code. Wrong codes
     /// count towards the account's back-off for codes, as at log-in.
     pub async fn totp_set(&self, username: &str, code: &str, on: bool) -> Result<(), AccountError> {
-        let name = username.to_string();
         let n = username.to_string();
         let id = self
             .site
@@ -1522,40 +1541,23 @@ impl Accounts {
             .read(move |r| account_named(r, &n).map(|a| a.id()))
             .await
             .map_err(invalid_or_store)?;
-        self.throttle_code(id)?;
-        let code = code.to_string();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
         let accepted = self
-            .site
-            .store()
-            .write(move |tx| {
-                let mut a = account_named(tx, &name)?;
-                let secret = a.totp_secret.clone().unwrap_or_default();
-                let Some(step) =
-                    crate::totp::check(&secret, &code, now).filter(|s| *s > a.totp_last_step)
-                else {
-                    return Ok(false);
-                };
+            .use_code(id, code, move |a| {
                 a.totp_enabled = on;
-                a.totp_last_step = step;
                 if !on {
                     a.totp_secret = None;
                 }
-                tx.update(&a)?;
-                Ok(true)
             })
             .await
-            .map_err(invalid_or_store)?;
+            .map_err(|e| match e {
+                AccountError::Store(e) => invalid_or_store(e),
+                e => e,
+            })?;
         if !accepted {
-            self.code_failed(id);
             return Err(AccountError::Invalid(
                 "that code is not right; try the current one".into(),
             ));
         }
-        self.code_failures.clear(&Key::of(id));
         Ok(())
     }
 

@@ -29,7 +29,9 @@ use mantissa_accounts::{
     AccountId, GroupMember, Role, Share, ShareError, account_names, find_account, share, unshare,
 };
 use mantissa_store::{Item, Ref, Write};
-use mantissa_web::{App, Offering, Owner, Page, Published, SharedFuture, SharedRequest, WebError};
+use mantissa_web::{
+    App, Offering, Owner, Page, Pager, Published, SharedFuture, SharedRequest, WebError,
+};
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -180,7 +182,7 @@ async fn list(
     Extension(owner): Extension<Owner>,
     Query(q): Query<ListQuery>,
 ) -> Result<Page, WebError> {
-    let page = q.page.parse::<usize>().unwrap_or(1).max(1);
+    let page = Pager::page_from(&q.page);
     list_page(app, owner, None, page).await
 }
 
@@ -209,7 +211,7 @@ async fn list_page(
             };
             let notes = by_title()
                 .limit(NOTES_PER_PAGE as u64)
-                .offset(((page - 1) * NOTES_PER_PAGE) as u64)
+                .offset(Pager::skip(page, NOTES_PER_PAGE) as u64)
                 .all()?;
             let ids: Vec<i64> = notes.iter().map(|n| n.id().id()).collect();
             let published = r
@@ -227,7 +229,6 @@ async fn list_page(
             Ok((notes, total, page, published, shares, members))
         })
         .await?;
-    let pages = total.div_ceil(NOTES_PER_PAGE).max(1);
     // The accounts this owner already shares with (or has in a group): the
     // share form suggests them. Not every account of the site: that list
     // would tell every user who else has an account.
@@ -287,11 +288,7 @@ async fn list_page(
             "entries": entries,
             "people": people,
             "problem": problem,
-            "pager": {
-                "page": page, "pages": pages, "total": total,
-                "previous": (page > 1).then(|| page - 1),
-                "next": (page < pages).then(|| page + 1),
-            },
+            "pager": Pager::new(page, total, NOTES_PER_PAGE),
         }),
     );
     if failed {

@@ -35,7 +35,7 @@ pub use offering::{
     Offering, OfferingState, Owner, Published, SLUG_MAX, SharedFuture, SharedRequest,
     offering_is_enabled, publish, set_offering_enabled, slugify, slugify_with_suffix,
 };
-pub use page::{ApiRequest, Page, WebError};
+pub use page::{ApiRequest, Page, Pager, WebError};
 pub use pipeline::WebService;
 pub use protect::is_bot;
 pub use reveal::{REVEALS_PER_HOUR, Reveals};

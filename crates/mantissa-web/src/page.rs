@@ -75,6 +75,60 @@ impl Page {
     }
 }
 
+/// One page of a long list, as templates and `/api/…` read it: `page`
+/// (from 1), `pages`, `total` items, and the `previous` and `next` page
+/// numbers where there are such pages. A list page shows `per_page` items
+/// at a time, from [`Pager::skip`], so that a list of a hundred thousand
+/// is never built into one answer.
+///
+/// ```
+/// use mantissa_web::Pager;
+///
+/// let page = Pager::page_from("3"); // a `?page=` value; 1 for anything else
+/// let pager = Pager::new(page, 120, 50);
+/// assert_eq!((Pager::skip(page, 50), pager.pages, pager.next), (100, 3, None));
+/// assert_eq!(Pager::page_from("zero"), 1);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Pager {
+    /// This page, from 1.
+    pub page: usize,
+    /// How many pages there are (at least 1).
+    pub pages: usize,
+    /// How many items there are on all of them.
+    pub total: usize,
+    /// The page before, if any.
+    pub previous: Option<usize>,
+    /// The page after, if any.
+    pub next: Option<usize>,
+}
+
+impl Pager {
+    /// The page a `?page=` value asks for: 1 for anything not a number
+    /// from 1 up, so that a bad link shows the first page, not an error.
+    pub fn page_from(value: &str) -> usize {
+        value.trim().parse::<usize>().unwrap_or(1).max(1)
+    }
+
+    /// How many items come before page `page`.
+    pub fn skip(page: usize, per_page: usize) -> usize {
+        (page.max(1) - 1).saturating_mul(per_page)
+    }
+
+    /// Page `page` of `total` items, `per_page` to a page.
+    pub fn new(page: usize, total: usize, per_page: usize) -> Pager {
+        let page = page.max(1);
+        let pages = total.div_ceil(per_page.max(1)).max(1);
+        Pager {
+            page,
+            pages,
+            total,
+            previous: (page > 1).then(|| (page - 1).min(pages)),
+            next: (page < pages).then_some(page + 1),
+        }
+    }
+}
+
 /// Marks the page a handler answered with, if it is one, as public content
 /// (see [`Page::hiding_addresses`]).
 pub(crate) fn hiding_addresses(mut response: Response) -> Response {
