@@ -710,14 +710,21 @@ async fn totp_begin(
         }
         Err(
             e @ (AccountError::Invalid(_) | AccountError::Throttled | AccountError::Wait { .. }),
-        ) => {
-            let mut p =
-                settings_page(&app, &acc, &owner.name, None, Some(e.to_string()), None).await?;
-            p.status = status_of(&e);
-            Ok(p)
-        }
+        ) => settings_refused(&app, &acc, &owner.name, e).await,
         Err(e) => failed(e),
     }
+}
+
+/// The settings page again, saying why a change was refused.
+async fn settings_refused(
+    app: &App,
+    acc: &Arc<Accounts>,
+    user: &str,
+    e: AccountError,
+) -> Result<Page, WebError> {
+    let mut p = settings_page(app, acc, user, None, Some(e.to_string()), None).await?;
+    p.status = status_of(&e);
+    Ok(p)
 }
 
 #[derive(Deserialize)]
@@ -752,12 +759,7 @@ async fn totp_switch(
         }
         Err(
             e @ (AccountError::Invalid(_) | AccountError::Throttled | AccountError::Wait { .. }),
-        ) => {
-            let mut p =
-                settings_page(&app, &acc, &owner.name, None, Some(e.to_string()), None).await?;
-            p.status = status_of(&e);
-            Ok(p)
-        }
+        ) => settings_refused(&app, &acc, &owner.name, e).await,
         Err(e) => failed(e),
     }
 }

@@ -1505,13 +1505,7 @@ impl Accounts {
             .ok_or_else(|| AccountError::Invalid("cannot make a two-factor secret".into()))?;
         let (name, s) = (username.to_string(), secret.clone());
         // A new secret per click: limited like a log-in attempt, per account.
-        let n = username.to_string();
-        let id = self
-            .site
-            .store()
-            .read(move |r| account_named(r, &n).map(|a| a.id()))
-            .await
-            .map_err(invalid_or_store)?;
+        let id = self.account_id(username).await?;
         self.throttle_key(None, Key::of(id))?;
         self.site
             .store()
@@ -1531,16 +1525,20 @@ impl Accounts {
         Ok((secret, url))
     }
 
-    /// Turns two-factor log-in on or off, given a current code. Wrong codes
-    /// count towards the account's back-off for codes, as at log-in.
-    pub async fn totp_set(&self, username: &str, code: &str, on: bool) -> Result<(), AccountError> {
+    /// The account called `username`.
+    async fn account_id(&self, username: &str) -> Result<Ref<Account>, AccountError> {
         let n = username.to_string();
-        let id = self
-            .site
+        self.site
             .store()
             .read(move |r| account_named(r, &n).map(|a| a.id()))
             .await
-            .map_err(invalid_or_store)?;
+            .map_err(invalid_or_store)
+    }
+
+    /// Turns two-factor log-in on or off, given a current code. Wrong codes
+    /// count towards the account's back-off for codes, as at log-in.
+    pub async fn totp_set(&self, username: &str, code: &str, on: bool) -> Result<(), AccountError> {
+        let id = self.account_id(username).await?;
         let accepted = self
             .use_code(id, code, move |a| {
                 a.totp_enabled = on;
