@@ -208,19 +208,6 @@ fn done_message(done: Done, to: &str, known: &Known<'_>) -> Option<String> {
 /// them all into one answer.
 const USERS_PER_PAGE: usize = 50;
 
-fn dir_size(path: &std::path::Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| match e.file_type() {
-                    Ok(t) if t.is_dir() => dir_size(&e.path()),
-                    _ => e.metadata().map(|m| m.len()).unwrap_or(0),
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 async fn dashboard(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
@@ -327,7 +314,7 @@ async fn dashboard(
     let (stores, disk) = tokio::task::spawn_blocking(move || {
         (
             site.user_names().map(|n| n.len()).unwrap_or(0),
-            dir_size(site.root()),
+            site.disk_usage().unwrap_or(0),
         )
     })
     .await

@@ -28,11 +28,21 @@ fn only_administrators_see_the_console() {
         t.contains("2 users, 2 stores") && t.contains("requests in the last minute"),
         "{t}"
     );
+    // Sizes in KB or MB, of the site's stores only (not bytes of whatever
+    // else the site's folder holds), and no "1 users".
+    assert!(
+        t.contains(" KB on disk") || t.contains(" MB on disk"),
+        "{t}"
+    );
+    assert!(t.contains("0 sign-ups waiting for approval"), "{t}");
     let found = root.get(s, "/admin?q=bo").text();
     assert!(
         found.contains("<td>bob</td>") && !found.contains("<td>root"),
         "{found}"
     );
+    w.accounts.delete_user("bob").unwrap();
+    let t = root.get(s, "/admin").text();
+    assert!(t.contains("1 user, 1 store,"), "{t}");
 }
 
 #[test]
@@ -76,7 +86,7 @@ fn sign_ups_are_reviewed_and_users_suspended_or_deleted() {
         "{}",
         r.text()
     );
-    assert!(root.get(s, "/admin").text().contains("1 sign-ups waiting"));
+    assert!(root.get(s, "/admin").text().contains("1 sign-up waiting"));
     let r = root.submit(s, "/admin", "/admin/users/dan/approve", &[]);
     assert!(
         root.get(s, r.header("location").unwrap())

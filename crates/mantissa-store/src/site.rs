@@ -254,6 +254,42 @@ impl Site {
         Ok(names)
     }
 
+    /// Bytes on disk of the site's stores: each store's database with its
+    /// write-ahead log and its attached files. Nothing else in the site's
+    /// folder counts (themes, exports, or a checkout the site was made in).
+    /// Reads the file system only; blocking.
+    pub fn disk_usage(&self) -> Result<u64> {
+        fn tree(path: &Path) -> u64 {
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if m.is_dir() => std::fs::read_dir(path)
+                    .map(|entries| {
+                        entries
+                            .filter_map(|e| e.ok())
+                            .map(|e| tree(&e.path()))
+                            .sum()
+                    })
+                    .unwrap_or(0),
+                Ok(m) if m.is_file() => m.len(),
+                _ => 0,
+            }
+        }
+        let mut stores = vec![self.inner.root.join(SITE_FILE)];
+        for name in self.user_names()? {
+            stores.push(self.user_store_path(&name)?);
+        }
+        Ok(stores
+            .iter()
+            .map(|db| {
+                let with = |suffix: &str| {
+                    let mut p = db.clone().into_os_string();
+                    p.push(suffix);
+                    tree(Path::new(&p))
+                };
+                tree(db) + with("-wal") + with("-shm") + tree(&crate::store::files_dir_for(db))
+            })
+            .sum())
+    }
+
     /// Closes a user's store now, if it is open ([`Store::close`]): every
     /// handle to it fails from now on with [`StoreError::Closed`], and the
     /// next [`Site::user_store`] opens it again. Returns whether it was

@@ -360,3 +360,30 @@ fn an_empty_user_store_is_small() {
     // The first page (SQLite's own schema), `_meta` and `_types`.
     assert!(len <= 3 * 4096, "an empty store is {len} bytes");
 }
+
+/// The site's disk usage counts its stores (database, log, attached
+/// files) and nothing else in its folder.
+#[test]
+fn disk_usage_counts_the_stores_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::open(dir.path().join("site")).unwrap();
+    let empty = site.disk_usage().unwrap();
+    assert!(empty > 0, "the site store");
+    let alice = site.user_store("alice").unwrap();
+    alice
+        .write_blocking(|tx| {
+            for i in 0..200 {
+                tx.insert(&Note {
+                    text: format!("note {i} {}", "x".repeat(200)),
+                })?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let with_alice = site.disk_usage().unwrap();
+    assert!(with_alice > empty + 40_000, "{empty} then {with_alice}");
+    // A megabyte that is not a store (a checkout's build folder, say).
+    std::fs::create_dir(dir.path().join("site/target")).unwrap();
+    std::fs::write(dir.path().join("site/target/big"), vec![0u8; 1 << 20]).unwrap();
+    assert_eq!(site.disk_usage().unwrap(), with_alice);
+}

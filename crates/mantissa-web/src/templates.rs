@@ -125,6 +125,54 @@ pub fn obfuscate_emails(text: &str) -> String {
     crate::reveal::references_in_html(text)
 }
 
+/// `n` and a noun, in the plural when `n` is not 1: `count(1, "user")` is
+/// "1 user", `count(2, "user")` "2 users", `count(2, "query", "queries")`
+/// "2 queries". Numbers of five digits and more are grouped by thousands
+/// ("12,500 users"). A template function.
+pub fn count(n: i64, one: &str, many: Option<&str>) -> String {
+    let noun = if n == 1 {
+        one.to_string()
+    } else {
+        many.map_or_else(|| format!("{one}s"), str::to_string)
+    };
+    format!("{} {noun}", grouped(n))
+}
+
+fn grouped(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    if digits.len() < 5 {
+        return n.to_string();
+    }
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+/// A size in bytes as people read it: "512 bytes", "1.5 KB", "786 KB",
+/// "2.1 GB" (powers of 1,000, as disks are sold). A template filter.
+pub fn filesize(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KB", "MB", "GB", "TB", "PB"];
+    if bytes < 1000 {
+        return count(bytes as i64, "byte", None);
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 999.95 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if value < 10.0 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
+    }
+}
+
 impl Templates {
     /// Templates from `sources`; `dev` reloads them on every render.
     pub fn new(sources: TemplateSources, dev: bool, globals: Vec<(&'static str, Value)>) -> Self {
@@ -167,6 +215,10 @@ impl Templates {
             env.set_fuel(Some(THEME_FUEL));
         }
         env.set_recursion_limit(64);
+        env.add_function("count", |n: i64, one: &str, many: Option<&str>| {
+            count(n, one, many)
+        });
+        env.add_filter("filesize", |bytes: u64| filesize(bytes));
         for (name, value) in &self.globals {
             env.add_global(*name, value.clone());
         }
@@ -310,5 +362,25 @@ mod tests {
         let e = t.render("bad.html", &Value::UNDEFINED).unwrap_err();
         assert_eq!((e.name.as_str(), e.line), ("bad.html", 2));
         assert!(e.cause.starts_with("syntax error"), "{e}");
+    }
+
+    #[test]
+    fn counts_and_sizes_read_as_people_write_them() {
+        assert_eq!(count(1, "user", None), "1 user");
+        assert_eq!(count(0, "user", None), "0 users");
+        assert_eq!(count(2, "query", Some("queries")), "2 queries");
+        assert_eq!(count(12_500, "user", None), "12,500 users");
+        assert_eq!(count(1_234, "user", None), "1234 users");
+        assert_eq!(filesize(1), "1 byte");
+        assert_eq!(filesize(999), "999 bytes");
+        assert_eq!(filesize(1_500), "1.5 KB");
+        assert_eq!(filesize(786_552), "787 KB");
+        assert_eq!(filesize(999_999), "1.0 MB");
+        assert_eq!(filesize(2_100_000_000), "2.1 GB");
+        let t = templates(&[("c.html", "{{ count(n, 'user') }}, {{ b | filesize }}")]);
+        let out = t
+            .render("c.html", &minijinja::context! { n => 1, b => 786552 })
+            .unwrap();
+        assert_eq!(out, "1 user, 787 KB");
     }
 }
