@@ -139,6 +139,91 @@ pub(crate) fn hiding_addresses(mut response: Response) -> Response {
     response
 }
 
+/// A plain-text refusal from a route (axum's answer to a form it cannot
+/// read, a handler's `(StatusCode, &str)`), made into the site's error page
+/// with the same status and its message in words for people: nobody is
+/// left at a bare line of text such as "Failed to deserialize form body:
+/// missing field `title`". Pages, successes and large answers pass as
+/// they are.
+pub(crate) async fn explain_plain_refusal(response: Response) -> Response {
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"text/plain"));
+    let small = axum::body::HttpBody::size_hint(response.body())
+        .exact()
+        .is_some_and(|n| n <= 4096);
+    if response.extensions().get::<Pending>().is_some()
+        || !response.status().is_client_error()
+        || !plain
+        || !small
+    {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 4096).await else {
+        return parts.status.into_response();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let page = error_page(
+        parts.status,
+        "Something was wrong with the request",
+        &for_people(text.trim()),
+    );
+    let mut r = page.into_response();
+    // The handler's own headers (an `Allow`, a `Retry-After`) stay.
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            r.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    r
+}
+
+/// axum's words for a request it could not read, as a person would say it.
+fn for_people(text: &str) -> String {
+    if let Some(field) = text
+        .strip_prefix("Failed to deserialize form body: missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        return format!(
+            "The form was sent without its “{field}” field. Go back, fill it in and send it again."
+        );
+    }
+    if let Some(why) = text.strip_prefix("Failed to deserialize form body: ") {
+        return format!("The form could not be read ({why}). Go back, check it and send it again.");
+    }
+    if text.starts_with("Form requests must have `Content-Type: application/x-www-form-urlencoded`")
+    {
+        return "This address takes a form sent from a web page (application/x-www-form-urlencoded)."
+            .into();
+    }
+    if let Some(why) = text.strip_prefix("Failed to deserialize query string: ") {
+        return format!("The address's query could not be read ({why}).");
+    }
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => "The request could not be handled.".into(),
+    }
+}
+
+/// The site's error page with `status`, `title` and `message`.
+fn error_page(status: StatusCode, title: &str, message: &str) -> Page {
+    let template = if status == StatusCode::NOT_FOUND {
+        "404.html"
+    } else {
+        "error.html"
+    };
+    Page {
+        status,
+        ..Page::new(
+            template,
+            serde_json::json!({ "error": title, "title": title, "message": message }),
+        )
+    }
+}
+
 #[derive(Clone)]
 struct Pending(Arc<Page>);
 
@@ -190,19 +275,7 @@ impl IntoResponse for WebError {
                 )
             }
         };
-        let template = if status == StatusCode::NOT_FOUND {
-            "404.html"
-        } else {
-            "error.html"
-        };
-        Page {
-            status,
-            ..Page::new(
-                template,
-                serde_json::json!({ "error": title, "title": title, "message": message }),
-            )
-        }
-        .into_response()
+        error_page(status, title, &message).into_response()
     }
 }
 

@@ -43,7 +43,9 @@ use crate::app::App;
 use crate::http::ClientInfo;
 use crate::observe::AccessEntry;
 use crate::offering::require_owner;
-use crate::page::{WebError, render_error, render_pending, strip_api_prefix};
+use crate::page::{
+    WebError, explain_plain_refusal, render_error, render_pending, strip_api_prefix,
+};
 use crate::protect::{
     Conditional, add_security_headers, client_ip, pace_crawler, refusal_response,
 };
@@ -460,7 +462,7 @@ async fn page(app: &App, routes: Router, mut req: Request, api: bool) -> Respons
     let response = match require_owner(app, &mut req).await {
         Err(refused) => refused,
         Ok(()) => match routes.oneshot(req).await {
-            Ok(response) => response,
+            Ok(response) => explain_plain_refusal(response).await,
             Err(never) => match never {},
         },
     };

@@ -54,6 +54,17 @@ fn test_routes() -> Router<App> {
         .route("/test/whoami", get(whoami))
         .route("/test/slow", get(slow))
         .route("/test/big", get(big))
+        .route("/test/titled", post(titled))
+}
+
+#[derive(serde::Deserialize)]
+struct Titled {
+    title: String,
+}
+
+/// A handler taking a form with a `title`, through axum's own extractor.
+async fn titled(axum::Form(t): axum::Form<Titled>) -> String {
+    t.title
 }
 
 /// A public JSON answer of 17 MiB.
@@ -1043,4 +1054,58 @@ fn a_trusted_proxy_may_hold_more_connections_than_an_address() {
         "the proxy's connections are all served"
     );
     assert_eq!(served_from("127.0.0.2"), 4, "another address gets its four");
+}
+
+/// A form that axum cannot read (a field missing, the wrong type) is
+/// answered with the site's error page, its status kept and its message in
+/// words for people, not axum's line of text; on `/api/` with JSON.
+#[test]
+fn a_form_axum_cannot_read_gets_a_page_that_says_why() {
+    let s = TestServer::start(with_form_template(), test_routes);
+    let mut v = Visitor::default();
+    let r = v.submit(&s, "/test/form", "/test/titled", &[("body", "no title")]);
+    assert_eq!(r.status, 422);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let text = shown(&r.text());
+    assert!(
+        text.contains("The form was sent without its “title” field."),
+        "{text}"
+    );
+    assert!(!text.contains("Failed to deserialize"), "{text}");
+    assert!(text.contains("<h1>"), "a whole page: {text}");
+    // Sent as something else than a form.
+    let body = v.form_body(&s, "/test/form", &[("title", "x")]);
+    let token = body
+        .split('&')
+        .next()
+        .unwrap()
+        .trim_start_matches("csrf_token=")
+        .to_string();
+    let r = s.send(&format!(
+        "POST /test/titled HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nCookie: {}\r\n\
+         X-CSRF-Token: {token}\r\nContent-Type: text/plain\r\nContent-Length: 7\r\n\r\ntitle=x",
+        s.addr,
+        v.header()
+    ));
+    assert_eq!(r.status, 415, "{}", r.text());
+    assert!(
+        shown(&r.text()).contains("takes a form sent from a web page"),
+        "{}",
+        r.text()
+    );
+    // The same through /api/: JSON that says it.
+    let body = v.form_body(&s, "/test/form", &[]);
+    let r = v.post(&s, "/api/test/titled", &body);
+    assert_eq!(r.status, 422);
+    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(
+        json["message"]
+            .as_str()
+            .unwrap()
+            .contains("without its “title” field"),
+        "{json}"
+    );
+    // A form that is whole still works.
+    let r = v.submit(&s, "/test/form", "/test/titled", &[("title", "Hello")]);
+    assert_eq!((r.status, r.text()), (200, "Hello".to_string()));
 }
