@@ -20,7 +20,7 @@ use crate::observe::{RequestRate, metrics_text, prometheus};
 use crate::offering::{Offering, Offerings, shared_item};
 use crate::page::{Page, WebError};
 use crate::pipeline::WebService;
-use crate::protect::{BotLimiter, FirstSeen, none_match};
+use crate::protect::{AddressLimiter, FirstSeen, bot_limiter, none_match};
 use crate::reveal::Reveals;
 use crate::session::TokenAuth;
 use crate::statics::Statics;
@@ -67,7 +67,7 @@ struct Inner {
     statics: Arc<Statics>,
     config: RwLock<Configured>,
     dev: bool,
-    bots: BotLimiter,
+    bots: AddressLimiter,
     first_seen: FirstSeen,
     rate: RequestRate,
     reveals: Arc<Reveals>,
@@ -173,7 +173,7 @@ impl App {
         )
         .hiding_addresses_with(reveals.clone());
         prometheus();
-        let bots = BotLimiter::new(config.crawl_delay.max(1) as u64);
+        let bots = bot_limiter(config.crawl_delay.max(1) as u64);
         let configured = Configured::new(config, &guard);
         Ok(App(Arc::new(Inner {
             tokens: options.tokens,
@@ -236,7 +236,7 @@ impl App {
         &self.0.templates
     }
 
-    pub(crate) fn bots(&self) -> &BotLimiter {
+    pub(crate) fn bots(&self) -> &AddressLimiter {
         &self.0.bots
     }
 

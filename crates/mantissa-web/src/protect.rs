@@ -50,8 +50,11 @@ pub(crate) fn refusal_response(refusal: Refusal) -> Response {
 
 type KeyedLimiter = RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>;
 
-/// Paces crawlers to the site's `Crawl-delay`.
-pub struct BotLimiter {
+/// A rate limit per client address that forgets the addresses it no longer
+/// needs, once a minute: without that, requests from ever new addresses (a
+/// crawler storm, a harvester on many addresses) would grow it without
+/// bound. Crawler pacing and address reveals use it.
+pub struct AddressLimiter {
     limiter: KeyedLimiter,
     started: Instant,
     /// When addresses with a full allowance were last forgotten, in seconds
@@ -59,31 +62,26 @@ pub struct BotLimiter {
     pruned: std::sync::atomic::AtomicU64,
 }
 
-/// How often the crawler limiter forgets the addresses it no longer needs:
-/// without it, a storm of crawlers from ever new addresses would grow it
-/// without bound.
-const BOT_PRUNE_SECS: u64 = 60;
+/// How often an address limiter forgets the addresses it no longer needs.
+const PRUNE_SECS: u64 = 60;
 
-impl BotLimiter {
-    /// One request per `delay` seconds per address, after a burst of five.
-    pub fn new(delay_secs: u64) -> BotLimiter {
-        let quota = Quota::with_period(Duration::from_secs(delay_secs.max(1)))
-            .expect("nonzero period")
-            .allow_burst(NonZeroU32::new(5).expect("nonzero"));
-        BotLimiter {
+impl AddressLimiter {
+    /// A limiter allowing each address `quota`.
+    pub fn new(quota: Quota) -> AddressLimiter {
+        AddressLimiter {
             limiter: RateLimiter::keyed(quota),
             started: Instant::now(),
             pruned: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    /// Counts a request from crawler `ip`: when it is one too many, the
-    /// instant it would be allowed.
-    fn check(&self, ip: IpAddr) -> Result<(), governor::NotUntil<governor::clock::QuantaInstant>> {
+    /// Counts one request from `ip`: when it is one too many, how long until
+    /// it would be allowed.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
         use std::sync::atomic::Ordering::Relaxed;
         let now = self.started.elapsed().as_secs();
         let last = self.pruned.load(Relaxed);
-        if now >= last + BOT_PRUNE_SECS
+        if now >= last + PRUNE_SECS
             && self
                 .pruned
                 .compare_exchange(last, now, Relaxed, Relaxed)
@@ -91,8 +89,20 @@ impl BotLimiter {
         {
             self.limiter.retain_recent();
         }
-        self.limiter.check_key(&ip)
+        self.limiter
+            .check_key(&ip)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
+}
+
+/// Paces crawlers to the site's `Crawl-delay`: one request per `delay`
+/// seconds per address, after a burst of five.
+pub(crate) fn bot_limiter(delay_secs: u64) -> AddressLimiter {
+    AddressLimiter::new(
+        Quota::with_period(Duration::from_secs(delay_secs.max(1)))
+            .expect("nonzero period")
+            .allow_burst(NonZeroU32::new(5).expect("nonzero")),
+    )
 }
 
 /// Whether a User-Agent names a crawler.
@@ -120,9 +130,8 @@ pub(crate) fn pace_crawler(app: &App, req: &Request) -> Option<Response> {
         .is_some_and(is_bot);
     if bot
         && let Some(ip) = client_ip(req)
-        && let Err(not_until) = app.bots().check(ip)
+        && let Err(wait) = app.bots().check(ip)
     {
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
         metrics::counter!("mantissa_requests_refused_total", "reason" => "crawler").increment(1);
         return Some(refusal_response(Refusal::RateLimited(wait)));
     }
@@ -406,7 +415,7 @@ mod tests {
 
     #[test]
     fn the_crawler_limiter_forgets_addresses_it_no_longer_needs() {
-        let mut bots = BotLimiter::new(1);
+        let mut bots = bot_limiter(1);
         for i in 0..100u8 {
             assert!(bots.check(IpAddr::from([10, 0, 0, i])).is_ok());
         }
@@ -415,7 +424,7 @@ mod tests {
         // been full for one period) and a minute after the last pruning,
         // the next check forgets them.
         std::thread::sleep(Duration::from_millis(2100));
-        bots.started -= Duration::from_secs(BOT_PRUNE_SECS);
+        bots.started -= Duration::from_secs(PRUNE_SECS);
         assert!(bots.check(IpAddr::from([10, 0, 1, 0])).is_ok());
         assert_eq!(bots.limiter.len(), 1, "only the newest address is kept");
         // Pruning waits for the next minute.

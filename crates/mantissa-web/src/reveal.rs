@@ -28,23 +28,21 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::ops::Range;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use governor::clock::{Clock, DefaultClock};
-use governor::state::keyed::DefaultKeyedStateStore;
-use governor::{Quota, RateLimiter};
+use governor::Quota;
 use mantissa_store::{Item, Site, StoreError};
 use ring::aead::{CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hmac;
 
 use crate::app::App;
 use crate::page::Page;
-use crate::protect::client_ip;
+use crate::protect::{AddressLimiter, client_ip};
 
 /// Addresses one client address may see an hour (after a first burst of
 /// as many).
@@ -57,15 +55,11 @@ pub(crate) struct RevealKey {
     key: Vec<u8>,
 }
 
-type KeyedLimiter = RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>;
-
 /// Seals addresses into tokens and opens them, and counts reveals.
 pub struct Reveals {
     key: LessSafeKey,
     nonces: hmac::Key,
-    limiter: KeyedLimiter,
-    /// When the limiter last forgot addresses with their allowance full.
-    pruned: std::sync::Mutex<Instant>,
+    limiter: AddressLimiter,
 }
 
 impl std::fmt::Debug for Reveals {
@@ -106,8 +100,7 @@ impl Reveals {
         Reveals {
             key: LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, seal).expect("32 bytes")),
             nonces: hmac::Key::new(hmac::HMAC_SHA256, nonce),
-            limiter: RateLimiter::keyed(Quota::per_hour(per_hour)),
-            pruned: std::sync::Mutex::new(Instant::now()),
+            limiter: AddressLimiter::new(Quota::per_hour(per_hour)),
         }
     }
 
@@ -147,33 +140,17 @@ impl Reveals {
 
     /// Counts one reveal for `ip`: how long to wait when it is one too many.
     fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        {
-            let mut pruned = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
-            if pruned.elapsed() > Duration::from_secs(60) {
-                *pruned = Instant::now();
-                self.limiter.retain_recent();
-            }
-        }
-        self.limiter
-            .check_key(&ip)
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        self.limiter.check(ip)
     }
 
     /// `text` as HTML for a visitor who is not signed in: escaped, with each
     /// address a link to its reveal page.
     pub fn hide_in_html(&self, text: &str) -> String {
-        let mut out = String::with_capacity(text.len() + 64);
-        let mut at = 0;
-        for r in addresses(text) {
-            out.push_str(&minijinja::HtmlEscape(&text[at..r.start]).to_string());
-            out.push_str(&format!(
-                "<a class=\"email-reveal\" href=\"/reveal/{}\" rel=\"nofollow\">e-mail address (show)</a>",
-                self.seal(&text[r.clone()])
-            ));
-            at = r.end;
-        }
-        out.push_str(&minijinja::HtmlEscape(&text[at..]).to_string());
-        out
+        each_address(text, escape_into, |address, out| {
+            out.push_str("<a class=\"email-reveal\" href=\"/reveal/");
+            out.push_str(&self.seal(address));
+            out.push_str("\" rel=\"nofollow\">e-mail address (show)</a>");
+        })
     }
 
     /// Every string in `value` with its addresses replaced by the path of
@@ -181,22 +158,15 @@ impl Reveals {
     pub fn hide_in_json(&self, value: &mut serde_json::Value) {
         match value {
             serde_json::Value::String(s) if s.contains('@') => {
-                let ranges = addresses(s);
-                if ranges.is_empty() {
-                    return;
-                }
-                let mut out = String::with_capacity(s.len() + 64);
-                let mut at = 0;
-                for r in ranges {
-                    out.push_str(&s[at..r.start]);
-                    out.push_str(&format!(
-                        "[e-mail address: /reveal/{}]",
-                        self.seal(&s[r.clone()])
-                    ));
-                    at = r.end;
-                }
-                out.push_str(&s[at..]);
-                *s = out;
+                *s = each_address(
+                    s,
+                    |gap, out| out.push_str(gap),
+                    |address, out| {
+                        out.push_str("[e-mail address: /reveal/");
+                        out.push_str(&self.seal(address));
+                        out.push(']');
+                    },
+                );
             }
             serde_json::Value::Array(items) => {
                 items.iter_mut().for_each(|v| self.hide_in_json(v));
@@ -212,17 +182,35 @@ impl Reveals {
 /// `text` as HTML with each address written as character references, for
 /// signed-in people (see the module documentation).
 pub fn references_in_html(text: &str) -> String {
+    each_address(text, escape_into, |address, out| {
+        for c in address.chars() {
+            out.push_str(&format!("&#{};", c as u32));
+        }
+    })
+}
+
+/// `text` rewritten: each e-mail address in it written by `address`, the
+/// text between them by `gap`.
+fn each_address(
+    text: &str,
+    gap: impl Fn(&str, &mut String),
+    address: impl Fn(&str, &mut String),
+) -> String {
     let mut out = String::with_capacity(text.len() * 2);
     let mut at = 0;
     for r in addresses(text) {
-        out.push_str(&minijinja::HtmlEscape(&text[at..r.start]).to_string());
-        for c in text[r.clone()].chars() {
-            out.push_str(&format!("&#{};", c as u32));
-        }
+        gap(&text[at..r.start], &mut out);
+        address(&text[r.clone()], &mut out);
         at = r.end;
     }
-    out.push_str(&minijinja::HtmlEscape(&text[at..]).to_string());
+    gap(&text[at..], &mut out);
     out
+}
+
+/// Writes `text` escaped for HTML.
+fn escape_into(text: &str, out: &mut String) {
+    use std::fmt::Write;
+    let _ = write!(out, "{}", minijinja::HtmlEscape(text));
 }
 
 /// Where the e-mail addresses are in `text`: a local part of letters,
