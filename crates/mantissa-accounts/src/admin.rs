@@ -269,10 +269,19 @@ async fn dashboard(
                     .collect::<Result<Vec<_>, _>>()?;
                 (accounts, total as usize)
             } else {
+                // Every address in one query, not one query an account.
+                let mut all_emails: std::collections::HashMap<i64, Vec<String>> =
+                    std::collections::HashMap::new();
+                for (account, address) in r
+                    .query::<EmailAddress>()
+                    .columns2(EmailAddress::account, EmailAddress::address)?
+                {
+                    all_emails.entry(account.id()).or_default().push(address);
+                }
                 let mut matched = 0;
                 let mut accounts = Vec::new();
                 for a in by_name.all()? {
-                    let emails = emails_of(&a)?;
+                    let emails = all_emails.remove(&a.id().id()).unwrap_or_default();
                     if a.username.contains(&q) || emails.iter().any(|e| e.contains(&q)) {
                         if matched >= skip && accounts.len() < USERS_PER_PAGE {
                             accounts.push((a, emails));
