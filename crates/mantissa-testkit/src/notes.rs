@@ -464,6 +464,9 @@ impl Offering for Notes {
             if !req.rest.is_empty() {
                 return Err(WebError::NotFound);
             }
+            if req.method == axum::http::Method::POST {
+                return Err(WebError::MethodNotAllowed);
+            }
             let id = Ref::<Note>::from_id(req.item_id);
             let note = req
                 .store

@@ -153,6 +153,11 @@ impl App {
             TemplateSources {
                 theme_dir: theme.as_ref().map(|t| t.join("templates")),
                 builtin: Arc::new(builtin),
+                source_dirs: options
+                    .offerings
+                    .iter()
+                    .filter_map(|o| o.template_dir())
+                    .collect(),
             },
             options.dev,
             vec![(
@@ -318,8 +323,11 @@ impl App {
     pub fn router_with(&self, extra: Router<App>) -> WebService {
         let mut routes: Router<App> = Router::new()
             .route("/", get(front_page))
-            .route("/users/{name}/{slug}", get(shared_item))
-            .route("/users/{name}/{slug}/{*rest}", get(shared_item))
+            .route("/users/{name}/{slug}", get(shared_item).post(shared_item))
+            .route(
+                "/users/{name}/{slug}/{*rest}",
+                get(shared_item).post(shared_item),
+            )
             .route(
                 "/reveal/{token}",
                 get(crate::reveal::reveal_page).post(crate::reveal::reveal),

@@ -13,6 +13,22 @@
 /// The axum this crate is built on, for offerings' routes.
 pub use axum;
 
+// What an offering's handlers use most, so that `use mantissa::web::{..}`
+// is all they import. `debug_handler` names the crate `::axum` in what it
+// writes, so a crate using it lists `axum` (0.8, the `macros` feature) among
+// its own dependencies too, as `mantissa new` does.
+pub use axum::debug_handler;
+pub use axum::extract::{Form, Json, Path, Query, State};
+pub use axum::http::StatusCode;
+pub use axum::response::{IntoResponse, Redirect, Response};
+pub use axum::routing::{get, post};
+pub use axum::{Extension, Router};
+/// Serde, for `#[derive(Deserialize)]` forms and `Serialize` page data
+/// (with `#[serde(crate = "mantissa::web::serde")]`).
+pub use serde;
+/// JSON values, for a page's data: `json!({ "title": title })`.
+pub use serde_json::{self, json};
+
 mod access;
 mod app;
 mod config;

@@ -43,6 +43,30 @@ pub struct SharedRequest {
     /// What the visitor may do (always including `view`); see
     /// [`grants`](crate::grants).
     pub capabilities: Vec<String>,
+    /// `GET` (or `HEAD`), or `POST`: a form sent from the item's page, such
+    /// as a visitor signing a guestbook. The site has checked its CSRF
+    /// token and its size already; the offering checks what the visitor
+    /// may do ([`grants`](crate::grants)) and answers `GET`-only items
+    /// with [`WebError::MethodNotAllowed`].
+    pub method: axum::http::Method,
+    /// The body of a `POST` (empty for a `GET`).
+    pub body: axum::body::Bytes,
+    /// The item's own path, `/users/<owner>/<slug>` (without `rest`): where
+    /// a form's answer redirects to.
+    pub path: String,
+    /// The query string, as sent (empty when there is none).
+    pub query: String,
+}
+
+impl SharedRequest {
+    /// The `POST`ed form, URL-encoded as browsers send it.
+    ///
+    /// A body that does not fit `T` (a missing or malformed field) is a
+    /// [`WebError::BadRequest`] that names the field, in words for people.
+    pub fn form<T: serde::de::DeserializeOwned>(&self) -> Result<T, WebError> {
+        serde_urlencoded::from_bytes(&self.body)
+            .map_err(|e| WebError::BadRequest(format!("The form could not be read: {e}.")))
+    }
 }
 
 /// A boxed future answering a shared-item request.
@@ -56,6 +80,27 @@ pub trait Offering: Send + Sync + 'static {
     /// Templates, by name (a theme may override any).
     fn templates(&self) -> Vec<(&'static str, &'static str)> {
         Vec::new()
+    }
+
+    /// The folder the offering's template files are compiled in from, read
+    /// afresh on every render in development (`serve --dev`), so that an
+    /// edit shows on the next reload without a rebuild. A template named
+    /// `guestbook/list.html` is the file `guestbook/list.html` in it:
+    ///
+    /// ```
+    /// # struct Guestbook;
+    /// # impl mantissa_web::Offering for Guestbook {
+    /// #     fn name(&self) -> &'static str { "guestbook" }
+    /// fn template_dir(&self) -> Option<std::path::PathBuf> {
+    ///     Some(concat!(env!("CARGO_MANIFEST_DIR"), "/templates").into())
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// In production, and when the folder is gone (the binary was copied
+    /// elsewhere), the compiled-in [`templates`](Offering::templates) serve.
+    fn template_dir(&self) -> Option<std::path::PathBuf> {
+        None
     }
 
     /// Static files, by path, served at `/static/<offering>/<hash>/<path>`.
@@ -371,6 +416,8 @@ pub(crate) async fn shared_item(
     // Access is decided before anything else, old slugs included: a 301
     // would tell a visitor who may not see the item that it exists.
     let visitor = req.extensions().get::<Session>().and_then(Session::user);
+    let method = req.method().clone();
+    let query = req.uri().query().unwrap_or_default().to_string();
     let capabilities = app
         .access_policy()
         .capabilities(store.clone(), owner.clone(), visitor.clone(), found.clone())
@@ -395,10 +442,15 @@ pub(crate) async fn shared_item(
         )
             .into_response());
     }
+    let owner_name = owner.clone();
     let offering = app.offering(&found.offering).ok_or(WebError::NotFound)?;
     if !offering_is_enabled(&app, &found.offering).await? {
         return Err(WebError::NotFound);
     }
+    // The pipeline has bounded the body's size and time already.
+    let body = axum::body::to_bytes(req.into_body(), usize::MAX)
+        .await
+        .map_err(|e| WebError::BadRequest(format!("The form could not be read: {e}.")))?;
     let page = offering
         .shared(
             app.clone(),
@@ -410,6 +462,10 @@ pub(crate) async fn shared_item(
                 rest,
                 visitor,
                 capabilities,
+                method,
+                body,
+                path: format!("/users/{owner_name}/{slug}"),
+                query,
             },
         )
         .await?;

@@ -29,6 +29,9 @@ pub struct Page {
     /// Whether the page is public content, whose e-mail addresses are
     /// hidden from visitors who are not signed in ([`Page::hiding_addresses`]).
     hide_addresses: bool,
+    /// Why an internal error happened: logged always, and shown on the
+    /// error page only in development (`serve --dev`).
+    cause: Option<String>,
 }
 
 impl Page {
@@ -52,6 +55,7 @@ impl Page {
             data: Value::from_serialize(data),
             status: StatusCode::OK,
             hide_addresses: false,
+            cause: None,
         }
     }
 
@@ -249,6 +253,10 @@ pub enum WebError {
     /// A state-changing request failed the cross-site check.
     #[error("{0}")]
     Forbidden(String),
+    /// The address does not take this method (a form sent to a page that
+    /// only shows something).
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// Something broke inside; logged, answered with a plain 500.
     #[error("internal error: {0}")]
     Internal(String),
@@ -262,12 +270,19 @@ impl From<mantissa_store::StoreError> for WebError {
 
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
+        let mut cause = None;
         let (status, title, message) = match &self {
             WebError::NotFound => (StatusCode::NOT_FOUND, "Not found", String::new()),
             WebError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", m.clone()),
             WebError::Forbidden(m) => (StatusCode::FORBIDDEN, "Refused", m.clone()),
+            WebError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Not a form",
+                "This page shows something and takes no form.".into(),
+            ),
             WebError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
+                cause = Some(m.clone());
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Something went wrong",
@@ -275,7 +290,11 @@ impl IntoResponse for WebError {
                 )
             }
         };
-        error_page(status, title, &message).into_response()
+        Page {
+            cause,
+            ..error_page(status, title, &message)
+        }
+        .into_response()
     }
 }
 
@@ -371,6 +390,8 @@ struct PageContext {
     user: Value,
     csrf: Option<crate::session::CsrfToken>,
     data: Value,
+    /// The cause of an internal error (`serve --dev` only).
+    detail: Option<Value>,
     /// Public content seen by a visitor who is not signed in: the template
     /// formatter hides its addresses.
     hiding_addresses: bool,
@@ -383,6 +404,7 @@ impl minijinja::value::Object for PageContext {
             "path" => Some(self.path.clone()),
             "user" => Some(self.user.clone()),
             "hiding_addresses" => Some(Value::from(self.hiding_addresses)),
+            "detail" if self.detail.is_some() => self.detail.clone(),
             "csrf_field" => {
                 let csrf = self.csrf.clone();
                 Some(Value::from_function(move || {
@@ -425,6 +447,9 @@ fn render(
             user: Value::from(user),
             csrf,
             data: page.data.clone(),
+            // Why a handler failed, beside the page's words: in
+            // development only.
+            detail: page.cause.as_deref().filter(|_| app.is_dev()).map(Value::from),
         });
         match app.templates().render(page.template, &ctx) {
             Ok(html) => ("text/html; charset=utf-8", html.into_bytes()),

@@ -156,25 +156,30 @@ async fn handle(parts: Arc<(App, Router)>, mut req: Request) -> Result<Response,
         .await
     {
         Ok(response) => response,
-        Err(panic) => panicked(panic),
+        Err(panic) => panicked(panic, app.is_dev()),
     };
     entry.end(&response);
     Ok(response)
 }
 
 /// A handler panicked: logged, answered with a plain 500 (the page renderer
-/// may be what panicked).
-fn panicked(panic: Box<dyn std::any::Any + Send>) -> Response {
+/// may be what panicked), which says what the panic said in development.
+fn panicked(panic: Box<dyn std::any::Any + Send>, dev: bool) -> Response {
     let message = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".into());
     tracing::error!(panic = %message, "a request's handler panicked");
+    let text = if dev {
+        format!("Something went wrong: a handler panicked.\n\n{message}\n")
+    } else {
+        "Something went wrong. The error has been logged.\n".to_string()
+    };
     let mut r = (
         StatusCode::INTERNAL_SERVER_ERROR,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "Something went wrong. The error has been logged.\n",
+        text,
     )
         .into_response();
     add_security_headers(r.headers_mut());

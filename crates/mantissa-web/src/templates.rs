@@ -39,6 +39,10 @@ pub struct TemplateSources {
     /// Templates compiled into the binary by offerings and Mantissa,
     /// by name. Later registrations do not replace earlier ones.
     pub builtin: Arc<HashMap<String, &'static str>>,
+    /// The folders offerings' templates are compiled in from
+    /// ([`Offering::template_dir`](crate::Offering::template_dir)), read
+    /// before the compiled-in copies in development only.
+    pub source_dirs: Vec<PathBuf>,
 }
 
 /// A rendering failure, with where it happened.
@@ -69,6 +73,30 @@ impl From<Error> for TemplateError {
 /// What a render may spend when a theme is in use (minijinja's fuel: about
 /// one per instruction), far more than any real page needs.
 const THEME_FUEL: u64 = 2_000_000;
+
+/// The names of the template files under `dir` (`a/b.html` for
+/// `dir/a/b.html`), hidden files left out.
+fn template_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if path.is_dir() {
+                folders.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                names.push(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    names
+}
 
 /// The template engine.
 pub struct Templates {
@@ -229,7 +257,7 @@ impl Templates {
             if !dev && let Some(source) = read.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
                 return Ok(source.clone());
             }
-            let source = Self::load(&sources, name)?;
+            let source = Self::load(&sources, name, dev)?;
             if !dev {
                 read.lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -240,20 +268,51 @@ impl Templates {
         env
     }
 
-    fn load(sources: &TemplateSources, name: &str) -> Result<Option<String>, Error> {
-        if let Some(dir) = &sources.theme_dir {
+    fn load(sources: &TemplateSources, name: &str, dev: bool) -> Result<Option<String>, Error> {
+        let sources_read = if dev { &sources.source_dirs[..] } else { &[] };
+        for dir in sources.theme_dir.iter().chain(sources_read) {
             match std::fs::read_to_string(dir.join(name)) {
                 Ok(s) => return Ok(Some(s)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     return Err(Error::new(
                         ErrorKind::InvalidOperation,
-                        format!("cannot read theme template {name}: {e}"),
+                        format!("cannot read template {name} in {}: {e}", dir.display()),
                     ));
                 }
             }
         }
         Ok(sources.builtin.get(name).map(|s| s.to_string()))
+    }
+
+    /// Compiles every template the site can render (Mantissa's, the
+    /// offerings', the theme's), and says which fail and why: `serve`
+    /// checks them all when the site starts, instead of when a page first
+    /// needs one. Syntax is checked; what only a render can tell (a
+    /// template it extends that is missing, a value of the wrong type) is
+    /// not.
+    pub fn check_all(&self) -> Vec<TemplateError> {
+        let sources = self
+            .sources
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut names: Vec<String> = sources.builtin.keys().cloned().collect();
+        if let Some(dir) = &sources.theme_dir {
+            names.extend(template_files(dir));
+        }
+        if self.dev {
+            for dir in &sources.source_dirs {
+                names.extend(template_files(dir));
+            }
+        }
+        names.sort();
+        names.dedup();
+        let env = self.env();
+        names
+            .iter()
+            .filter_map(|name| env.get_template(name).err().map(TemplateError::from))
+            .collect()
     }
 
     /// The environment to render with.
@@ -306,6 +365,7 @@ mod tests {
             TemplateSources {
                 theme_dir: None,
                 builtin: Arc::new(builtin),
+                source_dirs: Vec::new(),
             },
             false,
             vec![],

@@ -637,20 +637,14 @@ pub fn serve_with(
         from,
         "http://127.0.0.1:8080",
     ));
-    let app = App::new(
-        site.clone(),
-        guard.clone(),
-        WebOptions {
-            dev: options.dev,
-            offerings: linked_offerings(&accounts, offerings),
-            access: Some(Arc::new(SharePolicy::new(site.clone()))),
-            tokens: Some(Arc::new(TokenAuthenticator::new(site.clone()))),
-            templates: Vec::new(),
-        },
-    )
-    .map_err(|e| Error::Web(e.to_string()))?;
-    accounts.set_offerings(app.offerings());
-    let router = app.router_with(mantissa_accounts::routes(&app, accounts.clone()));
+    let (app, router) = site_app(&site, &accounts, &guard, offerings, options.dev)?;
+    // Every template compiled now, not when a page first needs it (the
+    // site serves anyway: the other pages work, and in development the
+    // next save fixes it).
+    for e in app.templates().check_all() {
+        tracing::error!(template = %e.name, line = e.line, cause = %e.cause, "template error");
+        writeln!(out, "Template error: {e}")?;
+    }
     let served = runtime.block_on(async {
         // Listen for the signals before saying that we run, so that a stop
         // sent as soon as we have said it is never missed.
@@ -735,6 +729,33 @@ pub fn serve_with(
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The web application `serve` runs: Mantissa's pages, the accounts'
+/// pages and `offerings`, with the accounts' access policy and API tokens.
+/// (`testing::TestSite` serves the same.)
+pub fn site_app(
+    site: &Site,
+    accounts: &Arc<Accounts>,
+    guard: &Guard,
+    offerings: &[Arc<dyn Offering>],
+    dev: bool,
+) -> Result<(App, mantissa_web::WebService), Error> {
+    let app = App::new(
+        site.clone(),
+        guard.clone(),
+        WebOptions {
+            dev,
+            offerings: linked_offerings(accounts, offerings),
+            access: Some(Arc::new(SharePolicy::new(site.clone()))),
+            tokens: Some(Arc::new(TokenAuthenticator::new(site.clone()))),
+            templates: Vec::new(),
+        },
+    )
+    .map_err(|e| Error::Web(e.to_string()))?;
+    accounts.set_offerings(app.offerings());
+    let router = app.router_with(mantissa_accounts::routes(&app, accounts.clone()));
+    Ok((app, router))
 }
 
 /// Mantissa's own offerings (the account settings), then `extra`.

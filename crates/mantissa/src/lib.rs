@@ -51,6 +51,8 @@ pub use mantissa_store::{
 };
 
 pub mod cli;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// The README's examples, compiled and run by `cargo test --doc`.
 #[cfg(doctest)]
