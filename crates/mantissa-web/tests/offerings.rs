@@ -147,3 +147,95 @@ fn published_items_have_stable_slugs_and_old_urls_redirect() {
     let data: serde_json::Value = serde_json::from_slice(&api.body).unwrap();
     assert_eq!(data["title"], "Hello, World!");
 }
+
+/// An offering whose templates are compiled from a folder, and a handler
+/// that fails.
+struct Folded(std::path::PathBuf);
+
+impl mantissa_web::Offering for Folded {
+    fn name(&self) -> &'static str {
+        "folded"
+    }
+    fn templates(&self) -> Vec<(&'static str, &'static str)> {
+        vec![("folded/page.html", "compiled in")]
+    }
+    fn template_dir(&self) -> Option<std::path::PathBuf> {
+        Some(self.0.clone())
+    }
+    fn private_routes(&self) -> Router<App> {
+        Router::new().route(
+            "/",
+            get(|| async { Page::new("folded/page.html", serde_json::json!({})) }),
+        )
+    }
+}
+
+fn folded_site(dev: bool, folder: &std::path::Path) -> TestServer {
+    TestServer::start(
+        Setup {
+            options: WebOptions {
+                dev,
+                offerings: vec![Arc::new(Folded(folder.to_path_buf()))],
+                templates: vec![("token.html".into(), "{{ csrf_field() }}")],
+                ..WebOptions::default()
+            },
+            ..Setup::default()
+        },
+        || {
+            routes().route(
+                "/test/fails",
+                get(|| async {
+                    Err::<Page, _>(mantissa_web::WebError::Internal(
+                        "the database said no: disk full".into(),
+                    ))
+                }),
+            )
+        },
+    )
+}
+
+#[test]
+fn in_development_offering_templates_reload_from_their_folder_and_errors_show_their_cause() {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(folder.path().join("folded")).unwrap();
+    let file = folder.path().join("folded/page.html");
+    std::fs::write(&file, "first version").unwrap();
+    let s = folded_site(true, folder.path());
+    let cookie = sign_in(&s);
+    let page = |s: &TestServer| s.get_with("/private/folded/", &[("Cookie", &cookie)]).text();
+    assert_eq!(page(&s), "first version");
+    std::fs::write(&file, "second version").unwrap();
+    assert_eq!(page(&s), "second version", "an edit shows on the next load");
+    // A template with a mistake: every template is checked at start too.
+    std::fs::write(&file, "{% if %}").unwrap();
+    let errors = s.app.templates().check_all();
+    assert!(
+        errors.iter().any(|e| e.name == "folded/page.html"),
+        "{errors:?}"
+    );
+
+    let r = s.get("/test/fails");
+    assert_eq!(r.status, 500);
+    assert!(
+        r.text().contains("the database said no: disk full"),
+        "{}",
+        r.text()
+    );
+}
+
+#[test]
+fn in_production_offering_templates_are_the_compiled_ones_and_errors_keep_their_cause() {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(folder.path().join("folded")).unwrap();
+    std::fs::write(folder.path().join("folded/page.html"), "from the folder").unwrap();
+    let s = folded_site(false, folder.path());
+    let cookie = sign_in(&s);
+    let r = s.get_with("/private/folded/", &[("Cookie", &cookie)]);
+    assert_eq!(r.text(), "compiled in");
+    assert!(s.app.templates().check_all().is_empty());
+
+    let r = s.get("/test/fails");
+    assert_eq!(r.status, 500);
+    assert!(!r.text().contains("disk full"), "{}", r.text());
+    assert!(r.text().contains("Something went wrong"));
+}

@@ -31,7 +31,11 @@ use mantissa_web::{App, HttpProtocol, Offering, SiteConfig, WebOptions};
 use serde::Serialize;
 
 mod args;
+mod dev;
+mod scaffold;
 pub use args::main_with;
+pub use dev::{DevError, dev};
+pub use scaffold::{Piece, ScaffoldError, generate, new_site};
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -31,6 +31,39 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Make a site crate in DIR that builds and runs at once
+    ///
+    /// Writes Cargo.toml (depending on this Mantissa's source), src/main.rs
+    /// (the mantissa command line with an example offering), src/posts.rs
+    /// (an item type, a list page, a form that writes, a published page),
+    /// templates, a test and a README. DIR's last part names the crate.
+    New {
+        /// The folder to make (must not exist, or be empty)
+        dir: PathBuf,
+        /// Mantissa's checkout to depend on [default: the one this binary was built from]
+        #[arg(long, value_name = "PATH")]
+        mantissa: Option<PathBuf>,
+    },
+    /// Add an offering, an item type or a page to the site crate here
+    Generate {
+        /// offering, item or page
+        #[arg(value_enum)]
+        piece: GeneratePiece,
+        /// Its name: `recipes` (offering, page), `Comment` (item)
+        name: String,
+        /// The offering an item or page goes in [default: the first in src/lib.rs]
+        #[arg(long, value_name = "NAME")]
+        offering: Option<String>,
+    },
+    /// Build and serve the site crate here with `serve --dev`, again after
+    /// every change of its Rust sources
+    ///
+    /// Arguments after `--` go to `serve`: `mantissa dev -- --site site`.
+    Dev {
+        /// Arguments for `serve`
+        #[arg(last = true)]
+        serve_args: Vec<String>,
+    },
     /// Create a site (site.sqlite and users/) in DIR
     ///
     /// DIR defaults to --site, or the current folder. If DIR has a site
@@ -214,6 +247,14 @@ enum UserCommand {
     },
 }
 
+/// What `mantissa generate` adds.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum GeneratePiece {
+    Offering,
+    Item,
+    Page,
+}
+
 /// Refuses a bad user name while parsing, so it is a usage error (exit 2).
 fn store_name(s: &str) -> Result<String, String> {
     mantissa_store::check_store_name(s)
@@ -293,6 +334,20 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
     let out: &mut dyn Write = &mut out;
     match args.command {
         Command::Init { dir } => cli::init(&dir.unwrap_or(site_dir), out)?,
+        Command::New { dir, mantissa } => cli::new_site(&dir, mantissa.as_deref(), out)?,
+        Command::Generate {
+            piece,
+            name,
+            offering,
+        } => {
+            let piece = match piece {
+                GeneratePiece::Offering => cli::Piece::Offering,
+                GeneratePiece::Item => cli::Piece::Item,
+                GeneratePiece::Page => cli::Piece::Page,
+            };
+            cli::generate(Path::new("."), piece, &name, offering.as_deref(), out)?
+        }
+        Command::Dev { serve_args } => cli::dev(Path::new("."), &serve_args, out)?,
         Command::Serve { listen, dev, url } => {
             let options = cli::ServeOptions { listen, dev, url };
             cli::serve_with(&site_dir, options, offerings, out)?
@@ -371,7 +426,11 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
                 Command::Port(PortCommand::Remove { protocol, address }) => {
                     cli::port_remove(&site, &protocol, &address, out)?
                 }
-                Command::Init { .. } | Command::Serve { .. } => unreachable!("handled above"),
+                Command::Init { .. }
+                | Command::Serve { .. }
+                | Command::New { .. }
+                | Command::Generate { .. }
+                | Command::Dev { .. } => unreachable!("handled above"),
             }
         }
     }
