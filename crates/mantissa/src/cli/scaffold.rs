@@ -480,7 +480,10 @@ impl Offering for __TYPE__ {
 
     fn templates(&self) -> Vec<(&'static str, &'static str)> {
         vec![
-            ("__OFFERING__/index.html", include_str!("../templates/__OFFERING__/index.html")),
+            (
+                "__OFFERING__/index.html",
+                include_str!("../templates/__OFFERING__/index.html"),
+            ),
             // mantissa generate: templates
         ]
     }
@@ -491,9 +494,8 @@ impl Offering for __TYPE__ {
     }
 
     fn private_routes(&self) -> Router<App> {
-        Router::new()
-            .route("/", get(index))
-            // mantissa generate: routes
+        Router::new().route("/", get(index))
+        // mantissa generate: routes
     }
 }
 
