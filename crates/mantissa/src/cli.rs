@@ -53,6 +53,11 @@ pub enum Error {
     #[error("the web application cannot start: {0}")]
     Web(String),
 
+    /// No site was named and there is no default site folder.
+    #[error(
+        "no site folder: name one with --site DIR or MANTISSA_SITE (there is no default, as neither HOME nor XDG_DATA_HOME is set)"
+    )]
+    NoDefaultSite,
     /// The site could not be opened (there is none, or it is damaged).
     #[error("cannot open the Mantissa site in {}", dir.display())]
     OpenSite {
@@ -134,6 +139,95 @@ pub enum Error {
 /// The site store's file, in a site's folder.
 pub const SITE_FILE: &str = "site.sqlite";
 
+/// Where a command's site is, and how it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteDir {
+    /// The site's folder.
+    pub dir: PathBuf,
+    /// How it was chosen.
+    pub chosen: Chosen,
+}
+
+/// How a command's site folder was chosen (see [`SiteDir::find`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chosen {
+    /// By `--site DIR` or `MANTISSA_SITE`.
+    Given,
+    /// The current folder, which holds a site.
+    CurrentFolder,
+    /// The default site folder of the user running the command
+    /// ([`default_site_dir`]).
+    Default,
+}
+
+impl SiteDir {
+    /// The site a command works on: the folder `given` by `--site` or
+    /// `MANTISSA_SITE`; else the current folder if it holds a site (so that
+    /// `mantissa store check` works inside a site's folder); else the
+    /// default site folder, which is outside any source tree (a first
+    /// `mantissa serve` in a checkout leaves no data among its sources).
+    pub fn find(given: Option<PathBuf>) -> Result<SiteDir, Error> {
+        if let Some(dir) = given {
+            return Ok(SiteDir {
+                dir,
+                chosen: Chosen::Given,
+            });
+        }
+        if Path::new(SITE_FILE).is_file() {
+            return Ok(SiteDir {
+                dir: PathBuf::from("."),
+                chosen: Chosen::CurrentFolder,
+            });
+        }
+        Ok(SiteDir {
+            dir: default_site_dir().ok_or(Error::NoDefaultSite)?,
+            chosen: Chosen::Default,
+        })
+    }
+
+    /// `--site DIR ` for a command line that names this site to a later
+    /// command run anywhere; empty for the default site, which needs none.
+    fn flag(&self) -> String {
+        match self.chosen {
+            Chosen::Default => String::new(),
+            _ => format!(
+                "--site {} ",
+                shell_word(&shown(&self.dir).display().to_string())
+            ),
+        }
+    }
+}
+
+/// The default site folder: `mantissa/site` in the user's data folder —
+/// `$XDG_DATA_HOME` (when set to an absolute path) or `~/.local/share` on
+/// Linux and other Unixes, `~/Library/Application Support` on macOS,
+/// `%LOCALAPPDATA%` on Windows. `None` when the environment names no home.
+pub fn default_site_dir() -> Option<PathBuf> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let data = if cfg!(windows) {
+        var("LOCALAPPDATA")
+    } else if cfg!(target_os = "macos") {
+        var("HOME").map(|h| h.join("Library/Application Support"))
+    } else {
+        var("XDG_DATA_HOME").or_else(|| var("HOME").map(|h| h.join(".local/share")))
+    };
+    Some(data?.join("mantissa").join("site"))
+}
+
+/// `text` as one word of a shell command line: quoted when it needs to be.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
 /// Opens the existing site in `dir`; an error, changing nothing, if there
 /// is none.
 pub fn open_site(dir: &Path) -> Result<Site, Error> {
@@ -142,15 +236,20 @@ pub fn open_site(dir: &Path) -> Result<Site, Error> {
     Site::open_existing(&dir).map_err(|source| Error::OpenSite { dir, source })
 }
 
-/// `mantissa init [DIR]`: creates a site in `dir`, or says that there is
-/// one already and leaves it as it is.
-pub fn init(dir: &Path, out: &mut dyn Write) -> Result<(), Error> {
-    let shown = shown(dir);
+/// `mantissa init [DIR]`: creates a site in `site`, or says that there is
+/// one already and leaves it as it is; then says how to run it.
+pub fn init(site: &SiteDir, out: &mut dyn Write) -> Result<(), Error> {
+    let shown = shown(&site.dir);
     let dir = &shown;
+    let default = if site.chosen == Chosen::Default {
+        " (the default site folder)"
+    } else {
+        ""
+    };
     if dir.join(SITE_FILE).is_file() {
         writeln!(
             out,
-            "A Mantissa site already exists in {}; left unchanged.",
+            "A Mantissa site already exists in {}{default}; left unchanged.",
             shown.display()
         )?;
         return Ok(());
@@ -159,13 +258,118 @@ pub fn init(dir: &Path, out: &mut dyn Write) -> Result<(), Error> {
         dir: shown.clone(),
         source,
     })?;
-    writeln!(out, "Created a Mantissa site in {}", shown.display())?;
     writeln!(
         out,
-        "Run it with: mantissa --site {} serve",
+        "Created a Mantissa site in {}{default}",
         shown.display()
     )?;
+    let how = Invocation::find();
+    writeln!(
+        out,
+        "Run it with: {}",
+        how.line(&format!("{}serve", site.flag()))
+    )?;
+    for line in how.alternatives(&format!("{}serve", site.flag())) {
+        writeln!(out, "{line}")?;
+    }
     Ok(())
+}
+
+/// How a person runs this binary again, for the commands a command
+/// suggests: by its name when the PATH finds this very binary under it,
+/// else by its path (and, when cargo built it, with `cargo run`).
+#[derive(Debug, Clone)]
+enum Invocation {
+    /// On the PATH as this name.
+    OnPath(String),
+    /// Not on the PATH (or another binary is, under its name).
+    NotOnPath {
+        /// The binary's name.
+        name: String,
+        /// The binary itself.
+        exe: PathBuf,
+        /// Whether it lies in a cargo target folder (`…/target/release/`).
+        built_by_cargo: bool,
+    },
+}
+
+impl Invocation {
+    fn find() -> Invocation {
+        let exe = std::env::current_exe().ok();
+        let name = exe.as_deref().and_then(Path::file_stem).map_or_else(
+            || "mantissa".to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let Some(exe) = exe else {
+            return Invocation::OnPath(name);
+        };
+        let real = std::fs::canonicalize(&exe).unwrap_or_else(|_| exe.clone());
+        let file = exe.file_name().map(PathBuf::from).unwrap_or_default();
+        let on_path = std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(&file))
+                .find(|c| c.is_file())
+                .and_then(|c| std::fs::canonicalize(c).ok())
+                .is_some_and(|c| c == real)
+        });
+        if on_path {
+            return Invocation::OnPath(name);
+        }
+        let built_by_cargo =
+            real.parent().is_some_and(|profile| {
+                profile.ancestors().skip(1).take(2).any(|d| {
+                    d.join(".rustc_info.json").is_file() || d.join("CACHEDIR.TAG").is_file()
+                })
+            });
+        Invocation::NotOnPath {
+            name,
+            exe: real,
+            built_by_cargo,
+        }
+    }
+
+    /// The command line for `args`.
+    fn line(&self, args: &str) -> String {
+        match self {
+            Invocation::OnPath(name) => format!("{name} {args}"),
+            Invocation::NotOnPath { exe, .. } => {
+                format!("{} {args}", shell_word(&exe.display().to_string()))
+            }
+        }
+    }
+
+    /// Other ways to run `args`, and why the name alone does not work.
+    fn alternatives(&self, args: &str) -> Vec<String> {
+        match self {
+            Invocation::OnPath(_) => Vec::new(),
+            Invocation::NotOnPath {
+                name,
+                built_by_cargo,
+                ..
+            } => {
+                let mut lines = Vec::new();
+                if *built_by_cargo {
+                    let package = if name == "mantissa" {
+                        "-p mantissa".to_string()
+                    } else {
+                        format!("--bin {name}")
+                    };
+                    lines.push(format!(
+                        "or, in its source folder: cargo run --release {package} -- {args}"
+                    ));
+                }
+                lines.push(format!(
+                    "(`{name}` alone is not on your PATH{})",
+                    if name == "mantissa" {
+                        "; `cargo install --path crates/mantissa` in Mantissa's source folder puts it there"
+                    } else {
+                        ""
+                    }
+                ));
+                lines
+            }
+        }
+    }
 }
 
 /// Visits the site store, then every user store in name order, handing each
@@ -580,8 +784,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Opens (creating) the site and serves it on its ports — or `--listen`, or
 /// 127.0.0.1:8080 when it has none — until Ctrl-C or SIGTERM, then shuts down
 /// gracefully: no new connections, requests in flight finish.
-pub fn serve(dir: &Path, options: ServeOptions, out: &mut dyn Write) -> Result<(), Error> {
-    serve_with(dir, options, &[], out)
+pub fn serve(site: &SiteDir, options: ServeOptions, out: &mut dyn Write) -> Result<(), Error> {
+    serve_with(site, options, &[], out)
 }
 
 /// [`serve`], with `offerings` served next to Mantissa's own, exactly like
@@ -589,12 +793,12 @@ pub fn serve(dir: &Path, options: ServeOptions, out: &mut dyn Write) -> Result<(
 /// items, installed in new accounts' stores as the site's products say, and
 /// listed in the admin console.
 pub fn serve_with(
-    dir: &Path,
+    site_dir: &SiteDir,
     options: ServeOptions,
     offerings: &[Arc<dyn Offering>],
     out: &mut dyn Write,
 ) -> Result<(), Error> {
-    let dir = shown(dir);
+    let dir = shown(&site_dir.dir);
     let site = Site::open(&dir).map_err(|source| Error::CreateSite { dir, source })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -681,7 +885,7 @@ pub fn serve_with(
         // once; the background loop below runs it.
         let admin_link = tokio::task::spawn_blocking(move || {
             acc.schedule_upkeep()?;
-            acc.admin_setup_link()
+            acc.admin_setup()
         })
         .await
         .map_err(|e| Error::Web(e.to_string()))?
@@ -698,14 +902,26 @@ pub fn serve_with(
                 ""
             }
         )?;
+        if site_dir.chosen == Chosen::Default {
+            writeln!(
+                out,
+                "(the default site folder; --site DIR or MANTISSA_SITE chooses another)"
+            )?;
+        }
         for url in &urls {
             writeln!(out, "Serving {url}")?;
         }
         if let Some(url) = &options.url {
             writeln!(out, "Reached at {url} (links in mail, passkeys)")?;
         }
-        if let Some(link) = admin_link {
-            writeln!(out, "Set the administrator's password (once): {link}")?;
+        if let Some(setup) = admin_link {
+            writeln!(out, "Set the administrator's password (once): {}", setup.link)?;
+            let base = accounts.base_url();
+            writeln!(
+                out,
+                "The administrator's user name is {:?}: then log in at {base}/login, and manage the site at {base}/admin.",
+                setup.username
+            )?;
         }
         writeln!(out, "Press Ctrl-C to stop.")?;
         out.flush()?;
@@ -729,11 +945,21 @@ pub fn serve_with(
     // Every store folds its write-ahead log back into its file, so that
     // the site's files alone hold all of it once we have stopped (and
     // also when serving failed).
-    if let Err(e) = site.close() {
+    let closed = site.close();
+    if let Err(e) = &closed {
         tracing::error!(error = %e, "closing the site's stores failed");
     }
     served?;
     tracing::info!("stopped");
+    if closed.is_ok() {
+        writeln!(
+            out,
+            "Stopped. The site's files in {} are complete, and may be copied.",
+            shown(site.root()).display()
+        )?;
+    } else {
+        writeln!(out, "Stopped.")?;
+    }
     Ok(())
 }
 

@@ -23,11 +23,14 @@ struct Tag {
     label: String,
 }
 
-/// `mantissa ARGS` in `cwd`, with no MANTISSA_SITE unless a test sets one.
+/// `mantissa ARGS` in `cwd`, with no MANTISSA_SITE unless a test sets one,
+/// and a default site folder (`$XDG_DATA_HOME/mantissa/site`) in
+/// `cwd/xdg-data`, not the real one of whoever runs the tests.
 fn mantissa(cwd: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mantissa"));
     cmd.current_dir(cwd)
         .args(args)
+        .env("XDG_DATA_HOME", cwd.join("xdg-data"))
         .env_remove("MANTISSA_SITE")
         .env_remove("MANTISSA_LOG")
         .env_remove("MANTISSA_URL")
@@ -150,13 +153,111 @@ fn init_creates_a_site_and_leaves_an_existing_one_alone() {
     assert_eq!(std::fs::read(dir.join("site.sqlite")).unwrap(), before);
 }
 
+/// Issue 14, item 12: `mantissa init` (like `serve`) without a folder no
+/// longer makes a site in the current folder (a checkout, as often as
+/// not), but in the user's data folder; the current folder is used when
+/// it holds a site, or when named.
 #[test]
-fn init_without_a_folder_uses_the_current_one() {
+fn init_without_a_folder_uses_the_default_site_folder() {
     let tmp = tempfile::tempdir().unwrap();
-    ok(mantissa(tmp.path(), &["init"]));
-    assert!(tmp.path().join("site.sqlite").is_file());
-    let r = ok(mantissa(tmp.path(), &["store", "check"]));
-    assert_eq!(r.stdout, "1 store checked, all healthy\n");
+    let here = tmp.path().join("checkout");
+    std::fs::create_dir(&here).unwrap();
+    let data = tmp.path().join("data");
+    let default = data.join("mantissa/site");
+    let r = ok(mantissa(&here, &["init"]).env("XDG_DATA_HOME", &data));
+    assert!(default.join("site.sqlite").is_file(), "{r:?}");
+    assert!(files_in(&here).is_empty(), "nothing in the current folder");
+    assert!(
+        r.stdout.starts_with(&format!(
+            "Created a Mantissa site in {} (the default site folder)\n",
+            default.display()
+        )),
+        "{r:?}"
+    );
+    // Any command finds it from anywhere, without --site.
+    let r = ok(mantissa(&here, &["site", "show"]).env("XDG_DATA_HOME", &data));
+    assert!(r.stdout.starts_with("name         site\n"), "{r:?}");
+    let r = ok(mantissa(&here, &["init"]).env("XDG_DATA_HOME", &data));
+    assert!(
+        r.stdout.contains("already exists") && r.stdout.contains("(the default site folder)"),
+        "{r:?}"
+    );
+
+    // Named, the current folder gets a site, and is then the one used there.
+    ok(mantissa(&here, &["init", "."]).env("XDG_DATA_HOME", &data));
+    assert!(here.join("site.sqlite").is_file());
+    let r = ok(mantissa(&here, &["site", "show"]).env("XDG_DATA_HOME", &data));
+    assert!(r.stdout.starts_with("name         checkout\n"), "{r:?}");
+
+    // Without XDG_DATA_HOME, the data folder is ~/.local/share.
+    let home = tmp.path().join("home");
+    let r = ok(mantissa(tmp.path(), &["init"])
+        .env_remove("XDG_DATA_HOME")
+        .env("HOME", &home));
+    assert!(
+        home.join(".local/share/mantissa/site/site.sqlite")
+            .is_file(),
+        "{r:?}"
+    );
+}
+
+/// `init` says how to run the new site: by name when the PATH finds this
+/// very binary, else by its path or with `cargo run` from the sources.
+#[cfg(unix)]
+#[test]
+fn init_says_how_to_run_the_binary_on_the_path_or_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("my site");
+    let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_mantissa")).unwrap();
+    let r = ok(mantissa(tmp.path(), &["init", "my site"]).env("PATH", "/usr/bin:/bin"));
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines[1],
+        format!(
+            "Run it with: {} --site '{}' serve",
+            exe.display(),
+            site.display()
+        ),
+        "{r:?}"
+    );
+    assert_eq!(
+        lines[2],
+        format!(
+            "or, in its source folder: cargo run --release -p mantissa -- --site '{}' serve",
+            site.display()
+        ),
+        "{r:?}"
+    );
+    assert!(
+        lines[3].starts_with("(`mantissa` alone is not on your PATH"),
+        "{r:?}"
+    );
+
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(&exe, bin.join("mantissa")).unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let r = ok(mantissa(tmp.path(), &["init", "other"]).env("PATH", &path));
+    assert_eq!(
+        r.stdout,
+        format!(
+            "Created a Mantissa site in {0}\nRun it with: mantissa --site {0} serve\n",
+            tmp.path().join("other").display()
+        )
+    );
+}
+
+#[test]
+fn version_is_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    for flag in ["--version", "-V"] {
+        let r = ok(mantissa(tmp.path(), &[flag]));
+        assert_eq!(
+            r.stdout,
+            format!("mantissa {}\n", env!("CARGO_PKG_VERSION")),
+            "{r:?}"
+        );
+    }
 }
 
 #[test]
@@ -483,6 +584,16 @@ fn serve_opens_the_site_and_stops_on_sigterm_or_ctrl_c() {
         assert!(kill.success());
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(0), "stops cleanly on SIG{signal}");
+        // It says that it has stopped, last.
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        assert!(
+            rest.ends_with(&format!(
+                "\nStopped. The site's files in {} are complete, and may be copied.\n",
+                tmp.path().join("s").display()
+            )),
+            "{rest:?}"
+        );
         // Stopped, the site store is its one file: nothing is left in its
         // write-ahead log, and a copy of the file alone has what it wrote
         // while serving (the administrator's one-time link).
@@ -537,12 +648,85 @@ fn serve_url_is_where_links_point() {
         lines[3].starts_with("Set the administrator's password (once): https://example.org/reset/"),
         "{lines:?}"
     );
+    // With the user name to log in with afterwards.
+    assert_eq!(
+        lines[4],
+        "The administrator's user name is \"admin\": then log in at https://example.org/login, and manage the site at https://example.org/admin.",
+    );
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// Issue 14, item 12: the README's first command, run in a checkout,
+/// leaves nothing there: the site is made in the user's data folder, and
+/// `serve` says where.
+#[cfg(unix)]
+#[test]
+fn serve_without_a_site_keeps_its_data_out_of_the_source_tree() {
+    use std::io::{BufRead, BufReader, Read};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let checkout = tmp.path().join("checkout");
+    std::fs::create_dir(&checkout).unwrap();
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .current_dir(&checkout)
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(o.status.success(), "git {args:?}: {o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    git(&["init", "-q"]);
+    std::fs::write(checkout.join("README.md"), "sources\n").unwrap();
+    let before = git(&["status", "--porcelain", "--untracked-files=all"]);
+
+    let data = tmp.path().join("data");
+    let mut child = mantissa(&checkout, &["serve", "--listen", "127.0.0.1:0"])
+        .env("XDG_DATA_HOME", &data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = Vec::new();
+    while banner
+        .last()
+        .is_none_or(|l: &String| !l.starts_with("Press Ctrl-C"))
+    {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "{banner:?}");
+        banner.push(line.trim_end().to_string());
+    }
+    let site = data.join("mantissa/site");
+    assert_eq!(
+        banner[0],
+        format!("Mantissa site \"site\" ({})", site.display())
+    );
+    assert_eq!(
+        banner[1],
+        "(the default site folder; --site DIR or MANTISSA_SITE chooses another)"
+    );
+    assert!(site.join("site.sqlite").is_file());
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(rest.starts_with("Stopped. "), "{rest:?}");
+
+    assert_eq!(files_in(&checkout), [".git", "README.md"]);
+    assert_eq!(
+        git(&["status", "--porcelain", "--untracked-files=all"]),
+        before
+    );
 }
 
 fn http_get(addr: &str, path: &str) -> String {

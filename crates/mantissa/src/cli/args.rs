@@ -14,14 +14,18 @@ use crate::cli;
 
 /// Mantissa: an application platform in one binary.
 ///
-/// Every command works on the site in the current folder, or in the one
-/// given by --site DIR or the MANTISSA_SITE environment variable. Logs go to
+/// Every command works on the site in the folder given by --site DIR or the
+/// MANTISSA_SITE environment variable; else on the site in the current
+/// folder, if it holds one; else on the default site folder,
+/// ~/.local/share/mantissa/site ($XDG_DATA_HOME/mantissa/site when that is
+/// set), which keeps a site's data out of any source tree. Logs go to
 /// stderr; set MANTISSA_LOG (e.g. `info`, `mantissa_store=debug`) to see
 /// more than warnings.
 #[derive(Parser)]
 #[command(name = "mantissa", version)]
 struct Args {
-    /// The site's folder [default: the current folder]
+    /// The site's folder [default: the current folder if it holds a site,
+    /// else ~/.local/share/mantissa/site]
     #[arg(long, global = true, env = "MANTISSA_SITE", value_name = "DIR")]
     site: Option<PathBuf>,
 
@@ -33,8 +37,9 @@ struct Args {
 enum Command {
     /// Create a site (site.sqlite and users/) in DIR
     ///
-    /// DIR defaults to --site, or the current folder. If DIR has a site
-    /// already, says so and leaves it unchanged.
+    /// DIR defaults to --site, else the default site folder
+    /// (~/.local/share/mantissa/site). If DIR has a site already, says so
+    /// and leaves it unchanged.
     Init {
         /// The folder to create the site in (created if missing)
         dir: Option<PathBuf>,
@@ -288,17 +293,23 @@ fn site_url(text: &str) -> Result<String, String> {
 }
 
 fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
-    let site_dir = args.site.unwrap_or_else(|| PathBuf::from("."));
     let mut out = io::stdout().lock();
     let out: &mut dyn Write = &mut out;
     match args.command {
-        Command::Init { dir } => cli::init(&dir.unwrap_or(site_dir), out)?,
+        Command::Init { dir: Some(dir) } => cli::init(
+            &cli::SiteDir {
+                dir,
+                chosen: cli::Chosen::Given,
+            },
+            out,
+        )?,
+        Command::Init { dir: None } => cli::init(&cli::SiteDir::find(args.site)?, out)?,
         Command::Serve { listen, dev, url } => {
             let options = cli::ServeOptions { listen, dev, url };
-            cli::serve_with(&site_dir, options, offerings, out)?
+            cli::serve_with(&cli::SiteDir::find(args.site)?, options, offerings, out)?
         }
         command => {
-            let site = cli::open_site(&site_dir)?;
+            let site = cli::open_site(&cli::SiteDir::find(args.site)?.dir)?;
             match command {
                 Command::Store(StoreCommand::Stats { json }) => cli::store_stats(&site, json, out)?,
                 Command::Store(StoreCommand::Check) => cli::store_check(&site, out)?,
