@@ -34,6 +34,15 @@ pub enum PortError {
     /// No such port.
     #[error("no {0} port on {1}")]
     NotFound(String, String),
+    /// The site has a port on that address already (for this protocol or
+    /// another: one address serves one protocol).
+    #[error("a port for {protocol} on {address} exists already")]
+    Exists {
+        /// The existing port's protocol.
+        protocol: String,
+        /// The existing port's address, as it was added.
+        address: String,
+    },
     /// The store refused.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -96,11 +105,25 @@ impl Port {
     }
 
     /// Adds a port after checking it.
+    /// Refuses a port on an address the site listens on already, whatever
+    /// its protocol and however the address is written (`[::1]:80` and
+    /// `[0:0:0:0:0:0:0:1]:80` are one).
     pub fn add(site: &Site, port: Port, known: &[&str]) -> Result<(), PortError> {
-        port.validate(known)?;
-        site.store()
-            .write_blocking(move |tx| tx.insert(&port).map(drop))?;
-        Ok(())
+        let addr = port.validate(known)?;
+        site.store().write_blocking(move |tx| {
+            let taken = tx
+                .query::<Port>()
+                .all()?
+                .into_iter()
+                .find(|p| p.address.parse::<SocketAddr>().ok() == Some(addr));
+            if let Some(p) = taken {
+                return Ok(Err(PortError::Exists {
+                    protocol: p.protocol.clone(),
+                    address: p.address.clone(),
+                }));
+            }
+            tx.insert(&port).map(|_| Ok(()))
+        })?
     }
 
     /// Removes the port for `protocol` on `address`.

@@ -94,11 +94,19 @@ pub enum Error {
         /// Stores in the site.
         total: usize,
     },
-    /// A backup failed; the partial copy was removed.
-    #[error("backing up the site to {} failed; the partial backup was removed", dest.display())]
+    /// A backup's folder exists already; nothing was written.
+    #[error("cannot back up to {}: it already exists (a backup makes a new folder); nothing was written", dest.display())]
+    BackupExists {
+        /// The backup folder asked for.
+        dest: PathBuf,
+    },
+    /// A backup failed; the partial copy, if any, was removed.
+    #[error("backing up the site to {} failed{}", dest.display(), if *removed { "; the partial backup was removed" } else { "" })]
     Backup {
         /// The backup folder asked for.
         dest: PathBuf,
+        /// Whether a partial copy was written, and removed.
+        removed: bool,
         /// Why.
         #[source]
         source: StoreError,
@@ -661,7 +669,11 @@ pub fn store_check(site: &Site, out: &mut dyn Write) -> Result<(), Error> {
 pub fn backup(site: &Site, dest: &Path, out: &mut dyn Write) -> Result<(), Error> {
     let shown_dest = shown(dest);
     let dest = shown_dest.as_path();
-    let existed = dest.exists();
+    if dest.symlink_metadata().is_ok() {
+        return Err(Error::BackupExists {
+            dest: shown_dest.clone(),
+        });
+    }
     let bar = progress_bar(store_names(site)? as u64, "backing up");
     let result = site.backup(dest, |done, total, name| {
         bar.set_length(total as u64);
@@ -670,11 +682,14 @@ pub fn backup(site: &Site, dest: &Path, out: &mut dyn Write) -> Result<(), Error
     });
     bar.finish_and_clear();
     if let Err(source) = result {
-        if !existed {
-            let _ = std::fs::remove_dir_all(dest);
-        }
+        // The folder did not exist before: whatever is there now is the
+        // failed backup's.
+        // (Unless it appeared meanwhile, and the backup refused it.)
+        let refused = matches!(&source, StoreError::Io { path, .. } if path == dest);
+        let removed = !refused && dest.exists() && std::fs::remove_dir_all(dest).is_ok();
         return Err(Error::Backup {
             dest: shown_dest.clone(),
+            removed,
             source,
         });
     }

@@ -352,6 +352,15 @@ fn a_backup_is_a_healthy_site_with_the_same_items() {
         copy.join("site.sqlite").is_file(),
         "the earlier backup is kept"
     );
+    // Issue 14, item 12: and it says what is true: nothing was written (not
+    // that a partial backup was removed).
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: cannot back up to {}: it already exists (a backup makes a new folder); nothing was written\n",
+            dir.join("../copy").display()
+        )
+    );
 }
 
 #[test]
@@ -765,6 +774,42 @@ fn ports_are_added_listed_and_removed() {
     assert!(r.code == 0, "{r:?}");
     let r = run(mantissa(tmp.path(), &["--site", s, "port", "list"]));
     assert_eq!(r.stdout, "http   127.0.0.1:8081\n");
+    // Issue 14, item 12: a port added twice is named, in words, not in the
+    // store's ("another item already has this mantissa.port.protocol + ...").
+    for again in ["127.0.0.1:8081", "127.000.0.1:8081"] {
+        let r = run(mantissa(
+            tmp.path(),
+            &["--site", s, "port", "add", "http", again],
+        ));
+        if again == "127.0.0.1:8081" {
+            assert_eq!(r.code, 1, "{r:?}");
+            assert_eq!(
+                r.stderr,
+                "error: a port for http on 127.0.0.1:8081 exists already\n"
+            );
+        } else {
+            // Not an address at all: refused as such.
+            assert!(r.stderr.contains("is not an address"), "{r:?}");
+        }
+    }
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "port", "add", "http", "[::1]:8081"],
+    ));
+    assert_eq!(r.code, 0, "another address, another port: {r:?}");
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "port", "add", "http", "[0:0:0:0:0:0:0:1]:8081"],
+    ));
+    assert_eq!(
+        r.stderr, "error: a port for http on [::1]:8081 exists already\n",
+        "the same address, written otherwise"
+    );
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "port", "remove", "http", "[::1]:8081"],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
 
     let r = run(mantissa(
         tmp.path(),
