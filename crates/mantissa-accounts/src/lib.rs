@@ -40,6 +40,7 @@
 
 mod admin;
 mod backoff;
+pub mod manage;
 pub mod model;
 mod pages;
 pub mod passkeys;
@@ -50,6 +51,7 @@ pub mod tokens;
 pub mod totp;
 pub mod upkeep;
 
+pub use manage::{Approval, EmailSummary, UserDetails, UserSummary};
 pub use model::{Account, EmailAddress, SignupPolicy, Ticket};
 pub use pages::{REMEMBER_FOR, SettingsOffering, routes};
 pub use passkeys::{CHALLENGE_LIFETIME, Passkey, PasskeyChallenge, PasskeyError};

@@ -181,7 +181,7 @@ pub(crate) fn check_who_len(who: &str) -> Result<(), AccountError> {
     Ok(())
 }
 
-fn normalize_email(email: &str) -> Result<String, AccountError> {
+pub(crate) fn normalize_email(email: &str) -> Result<String, AccountError> {
     // Before anything that copies it, or says it back.
     if email.len() > MAX_WHO_LEN {
         return Err(AccountError::TooLong {
@@ -206,7 +206,7 @@ fn normalize_email(email: &str) -> Result<String, AccountError> {
     }
 }
 
-fn check_username(name: &str) -> Result<(), AccountError> {
+pub(crate) fn check_username(name: &str) -> Result<(), AccountError> {
     mantissa_store::check_store_name(name).map_err(|e| match e {
         StoreError::BadName { reason, .. } => {
             AccountError::Invalid(format!("that user name cannot be used: {reason}"))
@@ -231,7 +231,7 @@ fn account_named(r: &Read<'_>, name: &str) -> mantissa_store::Result<Stored<Acco
 
 /// A store error raised with [`StoreError::app`] is a message for the
 /// person; anything else is the store's.
-fn invalid_or_store(e: StoreError) -> AccountError {
+pub(crate) fn invalid_or_store(e: StoreError) -> AccountError {
     match e {
         StoreError::App(m) => AccountError::Invalid(m),
         e => AccountError::Store(e),

@@ -133,6 +133,16 @@ pub enum Error {
         #[source]
         source: StoreError,
     },
+    /// The account for an imported store could not be made; the store was
+    /// removed again.
+    #[error("cannot make an account for the imported store of {name:?}; no store was created")]
+    ImportAccount {
+        /// The user.
+        name: String,
+        /// Why.
+        #[source]
+        source: AccountError,
+    },
     /// Any other store error.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -758,22 +768,62 @@ pub fn user_export(site: &Site, name: &str, file: &Path, out: &mut dyn Write) ->
 }
 
 /// `mantissa user import NAME FILE`: creates user `name`'s store from a file
-/// written by `user export`; refuses, creating nothing, if the user has a
-/// store already or the file is not an export.
-pub fn user_import(site: &Site, name: &str, file: &Path, out: &mut dyn Write) -> Result<(), Error> {
+/// written by `user export`, and an account for it (with `email`, without a
+/// password: a one-time link for setting one is printed) unless there is
+/// one; refuses, creating nothing, if the user has a store already, the file
+/// is not an export, or the account cannot be made.
+pub fn user_import(
+    site: &Site,
+    name: &str,
+    file: &Path,
+    email: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
     let file = &shown(file);
     let fail = |source| Error::Import {
         name: name.to_string(),
         file: file.clone(),
         source,
     };
+    let accounts = offline_accounts(site)?;
+    let has_account = accounts.has_account(name).map_err(Error::Account)?;
+    if has_account && email.is_some() {
+        return Err(Error::Setting(format!(
+            "{name} has an account already: --email is for a new one (change addresses at /private/settings)"
+        )));
+    }
     let store = site.import_user(name, file).map_err(fail)?;
+    let summary = contents(&store)?;
+    drop(store);
+    let link = if has_account {
+        None
+    } else {
+        match accounts.create_account_for_store(name, email) {
+            Ok(link) => Some(link),
+            Err(e) => {
+                // Nothing is left half made: the store goes again.
+                if let Err(undo) = site.delete_user_store(name) {
+                    tracing::error!(user = %name, error = %undo, "removing the imported store failed");
+                }
+                return Err(Error::ImportAccount {
+                    name: name.to_string(),
+                    source: e,
+                });
+            }
+        }
+    };
     writeln!(
         out,
-        "Imported {} as user {name} ({})",
+        "Imported {} as user {name} ({summary})",
         file.display(),
-        contents(&store)?
     )?;
+    match link {
+        Some(link) => writeln!(
+            out,
+            "Created the account {name}; set its password (the link works once, for 24 hours): {link}"
+        )?,
+        None => writeln!(out, "The store belongs to the existing account {name}.")?,
+    }
     Ok(())
 }
 
@@ -1038,6 +1088,285 @@ pub fn user_add_with(
             "Set the password (the link works once, for 24 hours): {link}"
         )?;
     }
+    Ok(())
+}
+
+/// Refuses, naming it, a user that has neither an account nor a store.
+pub fn user_exists(site: &Site, name: &str) -> Result<(), Error> {
+    if offline_accounts(site)?
+        .has_account(name)
+        .map_err(Error::Account)?
+        || site.has_user_store(name)?
+    {
+        return Ok(());
+    }
+    Err(Error::Account(AccountError::Invalid(format!(
+        "there is no user called {name:?}"
+    ))))
+}
+
+/// A timestamp as people read it: `2026-12-07 03:20 UTC`.
+fn when(t: mantissa_store::Timestamp) -> String {
+    let text = t.to_string();
+    match (text.get(..10), text.get(11..16)) {
+        (Some(day), Some(time)) => format!("{day} {time} UTC"),
+        _ => text,
+    }
+}
+
+/// `mantissa user list`: every account, by name, as a table or as JSON
+/// (`{"users": [...], "stores_without_account": [...]}`); user stores
+/// without an account (imported before imports made one) are listed too.
+pub fn user_list(site: &Site, json: bool, out: &mut dyn Write) -> Result<(), Error> {
+    let users = offline_accounts(site)?.users().map_err(Error::Account)?;
+    let orphans: Vec<String> = site
+        .user_names()?
+        .into_iter()
+        .filter(|n| !users.iter().any(|u| &u.username == n))
+        .collect();
+    if json {
+        let doc = serde_json::json!({ "users": users, "stores_without_account": orphans });
+        serde_json::to_writer_pretty(&mut *out, &doc).map_err(io::Error::from)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let mut table = vec![[
+        "user".to_string(),
+        "status".into(),
+        "role".into(),
+        "created".into(),
+        "email".into(),
+    ]];
+    for u in &users {
+        let emails: Vec<String> = u
+            .emails
+            .iter()
+            .map(|e| {
+                if e.verified {
+                    e.address.clone()
+                } else {
+                    format!("{} (unverified)", e.address)
+                }
+            })
+            .collect();
+        table.push([
+            u.username.clone(),
+            u.status.clone(),
+            if u.admin { "administrator" } else { "user" }.into(),
+            when(u.created).get(..10).unwrap_or_default().to_string(),
+            if emails.is_empty() {
+                "-".into()
+            } else {
+                emails.join(", ")
+            },
+        ]);
+    }
+    for name in &orphans {
+        table.push([
+            name.clone(),
+            "no account".into(),
+            "-".into(),
+            "-".into(),
+            "(a store only)".into(),
+        ]);
+    }
+    write_table(&table, out)?;
+    let pending = users
+        .iter()
+        .filter(|u| u.status == mantissa_accounts::model::status::PENDING)
+        .count();
+    let mut total = format!("{} user{}", users.len(), plural(users.len() as u64));
+    if pending > 0 {
+        total.push_str(&format!(", {pending} waiting for approval"));
+    }
+    if !orphans.is_empty() {
+        total.push_str(&format!(
+            ", {} store{} without an account",
+            orphans.len(),
+            plural(orphans.len() as u64)
+        ));
+    }
+    writeln!(out, "{total}")?;
+    Ok(())
+}
+
+/// Rows of cells, each column as wide as its widest cell; the last column
+/// is not padded.
+fn write_table<const N: usize>(table: &[[String; N]], out: &mut dyn Write) -> io::Result<()> {
+    let mut widths = [0; N];
+    for row in table {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in table {
+        let mut line = String::new();
+        for (cell, w) in row.iter().zip(widths) {
+            line.push_str(&format!("{cell:<w$}  "));
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+/// `mantissa user show NAME`: one account in full, and its store.
+pub fn user_show(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Error> {
+    let accounts = offline_accounts(site)?;
+    let store = site.existing_user_store(name)?;
+    let store_line = match &store {
+        Some(s) => {
+            let bytes = s.stats().map(|st| st.bytes).unwrap_or(0);
+            format!(
+                "{} ({}, {})",
+                shown(s.path()).display(),
+                human_bytes(bytes),
+                contents(s)?
+            )
+        }
+        None => "none".into(),
+    };
+    let d = match accounts.user_details(name) {
+        Ok(d) => d,
+        Err(AccountError::Invalid(_)) if store.is_some() => {
+            writeln!(out, "user name   {name}")?;
+            writeln!(out, "account     none (a store only)")?;
+            writeln!(out, "store       {store_line}")?;
+            return Ok(());
+        }
+        Err(e) => return Err(Error::Account(e)),
+    };
+    let u = &d.summary;
+    let mut lines: Vec<(&str, String)> = vec![
+        ("user name", u.username.clone()),
+        ("status", u.status.clone()),
+        (
+            "role",
+            if u.admin { "administrator" } else { "user" }.into(),
+        ),
+    ];
+    if u.emails.is_empty() {
+        lines.push(("email", "-".into()));
+    }
+    for (i, e) in u.emails.iter().enumerate() {
+        let state = if e.verified { "verified" } else { "unverified" };
+        lines.push((
+            if i == 0 { "email" } else { "" },
+            format!("{} ({state})", e.address),
+        ));
+    }
+    let joined = match d.joined_by.as_str() {
+        "created" => "created by an administrator".to_string(),
+        way => format!("signed up ({way})"),
+    };
+    let count = |n: u64| n.to_string();
+    lines.extend([
+        ("created", format!("{}, {joined}", when(u.created))),
+        (
+            "password",
+            if d.has_password { "set" } else { "not set" }.into(),
+        ),
+        ("two-factor", if d.two_factor { "on" } else { "off" }.into()),
+        ("passkeys", count(d.passkeys)),
+        ("API tokens", count(d.api_tokens)),
+        ("sessions", count(d.sessions)),
+        ("store", store_line),
+    ]);
+    for (label, value) in lines {
+        writeln!(out, "{label:<11} {value}")?;
+    }
+    Ok(())
+}
+
+/// `mantissa user approve NAME`.
+pub fn user_approve(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Error> {
+    match offline_accounts(site)?
+        .approve(name)
+        .map_err(Error::Account)?
+    {
+        mantissa_accounts::Approval::Active => writeln!(out, "Approved {name}; they can log in.")?,
+        mantissa_accounts::Approval::AwaitingVerification => writeln!(
+            out,
+            "Approved {name}; the account works once its email address is verified."
+        )?,
+    }
+    Ok(())
+}
+
+/// `mantissa user suspend NAME`.
+pub fn user_suspend(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Error> {
+    offline_accounts(site)?
+        .suspend(name)
+        .map_err(Error::Account)?;
+    writeln!(
+        out,
+        "Suspended {name}: they cannot log in, their sessions ended, and their API tokens are revoked."
+    )?;
+    Ok(())
+}
+
+/// `mantissa user unsuspend NAME`.
+pub fn user_unsuspend(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Error> {
+    offline_accounts(site)?
+        .unsuspend(name)
+        .map_err(Error::Account)?;
+    writeln!(
+        out,
+        "{name} can log in again (API tokens revoked by the suspension stay revoked)."
+    )?;
+    Ok(())
+}
+
+/// `mantissa user delete NAME` (once confirmed): the account and its store,
+/// the store exported first.
+pub fn user_delete(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Error> {
+    user_exists(site, name)?;
+    let had_store = site.has_user_store(name)?;
+    let export = offline_accounts(site)?
+        .delete_user(name)
+        .map_err(Error::Account)?;
+    if had_store {
+        writeln!(
+            out,
+            "Deleted user {name}; their store was exported first to {}",
+            shown(&export).display()
+        )?;
+        writeln!(
+            out,
+            "Bring it back with: mantissa user import {name} {}",
+            shell_word(&shown(&export).display().to_string())
+        )?;
+    } else {
+        writeln!(out, "Deleted user {name} (who had no store).")?;
+    }
+    Ok(())
+}
+
+/// `mantissa user passwd NAME`, the password given.
+pub fn user_passwd(
+    site: &Site,
+    name: &str,
+    password: &str,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    offline_accounts(site)?
+        .set_password(name, password)
+        .map_err(Error::Account)?;
+    writeln!(
+        out,
+        "Set the password of {name}; their sessions and outstanding links have ended."
+    )?;
+    Ok(())
+}
+
+/// `mantissa user passwd NAME --link`: a one-time link for the owner.
+pub fn user_password_link(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Error> {
+    let link = offline_accounts(site)?
+        .password_link(name)
+        .map_err(Error::Account)?;
+    writeln!(
+        out,
+        "Set the password of {name} (the link works once, for 24 hours): {link}"
+    )?;
     Ok(())
 }
 

@@ -1162,3 +1162,391 @@ fn serve_keeps_answering_when_held_connections_would_use_up_its_open_files() {
     assert!(kill.success());
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+/// `mantissa ARGS` with `input` on standard input.
+fn run_with_input(mut cmd: Command, input: &str) -> Run {
+    use std::io::Write as _;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    Run {
+        code: status.code().expect("exited, not killed"),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    }
+}
+
+/// An account that signed up and waits for approval, written as sign-up
+/// by approval writes it (the command line cannot make one).
+fn pending_account(site: &Path, name: &str, email: &str, verified: bool) {
+    use mantissa::accounts::model::status;
+    use mantissa::accounts::{Account, EmailAddress};
+    let site = Site::open_existing(site).unwrap();
+    let (name, email) = (name.to_string(), email.to_string());
+    site.store()
+        .write_blocking(move |tx| {
+            let account = tx.insert(&Account {
+                username: name,
+                status: status::PENDING.into(),
+                password_hash: Some(mantissa::accounts::password::hash("pending-password")),
+                admin: false,
+                created: mantissa::store::Timestamp::now(),
+                failed_logins: 0,
+                locked: false,
+                totp_secret: None,
+                totp_enabled: false,
+                totp_last_step: 0,
+                joined_by: "approval".into(),
+                product_installed: false,
+            })?;
+            tx.insert(&EmailAddress {
+                address: email,
+                account,
+                verified,
+            })
+            .map(drop)
+        })
+        .unwrap();
+}
+
+/// What the log-in page would answer `who` with `password` (the same call
+/// it makes), on the site in `dir`.
+fn log_in(dir: &Path, who: &str, password: &str) -> Result<String, String> {
+    let site = Site::open_existing(dir).unwrap();
+    let accounts = mantissa::accounts::Accounts::new(
+        site,
+        std::sync::Arc::new(mantissa::mail::Outbox::new(dir.join("outbox"))),
+        "site@example.org",
+        "http://127.0.0.1:8080",
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(accounts.login(None, who, password))
+        .map_err(|e| e.to_string())
+}
+
+/// The value of `label` in `mantissa user show`.
+fn shown_field(r: &Run, label: &str) -> String {
+    r.stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(label)
+                .filter(|rest| rest.starts_with(' '))
+                .map(|rest| rest.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no {label:?} in {r:?}"))
+}
+
+/// Issue 14, item 12: what the admin console does to accounts, the command
+/// line does too — list, show, approve, suspend, unsuspend, delete (and
+/// import back, account and all).
+#[test]
+fn users_are_listed_shown_approved_suspended_deleted_and_imported_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let s = dir.to_str().unwrap();
+    let at = |args: &[&str]| {
+        let mut all = vec!["--site", s];
+        all.extend_from_slice(args);
+        mantissa(tmp.path(), &all)
+    };
+    ok(at(&["init"]));
+    let r = run_with_input(
+        at(&[
+            "user",
+            "add",
+            "ann",
+            "--email",
+            "ann@example.org",
+            "--password-stdin",
+        ]),
+        "ann-password-1\n",
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    ok(at(&["user", "add", "root", "--admin"]));
+    pending_account(&dir, "pat", "pat@example.org", true);
+    pending_account(&dir, "quin", "quin@example.org", false);
+
+    let r = ok(at(&["user", "list"]));
+    let rows: Vec<Vec<&str>> = r
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["user", "status", "role", "created", "email"],
+        "{r:?}"
+    );
+    let today = &mantissa::store::Timestamp::now().to_string()[..10];
+    assert_eq!(rows[1], ["ann", "active", "user", today, "ann@example.org"]);
+    assert_eq!(
+        rows[2],
+        ["pat", "pending", "user", today, "pat@example.org"]
+    );
+    assert_eq!(
+        rows[3],
+        [
+            "quin",
+            "pending",
+            "user",
+            today,
+            "quin@example.org",
+            "(unverified)"
+        ]
+    );
+    assert_eq!(rows[4], ["root", "active", "administrator", today, "-"]);
+    assert_eq!(
+        r.stdout.lines().last(),
+        Some("4 users, 2 waiting for approval")
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(at(&["user", "list", "--json"])).stdout).unwrap();
+    assert_eq!(json["users"][1]["username"], "pat");
+    assert_eq!(json["users"][1]["status"], "pending");
+    assert_eq!(json["users"][1]["emails"][0]["address"], "pat@example.org");
+
+    // One account in full.
+    let site = Site::open_existing(&dir).unwrap();
+    mantissa::accounts::tokens::create(&site, "ann", "phone", false).unwrap();
+    drop(site);
+    let r = ok(at(&["user", "show", "ann"]));
+    assert_eq!(shown_field(&r, "user name"), "ann");
+    assert_eq!(shown_field(&r, "status"), "active");
+    assert_eq!(shown_field(&r, "role"), "user");
+    assert_eq!(shown_field(&r, "email"), "ann@example.org (verified)");
+    assert_eq!(shown_field(&r, "password"), "set");
+    assert_eq!(shown_field(&r, "two-factor"), "off");
+    assert_eq!(shown_field(&r, "API tokens"), "1");
+    assert!(
+        shown_field(&r, "created").ends_with(" UTC, created by an administrator"),
+        "{r:?}"
+    );
+    assert!(
+        shown_field(&r, "store")
+            .starts_with(&format!("{} (", dir.join("users/ann.sqlite").display())),
+        "{r:?}"
+    );
+    let r = ok(at(&["user", "show", "root"]));
+    assert_eq!(shown_field(&r, "role"), "administrator");
+    assert_eq!(shown_field(&r, "password"), "not set");
+    let r = run(at(&["user", "show", "zed"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.stderr, "error: there is no user called \"zed\"\n");
+
+    // Approval: active with a verified address, else once it is verified.
+    assert_eq!(
+        log_in(&dir, "pat", "pending-password").unwrap_err(),
+        "your sign-up is waiting for an administrator's approval"
+    );
+    let r = ok(at(&["user", "approve", "pat"]));
+    assert_eq!(r.stdout, "Approved pat; they can log in.\n");
+    assert_eq!(log_in(&dir, "pat", "pending-password"), Ok("pat".into()));
+    let r = ok(at(&["user", "approve", "quin"]));
+    assert_eq!(
+        r.stdout,
+        "Approved quin; the account works once its email address is verified.\n"
+    );
+    assert_eq!(
+        shown_field(&ok(at(&["user", "show", "quin"])), "status"),
+        "unverified"
+    );
+    let r = run(at(&["user", "approve", "ann"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "error: ann is not waiting for approval (the account is active)\n"
+    );
+
+    // Suspension: no log-in, API tokens revoked for good.
+    let r = ok(at(&["user", "suspend", "ann"]));
+    assert_eq!(
+        r.stdout,
+        "Suspended ann: they cannot log in, their sessions ended, and their API tokens are revoked.\n"
+    );
+    assert_eq!(
+        log_in(&dir, "ann", "ann-password-1").unwrap_err(),
+        "this account is suspended"
+    );
+    let r = run(at(&["user", "suspend", "ann"]));
+    assert_eq!(r.stderr, "error: ann is suspended already\n");
+    let r = ok(at(&["user", "unsuspend", "ann"]));
+    assert!(r.stdout.starts_with("ann can log in again"), "{r:?}");
+    assert_eq!(log_in(&dir, "ann", "ann-password-1"), Ok("ann".into()));
+    assert_eq!(
+        shown_field(&ok(at(&["user", "show", "ann"])), "API tokens"),
+        "0"
+    );
+    let r = run(at(&["user", "unsuspend", "ann"]));
+    assert_eq!(
+        r.stderr,
+        "error: ann is not suspended (the account is active)\n"
+    );
+
+    // Deletion asks first; off a terminal, --yes is the answer.
+    let r = run(at(&["user", "delete", "ann"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("add --yes"), "{r:?}");
+    assert!(dir.join("users/ann.sqlite").is_file(), "not deleted");
+    let r = ok(at(&["user", "delete", "ann", "--yes"]));
+    let export = r
+        .stdout
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("Deleted user ann; their store was exported first to "))
+        .unwrap_or_else(|| panic!("{r:?}"))
+        .to_string();
+    assert!(Path::new(&export).is_file(), "{r:?}");
+    assert!(!dir.join("users/ann.sqlite").exists());
+    assert!(log_in(&dir, "ann", "ann-password-1").is_err());
+    assert!(!ok(at(&["user", "list"])).stdout.contains("ann"));
+    let r = run(at(&["user", "delete", "zed", "--yes"]));
+    assert_eq!(r.stderr, "error: there is no user called \"zed\"\n");
+
+    // Imported back, the store gets an account again, with a link for its
+    // password (the export held no account: that is the site store's).
+    let r = ok(at(&[
+        "user",
+        "import",
+        "ann",
+        &export,
+        "--email",
+        "ann@example.org",
+    ]));
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(lines[0].contains(" as user ann ("), "{r:?}");
+    assert!(
+        lines[1].starts_with("Created the account ann; set its password (the link works once, for 24 hours): http://127.0.0.1:8080/reset/"),
+        "{r:?}"
+    );
+    let r = ok(at(&["user", "show", "ann"]));
+    assert_eq!(shown_field(&r, "status"), "active");
+    assert_eq!(shown_field(&r, "email"), "ann@example.org (verified)");
+    assert_eq!(shown_field(&r, "password"), "not set");
+
+    // An import whose account cannot be made leaves no store behind.
+    let r = run(at(&[
+        "user",
+        "import",
+        "carl",
+        &export,
+        "--email",
+        "pat@example.org",
+    ]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("no store was created")
+            && r.stderr
+                .contains("pat@example.org belongs to another account"),
+        "{r:?}"
+    );
+    assert!(!dir.join("users/carl.sqlite").exists());
+    ok(at(&["store", "check"]));
+}
+
+/// `mantissa user passwd`: from standard input, or a one-time link.
+#[test]
+fn passwords_are_set_from_standard_input_or_with_a_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let s = dir.to_str().unwrap();
+    let at = |args: &[&str]| {
+        let mut all = vec!["--site", s];
+        all.extend_from_slice(args);
+        mantissa(tmp.path(), &all)
+    };
+    ok(at(&["init"]));
+    ok(at(&["user", "add", "ann", "--email", "ann@example.org"]));
+    assert!(log_in(&dir, "ann", "a-new-password").is_err());
+
+    let r = run_with_input(at(&["user", "passwd", "ann"]), "a-new-password\n");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        r.stdout,
+        "Set the password of ann; their sessions and outstanding links have ended.\n"
+    );
+    assert_eq!(r.stderr, "", "no log lines for what the command says");
+    assert_eq!(log_in(&dir, "ann", "a-new-password"), Ok("ann".into()));
+
+    let r = run_with_input(at(&["user", "passwd", "ann"]), "short\n");
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.stderr, "error: password: use at least 10 characters\n");
+    assert_eq!(log_in(&dir, "ann", "a-new-password"), Ok("ann".into()));
+    let r = run_with_input(at(&["user", "passwd", "zed"]), "a-new-password\n");
+    assert_eq!(r.stderr, "error: there is no user called \"zed\"\n");
+
+    let r = ok(at(&["user", "passwd", "ann", "--link"]));
+    let token = r
+        .stdout
+        .strip_prefix("Set the password of ann (the link works once, for 24 hours): http://127.0.0.1:8080/reset/")
+        .unwrap_or_else(|| panic!("{r:?}"))
+        .trim_end()
+        .to_string();
+    let site = Site::open_existing(&dir).unwrap();
+    let accounts = mantissa::accounts::Accounts::new(
+        site,
+        std::sync::Arc::new(mantissa::mail::Outbox::new(dir.join("outbox"))),
+        "site@example.org",
+        "http://127.0.0.1:8080",
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(
+        rt.block_on(accounts.reset(&token, "a-linked-password"))
+            .unwrap(),
+        "ann"
+    );
+    drop(accounts);
+    assert_eq!(log_in(&dir, "ann", "a-linked-password"), Ok("ann".into()));
+}
+
+/// On a terminal, `user passwd` asks twice, and what is typed is not shown.
+#[cfg(target_os = "linux")]
+#[test]
+fn passwd_on_a_terminal_asks_twice_without_showing_the_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let s = dir.to_str().unwrap();
+    ok(mantissa(tmp.path(), &["init", s]));
+    ok(mantissa(tmp.path(), &["--site", s, "user", "add", "ann"]));
+    // `script` gives the command a terminal; the input comes slowly, as
+    // typed, once each prompt has turned echo off.
+    let typed = format!(
+        "(sleep 1; printf 'typed-secret-1\\n'; sleep 1; printf 'typed-secret-1\\n') | script -qec '{} --site {s} user passwd ann' /dev/null",
+        env!("CARGO_BIN_EXE_mantissa")
+    );
+    let r = run({
+        let mut c = Command::new("sh");
+        c.args(["-c", &typed])
+            .current_dir(tmp.path())
+            .env("XDG_DATA_HOME", tmp.path().join("xdg-data"))
+            .env_remove("MANTISSA_LOG")
+            .stdin(Stdio::null());
+        c
+    });
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("New password for ann: ")
+            && r.stdout.contains("The same again: ")
+            && r.stdout.contains("Set the password of ann;"),
+        "{r:?}"
+    );
+    assert!(!r.stdout.contains("typed-secret"), "echoed: {r:?}");
+    assert_eq!(log_in(&dir, "ann", "typed-secret-1"), Ok("ann".into()));
+}

@@ -55,7 +55,8 @@ enum Command {
         /// The backup folder to create
         dest: PathBuf,
     },
-    /// Move one user's store in and out of the site as a single file
+    /// Accounts: add, list, show, approve, suspend, delete, set a password;
+    /// move a user's store in and out of the site as a single file
     #[command(subcommand)]
     User(UserCommand),
     /// Serve the site (creating it) until Ctrl-C or SIGTERM
@@ -198,6 +199,58 @@ enum UserCommand {
         #[arg(long)]
         admin: bool,
     },
+    /// List the accounts: user name, status, role, email addresses, created
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one account: status, addresses, password, two-factor log-in,
+    /// passkeys, API tokens, sessions, and its store
+    Show {
+        /// The user
+        name: String,
+    },
+    /// Approve an account waiting for an administrator (sign-up by approval)
+    Approve {
+        /// The user
+        name: String,
+    },
+    /// Suspend an account: it cannot log in, its sessions end, and its API
+    /// tokens are revoked
+    Suspend {
+        /// The user
+        name: String,
+    },
+    /// Let a suspended account log in again
+    Unsuspend {
+        /// The user
+        name: String,
+    },
+    /// Delete an account and its store, after exporting the store to the
+    /// site's exports/ folder (`user import` brings it back)
+    ///
+    /// Asks first on a terminal; elsewhere, needs --yes.
+    Delete {
+        /// The user
+        name: String,
+        /// Do not ask
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Set an account's password: typed at a prompt (twice, not shown), or
+    /// one line of standard input when that is not a terminal
+    ///
+    /// Unlocks the account and ends its sessions and outstanding links; its
+    /// API tokens and two-factor log-in stay. With --link, prints a
+    /// one-time link for its owner to choose one instead.
+    Passwd {
+        /// The user
+        name: String,
+        /// Print a one-time link (for 24 hours) for setting the password
+        #[arg(long)]
+        link: bool,
+    },
     /// Write user NAME's store, attached files included, to the new FILE
     Export {
         /// The user
@@ -206,16 +259,21 @@ enum UserCommand {
         /// The file to write (must not exist)
         file: PathBuf,
     },
-    /// Create user NAME's store from FILE, written by `user export`
+    /// Create user NAME's store from FILE, written by `user export`, and
+    /// an account for it if there is none
     ///
-    /// Refuses, creating nothing, if NAME has a store already or FILE is
-    /// not an export.
+    /// The new account has no password: a one-time link for setting one is
+    /// printed. Refuses, creating nothing, if NAME has a store already or
+    /// FILE is not an export.
     Import {
         /// The user (must not have a store yet)
         #[arg(value_parser = store_name)]
         name: String,
         /// The file written by `mantissa user export`
         file: PathBuf,
+        /// The new account's email address
+        #[arg(long)]
+        email: Option<String>,
     },
 }
 
@@ -360,8 +418,35 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
                 Command::User(UserCommand::Export { name, file }) => {
                     cli::user_export(&site, &name, &file, out)?
                 }
-                Command::User(UserCommand::Import { name, file }) => {
-                    cli::user_import(&site, &name, &file, out)?
+                Command::User(UserCommand::Import { name, file, email }) => {
+                    cli::user_import(&site, &name, &file, email.as_deref(), out)?
+                }
+                Command::User(UserCommand::List { json }) => cli::user_list(&site, json, out)?,
+                Command::User(UserCommand::Show { name }) => cli::user_show(&site, &name, out)?,
+                Command::User(UserCommand::Approve { name }) => {
+                    cli::user_approve(&site, &name, out)?
+                }
+                Command::User(UserCommand::Suspend { name }) => {
+                    cli::user_suspend(&site, &name, out)?
+                }
+                Command::User(UserCommand::Unsuspend { name }) => {
+                    cli::user_unsuspend(&site, &name, out)?
+                }
+                Command::User(UserCommand::Delete { name, yes }) => {
+                    // Nothing is asked about an account there is not.
+                    cli::user_exists(&site, &name)?;
+                    if !yes {
+                        confirm_delete(&name)?;
+                    }
+                    cli::user_delete(&site, &name, out)?
+                }
+                Command::User(UserCommand::Passwd { name, link: true }) => {
+                    cli::user_password_link(&site, &name, out)?
+                }
+                Command::User(UserCommand::Passwd { name, link: false }) => {
+                    cli::user_exists(&site, &name)?;
+                    let password = new_password(&name)?;
+                    cli::user_passwd(&site, &name, &password, out)?
                 }
                 Command::Port(PortCommand::Add {
                     protocol,
@@ -387,6 +472,42 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Asks on the terminal whether to delete `name`: the user name typed
+/// back. Refuses when standard input is not a terminal (add --yes).
+fn confirm_delete(name: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if !io::stdin().is_terminal() {
+        anyhow::bail!(
+            "not deleted: to delete {name} without being asked (standard input is not a terminal), add --yes"
+        );
+    }
+    eprint!(
+        "Delete the account {name} and its store (exported first to the site's exports/ folder)?\nType its user name to confirm: "
+    );
+    io::stderr().flush()?;
+    let mut answer = String::new();
+    io::stdin().read_line(&mut answer)?;
+    if answer.trim() != name {
+        anyhow::bail!("not deleted: the name typed was not {name:?}");
+    }
+    Ok(())
+}
+
+/// The new password for `name`: typed twice at a prompt that does not show
+/// it, on a terminal; else one line of standard input.
+fn new_password(name: &str) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if !io::stdin().is_terminal() {
+        return Ok(read_password()?);
+    }
+    let first = rpassword::prompt_password(format!("New password for {name}: "))?;
+    let again = rpassword::prompt_password("The same again: ")?;
+    if first != again {
+        anyhow::bail!("the two passwords differ; nothing was changed");
+    }
+    Ok(first)
 }
 
 /// One line of standard input, without its line ending.
