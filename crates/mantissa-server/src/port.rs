@@ -43,6 +43,19 @@ pub enum PortError {
         /// The existing port's address, as it was added.
         address: String,
     },
+    /// The address would share its port with one the site listens on
+    /// already, one of them on every address of the machine.
+    #[error(
+        "{asked} overlaps the port for {protocol} on {address} (one of them listens on every address): remove that one first"
+    )]
+    Overlaps {
+        /// The address asked for.
+        asked: String,
+        /// The existing port's protocol.
+        protocol: String,
+        /// The existing port's address.
+        address: String,
+    },
     /// The store refused.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -111,16 +124,25 @@ impl Port {
     pub fn add(site: &Site, port: Port, known: &[&str]) -> Result<(), PortError> {
         let addr = port.validate(known)?;
         site.store().write_blocking(move |tx| {
-            let taken = tx
-                .query::<Port>()
-                .all()?
-                .into_iter()
-                .find(|p| p.address.parse::<SocketAddr>().ok() == Some(addr));
-            if let Some(p) = taken {
-                return Ok(Err(PortError::Exists {
-                    protocol: p.protocol.clone(),
-                    address: p.address.clone(),
-                }));
+            for p in tx.query::<Port>().all()? {
+                let Ok(other) = p.address.parse::<SocketAddr>() else {
+                    continue;
+                };
+                let (protocol, address) = (p.protocol.clone(), p.address.clone());
+                if other == addr {
+                    return Ok(Err(PortError::Exists { protocol, address }));
+                }
+                // 0.0.0.0:80 and 127.0.0.1:80 cannot both be listened on.
+                let overlap = other.port() == addr.port()
+                    && other.is_ipv4() == addr.is_ipv4()
+                    && (other.ip().is_unspecified() || addr.ip().is_unspecified());
+                if overlap {
+                    return Ok(Err(PortError::Overlaps {
+                        asked: port.address.clone(),
+                        protocol,
+                        address,
+                    }));
+                }
             }
             tx.insert(&port).map(|_| Ok(()))
         })?

@@ -810,6 +810,16 @@ fn ports_are_added_listed_and_removed() {
         &["--site", s, "port", "remove", "http", "[::1]:8081"],
     ));
     assert_eq!(r.code, 0, "{r:?}");
+    // Every address of the machine and one of them, on one port: serve
+    // could never listen on both.
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "port", "add", "http", "0.0.0.0:8081"],
+    ));
+    assert_eq!(
+        r.stderr,
+        "error: 0.0.0.0:8081 overlaps the port for http on 127.0.0.1:8081 (one of them listens on every address): remove that one first\n"
+    );
 
     let r = run(mantissa(
         tmp.path(),
@@ -1347,6 +1357,13 @@ fn users_are_listed_shown_approved_suspended_deleted_and_imported_back() {
     let r = run(at(&["user", "show", "zed"]));
     assert_eq!(r.code, 1, "{r:?}");
     assert_eq!(r.stderr, "error: there is no user called \"zed\"\n");
+    let r = run(at(&["user", "show", "Ann"]));
+    assert_eq!(r.code, 2, "a usage error: {r:?}");
+    assert!(
+        r.stderr
+            .contains("\"Ann\" cannot be a user name: use only lowercase letters"),
+        "{r:?}"
+    );
 
     // Approval: active with a verified address, else once it is verified.
     assert_eq!(

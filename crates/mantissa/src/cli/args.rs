@@ -209,22 +209,26 @@ enum UserCommand {
     /// passkeys, API tokens, sessions, and its store
     Show {
         /// The user
+        #[arg(value_parser = store_name)]
         name: String,
     },
     /// Approve an account waiting for an administrator (sign-up by approval)
     Approve {
         /// The user
+        #[arg(value_parser = store_name)]
         name: String,
     },
     /// Suspend an account: it cannot log in, its sessions end, and its API
     /// tokens are revoked
     Suspend {
         /// The user
+        #[arg(value_parser = store_name)]
         name: String,
     },
     /// Let a suspended account log in again
     Unsuspend {
         /// The user
+        #[arg(value_parser = store_name)]
         name: String,
     },
     /// Delete an account and its store, after exporting the store to the
@@ -233,6 +237,7 @@ enum UserCommand {
     /// Asks first on a terminal; elsewhere, needs --yes.
     Delete {
         /// The user
+        #[arg(value_parser = store_name)]
         name: String,
         /// Do not ask
         #[arg(long, short = 'y')]
@@ -246,6 +251,7 @@ enum UserCommand {
     /// one-time link for its owner to choose one instead.
     Passwd {
         /// The user
+        #[arg(value_parser = store_name)]
         name: String,
         /// Print a one-time link (for 24 hours) for setting the password
         #[arg(long)]
@@ -281,7 +287,12 @@ enum UserCommand {
 fn store_name(s: &str) -> Result<String, String> {
     mantissa_store::check_store_name(s)
         .map(|()| s.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(|e| match e {
+            mantissa_store::StoreError::BadName { reason, .. } => {
+                format!("{s:?} cannot be a user name: {reason}")
+            }
+            e => e.to_string(),
+        })
 }
 
 /// Runs the `mantissa` command line, serving `offerings` next to Mantissa's
