@@ -12,7 +12,15 @@
 //!
 //! Every command except [`init`] and [`serve`] works on an existing site,
 //! opened with [`open_site`], so that a command run in the wrong folder says
-//! so instead of creating an empty site there.
+//! so instead of creating an empty site there. Which site is told by
+//! [`SiteDir::find`]: `--site` or `MANTISSA_SITE`, else the current folder
+//! when it holds a site, else the default site folder
+//! ([`default_site_dir`], in the user's data folder), so that the README's
+//! first command, run in a checkout, leaves no data among the sources.
+//!
+//! The command lines a command suggests (`init`'s "Run it with: …") name
+//! this binary as a person can run it: by name when the PATH finds it,
+//! else by its path, or with `cargo run` in its source folder.
 
 use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
@@ -714,8 +722,11 @@ pub fn backup(site: &Site, dest: &Path, out: &mut dyn Write) -> Result<(), Error
     )?;
     writeln!(
         out,
-        "Check the copy with: mantissa --site {} store check",
-        shown_dest.display()
+        "Check the copy with: {}",
+        Invocation::find().line(&format!(
+            "--site {} store check",
+            shell_word(&shown_dest.display().to_string())
+        ))
     )?;
     Ok(())
 }
@@ -1332,8 +1343,11 @@ pub fn user_delete(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), E
         )?;
         writeln!(
             out,
-            "Bring it back with: mantissa user import {name} {}",
-            shell_word(&shown(&export).display().to_string())
+            "Bring it back with: {}",
+            Invocation::find().line(&format!(
+                "user import {name} {}",
+                shell_word(&shown(&export).display().to_string())
+            ))
         )?;
     } else {
         writeln!(out, "Deleted user {name} (who had no store).")?;

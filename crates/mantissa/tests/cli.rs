@@ -1428,6 +1428,17 @@ fn users_are_listed_shown_approved_suspended_deleted_and_imported_back() {
         .unwrap_or_else(|| panic!("{r:?}"))
         .to_string();
     assert!(Path::new(&export).is_file(), "{r:?}");
+    // The command that undoes it, runnable as it is (the binary is not on
+    // the tests' PATH: named by its path).
+    assert_eq!(
+        r.stdout.lines().nth(1).unwrap(),
+        format!(
+            "Bring it back with: {} user import ann {export}",
+            std::fs::canonicalize(env!("CARGO_BIN_EXE_mantissa"))
+                .unwrap()
+                .display()
+        )
+    );
     assert!(!dir.join("users/ann.sqlite").exists());
     assert!(log_in(&dir, "ann", "ann-password-1").is_err());
     assert!(!ok(at(&["user", "list"])).stdout.contains("ann"));
