@@ -1578,3 +1578,42 @@ fn passwd_on_a_terminal_asks_twice_without_showing_the_password() {
     assert!(!r.stdout.contains("typed-secret"), "echoed: {r:?}");
     assert_eq!(log_in(&dir, "ann", "typed-secret-1"), Ok("ann".into()));
 }
+
+/// On a terminal, `user delete` asks for the user name to be typed back,
+/// and deletes nothing on any other answer.
+#[cfg(target_os = "linux")]
+#[test]
+fn delete_on_a_terminal_asks_for_the_name_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let s = dir.to_str().unwrap();
+    ok(mantissa(tmp.path(), &["init", s]));
+    ok(mantissa(tmp.path(), &["--site", s, "user", "add", "bob"]));
+    let answer = |typed: &str| {
+        let line = format!(
+            "(sleep 1; printf '{typed}\\n') | script -qec '{} --site {s} user delete bob' /dev/null",
+            env!("CARGO_BIN_EXE_mantissa")
+        );
+        let mut c = Command::new("sh");
+        c.args(["-c", &line])
+            .current_dir(tmp.path())
+            .env("XDG_DATA_HOME", tmp.path().join("xdg-data"))
+            .env_remove("MANTISSA_LOG")
+            .stdin(Stdio::null());
+        run(c)
+    };
+    let r = answer("yes");
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains("Delete the account bob and its store")
+            && r.stdout.contains("Type its user name to confirm: ")
+            && r.stdout
+                .contains("not deleted: the name typed was not \"bob\""),
+        "{r:?}"
+    );
+    assert!(dir.join("users/bob.sqlite").is_file(), "{r:?}");
+    let r = answer("bob");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("Deleted user bob;"), "{r:?}");
+    assert!(!dir.join("users/bob.sqlite").exists(), "{r:?}");
+}
