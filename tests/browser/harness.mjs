@@ -2,9 +2,10 @@
 // completion, or serving on a port the OS picks), Debian's Chromium, and a
 // measure of how wide a page is.
 //
-// MANTISSA_BIN names another binary (default: target/debug/mantissa);
-// NOTES_SITE_BIN the notes site (`mantissa` plus the testkit's notes
-// offering, default: target/debug/mantissa-notes-site); CHROMIUM another
+// MANTISSA_BIN names another binary (default: mantissa in cargo's debug
+// folder: $CARGO_TARGET_DIR/debug, else target/debug); NOTES_SITE_BIN the
+// notes site (`mantissa` plus the testkit's notes offering, default:
+// mantissa-notes-site beside it); CHROMIUM another
 // browser (default: /usr/bin/chromium). `mantissa` and `serve` run BIN
 // unless given another binary.
 
@@ -15,9 +16,10 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
-export const BIN = process.env.MANTISSA_BIN || resolve(here, '../../target/debug/mantissa');
-export const NOTES_SITE_BIN =
-  process.env.NOTES_SITE_BIN || resolve(here, '../../target/debug/mantissa-notes-site');
+// Relative to the checkout, as cargo reads it.
+const DEBUG = resolve(here, '../..', process.env.CARGO_TARGET_DIR || 'target', 'debug');
+export const BIN = process.env.MANTISSA_BIN || resolve(DEBUG, 'mantissa');
+export const NOTES_SITE_BIN = process.env.NOTES_SITE_BIN || resolve(DEBUG, 'mantissa-notes-site');
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 export const PHONE = { width: 360, height: 640 };
 

@@ -18,10 +18,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
 use mantissa_store::StoreError;
-use mantissa_web::{App, Page, Pager, Session, SessionRecord, WebError};
+use mantissa_web::{App, Page, Pager, Session, WebError};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::manage::{Approval, approve_account, suspend_account, unsuspend_account};
 use crate::model::{Account, EmailAddress, status};
 use crate::service::{AccountError, Accounts};
 
@@ -430,38 +431,21 @@ async fn user_action(
                 .first()?
                 .ok_or_else(|| StoreError::app("no such user"))?;
             match act.as_str() {
+                // The same transactions as `mantissa user approve`,
+                // `suspend` and `unsuspend` (crate::manage).
                 "approve" if a.status == status::PENDING => {
-                    let verified = tx
-                        .query::<EmailAddress>()
-                        .filter(EmailAddress::account.eq(a.id()))
-                        .filter(EmailAddress::verified.eq(true))
-                        .count()?
-                        > 0;
-                    a.status = if verified {
-                        status::ACTIVE
-                    } else {
-                        status::UNVERIFIED
-                    }
-                    .into();
-                    tx.update(&a)?;
-                    Ok(if verified {
-                        Done::Approved
-                    } else {
-                        Done::ApprovedUnverified
+                    Ok(match approve_account(tx, &mut a)? {
+                        Approval::Active => Done::Approved,
+                        Approval::AwaitingVerification => Done::ApprovedUnverified,
                     })
                 }
                 "suspend" if n != me => {
-                    a.status = status::SUSPENDED.into();
-                    tx.update(&a)?;
-                    tx.delete_where(SessionRecord::user.eq(n.clone()))?;
-                    // For good: unsuspending does not bring them back.
-                    crate::tokens::revoke_all(tx, a.id())?;
+                    suspend_account(tx, &mut a)?;
                     Ok(Done::Suspended)
                 }
                 "suspend" => Err(StoreError::app("you cannot suspend yourself")),
                 "unsuspend" if a.status == status::SUSPENDED => {
-                    a.status = status::ACTIVE.into();
-                    tx.update(&a)?;
+                    unsuspend_account(tx, &mut a)?;
                     Ok(Done::Unsuspended)
                 }
                 "reset" => Ok(Done::ResetSent),

@@ -40,6 +40,7 @@
 
 mod admin;
 mod backoff;
+pub mod manage;
 pub mod model;
 mod pages;
 pub mod passkeys;
@@ -50,12 +51,13 @@ pub mod tokens;
 pub mod totp;
 pub mod upkeep;
 
+pub use manage::{Approval, EmailSummary, UserDetails, UserSummary};
 pub use model::{Account, EmailAddress, SignupPolicy, Ticket};
 pub use pages::{REMEMBER_FOR, SettingsOffering, routes};
 pub use passkeys::{CHALLENGE_LIFETIME, Passkey, PasskeyChallenge, PasskeyError};
 pub use service::{
     ATTEMPTS_PER_MINUTE_PER_ACCOUNT, ATTEMPTS_PER_MINUTE_PER_ADDRESS, AccountError, Accounts,
-    LOCK_AFTER, MAX_PASSWORD_LEN, MAX_WHO_LEN, RESETS_PER_HOUR, TICKET_LIFETIME,
+    AdminSetup, LOCK_AFTER, MAX_PASSWORD_LEN, MAX_WHO_LEN, RESETS_PER_HOUR, TICKET_LIFETIME,
 };
 pub use sharing::{
     AccountId, Group, GroupMember, Role, Share, ShareError, SharePolicy, account_names,

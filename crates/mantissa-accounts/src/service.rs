@@ -127,6 +127,16 @@ impl Key {
 /// How often the limiters drop the keys they no longer need.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
+/// The first run's way in for the administrator: see
+/// [`Accounts::admin_setup`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSetup {
+    /// The administrator's user name.
+    pub username: String,
+    /// The one-time link that sets their password.
+    pub link: String,
+}
+
 /// The account service of one site.
 pub struct Accounts {
     site: Site,
@@ -171,7 +181,7 @@ pub(crate) fn check_who_len(who: &str) -> Result<(), AccountError> {
     Ok(())
 }
 
-fn normalize_email(email: &str) -> Result<String, AccountError> {
+pub(crate) fn normalize_email(email: &str) -> Result<String, AccountError> {
     // Before anything that copies it, or says it back.
     if email.len() > MAX_WHO_LEN {
         return Err(AccountError::TooLong {
@@ -196,7 +206,7 @@ fn normalize_email(email: &str) -> Result<String, AccountError> {
     }
 }
 
-fn check_username(name: &str) -> Result<(), AccountError> {
+pub(crate) fn check_username(name: &str) -> Result<(), AccountError> {
     mantissa_store::check_store_name(name).map_err(|e| match e {
         StoreError::BadName { reason, .. } => {
             AccountError::Invalid(format!("that user name cannot be used: {reason}"))
@@ -221,7 +231,7 @@ fn account_named(r: &Read<'_>, name: &str) -> mantissa_store::Result<Stored<Acco
 
 /// A store error raised with [`StoreError::app`] is a message for the
 /// person; anything else is the store's.
-fn invalid_or_store(e: StoreError) -> AccountError {
+pub(crate) fn invalid_or_store(e: StoreError) -> AccountError {
     match e {
         StoreError::App(m) => AccountError::Invalid(m),
         e => AccountError::Store(e),
@@ -777,6 +787,12 @@ impl Accounts {
     /// has no administrator with a password yet (creating the `admin`
     /// account on first use).
     pub fn admin_setup_link(&self) -> Result<Option<String>, AccountError> {
+        Ok(self.admin_setup()?.map(|s| s.link))
+    }
+
+    /// [`Accounts::admin_setup_link`], with the administrator's user name,
+    /// which the person setting the password needs to log in afterwards.
+    pub fn admin_setup(&self) -> Result<Option<AdminSetup>, AccountError> {
         let existing = self
             .site
             .store()
@@ -785,7 +801,12 @@ impl Accounts {
             return Ok(None);
         }
         match existing.into_iter().next() {
-            None => self.create_user("admin", None, None, true),
+            None => Ok(self
+                .create_user("admin", None, None, true)?
+                .map(|link| AdminSetup {
+                    username: "admin".into(),
+                    link,
+                })),
             Some(admin) => {
                 let id = admin.id();
                 // Only the link printed last works: earlier starts' links
@@ -794,7 +815,10 @@ impl Accounts {
                     end_links(tx, id)?;
                     issue_ticket(tx, purpose::PASSWORD, Some(id), None)
                 })?;
-                Ok(Some(format!("{}/reset/{token}", self.base_url())))
+                Ok(Some(AdminSetup {
+                    username: admin.username.clone(),
+                    link: format!("{}/reset/{token}", self.base_url()),
+                }))
             }
         }
     }

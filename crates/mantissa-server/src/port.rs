@@ -34,6 +34,28 @@ pub enum PortError {
     /// No such port.
     #[error("no {0} port on {1}")]
     NotFound(String, String),
+    /// The site has a port on that address already (for this protocol or
+    /// another: one address serves one protocol).
+    #[error("a port for {protocol} on {address} exists already")]
+    Exists {
+        /// The existing port's protocol.
+        protocol: String,
+        /// The existing port's address, as it was added.
+        address: String,
+    },
+    /// The address would share its port with one the site listens on
+    /// already, one of them on every address of the machine.
+    #[error(
+        "{asked} overlaps the port for {protocol} on {address} (one of them listens on every address): remove that one first"
+    )]
+    Overlaps {
+        /// The address asked for.
+        asked: String,
+        /// The existing port's protocol.
+        protocol: String,
+        /// The existing port's address.
+        address: String,
+    },
     /// The store refused.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -96,11 +118,34 @@ impl Port {
     }
 
     /// Adds a port after checking it.
+    /// Refuses a port on an address the site listens on already, whatever
+    /// its protocol and however the address is written (`[::1]:80` and
+    /// `[0:0:0:0:0:0:0:1]:80` are one).
     pub fn add(site: &Site, port: Port, known: &[&str]) -> Result<(), PortError> {
-        port.validate(known)?;
-        site.store()
-            .write_blocking(move |tx| tx.insert(&port).map(drop))?;
-        Ok(())
+        let addr = port.validate(known)?;
+        site.store().write_blocking(move |tx| {
+            for p in tx.query::<Port>().all()? {
+                let Ok(other) = p.address.parse::<SocketAddr>() else {
+                    continue;
+                };
+                let (protocol, address) = (p.protocol.clone(), p.address.clone());
+                if other == addr {
+                    return Ok(Err(PortError::Exists { protocol, address }));
+                }
+                // 0.0.0.0:80 and 127.0.0.1:80 cannot both be listened on.
+                let overlap = other.port() == addr.port()
+                    && other.is_ipv4() == addr.is_ipv4()
+                    && (other.ip().is_unspecified() || addr.ip().is_unspecified());
+                if overlap {
+                    return Ok(Err(PortError::Overlaps {
+                        asked: port.address.clone(),
+                        protocol,
+                        address,
+                    }));
+                }
+            }
+            tx.insert(&port).map(|_| Ok(()))
+        })?
     }
 
     /// Removes the port for `protocol` on `address`.

@@ -12,7 +12,15 @@
 //!
 //! Every command except [`init`] and [`serve`] works on an existing site,
 //! opened with [`open_site`], so that a command run in the wrong folder says
-//! so instead of creating an empty site there.
+//! so instead of creating an empty site there. Which site is told by
+//! [`SiteDir::find`]: `--site` or `MANTISSA_SITE`, else the current folder
+//! when it holds a site, else the default site folder
+//! ([`default_site_dir`], in the user's data folder), so that the README's
+//! first command, run in a checkout, leaves no data among the sources.
+//!
+//! The command lines a command suggests (`init`'s "Run it with: …") name
+//! this binary as a person can run it: by name when the PATH finds it,
+//! else by its path, or with `cargo run` in its source folder.
 
 use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
@@ -57,6 +65,11 @@ pub enum Error {
     #[error("the web application cannot start: {0}")]
     Web(String),
 
+    /// No site was named and there is no default site folder.
+    #[error(
+        "no site folder: name one with --site DIR or MANTISSA_SITE (there is no default, as neither HOME nor XDG_DATA_HOME is set)"
+    )]
+    NoDefaultSite,
     /// The site could not be opened (there is none, or it is damaged).
     #[error("cannot open the Mantissa site in {}", dir.display())]
     OpenSite {
@@ -93,11 +106,19 @@ pub enum Error {
         /// Stores in the site.
         total: usize,
     },
-    /// A backup failed; the partial copy was removed.
-    #[error("backing up the site to {} failed; the partial backup was removed", dest.display())]
+    /// A backup's folder exists already; nothing was written.
+    #[error("cannot back up to {}: it already exists (a backup makes a new folder); nothing was written", dest.display())]
+    BackupExists {
+        /// The backup folder asked for.
+        dest: PathBuf,
+    },
+    /// A backup failed; the partial copy, if any, was removed.
+    #[error("backing up the site to {} failed{}", dest.display(), if *removed { "; the partial backup was removed" } else { "" })]
     Backup {
         /// The backup folder asked for.
         dest: PathBuf,
+        /// Whether a partial copy was written, and removed.
+        removed: bool,
         /// Why.
         #[source]
         source: StoreError,
@@ -124,6 +145,16 @@ pub enum Error {
         #[source]
         source: StoreError,
     },
+    /// The account for an imported store could not be made; the store was
+    /// removed again.
+    #[error("cannot make an account for the imported store of {name:?}; no store was created")]
+    ImportAccount {
+        /// The user.
+        name: String,
+        /// Why.
+        #[source]
+        source: AccountError,
+    },
     /// Any other store error.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -138,6 +169,95 @@ pub enum Error {
 /// The site store's file, in a site's folder.
 pub const SITE_FILE: &str = "site.sqlite";
 
+/// Where a command's site is, and how it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteDir {
+    /// The site's folder.
+    pub dir: PathBuf,
+    /// How it was chosen.
+    pub chosen: Chosen,
+}
+
+/// How a command's site folder was chosen (see [`SiteDir::find`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chosen {
+    /// By `--site DIR` or `MANTISSA_SITE`.
+    Given,
+    /// The current folder, which holds a site.
+    CurrentFolder,
+    /// The default site folder of the user running the command
+    /// ([`default_site_dir`]).
+    Default,
+}
+
+impl SiteDir {
+    /// The site a command works on: the folder `given` by `--site` or
+    /// `MANTISSA_SITE`; else the current folder if it holds a site (so that
+    /// `mantissa store check` works inside a site's folder); else the
+    /// default site folder, which is outside any source tree (a first
+    /// `mantissa serve` in a checkout leaves no data among its sources).
+    pub fn find(given: Option<PathBuf>) -> Result<SiteDir, Error> {
+        if let Some(dir) = given {
+            return Ok(SiteDir {
+                dir,
+                chosen: Chosen::Given,
+            });
+        }
+        if Path::new(SITE_FILE).is_file() {
+            return Ok(SiteDir {
+                dir: PathBuf::from("."),
+                chosen: Chosen::CurrentFolder,
+            });
+        }
+        Ok(SiteDir {
+            dir: default_site_dir().ok_or(Error::NoDefaultSite)?,
+            chosen: Chosen::Default,
+        })
+    }
+
+    /// `--site DIR ` for a command line that names this site to a later
+    /// command run anywhere; empty for the default site, which needs none.
+    fn flag(&self) -> String {
+        match self.chosen {
+            Chosen::Default => String::new(),
+            _ => format!(
+                "--site {} ",
+                shell_word(&shown(&self.dir).display().to_string())
+            ),
+        }
+    }
+}
+
+/// The default site folder: `mantissa/site` in the user's data folder —
+/// `$XDG_DATA_HOME` (when set to an absolute path) or `~/.local/share` on
+/// Linux and other Unixes, `~/Library/Application Support` on macOS,
+/// `%LOCALAPPDATA%` on Windows. `None` when the environment names no home.
+pub fn default_site_dir() -> Option<PathBuf> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let data = if cfg!(windows) {
+        var("LOCALAPPDATA")
+    } else if cfg!(target_os = "macos") {
+        var("HOME").map(|h| h.join("Library/Application Support"))
+    } else {
+        var("XDG_DATA_HOME").or_else(|| var("HOME").map(|h| h.join(".local/share")))
+    };
+    Some(data?.join("mantissa").join("site"))
+}
+
+/// `text` as one word of a shell command line: quoted when it needs to be.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
 /// Opens the existing site in `dir`; an error, changing nothing, if there
 /// is none.
 pub fn open_site(dir: &Path) -> Result<Site, Error> {
@@ -146,15 +266,20 @@ pub fn open_site(dir: &Path) -> Result<Site, Error> {
     Site::open_existing(&dir).map_err(|source| Error::OpenSite { dir, source })
 }
 
-/// `mantissa init [DIR]`: creates a site in `dir`, or says that there is
-/// one already and leaves it as it is.
-pub fn init(dir: &Path, out: &mut dyn Write) -> Result<(), Error> {
-    let shown = shown(dir);
+/// `mantissa init [DIR]`: creates a site in `site`, or says that there is
+/// one already and leaves it as it is; then says how to run it.
+pub fn init(site: &SiteDir, out: &mut dyn Write) -> Result<(), Error> {
+    let shown = shown(&site.dir);
     let dir = &shown;
+    let default = if site.chosen == Chosen::Default {
+        " (the default site folder)"
+    } else {
+        ""
+    };
     if dir.join(SITE_FILE).is_file() {
         writeln!(
             out,
-            "A Mantissa site already exists in {}; left unchanged.",
+            "A Mantissa site already exists in {}{default}; left unchanged.",
             shown.display()
         )?;
         return Ok(());
@@ -163,13 +288,118 @@ pub fn init(dir: &Path, out: &mut dyn Write) -> Result<(), Error> {
         dir: shown.clone(),
         source,
     })?;
-    writeln!(out, "Created a Mantissa site in {}", shown.display())?;
     writeln!(
         out,
-        "Run it with: mantissa --site {} serve",
+        "Created a Mantissa site in {}{default}",
         shown.display()
     )?;
+    let how = Invocation::find();
+    writeln!(
+        out,
+        "Run it with: {}",
+        how.line(&format!("{}serve", site.flag()))
+    )?;
+    for line in how.alternatives(&format!("{}serve", site.flag())) {
+        writeln!(out, "{line}")?;
+    }
     Ok(())
+}
+
+/// How a person runs this binary again, for the commands a command
+/// suggests: by its name when the PATH finds this very binary under it,
+/// else by its path (and, when cargo built it, with `cargo run`).
+#[derive(Debug, Clone)]
+enum Invocation {
+    /// On the PATH as this name.
+    OnPath(String),
+    /// Not on the PATH (or another binary is, under its name).
+    NotOnPath {
+        /// The binary's name.
+        name: String,
+        /// The binary itself.
+        exe: PathBuf,
+        /// Whether it lies in a cargo target folder (`…/target/release/`).
+        built_by_cargo: bool,
+    },
+}
+
+impl Invocation {
+    fn find() -> Invocation {
+        let exe = std::env::current_exe().ok();
+        let name = exe.as_deref().and_then(Path::file_stem).map_or_else(
+            || "mantissa".to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let Some(exe) = exe else {
+            return Invocation::OnPath(name);
+        };
+        let real = std::fs::canonicalize(&exe).unwrap_or_else(|_| exe.clone());
+        let file = exe.file_name().map(PathBuf::from).unwrap_or_default();
+        let on_path = std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(&file))
+                .find(|c| c.is_file())
+                .and_then(|c| std::fs::canonicalize(c).ok())
+                .is_some_and(|c| c == real)
+        });
+        if on_path {
+            return Invocation::OnPath(name);
+        }
+        let built_by_cargo =
+            real.parent().is_some_and(|profile| {
+                profile.ancestors().skip(1).take(2).any(|d| {
+                    d.join(".rustc_info.json").is_file() || d.join("CACHEDIR.TAG").is_file()
+                })
+            });
+        Invocation::NotOnPath {
+            name,
+            exe: real,
+            built_by_cargo,
+        }
+    }
+
+    /// The command line for `args`.
+    fn line(&self, args: &str) -> String {
+        match self {
+            Invocation::OnPath(name) => format!("{name} {args}"),
+            Invocation::NotOnPath { exe, .. } => {
+                format!("{} {args}", shell_word(&exe.display().to_string()))
+            }
+        }
+    }
+
+    /// Other ways to run `args`, and why the name alone does not work.
+    fn alternatives(&self, args: &str) -> Vec<String> {
+        match self {
+            Invocation::OnPath(_) => Vec::new(),
+            Invocation::NotOnPath {
+                name,
+                built_by_cargo,
+                ..
+            } => {
+                let mut lines = Vec::new();
+                if *built_by_cargo {
+                    let package = if name == "mantissa" {
+                        "-p mantissa".to_string()
+                    } else {
+                        format!("--bin {name}")
+                    };
+                    lines.push(format!(
+                        "or, in its source folder: cargo run --release {package} -- {args}"
+                    ));
+                }
+                lines.push(format!(
+                    "(`{name}` alone is not on your PATH{})",
+                    if name == "mantissa" {
+                        "; `cargo install --path crates/mantissa` in Mantissa's source folder puts it there"
+                    } else {
+                        ""
+                    }
+                ));
+                lines
+            }
+        }
+    }
 }
 
 /// Visits the site store, then every user store in name order, handing each
@@ -461,7 +691,11 @@ pub fn store_check(site: &Site, out: &mut dyn Write) -> Result<(), Error> {
 pub fn backup(site: &Site, dest: &Path, out: &mut dyn Write) -> Result<(), Error> {
     let shown_dest = shown(dest);
     let dest = shown_dest.as_path();
-    let existed = dest.exists();
+    if dest.symlink_metadata().is_ok() {
+        return Err(Error::BackupExists {
+            dest: shown_dest.clone(),
+        });
+    }
     let bar = progress_bar(store_names(site)? as u64, "backing up");
     let result = site.backup(dest, |done, total, name| {
         bar.set_length(total as u64);
@@ -470,11 +704,14 @@ pub fn backup(site: &Site, dest: &Path, out: &mut dyn Write) -> Result<(), Error
     });
     bar.finish_and_clear();
     if let Err(source) = result {
-        if !existed {
-            let _ = std::fs::remove_dir_all(dest);
-        }
+        // The folder did not exist before: whatever is there now is the
+        // failed backup's.
+        // (Unless it appeared meanwhile, and the backup refused it.)
+        let refused = matches!(&source, StoreError::Io { path, .. } if path == dest);
+        let removed = !refused && dest.exists() && std::fs::remove_dir_all(dest).is_ok();
         return Err(Error::Backup {
             dest: shown_dest.clone(),
+            removed,
             source,
         });
     }
@@ -489,8 +726,11 @@ pub fn backup(site: &Site, dest: &Path, out: &mut dyn Write) -> Result<(), Error
     )?;
     writeln!(
         out,
-        "Check the copy with: mantissa --site {} store check",
-        shown_dest.display()
+        "Check the copy with: {}",
+        Invocation::find().line(&format!(
+            "--site {} store check",
+            shell_word(&shown_dest.display().to_string())
+        ))
     )?;
     Ok(())
 }
@@ -543,22 +783,62 @@ pub fn user_export(site: &Site, name: &str, file: &Path, out: &mut dyn Write) ->
 }
 
 /// `mantissa user import NAME FILE`: creates user `name`'s store from a file
-/// written by `user export`; refuses, creating nothing, if the user has a
-/// store already or the file is not an export.
-pub fn user_import(site: &Site, name: &str, file: &Path, out: &mut dyn Write) -> Result<(), Error> {
+/// written by `user export`, and an account for it (with `email`, without a
+/// password: a one-time link for setting one is printed) unless there is
+/// one; refuses, creating nothing, if the user has a store already, the file
+/// is not an export, or the account cannot be made.
+pub fn user_import(
+    site: &Site,
+    name: &str,
+    file: &Path,
+    email: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
     let file = &shown(file);
     let fail = |source| Error::Import {
         name: name.to_string(),
         file: file.clone(),
         source,
     };
+    let accounts = offline_accounts(site)?;
+    let has_account = accounts.has_account(name).map_err(Error::Account)?;
+    if has_account && email.is_some() {
+        return Err(Error::Setting(format!(
+            "{name} has an account already: --email is for a new one (change addresses at /private/settings)"
+        )));
+    }
     let store = site.import_user(name, file).map_err(fail)?;
+    let summary = contents(&store)?;
+    drop(store);
+    let link = if has_account {
+        None
+    } else {
+        match accounts.create_account_for_store(name, email) {
+            Ok(link) => Some(link),
+            Err(e) => {
+                // Nothing is left half made: the store goes again.
+                if let Err(undo) = site.delete_user_store(name) {
+                    tracing::error!(user = %name, error = %undo, "removing the imported store failed");
+                }
+                return Err(Error::ImportAccount {
+                    name: name.to_string(),
+                    source: e,
+                });
+            }
+        }
+    };
     writeln!(
         out,
-        "Imported {} as user {name} ({})",
+        "Imported {} as user {name} ({summary})",
         file.display(),
-        contents(&store)?
     )?;
+    match link {
+        Some(link) => writeln!(
+            out,
+            "Created the account {name}; set its password (the link works once, for 24 hours): {link}"
+        )?,
+        None => writeln!(out, "The store belongs to the existing account {name}.")?,
+    }
     Ok(())
 }
 
@@ -584,8 +864,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Opens (creating) the site and serves it on its ports — or `--listen`, or
 /// 127.0.0.1:8080 when it has none — until Ctrl-C or SIGTERM, then shuts down
 /// gracefully: no new connections, requests in flight finish.
-pub fn serve(dir: &Path, options: ServeOptions, out: &mut dyn Write) -> Result<(), Error> {
-    serve_with(dir, options, &[], out)
+pub fn serve(site: &SiteDir, options: ServeOptions, out: &mut dyn Write) -> Result<(), Error> {
+    serve_with(site, options, &[], out)
 }
 
 /// [`serve`], with `offerings` served next to Mantissa's own, exactly like
@@ -593,12 +873,12 @@ pub fn serve(dir: &Path, options: ServeOptions, out: &mut dyn Write) -> Result<(
 /// items, installed in new accounts' stores as the site's products say, and
 /// listed in the admin console.
 pub fn serve_with(
-    dir: &Path,
+    site_dir: &SiteDir,
     options: ServeOptions,
     offerings: &[Arc<dyn Offering>],
     out: &mut dyn Write,
 ) -> Result<(), Error> {
-    let dir = shown(dir);
+    let dir = shown(&site_dir.dir);
     let site = Site::open(&dir).map_err(|source| Error::CreateSite { dir, source })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -679,7 +959,7 @@ pub fn serve_with(
         // once; the background loop below runs it.
         let admin_link = tokio::task::spawn_blocking(move || {
             acc.schedule_upkeep()?;
-            acc.admin_setup_link()
+            acc.admin_setup()
         })
         .await
         .map_err(|e| Error::Web(e.to_string()))?
@@ -696,14 +976,26 @@ pub fn serve_with(
                 ""
             }
         )?;
+        if site_dir.chosen == Chosen::Default {
+            writeln!(
+                out,
+                "(the default site folder; --site DIR or MANTISSA_SITE chooses another)"
+            )?;
+        }
         for url in &urls {
             writeln!(out, "Serving {url}")?;
         }
         if let Some(url) = &options.url {
             writeln!(out, "Reached at {url} (links in mail, passkeys)")?;
         }
-        if let Some(link) = admin_link {
-            writeln!(out, "Set the administrator's password (once): {link}")?;
+        if let Some(setup) = admin_link {
+            writeln!(out, "Set the administrator's password (once): {}", setup.link)?;
+            let base = accounts.base_url();
+            writeln!(
+                out,
+                "The administrator's user name is {:?}: then log in at {base}/login, and manage the site at {base}/admin.",
+                setup.username
+            )?;
         }
         writeln!(out, "Press Ctrl-C to stop.")?;
         out.flush()?;
@@ -727,11 +1019,21 @@ pub fn serve_with(
     // Every store folds its write-ahead log back into its file, so that
     // the site's files alone hold all of it once we have stopped (and
     // also when serving failed).
-    if let Err(e) = site.close() {
+    let closed = site.close();
+    if let Err(e) = &closed {
         tracing::error!(error = %e, "closing the site's stores failed");
     }
     served?;
     tracing::info!("stopped");
+    if closed.is_ok() {
+        writeln!(
+            out,
+            "Stopped. The site's files in {} are complete, and may be copied.",
+            shown(site.root()).display()
+        )?;
+    } else {
+        writeln!(out, "Stopped.")?;
+    }
     Ok(())
 }
 
@@ -822,6 +1124,288 @@ pub fn user_add_with(
             "Set the password (the link works once, for 24 hours): {link}"
         )?;
     }
+    Ok(())
+}
+
+/// Refuses, naming it, a user that has neither an account nor a store.
+pub fn user_exists(site: &Site, name: &str) -> Result<(), Error> {
+    if offline_accounts(site)?
+        .has_account(name)
+        .map_err(Error::Account)?
+        || site.has_user_store(name)?
+    {
+        return Ok(());
+    }
+    Err(Error::Account(AccountError::Invalid(format!(
+        "there is no user called {name:?}"
+    ))))
+}
+
+/// A timestamp as people read it: `2026-12-07 03:20 UTC`.
+fn when(t: mantissa_store::Timestamp) -> String {
+    let text = t.to_string();
+    match (text.get(..10), text.get(11..16)) {
+        (Some(day), Some(time)) => format!("{day} {time} UTC"),
+        _ => text,
+    }
+}
+
+/// `mantissa user list`: every account, by name, as a table or as JSON
+/// (`{"users": [...], "stores_without_account": [...]}`); user stores
+/// without an account (imported before imports made one) are listed too.
+pub fn user_list(site: &Site, json: bool, out: &mut dyn Write) -> Result<(), Error> {
+    let users = offline_accounts(site)?.users().map_err(Error::Account)?;
+    let orphans: Vec<String> = site
+        .user_names()?
+        .into_iter()
+        .filter(|n| !users.iter().any(|u| &u.username == n))
+        .collect();
+    if json {
+        let doc = serde_json::json!({ "users": users, "stores_without_account": orphans });
+        serde_json::to_writer_pretty(&mut *out, &doc).map_err(io::Error::from)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let mut table = vec![[
+        "user".to_string(),
+        "status".into(),
+        "role".into(),
+        "created".into(),
+        "email".into(),
+    ]];
+    for u in &users {
+        let emails: Vec<String> = u
+            .emails
+            .iter()
+            .map(|e| {
+                if e.verified {
+                    e.address.clone()
+                } else {
+                    format!("{} (unverified)", e.address)
+                }
+            })
+            .collect();
+        table.push([
+            u.username.clone(),
+            u.status.clone(),
+            if u.admin { "administrator" } else { "user" }.into(),
+            when(u.created).get(..10).unwrap_or_default().to_string(),
+            if emails.is_empty() {
+                "-".into()
+            } else {
+                emails.join(", ")
+            },
+        ]);
+    }
+    for name in &orphans {
+        table.push([
+            name.clone(),
+            "no account".into(),
+            "-".into(),
+            "-".into(),
+            "(a store only)".into(),
+        ]);
+    }
+    write_table(&table, out)?;
+    let pending = users
+        .iter()
+        .filter(|u| u.status == mantissa_accounts::model::status::PENDING)
+        .count();
+    let mut total = format!("{} user{}", users.len(), plural(users.len() as u64));
+    if pending > 0 {
+        total.push_str(&format!(", {pending} waiting for approval"));
+    }
+    if !orphans.is_empty() {
+        total.push_str(&format!(
+            ", {} store{} without an account",
+            orphans.len(),
+            plural(orphans.len() as u64)
+        ));
+    }
+    writeln!(out, "{total}")?;
+    Ok(())
+}
+
+/// Rows of cells, each column as wide as its widest cell; the last column
+/// is not padded.
+fn write_table<const N: usize>(table: &[[String; N]], out: &mut dyn Write) -> io::Result<()> {
+    let mut widths = [0; N];
+    for row in table {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in table {
+        let mut line = String::new();
+        for (cell, w) in row.iter().zip(widths) {
+            line.push_str(&format!("{cell:<w$}  "));
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+/// `mantissa user show NAME`: one account in full, and its store.
+pub fn user_show(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Error> {
+    let accounts = offline_accounts(site)?;
+    let store = site.existing_user_store(name)?;
+    let store_line = match &store {
+        Some(s) => {
+            let bytes = s.stats().map(|st| st.bytes).unwrap_or(0);
+            format!(
+                "{} ({}, {})",
+                shown(s.path()).display(),
+                human_bytes(bytes),
+                contents(s)?
+            )
+        }
+        None => "none".into(),
+    };
+    let d = match accounts.user_details(name) {
+        Ok(d) => d,
+        Err(AccountError::Invalid(_)) if store.is_some() => {
+            writeln!(out, "user name   {name}")?;
+            writeln!(out, "account     none (a store only)")?;
+            writeln!(out, "store       {store_line}")?;
+            return Ok(());
+        }
+        Err(e) => return Err(Error::Account(e)),
+    };
+    let u = &d.summary;
+    let mut lines: Vec<(&str, String)> = vec![
+        ("user name", u.username.clone()),
+        ("status", u.status.clone()),
+        (
+            "role",
+            if u.admin { "administrator" } else { "user" }.into(),
+        ),
+    ];
+    if u.emails.is_empty() {
+        lines.push(("email", "-".into()));
+    }
+    for (i, e) in u.emails.iter().enumerate() {
+        let state = if e.verified { "verified" } else { "unverified" };
+        lines.push((
+            if i == 0 { "email" } else { "" },
+            format!("{} ({state})", e.address),
+        ));
+    }
+    let joined = match d.joined_by.as_str() {
+        "created" => "created by an administrator".to_string(),
+        way => format!("signed up ({way})"),
+    };
+    let count = |n: u64| n.to_string();
+    lines.extend([
+        ("created", format!("{}, {joined}", when(u.created))),
+        (
+            "password",
+            if d.has_password { "set" } else { "not set" }.into(),
+        ),
+        ("two-factor", if d.two_factor { "on" } else { "off" }.into()),
+        ("passkeys", count(d.passkeys)),
+        ("API tokens", count(d.api_tokens)),
+        ("sessions", count(d.sessions)),
+        ("store", store_line),
+    ]);
+    for (label, value) in lines {
+        writeln!(out, "{label:<11} {value}")?;
+    }
+    Ok(())
+}
+
+/// `mantissa user approve NAME`.
+pub fn user_approve(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Error> {
+    match offline_accounts(site)?
+        .approve(name)
+        .map_err(Error::Account)?
+    {
+        mantissa_accounts::Approval::Active => writeln!(out, "Approved {name}; they can log in.")?,
+        mantissa_accounts::Approval::AwaitingVerification => writeln!(
+            out,
+            "Approved {name}; the account works once its email address is verified."
+        )?,
+    }
+    Ok(())
+}
+
+/// `mantissa user suspend NAME`.
+pub fn user_suspend(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Error> {
+    offline_accounts(site)?
+        .suspend(name)
+        .map_err(Error::Account)?;
+    writeln!(
+        out,
+        "Suspended {name}: they cannot log in, their sessions ended, and their API tokens are revoked."
+    )?;
+    Ok(())
+}
+
+/// `mantissa user unsuspend NAME`.
+pub fn user_unsuspend(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Error> {
+    offline_accounts(site)?
+        .unsuspend(name)
+        .map_err(Error::Account)?;
+    writeln!(
+        out,
+        "{name} can log in again (API tokens revoked by the suspension stay revoked)."
+    )?;
+    Ok(())
+}
+
+/// `mantissa user delete NAME` (once confirmed): the account and its store,
+/// the store exported first.
+pub fn user_delete(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Error> {
+    user_exists(site, name)?;
+    let had_store = site.has_user_store(name)?;
+    let export = offline_accounts(site)?
+        .delete_user(name)
+        .map_err(Error::Account)?;
+    if had_store {
+        writeln!(
+            out,
+            "Deleted user {name}; their store was exported first to {}",
+            shown(&export).display()
+        )?;
+        writeln!(
+            out,
+            "Bring it back with: {}",
+            Invocation::find().line(&format!(
+                "user import {name} {}",
+                shell_word(&shown(&export).display().to_string())
+            ))
+        )?;
+    } else {
+        writeln!(out, "Deleted user {name} (who had no store).")?;
+    }
+    Ok(())
+}
+
+/// `mantissa user passwd NAME`, the password given.
+pub fn user_passwd(
+    site: &Site,
+    name: &str,
+    password: &str,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    offline_accounts(site)?
+        .set_password(name, password)
+        .map_err(Error::Account)?;
+    writeln!(
+        out,
+        "Set the password of {name}; their sessions and outstanding links have ended."
+    )?;
+    Ok(())
+}
+
+/// `mantissa user passwd NAME --link`: a one-time link for the owner.
+pub fn user_password_link(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Error> {
+    let link = offline_accounts(site)?
+        .password_link(name)
+        .map_err(Error::Account)?;
+    writeln!(
+        out,
+        "Set the password of {name} (the link works once, for 24 hours): {link}"
+    )?;
     Ok(())
 }
 

@@ -23,11 +23,14 @@ struct Tag {
     label: String,
 }
 
-/// `mantissa ARGS` in `cwd`, with no MANTISSA_SITE unless a test sets one.
+/// `mantissa ARGS` in `cwd`, with no MANTISSA_SITE unless a test sets one,
+/// and a default site folder (`$XDG_DATA_HOME/mantissa/site`) in
+/// `cwd/xdg-data`, not the real one of whoever runs the tests.
 fn mantissa(cwd: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mantissa"));
     cmd.current_dir(cwd)
         .args(args)
+        .env("XDG_DATA_HOME", cwd.join("xdg-data"))
         .env_remove("MANTISSA_SITE")
         .env_remove("MANTISSA_LOG")
         .env_remove("MANTISSA_URL")
@@ -150,13 +153,111 @@ fn init_creates_a_site_and_leaves_an_existing_one_alone() {
     assert_eq!(std::fs::read(dir.join("site.sqlite")).unwrap(), before);
 }
 
+/// Issue 14, item 12: `mantissa init` (like `serve`) without a folder no
+/// longer makes a site in the current folder (a checkout, as often as
+/// not), but in the user's data folder; the current folder is used when
+/// it holds a site, or when named.
 #[test]
-fn init_without_a_folder_uses_the_current_one() {
+fn init_without_a_folder_uses_the_default_site_folder() {
     let tmp = tempfile::tempdir().unwrap();
-    ok(mantissa(tmp.path(), &["init"]));
-    assert!(tmp.path().join("site.sqlite").is_file());
-    let r = ok(mantissa(tmp.path(), &["store", "check"]));
-    assert_eq!(r.stdout, "1 store checked, all healthy\n");
+    let here = tmp.path().join("checkout");
+    std::fs::create_dir(&here).unwrap();
+    let data = tmp.path().join("data");
+    let default = data.join("mantissa/site");
+    let r = ok(mantissa(&here, &["init"]).env("XDG_DATA_HOME", &data));
+    assert!(default.join("site.sqlite").is_file(), "{r:?}");
+    assert!(files_in(&here).is_empty(), "nothing in the current folder");
+    assert!(
+        r.stdout.starts_with(&format!(
+            "Created a Mantissa site in {} (the default site folder)\n",
+            default.display()
+        )),
+        "{r:?}"
+    );
+    // Any command finds it from anywhere, without --site.
+    let r = ok(mantissa(&here, &["site", "show"]).env("XDG_DATA_HOME", &data));
+    assert!(r.stdout.starts_with("name         site\n"), "{r:?}");
+    let r = ok(mantissa(&here, &["init"]).env("XDG_DATA_HOME", &data));
+    assert!(
+        r.stdout.contains("already exists") && r.stdout.contains("(the default site folder)"),
+        "{r:?}"
+    );
+
+    // Named, the current folder gets a site, and is then the one used there.
+    ok(mantissa(&here, &["init", "."]).env("XDG_DATA_HOME", &data));
+    assert!(here.join("site.sqlite").is_file());
+    let r = ok(mantissa(&here, &["site", "show"]).env("XDG_DATA_HOME", &data));
+    assert!(r.stdout.starts_with("name         checkout\n"), "{r:?}");
+
+    // Without XDG_DATA_HOME, the data folder is ~/.local/share.
+    let home = tmp.path().join("home");
+    let r = ok(mantissa(tmp.path(), &["init"])
+        .env_remove("XDG_DATA_HOME")
+        .env("HOME", &home));
+    assert!(
+        home.join(".local/share/mantissa/site/site.sqlite")
+            .is_file(),
+        "{r:?}"
+    );
+}
+
+/// `init` says how to run the new site: by name when the PATH finds this
+/// very binary, else by its path or with `cargo run` from the sources.
+#[cfg(unix)]
+#[test]
+fn init_says_how_to_run_the_binary_on_the_path_or_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("my site");
+    let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_mantissa")).unwrap();
+    let r = ok(mantissa(tmp.path(), &["init", "my site"]).env("PATH", "/usr/bin:/bin"));
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines[1],
+        format!(
+            "Run it with: {} --site '{}' serve",
+            exe.display(),
+            site.display()
+        ),
+        "{r:?}"
+    );
+    assert_eq!(
+        lines[2],
+        format!(
+            "or, in its source folder: cargo run --release -p mantissa -- --site '{}' serve",
+            site.display()
+        ),
+        "{r:?}"
+    );
+    assert!(
+        lines[3].starts_with("(`mantissa` alone is not on your PATH"),
+        "{r:?}"
+    );
+
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(&exe, bin.join("mantissa")).unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let r = ok(mantissa(tmp.path(), &["init", "other"]).env("PATH", &path));
+    assert_eq!(
+        r.stdout,
+        format!(
+            "Created a Mantissa site in {0}\nRun it with: mantissa --site {0} serve\n",
+            tmp.path().join("other").display()
+        )
+    );
+}
+
+#[test]
+fn version_is_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    for flag in ["--version", "-V"] {
+        let r = ok(mantissa(tmp.path(), &[flag]));
+        assert_eq!(
+            r.stdout,
+            format!("mantissa {}\n", env!("CARGO_PKG_VERSION")),
+            "{r:?}"
+        );
+    }
 }
 
 #[test]
@@ -250,6 +351,15 @@ fn a_backup_is_a_healthy_site_with_the_same_items() {
     assert!(
         copy.join("site.sqlite").is_file(),
         "the earlier backup is kept"
+    );
+    // Issue 14, item 12: and it says what is true: nothing was written (not
+    // that a partial backup was removed).
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: cannot back up to {}: it already exists (a backup makes a new folder); nothing was written\n",
+            dir.join("../copy").display()
+        )
     );
 }
 
@@ -483,6 +593,16 @@ fn serve_opens_the_site_and_stops_on_sigterm_or_ctrl_c() {
         assert!(kill.success());
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(0), "stops cleanly on SIG{signal}");
+        // It says that it has stopped, last.
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        assert!(
+            rest.ends_with(&format!(
+                "\nStopped. The site's files in {} are complete, and may be copied.\n",
+                tmp.path().join("s").display()
+            )),
+            "{rest:?}"
+        );
         // Stopped, the site store is its one file: nothing is left in its
         // write-ahead log, and a copy of the file alone has what it wrote
         // while serving (the administrator's one-time link).
@@ -537,12 +657,85 @@ fn serve_url_is_where_links_point() {
         lines[3].starts_with("Set the administrator's password (once): https://example.org/reset/"),
         "{lines:?}"
     );
+    // With the user name to log in with afterwards.
+    assert_eq!(
+        lines[4],
+        "The administrator's user name is \"admin\": then log in at https://example.org/login, and manage the site at https://example.org/admin.",
+    );
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// Issue 14, item 12: the README's first command, run in a checkout,
+/// leaves nothing there: the site is made in the user's data folder, and
+/// `serve` says where.
+#[cfg(unix)]
+#[test]
+fn serve_without_a_site_keeps_its_data_out_of_the_source_tree() {
+    use std::io::{BufRead, BufReader, Read};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let checkout = tmp.path().join("checkout");
+    std::fs::create_dir(&checkout).unwrap();
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .current_dir(&checkout)
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(o.status.success(), "git {args:?}: {o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    git(&["init", "-q"]);
+    std::fs::write(checkout.join("README.md"), "sources\n").unwrap();
+    let before = git(&["status", "--porcelain", "--untracked-files=all"]);
+
+    let data = tmp.path().join("data");
+    let mut child = mantissa(&checkout, &["serve", "--listen", "127.0.0.1:0"])
+        .env("XDG_DATA_HOME", &data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = Vec::new();
+    while banner
+        .last()
+        .is_none_or(|l: &String| !l.starts_with("Press Ctrl-C"))
+    {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "{banner:?}");
+        banner.push(line.trim_end().to_string());
+    }
+    let site = data.join("mantissa/site");
+    assert_eq!(
+        banner[0],
+        format!("Mantissa site \"site\" ({})", site.display())
+    );
+    assert_eq!(
+        banner[1],
+        "(the default site folder; --site DIR or MANTISSA_SITE chooses another)"
+    );
+    assert!(site.join("site.sqlite").is_file());
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(rest.starts_with("Stopped. "), "{rest:?}");
+
+    assert_eq!(files_in(&checkout), [".git", "README.md"]);
+    assert_eq!(
+        git(&["status", "--porcelain", "--untracked-files=all"]),
+        before
+    );
 }
 
 fn http_get(addr: &str, path: &str) -> String {
@@ -581,6 +774,52 @@ fn ports_are_added_listed_and_removed() {
     assert!(r.code == 0, "{r:?}");
     let r = run(mantissa(tmp.path(), &["--site", s, "port", "list"]));
     assert_eq!(r.stdout, "http   127.0.0.1:8081\n");
+    // Issue 14, item 12: a port added twice is named, in words, not in the
+    // store's ("another item already has this mantissa.port.protocol + ...").
+    for again in ["127.0.0.1:8081", "127.000.0.1:8081"] {
+        let r = run(mantissa(
+            tmp.path(),
+            &["--site", s, "port", "add", "http", again],
+        ));
+        if again == "127.0.0.1:8081" {
+            assert_eq!(r.code, 1, "{r:?}");
+            assert_eq!(
+                r.stderr,
+                "error: a port for http on 127.0.0.1:8081 exists already\n"
+            );
+        } else {
+            // Not an address at all: refused as such.
+            assert!(r.stderr.contains("is not an address"), "{r:?}");
+        }
+    }
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "port", "add", "http", "[::1]:8081"],
+    ));
+    assert_eq!(r.code, 0, "another address, another port: {r:?}");
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "port", "add", "http", "[0:0:0:0:0:0:0:1]:8081"],
+    ));
+    assert_eq!(
+        r.stderr, "error: a port for http on [::1]:8081 exists already\n",
+        "the same address, written otherwise"
+    );
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "port", "remove", "http", "[::1]:8081"],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    // Every address of the machine and one of them, on one port: serve
+    // could never listen on both.
+    let r = run(mantissa(
+        tmp.path(),
+        &["--site", s, "port", "add", "http", "0.0.0.0:8081"],
+    ));
+    assert_eq!(
+        r.stderr,
+        "error: 0.0.0.0:8081 overlaps the port for http on 127.0.0.1:8081 (one of them listens on every address): remove that one first\n"
+    );
 
     let r = run(mantissa(
         tmp.path(),
@@ -932,4 +1171,449 @@ fn serve_keeps_answering_when_held_connections_would_use_up_its_open_files() {
         .unwrap();
     assert!(kill.success());
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// `mantissa ARGS` with `input` on standard input.
+fn run_with_input(mut cmd: Command, input: &str) -> Run {
+    use std::io::Write as _;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    Run {
+        code: status.code().expect("exited, not killed"),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    }
+}
+
+/// An account that signed up and waits for approval, written as sign-up
+/// by approval writes it (the command line cannot make one).
+fn pending_account(site: &Path, name: &str, email: &str, verified: bool) {
+    use mantissa::accounts::model::status;
+    use mantissa::accounts::{Account, EmailAddress};
+    let site = Site::open_existing(site).unwrap();
+    let (name, email) = (name.to_string(), email.to_string());
+    site.store()
+        .write_blocking(move |tx| {
+            let account = tx.insert(&Account {
+                username: name,
+                status: status::PENDING.into(),
+                password_hash: Some(mantissa::accounts::password::hash("pending-password")),
+                admin: false,
+                created: mantissa::store::Timestamp::now(),
+                failed_logins: 0,
+                locked: false,
+                totp_secret: None,
+                totp_enabled: false,
+                totp_last_step: 0,
+                joined_by: "approval".into(),
+                product_installed: false,
+            })?;
+            tx.insert(&EmailAddress {
+                address: email,
+                account,
+                verified,
+            })
+            .map(drop)
+        })
+        .unwrap();
+}
+
+/// What the log-in page would answer `who` with `password` (the same call
+/// it makes), on the site in `dir`.
+fn log_in(dir: &Path, who: &str, password: &str) -> Result<String, String> {
+    let site = Site::open_existing(dir).unwrap();
+    let accounts = mantissa::accounts::Accounts::new(
+        site,
+        std::sync::Arc::new(mantissa::mail::Outbox::new(dir.join("outbox"))),
+        "site@example.org",
+        "http://127.0.0.1:8080",
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(accounts.login(None, who, password))
+        .map_err(|e| e.to_string())
+}
+
+/// The value of `label` in `mantissa user show`.
+fn shown_field(r: &Run, label: &str) -> String {
+    r.stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(label)
+                .filter(|rest| rest.starts_with(' '))
+                .map(|rest| rest.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no {label:?} in {r:?}"))
+}
+
+/// Issue 14, item 12: what the admin console does to accounts, the command
+/// line does too — list, show, approve, suspend, unsuspend, delete (and
+/// import back, account and all).
+#[test]
+fn users_are_listed_shown_approved_suspended_deleted_and_imported_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let s = dir.to_str().unwrap();
+    let at = |args: &[&str]| {
+        let mut all = vec!["--site", s];
+        all.extend_from_slice(args);
+        mantissa(tmp.path(), &all)
+    };
+    ok(at(&["init"]));
+    let r = run_with_input(
+        at(&[
+            "user",
+            "add",
+            "ann",
+            "--email",
+            "ann@example.org",
+            "--password-stdin",
+        ]),
+        "ann-password-1\n",
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    ok(at(&["user", "add", "root", "--admin"]));
+    pending_account(&dir, "pat", "pat@example.org", true);
+    pending_account(&dir, "quin", "quin@example.org", false);
+
+    let r = ok(at(&["user", "list"]));
+    let rows: Vec<Vec<&str>> = r
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["user", "status", "role", "created", "email"],
+        "{r:?}"
+    );
+    let today = &mantissa::store::Timestamp::now().to_string()[..10];
+    assert_eq!(rows[1], ["ann", "active", "user", today, "ann@example.org"]);
+    assert_eq!(
+        rows[2],
+        ["pat", "pending", "user", today, "pat@example.org"]
+    );
+    assert_eq!(
+        rows[3],
+        [
+            "quin",
+            "pending",
+            "user",
+            today,
+            "quin@example.org",
+            "(unverified)"
+        ]
+    );
+    assert_eq!(rows[4], ["root", "active", "administrator", today, "-"]);
+    assert_eq!(
+        r.stdout.lines().last(),
+        Some("4 users, 2 waiting for approval")
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(at(&["user", "list", "--json"])).stdout).unwrap();
+    assert_eq!(json["users"][1]["username"], "pat");
+    assert_eq!(json["users"][1]["status"], "pending");
+    assert_eq!(json["users"][1]["emails"][0]["address"], "pat@example.org");
+
+    // One account in full.
+    let site = Site::open_existing(&dir).unwrap();
+    mantissa::accounts::tokens::create(&site, "ann", "phone", false).unwrap();
+    drop(site);
+    let r = ok(at(&["user", "show", "ann"]));
+    assert_eq!(shown_field(&r, "user name"), "ann");
+    assert_eq!(shown_field(&r, "status"), "active");
+    assert_eq!(shown_field(&r, "role"), "user");
+    assert_eq!(shown_field(&r, "email"), "ann@example.org (verified)");
+    assert_eq!(shown_field(&r, "password"), "set");
+    assert_eq!(shown_field(&r, "two-factor"), "off");
+    assert_eq!(shown_field(&r, "API tokens"), "1");
+    assert!(
+        shown_field(&r, "created").ends_with(" UTC, created by an administrator"),
+        "{r:?}"
+    );
+    assert!(
+        shown_field(&r, "store")
+            .starts_with(&format!("{} (", dir.join("users/ann.sqlite").display())),
+        "{r:?}"
+    );
+    let r = ok(at(&["user", "show", "root"]));
+    assert_eq!(shown_field(&r, "role"), "administrator");
+    assert_eq!(shown_field(&r, "password"), "not set");
+    let r = run(at(&["user", "show", "zed"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.stderr, "error: there is no user called \"zed\"\n");
+    let r = run(at(&["user", "show", "Ann"]));
+    assert_eq!(r.code, 2, "a usage error: {r:?}");
+    assert!(
+        r.stderr
+            .contains("\"Ann\" cannot be a user name: use only lowercase letters"),
+        "{r:?}"
+    );
+
+    // Approval: active with a verified address, else once it is verified.
+    assert_eq!(
+        log_in(&dir, "pat", "pending-password").unwrap_err(),
+        "your sign-up is waiting for an administrator's approval"
+    );
+    let r = ok(at(&["user", "approve", "pat"]));
+    assert_eq!(r.stdout, "Approved pat; they can log in.\n");
+    assert_eq!(log_in(&dir, "pat", "pending-password"), Ok("pat".into()));
+    let r = ok(at(&["user", "approve", "quin"]));
+    assert_eq!(
+        r.stdout,
+        "Approved quin; the account works once its email address is verified.\n"
+    );
+    assert_eq!(
+        shown_field(&ok(at(&["user", "show", "quin"])), "status"),
+        "unverified"
+    );
+    let r = run(at(&["user", "approve", "ann"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "error: ann is not waiting for approval (the account is active)\n"
+    );
+
+    // Suspension: no log-in, API tokens revoked for good.
+    let r = ok(at(&["user", "suspend", "ann"]));
+    assert_eq!(
+        r.stdout,
+        "Suspended ann: they cannot log in, their sessions ended, and their API tokens are revoked.\n"
+    );
+    assert_eq!(
+        log_in(&dir, "ann", "ann-password-1").unwrap_err(),
+        "this account is suspended"
+    );
+    let r = run(at(&["user", "suspend", "ann"]));
+    assert_eq!(r.stderr, "error: ann is suspended already\n");
+    let r = ok(at(&["user", "unsuspend", "ann"]));
+    assert!(r.stdout.starts_with("ann can log in again"), "{r:?}");
+    assert_eq!(log_in(&dir, "ann", "ann-password-1"), Ok("ann".into()));
+    assert_eq!(
+        shown_field(&ok(at(&["user", "show", "ann"])), "API tokens"),
+        "0"
+    );
+    let r = run(at(&["user", "unsuspend", "ann"]));
+    assert_eq!(
+        r.stderr,
+        "error: ann is not suspended (the account is active)\n"
+    );
+
+    // Deletion asks first; off a terminal, --yes is the answer.
+    let r = run(at(&["user", "delete", "ann"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("add --yes"), "{r:?}");
+    assert!(dir.join("users/ann.sqlite").is_file(), "not deleted");
+    let r = ok(at(&["user", "delete", "ann", "--yes"]));
+    let export = r
+        .stdout
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("Deleted user ann; their store was exported first to "))
+        .unwrap_or_else(|| panic!("{r:?}"))
+        .to_string();
+    assert!(Path::new(&export).is_file(), "{r:?}");
+    // The command that undoes it, runnable as it is (the binary is not on
+    // the tests' PATH: named by its path).
+    assert_eq!(
+        r.stdout.lines().nth(1).unwrap(),
+        format!(
+            "Bring it back with: {} user import ann {export}",
+            std::fs::canonicalize(env!("CARGO_BIN_EXE_mantissa"))
+                .unwrap()
+                .display()
+        )
+    );
+    assert!(!dir.join("users/ann.sqlite").exists());
+    assert!(log_in(&dir, "ann", "ann-password-1").is_err());
+    assert!(!ok(at(&["user", "list"])).stdout.contains("ann"));
+    let r = run(at(&["user", "delete", "zed", "--yes"]));
+    assert_eq!(r.stderr, "error: there is no user called \"zed\"\n");
+
+    // Imported back, the store gets an account again, with a link for its
+    // password (the export held no account: that is the site store's).
+    let r = ok(at(&[
+        "user",
+        "import",
+        "ann",
+        &export,
+        "--email",
+        "ann@example.org",
+    ]));
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(lines[0].contains(" as user ann ("), "{r:?}");
+    assert!(
+        lines[1].starts_with("Created the account ann; set its password (the link works once, for 24 hours): http://127.0.0.1:8080/reset/"),
+        "{r:?}"
+    );
+    let r = ok(at(&["user", "show", "ann"]));
+    assert_eq!(shown_field(&r, "status"), "active");
+    assert_eq!(shown_field(&r, "email"), "ann@example.org (verified)");
+    assert_eq!(shown_field(&r, "password"), "not set");
+
+    // An import whose account cannot be made leaves no store behind.
+    let r = run(at(&[
+        "user",
+        "import",
+        "carl",
+        &export,
+        "--email",
+        "pat@example.org",
+    ]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("no store was created")
+            && r.stderr
+                .contains("pat@example.org belongs to another account"),
+        "{r:?}"
+    );
+    assert!(!dir.join("users/carl.sqlite").exists());
+    ok(at(&["store", "check"]));
+}
+
+/// `mantissa user passwd`: from standard input, or a one-time link.
+#[test]
+fn passwords_are_set_from_standard_input_or_with_a_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let s = dir.to_str().unwrap();
+    let at = |args: &[&str]| {
+        let mut all = vec!["--site", s];
+        all.extend_from_slice(args);
+        mantissa(tmp.path(), &all)
+    };
+    ok(at(&["init"]));
+    ok(at(&["user", "add", "ann", "--email", "ann@example.org"]));
+    assert!(log_in(&dir, "ann", "a-new-password").is_err());
+
+    let r = run_with_input(at(&["user", "passwd", "ann"]), "a-new-password\n");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        r.stdout,
+        "Set the password of ann; their sessions and outstanding links have ended.\n"
+    );
+    assert_eq!(r.stderr, "", "no log lines for what the command says");
+    assert_eq!(log_in(&dir, "ann", "a-new-password"), Ok("ann".into()));
+
+    let r = run_with_input(at(&["user", "passwd", "ann"]), "short\n");
+    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.stderr, "error: password: use at least 10 characters\n");
+    assert_eq!(log_in(&dir, "ann", "a-new-password"), Ok("ann".into()));
+    let r = run_with_input(at(&["user", "passwd", "zed"]), "a-new-password\n");
+    assert_eq!(r.stderr, "error: there is no user called \"zed\"\n");
+
+    let r = ok(at(&["user", "passwd", "ann", "--link"]));
+    let token = r
+        .stdout
+        .strip_prefix("Set the password of ann (the link works once, for 24 hours): http://127.0.0.1:8080/reset/")
+        .unwrap_or_else(|| panic!("{r:?}"))
+        .trim_end()
+        .to_string();
+    let site = Site::open_existing(&dir).unwrap();
+    let accounts = mantissa::accounts::Accounts::new(
+        site,
+        std::sync::Arc::new(mantissa::mail::Outbox::new(dir.join("outbox"))),
+        "site@example.org",
+        "http://127.0.0.1:8080",
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(
+        rt.block_on(accounts.reset(&token, "a-linked-password"))
+            .unwrap(),
+        "ann"
+    );
+    drop(accounts);
+    assert_eq!(log_in(&dir, "ann", "a-linked-password"), Ok("ann".into()));
+}
+
+/// On a terminal, `user passwd` asks twice, and what is typed is not shown.
+#[cfg(target_os = "linux")]
+#[test]
+fn passwd_on_a_terminal_asks_twice_without_showing_the_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let s = dir.to_str().unwrap();
+    ok(mantissa(tmp.path(), &["init", s]));
+    ok(mantissa(tmp.path(), &["--site", s, "user", "add", "ann"]));
+    // `script` gives the command a terminal; the input comes slowly, as
+    // typed, once each prompt has turned echo off.
+    let typed = format!(
+        "(sleep 1; printf 'typed-secret-1\\n'; sleep 1; printf 'typed-secret-1\\n') | script -qec '{} --site {s} user passwd ann' /dev/null",
+        env!("CARGO_BIN_EXE_mantissa")
+    );
+    let r = run({
+        let mut c = Command::new("sh");
+        c.args(["-c", &typed])
+            .current_dir(tmp.path())
+            .env("XDG_DATA_HOME", tmp.path().join("xdg-data"))
+            .env_remove("MANTISSA_LOG")
+            .stdin(Stdio::null());
+        c
+    });
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("New password for ann: ")
+            && r.stdout.contains("The same again: ")
+            && r.stdout.contains("Set the password of ann;"),
+        "{r:?}"
+    );
+    assert!(!r.stdout.contains("typed-secret"), "echoed: {r:?}");
+    assert_eq!(log_in(&dir, "ann", "typed-secret-1"), Ok("ann".into()));
+}
+
+/// On a terminal, `user delete` asks for the user name to be typed back,
+/// and deletes nothing on any other answer.
+#[cfg(target_os = "linux")]
+#[test]
+fn delete_on_a_terminal_asks_for_the_name_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let s = dir.to_str().unwrap();
+    ok(mantissa(tmp.path(), &["init", s]));
+    ok(mantissa(tmp.path(), &["--site", s, "user", "add", "bob"]));
+    let answer = |typed: &str| {
+        let line = format!(
+            "(sleep 1; printf '{typed}\\n') | script -qec '{} --site {s} user delete bob' /dev/null",
+            env!("CARGO_BIN_EXE_mantissa")
+        );
+        let mut c = Command::new("sh");
+        c.args(["-c", &line])
+            .current_dir(tmp.path())
+            .env("XDG_DATA_HOME", tmp.path().join("xdg-data"))
+            .env_remove("MANTISSA_LOG")
+            .stdin(Stdio::null());
+        run(c)
+    };
+    let r = answer("yes");
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains("Delete the account bob and its store")
+            && r.stdout.contains("Type its user name to confirm: ")
+            && r.stdout
+                .contains("not deleted: the name typed was not \"bob\""),
+        "{r:?}"
+    );
+    assert!(dir.join("users/bob.sqlite").is_file(), "{r:?}");
+    let r = answer("bob");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("Deleted user bob;"), "{r:?}");
+    assert!(!dir.join("users/bob.sqlite").exists(), "{r:?}");
 }

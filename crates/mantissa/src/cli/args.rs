@@ -14,14 +14,18 @@ use crate::cli;
 
 /// Mantissa: an application platform in one binary.
 ///
-/// Every command works on the site in the current folder, or in the one
-/// given by --site DIR or the MANTISSA_SITE environment variable. Logs go to
+/// Every command works on the site in the folder given by --site DIR or the
+/// MANTISSA_SITE environment variable; else on the site in the current
+/// folder, if it holds one; else on the default site folder,
+/// ~/.local/share/mantissa/site ($XDG_DATA_HOME/mantissa/site when that is
+/// set), which keeps a site's data out of any source tree. Logs go to
 /// stderr; set MANTISSA_LOG (e.g. `info`, `mantissa_store=debug`) to see
 /// more than warnings.
 #[derive(Parser)]
 #[command(name = "mantissa", version)]
 struct Args {
-    /// The site's folder [default: the current folder]
+    /// The site's folder [default: the current folder if it holds a site,
+    /// else ~/.local/share/mantissa/site]
     #[arg(long, global = true, env = "MANTISSA_SITE", value_name = "DIR")]
     site: Option<PathBuf>,
 
@@ -66,8 +70,9 @@ enum Command {
     },
     /// Create a site (site.sqlite and users/) in DIR
     ///
-    /// DIR defaults to --site, or the current folder. If DIR has a site
-    /// already, says so and leaves it unchanged.
+    /// DIR defaults to --site, else the default site folder
+    /// (~/.local/share/mantissa/site). If DIR has a site already, says so
+    /// and leaves it unchanged.
     Init {
         /// The folder to create the site in (created if missing)
         dir: Option<PathBuf>,
@@ -83,7 +88,8 @@ enum Command {
         /// The backup folder to create
         dest: PathBuf,
     },
-    /// Move one user's store in and out of the site as a single file
+    /// Accounts: add, list, show, approve, suspend, delete, set a password;
+    /// move a user's store in and out of the site as a single file
     #[command(subcommand)]
     User(UserCommand),
     /// Serve the site (creating it) until Ctrl-C or SIGTERM
@@ -226,6 +232,64 @@ enum UserCommand {
         #[arg(long)]
         admin: bool,
     },
+    /// List the accounts: user name, status, role, email addresses, created
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one account: status, addresses, password, two-factor log-in,
+    /// passkeys, API tokens, sessions, and its store
+    Show {
+        /// The user
+        #[arg(value_parser = store_name)]
+        name: String,
+    },
+    /// Approve an account waiting for an administrator (sign-up by approval)
+    Approve {
+        /// The user
+        #[arg(value_parser = store_name)]
+        name: String,
+    },
+    /// Suspend an account: it cannot log in, its sessions end, and its API
+    /// tokens are revoked
+    Suspend {
+        /// The user
+        #[arg(value_parser = store_name)]
+        name: String,
+    },
+    /// Let a suspended account log in again
+    Unsuspend {
+        /// The user
+        #[arg(value_parser = store_name)]
+        name: String,
+    },
+    /// Delete an account and its store, after exporting the store to the
+    /// site's exports/ folder (`user import` brings it back)
+    ///
+    /// Asks first on a terminal; elsewhere, needs --yes.
+    Delete {
+        /// The user
+        #[arg(value_parser = store_name)]
+        name: String,
+        /// Do not ask
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Set an account's password: typed at a prompt (twice, not shown), or
+    /// one line of standard input when that is not a terminal
+    ///
+    /// Unlocks the account and ends its sessions and outstanding links; its
+    /// API tokens and two-factor log-in stay. With --link, prints a
+    /// one-time link for its owner to choose one instead.
+    Passwd {
+        /// The user
+        #[arg(value_parser = store_name)]
+        name: String,
+        /// Print a one-time link (for 24 hours) for setting the password
+        #[arg(long)]
+        link: bool,
+    },
     /// Write user NAME's store, attached files included, to the new FILE
     Export {
         /// The user
@@ -234,16 +298,21 @@ enum UserCommand {
         /// The file to write (must not exist)
         file: PathBuf,
     },
-    /// Create user NAME's store from FILE, written by `user export`
+    /// Create user NAME's store from FILE, written by `user export`, and
+    /// an account for it if there is none
     ///
-    /// Refuses, creating nothing, if NAME has a store already or FILE is
-    /// not an export.
+    /// The new account has no password: a one-time link for setting one is
+    /// printed. Refuses, creating nothing, if NAME has a store already or
+    /// FILE is not an export.
     Import {
         /// The user (must not have a store yet)
         #[arg(value_parser = store_name)]
         name: String,
         /// The file written by `mantissa user export`
         file: PathBuf,
+        /// The new account's email address
+        #[arg(long)]
+        email: Option<String>,
     },
 }
 
@@ -259,7 +328,12 @@ enum GeneratePiece {
 fn store_name(s: &str) -> Result<String, String> {
     mantissa_store::check_store_name(s)
         .map(|()| s.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(|e| match e {
+            mantissa_store::StoreError::BadName { reason, .. } => {
+                format!("{s:?} cannot be a user name: {reason}")
+            }
+            e => e.to_string(),
+        })
 }
 
 /// Runs the `mantissa` command line, serving `offerings` next to Mantissa's
@@ -329,11 +403,17 @@ fn site_url(text: &str) -> Result<String, String> {
 }
 
 fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
-    let site_dir = args.site.unwrap_or_else(|| PathBuf::from("."));
     let mut out = io::stdout().lock();
     let out: &mut dyn Write = &mut out;
     match args.command {
-        Command::Init { dir } => cli::init(&dir.unwrap_or(site_dir), out)?,
+        Command::Init { dir: Some(dir) } => cli::init(
+            &cli::SiteDir {
+                dir,
+                chosen: cli::Chosen::Given,
+            },
+            out,
+        )?,
+        Command::Init { dir: None } => cli::init(&cli::SiteDir::find(args.site)?, out)?,
         Command::New { dir, mantissa } => cli::new_site(&dir, mantissa.as_deref(), out)?,
         Command::Generate {
             piece,
@@ -350,10 +430,10 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
         Command::Dev { serve_args } => cli::dev(Path::new("."), &serve_args, out)?,
         Command::Serve { listen, dev, url } => {
             let options = cli::ServeOptions { listen, dev, url };
-            cli::serve_with(&site_dir, options, offerings, out)?
+            cli::serve_with(&cli::SiteDir::find(args.site)?, options, offerings, out)?
         }
         command => {
-            let site = cli::open_site(&site_dir)?;
+            let site = cli::open_site(&cli::SiteDir::find(args.site)?.dir)?;
             match command {
                 Command::Store(StoreCommand::Stats { json }) => cli::store_stats(&site, json, out)?,
                 Command::Store(StoreCommand::Check) => cli::store_check(&site, out)?,
@@ -404,8 +484,35 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
                 Command::User(UserCommand::Export { name, file }) => {
                     cli::user_export(&site, &name, &file, out)?
                 }
-                Command::User(UserCommand::Import { name, file }) => {
-                    cli::user_import(&site, &name, &file, out)?
+                Command::User(UserCommand::Import { name, file, email }) => {
+                    cli::user_import(&site, &name, &file, email.as_deref(), out)?
+                }
+                Command::User(UserCommand::List { json }) => cli::user_list(&site, json, out)?,
+                Command::User(UserCommand::Show { name }) => cli::user_show(&site, &name, out)?,
+                Command::User(UserCommand::Approve { name }) => {
+                    cli::user_approve(&site, &name, out)?
+                }
+                Command::User(UserCommand::Suspend { name }) => {
+                    cli::user_suspend(&site, &name, out)?
+                }
+                Command::User(UserCommand::Unsuspend { name }) => {
+                    cli::user_unsuspend(&site, &name, out)?
+                }
+                Command::User(UserCommand::Delete { name, yes }) => {
+                    // Nothing is asked about an account there is not.
+                    cli::user_exists(&site, &name)?;
+                    if !yes {
+                        confirm_delete(&name)?;
+                    }
+                    cli::user_delete(&site, &name, out)?
+                }
+                Command::User(UserCommand::Passwd { name, link: true }) => {
+                    cli::user_password_link(&site, &name, out)?
+                }
+                Command::User(UserCommand::Passwd { name, link: false }) => {
+                    cli::user_exists(&site, &name)?;
+                    let password = new_password(&name)?;
+                    cli::user_passwd(&site, &name, &password, out)?
                 }
                 Command::Port(PortCommand::Add {
                     protocol,
@@ -435,6 +542,42 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Asks on the terminal whether to delete `name`: the user name typed
+/// back. Refuses when standard input is not a terminal (add --yes).
+fn confirm_delete(name: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if !io::stdin().is_terminal() {
+        anyhow::bail!(
+            "not deleted: to delete {name} without being asked (standard input is not a terminal), add --yes"
+        );
+    }
+    eprint!(
+        "Delete the account {name} and its store (exported first to the site's exports/ folder)?\nType its user name to confirm: "
+    );
+    io::stderr().flush()?;
+    let mut answer = String::new();
+    io::stdin().read_line(&mut answer)?;
+    if answer.trim() != name {
+        anyhow::bail!("not deleted: the name typed was not {name:?}");
+    }
+    Ok(())
+}
+
+/// The new password for `name`: typed twice at a prompt that does not show
+/// it, on a terminal; else one line of standard input.
+fn new_password(name: &str) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if !io::stdin().is_terminal() {
+        return Ok(read_password()?);
+    }
+    let first = rpassword::prompt_password(format!("New password for {name}: "))?;
+    let again = rpassword::prompt_password("The same again: ")?;
+    if first != again {
+        anyhow::bail!("the two passwords differ; nothing was changed");
+    }
+    Ok(first)
 }
 
 /// One line of standard input, without its line ending.

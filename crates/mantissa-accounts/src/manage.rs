@@ -1,0 +1,417 @@
+//! What an administrator does to accounts outside the sign-up and log-in
+//! flows — list them, look at one, approve, suspend, unsuspend, set a
+//! password, give an imported store its account — as plain, blocking
+//! methods on [`Accounts`] that the command line calls, and whose
+//! transaction halves ([`approve_account`], [`suspend_account`],
+//! [`unsuspend_account`]) the admin console's actions call too, so that
+//! both do the same thing.
+//!
+//! Refusals are [`AccountError::Invalid`], with a message for people that
+//! names the account ("bob is not suspended").
+
+use mantissa_store::{StoreError, Stored, Timestamp, Write};
+use mantissa_web::SessionRecord;
+
+use crate::model::{Account, EmailAddress, purpose, status};
+use crate::passkeys::Passkey;
+use crate::service::{
+    AccountError, Accounts, check_username, end_links, invalid_or_store, issue_ticket,
+    normalize_email,
+};
+use crate::tokens::ApiToken;
+
+/// An account, as an administrator's list shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UserSummary {
+    /// The user name.
+    pub username: String,
+    /// One of [`status`].
+    pub status: String,
+    /// Whether the account administers the site.
+    pub admin: bool,
+    /// Its email addresses, and whether each was verified.
+    pub emails: Vec<EmailSummary>,
+    /// When it was created.
+    #[serde(serialize_with = "rfc3339")]
+    pub created: Timestamp,
+}
+
+/// An email address of an account.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EmailSummary {
+    /// The address.
+    pub address: String,
+    /// Whether its owner proved it.
+    pub verified: bool,
+}
+
+/// One account in full, for `mantissa user show`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UserDetails {
+    /// What the list shows.
+    #[serde(flatten)]
+    pub summary: UserSummary,
+    /// How it joined: `open`, `invitation`, `approval` or `created`.
+    pub joined_by: String,
+    /// Whether it has a password (an account made without one has none
+    /// until its link is followed).
+    pub has_password: bool,
+    /// Whether log-in asks for a two-factor code.
+    pub two_factor: bool,
+    /// Its passkeys.
+    pub passkeys: u64,
+    /// Its API tokens not revoked.
+    pub api_tokens: u64,
+    /// Its sessions not ended.
+    pub sessions: u64,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(t)
+}
+
+/// What approving an account did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approval {
+    /// It can log in now.
+    Active,
+    /// It can log in once its email address is verified.
+    AwaitingVerification,
+}
+
+/// Approves the pending account `a`, inside a write transaction: active if
+/// one of its addresses is verified, else waiting for that.
+pub(crate) fn approve_account(
+    tx: &mut Write<'_>,
+    a: &mut Stored<Account>,
+) -> mantissa_store::Result<Approval> {
+    let verified = tx
+        .query::<EmailAddress>()
+        .filter(EmailAddress::account.eq(a.id()))
+        .filter(EmailAddress::verified.eq(true))
+        .count()?
+        > 0;
+    a.status = if verified {
+        status::ACTIVE
+    } else {
+        status::UNVERIFIED
+    }
+    .into();
+    tx.update(a)?;
+    Ok(if verified {
+        Approval::Active
+    } else {
+        Approval::AwaitingVerification
+    })
+}
+
+/// Suspends `a`, inside a write transaction: its sessions end, and its API
+/// tokens are revoked for good (unsuspending does not bring them back).
+pub(crate) fn suspend_account(
+    tx: &mut Write<'_>,
+    a: &mut Stored<Account>,
+) -> mantissa_store::Result<()> {
+    a.status = status::SUSPENDED.into();
+    tx.update(a)?;
+    tx.delete_where(SessionRecord::user.eq(a.username.clone()))?;
+    crate::tokens::revoke_all(tx, a.id())
+}
+
+/// Lets the suspended account `a` log in again, inside a write transaction.
+pub(crate) fn unsuspend_account(
+    tx: &mut Write<'_>,
+    a: &mut Stored<Account>,
+) -> mantissa_store::Result<()> {
+    a.status = status::ACTIVE.into();
+    tx.update(a)
+}
+
+/// "there is no user called \"bob\"", for an account looked for by name.
+fn no_such_user(name: &str) -> StoreError {
+    StoreError::app(format!("there is no user called {name:?}"))
+}
+
+/// The account called `name`, or [`no_such_user`].
+fn find(r: &mantissa_store::Read<'_>, name: &str) -> mantissa_store::Result<Stored<Account>> {
+    r.query::<Account>()
+        .filter(Account::username.eq(name))
+        .first()?
+        .ok_or_else(|| no_such_user(name))
+}
+
+fn summary(
+    r: &mantissa_store::Read<'_>,
+    a: &Stored<Account>,
+) -> mantissa_store::Result<UserSummary> {
+    let emails = r
+        .query::<EmailAddress>()
+        .filter(EmailAddress::account.eq(a.id()))
+        .all()?
+        .into_iter()
+        .map(|e| EmailSummary {
+            address: e.address.clone(),
+            verified: e.verified,
+        })
+        .collect();
+    Ok(UserSummary {
+        username: a.username.clone(),
+        status: a.status.clone(),
+        admin: a.admin,
+        emails,
+        created: a.created,
+    })
+}
+
+impl Accounts {
+    /// Every account, by user name.
+    pub fn users(&self) -> Result<Vec<UserSummary>, AccountError> {
+        Ok(self.site().store().read_blocking(|r| {
+            let mut emails: std::collections::HashMap<i64, Vec<EmailSummary>> =
+                std::collections::HashMap::new();
+            for e in r.query::<EmailAddress>().all()? {
+                emails
+                    .entry(e.account.id())
+                    .or_default()
+                    .push(EmailSummary {
+                        address: e.address.clone(),
+                        verified: e.verified,
+                    });
+            }
+            Ok(r.query::<Account>()
+                .order_by(Account::username.asc())
+                .all()?
+                .into_iter()
+                .map(|a| UserSummary {
+                    emails: emails.remove(&a.id().id()).unwrap_or_default(),
+                    username: a.username.clone(),
+                    status: a.status.clone(),
+                    admin: a.admin,
+                    created: a.created,
+                })
+                .collect())
+        })?)
+    }
+
+    /// The account called `username`, in full.
+    pub fn user_details(&self, username: &str) -> Result<UserDetails, AccountError> {
+        let name = username.to_string();
+        self.site()
+            .store()
+            .read_blocking(|r| {
+                let a = find(r, &name)?;
+                let now = Timestamp::now();
+                Ok(UserDetails {
+                    summary: summary(r, &a)?,
+                    joined_by: a.joined_by.clone(),
+                    has_password: a.password_hash.is_some(),
+                    two_factor: a.totp_enabled,
+                    passkeys: r
+                        .query::<Passkey>()
+                        .filter(Passkey::account.eq(a.id()))
+                        .count()?,
+                    api_tokens: r
+                        .query::<ApiToken>()
+                        .filter(ApiToken::account.eq(a.id()))
+                        .filter(ApiToken::revoked.eq(false))
+                        .count()?,
+                    sessions: r
+                        .query::<SessionRecord>()
+                        .filter(SessionRecord::user.eq(name.clone()))
+                        .filter(SessionRecord::expires.gt(now))
+                        .count()?,
+                })
+            })
+            .map_err(invalid_or_store)
+    }
+
+    /// Approves an account waiting for an administrator (sign-up by
+    /// approval), as the console's Approve button does.
+    pub fn approve(&self, username: &str) -> Result<Approval, AccountError> {
+        let name = username.to_string();
+        let approval = self
+            .site()
+            .store()
+            .write_blocking(move |tx| {
+                let mut a = find(tx, &name)?;
+                if a.status != status::PENDING {
+                    return Err(StoreError::app(format!(
+                        "{name} is not waiting for approval (the account is {})",
+                        a.status
+                    )));
+                }
+                approve_account(tx, &mut a)
+            })
+            .map_err(invalid_or_store)?;
+        // Its product is installed at its first log-in, as for the console.
+        tracing::info!(user = %username, ?approval, "account approved");
+        Ok(approval)
+    }
+
+    /// Suspends an account, as the console's Suspend button does: it
+    /// cannot log in, its sessions end, and its API tokens are revoked.
+    pub fn suspend(&self, username: &str) -> Result<(), AccountError> {
+        let name = username.to_string();
+        self.site()
+            .store()
+            .write_blocking(move |tx| {
+                let mut a = find(tx, &name)?;
+                if a.status == status::SUSPENDED {
+                    return Err(StoreError::app(format!("{name} is suspended already")));
+                }
+                suspend_account(tx, &mut a)
+            })
+            .map_err(invalid_or_store)?;
+        tracing::info!(user = %username, "account suspended");
+        Ok(())
+    }
+
+    /// Lets a suspended account log in again, as the console's Unsuspend
+    /// button does.
+    pub fn unsuspend(&self, username: &str) -> Result<(), AccountError> {
+        let name = username.to_string();
+        self.site()
+            .store()
+            .write_blocking(move |tx| {
+                let mut a = find(tx, &name)?;
+                if a.status != status::SUSPENDED {
+                    return Err(StoreError::app(format!(
+                        "{name} is not suspended (the account is {})",
+                        a.status
+                    )));
+                }
+                unsuspend_account(tx, &mut a)
+            })
+            .map_err(invalid_or_store)?;
+        tracing::info!(user = %username, "account unsuspended");
+        Ok(())
+    }
+
+    /// Sets the password of `username` (an administrator's action: the
+    /// owner forgot it, or it is the administrator's own): unlocks the
+    /// account, ends its sessions and its outstanding password, email and
+    /// unlock links. API tokens and two-factor log-in stay as they were.
+    pub fn set_password(&self, username: &str, password: &str) -> Result<(), AccountError> {
+        crate::password::check_new(password)
+            .map_err(|e| AccountError::Invalid(format!("password: {e}")))?;
+        // Checked before the (slow) hash, and again when written.
+        self.site()
+            .store()
+            .read_blocking(|r| find(r, username).map(drop))
+            .map_err(invalid_or_store)?;
+        let hash = crate::password::hash(password);
+        let name = username.to_string();
+        self.site()
+            .store()
+            .write_blocking(move |tx| {
+                let mut a = find(tx, &name)?;
+                a.password_hash = Some(hash);
+                a.locked = false;
+                a.failed_logins = 0;
+                tx.update(&a)?;
+                end_links(tx, a.id())?;
+                tx.delete_where(SessionRecord::user.eq(name.clone()))?;
+                Ok(())
+            })
+            .map_err(invalid_or_store)?;
+        tracing::info!(user = %username, "password set by an administrator");
+        Ok(())
+    }
+
+    /// A one-time link (working for a day) with which the owner of
+    /// `username` sets a new password, as a reset link would, but handed to
+    /// the administrator instead of mailed. Earlier links for the account
+    /// stop working.
+    pub fn password_link(&self, username: &str) -> Result<String, AccountError> {
+        let name = username.to_string();
+        let token = self
+            .site()
+            .store()
+            .write_blocking(move |tx| {
+                let a = find(tx, &name)?;
+                end_links(tx, a.id())?;
+                issue_ticket(tx, purpose::PASSWORD, Some(a.id()), None)
+            })
+            .map_err(invalid_or_store)?;
+        Ok(format!("{}/reset/{token}", self.base_url()))
+    }
+
+    /// Makes an active account for a user store that exists already (one
+    /// imported with `mantissa user import`), without a password: returns
+    /// the one-time link for setting it. The store keeps what it holds: the
+    /// product of new accounts is not installed in it again.
+    pub fn create_account_for_store(
+        &self,
+        username: &str,
+        email: Option<&str>,
+    ) -> Result<String, AccountError> {
+        check_username(username)?;
+        if !self.site().has_user_store(username)? {
+            return Err(AccountError::Invalid(format!(
+                "there is no user store called {username:?}"
+            )));
+        }
+        let email = email.map(normalize_email).transpose()?;
+        let name = username.to_string();
+        let token = self
+            .site()
+            .store()
+            .write_blocking(move |tx| {
+                if tx
+                    .query::<Account>()
+                    .filter(Account::username.eq(name.clone()))
+                    .count()?
+                    > 0
+                {
+                    return Err(StoreError::app(format!(
+                        "there is already a user called {name:?}"
+                    )));
+                }
+                let account = tx.insert(&Account {
+                    username: name,
+                    status: status::ACTIVE.into(),
+                    password_hash: None,
+                    admin: false,
+                    created: Timestamp::now(),
+                    failed_logins: 0,
+                    locked: false,
+                    totp_secret: None,
+                    totp_enabled: false,
+                    totp_last_step: 0,
+                    joined_by: "created".into(),
+                    product_installed: true,
+                })?;
+                if let Some(address) = email.clone() {
+                    if tx
+                        .query::<EmailAddress>()
+                        .filter(EmailAddress::address.eq(address.clone()))
+                        .count()?
+                        > 0
+                    {
+                        return Err(StoreError::app(format!(
+                            "{address} belongs to another account"
+                        )));
+                    }
+                    tx.insert(&EmailAddress {
+                        address,
+                        account,
+                        verified: true,
+                    })?;
+                }
+                issue_ticket(tx, purpose::PASSWORD, Some(account), email)
+            })
+            .map_err(invalid_or_store)?;
+        tracing::info!(user = %username, "account made for an imported store");
+        Ok(format!("{}/reset/{token}", self.base_url()))
+    }
+
+    /// Whether there is an account called `username`.
+    pub fn has_account(&self, username: &str) -> Result<bool, AccountError> {
+        let name = username.to_string();
+        Ok(self.site().store().read_blocking(move |r| {
+            Ok(r.query::<Account>()
+                .filter(Account::username.eq(name))
+                .count()?
+                > 0)
+        })?)
+    }
+}
