@@ -41,10 +41,12 @@
 mod admin;
 mod backoff;
 pub mod model;
+mod nav;
 mod pages;
 pub mod passkeys;
 pub mod password;
 mod service;
+mod settings;
 pub mod sharing;
 pub mod tokens;
 pub mod totp;

@@ -1497,11 +1497,15 @@ impl Accounts {
     }
 
     /// Starts two-factor set-up: a new secret for `username`, not yet in
-    /// force. Returns the secret and the `otpauth://` URL.
-    pub async fn totp_begin(&self, username: &str) -> Result<(String, String), AccountError> {
+    /// force. Returns the secret and the `otpauth://` URL, which names
+    /// `issuer` (the site's name) in the person's authenticator app.
+    pub async fn totp_begin(
+        &self,
+        username: &str,
+        issuer: &str,
+    ) -> Result<(String, String), AccountError> {
         let secret = crate::totp::new_secret();
-        let issuer = "Mantissa".to_string();
-        let url = crate::totp::url(&secret, username, &issuer)
+        let url = crate::totp::url(&secret, username, issuer)
             .ok_or_else(|| AccountError::Invalid("cannot make a two-factor secret".into()))?;
         let (name, s) = (username.to_string(), secret.clone());
         // A new secret per click: limited like a log-in attempt, per account.
@@ -1557,6 +1561,22 @@ impl Accounts {
             ));
         }
         Ok(())
+    }
+
+    /// The status of the account called `username` (one of
+    /// [`status`]), if there is one.
+    pub async fn account_status(&self, username: &str) -> Result<Option<String>, AccountError> {
+        let name = username.to_string();
+        Ok(self
+            .site
+            .store()
+            .read(move |r| {
+                r.query::<Account>()
+                    .filter(Account::username.eq(name))
+                    .first()
+            })
+            .await?
+            .map(|a| a.status.clone()))
     }
 
     /// Whether `username` has two-factor log-in on.

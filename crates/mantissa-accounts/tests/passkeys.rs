@@ -644,13 +644,19 @@ fn only_its_owner_removes_a_passkey_and_then_it_signs_in_no_more() {
     assert_eq!(r.status, 404);
     assert_eq!(w.accounts.passkeys("ann").blocking().unwrap().len(), 1);
 
-    let r = ann.submit(s, "/private/settings", &remove, &[]);
-    assert_eq!(r.status, 200);
-    let page = r.text();
+    // The settings page's button leads to a page that asks first; its
+    // button removes it.
+    let asked = ann.get(s, &remove);
+    assert_eq!(asked.status, 200);
     assert!(
-        shown(&page).contains("The passkey \u{201c}laptop\u{201d} was removed."),
-        "{page}"
+        shown(&asked.text()).contains("Remove the passkey \u{201c}laptop\u{201d}?"),
+        "{}",
+        asked.text()
     );
+    let r = ann.submit(s, &remove, &remove, &[]);
+    assert_eq!(r.status, 303, "{}", r.text());
+    let page = ann.follow(s, &r).text();
+    assert!(shown(&page).contains("The passkey was removed."), "{page}");
     assert!(page.contains("You have no passkeys yet."));
     let r = ann.submit(s, "/private/settings", &remove, &[]);
     assert_eq!(r.status, 404, "removed twice");
