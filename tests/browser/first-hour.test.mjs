@@ -34,6 +34,7 @@ const DESKTOP = { width: 1280, height: 800 };
 let work;
 let browser;
 const running = new Set(); // servers and sinks to stop in after()
+const sites = []; // site folders, removed in after()
 
 before(async () => {
   assert.ok(existsSync(NOTES_SITE_BIN), `${NOTES_SITE_BIN} is missing: run \`cargo build -p mantissa-notes-site\` first`);
@@ -45,7 +46,8 @@ before(async () => {
 after(async () => {
   await browser?.close();
   for (const r of running) await r.stop().catch(() => {});
-  if (work) rmSync(work, { recursive: true, force: true });
+  // The screenshots stay for a person to look at; the sites go.
+  for (const site of sites) rmSync(site, { recursive: true, force: true });
 });
 
 /** RFC 6238 TOTP: HMAC-SHA1 over the 30-s step, 6 digits; `secret` in base32. */
@@ -91,6 +93,7 @@ function linkIn(mail, prefix) {
 for (const [label, viewport] of [['desktop', DESKTOP], ['360 px phone', PHONE]]) {
   test(`first hour on a ${label}: a new site's first run through to an invited user using the notes`, async (t) => {
     const dir = join(work, label.replace(/\W+/g, '-'));
+    sites.push(dir);
     const sink = await smtpSink();
     running.add({ stop: () => sink.close() });
     const site = (args, input) => mantissa(['--site', dir, ...args], input, NOTES_SITE_BIN);
@@ -110,6 +113,12 @@ for (const [label, viewport] of [['desktop', DESKTOP], ['360 px phone', PHONE]])
       const page = await context.newPage();
       page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
       return { context, page };
+    };
+    /** A full-page screenshot in the temp folder, for a person to look at. */
+    const shot = async (page, name) => {
+      const file = join(work, `first-hour-${viewport.width}-${name}.png`);
+      await page.screenshot({ path: file, fullPage: true });
+      t.diagnostic(`screenshot: ${file}`);
     };
     /** On the phone, no page scrolls sideways. */
     const fits = async (page, where) => {
@@ -132,6 +141,7 @@ for (const [label, viewport] of [['desktop', DESKTOP], ['360 px phone', PHONE]])
     assert.match(await firstRun.textContent(), /Invite people/);
     assert.deepEqual(await navNames(visitor.page), ['Log in'], 'sign-up is closed on a new site');
     await fits(visitor.page, 'the first-run page');
+    await shot(visitor.page, 'first-run');
 
     // 2. The administrator sets the password from the printed link, and logs in.
     const admin = await open();
@@ -244,6 +254,7 @@ for (const [label, viewport] of [['desktop', DESKTOP], ['360 px phone', PHONE]])
     const otpauth = await page.getByRole('link', { name: 'Open it in the app' }).getAttribute('href');
     assert.match(otpauth, new RegExp(`issuer=${encodeURIComponent(SITE_NAME).replace(/%20/g, '(%20|\\+)')}`), otpauth);
     await fits(page, 'the two-factor set-up');
+    await shot(page, 'two-factor');
     await page.getByLabel('Code', { exact: true }).fill('000000');
     res = await clickThrough(page, page.getByRole('button', { name: 'Turn on' }));
     assert.equal(res.status(), 422);
@@ -266,9 +277,7 @@ for (const [label, viewport] of [['desktop', DESKTOP], ['360 px phone', PHONE]])
     assert.doesNotMatch(back, /Seed order|Broad beans/, `Back after log-out showed her notes at ${page.url()}`);
     assert.notEqual(path(page), '/private/notes', 'Back after log-out stayed on the notes');
 
-    const shot = join(work, `first-hour-${viewport.width}.png`);
-    await page.screenshot({ path: shot, fullPage: true });
-    t.diagnostic(`screenshot: ${shot}`);
+    await shot(page, 'logged-out');
     assert.deepEqual(problems, []);
     for (const c of [visitor, admin, carol]) await c.context.close();
   });
