@@ -278,6 +278,21 @@ for (const [label, viewport] of [['desktop', DESKTOP], ['360 px phone', PHONE]])
     assert.notEqual(path(page), '/private/notes', 'Back after log-out stayed on the notes');
 
     await shot(page, 'logged-out');
+
+    // 7. In dark mode the form fields are dark too, their text light.
+    const dark = await browser.newContext({ viewport, colorScheme: 'dark' });
+    const night = await dark.newPage();
+    await night.goto(at('/login'));
+    const rgb = (css) => css.match(/\d+/g).slice(0, 3).map(Number);
+    const light = (css) => rgb(css).reduce((a, b) => a + b, 0) / 3;
+    for (const field of [night.getByLabel('User name or email'), night.getByLabel('Password', { exact: true })]) {
+      const { bg, fg } = await field.evaluate((el) => ({ bg: getComputedStyle(el).backgroundColor, fg: getComputedStyle(el).color }));
+      assert.ok(light(bg) < 80, `a field's background is ${bg} in dark mode`);
+      assert.ok(light(fg) > 170, `a field's text is ${fg} in dark mode`);
+    }
+    const body = await night.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    assert.ok(light(body) < 80, `the page is ${body} in dark mode`);
+    await dark.close();
     assert.deepEqual(problems, []);
     for (const c of [visitor, admin, carol]) await c.context.close();
   });
