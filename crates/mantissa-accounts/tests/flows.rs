@@ -329,7 +329,7 @@ fn a_new_email_address_is_used_once_it_is_proved() {
     assert_eq!(r.status, 422);
     assert!(
         r.text().contains("The password is wrong.")
-            && r.text().contains("value=\"ann@new.example\""),
+            && shown(&r.text()).contains("value=\"ann@new.example\""),
         "the form again, with the address typed and why: {}",
         r.text()
     );
@@ -369,10 +369,13 @@ fn a_new_email_address_is_used_once_it_is_proved() {
     );
     let link = path_of(&link_in(&mail[0].data));
     let r = ann.submit(s, &link, &link, &[]);
+    // Back on the settings, which say so and show the new address.
+    assert_eq!(r.status, 303, "{}", r.text());
+    let landed = shown(&ann.follow(s, &r).text());
     assert!(
-        shown(&r.text()).contains("Your account now uses ann@new.example."),
-        "{}",
-        r.text()
+        landed.contains("Your email address was changed.")
+            && landed.contains("Now: ann@new.example."),
+        "{landed}"
     );
     let mut again = Visitor::default();
     assert_eq!(

@@ -103,7 +103,7 @@ fn mailed_links_act_only_when_their_button_is_pressed() {
             ("password", "ann's long password"),
         ],
     );
-    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.status, 303, "{}", r.text());
     let mail = w.smtp.wait_for(2);
     let change = path_of(&link_in(&mail[1].data));
     assert!(change.starts_with("/email/"), "{change}");
@@ -115,10 +115,12 @@ fn mailed_links_act_only_when_their_button_is_pressed() {
     let settings = shown(&ann.get(s, "/private/settings").text());
     assert!(settings.contains("Now: ann@example.org."), "{settings}");
     let r = ann.submit(s, &change, &change, &[]);
+    assert_eq!(r.status, 303, "{}", r.text());
+    let landed = shown(&ann.follow(s, &r).text());
     assert!(
-        shown(&r.text()).contains("Your account now uses ann@new.example."),
-        "{}",
-        r.text()
+        landed.contains("Your email address was changed.")
+            && landed.contains("Now: ann@new.example."),
+        "{landed}"
     );
     let settings = shown(&ann.get(s, "/private/settings").text());
     assert!(settings.contains("Now: ann@new.example."), "{settings}");

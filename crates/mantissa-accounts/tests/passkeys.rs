@@ -253,7 +253,7 @@ fn add_passkey(w: &World, origin: &str, v: &mut Visitor, name: &str) -> SoftPass
     assert_eq!(done.status, 200, "{}", done.text());
     assert_eq!(
         json_of(&done)["go"],
-        "/private/settings?notice=passkey-added"
+        "/private/settings?done=passkey-added#passkeys"
     );
     soft
 }
@@ -322,7 +322,10 @@ fn a_passkey_added_in_settings_signs_in_without_password_or_two_factor_code() {
     let s = &w.server;
     let mut ann = logged_in(&w, "ann", ANN_PASSWORD);
     let page = ann.get(s, "/private/settings").text();
-    assert!(page.contains("<h2>Passkeys</h2>") && page.contains("You have no passkeys yet."));
+    assert!(
+        page.contains("<h2 id=\"passkeys\">Passkeys</h2>")
+            && page.contains("You have no passkeys yet.")
+    );
     assert!(
         page.contains(r#"<form id="passkey-add""#) && page.contains("/passkeys.js\" defer"),
         "{page}"
@@ -412,7 +415,8 @@ fn a_passkey_added_in_settings_signs_in_without_password_or_two_factor_code() {
     let answer = laptop.get(&options);
     let r = finish_sign_in(&w, &mut ann, &ceremony, &answer);
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(json_of(&r)["go"], "/private/settings");
+    // Without a `next`, to ann's first application.
+    assert_eq!(json_of(&r)["go"], "/private/notes");
     assert_ne!(ann.cookie("mantissa_session").unwrap(), before);
     assert_eq!(ann.get(s, "/private/settings").status, 200);
 
