@@ -25,7 +25,7 @@ use serde_json::json;
 use crate::service::{AccountError, Accounts};
 use crate::settings::{
     change_email, change_password, create_token, revoke_token, revoke_token_form, settings,
-    totp_begin, totp_switch,
+    totp_begin, totp_cancel, totp_switch,
 };
 
 /// How long "remember me" keeps a session.
@@ -614,6 +614,7 @@ impl Offering for SettingsOffering {
             .route("/password", post(change_password))
             .route("/tokens", post(create_token))
             .route("/totp/begin", post(totp_begin))
+            .route("/totp/cancel", post(totp_cancel))
             .route("/email", post(change_email))
             .route("/totp/{switch}", post(totp_switch))
             .route(

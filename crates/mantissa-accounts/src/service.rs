@@ -1563,6 +1563,24 @@ impl Accounts {
         Ok(())
     }
 
+    /// Abandons a two-factor set-up that was begun and not turned on:
+    /// the new secret is forgotten. Does nothing once it is on.
+    pub async fn totp_cancel(&self, username: &str) -> Result<(), AccountError> {
+        let name = username.to_string();
+        self.site
+            .store()
+            .write(move |tx| {
+                let mut a = account_named(tx, &name)?;
+                if a.totp_enabled || a.totp_secret.is_none() {
+                    return Ok(());
+                }
+                a.totp_secret = None;
+                tx.update(&a)
+            })
+            .await
+            .map_err(invalid_or_store)
+    }
+
     /// The status of the account called `username` (one of
     /// [`status`]), if there is one.
     pub async fn account_status(&self, username: &str) -> Result<Option<String>, AccountError> {

@@ -418,6 +418,29 @@ pub(crate) async fn totp_begin(
     }
 }
 
+/// `POST /private/settings/totp/cancel`: abandons a begun set-up.
+pub(crate) async fn totp_cancel(
+    State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
+    Extension(owner): Extension<Owner>,
+    Extension(session): Extension<Session>,
+    api: Option<Extension<ApiRequest>>,
+) -> Result<Response, WebError> {
+    if session.token_scopes().is_some() {
+        return Err(WebError::Forbidden(PERSON_ONLY.into()));
+    }
+    acc.totp_cancel(&owner.name).await.map_err(internal)?;
+    finished(
+        &app,
+        &acc,
+        &owner.name,
+        is_api(&api),
+        "totp-cancelled",
+        "#two-factor",
+    )
+    .await
+}
+
 #[derive(Deserialize)]
 pub(crate) struct CodeForm {
     #[serde(default)]

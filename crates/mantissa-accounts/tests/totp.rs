@@ -142,3 +142,24 @@ fn log_in_with_totp() {
     );
     assert_eq!(r.status, 401, "a code works once");
 }
+
+/// A set-up begun and not finished can be cancelled: the settings offer to
+/// begin again, say what happened, and log-in asks for no code.
+#[test]
+fn a_begun_set_up_can_be_cancelled() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("ann", None, Some("ann's long password"), false)
+        .unwrap();
+    let s = &w.server;
+    let mut ann = support::logged_in(s, "ann", "ann's long password");
+    let begun = ann.submit(s, "/private/settings", "/private/settings/totp/begin", &[]);
+    let page = ann.follow(s, &begun).text();
+    assert!(page.contains("Cancel set-up"), "{page}");
+    let r = ann.submit(s, "/private/settings", "/private/settings/totp/cancel", &[]);
+    assert_eq!(r.status, 303, "{}", r.text());
+    let page = ann.follow(s, &r).text();
+    assert!(page.contains("Two-factor set-up was cancelled"), "{page}");
+    assert!(page.contains("Set up two-factor log-in") && !page.contains("<svg"));
+    support::logged_in(s, "ann", "ann's long password");
+}

@@ -156,6 +156,10 @@ pub const MESSAGES: &[(&str, &str)] = &[
     ("email-changed", "Your email address was changed."),
     ("totp-on", "Two-factor log-in is on."),
     ("totp-off", "Two-factor log-in is off."),
+    (
+        "totp-cancelled",
+        "Two-factor set-up was cancelled; log-in is as before.",
+    ),
     ("passkey-added", "Your passkey was added."),
     ("passkey-removed", "The passkey was removed."),
     (
