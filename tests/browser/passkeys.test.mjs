@@ -180,9 +180,12 @@ test('remove the passkey: signing in with it then fails, saying so, and stays on
   const { page, problems } = carol;
   await page.goto(at('/private/settings'));
   const item = page.locator('li', { hasText: 'laptop' });
-  const removed = await clickThrough(page, item.getByRole('button', { name: 'Remove' }));
+  // Its button asks first, on a page of its own.
+  await clickThrough(page, item.getByRole('link', { name: 'Remove…' }));
+  assert.equal((await page.locator('h1').textContent()).trim(), 'Remove the passkey \u201claptop\u201d?');
+  const removed = await clickThrough(page, page.getByRole('button', { name: 'Remove the passkey' }));
   assert.equal(removed.status(), 200);
-  assert.equal((await page.getByRole('status').textContent()).trim(), 'The passkey \u201claptop\u201d was removed.');
+  assert.equal((await page.getByRole('status').textContent()).trim(), 'The passkey was removed.');
   assert.equal(await page.getByText('You have no passkeys yet.').count(), 1);
 
   await logOut(page);

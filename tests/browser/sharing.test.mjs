@@ -58,7 +58,8 @@ async function openPage(options = {}) {
 async function logIn(page, who, password) {
   const res = await logInAt(page, server.url, who, password);
   assert.equal(res.status(), 200, `${who} could not log in`);
-  assert.equal(new URL(page.url()).pathname, '/private/settings');
+  // Log-in lands on the user's first application: the notes.
+  assert.equal(new URL(page.url()).pathname, '/private/notes');
 }
 
 const h1 = async (page) => (await page.locator('h1').textContent()).trim();

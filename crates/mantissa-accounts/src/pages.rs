@@ -16,11 +16,17 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
-use mantissa_web::{App, ClientInfo, Offering, Owner, Page, SESSION_LIFETIME, Session, WebError};
+use mantissa_web::{
+    ApiRequest, App, ClientInfo, Offering, Page, SESSION_LIFETIME, Session, WebError,
+};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::service::{AccountError, Accounts};
+use crate::settings::{
+    change_email, change_password, create_token, revoke_token, revoke_token_form, settings,
+    totp_begin, totp_cancel, totp_switch,
+};
 
 /// How long "remember me" keeps a session.
 pub const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -29,11 +35,13 @@ fn ip(req_ip: Option<Extension<ClientInfo>>) -> Option<IpAddr> {
     req_ip.map(|Extension(c)| c.peer.ip())
 }
 
-/// Where to go after logging in when `next` says nowhere (or nowhere safe).
-const HOME: &str = "/private/settings";
+/// Where a log-in lands when `next` says nowhere (or nowhere safe) and
+/// the user has no application ([`crate::nav::landing`]).
+pub(crate) const HOME: &str = "/private/settings";
 
-/// A path of this site to go to after logging in; anything else goes to
-/// [`HOME`].
+/// A path of this site to go to after logging in, if `next` is one;
+/// anything else goes to the user's first application
+/// ([`crate::nav::landing`]).
 ///
 /// `next` is resolved as a browser resolves a `Location` against the
 /// site's origin (the WHATWG URL parser: it drops TAB, CR and LF, reads
@@ -44,15 +52,15 @@ const HOME: &str = "/private/settings";
 /// (non-ASCII percent-encoded), so it is always a valid header value and a
 /// strange `next` never turns a log-in into a 500; a path that would
 /// begin with `//` (which a browser reads as another host) is refused.
-pub(crate) fn safe_next(next: &str) -> String {
+pub(crate) fn safe_next(next: &str) -> Option<String> {
     // Any origin stands for the site's: only "the same one" matters, and
     // the answer carries no origin.
     const SITE: &str = "http://site.invalid/";
     if next.is_empty() || next.chars().any(char::is_control) || next.trim() != next {
-        return HOME.into();
+        return None;
     }
     let Ok(base) = url::Url::parse(SITE) else {
-        return HOME.into();
+        return None;
     };
     match base.join(next) {
         Ok(to) if to.origin() == base.origin() && !to.path().starts_with("//") => {
@@ -65,14 +73,14 @@ pub(crate) fn safe_next(next: &str) -> String {
                 local.push('#');
                 local.push_str(f);
             }
-            local
+            Some(local)
         }
-        _ => HOME.into(),
+        _ => None,
     }
 }
 
 /// The status that answers an account error the person can act on.
-fn status_of(e: &AccountError) -> StatusCode {
+pub(crate) fn status_of(e: &AccountError) -> StatusCode {
     match e {
         AccountError::Throttled | AccountError::Wait { .. } => StatusCode::TOO_MANY_REQUESTS,
         AccountError::TooLong { .. } => StatusCode::BAD_REQUEST,
@@ -85,7 +93,7 @@ fn status_of(e: &AccountError) -> StatusCode {
 
 /// A field's value to show again in its form: not when it was too long to
 /// be anything (a 2 MB "name" is not sent back).
-fn shown_again(value: &str) -> &str {
+pub(crate) fn shown_again(value: &str) -> &str {
     if value.len() > crate::service::MAX_WHO_LEN {
         ""
     } else {
@@ -102,6 +110,17 @@ fn message(title: &str, text: &str, link: Option<(&str, &str)>) -> Page {
         "accounts/message.html",
         json!({ "title": title, "message": text, "link": link.map(|l| l.0), "link_text": link.map(|l| l.1) }),
     )
+}
+
+/// A form's success: a redirect to `to` whose page says `key`'s message
+/// (POST-redirect-GET, [`mantissa_web::done`]); under `/api/`, the message
+/// (`title`, `text`) as data, as before.
+fn succeeded(api: bool, to: &str, key: &str, title: &str, text: &str) -> Response {
+    if api {
+        message(title, text, None).into_response()
+    } else {
+        mantissa_web::done(to, key).into_response()
+    }
 }
 
 fn failed(e: AccountError) -> Result<Page, WebError> {
@@ -145,9 +164,14 @@ async fn login_form(
     ))
 }
 
+/// A platform form's fields all have defaults: one sent without a field
+/// is refused on the form, saying why, not with axum's bare "missing
+/// field" text.
 #[derive(Deserialize)]
 struct LoginForm {
+    #[serde(default)]
     who: String,
+    #[serde(default)]
     password: String,
     #[serde(default)]
     code: Option<String>,
@@ -174,8 +198,12 @@ async fn login(
             } else {
                 SESSION_LIFETIME
             };
-            session.begin(&app, Some(user), lifetime).await?;
-            Ok(Redirect::to(&safe_next(&f.next)).into_response())
+            session.begin(&app, Some(user.clone()), lifetime).await?;
+            let to = match safe_next(&f.next) {
+                Some(next) => next,
+                None => crate::nav::landing(&app, &user).await,
+            };
+            Ok(Redirect::to(&to).into_response())
         }
         Err(
             e @ (AccountError::BadCredentials
@@ -193,7 +221,7 @@ async fn login(
             let status = status_of(&e);
             let mut page = Page::new(
                 "accounts/login.html",
-                json!({ "next": safe_next(&f.next), "who": shown_again(&f.who), "error": e.to_string(), "signup_open": open,
+                json!({ "next": safe_next(&f.next).unwrap_or_default(), "who": shown_again(&f.who), "error": e.to_string(), "signup_open": open,
                         "passkeys": acc.passkeys_available().is_ok() }),
             );
             page.status = status;
@@ -208,7 +236,7 @@ async fn logout(
     Extension(session): Extension<Session>,
 ) -> Result<Response, WebError> {
     session.end(&app).await?;
-    Ok(Redirect::to("/").into_response())
+    Ok(mantissa_web::done("/", "logged-out").into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -242,8 +270,11 @@ async fn signup_form(
 
 #[derive(Deserialize)]
 struct SignupForm {
+    #[serde(default)]
     username: String,
+    #[serde(default)]
     email: String,
+    #[serde(default)]
     password: String,
     #[serde(default)]
     invitation: String,
@@ -252,20 +283,23 @@ struct SignupForm {
 async fn signup(
     Extension(acc): Extension<Arc<Accounts>>,
     client: Option<Extension<ClientInfo>>,
+    api: Option<Extension<ApiRequest>>,
     Form(f): Form<SignupForm>,
-) -> Result<Page, WebError> {
+) -> Result<Response, WebError> {
     let invitation = (!f.invitation.is_empty()).then_some(f.invitation.as_str());
     match acc
         .signup(ip(client), &f.username, &f.email, &f.password, invitation)
         .await
     {
-        Ok(()) => Ok(message(
+        Ok(()) => Ok(succeeded(
+            api.is_some(),
+            "/login",
+            "signup-sent",
             "Check your email",
             &format!(
                 "We sent a link to {}. Follow it to activate your account.",
                 f.email.trim()
             ),
-            None,
         )),
         Err(
             e @ (AccountError::Invalid(_)
@@ -280,9 +314,9 @@ async fn signup(
                         "email": shown_again(&f.email), "error": e.to_string() }),
             );
             p.status = status_of(&e);
-            Ok(p)
+            Ok(p.into_response())
         }
-        Err(e) => failed(e),
+        Err(e) => failed(e).map(IntoResponse::into_response),
     }
 }
 
@@ -320,29 +354,52 @@ async fn confirm_email_form() -> Page {
 
 async fn verify(
     Extension(acc): Extension<Arc<Accounts>>,
+    api: Option<Extension<ApiRequest>>,
     Path(token): Path<String>,
-) -> Result<Page, WebError> {
+) -> Result<Response, WebError> {
     match acc.verify(&token).await {
-        Ok(_) => Ok(message(
-            "Email verified",
-            "Your account is ready.",
-            Some(("/login", "Log in")),
-        )),
-        Err(e) => link_refused(e, None),
+        Ok(user) => {
+            // Verified, and perhaps waiting for an administrator: told so.
+            let waiting = acc
+                .account_status(&user)
+                .await
+                .is_ok_and(|s| s.as_deref() == Some(crate::model::status::PENDING));
+            Ok(if waiting {
+                succeeded(
+                    api.is_some(),
+                    "/login",
+                    "verified-waiting",
+                    "Email verified",
+                    "An administrator will approve your account; you can log in once they have.",
+                )
+            } else {
+                succeeded(
+                    api.is_some(),
+                    "/login",
+                    "email-verified",
+                    "Email verified",
+                    "Your account is ready.",
+                )
+            })
+        }
+        Err(e) => link_refused(e, None).map(IntoResponse::into_response),
     }
 }
 
 async fn unlock(
     Extension(acc): Extension<Arc<Accounts>>,
+    api: Option<Extension<ApiRequest>>,
     Path(token): Path<String>,
-) -> Result<Page, WebError> {
+) -> Result<Response, WebError> {
     match acc.unlock(&token).await {
-        Ok(_) => Ok(message(
+        Ok(_) => Ok(succeeded(
+            api.is_some(),
+            "/login",
+            "unlocked",
             "Account unlocked",
             "You can log in again.",
-            Some(("/login", "Log in")),
         )),
-        Err(e) => link_refused(e, None),
+        Err(e) => link_refused(e, None).map(IntoResponse::into_response),
     }
 }
 
@@ -352,24 +409,28 @@ async fn reset_form() -> Page {
 
 #[derive(Deserialize)]
 struct ResetForm {
+    #[serde(default)]
     email: String,
 }
 
 async fn reset(
     Extension(acc): Extension<Arc<Accounts>>,
     client: Option<Extension<ClientInfo>>,
+    api: Option<Extension<ApiRequest>>,
     Form(f): Form<ResetForm>,
-) -> Result<Page, WebError> {
+) -> Result<Response, WebError> {
     match acc.request_reset(ip(client), &f.email).await {
-        Ok(()) => Ok(message(
+        Ok(()) => Ok(succeeded(
+            api.is_some(),
+            "/login",
+            "reset-sent",
             "Check your email",
             "If an account has this address, we sent it a link to choose a new password.",
-            None,
         )),
         Err(e @ (AccountError::Throttled | AccountError::Wait { .. })) => {
             let mut p = message("Too many attempts", &e.to_string(), None);
             p.status = StatusCode::TOO_MANY_REQUESTS;
-            Ok(p)
+            Ok(p.into_response())
         }
         Err(e @ AccountError::TooLong { .. }) => {
             let mut p = message(
@@ -378,9 +439,9 @@ async fn reset(
                 Some(("/reset", "Try again")),
             );
             p.status = StatusCode::BAD_REQUEST;
-            Ok(p)
+            Ok(p.into_response())
         }
-        Err(e) => failed(e),
+        Err(e) => failed(e).map(IntoResponse::into_response),
     }
 }
 
@@ -403,31 +464,42 @@ async fn new_password_form(
 
 #[derive(Deserialize)]
 struct NewPasswordForm {
+    #[serde(default)]
     password: String,
 }
 
 async fn new_password(
     Extension(acc): Extension<Arc<Accounts>>,
+    api: Option<Extension<ApiRequest>>,
     Path(token): Path<String>,
     Form(f): Form<NewPasswordForm>,
-) -> Result<Page, WebError> {
+) -> Result<Response, WebError> {
     match acc.reset(&token, &f.password).await {
-        Ok(_) => Ok(message(
+        Ok(_) => Ok(succeeded(
+            api.is_some(),
+            "/login",
+            "password-set",
             "Password changed",
             "Your new password is set, and every session of your account has ended.",
-            Some(("/login", "Log in")),
         )),
         Err(AccountError::Invalid(m)) => {
             let mut p = Page::new("accounts/new_password.html", json!({ "error": m }));
             p.status = StatusCode::UNPROCESSABLE_ENTITY;
-            Ok(p)
+            Ok(p.into_response())
         }
-        Err(e) => link_refused(e, Some(("/reset", "Get a new link"))),
+        Err(e) => {
+            link_refused(e, Some(("/reset", "Get a new link"))).map(IntoResponse::into_response)
+        }
     }
 }
 
 /// The account routes outside `/private/`, and the admin console.
+///
+/// The accounts also decide the navigation of every page from here on
+/// (the user's applications, Admin, Sign up) and the front page's
+/// first-run steps ([`App::set_navigation`]).
 pub fn routes(app: &App, accounts: Arc<Accounts>) -> Router<App> {
+    app.set_navigation(Arc::new(crate::nav::AccountsNavigation(accounts.clone())));
     Router::new()
         .merge(crate::admin::routes(app, accounts.clone()))
         .route("/login", get(login_form).post(login))
@@ -487,349 +559,30 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/settings.html"),
     ),
     (
+        "accounts/confirm_action.html",
+        include_str!("../templates/confirm_action.html"),
+    ),
+    (
         "accounts/admin.html",
         include_str!("../templates/admin.html"),
     ),
 ];
 
-pub(crate) async fn settings_page(
-    app: &App,
-    acc: &Accounts,
-    user: &str,
-    notice: Option<&str>,
-    error: Option<String>,
-    new_token: Option<String>,
-) -> Result<Page, WebError> {
-    settings_page_with(app, acc, user, notice, error, new_token, None).await
-}
-
-async fn settings_page_with(
-    app: &App,
-    acc: &Accounts,
-    user: &str,
-    notice: Option<&str>,
-    error: Option<String>,
-    new_token: Option<String>,
-    totp_setup: Option<(String, String)>,
-) -> Result<Page, WebError> {
-    let name = user.to_string();
-    let (totp_enabled, emails) = app
-        .site()
-        .store()
-        .read(move |r| {
-            let Some(a) = r
-                .query::<crate::model::Account>()
-                .filter(crate::model::Account::username.eq(name))
-                .first()?
-            else {
-                return Ok((false, Vec::new()));
-            };
-            let emails = r
-                .query::<crate::model::EmailAddress>()
-                .filter(crate::model::EmailAddress::account.eq(a.id()))
-                .column(crate::model::EmailAddress::address)?;
-            Ok((a.totp_enabled, emails))
-        })
-        .await?;
-    let site = app.site().clone();
-    let u = user.to_string();
-    let tokens = tokio::task::spawn_blocking(move || crate::tokens::list(&site, &u))
-        .await
-        .map_err(|e| WebError::Internal(e.to_string()))??;
-    let tokens: Vec<_> = tokens
-        .into_iter()
-        .map(|(id, name, scopes)| json!({ "id": id, "name": name, "scopes": scopes }))
-        .collect();
-    let passkeys: Vec<_> = acc
-        .passkeys(user)
-        .await
-        .map_err(|e| WebError::Internal(e.to_string()))?
-        .into_iter()
-        .map(|k| {
-            json!({
-                "id": k.id, "name": k.name, "created": shown_time(k.created),
-                "last_used": k.last_used.map(shown_time),
-            })
-        })
-        .collect();
-    let passkeys_unavailable = acc.passkeys_available().err().map(|e| e.to_string());
-    Ok(Page::new(
-        "accounts/settings.html",
-        json!({
-            "user": user, "notice": notice, "error": error, "tokens": tokens, "new_token": new_token,
-            "totp_enabled": totp_enabled,
-            "emails": emails,
-            "totp_setup": totp_setup.map(|(secret, url)| json!({ "secret": secret, "url": url })),
-            "passkeys": passkeys, "passkeys_unavailable": passkeys_unavailable,
-        }),
-    ))
-}
-
-#[derive(Deserialize, Default)]
-struct SettingsQuery {
-    #[serde(default)]
-    notice: String,
-}
-
-async fn settings(
-    State(app): State<App>,
-    Extension(acc): Extension<Arc<Accounts>>,
-    Extension(owner): Extension<Owner>,
-    Query(q): Query<SettingsQuery>,
-) -> Result<Page, WebError> {
-    // Notices that a script's navigation asks for, by name: never text
-    // from the URL.
-    let notice = match q.notice.as_str() {
-        "passkey-added" => Some("Your passkey was added."),
-        _ => None,
-    };
-    settings_page(&app, &acc, &owner.name, notice, None, None).await
-}
-
-/// A time as the settings page shows it: `2026-11-25 23:12 UTC`.
-fn shown_time(t: mantissa_store::Timestamp) -> String {
-    let s = t.to_string();
-    match (s.get(..10), s.get(11..16)) {
-        (Some(day), Some(time)) => format!("{day} {time} UTC"),
-        _ => s,
-    }
-}
-
-#[derive(Deserialize)]
-struct NewToken {
-    name: String,
-    #[serde(default)]
-    write: Option<String>,
-}
-
-async fn create_token(
-    State(app): State<App>,
-    Extension(acc): Extension<Arc<Accounts>>,
-    Extension(owner): Extension<Owner>,
-    Extension(session): Extension<Session>,
-    Form(f): Form<NewToken>,
-) -> Result<Page, WebError> {
-    if session.token_scopes().is_some() {
-        // A token cannot make tokens: that needs the person, signed in.
-        return Err(WebError::NotFound);
-    }
-    let site = app.site().clone();
-    let user = owner.name.clone();
-    let made = tokio::task::spawn_blocking(move || {
-        crate::tokens::create(&site, &user, &f.name, f.write.is_some())
-    })
-    .await
-    .map_err(|e| WebError::Internal(e.to_string()))?;
-    match made {
-        Ok(token) => settings_page(&app, &acc, &owner.name, None, None, Some(token)).await,
-        Err(mantissa_store::StoreError::App(m)) => {
-            settings_page(&app, &acc, &owner.name, None, Some(m), None).await
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-#[derive(Deserialize)]
-struct ChangeEmail {
-    email: String,
-    password: String,
-}
-
-async fn change_email(
-    State(app): State<App>,
-    Extension(acc): Extension<Arc<Accounts>>,
-    Extension(owner): Extension<Owner>,
-    Extension(session): Extension<Session>,
-    Form(f): Form<ChangeEmail>,
-) -> Result<Page, WebError> {
-    if session.token_scopes().is_some() {
-        return Err(WebError::Forbidden(PERSON_ONLY.into()));
-    }
-    match acc
-        .request_email_change(&owner.name, &f.password, &f.email)
-        .await
-    {
-        Ok(()) => {
-            let notice = format!("We sent a link to {}; follow it to finish.", f.email.trim());
-            settings_page(&app, &acc, &owner.name, Some(&notice), None, None).await
-        }
-        Err(AccountError::BadCredentials) => {
-            let mut p = settings_page(
-                &app,
-                &acc,
-                &owner.name,
-                None,
-                Some("The password is wrong.".into()),
-                None,
-            )
-            .await?;
-            p.status = StatusCode::UNAUTHORIZED;
-            Ok(p)
-        }
-        Err(
-            e @ (AccountError::Invalid(_)
-            | AccountError::Throttled
-            | AccountError::Wait { .. }
-            | AccountError::TooLong { .. }),
-        ) => {
-            let mut p =
-                settings_page(&app, &acc, &owner.name, None, Some(e.to_string()), None).await?;
-            p.status = status_of(&e);
-            Ok(p)
-        }
-        Err(e) => failed(e),
-    }
-}
-
 async fn confirm_email(
     Extension(acc): Extension<Arc<Accounts>>,
+    api: Option<Extension<ApiRequest>>,
     Path(token): Path<String>,
-) -> Result<Page, WebError> {
+) -> Result<Response, WebError> {
     match acc.confirm_email_change(&token).await {
-        Ok(address) => Ok(message(
+        Ok(address) => Ok(succeeded(
+            api.is_some(),
+            "/private/settings#email",
+            "email-changed",
             "Email address changed",
             &format!("Your account now uses {address}."),
-            Some(("/private/settings", "Settings")),
         )),
-        Err(e) => link_refused(e, None),
+        Err(e) => link_refused(e, None).map(IntoResponse::into_response),
     }
-}
-
-async fn totp_begin(
-    State(app): State<App>,
-    Extension(acc): Extension<Arc<Accounts>>,
-    Extension(owner): Extension<Owner>,
-    Extension(session): Extension<Session>,
-) -> Result<Page, WebError> {
-    if session.token_scopes().is_some() {
-        return Err(WebError::Forbidden(PERSON_ONLY.into()));
-    }
-    match acc.totp_begin(&owner.name).await {
-        Ok(setup) => {
-            settings_page_with(&app, &acc, &owner.name, None, None, None, Some(setup)).await
-        }
-        Err(
-            e @ (AccountError::Invalid(_) | AccountError::Throttled | AccountError::Wait { .. }),
-        ) => settings_refused(&app, &acc, &owner.name, e).await,
-        Err(e) => failed(e),
-    }
-}
-
-/// The settings page again, saying why a change was refused.
-async fn settings_refused(
-    app: &App,
-    acc: &Arc<Accounts>,
-    user: &str,
-    e: AccountError,
-) -> Result<Page, WebError> {
-    let mut p = settings_page(app, acc, user, None, Some(e.to_string()), None).await?;
-    p.status = status_of(&e);
-    Ok(p)
-}
-
-#[derive(Deserialize)]
-struct CodeForm {
-    code: String,
-}
-
-async fn totp_switch(
-    State(app): State<App>,
-    Extension(acc): Extension<Arc<Accounts>>,
-    Extension(owner): Extension<Owner>,
-    Extension(session): Extension<Session>,
-    Path(switch): Path<String>,
-    Form(f): Form<CodeForm>,
-) -> Result<Page, WebError> {
-    if session.token_scopes().is_some() {
-        return Err(WebError::Forbidden(PERSON_ONLY.into()));
-    }
-    let on = match switch.as_str() {
-        "on" => true,
-        "off" => false,
-        _ => return Err(WebError::NotFound),
-    };
-    match acc.totp_set(&owner.name, &f.code, on).await {
-        Ok(()) => {
-            let notice = if on {
-                "Two-factor log-in is on."
-            } else {
-                "Two-factor log-in is off."
-            };
-            settings_page(&app, &acc, &owner.name, Some(notice), None, None).await
-        }
-        Err(
-            e @ (AccountError::Invalid(_) | AccountError::Throttled | AccountError::Wait { .. }),
-        ) => settings_refused(&app, &acc, &owner.name, e).await,
-        Err(e) => failed(e),
-    }
-}
-
-async fn revoke_token(
-    State(app): State<App>,
-    Extension(acc): Extension<Arc<Accounts>>,
-    Extension(owner): Extension<Owner>,
-    Path(id): Path<i64>,
-) -> Result<Page, WebError> {
-    let site = app.site().clone();
-    let user = owner.name.clone();
-    let revoked = tokio::task::spawn_blocking(move || crate::tokens::revoke(&site, &user, id))
-        .await
-        .map_err(|e| WebError::Internal(e.to_string()))??;
-    if !revoked {
-        return Err(WebError::NotFound);
-    }
-    settings_page(
-        &app,
-        &acc,
-        &owner.name,
-        Some("The token was revoked."),
-        None,
-        None,
-    )
-    .await
-}
-
-#[derive(Deserialize)]
-struct ChangePassword {
-    current: String,
-    new: String,
-}
-
-async fn change_password(
-    State(app): State<App>,
-    Extension(acc): Extension<Arc<Accounts>>,
-    Extension(owner): Extension<Owner>,
-    Extension(session): Extension<Session>,
-    Form(f): Form<ChangePassword>,
-) -> Result<Page, WebError> {
-    if session.token_scopes().is_some() {
-        return Err(WebError::Forbidden(PERSON_ONLY.into()));
-    }
-    let (notice, error, status) = match acc
-        .change_password(&owner.name, &f.current, &f.new, session.token_hash())
-        .await
-    {
-        Ok(()) => (
-            Some("Your password was changed; your other sessions have ended."),
-            None,
-            StatusCode::OK,
-        ),
-        Err(AccountError::BadCredentials) => (
-            None,
-            Some("The current password is wrong.".to_string()),
-            StatusCode::UNAUTHORIZED,
-        ),
-        Err(
-            e @ (AccountError::Invalid(_)
-            | AccountError::Throttled
-            | AccountError::Wait { .. }
-            | AccountError::TooLong { .. }),
-        ) => (None, Some(e.to_string()), status_of(&e)),
-        Err(e) => return failed(e),
-    };
-    let mut p = settings_page(&app, &acc, &owner.name, notice, error, None).await?;
-    p.status = status;
-    Ok(p)
 }
 
 impl Offering for SettingsOffering {
@@ -837,7 +590,8 @@ impl Offering for SettingsOffering {
         "settings"
     }
 
-    /// Every log-in lands on the settings; without them it lands on a 404.
+    /// A log-in without applications lands on the settings; without them
+    /// it would land on a 404.
     fn core(&self) -> bool {
         true
     }
@@ -847,7 +601,10 @@ impl Offering for SettingsOffering {
     }
 
     fn static_files(&self) -> Vec<(&'static str, &'static [u8])> {
-        vec![("passkeys.js", include_bytes!("../static/passkeys.js"))]
+        vec![
+            ("passkeys.js", include_bytes!("../static/passkeys.js")),
+            ("copy.js", include_bytes!("../static/copy.js")),
+        ]
     }
 
     fn private_routes(&self) -> Router<App> {
@@ -857,9 +614,13 @@ impl Offering for SettingsOffering {
             .route("/password", post(change_password))
             .route("/tokens", post(create_token))
             .route("/totp/begin", post(totp_begin))
+            .route("/totp/cancel", post(totp_cancel))
             .route("/email", post(change_email))
             .route("/totp/{switch}", post(totp_switch))
-            .route("/tokens/{id}/revoke", post(revoke_token))
+            .route(
+                "/tokens/{id}/revoke",
+                get(revoke_token_form).post(revoke_token),
+            )
             .layer(Extension(self.accounts.clone()))
     }
 }

@@ -1521,11 +1521,15 @@ impl Accounts {
     }
 
     /// Starts two-factor set-up: a new secret for `username`, not yet in
-    /// force. Returns the secret and the `otpauth://` URL.
-    pub async fn totp_begin(&self, username: &str) -> Result<(String, String), AccountError> {
+    /// force. Returns the secret and the `otpauth://` URL, which names
+    /// `issuer` (the site's name) in the person's authenticator app.
+    pub async fn totp_begin(
+        &self,
+        username: &str,
+        issuer: &str,
+    ) -> Result<(String, String), AccountError> {
         let secret = crate::totp::new_secret();
-        let issuer = "Mantissa".to_string();
-        let url = crate::totp::url(&secret, username, &issuer)
+        let url = crate::totp::url(&secret, username, issuer)
             .ok_or_else(|| AccountError::Invalid("cannot make a two-factor secret".into()))?;
         let (name, s) = (username.to_string(), secret.clone());
         // A new secret per click: limited like a log-in attempt, per account.
@@ -1581,6 +1585,40 @@ impl Accounts {
             ));
         }
         Ok(())
+    }
+
+    /// Abandons a two-factor set-up that was begun and not turned on:
+    /// the new secret is forgotten. Does nothing once it is on.
+    pub async fn totp_cancel(&self, username: &str) -> Result<(), AccountError> {
+        let name = username.to_string();
+        self.site
+            .store()
+            .write(move |tx| {
+                let mut a = account_named(tx, &name)?;
+                if a.totp_enabled || a.totp_secret.is_none() {
+                    return Ok(());
+                }
+                a.totp_secret = None;
+                tx.update(&a)
+            })
+            .await
+            .map_err(invalid_or_store)
+    }
+
+    /// The status of the account called `username` (one of
+    /// [`status`]), if there is one.
+    pub async fn account_status(&self, username: &str) -> Result<Option<String>, AccountError> {
+        let name = username.to_string();
+        Ok(self
+            .site
+            .store()
+            .read(move |r| {
+                r.query::<Account>()
+                    .filter(Account::username.eq(name))
+                    .first()
+            })
+            .await?
+            .map(|a| a.status.clone()))
     }
 
     /// Whether `username` has two-factor log-in on.

@@ -50,3 +50,21 @@ pub fn check(secret_b32: &str, code: &str, now_secs: u64) -> Option<i64> {
 pub fn code_at(secret_b32: &str, now_secs: u64) -> Option<String> {
     totp(secret_b32, "x", "x").map(|t| t.generate(now_secs))
 }
+
+/// The QR code of `url` (an `otpauth://` URL) as an SVG element, for the
+/// set-up page to show beside the key: dark modules on white, with the
+/// quiet zone, scaled by the page. Made on the server, so the page needs
+/// no script; none if the URL is too long for a QR code.
+pub fn qr_svg(url: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(url.as_bytes()).ok()?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .dark_color(qrcode::render::svg::Color("#000000"))
+        .light_color(qrcode::render::svg::Color("#ffffff"))
+        .build();
+    // The renderer begins with an XML declaration, which has no place
+    // inside an HTML page.
+    let start = svg.find("<svg")?;
+    Some(svg[start..].to_string())
+}

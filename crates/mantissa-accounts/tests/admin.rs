@@ -72,9 +72,17 @@ fn sign_ups_are_reviewed_and_users_suspended_or_deleted() {
             ("password", "dan's long password"),
         ],
     );
-    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.status, 303, "{}", r.text());
     let verify = path_of(&link_in(&w.smtp.wait_for(1)[0].data));
-    dan.submit(s, &verify, &verify, &[]);
+    let r = dan.submit(s, &verify, &verify, &[]);
+    // Verified, and told that an administrator approves the account next.
+    assert!(
+        dan.follow(s, &r)
+            .text()
+            .contains("An administrator will approve your account"),
+        "{}",
+        r.text()
+    );
     let r = dan.submit(
         s,
         "/login",
@@ -194,7 +202,13 @@ fn administrators_create_accounts_that_set_their_own_password() {
     let link = path_of(&link_in(&mail[0].data));
     let mut fay = Visitor::default();
     let r = fay.submit(s, &link, &link, &[("password", "fay's own long password")]);
-    assert!(r.text().contains("Password changed"), "{}", r.text());
+    // Post, redirect, get: the log-in page says what happened.
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(
+        fay.follow(s, &r)
+            .text()
+            .contains("Your new password is set")
+    );
     logged_in(s, "fay", "fay's own long password");
 }
 

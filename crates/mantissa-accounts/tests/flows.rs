@@ -24,8 +24,12 @@ fn sign_up_verify_by_mail_log_in_and_reset_the_password() {
             ("password", "a long password 1"),
         ],
     );
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(shown(&r.text()).contains("We sent a link to Ann@Example.org"));
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(
+        ann.follow(s, &r)
+            .text()
+            .contains("We sent you a link. Follow it to activate your account.")
+    );
 
     // Not before verification.
     let r = ann.submit(
@@ -53,8 +57,12 @@ fn sign_up_verify_by_mail_log_in_and_reset_the_password() {
     // The link shows a page; its button verifies (issue 13, item 19).
     let link = path_of(&link);
     let r = ann.submit(s, &link, &link, &[]);
-    assert_eq!(r.status, 200);
-    assert!(r.text().contains("Email verified"));
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(
+        ann.follow(s, &r)
+            .text()
+            .contains("Your email address is verified")
+    );
     assert_eq!(
         ann.submit(s, &link, &link, &[]).status,
         404,
@@ -112,11 +120,22 @@ fn sign_up_verify_by_mail_log_in_and_reset_the_password() {
         "remembered for 30 days: {remembered}"
     );
     let r = ann.submit(s, "/reset", "/reset", &[("email", "ann@example.org")]);
-    assert!(r.text().contains("If an account has this address"));
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(
+        ann.follow(s, &r)
+            .text()
+            .contains("If an account has this address")
+    );
     let mail = w.smtp.wait_for(2);
     let reset = path_of(&link_in(&mail[1].data));
     let r = ann.submit(s, &reset, &reset, &[("password", "another long password")]);
-    assert!(r.text().contains("Password changed"), "{}", r.text());
+    // Post, redirect, get: the log-in page says what happened.
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(
+        ann.follow(s, &r)
+            .text()
+            .contains("Your new password is set")
+    );
     assert_eq!(
         phone.get(s, "/private/settings").status,
         303,
@@ -139,7 +158,12 @@ fn sign_up_verify_by_mail_log_in_and_reset_the_password() {
 
     // A reset for an unknown address says the same and sends nothing.
     let r = ann.submit(s, "/reset", "/reset", &[("email", "nobody@example.org")]);
-    assert!(r.text().contains("If an account has this address"));
+    assert_eq!(r.status, 303, "the same answer for an unknown address");
+    assert!(
+        ann.follow(s, &r)
+            .text()
+            .contains("If an account has this address")
+    );
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(w.smtp.messages().len(), 2);
 
@@ -302,7 +326,13 @@ fn a_new_email_address_is_used_once_it_is_proved() {
             ("password", "wrong password!"),
         ],
     );
-    assert_eq!(r.status, 401);
+    assert_eq!(r.status, 422);
+    assert!(
+        r.text().contains("The password is wrong.")
+            && shown(&r.text()).contains("value=\"ann@new.example\""),
+        "the form again, with the address typed and why: {}",
+        r.text()
+    );
     let r = ann.submit(
         s,
         "/private/settings",
@@ -312,10 +342,12 @@ fn a_new_email_address_is_used_once_it_is_proved() {
             ("password", "ann's long password"),
         ],
     );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let landed = ann.follow(s, &r);
     assert!(
-        shown(&r.text()).contains("We sent a link to ann@new.example"),
+        shown(&landed.text()).contains("We sent a link to the new address"),
         "{}",
-        r.text()
+        landed.text()
     );
     let mail = w.smtp.wait_for(1);
     assert_eq!(mail[0].to, ["ann@new.example"]);
@@ -337,10 +369,13 @@ fn a_new_email_address_is_used_once_it_is_proved() {
     );
     let link = path_of(&link_in(&mail[0].data));
     let r = ann.submit(s, &link, &link, &[]);
+    // Back on the settings, which say so and show the new address.
+    assert_eq!(r.status, 303, "{}", r.text());
+    let landed = shown(&ann.follow(s, &r).text());
     assert!(
-        shown(&r.text()).contains("Your account now uses ann@new.example."),
-        "{}",
-        r.text()
+        landed.contains("Your email address was changed.")
+            && landed.contains("Now: ann@new.example."),
+        "{landed}"
     );
     let mut again = Visitor::default();
     assert_eq!(

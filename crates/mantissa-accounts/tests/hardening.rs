@@ -59,7 +59,7 @@ fn mailed_links_act_only_when_their_button_is_pressed() {
             ("password", "ann's long password"),
         ],
     );
-    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.status, 303, "{}", r.text());
     let verify = path_of(&link_in(&w.smtp.wait_for(1)[0].data));
     assert!(verify.starts_with("/verify/"), "{verify}");
     let log_in = |v: &mut Visitor| {
@@ -85,7 +85,12 @@ fn mailed_links_act_only_when_their_button_is_pressed() {
     );
     // The person presses the button.
     let r = ann.submit(s, &verify, &verify, &[]);
-    assert!(r.text().contains("Email verified"), "{}", r.text());
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(
+        ann.follow(s, &r)
+            .text()
+            .contains("Your email address is verified")
+    );
     assert_eq!(log_in(&mut ann).status, 303);
 
     // The same for a change of address.
@@ -98,7 +103,7 @@ fn mailed_links_act_only_when_their_button_is_pressed() {
             ("password", "ann's long password"),
         ],
     );
-    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.status, 303, "{}", r.text());
     let mail = w.smtp.wait_for(2);
     let change = path_of(&link_in(&mail[1].data));
     assert!(change.starts_with("/email/"), "{change}");
@@ -110,10 +115,12 @@ fn mailed_links_act_only_when_their_button_is_pressed() {
     let settings = shown(&ann.get(s, "/private/settings").text());
     assert!(settings.contains("Now: ann@example.org."), "{settings}");
     let r = ann.submit(s, &change, &change, &[]);
+    assert_eq!(r.status, 303, "{}", r.text());
+    let landed = shown(&ann.follow(s, &r).text());
     assert!(
-        shown(&r.text()).contains("Your account now uses ann@new.example."),
-        "{}",
-        r.text()
+        landed.contains("Your email address was changed.")
+            && landed.contains("Now: ann@new.example."),
+        "{landed}"
     );
     let settings = shown(&ann.get(s, "/private/settings").text());
     assert!(settings.contains("Now: ann@new.example."), "{settings}");

@@ -133,7 +133,13 @@ fn a_reset_or_an_administrator_turns_the_second_factor_off_and_mails_the_owner()
         &reset,
         &[("password", "ann's new long password")],
     );
-    assert!(r.text().contains("Password changed"), "{}", r.text());
+    // Post, redirect, get: the log-in page says what happened.
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(
+        ann.follow(s, &r)
+            .text()
+            .contains("Your new password is set")
+    );
     let mail = w.smtp.wait_for(2);
     assert_eq!(mail.len(), 2, "{mail:?}");
     assert_eq!(mail[1].to, ["ann@example.org"]);
@@ -183,8 +189,10 @@ fn users_with_a_second_factor_change_their_password_and_email() {
         "/private/settings/email",
         &[("email", "ann@new.example"), ("password", ANN_PW)],
     );
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(shown(&r.text()).contains("We sent a link to ann@new.example"));
+    // Post, redirect, get: the settings page says what happened.
+    assert_eq!(r.status, 303, "{}", r.text());
+    let landed = ann.follow(s, &r);
+    assert!(shown(&landed.text()).contains("We sent a link to the new address"));
     let r = ann.submit(
         s,
         "/private/settings",
@@ -194,7 +202,9 @@ fn users_with_a_second_factor_change_their_password_and_email() {
             ("new", "ann's newer password"),
         ],
     );
-    assert_eq!(r.status, 401, "{}", r.text());
+    // The form again, its message beside the field (422: the person is
+    // signed in; it is the form that is wrong).
+    assert_eq!(r.status, 422, "{}", r.text());
     assert!(r.text().contains("The current password is wrong."));
     let r = ann.submit(
         s,
@@ -202,8 +212,8 @@ fn users_with_a_second_factor_change_their_password_and_email() {
         "/private/settings/password",
         &[("current", ANN_PW), ("new", "ann's newer password")],
     );
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.text().contains("Your password was changed"));
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(ann.follow(s, &r).text().contains("Password changed."));
 }
 
 /// Item 6: the per-account limit does not start again for `dave `, ` dave`
@@ -308,7 +318,8 @@ fn totp_enrolment_is_throttled() {
                 .status
         })
         .collect();
-    assert!(begins[..limit].iter().all(|&s| s == 200), "{begins:?}");
+    // Each begun set-up goes back to the settings (POST-redirect-GET).
+    assert!(begins[..limit].iter().all(|&s| s == 303), "{begins:?}");
     assert_eq!(begins[limit], 429, "{begins:?}");
     let guesses: Vec<u16> = (0..7)
         .map(|i| {
@@ -376,7 +387,9 @@ fn one_time_links_die_when_the_password_changes() {
         &second,
         &[("password", "ann's second password")],
     );
-    assert!(r.text().contains("Password changed"), "{}", r.text());
+    // Post, redirect, get: the log-in page says what happened.
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(v.follow(s, &r).text().contains("Your new password is set"));
     let r = v.get(s, &first);
     assert_eq!(r.status, 404, "the other reset link died");
     assert!(r.text().contains("Link not valid"));
@@ -403,7 +416,7 @@ fn one_time_links_die_when_the_password_changes() {
             ("new", "ann's third password"),
         ],
     );
-    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.status, 303, "{}", r.text());
     // The link's page has a button (mail scanners follow links); pressing it
     // changes nothing.
     let r = ann.submit(s, &change, &change, &[]);
@@ -422,7 +435,9 @@ fn only_the_last_printed_administrator_link_works_and_once() {
     let mut v = Visitor::default();
     assert_eq!(v.get(s, &first).status, 404, "the earlier start's link");
     let r = v.submit(s, &second, &second, &[("password", "the admin's password")]);
-    assert!(r.text().contains("Password changed"), "{}", r.text());
+    // Post, redirect, get: the log-in page says what happened.
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(v.follow(s, &r).text().contains("Your new password is set"));
     assert_eq!(v.get(s, &second).status, 404);
     let mut admin = logged_in(s, "admin", "the admin's password");
     assert_eq!(admin.get(s, "/admin").status, 200);
@@ -523,19 +538,21 @@ fn next_cannot_leave_the_site_nor_break_the_log_in() {
     let w = world(|a| a.with_rate_limits(1000, 1000));
     with_ann(&w);
     let s = &w.server;
+    // A `next` that is refused lands on ann's first application instead:
+    // the notes.
     for (next, expected) in [
-        ("/\t/evil.example/phish", "/private/settings"),
-        ("/\\evil.example/phish", "/private/settings"),
-        ("//evil.example/phish", "/private/settings"),
-        ("\\\\evil.example", "/private/settings"),
-        ("https://evil.example/", "/private/settings"),
-        ("/private/notes\r\nSet-Cookie: x=y", "/private/settings"),
-        ("/private/notes\n", "/private/settings"),
-        ("/.//evil.example/phish", "/private/settings"),
+        ("/\t/evil.example/phish", "/private/notes"),
+        ("/\\evil.example/phish", "/private/notes"),
+        ("//evil.example/phish", "/private/notes"),
+        ("\\\\evil.example", "/private/notes"),
+        ("https://evil.example/", "/private/notes"),
+        ("/private/notes\r\nSet-Cookie: x=y", "/private/notes"),
+        ("/private/notes\n", "/private/notes"),
+        ("/.//evil.example/phish", "/private/notes"),
         ("/caf\u{e9}", "/caf%C3%A9"),
-        (" /private/notes", "/private/settings"),
+        (" /private/notes", "/private/notes"),
         ("/private/notes?tab=1#top", "/private/notes?tab=1#top"),
-        ("", "/private/settings"),
+        ("", "/private/notes"),
     ] {
         let mut v = Visitor::default();
         let r = v.submit(
@@ -577,7 +594,9 @@ fn sign_up_with_a_registered_address_answers_as_for_a_new_one() {
             ("password", "a long password 1"),
         ],
     );
-    assert_eq!((known.status, new.status), (200, 200));
+    // Both redirect to the same page, saying the same.
+    assert_eq!((known.status, new.status), (303, 303));
+    assert_eq!(known.header("location"), new.header("location"));
     assert_eq!(
         shown(&known.text()).replace("ann@example.org", "ADDRESS"),
         shown(&new.text()).replace("zed@example.org", "ADDRESS"),
@@ -613,7 +632,11 @@ fn reset_mails_are_limited_per_account_per_hour() {
     for i in 0..8 {
         let mut v = Visitor::at(&format!("127.0.2.{}", i + 1));
         let r = v.submit(s, "/reset", "/reset", &[("email", "ann@example.org")]);
-        assert!(r.text().contains("If an account has this address"));
+        assert!(
+            v.follow(s, &r)
+                .text()
+                .contains("If an account has this address")
+        );
     }
     let limit = mantissa_accounts::RESETS_PER_HOUR as usize;
     w.smtp.wait_for(limit);
@@ -688,16 +711,17 @@ fn known_and_unknown_addresses_get_the_same_answers_even_when_mail_fails() {
     with_ann(&w);
     let s = &w.server;
     let mut v = Visitor::default();
-    let answers: Vec<(u16, String)> = ["ann@example.org", "nobody@example.org"]
+    let answers: Vec<(u16, Option<String>, String)> = ["ann@example.org", "nobody@example.org"]
         .iter()
         .map(|email| {
             let r = v.submit(s, "/reset", "/reset", &[("email", email)]);
-            (r.status, shown(&r.text()))
+            let to = r.header("location").map(str::to_string);
+            (r.status, to, shown(&r.text()))
         })
         .collect();
     assert_eq!(answers[0], answers[1]);
-    assert_eq!(answers[0].0, 200);
-    let answers: Vec<(u16, String)> = ["ann@example.org", "nobody@example.org"]
+    assert_eq!(answers[0].0, 303);
+    let answers: Vec<(u16, Option<String>, String)> = ["ann@example.org", "nobody@example.org"]
         .iter()
         .enumerate()
         .map(|(i, email)| {
@@ -711,11 +735,12 @@ fn known_and_unknown_addresses_get_the_same_answers_even_when_mail_fails() {
                     ("password", "a long password 1"),
                 ],
             );
-            (r.status, shown(&r.text()).replace(email, "ADDRESS"))
+            let to = r.header("location").map(str::to_string);
+            (r.status, to, shown(&r.text()).replace(email, "ADDRESS"))
         })
         .collect();
     assert_eq!(answers[0], answers[1]);
-    assert_eq!(answers[0].0, 200);
+    assert_eq!(answers[0].0, 303);
 }
 
 /// Item 4, for the settings page: an over-long new address is refused, and
@@ -733,6 +758,8 @@ fn an_over_long_new_address_is_refused_and_not_said_back() {
         "/private/settings/email",
         &[("email", &huge), ("password", ANN_PW)],
     );
-    assert_eq!(r.status, 400, "{}", r.status);
+    // The form again (422), saying why beside the field, without the
+    // address.
+    assert_eq!(r.status, 422, "{}", r.status);
     assert!(r.text().contains("too long") && r.body.len() < 100_000);
 }

@@ -35,7 +35,17 @@ fn notes_are_written_shared_and_unshared_from_their_page() {
     for body in ["first", "second"] {
         let r = alice.submit(s, page, page, &[("title", "Plans"), ("body", body)]);
         assert_eq!(r.status, 303);
-        assert_eq!(r.header("location"), Some("/private/notes/"));
+        // Back to the list, which says what happened.
+        assert_eq!(
+            r.header("location"),
+            Some("/private/notes/?done=notes-saved")
+        );
+        assert!(
+            alice
+                .follow(s, &r)
+                .text()
+                .contains("Note saved and published")
+        );
     }
     let notes = entries(&mut alice, s);
     assert_eq!(notes.len(), 2, "{notes:?}");
@@ -59,8 +69,16 @@ fn notes_are_written_shared_and_unshared_from_their_page() {
     let share = format!("/private/notes/{id}/share");
     let unshare = format!("/private/notes/{id}/unshare");
 
-    // Bad forms answer 400 and change nothing; a title is required.
-    assert_eq!(alice.submit(s, page, page, &[("title", "  ")]).status, 400);
+    // Bad forms change nothing. A note without a title is the form again
+    // (422), keeping what was typed, the message beside the title.
+    let r = alice.submit(s, page, page, &[("title", "  "), ("body", "kept")]);
+    assert_eq!(r.status, 422);
+    assert!(shown(&r.text()).contains("A note needs a title."));
+    assert!(r.text().contains(">kept</textarea>"), "{}", r.text());
+    // So is one sent without its title field at all: never axum's text.
+    let r = alice.submit(s, page, page, &[("body", "no title")]);
+    assert_eq!(r.status, 422);
+    assert!(!r.text().contains("missing field"));
     assert_eq!(
         alice
             .submit(s, page, &share, &[("role", "the-world")])

@@ -253,7 +253,7 @@ fn add_passkey(w: &World, origin: &str, v: &mut Visitor, name: &str) -> SoftPass
     assert_eq!(done.status, 200, "{}", done.text());
     assert_eq!(
         json_of(&done)["go"],
-        "/private/settings?notice=passkey-added"
+        "/private/settings?done=passkey-added#passkeys"
     );
     soft
 }
@@ -322,7 +322,10 @@ fn a_passkey_added_in_settings_signs_in_without_password_or_two_factor_code() {
     let s = &w.server;
     let mut ann = logged_in(&w, "ann", ANN_PASSWORD);
     let page = ann.get(s, "/private/settings").text();
-    assert!(page.contains("<h2>Passkeys</h2>") && page.contains("You have no passkeys yet."));
+    assert!(
+        page.contains("<h2 id=\"passkeys\">Passkeys</h2>")
+            && page.contains("You have no passkeys yet.")
+    );
     assert!(
         page.contains(r#"<form id="passkey-add""#) && page.contains("/passkeys.js\" defer"),
         "{page}"
@@ -412,7 +415,8 @@ fn a_passkey_added_in_settings_signs_in_without_password_or_two_factor_code() {
     let answer = laptop.get(&options);
     let r = finish_sign_in(&w, &mut ann, &ceremony, &answer);
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(json_of(&r)["go"], "/private/settings");
+    // Without a `next`, to ann's first application.
+    assert_eq!(json_of(&r)["go"], "/private/notes");
     assert_ne!(ann.cookie("mantissa_session").unwrap(), before);
     assert_eq!(ann.get(s, "/private/settings").status, 200);
 
@@ -644,13 +648,19 @@ fn only_its_owner_removes_a_passkey_and_then_it_signs_in_no_more() {
     assert_eq!(r.status, 404);
     assert_eq!(w.accounts.passkeys("ann").blocking().unwrap().len(), 1);
 
-    let r = ann.submit(s, "/private/settings", &remove, &[]);
-    assert_eq!(r.status, 200);
-    let page = r.text();
+    // The settings page's button leads to a page that asks first; its
+    // button removes it.
+    let asked = ann.get(s, &remove);
+    assert_eq!(asked.status, 200);
     assert!(
-        shown(&page).contains("The passkey \u{201c}laptop\u{201d} was removed."),
-        "{page}"
+        shown(&asked.text()).contains("Remove the passkey \u{201c}laptop\u{201d}?"),
+        "{}",
+        asked.text()
     );
+    let r = ann.submit(s, &remove, &remove, &[]);
+    assert_eq!(r.status, 303, "{}", r.text());
+    let page = ann.follow(s, &r).text();
+    assert!(shown(&page).contains("The passkey was removed."), "{page}");
     assert!(page.contains("You have no passkeys yet."));
     let r = ann.submit(s, "/private/settings", &remove, &[]);
     assert_eq!(r.status, 404, "removed twice");

@@ -30,10 +30,10 @@ fn tokens_open_the_api_within_their_scope_until_revoked() {
         let page = ann
             .submit(s, "/private/settings", "/private/settings/tokens", &fields)
             .text();
-        page.split("shown only now): <code>")
+        page.split("id=\"new-token\" readonly value=\"")
             .nth(1)
             .unwrap()
-            .split('<')
+            .split('"')
             .next()
             .unwrap()
             .to_string()
@@ -82,13 +82,18 @@ fn tokens_open_the_api_within_their_scope_until_revoked() {
         .next()
         .unwrap()
         .to_string();
-    let r = ann.submit(
-        s,
-        "/private/settings",
-        &format!("/private/settings/tokens/{id}/revoke"),
-        &[],
+    // Its button leads to a page that asks first.
+    let revoke = format!("/private/settings/tokens/{id}/revoke");
+    let asked = ann.get(s, &revoke);
+    assert_eq!(asked.status, 200);
+    assert!(
+        asked.text().contains("Revoke the token"),
+        "{}",
+        asked.text()
     );
-    assert!(r.text().contains("The token was revoked."));
+    let r = ann.submit(s, &revoke, &revoke, &[]);
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(ann.follow(s, &r).text().contains("The token was revoked"));
     assert_eq!(with(&read, get).status, 401);
     assert_eq!(with(&write, get).status, 200);
 }

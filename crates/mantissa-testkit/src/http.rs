@@ -354,6 +354,17 @@ impl Visitor {
         r
     }
 
+    /// Follows the redirect `r` answered with (a form's POST-redirect-GET):
+    /// the page at its `Location`, without the fragment, which a browser
+    /// keeps to itself.
+    pub fn follow(&mut self, s: &TestServer, r: &Response) -> Response {
+        let to = r
+            .header("location")
+            .unwrap_or_else(|| panic!("not a redirect ({}): {}", r.status, r.text()));
+        let path = to.split('#').next().unwrap_or_default().to_string();
+        self.get(s, &path)
+    }
+
     /// Loads the form page first (for its CSRF token), then posts to it.
     pub fn submit(
         &mut self,

@@ -10,7 +10,10 @@
 //! sharing" button ([`mantissa_accounts::unshare`]), and a form sharing it
 //! ([`mantissa_accounts::share`]) with everyone, with every signed-in user
 //! or with one named user, to view or to view and edit. Every form answers
-//! with a redirect back to the list (post/redirect/get). Its stylesheet is a
+//! with a redirect back to the list (post/redirect/get), whose top says
+//! what happened (`?done=`, [`mantissa_web::done`]); a refused form is
+//! shown again, 422, with what was typed and the message beside the
+//! field. Its stylesheet is a
 //! static file of the offering (`/static/notes/…/notes.css`): the site's CSP
 //! allows no inline styles.
 //!
@@ -55,9 +58,10 @@ const LIST: &str = r#"{% extends "base.html" %}
 <form method="post" action="/private/notes/">
   {{ csrf_field() }}
   <p><label for="note-title">Title</label>
-  <input id="note-title" name="title" required maxlength="200"></p>
+  <input id="note-title" name="title" required maxlength="200"{% if draft %} value="{{ draft.title }}"{% if draft.message %} aria-invalid="true" aria-describedby="note-title-error"{% endif %}{% endif %}></p>
+  {% if draft and draft.message %}<p class="field-error" id="note-title-error" role="alert">{{ draft.message }}</p>{% endif %}
   <p><label for="note-body">Note</label>
-  <textarea id="note-body" name="body" rows="5"></textarea></p>
+  <textarea id="note-body" name="body" rows="5">{% if draft %}{{ draft.body }}{% endif %}</textarea></p>
   <p><button type="submit">Save and publish</button></p>
 </form>
 <h2>Your notes</h2>
@@ -111,9 +115,11 @@ const NOTES_CSS: &[u8] = b".note-body { white-space: pre-wrap; }\n\
 .note { border-top: 1px solid #ccc; margin-top: 1.5rem; }\n\
 .note form { margin: 0; }\n";
 
-/// The form that writes a note.
+/// The form that writes a note (a missing field is an empty one, which
+/// the form then asks for, beside it).
 #[derive(Deserialize)]
 struct NewNote {
+    #[serde(default)]
     title: String,
     #[serde(default)]
     body: String,
@@ -137,8 +143,26 @@ struct UnshareForm {
     role: String,
 }
 
-fn back() -> Redirect {
-    Redirect::to("/private/notes/")
+/// Back to the list, which says what was `done` (one of [`MESSAGES`]).
+fn back(done: &str) -> Redirect {
+    mantissa_web::done("/private/notes/", done)
+}
+
+/// What the list says after each form ([`Offering::messages`]).
+const MESSAGES: &[(&str, &str)] = &[
+    (
+        "notes-saved",
+        "Note saved and published at its address; only you can see it until you share it.",
+    ),
+    ("notes-shared", "The note was shared."),
+    ("notes-unshared", "The note is no longer shared with them."),
+];
+
+/// A new note that was refused: shown again in the form, with why.
+struct Draft {
+    title: String,
+    body: String,
+    message: String,
 }
 
 /// Says who a share is for, in words; `names` are the user names of the
@@ -183,7 +207,7 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Page, WebError> {
     let page = Pager::page_from(&q.page);
-    list_page(app, owner, None, page).await
+    list_page(app, owner, None, None, page).await
 }
 
 /// Page `page` of the list, with the refused share form's message if there
@@ -193,6 +217,7 @@ async fn list_page(
     app: App,
     owner: Owner,
     problem: Option<Problem>,
+    draft: Option<Draft>,
     page: usize,
 ) -> Result<Page, WebError> {
     let about = problem.as_ref().map(|p| p.note);
@@ -277,7 +302,9 @@ async fn list_page(
         })
         .collect();
     let titles: Vec<&str> = notes.iter().map(|n| n.title.as_str()).collect();
-    let failed = problem.is_some();
+    let failed = problem.is_some() || draft.is_some();
+    let draft = draft
+        .map(|d| serde_json::json!({ "title": d.title, "body": d.body, "message": d.message }));
     let problem = problem
         .map(|p| serde_json::json!({ "note": p.note, "user": p.user, "message": p.message }));
     let mut answer = Page::new(
@@ -288,6 +315,7 @@ async fn list_page(
             "entries": entries,
             "people": people,
             "problem": problem,
+            "draft": draft,
             "pager": Pager::new(page, total, NOTES_PER_PAGE),
         }),
     );
@@ -298,12 +326,20 @@ async fn list_page(
 }
 
 async fn create(
+    State(app): State<App>,
     Extension(owner): Extension<Owner>,
     Form(form): Form<NewNote>,
-) -> Result<Redirect, WebError> {
+) -> Result<Response, WebError> {
     let title = form.title.trim().to_string();
     if title.is_empty() {
-        return Err(WebError::BadRequest("A note needs a title.".into()));
+        let draft = Draft {
+            title: form.title,
+            body: form.body,
+            message: "A note needs a title.".into(),
+        };
+        return Ok(list_page(app, owner, None, Some(draft), 1)
+            .await?
+            .into_response());
     }
     owner
         .store
@@ -334,7 +370,7 @@ async fn create(
             mantissa_web::publish(tx, "notes", note, &slug).map(drop)
         })
         .await?;
-    Ok(back())
+    Ok(back("notes-saved").into_response())
 }
 
 async fn share_note(
@@ -372,7 +408,7 @@ async fn share_note(
                         user: typed,
                         message,
                     };
-                    return Ok(list_page(app, owner, Some(problem), 1)
+                    return Ok(list_page(app, owner, Some(problem), None, 1)
                         .await?
                         .into_response());
                 }
@@ -390,7 +426,7 @@ async fn share_note(
     } else {
         &["view"]
     };
-    on_own_note(owner, id, move |tx, note| {
+    on_own_note(owner, id, "notes-shared", move |tx, note| {
         share(tx, note, role, capabilities)
     })
     .await
@@ -402,6 +438,7 @@ async fn share_note(
 async fn on_own_note(
     owner: Owner,
     id: i64,
+    done: &'static str,
     change: impl FnOnce(&mut Write<'_>, Ref<Note>) -> mantissa_store::Result<()> + Send + 'static,
 ) -> Result<Redirect, WebError> {
     let found = owner
@@ -418,7 +455,7 @@ async fn on_own_note(
     if !found {
         return Err(WebError::NotFound);
     }
-    Ok(back())
+    Ok(back(done))
 }
 
 async fn unshare_note(
@@ -428,12 +465,23 @@ async fn unshare_note(
 ) -> Result<Redirect, WebError> {
     let role = Role::from_key(&form.role)
         .ok_or_else(|| WebError::BadRequest(format!("{:?} is not a share.", form.role)))?;
-    on_own_note(owner, id, move |tx, note| unshare(tx, note, role)).await
+    on_own_note(owner, id, "notes-unshared", move |tx, note| {
+        unshare(tx, note, role)
+    })
+    .await
 }
 
 impl Offering for Notes {
     fn name(&self) -> &'static str {
         "notes"
+    }
+
+    fn label(&self) -> Option<&'static str> {
+        Some("Notes")
+    }
+
+    fn messages(&self) -> Vec<(&'static str, &'static str)> {
+        MESSAGES.to_vec()
     }
 
     fn templates(&self) -> Vec<(&'static str, &'static str)> {

@@ -16,6 +16,7 @@ use minijinja::Value;
 use crate::access::{AccessPolicy, PublicPolicy};
 use crate::config::{AddressList, SiteConfig};
 use crate::http::ClientInfo;
+use crate::nav::{EveryOffering, Menu, Navigation};
 use crate::observe::{RequestRate, metrics_text, prometheus};
 use crate::offering::{Offering, Offerings, shared_item};
 use crate::page::{Page, WebError};
@@ -71,6 +72,7 @@ struct Inner {
     first_seen: FirstSeen,
     rate: RequestRate,
     reveals: Arc<Reveals>,
+    navigation: std::sync::OnceLock<Arc<dyn Navigation>>,
 }
 
 /// The site's configuration, and what templates see of it (`site`), made
@@ -194,6 +196,7 @@ impl App {
             first_seen: FirstSeen::default(),
             rate: RequestRate::default(),
             reveals,
+            navigation: std::sync::OnceLock::new(),
         })))
     }
 
@@ -210,6 +213,28 @@ impl App {
     /// The installed offering called `name`.
     pub fn offering(&self, name: &str) -> Option<Arc<dyn Offering>> {
         self.0.offerings.iter().find(|o| o.name() == name).cloned()
+    }
+
+    /// Installs what decides the navigation (the accounts do, when they
+    /// add their routes); the first one installed stays.
+    pub fn set_navigation(&self, navigation: Arc<dyn Navigation>) {
+        let _ = self.0.navigation.set(navigation);
+    }
+
+    /// The navigation for `user` (none: a visitor).
+    pub async fn menu(&self, user: Option<String>) -> Menu {
+        match self.0.navigation.get() {
+            Some(n) => n.menu(self.clone(), user).await,
+            None => EveryOffering.menu(self.clone(), user).await,
+        }
+    }
+
+    /// What the front page of a new site tells `user`, if anything.
+    pub async fn first_run(&self, user: Option<String>) -> Option<crate::nav::FirstRun> {
+        match self.0.navigation.get() {
+            Some(n) => n.first_run(self.clone(), user).await,
+            None => None,
+        }
     }
 
     pub(crate) fn token_auth(&self) -> Option<&Arc<dyn TokenAuth>> {
@@ -363,11 +388,31 @@ fn theme_dir(site: &Site, config: &SiteConfig) -> Option<PathBuf> {
         .map(|t| site.root().join("themes").join(t))
 }
 
-async fn front_page(State(app): State<App>) -> Page {
+/// The front page: what the site is and what one can do there (its
+/// applications, and how to get in); on a new site, what its
+/// administrator does next ([`FirstRun`](crate::FirstRun)).
+async fn front_page(
+    State(app): State<App>,
+    session: Option<axum::Extension<crate::session::Session>>,
+) -> Page {
     let c = app.config();
+    let user = session.and_then(|axum::Extension(s)| s.user());
+    let names: Vec<String> = app
+        .offerings()
+        .iter()
+        .map(|o| o.name().to_string())
+        .collect();
+    let apps = crate::nav::applications(&app, &names).await;
+    let first_run = app.first_run(user.clone()).await;
+    let menu = app.menu(user.clone()).await;
     Page::new(
         "front.html",
-        serde_json::json!({ "site": { "name": c.name, "tagline": c.tagline, "contact": c.contact } }),
+        serde_json::json!({
+            "site": { "name": c.name, "tagline": c.tagline, "contact": c.contact },
+            "applications": apps,
+            "signup_open": menu.signup_open,
+            "first_run": first_run,
+        }),
     )
     .hiding_addresses()
 }

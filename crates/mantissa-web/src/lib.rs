@@ -33,6 +33,7 @@ mod access;
 mod app;
 mod config;
 mod http;
+mod nav;
 mod observe;
 mod offering;
 mod page;
@@ -47,6 +48,10 @@ pub use access::{AccessPolicy, CapabilitiesFuture, PublicPolicy, VIEW, grants};
 pub use app::{App, WebOptions};
 pub use config::{AddressList, AddressListError, DEFAULT_ROBOTS, SiteConfig};
 pub use http::{ClientInfo, HttpProtocol};
+pub use nav::{
+    EveryOffering, FirstRun, FirstRunFuture, MESSAGES, Menu, MenuFuture, MenuLink, Navigation,
+    Step, applications, done, done_url, message,
+};
 pub use offering::{
     Offering, OfferingState, Owner, Published, SLUG_MAX, SharedFuture, SharedRequest,
     offering_is_enabled, publish, set_offering_enabled, slugify, slugify_with_suffix,

@@ -134,6 +134,22 @@ pub trait Offering: Send + Sync + 'static {
     fn core(&self) -> bool {
         false
     }
+
+    /// What the navigation calls it: a link to `/private/<name>` for the
+    /// users who have it installed. `None` keeps it out of the navigation
+    /// (the default for a [core](Offering::core) offering: the account
+    /// settings have their own link); otherwise its name.
+    fn label(&self) -> Option<&'static str> {
+        (!self.core()).then(|| self.name())
+    }
+
+    /// The messages its forms' redirects may ask the layout to show, by
+    /// key (see [`done`](crate::done)): `("note-saved", "Note saved.")`.
+    /// Keys are shared by the whole site: begin them with the offering's
+    /// name.
+    fn messages(&self) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
+    }
 }
 
 /// Whether an offering is switched on for the site. Offerings are compiled

@@ -231,6 +231,21 @@ fn error_page(status: StatusCode, title: &str, message: &str) -> Page {
 #[derive(Clone)]
 struct Pending(Arc<Page>);
 
+/// Whether `response` is a [`Page`] still to be rendered.
+pub(crate) fn is_pending(response: &Response) -> bool {
+    response.extensions().get::<Pending>().is_some()
+}
+
+/// What the layout shows around a page: who is signed in (`user`), the
+/// navigation (`menu`) and what the last form did (`done`); see
+/// [`crate::nav`].
+#[derive(Debug, Default)]
+pub(crate) struct Chrome {
+    pub(crate) user: Option<String>,
+    pub(crate) menu: crate::nav::Menu,
+    pub(crate) done: Option<&'static str>,
+}
+
 impl IntoResponse for Page {
     fn into_response(self) -> Response {
         let mut r = self.status.into_response();
@@ -344,14 +359,14 @@ pub(crate) fn render_pending(
     api: bool,
     path: &str,
     csrf: Option<crate::session::CsrfToken>,
-    user: Option<String>,
+    chrome: Chrome,
 ) -> Response {
     let (mut parts, body) = response.into_parts();
     match parts.extensions.remove::<Pending>() {
         Some(Pending(page)) => {
             // The router measured the empty placeholder body.
             parts.headers.remove(header::CONTENT_LENGTH);
-            render(app, &page, api, path, csrf, user, parts.headers)
+            render(app, &page, api, path, csrf, parts.headers, chrome)
         }
         None => Response::from_parts(parts, body),
     }
@@ -368,8 +383,8 @@ pub(crate) fn render_error(app: &App, req: &Request, error: WebError) -> Respons
             api,
             req.uri().path(),
             None,
-            None,
             Default::default(),
+            Chrome::default(),
         ),
         None => response,
     }
@@ -388,6 +403,8 @@ struct PageContext {
     site: Value,
     path: Value,
     user: Value,
+    menu: Value,
+    done: Value,
     csrf: Option<crate::session::CsrfToken>,
     data: Value,
     /// The cause of an internal error (`serve --dev` only).
@@ -403,6 +420,8 @@ impl minijinja::value::Object for PageContext {
             "site" => Some(self.site.clone()),
             "path" => Some(self.path.clone()),
             "user" => Some(self.user.clone()),
+            "menu" => Some(self.menu.clone()),
+            "done" => Some(self.done.clone()),
             "hiding_addresses" => Some(Value::from(self.hiding_addresses)),
             "detail" if self.detail.is_some() => self.detail.clone(),
             "csrf_field" => {
@@ -422,9 +441,10 @@ fn render(
     api: bool,
     path: &str,
     csrf: Option<crate::session::CsrfToken>,
-    user: Option<String>,
     headers: axum::http::HeaderMap,
+    chrome: Chrome,
 ) -> Response {
+    let user = chrome.user;
     let (content_type, body) = if api {
         let hide = page.hide_addresses && user.is_none();
         match serde_json::to_vec(&page.data).and_then(|json| hide_addresses(app, json, hide)) {
@@ -445,6 +465,8 @@ fn render(
             path: Value::from(path),
             hiding_addresses: page.hide_addresses && user.is_none(),
             user: Value::from(user),
+            menu: Value::from_serialize(&chrome.menu),
+            done: Value::from(chrome.done),
             csrf,
             data: page.data.clone(),
             // Why a handler failed, beside the page's words: in

@@ -44,7 +44,8 @@ use crate::http::ClientInfo;
 use crate::observe::AccessEntry;
 use crate::offering::require_owner;
 use crate::page::{
-    WebError, explain_plain_refusal, render_error, render_pending, strip_api_prefix,
+    Chrome, WebError, explain_plain_refusal, is_pending, render_error, render_pending,
+    strip_api_prefix,
 };
 use crate::protect::{
     Conditional, add_security_headers, client_ip, pace_crawler, refusal_response,
@@ -451,6 +452,9 @@ fn parse_forwarded_for(v: &str) -> Option<std::net::IpAddr> {
 async fn page(app: &App, routes: Router, mut req: Request, api: bool) -> Response {
     let tls = is_tls(&req);
     let path = req.uri().path().to_string();
+    let done_key = (req.method() == axum::http::Method::GET)
+        .then(|| crate::nav::done_key(req.uri().query()))
+        .flatten();
     let session = match load_session(app, &mut req).await {
         Ok(session) => session,
         Err(refused) => return refused,
@@ -474,7 +478,19 @@ async fn page(app: &App, routes: Router, mut req: Request, api: bool) -> Respons
     let csrf = csrf_after(&session, csrf);
     let user = Session::user(&session);
     let personal = user.is_some() || behind_log_in(&path);
-    let mut response = render_pending(app, response, api, &path, Some(csrf.clone()), user);
+    let chrome = if !api && is_pending(&response) {
+        Chrome {
+            menu: app.menu(user.clone()).await,
+            done: done_key.and_then(|k| crate::nav::message(app, &k)),
+            user,
+        }
+    } else {
+        Chrome {
+            user,
+            ..Chrome::default()
+        }
+    };
+    let mut response = render_pending(app, response, api, &path, Some(csrf.clone()), chrome);
     if personal {
         // What a signed-in visitor is shown is theirs: no cache may keep
         // it, the browser's included, so that Back after log-out (or the

@@ -15,18 +15,19 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router, routing::post};
-use mantissa_web::{App, ClientInfo, Owner, Page, SESSION_LIFETIME, Session, WebError};
+use mantissa_web::{ApiRequest, App, ClientInfo, Owner, SESSION_LIFETIME, Session, WebError};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use super::PasskeyError;
-use crate::pages::{REMEMBER_FOR, safe_next, settings_page};
+use crate::pages::{REMEMBER_FOR, safe_next};
 use crate::service::{AccountError, Accounts};
+use crate::settings::finished;
 
 /// Where the script goes once a passkey was added.
-pub(crate) const ADDED: &str = "/private/settings?notice=passkey-added";
+pub(crate) const ADDED: &str = "/private/settings?done=passkey-added#passkeys";
 
 fn json_error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
@@ -129,10 +130,14 @@ async fn sign_in_finish(
             } else {
                 SESSION_LIFETIME
             };
-            if let Err(e) = session.begin(&app, Some(user), lifetime).await {
+            if let Err(e) = session.begin(&app, Some(user.clone()), lifetime).await {
                 return failed(PasskeyError::Internal(e.to_string()));
             }
-            Json(json!({ "go": safe_next(&answer.next) })).into_response()
+            let go = match safe_next(&answer.next) {
+                Some(next) => next,
+                None => crate::nav::landing(&app, &user).await,
+            };
+            Json(json!({ "go": go })).into_response()
         }
         Err(e) => failed(e),
     }
@@ -205,22 +210,31 @@ async fn register_finish(
     }
 }
 
-/// `POST /private/settings/passkeys/{id}/remove` (a form): 404 unless the
-/// passkey is the signed-in person's.
+/// `POST /private/settings/passkeys/{id}/remove` (a form; its button is
+/// on the page that asks first, [`crate::settings::remove_passkey_form`]):
+/// 404 unless the passkey is the signed-in person's.
 async fn remove(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
     Extension(owner): Extension<Owner>,
     Extension(session): Extension<Session>,
+    api: Option<Extension<ApiRequest>>,
     Path(id): Path<i64>,
-) -> Result<Page, WebError> {
+) -> Result<Response, WebError> {
     if by_token(&session) {
         return Err(WebError::NotFound);
     }
     match acc.remove_passkey(&owner.name, id).await {
-        Ok(Some(name)) => {
-            let notice = format!("The passkey \u{201c}{name}\u{201d} was removed.");
-            settings_page(&app, &acc, &owner.name, Some(&notice), None, None).await
+        Ok(Some(_)) => {
+            finished(
+                &app,
+                &acc,
+                &owner.name,
+                api.is_some(),
+                "passkey-removed",
+                "#passkeys",
+            )
+            .await
         }
         Ok(None) => Err(WebError::NotFound),
         Err(AccountError::Store(e)) => Err(e.into()),
@@ -233,5 +247,8 @@ pub(crate) fn private_routes() -> Router<App> {
     Router::new()
         .route("/passkeys/begin", post(register_begin))
         .route("/passkeys/finish", post(register_finish))
-        .route("/passkeys/{id}/remove", post(remove))
+        .route(
+            "/passkeys/{id}/remove",
+            axum::routing::get(crate::settings::remove_passkey_form).post(remove),
+        )
 }

@@ -119,7 +119,7 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 /// Turns two-factor log-in on for `user` (as its settings page does, with
 /// the code of this time step); returns the secret.
 pub fn enable_totp(accounts: &Accounts, user: &str) -> String {
-    let (secret, _) = block_on(accounts.totp_begin(user)).unwrap();
+    let (secret, _) = block_on(accounts.totp_begin(user, "Mantissa")).unwrap();
     let code = mantissa_accounts::totp::code_at(&secret, now()).unwrap();
     block_on(accounts.totp_set(user, &code, true)).unwrap();
     secret
@@ -162,10 +162,10 @@ pub fn make_token(s: &TestServer, v: &mut Visitor, name: &str, write: bool) -> S
     let page = v
         .submit(s, "/private/settings", "/private/settings/tokens", &fields)
         .text();
-    page.split("shown only now): <code>")
+    page.split("id=\"new-token\" readonly value=\"")
         .nth(1)
         .unwrap_or_else(|| panic!("no token shown: {page}"))
-        .split('<')
+        .split('"')
         .next()
         .unwrap()
         .to_string()
