@@ -2,9 +2,10 @@
 // completion, or serving on a port the OS picks), Debian's Chromium, and a
 // measure of how wide a page is.
 //
-// MANTISSA_BIN names another binary (default: target/debug/mantissa);
-// NOTES_SITE_BIN the notes site (`mantissa` plus the testkit's notes
-// offering, default: target/debug/mantissa-notes-site); CHROMIUM another
+// MANTISSA_BIN names another binary (default: target/debug/mantissa, in
+// $CARGO_TARGET_DIR when set); NOTES_SITE_BIN the notes site (`mantissa`
+// plus the testkit's notes offering, default:
+// target/debug/mantissa-notes-site); CHROMIUM another
 // browser (default: /usr/bin/chromium). `mantissa` and `serve` run BIN
 // unless given another binary.
 
@@ -15,9 +16,12 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
-export const BIN = process.env.MANTISSA_BIN || resolve(here, '../../target/debug/mantissa');
+const TARGET = process.env.CARGO_TARGET_DIR
+  ? resolve(here, '../..', process.env.CARGO_TARGET_DIR)
+  : resolve(here, '../../target');
+export const BIN = process.env.MANTISSA_BIN || resolve(TARGET, 'debug/mantissa');
 export const NOTES_SITE_BIN =
-  process.env.NOTES_SITE_BIN || resolve(here, '../../target/debug/mantissa-notes-site');
+  process.env.NOTES_SITE_BIN || resolve(TARGET, 'debug/mantissa-notes-site');
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 export const PHONE = { width: 360, height: 640 };
 

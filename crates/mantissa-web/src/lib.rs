@@ -12,8 +12,13 @@
 
 /// The axum this crate is built on, for offerings' routes.
 pub use axum;
+/// The OpenAPI crates the API's document is made with, for offerings'
+/// `#[utoipa::path]` attributes and `routes!`.
+pub use utoipa;
+pub use utoipa_axum;
 
 mod access;
+pub mod api;
 mod app;
 mod config;
 mod http;
@@ -28,6 +33,7 @@ mod statics;
 mod templates;
 
 pub use access::{AccessPolicy, CapabilitiesFuture, PublicPolicy, VIEW, grants};
+pub use api::{JsonOrForm, Problem, Written};
 pub use app::{App, WebOptions};
 pub use config::{AddressList, AddressListError, DEFAULT_ROBOTS, SiteConfig};
 pub use http::{ClientInfo, HttpProtocol};

@@ -226,9 +226,17 @@ fn unknown_urls_get_a_themed_404_in_html_and_json() {
         "{html}"
     );
     assert!(!html.contains("<page>"), "the path is escaped");
+    // Under /api/, an RFC 9457 problem (issue 14, item 9).
     let r = s.get("/api/no/such/page");
     assert_eq!(r.status, 404);
-    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let problem: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (&problem["type"], &problem["title"], &problem["status"]),
+        (&"about:blank".into(), &"Not Found".into(), &404.into()),
+        "{problem}"
+    );
+    assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()));
 }
 
 #[test]
@@ -1093,13 +1101,15 @@ fn a_form_axum_cannot_read_gets_a_page_that_says_why() {
         "{}",
         r.text()
     );
-    // The same through /api/: JSON that says it.
+    // The same through /api/: a problem (RFC 9457) that says it.
     let body = v.form_body(&s, "/test/form", &[]);
     let r = v.post(&s, "/api/test/titled", &body);
     assert_eq!(r.status, 422);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
     let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(json["status"], 422);
     assert!(
-        json["message"]
+        json["detail"]
             .as_str()
             .unwrap()
             .contains("without its “title” field"),
