@@ -148,6 +148,9 @@ def main():
                 "--output-sanitize", "true",
                 "--generation-database", "none",
             ],
+            # Its cache folder (.schemathesis) goes with the site, not
+            # into the checkout.
+            cwd=work,
         )
         passed = failed = 0
         if os.path.exists(junit):
