@@ -186,7 +186,8 @@ pub(crate) fn default_detail(status: StatusCode) -> String {
 /// A request body that is JSON (`application/json`) or a form
 /// (`application/x-www-form-urlencoded`), read into `T` either way, so that
 /// one handler serves a page's form and `/api/`. Anything else is refused
-/// with 415; a body that does not fit `T` with 400, naming what was wrong.
+/// with 415; a body that does not fit `T` with 400 (either kind), naming
+/// what was wrong.
 ///
 /// ```
 /// use mantissa_web::JsonOrForm;
@@ -233,6 +234,12 @@ where
         if essence == "application/x-www-form-urlencoded" {
             return match axum::Form::<T>::from_request(req, state).await {
                 Ok(axum::Form(value)) => Ok(JsonOrForm(value)),
+                // A form that does not fit is a bad request, as a JSON body
+                // that does not is (axum says 422 for it).
+                Err(e) if e.status() == StatusCode::UNPROCESSABLE_ENTITY => Err(refusal(
+                    StatusCode::BAD_REQUEST,
+                    &for_people(&e.body_text()),
+                )),
                 Err(e) => Err(refusal(e.status(), &for_people(&e.body_text()))),
             };
         }
