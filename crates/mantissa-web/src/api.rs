@@ -387,6 +387,6 @@ pub(crate) fn document(mut api: utoipa::openapi::OpenApi, site_name: &str) -> Ve
     components
         .schemas
         .entry("Problem".into())
-        .or_insert_with(|| Problem::schema());
+        .or_insert_with(Problem::schema);
     serde_json::to_vec_pretty(&api).unwrap_or_default()
 }
