@@ -108,6 +108,19 @@ def write_token(base):
     return m.group(0)
 
 
+def published_note(base, token):
+    """Writes the note the config's `shared_item` parameters name, through the API."""
+    req = urllib.request.Request(
+        base + "/api/private/notes",
+        data=b'{"title": "Published for the tests", "body": "Read by schemathesis."}',
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req) as r:
+        location = r.headers.get("Location")
+        if r.status != 201 or location != "/api/users/ann/published-for-the-tests":
+            raise SystemExit(f"writing a note answered {r.status}, Location {location}")
+
+
 def main():
     if not os.path.exists(BIN):
         raise SystemExit(f"{BIN} not found: cargo build -p mantissa-notes-site first")
@@ -127,6 +140,7 @@ def main():
         )
         wait_for(base + "/healthz", proc)
         token = write_token(base)
+        published_note(base, token)
         junit = os.path.join(work, "junit.xml")
         # Two workers, and fewer requests a second than the site's limit
         # for one address (100), so that schemathesis tests the API, not
