@@ -580,6 +580,55 @@ fn each_address_is_rate_limited_with_retry_after() {
     carries_the_security_policy(&r);
 }
 
+/// Issue 14, item 9: under /api/, a refusal from before any route (the
+/// guard's rate limit) and a handler's panic are RFC 9457 problems too,
+/// with their headers kept.
+#[test]
+fn refusals_and_panics_under_api_are_problems() {
+    fn boom() -> Router<App> {
+        Router::new().route(
+            "/boom",
+            get(|| async {
+                if true {
+                    panic!("a handler's bug");
+                }
+            }),
+        )
+    }
+    let s = TestServer::start(
+        Setup {
+            limits: Limits {
+                requests_per_second_per_ip: 1,
+                request_burst_per_ip: 3,
+                ..Limits::default()
+            },
+            ..Setup::default()
+        },
+        boom,
+    );
+    let r = s.get("/api/boom");
+    assert_eq!(r.status, 500);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let problem: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(problem["status"], 500);
+    assert!(
+        !r.text().contains("a handler's bug"),
+        "internals are logged, never sent"
+    );
+    let refused = (0..5)
+        .map(|_| s.get("/api/"))
+        .find(|r| r.status == 429)
+        .expect("a 429 within five requests");
+    assert_eq!(
+        refused.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert!(refused.header("retry-after").is_some());
+    let problem: serde_json::Value = serde_json::from_slice(&refused.body).unwrap();
+    assert_eq!(problem["status"], 429);
+    assert!(problem["detail"].as_str().unwrap().contains("slow down"));
+}
+
 #[test]
 fn crawlers_are_paced_and_told_so_in_robots_txt() {
     let s = TestServer::start(Setup::default(), no_routes);
