@@ -19,24 +19,31 @@
 //!
 //! `/api/private/notes` gives the list's data: `notes`, the titles in
 //! order, and `entries`, each note with its id, body, address and shares,
-//! fifty at a time (`?page=N`; `pager` says which and how many).
+//! fifty at a time (`?page=N`; `pager` says which and how many). Under
+//! `/api/` each form's POST also takes a JSON body, and answers with the
+//! note it made (201, `Location` its published address) or changed (200)
+//! instead of a redirect; the routes are in the site's OpenAPI document
+//! (`/api/openapi.json`), described next to their handlers.
 //! The `mantissa-notes-site` binary (`tests/notes-site`) is `mantissa`
 //! plus this offering, which the browser tests drive.
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Form, Router};
+use axum::response::{IntoResponse, Response};
 use mantissa_accounts::{
     AccountId, GroupMember, Role, Share, ShareError, account_names, find_account, share, unshare,
 };
 use mantissa_store::{Item, Ref, Write};
 use mantissa_web::{
-    App, Offering, Owner, Page, Pager, Published, SharedFuture, SharedRequest, WebError,
+    App, JsonOrForm, Offering, Owner, Page, Pager, Problem, Published, SharedFuture, SharedRequest,
+    WebError, Written,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// A note.
 #[derive(Item, Debug, Clone)]
@@ -115,38 +122,131 @@ const NOTES_CSS: &[u8] = b".note-body { white-space: pre-wrap; }\n\
 .note { border-top: 1px solid #ccc; margin-top: 1.5rem; }\n\
 .note form { margin: 0; }\n";
 
+/// The longest title, in characters.
+const TITLE_MAX: usize = 200;
+
 /// The form that writes a note (a missing field is an empty one, which
 /// the form then asks for, beside it).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct NewNote {
+    /// The title: up to 200 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     #[serde(default)]
     title: String,
+    /// The text.
     #[serde(default)]
     body: String,
+}
+
+/// Who a note is shared with.
+#[derive(Deserialize, Clone, Copy)]
+enum ShareWith {
+    /// Everyone, signed in or not.
+    #[serde(rename = "everyone")]
+    Everyone,
+    /// Every signed-in user.
+    #[serde(rename = "signed-in")]
+    SignedIn,
+    /// The one user named by `user`.
+    #[serde(rename = "user")]
+    User,
 }
 
 /// The form that shares a note: `role` is `everyone`, `signed-in` or `user`
 /// (then `user` names them); `edit` adds the edit capability.
 #[derive(Deserialize)]
 struct ShareForm {
-    role: String,
+    /// Who to share with.
+    role: ShareWith,
+    /// The user name, when `role` is `user`.
     #[serde(default)]
     user: String,
-    #[serde(default)]
-    edit: Option<String>,
+    /// Present (the form's checkbox sends `on`) or `true`: they may edit
+    /// it too; absent, `false`, `off` or empty: view only.
+    #[serde(default, deserialize_with = "flag")]
+    edit: bool,
+}
+
+/// The schema of [`ShareForm`]: `user` is needed (and only read) when
+/// `role` is `user`, which a schema says with one object for each.
+impl utoipa::PartialSchema for ShareForm {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        let roles = |roles: &[&str]| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(roles.iter().copied()))
+        };
+        let edit = || Option::<Flag>::schema();
+        OneOfBuilder::new()
+            .description(Some("Who to share the note with"))
+            .item(
+                ObjectBuilder::new()
+                    .description(Some("With everyone, or with every signed-in user"))
+                    .property("role", roles(&["everyone", "signed-in"]))
+                    .required("role")
+                    .property("edit", edit()),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .description(Some("With the one user named by `user`"))
+                    .property("role", roles(&["user"]))
+                    .required("role")
+                    .property(
+                        "user",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .description(Some("Their user name"))
+                            .pattern(Some(r"\S")),
+                    )
+                    .required("user")
+                    .property("edit", edit()),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for ShareForm {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push(("Flag".into(), <Flag as utoipa::PartialSchema>::schema()));
+    }
+}
+
+/// A checkbox: `true`/`false` in JSON, the box's value (or nothing) in a
+/// form.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum Flag {
+    /// JSON's.
+    Bool(bool),
+    /// A form's.
+    Text(String),
+}
+
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(match Option::<Flag>::deserialize(d)? {
+        None => false,
+        Some(Flag::Bool(b)) => b,
+        Some(Flag::Text(t)) => !matches!(t.trim(), "" | "0" | "false" | "off"),
+    })
 }
 
 /// The form that stops a share: `role` as kept in the share
 /// (`everyone`, `signed-in`, `user:NAME`, `group:NAME`).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct UnshareForm {
+    /// The share's `role`, as the list gives it.
+    #[schema(pattern = r"^(everyone|signed-in|account:[0-9]{1,18}|group:\S.*|former-user:\S.*)$")]
     role: String,
 }
 
-/// Back to the list, which says what was `done` (one of [`MESSAGES`]).
-fn back(done: &str) -> Redirect {
-    mantissa_web::done("/private/notes/", done)
-}
+const BACK: &str = "/private/notes/";
 
 /// What the list says after each form ([`Offering::messages`]).
 const MESSAGES: &[(&str, &str)] = &[
@@ -159,9 +259,13 @@ const MESSAGES: &[(&str, &str)] = &[
 ];
 
 /// A new note that was refused: shown again in the form, with why.
+#[derive(Serialize, ToSchema)]
 struct Draft {
+    /// The title typed.
     title: String,
+    /// The text typed.
     body: String,
+    /// What was wrong.
     message: String,
 }
 
@@ -184,7 +288,7 @@ fn role_label(key: &str, names: &HashMap<AccountId, String>) -> String {
 }
 
 /// A share form that was refused, to show on the list next to that form.
-struct Problem {
+struct ShareRefused {
     note: i64,
     user: String,
     message: String,
@@ -195,12 +299,85 @@ struct Problem {
 const NOTES_PER_PAGE: usize = 50;
 
 /// The list's query: which page, from 1 (anything else is the first).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// The page, from 1; anything else is the first.
     #[serde(default)]
     page: String,
 }
 
+/// A share of a note, as the list shows it.
+#[derive(Serialize, ToSchema)]
+struct ShareEntry {
+    /// Who, as kept (`everyone`, `signed-in`, `user:ID`, `group:NAME`):
+    /// what stopping the share names.
+    role: String,
+    /// Who, in words.
+    label: String,
+    /// What they may do: `view`, or `view, edit`.
+    capabilities: String,
+}
+
+/// A note, as the list shows it.
+#[derive(Serialize, ToSchema)]
+struct NoteEntry {
+    /// Its id.
+    id: i64,
+    /// Its title.
+    title: String,
+    /// Its text.
+    body: String,
+    /// Where it is published (`/users/<owner>/<slug>`).
+    url: Option<String>,
+    /// Who it is shared with.
+    shares: Vec<ShareEntry>,
+}
+
+/// A share form that was refused, with what was typed.
+#[derive(Serialize, ToSchema)]
+struct FormProblem {
+    /// The note whose form it was.
+    note: i64,
+    /// The user name typed.
+    user: String,
+    /// What was wrong.
+    message: String,
+}
+
+/// The list of notes.
+#[derive(Serialize, ToSchema)]
+struct NoteList {
+    /// The owner.
+    user: String,
+    /// This page's titles, in order.
+    notes: Vec<String>,
+    /// This page's notes.
+    entries: Vec<NoteEntry>,
+    /// The people the owner shares with (the share form suggests them).
+    people: Vec<String>,
+    /// A refused share form.
+    problem: Option<FormProblem>,
+    /// A refused new note, with what was typed.
+    draft: Option<Draft>,
+    /// Which page this is, of how many.
+    pager: Pager,
+}
+
+/// A page of the signed-in user's notes, by title.
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "list_notes",
+    tag = "notes",
+    params(ListQuery),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "A page of notes", body = NoteList),
+        (status = "default", description = "A problem", body = Problem,
+            content_type = "application/problem+json"),
+    )
+)]
 async fn list(
     State(app): State<App>,
     Extension(owner): Extension<Owner>,
@@ -216,7 +393,7 @@ async fn list(
 async fn list_page(
     app: App,
     owner: Owner,
-    problem: Option<Problem>,
+    problem: Option<ShareRefused>,
     draft: Option<Draft>,
     page: usize,
 ) -> Result<Page, WebError> {
@@ -273,51 +450,28 @@ async fn list_page(
         .map_err(|e| WebError::Internal(e.to_string()))??;
     let mut people: Vec<&String> = names.values().collect();
     people.sort();
-    let entries: Vec<_> = notes
+    let entries: Vec<NoteEntry> = notes
         .iter()
-        .map(|n| {
-            let id = n.id().id();
-            let url = published
-                .iter()
-                .find(|p| p.item_id == id)
-                .map(|p| format!("/users/{}/{}", owner.name, p.slug));
-            let shares: Vec<_> = shares
-                .iter()
-                .filter(|s| s.item_id == id)
-                .map(|s| {
-                    serde_json::json!({
-                        "role": s.role,
-                        "label": role_label(&s.role, &names),
-                        "capabilities": s.capabilities.replace(',', ", "),
-                    })
-                })
-                .collect();
-            serde_json::json!({
-                "id": id,
-                "title": n.title,
-                "body": n.body,
-                "url": url,
-                "shares": shares,
-            })
-        })
+        .map(|n| entry(&owner.name, n, &published, &shares, &names))
         .collect();
-    let titles: Vec<&str> = notes.iter().map(|n| n.title.as_str()).collect();
+    let titles: Vec<String> = notes.iter().map(|n| n.title.clone()).collect();
     let failed = problem.is_some() || draft.is_some();
-    let draft = draft
-        .map(|d| serde_json::json!({ "title": d.title, "body": d.body, "message": d.message }));
-    let problem = problem
-        .map(|p| serde_json::json!({ "note": p.note, "user": p.user, "message": p.message }));
+    let problem = problem.map(|p| FormProblem {
+        note: p.note,
+        user: p.user,
+        message: p.message,
+    });
     let mut answer = Page::new(
         "notes/list.html",
-        serde_json::json!({
-            "user": owner.name,
-            "notes": titles,
-            "entries": entries,
-            "people": people,
-            "problem": problem,
-            "draft": draft,
-            "pager": Pager::new(page, total, NOTES_PER_PAGE),
-        }),
+        NoteList {
+            user: owner.name,
+            notes: titles,
+            entries,
+            people: people.into_iter().cloned().collect(),
+            problem,
+            draft,
+            pager: Pager::new(page, total, NOTES_PER_PAGE),
+        },
     );
     if failed {
         answer.status = StatusCode::UNPROCESSABLE_ENTITY;
@@ -325,10 +479,105 @@ async fn list_page(
     Ok(answer)
 }
 
+/// Note `n` as the list shows it, given the published addresses and
+/// shares of the notes around it, and the names of the accounts shared
+/// with.
+fn entry(
+    owner: &str,
+    n: &mantissa_store::Stored<Note>,
+    published: &[mantissa_store::Stored<Published>],
+    shares: &[mantissa_store::Stored<Share>],
+    names: &HashMap<AccountId, String>,
+) -> NoteEntry {
+    let id = n.id().id();
+    NoteEntry {
+        id,
+        title: n.title.clone(),
+        body: n.body.clone(),
+        url: published
+            .iter()
+            .find(|p| p.item_id == id)
+            .map(|p| format!("/users/{owner}/{}", p.slug)),
+        shares: shares
+            .iter()
+            .filter(|s| s.item_id == id)
+            .map(|s| ShareEntry {
+                role: s.role.clone(),
+                label: role_label(&s.role, names),
+                capabilities: s.capabilities.replace(',', ", "),
+            })
+            .collect(),
+    }
+}
+
+/// Note `id` of `owner`, as the list shows it; none if they have no such
+/// note.
+async fn note_entry(app: &App, owner: &Owner, id: i64) -> Result<Option<NoteEntry>, WebError> {
+    let found = owner
+        .store
+        .read(move |r| {
+            let Some(note) = r.find(Ref::<Note>::from_id(id))? else {
+                return Ok(None);
+            };
+            let published = r
+                .query::<Published>()
+                .filter(Published::item_type.eq(Note::NAME))
+                .filter(Published::item_id.eq(id))
+                .filter(Published::moved_to.is_null())
+                .all()?;
+            let shares = r
+                .query::<Share>()
+                .filter(Share::item_type.eq(Note::NAME))
+                .filter(Share::item_id.eq(id))
+                .all()?;
+            Ok(Some((note, published, shares)))
+        })
+        .await?;
+    let Some((note, published, shares)) = found else {
+        return Ok(None);
+    };
+    let mut ids: Vec<AccountId> = shares
+        .iter()
+        .filter_map(|s| match Role::from_key(&s.role) {
+            Some(Role::User(a)) => Some(a),
+            _ => None,
+        })
+        .collect();
+    ids.dedup();
+    let site = app.site().clone();
+    let names = tokio::task::spawn_blocking(move || account_names(&site, &ids))
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))??;
+    Ok(Some(entry(&owner.name, &note, &published, &shares, &names)))
+}
+
+/// Writes a note, and publishes it (visible to nobody else until it is
+/// shared) at an address made from its title.
+#[utoipa::path(
+    post,
+    path = "/",
+    operation_id = "create_note",
+    tag = "notes",
+    request_body(
+        description = "The note",
+        content(
+            (NewNote = "application/json"),
+            (NewNote = "application/x-www-form-urlencoded"),
+        ),
+    ),
+    security(("token" = [])),
+    responses(
+        (status = 201, description = "The note written; Location is its published address",
+            body = NoteEntry,
+            headers(("Location" = String, description = "The note's published address, under /api"))),
+        (status = "default", description = "A problem: 400 for a title that is missing, blank or too long",
+            body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn create(
     State(app): State<App>,
     Extension(owner): Extension<Owner>,
-    Form(form): Form<NewNote>,
+    JsonOrForm(form): JsonOrForm<NewNote>,
 ) -> Result<Response, WebError> {
     let title = form.title.trim().to_string();
     if title.is_empty() {
@@ -341,7 +590,12 @@ async fn create(
             .await?
             .into_response());
     }
-    owner
+    if title.chars().count() > TITLE_MAX {
+        return Err(WebError::BadRequest(format!(
+            "A note's title can be at most {TITLE_MAX} characters long."
+        )));
+    }
+    let id = owner
         .store
         .write(move |tx| {
             let note = tx.insert(&Note {
@@ -367,22 +621,49 @@ async fn create(
                 slug = mantissa_web::slugify_with_suffix(&title, &suffix);
                 n += 1;
             }
-            mantissa_web::publish(tx, "notes", note, &slug).map(drop)
+            mantissa_web::publish(tx, "notes", note, &slug)?;
+            Ok(note.id())
         })
         .await?;
-    Ok(back("notes-saved").into_response())
+    let note = note_entry(&app, &owner, id)
+        .await?
+        .ok_or_else(|| WebError::Internal("a note just written is gone".into()))?;
+    let location = note.url.as_ref().map(|url| format!("/api{url}"));
+    Ok(Written::created(note, location, mantissa_web::done_url(BACK, "notes-saved")).into_response())
 }
 
+/// Shares a note with everyone, with every signed-in user or with one user,
+/// to view it or to view and edit it.
+#[utoipa::path(
+    post,
+    path = "/{id}/share",
+    operation_id = "share_note",
+    tag = "notes",
+    params(("id" = i64, Path, description = "The note's id")),
+    request_body(
+        description = "Who to share it with",
+        content(
+            (ShareForm = "application/json"),
+            (ShareForm = "application/x-www-form-urlencoded"),
+        ),
+    ),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The note, shared", body = NoteEntry),
+        (status = "default", description = "A problem: 404 for a note the user does not have, \
+            422 for a user name nobody has", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn share_note(
     State(app): State<App>,
     Extension(owner): Extension<Owner>,
     Path(id): Path<i64>,
-    Form(form): Form<ShareForm>,
+    JsonOrForm(form): JsonOrForm<ShareForm>,
 ) -> Result<Response, WebError> {
-    let role = match form.role.as_str() {
-        "everyone" => Role::Everyone,
-        "signed-in" => Role::SignedIn,
-        "user" => {
+    let role = match form.role {
+        ShareWith::Everyone => Role::Everyone,
+        ShareWith::SignedIn => Role::SignedIn,
+        ShareWith::User => {
             let typed = form.user.trim().to_string();
             let site = app.site().clone();
             let name = typed.clone();
@@ -403,7 +684,7 @@ async fn share_note(
                              a note can only be shared with someone who has an account."
                         )
                     };
-                    let problem = Problem {
+                    let problem = ShareRefused {
                         note: id,
                         user: typed,
                         message,
@@ -415,32 +696,28 @@ async fn share_note(
                 Err(ShareError::Store(e)) => return Err(e.into()),
             }
         }
-        other => {
-            return Err(WebError::BadRequest(format!(
-                "{other:?} is not someone a note can be shared with."
-            )));
-        }
     };
-    let capabilities: &[&str] = if form.edit.is_some() {
+    let capabilities: &[&str] = if form.edit {
         &["view", "edit"]
     } else {
         &["view"]
     };
-    on_own_note(owner, id, "notes-shared", move |tx, note| {
+    on_own_note(app, owner, id, "notes-shared", move |tx, note| {
         share(tx, note, role, capabilities)
     })
     .await
     .map(IntoResponse::into_response)
 }
 
-/// Does `change` to the owner's note `id`, then goes back to the list; a
-/// 404 if they have no such note.
+/// Does `change` to the owner's note `id`, then answers with the note (a
+/// page goes back to the list); a 404 if they have no such note.
 async fn on_own_note(
+    app: App,
     owner: Owner,
     id: i64,
     done: &'static str,
     change: impl FnOnce(&mut Write<'_>, Ref<Note>) -> mantissa_store::Result<()> + Send + 'static,
-) -> Result<Redirect, WebError> {
+) -> Result<Written, WebError> {
     let found = owner
         .store
         .write(move |tx| {
@@ -455,17 +732,42 @@ async fn on_own_note(
     if !found {
         return Err(WebError::NotFound);
     }
-    Ok(back(done))
+    let note = note_entry(&app, &owner, id)
+        .await?
+        .ok_or(WebError::NotFound)?;
+    Ok(Written::changed(note, mantissa_web::done_url(BACK, done)))
 }
 
+/// Stops sharing a note with someone.
+#[utoipa::path(
+    post,
+    path = "/{id}/unshare",
+    operation_id = "unshare_note",
+    tag = "notes",
+    params(("id" = i64, Path, description = "The note's id")),
+    request_body(
+        description = "The share to stop",
+        content(
+            (UnshareForm = "application/json"),
+            (UnshareForm = "application/x-www-form-urlencoded"),
+        ),
+    ),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The note, no longer shared so", body = NoteEntry),
+        (status = "default", description = "A problem: 404 for a note the user does not have, \
+            400 for a role that is no share", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn unshare_note(
+    State(app): State<App>,
     Extension(owner): Extension<Owner>,
     Path(id): Path<i64>,
-    Form(form): Form<UnshareForm>,
-) -> Result<Redirect, WebError> {
-    let role = Role::from_key(&form.role)
+    JsonOrForm(form): JsonOrForm<UnshareForm>,
+) -> Result<Written, WebError> {
+    let role = Role::from_key(form.role.trim())
         .ok_or_else(|| WebError::BadRequest(format!("{:?} is not a share.", form.role)))?;
-    on_own_note(owner, id, "notes-unshared", move |tx, note| {
+    on_own_note(app, owner, id, "notes-unshared", move |tx, note| {
         unshare(tx, note, role)
     })
     .await
@@ -500,11 +802,11 @@ impl Offering for Notes {
         .map(drop)
     }
 
-    fn private_routes(&self) -> Router<App> {
-        Router::new()
-            .route("/", get(list).post(create))
-            .route("/{id}/share", post(share_note))
-            .route("/{id}/unshare", post(unshare_note))
+    fn private_api(&self) -> OpenApiRouter<App> {
+        OpenApiRouter::new()
+            .routes(routes!(list, create))
+            .routes(routes!(share_note))
+            .routes(routes!(unshare_note))
     }
 
     fn shared(&self, _app: App, req: SharedRequest) -> SharedFuture {

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use mantissa_server::{Guard, Limits};
 use mantissa_store::Site;
 use minijinja::Value;
@@ -19,13 +19,16 @@ use crate::http::ClientInfo;
 use crate::nav::{EveryOffering, Menu, Navigation};
 use crate::observe::{RequestRate, metrics_text, prometheus};
 use crate::offering::{Offering, Offerings, shared_item};
-use crate::page::{Page, WebError};
+use crate::page::{ApiRequest, Page, WebError};
 use crate::pipeline::WebService;
 use crate::protect::{AddressLimiter, FirstSeen, bot_limiter, none_match};
 use crate::reveal::Reveals;
 use crate::session::TokenAuth;
 use crate::statics::Statics;
 use crate::templates::{TemplateSources, Templates};
+use bytes::Bytes;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Mantissa's own templates and static files, compiled in.
 const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
@@ -346,9 +349,10 @@ impl App {
     /// The web service: every route, behind the request pipeline. `extra`
     /// routes (offerings', tests') are merged in beside Mantissa's own.
     pub fn router_with(&self, extra: Router<App>) -> WebService {
-        let mut routes: Router<App> = Router::new()
-            .route("/", get(front_page))
-            .route("/users/{name}/{slug}", get(shared_item).post(shared_item))
+        // `GET /users/{name}/{slug}` is in the document below; a form
+        // POSTed to a published item is not API.
+        let routes: Router<App> = Router::new()
+            .route("/users/{name}/{slug}", post(shared_item))
             .route(
                 "/users/{name}/{slug}/{*rest}",
                 get(shared_item).post(shared_item),
@@ -361,10 +365,21 @@ impl App {
             .route("/robots.txt", get(robots))
             .route("/metrics", get(metrics_page))
             .route("/static/{offering}/{hash}/{*path}", get(static_file));
+        let mut documented: OpenApiRouter<App> = OpenApiRouter::new()
+            .routes(routes!(front_page))
+            .routes(routes!(crate::offering::shared_item));
         for o in self.0.offerings.iter() {
-            routes = routes.nest(&format!("/private/{}", o.name()), o.private_routes());
+            let private = OpenApiRouter::from(o.private_routes()).merge(o.private_api());
+            documented = documented.nest(&format!("/private/{}", o.name()), private);
         }
+        let (documented, api) = documented.split_for_parts();
+        let document = Bytes::from(crate::api::document(api, &self.config().name));
         let routes = routes
+            .merge(documented)
+            .route(
+                "/openapi.json",
+                get(move |req: Request| openapi_json(document.clone(), req)),
+            )
             .merge(extra)
             .fallback(not_found)
             .layer(axum::extract::DefaultBodyLimit::max(
@@ -388,6 +403,59 @@ fn theme_dir(site: &Site, config: &SiteConfig) -> Option<PathBuf> {
         .map(|t| site.root().join("themes").join(t))
 }
 
+/// `/api/openapi.json`: the API's OpenAPI 3.1 document (made once, when
+/// the routes are). Not at `/openapi.json`: it describes `/api/` only.
+async fn openapi_json(document: Bytes, req: Request) -> Response {
+    if req.extensions().get::<ApiRequest>().is_none() {
+        return WebError::NotFound.into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        document,
+    )
+        .into_response()
+}
+
+/// What the front page's JSON holds (more may be added beside it).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct FrontPage {
+    /// The site.
+    site: PublicSite,
+    /// The applications people use here (those switched on).
+    applications: Vec<crate::nav::MenuLink>,
+    /// Whether anyone may sign up.
+    signup_open: bool,
+    /// On a new site, what its administrator does next.
+    first_run: Option<crate::nav::FirstRun>,
+}
+
+/// The site's public settings.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct PublicSite {
+    /// Its name.
+    name: String,
+    /// One line saying what it is.
+    tagline: String,
+    /// How to reach whoever runs it (an address is hidden from visitors
+    /// who are not signed in).
+    contact: Option<String>,
+}
+
+/// The site's front page.
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "front_page",
+    tag = "site",
+    responses(
+        (status = 200, description = "The site's front page", body = FrontPage),
+        (status = "default", description = "A problem", body = crate::api::Problem,
+            content_type = "application/problem+json"),
+    )
+)]
 /// The front page: what the site is and what one can do there (its
 /// applications, and how to get in); on a new site, what its
 /// administrator does next ([`FirstRun`](crate::FirstRun)).
@@ -407,12 +475,16 @@ async fn front_page(
     let menu = app.menu(user.clone()).await;
     Page::new(
         "front.html",
-        serde_json::json!({
-            "site": { "name": c.name, "tagline": c.tagline, "contact": c.contact },
-            "applications": apps,
-            "signup_open": menu.signup_open,
-            "first_run": first_run,
-        }),
+        FrontPage {
+            site: PublicSite {
+                name: c.name,
+                tagline: c.tagline,
+                contact: c.contact,
+            },
+            applications: apps,
+            signup_open: menu.signup_open,
+            first_run,
+        },
     )
     .hiding_addresses()
 }

@@ -12,6 +12,10 @@
 
 /// The axum this crate is built on, for offerings' routes.
 pub use axum;
+/// The OpenAPI crates the API's document is made with, for offerings'
+/// `#[utoipa::path]` attributes and `routes!`.
+pub use utoipa;
+pub use utoipa_axum;
 
 // What an offering's handlers use most, so that `use mantissa::web::{..}`
 // is all they import. `debug_handler` names the crate `::axum` in what it
@@ -30,6 +34,7 @@ pub use serde;
 pub use serde_json::{self, json};
 
 mod access;
+pub mod api;
 mod app;
 mod config;
 mod http;
@@ -45,6 +50,7 @@ mod statics;
 mod templates;
 
 pub use access::{AccessPolicy, CapabilitiesFuture, PublicPolicy, VIEW, grants};
+pub use api::{JsonOrForm, Problem, Written};
 pub use app::{App, WebOptions};
 pub use config::{AddressList, AddressListError, DEFAULT_ROBOTS, SiteConfig};
 pub use http::{ClientInfo, HttpProtocol};

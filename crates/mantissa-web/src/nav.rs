@@ -27,7 +27,7 @@ use crate::app::App;
 use crate::offering::offering_is_enabled;
 
 /// One link of the navigation.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct MenuLink {
     /// What the link says.
     pub label: String,
@@ -67,7 +67,7 @@ pub trait Navigation: Send + Sync + 'static {
 pub type FirstRunFuture = Pin<Box<dyn Future<Output = Option<FirstRun>> + Send>>;
 
 /// The front page of a new site: what its administrator does next.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FirstRun {
     /// The administrator's user name.
     pub admin: String,
@@ -79,7 +79,7 @@ pub struct FirstRun {
 }
 
 /// One step of a [`FirstRun`].
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Step {
     /// What to do, in a few words.
     pub title: String,

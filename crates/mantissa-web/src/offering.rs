@@ -23,8 +23,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use mantissa_store::{Item, Ref, Store, Write};
 
 use crate::app::App;
-use crate::page::WebError;
+use crate::page::{ApiRequest, WebError};
 use crate::session::Session;
+use utoipa_axum::router::OpenApiRouter;
 
 /// What a shared-item handler is asked to render.
 pub struct SharedRequest {
@@ -112,6 +113,34 @@ pub trait Offering: Send + Sync + 'static {
     /// Handlers find the owner as an [`Owner`] request extension.
     fn private_routes(&self) -> Router<App> {
         Router::new()
+    }
+
+    /// Routes mounted beside [`private_routes`](Offering::private_routes),
+    /// at `/private/<offering>`, that are also described in the site's
+    /// OpenAPI document (`/api/openapi.json`) under
+    /// `/api/private/<offering>`: each handler carries a `#[utoipa::path]`
+    /// attribute and is registered with utoipa-axum's `routes!`, so the
+    /// path documented is the path routed. Operations that need a
+    /// signed-in user say so with `security(("token" = []))`.
+    ///
+    /// ```
+    /// use mantissa_web::utoipa_axum::{router::OpenApiRouter, routes};
+    /// use mantissa_web::{App, Page};
+    ///
+    /// /// The list of notes.
+    /// #[utoipa::path(get, path = "/", security(("token" = [])),
+    ///     responses((status = 200, description = "The notes", body = Vec<String>)))]
+    /// async fn list() -> Page {
+    ///     Page::new("notes.html", serde_json::json!(["Plans"]))
+    /// }
+    ///
+    /// fn private_api() -> OpenApiRouter<App> {
+    ///     OpenApiRouter::new().routes(routes!(list))
+    /// }
+    /// # let _ = private_api;
+    /// ```
+    fn private_api(&self) -> OpenApiRouter<App> {
+        OpenApiRouter::new()
     }
 
     /// Installs what the offering needs in a user's store (its powerups),
@@ -376,6 +405,9 @@ pub(crate) async fn require_owner(app: &App, req: &mut Request) -> Result<(), Re
     }
     let user = req.extensions().get::<Session>().and_then(Session::user);
     let Some(name) = user else {
+        if req.extensions().get::<ApiRequest>().is_some() {
+            return Err(crate::api::unauthorized());
+        }
         let next_url = req
             .uri()
             .path_and_query()
@@ -402,6 +434,24 @@ fn urlencode(s: &str) -> String {
 }
 
 /// `/users/<name>/<slug>/<rest>`.
+#[utoipa::path(
+    get,
+    path = "/users/{name}/{slug}",
+    operation_id = "shared_item",
+    tag = "site",
+    params(
+        ("name" = String, Path, description = "The user who published the item"),
+        ("slug" = String, Path, description = "The item's address"),
+    ),
+    responses(
+        (status = 200, description = "The item's data, as its offering shows it",
+            body = std::collections::HashMap<String, serde_json::Value>),
+        (status = 301, description = "The item moved to another address (Location)"),
+        (status = "default", description = "A problem: 404 for an item that does not exist or that the visitor may not see",
+            body = crate::api::Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("token" = [])),
+)]
 pub(crate) async fn shared_item(
     State(app): State<App>,
     Path(parts): Path<Vec<(String, String)>>,

@@ -93,7 +93,7 @@ impl Page {
 /// assert_eq!((Pager::skip(page, 50), pager.pages, pager.next), (100, 3, None));
 /// assert_eq!(Pager::page_from("zero"), 1);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Pager {
     /// This page, from 1.
     pub page: usize,
@@ -185,7 +185,7 @@ pub(crate) async fn explain_plain_refusal(response: Response) -> Response {
 }
 
 /// axum's words for a request it could not read, as a person would say it.
-fn for_people(text: &str) -> String {
+pub(crate) fn for_people(text: &str) -> String {
     if let Some(field) = text
         .strip_prefix("Failed to deserialize form body: missing field `")
         .and_then(|rest| rest.strip_suffix('`'))
@@ -213,7 +213,7 @@ fn for_people(text: &str) -> String {
 }
 
 /// The site's error page with `status`, `title` and `message`.
-fn error_page(status: StatusCode, title: &str, message: &str) -> Page {
+pub(crate) fn error_page(status: StatusCode, title: &str, message: &str) -> Page {
     let template = if status == StatusCode::NOT_FOUND {
         "404.html"
     } else {
@@ -368,26 +368,53 @@ pub(crate) fn render_pending(
             parts.headers.remove(header::CONTENT_LENGTH);
             render(app, &page, api, path, csrf, parts.headers, chrome)
         }
-        None => Response::from_parts(parts, body),
+        None => crate::api::render_written(Response::from_parts(parts, body), api),
     }
 }
 
 /// Renders an error from a layer that runs before the page renderer.
 pub(crate) fn render_error(app: &App, req: &Request, error: WebError) -> Response {
-    let api = req.extensions().get::<ApiRequest>().is_some();
     let response = error.into_response();
     match response.extensions().get::<Pending>().cloned() {
-        Some(Pending(page)) => render(
-            app,
-            &page,
-            api,
-            req.uri().path(),
-            None,
-            Default::default(),
-            Chrome::default(),
-        ),
+        Some(Pending(page)) => render_refusal(app, req, &page),
         None => response,
     }
+}
+
+/// [`render_error`] with another status than the error's own (a 401 for a
+/// token that is not valid, a 413 for a body too large).
+pub(crate) fn render_error_with_status(
+    app: &App,
+    req: &Request,
+    status: StatusCode,
+    error: WebError,
+) -> Response {
+    let response = error.into_response();
+    match response.extensions().get::<Pending>().cloned() {
+        Some(Pending(page)) => {
+            let mut page = Arc::unwrap_or_clone(page);
+            page.status = status;
+            render_refusal(app, req, &page)
+        }
+        None => {
+            let mut r = response;
+            *r.status_mut() = status;
+            r
+        }
+    }
+}
+
+fn render_refusal(app: &App, req: &Request, page: &Page) -> Response {
+    let api = req.extensions().get::<ApiRequest>().is_some();
+    render(
+        app,
+        page,
+        api,
+        req.uri().path(),
+        None,
+        Default::default(),
+        Chrome::default(),
+    )
 }
 
 /// What every page's template sees: the page's data, and beside it `site`
@@ -445,6 +472,15 @@ fn render(
     chrome: Chrome,
 ) -> Response {
     let user = chrome.user;
+    if api && (page.status.is_client_error() || page.status.is_server_error()) {
+        let mut r = crate::api::Problem::new(page.status, problem_detail(page)).into_response();
+        for (name, value) in headers.iter() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                r.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        return r;
+    }
     let (content_type, body) = if api {
         let hide = page.hide_addresses && user.is_none();
         match serde_json::to_vec(&page.data).and_then(|json| hide_addresses(app, json, hide)) {
@@ -486,6 +522,30 @@ fn render(
     *r.status_mut() = page.status;
     *r.headers_mut() = headers;
     r
+}
+
+/// What a page with an error status says was wrong, for its problem
+/// under `/api/`: its `message`, else its `error` (unless that is its
+/// `title`, as on the error page), else its `problem`'s
+/// message (the words a form shows beside the field), else the status's
+/// own words.
+fn problem_detail(page: &Page) -> String {
+    let text = |v: Result<Value, minijinja::Error>| {
+        v.ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .filter(|s| !s.trim().is_empty())
+    };
+    // The error page's `error` is its title ("Not found"), not a detail.
+    let title = text(page.data.get_attr("title"));
+    text(page.data.get_attr("message"))
+        .or_else(|| text(page.data.get_attr("error")).filter(|e| Some(e) != title.as_ref()))
+        .or_else(|| {
+            page.data
+                .get_attr("problem")
+                .ok()
+                .and_then(|p| text(p.get_attr("message")))
+        })
+        .unwrap_or_else(|| crate::api::default_detail(page.status))
 }
 
 /// A page's JSON with the addresses in its strings hidden, when it is

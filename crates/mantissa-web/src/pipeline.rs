@@ -44,8 +44,8 @@ use crate::http::ClientInfo;
 use crate::observe::AccessEntry;
 use crate::offering::require_owner;
 use crate::page::{
-    Chrome, WebError, explain_plain_refusal, is_pending, render_error, render_pending,
-    strip_api_prefix,
+    Chrome, WebError, explain_plain_refusal, is_pending, render_error, render_error_with_status,
+    render_pending, strip_api_prefix,
 };
 use crate::protect::{
     Conditional, add_security_headers, client_ip, pace_crawler, refusal_response,
@@ -152,11 +152,13 @@ async fn handle(parts: Arc<(App, Router)>, mut req: Request) -> Result<Response,
     let (app, routes) = &*parts;
     forwarded_client(app, &mut req);
     let entry = AccessEntry::begin(app, &req);
+    let api = req.uri().path() == "/api" || req.uri().path().starts_with("/api/");
     let response = match AssertUnwindSafe(protect(app, routes.clone(), req))
         .catch_unwind()
         .await
     {
         Ok(response) => response,
+        Err(panic) if api => crate::api::as_problem(panicked(panic, app.is_dev())).await,
         Err(panic) => panicked(panic, app.is_dev()),
     };
     entry.end(&response);
@@ -193,6 +195,11 @@ async fn protect(app: &App, routes: Router, mut req: Request) -> Response {
     let tls = is_tls(&req);
     let api = strip_api_prefix(&mut req);
     let mut response = guarded(app, routes, req, api).await;
+    if api {
+        // Whatever refused the request (the guard, axum, a panic), the
+        // answer under `/api/` is a problem, not text or a page.
+        response = crate::api::redirect_to_json(crate::api::as_problem(response).await);
+    }
     add_security_headers(response.headers_mut());
     if tls && let Some(hsts) = app.hsts() {
         response
@@ -292,8 +299,7 @@ async fn receive_body(app: &App, req: &mut Request) -> Result<(), Response> {
         }
     };
     let (status, message) = failed;
-    let mut r = render_error(app, req, WebError::BadRequest(message));
-    *r.status_mut() = status;
+    let mut r = render_error_with_status(app, req, status, WebError::BadRequest(message));
     // The rest of the body is not read: the connection cannot be reused
     // (HTTP/2 resets the stream by itself, and has no such header).
     if req.version() < axum::http::Version::HTTP_2 {
@@ -333,6 +339,13 @@ fn vary_on_accept_encoding(h: &mut axum::http::HeaderMap) {
             axum::http::HeaderValue::from_static("accept-encoding"),
         );
     }
+}
+
+/// Whether `path` (without its `/api` prefix) is a signed-in user's own
+/// page, under `/private/`.
+fn private_page(path: &str) -> bool {
+    path.strip_prefix("/private")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Whether `path` (without its `/api` prefix) is one only a signed-in user
@@ -459,6 +472,12 @@ async fn page(app: &App, routes: Router, mut req: Request, api: bool) -> Respons
         Ok(session) => session,
         Err(refused) => return refused,
     };
+    if api && private_page(&path) && session.user().is_none() {
+        // Nobody is signed in, so there is nothing a forged request could
+        // ride on: 401, saying how to sign in, before the CSRF check would
+        // refuse a write with a 403 that says "reload the form".
+        return crate::api::unauthorized();
+    }
     let csrf = match check_csrf(app, &mut req).await {
         Ok(token) => token,
         Err(refused) => return refused,

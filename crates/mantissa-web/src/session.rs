@@ -282,12 +282,16 @@ pub(crate) async fn load_session(app: &App, req: &mut Request) -> Result<Session
             None => None,
         };
         let Some((user, scopes)) = found else {
-            let mut r = crate::page::render_error(
+            let mut r = crate::page::render_error_with_status(
                 app,
                 req,
+                axum::http::StatusCode::UNAUTHORIZED,
                 WebError::Forbidden("the API token is not valid".into()),
             );
-            *r.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+            );
             return Err(r);
         };
         let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
@@ -407,13 +411,12 @@ fn refused(app: &App, req: &Request, msg: &str) -> Response {
 }
 
 fn too_large(app: &App, req: &Request, limit: usize) -> Response {
-    let mut r = crate::page::render_error(
+    crate::page::render_error_with_status(
         app,
         req,
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
         WebError::BadRequest(format!("the request body is larger than {limit} bytes")),
-    );
-    *r.status_mut() = axum::http::StatusCode::PAYLOAD_TOO_LARGE;
-    r
+    )
 }
 
 fn same_host(origin: &str, host: &str) -> bool {

@@ -85,11 +85,12 @@ fn private_pages_are_for_the_signed_in_owner_with_their_json() {
     let api = s.get_with("/api/private/notes/", &[("Cookie", &cookies)]);
     let data: serde_json::Value = serde_json::from_slice(&api.body).unwrap();
     assert_eq!(data["notes"], serde_json::json!(["a-first", "b-second"]));
-    assert_eq!(
-        s.get("/api/private/notes/").status,
-        303,
-        "no JSON without signing in"
-    );
+    // No JSON without signing in: 401 with a problem, not the log-in
+    // page's redirect (issue 14, item 9).
+    let r = s.get("/api/private/notes/");
+    assert_eq!(r.status, 401, "no JSON without signing in");
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(s.get("/private/notes/").status, 303);
 }
 
 #[test]

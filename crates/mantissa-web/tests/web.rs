@@ -226,9 +226,17 @@ fn unknown_urls_get_a_themed_404_in_html_and_json() {
         "{html}"
     );
     assert!(!html.contains("<page>"), "the path is escaped");
+    // Under /api/, an RFC 9457 problem (issue 14, item 9).
     let r = s.get("/api/no/such/page");
     assert_eq!(r.status, 404);
-    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let problem: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (&problem["type"], &problem["title"], &problem["status"]),
+        (&"about:blank".into(), &"Not Found".into(), &404.into()),
+        "{problem}"
+    );
+    assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()));
 }
 
 #[test]
@@ -570,6 +578,55 @@ fn each_address_is_rate_limited_with_retry_after() {
     assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
     // A refusal is an answer like any other.
     carries_the_security_policy(&r);
+}
+
+/// Issue 14, item 9: under /api/, a refusal from before any route (the
+/// guard's rate limit) and a handler's panic are RFC 9457 problems too,
+/// with their headers kept.
+#[test]
+fn refusals_and_panics_under_api_are_problems() {
+    fn boom() -> Router<App> {
+        Router::new().route(
+            "/boom",
+            get(|| async {
+                if true {
+                    panic!("a handler's bug");
+                }
+            }),
+        )
+    }
+    let s = TestServer::start(
+        Setup {
+            limits: Limits {
+                requests_per_second_per_ip: 1,
+                request_burst_per_ip: 3,
+                ..Limits::default()
+            },
+            ..Setup::default()
+        },
+        boom,
+    );
+    let r = s.get("/api/boom");
+    assert_eq!(r.status, 500);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let problem: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(problem["status"], 500);
+    assert!(
+        !r.text().contains("a handler's bug"),
+        "internals are logged, never sent"
+    );
+    let refused = (0..5)
+        .map(|_| s.get("/api/"))
+        .find(|r| r.status == 429)
+        .expect("a 429 within five requests");
+    assert_eq!(
+        refused.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert!(refused.header("retry-after").is_some());
+    let problem: serde_json::Value = serde_json::from_slice(&refused.body).unwrap();
+    assert_eq!(problem["status"], 429);
+    assert!(problem["detail"].as_str().unwrap().contains("slow down"));
 }
 
 #[test]
@@ -1093,13 +1150,15 @@ fn a_form_axum_cannot_read_gets_a_page_that_says_why() {
         "{}",
         r.text()
     );
-    // The same through /api/: JSON that says it.
+    // The same through /api/: a problem (RFC 9457) that says it.
     let body = v.form_body(&s, "/test/form", &[]);
     let r = v.post(&s, "/api/test/titled", &body);
     assert_eq!(r.status, 422);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
     let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(json["status"], 422);
     assert!(
-        json["message"]
+        json["detail"]
             .as_str()
             .unwrap()
             .contains("without its “title” field"),

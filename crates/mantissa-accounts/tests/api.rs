@@ -1,0 +1,333 @@
+//! Issue 14, items 9 and 10: `/api/…` speaks JSON in every case — 401 with
+//! a problem (not a redirect to the log-in page) for a visitor who is not
+//! signed in, RFC 9457 problem details for every error, JSON bodies for
+//! writes answered with the item written — and describes itself in an
+//! OpenAPI 3.1 document at `/api/openapi.json`. Over HTTP, against the
+//! notes site on loopback.
+
+mod support;
+
+use mantissa_testkit::*;
+use serde_json::{Value, json};
+use support::{logged_in, world};
+
+/// Sends `method path` with `headers` and `body` (a `Content-Length` is
+/// added).
+fn request(
+    s: &TestServer,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        raw.push_str(&format!("{k}: {v}\r\n"));
+    }
+    raw.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    send_raw(s.addr, raw.as_bytes())
+}
+
+fn json_of(r: &Response) -> Value {
+    serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", r.status, r.text()))
+}
+
+/// Checks that `r` is an RFC 9457 problem of `status`, and returns its
+/// detail.
+fn problem(r: &Response, status: u16) -> String {
+    assert_eq!(r.status, status, "{}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/problem+json"),
+        "{}",
+        r.text()
+    );
+    let p = json_of(r);
+    assert_eq!(p["type"], "about:blank", "{p}");
+    assert_eq!(p["status"], status, "{p}");
+    assert!(p["title"].as_str().is_some_and(|t| !t.is_empty()), "{p}");
+    let detail = p["detail"].as_str().unwrap_or_default().to_string();
+    assert!(!detail.is_empty(), "{p}");
+    detail
+}
+
+/// A site with ann, and a write token of hers.
+fn site_with_ann() -> (support::World, String) {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("ann", None, Some("ann's long password"), false)
+        .unwrap();
+    let token = mantissa_accounts::tokens::create(&w.server.site, "ann", "script", true).unwrap();
+    (w, token)
+}
+
+#[test]
+fn a_request_without_a_sign_in_gets_401_with_a_problem_not_the_log_in_page() {
+    let (w, _) = site_with_ann();
+    let s = &w.server;
+    for path in ["/api/private/notes", "/api/private/settings"] {
+        let r = s.get(path);
+        let detail = problem(&r, 401);
+        assert!(detail.contains("API token"), "{detail}");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"), "{path}");
+        assert!(r.header("location").is_none(), "{path}");
+    }
+    // A write without a sign-in: 401 too (not the CSRF check's 403: with
+    // no session there is nothing a forged request could ride on).
+    let r = request(
+        s,
+        "POST",
+        "/api/private/notes",
+        &[("Content-Type", "application/json")],
+        r#"{"title":"Plans"}"#,
+    );
+    problem(&r, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    // A browser is still sent to the log-in page.
+    let r = s.get("/private/notes");
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/login?next=%2Fprivate%2Fnotes"));
+    // A token that is not valid: 401, saying why.
+    let r = s.get_with(
+        "/api/private/notes",
+        &[("Authorization", "Bearer mt_forged")],
+    );
+    assert!(problem(&r, 401).contains("not valid"));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(r#"Bearer error="invalid_token""#)
+    );
+}
+
+#[test]
+fn every_error_under_api_is_a_problem() {
+    let (w, token) = site_with_ann();
+    let s = &w.server;
+    let bearer = format!("Bearer {token}");
+    let auth = ("Authorization", bearer.as_str());
+    let json = ("Content-Type", "application/json");
+
+    // Nothing there.
+    problem(&s.get("/api/no/such/page"), 404);
+    problem(&s.get_with("/api/private/notes/9999/share", &[auth]), 405);
+    // A method the route does not take: axum's empty 405, with its Allow.
+    let r = request(s, "PUT", "/api/private/notes", &[auth, json], "{}");
+    problem(&r, 405);
+    assert!(r.header("allow").is_some_and(|a| a.contains("POST")));
+    // Bodies that do not fit.
+    let r = request(s, "POST", "/api/private/notes", &[auth, json], "{");
+    assert!(problem(&r, 400).contains("JSON body could not be read"));
+    let r = request(s, "POST", "/api/private/notes", &[auth, json], "{}");
+    assert!(problem(&r, 400).contains("title"));
+    let r = request(
+        s,
+        "POST",
+        "/api/private/notes",
+        &[auth, json],
+        r#"{"title":"   "}"#,
+    );
+    assert_eq!(problem(&r, 400), "A note needs a title.");
+    let long = json!({ "title": "x".repeat(201) }).to_string();
+    let r = request(s, "POST", "/api/private/notes", &[auth, json], &long);
+    assert!(problem(&r, 400).contains("at most 200"));
+    let r = request(
+        s,
+        "POST",
+        "/api/private/notes",
+        &[auth, ("Content-Type", "text/plain")],
+        "Plans",
+    );
+    assert!(problem(&r, 415).contains("application/json"));
+    let r = request(
+        s,
+        "POST",
+        "/api/private/notes/1/share",
+        &[auth, json],
+        r#"{"role":"the cat"}"#,
+    );
+    problem(&r, 400);
+    // A note that is not hers, and a path that is not a number.
+    let r = request(
+        s,
+        "POST",
+        "/api/private/notes/9999/share",
+        &[auth, json],
+        r#"{"role":"everyone"}"#,
+    );
+    problem(&r, 404);
+    let r = request(
+        s,
+        "POST",
+        "/api/private/notes/nine/share",
+        &[auth, json],
+        r#"{"role":"everyone"}"#,
+    );
+    problem(&r, 400);
+    // A read token may not write.
+    let read = mantissa_accounts::tokens::create(&s.site, "ann", "phone", false).unwrap();
+    let r = request(
+        s,
+        "POST",
+        "/api/private/notes",
+        &[("Authorization", &format!("Bearer {read}")), json],
+        r#"{"title":"Plans"}"#,
+    );
+    assert!(problem(&r, 403).contains("may only read"));
+    // Nothing was written by any of them.
+    let list = json_of(&s.get_with("/api/private/notes", &[auth]));
+    assert_eq!(list["notes"], json!([]), "{list}");
+}
+
+#[test]
+fn writes_take_json_or_a_form_and_answer_with_the_item() {
+    let (w, token) = site_with_ann();
+    let s = &w.server;
+    w.accounts
+        .create_user("bob", None, Some("bob's long password"), false)
+        .unwrap();
+    let bearer = format!("Bearer {token}");
+    let auth = ("Authorization", bearer.as_str());
+    let json = ("Content-Type", "application/json");
+
+    let r = request(
+        s,
+        "POST",
+        "/api/private/notes",
+        &[auth, json],
+        r#"{"title":"Holiday plans","body":"Go north."}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("location"), Some("/api/users/ann/holiday-plans"));
+    let note = json_of(&r);
+    assert_eq!(note["title"], "Holiday plans");
+    assert_eq!(note["body"], "Go north.");
+    assert_eq!(note["url"], "/users/ann/holiday-plans");
+    assert_eq!(note["shares"], json!([]));
+    let id = note["id"].as_i64().unwrap();
+    // It is there, at its address, for her.
+    let r = s.get_with("/api/users/ann/holiday-plans", &[auth]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(json_of(&r)["body"], "Go north.");
+
+    // A form works the same.
+    let r = request(
+        s,
+        "POST",
+        "/api/private/notes",
+        &[auth, ("Content-Type", "application/x-www-form-urlencoded")],
+        "title=Shopping&body=Bread",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(json_of(&r)["title"], "Shopping");
+
+    // Shared with bob, to edit: the note as it is now.
+    let r = request(
+        s,
+        "POST",
+        &format!("/api/private/notes/{id}/share"),
+        &[auth, json],
+        r#"{"role":"user","user":"bob","edit":true}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let shared = json_of(&r);
+    assert_eq!(shared["id"], id);
+    assert_eq!(shared["shares"][0]["label"], "bob", "{shared}");
+    assert_eq!(shared["shares"][0]["capabilities"], "view, edit");
+    let role = shared["shares"][0]["role"].as_str().unwrap().to_string();
+    // With someone nobody is: 422, saying so.
+    let r = request(
+        s,
+        "POST",
+        &format!("/api/private/notes/{id}/share"),
+        &[auth, json],
+        r#"{"role":"user","user":"nobody"}"#,
+    );
+    assert!(problem(&r, 422).contains("There is no user called “nobody”"));
+    // No longer shared.
+    let r = request(
+        s,
+        "POST",
+        &format!("/api/private/notes/{id}/unshare"),
+        &[auth, json],
+        &json!({ "role": role }).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(json_of(&r)["shares"], json!([]));
+
+    // The page's own form still goes back to the list (303).
+    let mut ann = logged_in(s, "ann", "ann's long password");
+    let r = ann.submit(
+        s,
+        "/private/notes",
+        "/private/notes",
+        &[("title", "From the page")],
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/private/notes/"));
+    // A browser session writing JSON sends its CSRF token in a header.
+    let r = request(
+        s,
+        "POST",
+        "/api/private/notes",
+        &[("Cookie", &ann.header()), json],
+        r#"{"title":"From a script"}"#,
+    );
+    assert!(problem(&r, 403).contains("CSRF"));
+    let csrf = ann.cookie("mantissa_csrf").unwrap().to_string();
+    let r = request(
+        s,
+        "POST",
+        "/api/private/notes",
+        &[("Cookie", &ann.header()), ("X-CSRF-Token", &csrf), json],
+        r#"{"title":"From a script"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let list = json_of(&s.get_with("/api/private/notes", &[auth]));
+    assert_eq!(
+        list["notes"],
+        json!([
+            "From a script",
+            "From the page",
+            "Holiday plans",
+            "Shopping"
+        ])
+    );
+}
+
+#[test]
+fn the_openapi_document_describes_the_routes() {
+    let (w, _) = site_with_ann();
+    let s = &w.server;
+    let r = s.get("/api/openapi.json");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let doc = json_of(&r);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = &doc["paths"];
+    for (path, method) in [
+        ("/api", "get"),
+        ("/api/users/{name}/{slug}", "get"),
+        ("/api/private/notes", "get"),
+        ("/api/private/notes", "post"),
+        ("/api/private/notes/{id}/share", "post"),
+        ("/api/private/notes/{id}/unshare", "post"),
+    ] {
+        assert!(paths[path][method].is_object(), "{method} {path}: {doc}");
+    }
+    let create = &paths["/api/private/notes"]["post"];
+    assert_eq!(create["security"], json!([{ "token": [] }]));
+    assert!(create["requestBody"]["content"]["application/json"].is_object());
+    assert!(create["requestBody"]["content"]["application/x-www-form-urlencoded"].is_object());
+    assert!(create["responses"]["201"].is_object());
+    assert_eq!(
+        doc["components"]["securitySchemes"]["token"],
+        json!({ "type": "http", "scheme": "bearer" })
+    );
+    for schema in ["Problem", "NoteList", "NoteEntry", "NewNote", "Pager"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+    // It describes /api/ only.
+    assert_eq!(s.get("/openapi.json").status, 404);
+}
