@@ -888,11 +888,7 @@ async fn mail_page(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
 ) -> Result<Page, WebError> {
-    let config = app.config();
-    let theme_dir = config
-        .theme
-        .as_ref()
-        .map(|t| app.site().root().join("themes").join(t).join("templates"));
+    let (_, theme_dir) = crate::mail::site_and_theme(app.site()).await;
     let templates: Vec<Value> = crate::mail::MAIL_TEMPLATES
         .iter()
         .map(|(name, _)| {
@@ -905,7 +901,7 @@ async fn mail_page(
         json!({
             "from": acc.mail_from(),
             "base_url": acc.base_url(),
-            "theme": config.theme,
+            "theme": theme_dir.as_ref().map(|d| d.display().to_string()),
             "templates": templates,
         }),
     ))

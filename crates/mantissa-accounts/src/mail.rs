@@ -88,9 +88,9 @@ fn split(rendered: &str) -> Option<MailText> {
     })
 }
 
-/// Renders mail template `name` of the site's theme (or the built-in one)
-/// with `ctx`, to which `site.name` and `base_url` are added.
-pub(crate) async fn compose(site: &Site, base_url: &str, name: &str, mut ctx: Value) -> MailText {
+/// The site's name and its theme's template folder, as the store has
+/// them now (a theme chosen since the server started counts).
+pub(crate) async fn site_and_theme(site: &Site) -> (String, Option<std::path::PathBuf>) {
     let config = site
         .store()
         .read(|r| r.query::<SiteConfig>().first())
@@ -101,13 +101,20 @@ pub(crate) async fn compose(site: &Site, base_url: &str, name: &str, mut ctx: Va
         Some(c) => (c.name.clone(), c.theme.clone()),
         None => ("this site".to_string(), None),
     };
+    let theme_dir = theme
+        .filter(|t| !t.is_empty() && !t.contains(['/', '\\']) && !t.starts_with('.'))
+        .map(|t| site.root().join("themes").join(t).join("templates"));
+    (site_name, theme_dir)
+}
+
+/// Renders mail template `name` of the site's theme (or the built-in one)
+/// with `ctx`, to which `site.name` and `base_url` are added.
+pub(crate) async fn compose(site: &Site, base_url: &str, name: &str, mut ctx: Value) -> MailText {
+    let (site_name, theme_dir) = site_and_theme(site).await;
     if let Value::Object(map) = &mut ctx {
         map.insert("site".into(), json!({ "name": site_name }));
         map.insert("base_url".into(), json!(base_url));
     }
-    let theme_dir = theme
-        .filter(|t| !t.is_empty() && !t.contains(['/', '\\']) && !t.starts_with('.'))
-        .map(|t| site.root().join("themes").join(t).join("templates"));
     let value = minijinja::Value::from_serialize(&ctx);
     if theme_dir.is_some() {
         let themed = Templates::new(
