@@ -167,8 +167,12 @@ mod tests {
         assert_eq!(split("Subject:   \n\nBody"), None);
     }
 
-    #[tokio::test]
-    async fn every_built_in_mail_renders_and_a_theme_overrides_one() {
+    #[test]
+    fn every_built_in_mail_renders_and_a_theme_overrides_one() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let site = Site::open(dir.path().join("site")).unwrap();
         let mut config = SiteConfig::default_for("Ann's <Place>");
@@ -176,11 +180,11 @@ mod tests {
         SiteConfig::save(&site, config).unwrap();
         let ctx = || json!({ "username": "ann", "link": "http://x/l", "old": "a@b.c", "new": "d@e.f", "verified": true, "by_admin": true });
         for (name, _) in MAIL_TEMPLATES {
-            let mail = compose(&site, "http://x", name, ctx()).await;
+            let mail = rt.block_on(compose(&site, "http://x", name, ctx()));
             assert!(!mail.subject.is_empty(), "{name}");
             assert!(!mail.text.contains("&lt;"), "{name}: not escaped");
         }
-        let welcome = compose(&site, "http://x", "mail/welcome.txt", ctx()).await;
+        let welcome = rt.block_on(compose(&site, "http://x", "mail/welcome.txt", ctx()));
         assert_eq!(welcome.subject, "Welcome to Ann's <Place>, ann");
         assert!(welcome.text.contains("http://x/l"), "{}", welcome.text);
         let themed = site.root().join("themes/plain/templates/mail");
@@ -190,12 +194,12 @@ mod tests {
             "Subject: Hello from {{ site.name }}\n\nYour name: {{ username }}.",
         )
         .unwrap();
-        let welcome = compose(&site, "http://x", "mail/welcome.txt", ctx()).await;
+        let welcome = rt.block_on(compose(&site, "http://x", "mail/welcome.txt", ctx()));
         assert_eq!(welcome.subject, "Hello from Ann's <Place>");
         assert_eq!(welcome.text, "Your name: ann.\n");
         // A broken theme template: the built-in one goes out.
         std::fs::write(themed.join("welcome.txt"), "Subject: {% if %}").unwrap();
-        let welcome = compose(&site, "http://x", "mail/welcome.txt", ctx()).await;
+        let welcome = rt.block_on(compose(&site, "http://x", "mail/welcome.txt", ctx()));
         assert_eq!(welcome.subject, "Welcome to Ann's <Place>, ann");
     }
 }
