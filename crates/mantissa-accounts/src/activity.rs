@@ -79,7 +79,12 @@ impl Counters {
 
     /// Starts the task that writes the counts every minute, once, if
     /// there is a runtime to run it on.
-    pub(crate) fn start(&self, site: &Site, app: &mantissa_web::App, acc: &std::sync::Arc<crate::Accounts>) {
+    pub(crate) fn start(
+        &self,
+        site: &Site,
+        app: &mantissa_web::App,
+        acc: &std::sync::Arc<crate::Accounts>,
+    ) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -338,12 +343,24 @@ mod tests {
         let series = vec![(0, 0), (60, 5), (120, 10)];
         let svg = bar_chart(&series, Period::Hour, "request", "requests");
         assert_eq!(svg.matches("<rect").count(), 3);
-        assert!(svg.contains("aria-label=\"15 requests over the last hour\""), "{svg}");
-        assert!(svg.contains("<title>10 requests, 00:02 UTC</title>"), "{svg}");
-        assert!(svg.contains("height=\"106.0\""), "the highest is full height: {svg}");
+        assert!(
+            svg.contains("aria-label=\"15 requests over the last hour\""),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("<title>10 requests, 00:02 UTC</title>"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("height=\"106.0\""),
+            "the highest is full height: {svg}"
+        );
         assert!(svg.contains(">00:00</text>") && svg.contains(">00:02</text>"));
         let days = bar_chart(&[(86_400 * 340, 1)], Period::Month, "sign-up", "sign-ups");
-        assert!(days.contains("<title>1 sign-up, 7 Dec UTC</title>"), "{days}");
+        assert!(
+            days.contains("<title>1 sign-up, 7 Dec UTC</title>"),
+            "{days}"
+        );
     }
 
     #[tokio::test]
@@ -373,6 +390,9 @@ mod tests {
             .read(|r| r.query::<Activity>().count())
             .await
             .unwrap();
-        assert!((2..=4).contains(&rows), "a row a minute and one an hour: {rows}");
+        assert!(
+            (2..=4).contains(&rows),
+            "a row a minute and one an hour: {rows}"
+        );
     }
 }

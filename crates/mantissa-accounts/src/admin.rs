@@ -170,18 +170,24 @@ impl Done {
 
     /// The page that says it was done to `to`.
     fn page(self, to: &str) -> String {
-        let enc = |pairs: &[(&str, &str)]| {
-            serde_urlencoded::to_string(pairs).expect("strings encode")
-        };
+        let enc =
+            |pairs: &[(&str, &str)]| serde_urlencoded::to_string(pairs).expect("strings encode");
         match self {
             Done::Signup | Done::ProductSaved => {
                 format!("/admin/signup?{}", enc(&[("done", self.key()), ("to", to)]))
             }
             Done::OfferingOn | Done::OfferingOff => {
-                format!("/admin/offerings?{}", enc(&[("done", self.key()), ("to", to)]))
+                format!(
+                    "/admin/offerings?{}",
+                    enc(&[("done", self.key()), ("to", to)])
+                )
             }
             Done::Deleted => format!("/admin/users?{}", enc(&[("done", self.key())])),
-            _ => format!("/admin/users/{}?{}", path_segment(to), enc(&[("done", self.key())])),
+            _ => format!(
+                "/admin/users/{}?{}",
+                path_segment(to),
+                enc(&[("done", self.key())])
+            ),
         }
     }
 }
@@ -216,17 +222,11 @@ fn done_message(done: Done, to: &str, known: &Known<'_>) -> Option<String> {
             user()?
         ),
         Done::Suspended => format!("Suspended {}; their API tokens are revoked.", user()?),
-        Done::TwoFactorOff => format!(
-            "Two-factor log-in of {} is off; they were mailed.",
-            user()?
-        ),
+        Done::TwoFactorOff => format!("Two-factor log-in of {} is off; they were mailed.", user()?),
         Done::NoTwoFactor => format!("{} had no two-factor log-in on.", user()?),
         Done::Unsuspended => format!("{} can log in again.", user()?),
         Done::ResetSent => format!("A reset link was emailed to {}.", user()?),
-        Done::NoEmail => format!(
-            "{} has no email address to send a reset link to.",
-            user()?
-        ),
+        Done::NoEmail => format!("{} has no email address to send a reset link to.", user()?),
         // The account is gone: nothing to check a name against, so none is
         // shown.
         Done::Deleted => {
@@ -234,7 +234,11 @@ fn done_message(done: Done, to: &str, known: &Known<'_>) -> Option<String> {
         }
         Done::OfferingOn | Done::OfferingOff => {
             let name = known.offerings.iter().find(|o| *o == to)?;
-            let state = if done == Done::OfferingOn { "on" } else { "off" };
+            let state = if done == Done::OfferingOn {
+                "on"
+            } else {
+                "off"
+            };
             format!("{name} is now {state}.")
         }
         Done::ProductSaved => {
@@ -244,9 +248,9 @@ fn done_message(done: Done, to: &str, known: &Known<'_>) -> Option<String> {
         Done::Created => {
             let (name, emails) = known.user.filter(|(n, _)| *n == to)?;
             match emails.first() {
-                Some(email) => format!(
-                    "Created {name}; a link to set a password was emailed to {email}."
-                ),
+                Some(email) => {
+                    format!("Created {name}; a link to set a password was emailed to {email}.")
+                }
                 None => format!("Created {name}."),
             }
         }
@@ -295,7 +299,9 @@ fn when(t: Timestamp, now: Timestamp) -> Value {
     };
     let text = match secs {
         s if s.abs() < 60 => "just now".to_string(),
-        s if s < -60 * 86_400 || s >= 60 * 86_400 => format!("on {}", iso.get(..10).unwrap_or(&iso)),
+        s if !(-60 * 86_400..60 * 86_400).contains(&s) => {
+            format!("on {}", iso.get(..10).unwrap_or(&iso))
+        }
         s if s < 0 => format!("in {}", span(-s)),
         s => format!("{} ago", span(s)),
     };
@@ -404,7 +410,9 @@ async fn notice_for(
         .collect();
     let mechanism = acc.signup_mechanism().await.map_err(internal)?;
     let known = Known {
-        user: about.as_ref().map(|(a, _)| (a.username.as_str(), emails.as_slice())),
+        user: about
+            .as_ref()
+            .map(|(a, _)| (a.username.as_str(), emails.as_slice())),
         offerings: &offering_names,
         mechanism: &mechanism,
     };
@@ -589,12 +597,9 @@ async fn users(
         })
         .await?;
     // The pager's links keep the search, the filter and the order.
-    let keep = serde_urlencoded::to_string([
-        ("q", search.q.as_str()),
-        ("status", filter),
-        ("sort", sort),
-    ])
-    .expect("strings encode");
+    let keep =
+        serde_urlencoded::to_string([("q", search.q.as_str()), ("status", filter), ("sort", sort)])
+            .expect("strings encode");
     Ok(section(
         "users",
         json!({
@@ -664,10 +669,7 @@ async fn user_page(
                 .filter(SessionRecord::expires.gt(now))
                 .order_by(SessionRecord::created.desc())
                 .all()?;
-            let passkeys = r
-                .query::<Passkey>()
-                .filter(Passkey::account.eq(id))
-                .all()?;
+            let passkeys = r.query::<Passkey>().filter(Passkey::account.eq(id)).all()?;
             let tokens = r
                 .query::<ApiToken>()
                 .filter(ApiToken::account.eq(id))
@@ -726,17 +728,23 @@ fn confirmation(action: &str, name: &str) -> Option<(String, String, String)> {
     Some(match action {
         "delete" => (
             format!("Delete {name}?"),
-            format!("The account {name} and its store are deleted; the store is exported first to the site's exports folder. This cannot be undone from the console."),
+            format!(
+                "The account {name} and its store are deleted; the store is exported first to the site's exports folder. This cannot be undone from the console."
+            ),
             format!("Delete {name}"),
         ),
         "suspend" => (
             format!("Suspend {name}?"),
-            format!("{name} is logged out everywhere and cannot log in until unsuspended; their API tokens are revoked for good."),
+            format!(
+                "{name} is logged out everywhere and cannot log in until unsuspended; their API tokens are revoked for good."
+            ),
             format!("Suspend {name}"),
         ),
         "two-factor-off" => (
             format!("Turn off two-factor log-in of {name}?"),
-            format!("{name} can then log in with their password alone, until they turn it on again. They are emailed."),
+            format!(
+                "{name} can then log in with their password alone, until they turn it on again. They are emailed."
+            ),
             "Turn it off".to_string(),
         ),
         _ => return None,
@@ -845,7 +853,9 @@ async fn signup_page(
     for (j, chosen) in products {
         let mut offerings = Vec::new();
         for o in app.offerings() {
-            offerings.push(json!({ "name": o.name(), "included": chosen.iter().any(|x| x == o.name()) }));
+            offerings.push(
+                json!({ "name": o.name(), "included": chosen.iter().any(|x| x == o.name()) }),
+            );
         }
         ways.push(json!({ "joined_by": j, "offerings": offerings }));
     }
@@ -1019,8 +1029,14 @@ async fn switch_offering(
         .await
         .map_err(internal)??;
     let me = session.user().unwrap_or_default();
-    let done = if on { Done::OfferingOn } else { Done::OfferingOff };
-    acc.audit(&me, done.key(), &name, "").await.map_err(refused)?;
+    let done = if on {
+        Done::OfferingOn
+    } else {
+        Done::OfferingOff
+    };
+    acc.audit(&me, done.key(), &name, "")
+        .await
+        .map_err(refused)?;
     Ok(Redirect::to(&done.page(&name)).into_response())
 }
 
@@ -1108,7 +1124,12 @@ mod tests {
     #[test]
     fn times_read_relative_with_the_exact_utc_time_beside() {
         let now = Timestamp::from_micros(1_700_000_000_000_000);
-        let ago = |secs: i64| when(Timestamp::from_micros(now.as_micros() - secs * 1_000_000), now);
+        let ago = |secs: i64| {
+            when(
+                Timestamp::from_micros(now.as_micros() - secs * 1_000_000),
+                now,
+            )
+        };
         assert_eq!(ago(5)["ago"], "just now");
         assert_eq!(ago(60)["ago"], "1 minute ago");
         assert_eq!(ago(3 * 3600 + 5)["ago"], "3 hours ago");

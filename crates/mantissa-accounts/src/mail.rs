@@ -20,8 +20,14 @@ use serde_json::{Value, json};
 
 /// The built-in mail templates, by name.
 pub const MAIL_TEMPLATES: &[(&str, &str)] = &[
-    ("mail/verify.txt", include_str!("../templates/mail/verify.txt")),
-    ("mail/reset.txt", include_str!("../templates/mail/reset.txt")),
+    (
+        "mail/verify.txt",
+        include_str!("../templates/mail/verify.txt"),
+    ),
+    (
+        "mail/reset.txt",
+        include_str!("../templates/mail/reset.txt"),
+    ),
     (
         "mail/signup_again.txt",
         include_str!("../templates/mail/signup_again.txt"),
@@ -128,7 +134,10 @@ pub(crate) async fn compose(site: &Site, base_url: &str, name: &str, mut ctx: Va
         match themed.render(name, &value).map(|r| split(&r)) {
             Ok(Some(mail)) => return mail,
             Ok(None) => {
-                tracing::error!(template = name, "a theme's mail template has no Subject: line; the built-in one is sent")
+                tracing::error!(
+                    template = name,
+                    "a theme's mail template has no Subject: line; the built-in one is sent"
+                )
             }
             Err(e) => {
                 tracing::error!(template = name, error = %e, "a theme's mail template failed; the built-in one is sent")

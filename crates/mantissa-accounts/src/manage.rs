@@ -175,8 +175,13 @@ impl Accounts {
         let export = tokio::task::spawn_blocking(move || me.delete_user(&n))
             .await
             .map_err(|e| AccountError::Invalid(e.to_string()))??;
-        self.audit(actor, "delete", name, &format!("exported to {}", export.display()))
-            .await?;
+        self.audit(
+            actor,
+            "delete",
+            name,
+            &format!("exported to {}", export.display()),
+        )
+        .await?;
         Ok(export)
     }
 

@@ -1320,12 +1320,7 @@ impl Accounts {
         self.code_failures.clear(&Key::of(id));
         tracing::info!(user = %name, "password reset from a link");
         if totp_was_on {
-            self.mail_second_factor_off(
-                id,
-                &name,
-                false,
-            )
-            .await;
+            self.mail_second_factor_off(id, &name, false).await;
         }
         Ok(name)
     }
@@ -1355,8 +1350,7 @@ impl Accounts {
             return Ok(false);
         };
         tracing::warn!(user = %username, "two-factor log-in turned off by an administrator");
-        self.mail_second_factor_off(id, username, true)
-            .await;
+        self.mail_second_factor_off(id, username, true).await;
         Ok(true)
     }
 

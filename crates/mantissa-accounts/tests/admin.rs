@@ -10,7 +10,9 @@ use support::{logged_in, world};
 /// A mail's text as its reader sees it: lines longer than 77 characters
 /// come quoted-printable, broken with soft line breaks.
 fn read(data: &str) -> String {
-    data.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=")
+    data.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
 }
 
 #[test]
@@ -48,8 +50,18 @@ fn only_administrators_see_the_console() {
         assert_eq!(page.status, 200, "{section}: {}", page.text());
         // Every section links to every other.
         let t = page.text();
-        for link in ["/admin/users\"", "/admin/signup\"", "/admin/offerings\"", "/admin/mail\"", "/admin/ports\"", "/admin/logs\""] {
-            assert!(t.contains(&format!("href=\"{link}")), "{section} links to {link}: {t}");
+        for link in [
+            "/admin/users\"",
+            "/admin/signup\"",
+            "/admin/offerings\"",
+            "/admin/mail\"",
+            "/admin/ports\"",
+            "/admin/logs\"",
+        ] {
+            assert!(
+                t.contains(&format!("href=\"{link}")),
+                "{section} links to {link}: {t}"
+            );
         }
     }
     let page = root.get(s, "/admin");
@@ -84,7 +96,12 @@ fn sign_ups_are_reviewed_and_users_suspended_or_deleted() {
         .unwrap();
     let s = &w.server;
     let mut root = logged_in(s, "root", "root's long password");
-    let r = root.submit(s, "/admin/signup", "/admin/signup", &[("mechanism", "approval")]);
+    let r = root.submit(
+        s,
+        "/admin/signup",
+        "/admin/signup",
+        &[("mechanism", "approval")],
+    );
     assert_eq!(r.status, 303);
     assert!(
         root.get(s, r.header("location").unwrap())
@@ -167,9 +184,20 @@ fn sign_ups_are_reviewed_and_users_suspended_or_deleted() {
     let page = root.get(s, "/admin/users/eve").text();
     assert!(page.contains("href=\"/admin/users/eve/suspend\""), "{page}");
     let ask = shown(&root.get(s, "/admin/users/eve/suspend").text());
-    assert!(ask.contains("Suspend eve?") && ask.contains("Cancel"), "{ask}");
-    let r = root.submit(s, "/admin/users/eve/suspend", "/admin/users/eve/suspend", &[]);
-    assert_eq!(r.header("location"), Some("/admin/users/eve?done=suspended"));
+    assert!(
+        ask.contains("Suspend eve?") && ask.contains("Cancel"),
+        "{ask}"
+    );
+    let r = root.submit(
+        s,
+        "/admin/users/eve/suspend",
+        "/admin/users/eve/suspend",
+        &[],
+    );
+    assert_eq!(
+        r.header("location"),
+        Some("/admin/users/eve?done=suspended")
+    );
     assert_eq!(
         eve.get(s, "/private/settings").status,
         303,
@@ -189,12 +217,22 @@ fn sign_ups_are_reviewed_and_users_suspended_or_deleted() {
             && shown(&after).contains("Undo: let eve log in again"),
         "{after}"
     );
-    let r = root.submit(s, "/admin/users/eve?done=suspended", "/admin/users/eve/unsuspend", &[]);
-    assert!(shown(&root.get(s, r.header("location").unwrap()).text()).contains("eve can log in again."));
+    let r = root.submit(
+        s,
+        "/admin/users/eve?done=suspended",
+        "/admin/users/eve/unsuspend",
+        &[],
+    );
+    assert!(
+        shown(&root.get(s, r.header("location").unwrap()).text()).contains("eve can log in again.")
+    );
     logged_in(s, "eve", "eve's long password");
 
     let ask = shown(&root.get(s, "/admin/users/eve/delete").text());
-    assert!(ask.contains("Delete eve?") && ask.contains("cannot be undone"), "{ask}");
+    assert!(
+        ask.contains("Delete eve?") && ask.contains("cannot be undone"),
+        "{ask}"
+    );
     let r = root.submit(s, "/admin/users/eve/delete", "/admin/users/eve/delete", &[]);
     let notice = shown(&root.get(s, r.header("location").unwrap()).text());
     assert!(
@@ -262,7 +300,9 @@ fn administrators_create_accounts_that_set_their_own_password() {
     assert!(shown(&r.text()).contains("there is already a user called"));
     let mail = w.smtp.wait_for(1);
     // A welcome that names her and the site, not a password reset.
-    let site_name = mantissa_web::SiteConfig::load_or_init(&s.site).unwrap().name;
+    let site_name = mantissa_web::SiteConfig::load_or_init(&s.site)
+        .unwrap()
+        .name;
     assert!(
         mail[0]
             .data
@@ -391,7 +431,9 @@ fn the_user_list_comes_in_pages() {
     let last = root.get(s, "/admin/users?page=3").text();
     assert!(last.contains(">user099</a>") && last.contains(">user118</a>"));
     assert!(!last.contains(">user098</a>") && !last.contains(">Next</a>"));
-    assert!(last.contains("href=\"/admin/users?q=&amp;status=&amp;sort=name&amp;page=2\">Previous</a>"));
+    assert!(
+        last.contains("href=\"/admin/users?q=&amp;status=&amp;sort=name&amp;page=2\">Previous</a>")
+    );
 
     // A search is paged too, and its links keep it.
     let found = root.get(s, "/admin/users?q=user1").text();
@@ -405,7 +447,9 @@ fn the_user_list_comes_in_pages() {
     );
     let found = root.get(s, "/admin/users?q=user0&page=2").text();
     assert!(found.contains("Page 2 of 2 (100 users)"), "{found}");
-    assert!(found.contains("href=\"/admin/users?q=user0&amp;status=&amp;sort=name&amp;page=1\">Previous</a>"));
+    assert!(found.contains(
+        "href=\"/admin/users?q=user0&amp;status=&amp;sort=name&amp;page=1\">Previous</a>"
+    ));
 
     // The JSON twin holds one page, not the whole list.
     let api = root.get(s, "/api/admin/users?page=2");
@@ -434,11 +478,17 @@ fn the_user_list_filters_sorts_and_says_when_nothing_is_found() {
     let mut root = logged_in(s, "root", "root's long password");
     root.submit(s, "/admin/users", "/admin/users/cat/suspend", &[]);
     let page = root.get(s, "/admin/users").text();
-    assert!(page.contains("<button type=\"submit\">Search</button>"), "{page}");
+    assert!(
+        page.contains("<button type=\"submit\">Search</button>"),
+        "{page}"
+    );
     let order = |page: &str| {
         ["amy", "bea", "cat", "root"]
             .into_iter()
-            .filter_map(|n| page.find(&format!("/admin/users/{n}\">{n}</a>")).map(|i| (i, n)))
+            .filter_map(|n| {
+                page.find(&format!("/admin/users/{n}\">{n}</a>"))
+                    .map(|i| (i, n))
+            })
             .collect::<std::collections::BTreeMap<_, _>>()
             .into_values()
             .collect::<Vec<_>>()
@@ -454,7 +504,9 @@ fn the_user_list_filters_sorts_and_says_when_nothing_is_found() {
     let page = root.get(s, "/admin/users?status=admin").text();
     assert_eq!(order(&page), ["root"]);
     // A search by address, within a filter.
-    let page = root.get(s, "/admin/users?q=bea%40example&status=active").text();
+    let page = root
+        .get(s, "/admin/users?q=bea%40example&status=active")
+        .text();
     assert_eq!(order(&page), ["bea"]);
     let page = shown(&root.get(s, "/admin/users?q=nobody").text());
     assert!(page.contains("Nothing found for “nobody”."), "{page}");
@@ -486,7 +538,10 @@ fn a_users_page_shows_their_account_store_sessions_and_actions() {
     let mut root = logged_in(s, "root", "root's long password");
     let page = shown(&root.get(s, "/admin/users/gil").text());
     assert!(page.contains("Last log-in</dt><dd>None recorded"), "{page}");
-    assert!(page.contains("No sessions.") && page.contains("No passkeys."), "{page}");
+    assert!(
+        page.contains("No sessions.") && page.contains("No passkeys."),
+        "{page}"
+    );
     logged_in(s, "gil", "gil's long password");
     let raw = root.get(s, "/admin/users/gil").text();
     let page = shown(&raw);
@@ -494,9 +549,15 @@ fn a_users_page_shows_their_account_store_sessions_and_actions() {
     assert!(page.contains("gil@example.org"), "{page}");
     assert!(page.contains("Status</dt><dd>Active"), "{page}");
     assert!(page.contains("Joined</dt><dd><time datetime=\""), "{page}");
-    assert!(page.contains("just now</time>, created by an administrator"), "{page}");
+    assert!(
+        page.contains("just now</time>, created by an administrator"),
+        "{page}"
+    );
     assert!(page.contains("Last log-in</dt><dd><time"), "{page}");
-    assert!(page.contains(" UTC\">just now</time>"), "exact time on hover: {page}");
+    assert!(
+        page.contains(" UTC\">just now</time>"),
+        "exact time on hover: {page}"
+    );
     assert!(page.contains("Began <time"), "a session: {page}");
     assert!(page.contains(" KB <code>"), "the store's size: {page}");
     for action in ["suspend", "delete"] {
@@ -525,16 +586,37 @@ fn switching_off_asks_first_can_be_undone_and_is_logged() {
     let mut root = logged_in(s, "root", "root's long password");
     let ask = shown(&root.get(s, "/admin/offerings/notes/off").text());
     assert!(ask.contains("Switch notes off?"), "{ask}");
-    let r = root.submit(s, "/admin/offerings/notes/off", "/admin/offerings/notes/off", &[]);
-    assert_eq!(r.header("location"), Some("/admin/offerings?done=offering-off&to=notes"));
+    let r = root.submit(
+        s,
+        "/admin/offerings/notes/off",
+        "/admin/offerings/notes/off",
+        &[],
+    );
+    assert_eq!(
+        r.header("location"),
+        Some("/admin/offerings?done=offering-off&to=notes")
+    );
     let after = root.get(s, r.header("location").unwrap()).text();
     assert!(shown(&after).contains("notes is now off."), "{after}");
-    assert!(after.contains("action=\"/admin/offerings/notes/on\""), "{after}");
-    let r = root.submit(s, r.header("location").unwrap(), "/admin/offerings/notes/on", &[]);
+    assert!(
+        after.contains("action=\"/admin/offerings/notes/on\""),
+        "{after}"
+    );
+    let r = root.submit(
+        s,
+        r.header("location").unwrap(),
+        "/admin/offerings/notes/on",
+        &[],
+    );
     assert!(shown(&root.get(s, r.header("location").unwrap()).text()).contains("notes is now on."));
 
     root.submit(s, "/admin/users", "/admin/users/hal/suspend", &[]);
-    root.submit(s, "/admin/signup", "/admin/signup", &[("mechanism", "closed")]);
+    root.submit(
+        s,
+        "/admin/signup",
+        "/admin/signup",
+        &[("mechanism", "closed")],
+    );
     let log = shown(&root.get(s, "/admin/logs").text());
     let lines: Vec<&str> = [
         "Set sign-up to closed",
@@ -547,10 +629,20 @@ fn switching_off_asks_first_can_be_undone_and_is_logged() {
     .collect();
     assert_eq!(lines.len(), 4, "{log}");
     // Newest first, each with who did it and when.
-    assert!(log.find("Set sign-up to closed") < log.find("Switched off notes"), "{log}");
-    assert!(log.contains("<td>root</td>") && log.contains("just now</time>"), "{log}");
+    assert!(
+        log.find("Set sign-up to closed") < log.find("Switched off notes"),
+        "{log}"
+    );
+    assert!(
+        log.contains("<td>root</td>") && log.contains("just now</time>"),
+        "{log}"
+    );
     // A refused action changes nothing and is not logged.
-    assert_eq!(root.submit(s, "/admin/users", "/admin/users/root/suspend", &[]).status, 400);
+    assert_eq!(
+        root.submit(s, "/admin/users", "/admin/users/root/suspend", &[])
+            .status,
+        400
+    );
     assert!(!shown(&root.get(s, "/admin/logs").text()).contains("Suspended root"));
 }
 
@@ -595,14 +687,20 @@ fn the_overview_charts_the_sites_activity() {
         .and_then(|n| n.parse().ok())
         .unwrap();
     assert!(requests >= 5, "{requests} requests: {page}");
-    assert!(page.contains("<title>1 failed log-in, "), "a bar's tooltip: {page}");
+    assert!(
+        page.contains("<title>1 failed log-in, "),
+        "a bar's tooltip: {page}"
+    );
     assert!(!page.contains("<script"), "no script: {page}");
     let day = root.get(s, "/admin?period=day").text();
     assert!(day.contains("<strong>Last day</strong>"), "{day}");
     assert!(day.contains("Sign-ups: 1 sign-up"), "{day}");
     let month = root.get(s, "/admin?period=month").text();
     let svg = month.split("<svg").nth(1).unwrap();
-    assert_eq!(svg.split("</svg>").next().unwrap().matches("<rect").count(), 30);
+    assert_eq!(
+        svg.split("</svg>").next().unwrap().matches("<rect").count(),
+        30
+    );
 }
 
 /// Issue 14, item 6: a change of email address is announced to the old
@@ -627,7 +725,10 @@ fn mails_go_to_the_old_address_and_themes_can_rewrite_them() {
         s,
         "/private/settings",
         "/private/settings/email",
-        &[("email", "jo@new.example"), ("password", "jo's long password")],
+        &[
+            ("email", "jo@new.example"),
+            ("password", "jo's long password"),
+        ],
     );
     let mail = w.smtp.wait_for(1);
     let link = path_of(&link_in(&mail[0].data));
@@ -654,7 +755,10 @@ fn mails_go_to_the_old_address_and_themes_can_rewrite_them() {
     .unwrap();
     let mut root = logged_in(s, "root", "root's long password");
     let mail_page = shown(&root.get(s, "/admin/mail").text());
-    assert!(mail_page.contains("mail/welcome.txt</code>: the theme's own"), "{mail_page}");
+    assert!(
+        mail_page.contains("mail/welcome.txt</code>: the theme's own"),
+        "{mail_page}"
+    );
     root.submit(
         s,
         "/admin/users",
@@ -662,6 +766,14 @@ fn mails_go_to_the_old_address_and_themes_can_rewrite_them() {
         &[("username", "kim"), ("email", "kim@example.org")],
     );
     let mail = w.smtp.wait_for(3);
-    assert!(mail[2].data.contains("Subject: Come in, kim"), "{}", mail[2].data);
-    assert!(mail[2].data.contains("Pick a password: http://"), "{}", mail[2].data);
+    assert!(
+        mail[2].data.contains("Subject: Come in, kim"),
+        "{}",
+        mail[2].data
+    );
+    assert!(
+        mail[2].data.contains("Pick a password: http://"),
+        "{}",
+        mail[2].data
+    );
 }
