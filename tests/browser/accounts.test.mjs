@@ -328,10 +328,13 @@ test('/admin: root sees the new user in the list; a signed-in non-admin and a vi
   const res = await page.goto(at('/admin'));
   assert.equal(res.status(), 200);
   assert.equal(await h1(page), 'Administration');
+  // The users have a section of their own (issue 14, item 11).
+  await page.goto(at('/admin/users'));
+  assert.equal(await h1(page), 'Users');
   const row = page.locator('table tr', { has: page.locator('td', { hasText: /^alice$/ }) });
   assert.equal(await row.count(), 1, 'no row for alice in the users table');
   assert.match(await row.textContent(), /alice@example\.org/);
-  assert.match(await row.textContent(), /active/);
+  assert.match(await row.textContent(), /Active/);
   assert.deepEqual(root.problems, []);
 
   // alice is still logged in from the reset test.

@@ -114,7 +114,7 @@ after(async () => {
 test('the admin console lists the notes offering next to the settings', async () => {
   const root = await openPage();
   await logIn(root.page, ROOT.name, ROOT.password);
-  const res = await root.page.goto(at('/admin'));
+  const res = await root.page.goto(at('/admin/offerings'));
   assert.equal(res.status(), 200);
   const names = (await root.page.locator('table tbody tr td:first-child').allTextContents()).map((t) => t.trim());
   assert.ok(names.includes('notes') && names.includes('settings'), `offerings listed: ${names}`);

@@ -1,14 +1,31 @@
-//! The administrator's console at `/admin`: site statistics, the sign-up
-//! mechanism, and users — search, approve, suspend, reset, delete. Anyone
-//! who is not a signed-in administrator gets 404, as for anything they may
-//! not see.
+//! The administrator's console at `/admin`, in sections with pages of
+//! their own: the overview (figures and charts of the site's activity),
+//! users (a paged, sortable, filterable list, and a page per user), sign-up
+//! (how people join, and what new accounts get), offerings, mail, ports,
+//! and the log of administrative actions. Anyone who is not a signed-in
+//! administrator gets 404, as for anything they may not see.
 //!
-//! An action ends on the console with a message saying what was done. The
+//! An action is a POST (with the CSRF token every form has) that ends on
+//! the section it was taken from, with a message saying what was done. The
 //! redirect carries only a key from a fixed list ([`Done`]) and the name of
-//! what it was done to, and the console shows a message only when that name
+//! what it was done to, and the page shows a message only when that name
 //! is one it knows (an account, an offering, a way of joining): never text
 //! from the URL, which anyone can write into a link to the console. A
 //! refused action answers with its reason on an error page instead.
+//!
+//! Destructive actions — deleting or suspending an account, turning off
+//! its two-factor log-in, switching an offering off — are links to a page
+//! that asks first, whose button makes the POST; where an action can be
+//! undone (a suspension, an offering switched off), the message after it
+//! carries an Undo button. Every action goes into the audit log
+//! ([`crate::audit`]), shown under Logs.
+//!
+//! The sections share one template, `accounts/admin.html`, which a theme
+//! can override like any other; `section` says which part of it renders.
+//!
+//! Dates are shown in the viewer's terms without script: relative ("3
+//! hours ago"), in a `<time>` element whose `datetime` is the exact UTC
+//! time, which its `title` also shows on hover.
 
 use std::sync::Arc;
 
@@ -17,16 +34,25 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
-use mantissa_store::StoreError;
-use mantissa_web::{App, Page, Pager, Session, WebError};
+use mantissa_store::{StoreError, Timestamp};
+use mantissa_web::{App, Page, Pager, Session, SessionRecord, WebError};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::manage::{Approval, approve_account, suspend_account, unsuspend_account};
+use crate::activity::{self, Period};
+use crate::audit::{self, AuditEntry};
+use crate::manage::Approval;
 use crate::model::{Account, EmailAddress, status};
+use crate::passkeys::Passkey;
 use crate::service::{AccountError, Accounts};
+use crate::tokens::ApiToken;
 
-async fn require_admin(State(app): State<App>, req: Request, next: Next) -> Response {
+async fn require_admin(
+    State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let user = req.extensions().get::<Session>().and_then(Session::user);
     let Some(name) = user else {
         return WebError::NotFound.into_response();
@@ -42,28 +68,44 @@ async fn require_admin(State(app): State<App>, req: Request, next: Next) -> Resp
         })
         .await;
     match is_admin {
-        Ok(true) => next.run(req).await,
+        Ok(true) => {
+            // The charts' minute task, if it could not start with the
+            // routes (no runtime yet).
+            acc.activity.start(app.site(), &app, &acc);
+            next.run(req).await
+        }
         Ok(false) => WebError::NotFound.into_response(),
         Err(e) => WebError::from(e).into_response(),
     }
 }
 
+/// The query of a console page.
 #[derive(Deserialize, Default)]
 struct Search {
+    /// Text to look for in names and addresses.
     #[serde(default)]
     q: String,
+    /// A status to show only (`active`, `pending`, …, `locked`, `admin`).
+    #[serde(default)]
+    status: String,
+    /// A [`SORTS`] key.
+    #[serde(default)]
+    sort: String,
     /// A [`Done`] key.
     #[serde(default)]
     done: String,
     /// The account, offering or way of joining it was done to.
     #[serde(default)]
     to: String,
-    /// The page of the user list, from 1; anything else is the first.
+    /// The page of a list, from 1; anything else is the first.
     #[serde(default)]
     page: String,
+    /// The charts' period: `hour`, `day` or `month`.
+    #[serde(default)]
+    period: String,
 }
 
-/// What an action did: the key the redirect to the console carries.
+/// What an action did: the key the redirect carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Done {
     Signup,
@@ -125,12 +167,43 @@ impl Done {
     fn from_key(key: &str) -> Option<Done> {
         Done::ALL.into_iter().find(|d| d.key() == key)
     }
+
+    /// The page that says it was done to `to`.
+    fn page(self, to: &str) -> String {
+        let enc =
+            |pairs: &[(&str, &str)]| serde_urlencoded::to_string(pairs).expect("strings encode");
+        match self {
+            Done::Signup | Done::ProductSaved => {
+                format!("/admin/signup?{}", enc(&[("done", self.key()), ("to", to)]))
+            }
+            Done::OfferingOn | Done::OfferingOff => {
+                format!(
+                    "/admin/offerings?{}",
+                    enc(&[("done", self.key()), ("to", to)])
+                )
+            }
+            Done::Deleted => format!("/admin/users?{}", enc(&[("done", self.key())])),
+            _ => format!(
+                "/admin/users/{}?{}",
+                path_segment(to),
+                enc(&[("done", self.key())])
+            ),
+        }
+    }
+}
+
+/// `name` written into a URL path (user names are letters, digits and a
+/// few marks, but the console does not rely on that).
+fn path_segment(name: &str) -> String {
+    url::form_urlencoded::byte_serialize(name.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 /// What the console knows names in a [`Done`] message against.
 struct Known<'a> {
-    /// Account names and their addresses.
-    users: &'a [serde_json::Value],
+    /// The account the message is about, with its addresses, if it exists.
+    user: Option<(&'a str, &'a [String])>,
     offerings: &'a [String],
     mechanism: &'a str,
 }
@@ -138,37 +211,22 @@ struct Known<'a> {
 /// The message for `done` to `to`, if `to` is something the console knows
 /// (see the module documentation).
 fn done_message(done: Done, to: &str, known: &Known<'_>) -> Option<String> {
-    let user = || known.users.iter().find(|u| u["username"] == to);
+    let user = || known.user.filter(|(n, _)| *n == to).map(|(n, _)| n);
     let ways = ["open", "invitation", "approval", "created"];
     Some(match done {
         // The mechanism now in force, not the one in the URL.
         Done::Signup => format!("Sign-up is now {}.", known.mechanism),
-        Done::Approved => format!("Approved {}.", user()?["username"].as_str()?),
+        Done::Approved => format!("Approved {}; they were emailed.", user()?),
         Done::ApprovedUnverified => format!(
             "Approved {}; the account works once its email address is verified.",
-            user()?["username"].as_str()?
+            user()?
         ),
-        Done::Suspended => format!(
-            "Suspended {}; their API tokens are revoked.",
-            user()?["username"].as_str()?
-        ),
-        Done::TwoFactorOff => format!(
-            "Two-factor log-in of {} is off; they were mailed.",
-            user()?["username"].as_str()?
-        ),
-        Done::NoTwoFactor => format!(
-            "{} had no two-factor log-in on.",
-            user()?["username"].as_str()?
-        ),
-        Done::Unsuspended => format!("{} can log in again.", user()?["username"].as_str()?),
-        Done::ResetSent => format!(
-            "A reset link was emailed to {}.",
-            user()?["username"].as_str()?
-        ),
-        Done::NoEmail => format!(
-            "{} has no email address to send a reset link to.",
-            user()?["username"].as_str()?
-        ),
+        Done::Suspended => format!("Suspended {}; their API tokens are revoked.", user()?),
+        Done::TwoFactorOff => format!("Two-factor log-in of {} is off; they were mailed.", user()?),
+        Done::NoTwoFactor => format!("{} had no two-factor log-in on.", user()?),
+        Done::Unsuspended => format!("{} can log in again.", user()?),
+        Done::ResetSent => format!("A reset link was emailed to {}.", user()?),
+        Done::NoEmail => format!("{} has no email address to send a reset link to.", user()?),
         // The account is gone: nothing to check a name against, so none is
         // shown.
         Done::Deleted => {
@@ -188,87 +246,320 @@ fn done_message(done: Done, to: &str, known: &Known<'_>) -> Option<String> {
             format!("Saved the product for accounts that join by {way}.")
         }
         Done::Created => {
-            let u = user()?;
-            match u["emails"].get(0).and_then(|e| e.as_str()) {
-                Some(email) => format!(
-                    "Created {}; a link to set a password was emailed to {email}.",
-                    u["username"].as_str()?
-                ),
-                None => format!("Created {}.", u["username"].as_str()?),
+            let (name, emails) = known.user.filter(|(n, _)| *n == to)?;
+            match emails.first() {
+                Some(email) => {
+                    format!("Created {name}; a link to set a password was emailed to {email}.")
+                }
+                None => format!("Created {name}."),
             }
         }
         Done::CreatedMailFailed => format!(
             "Created {}, but the email with the link to set a password could not be sent.",
-            user()?["username"].as_str()?
+            user()?
         ),
     })
 }
 
+/// The Undo button after `done` to `to`, where it can be undone: the
+/// action's URL and the button's words.
+fn undo(done: Done, to: &str) -> Option<Value> {
+    let (url, label) = match done {
+        Done::Suspended => (
+            format!("/admin/users/{}/unsuspend", path_segment(to)),
+            format!("Undo: let {to} log in again"),
+        ),
+        Done::OfferingOff => (
+            format!("/admin/offerings/{}/on", path_segment(to)),
+            format!("Undo: switch {to} back on"),
+        ),
+        Done::OfferingOn => (
+            format!("/admin/offerings/{}/off", path_segment(to)),
+            format!("Undo: switch {to} off again"),
+        ),
+        _ => return None,
+    };
+    Some(json!({ "url": url, "label": label }))
+}
+
+/// A time as the console shows it: relative to now ("3 hours ago"), with
+/// the exact UTC time for the `<time>` element around it (see the module
+/// documentation).
+fn when(t: Timestamp, now: Timestamp) -> Value {
+    let iso = t.to_string();
+    let utc = match (iso.get(..10), iso.get(11..16)) {
+        (Some(d), Some(h)) => format!("{d} {h} UTC"),
+        _ => iso.clone(),
+    };
+    let secs = (now.as_micros() - t.as_micros()) / 1_000_000;
+    let span = |s: i64| match s {
+        s if s < 3600 => plural(s / 60, "minute"),
+        s if s < 86_400 => plural(s / 3600, "hour"),
+        s => plural(s / 86_400, "day"),
+    };
+    let text = match secs {
+        s if s.abs() < 60 => "just now".to_string(),
+        s if !(-60 * 86_400..60 * 86_400).contains(&s) => {
+            format!("on {}", iso.get(..10).unwrap_or(&iso))
+        }
+        s if s < 0 => format!("in {}", span(-s)),
+        s => format!("{} ago", span(s)),
+    };
+    json!({ "iso": iso, "utc": utc, "ago": text })
+}
+
+fn plural(n: i64, one: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
+/// The status of an account, for people.
+fn status_words(s: &str) -> &'static str {
+    match s {
+        status::ACTIVE => "Active",
+        status::UNVERIFIED => "Email not verified",
+        status::PENDING => "Waiting for approval",
+        status::SUSPENDED => "Suspended",
+        _ => "Unknown",
+    }
+}
+
+/// The orders the user list can be in: key, words, and the sort.
+const SORTS: [(&str, &str); 5] = [
+    ("name", "Name, A to Z"),
+    ("name-desc", "Name, Z to A"),
+    ("newest", "Newest first"),
+    ("oldest", "Oldest first"),
+    ("status", "Status"),
+];
+
+/// The filters of the user list: key and words.
+const FILTERS: [(&str, &str); 7] = [
+    ("", "Everyone"),
+    ("active", "Active"),
+    ("pending", "Waiting for approval"),
+    ("unverified", "Email not verified"),
+    ("suspended", "Suspended"),
+    ("locked", "Locked"),
+    ("admin", "Administrators"),
+];
+
 /// Users on one page of the console's list (and of its JSON at
-/// `/api/admin`): a site with a hundred thousand accounts must not build
-/// them all into one answer.
+/// `/api/admin/users`): a site with a hundred thousand accounts must not
+/// build them all into one answer.
 const USERS_PER_PAGE: usize = 50;
 
-async fn dashboard(
-    State(app): State<App>,
-    Extension(acc): Extension<Arc<Accounts>>,
-    Extension(session): Extension<Session>,
-    Query(search): Query<Search>,
-) -> Result<Page, WebError> {
-    let q = search.q.trim().to_lowercase();
-    let me = session.user().unwrap_or_default();
-    let page = Pager::page_from(&search.page);
-    // The message's account is looked for among all, not only those the
-    // search shows.
-    let done = Done::from_key(&search.done);
-    let about = match done {
-        Some(_) if !search.to.is_empty() => {
-            let to = search.to.clone();
-            app.site()
-                .store()
-                .read(move |r| {
-                    let Some(a) = r
-                        .query::<Account>()
-                        .filter(Account::username.eq(to))
-                        .first()?
-                    else {
-                        return Ok(vec![]);
-                    };
-                    let emails = r
-                        .query::<EmailAddress>()
-                        .filter(EmailAddress::account.eq(a.id()))
-                        .column(EmailAddress::address)?;
-                    Ok(vec![json!({ "username": a.username, "emails": emails })])
-                })
-                .await?
-        }
-        _ => vec![],
-    };
-    let (users, matched, total, pending) = app
+/// Audit entries on one page of the log.
+const ENTRIES_PER_PAGE: usize = 50;
+
+/// The account `name` and its addresses, if it exists.
+async fn account_with_emails(
+    app: &App,
+    name: &str,
+) -> Result<Option<(mantissa_store::Stored<Account>, Vec<(String, bool)>)>, WebError> {
+    let n = name.to_string();
+    Ok(app
         .site()
         .store()
         .read(move |r| {
-            let total = r.query::<Account>().count()?;
-            let pending = r
+            let Some(a) = r
                 .query::<Account>()
-                .filter(Account::status.eq(status::PENDING))
-                .count()?;
-            let by_name = r.query::<Account>().order_by(Account::username.asc());
-            let emails_of = |a: &mantissa_store::Stored<Account>| {
-                r.query::<EmailAddress>()
-                    .filter(EmailAddress::account.eq(a.id()))
-                    .column(EmailAddress::address)
+                .filter(Account::username.eq(n))
+                .first()?
+            else {
+                return Ok(None);
+            };
+            let emails = r
+                .query::<EmailAddress>()
+                .filter(EmailAddress::account.eq(a.id()))
+                .columns2(EmailAddress::address, EmailAddress::verified)?;
+            Ok(Some((a, emails)))
+        })
+        .await?)
+}
+
+/// The message (and Undo) for `search`'s `done`, if it names something
+/// known.
+async fn notice_for(
+    app: &App,
+    acc: &Accounts,
+    search: &Search,
+    user: Option<&str>,
+) -> Result<(Option<String>, Option<Value>), WebError> {
+    let Some(done) = Done::from_key(&search.done) else {
+        return Ok((None, None));
+    };
+    // On a user's page, the page's user; elsewhere the one named.
+    let to = user.unwrap_or(&search.to).to_string();
+    let about = if to.is_empty() {
+        None
+    } else {
+        account_with_emails(app, &to).await?
+    };
+    let emails: Vec<String> = about
+        .as_ref()
+        .map(|(_, e)| e.iter().map(|(a, _)| a.clone()).collect())
+        .unwrap_or_default();
+    let offering_names: Vec<String> = app
+        .offerings()
+        .iter()
+        .map(|o| o.name().to_string())
+        .collect();
+    let mechanism = acc.signup_mechanism().await.map_err(internal)?;
+    let known = Known {
+        user: about
+            .as_ref()
+            .map(|(a, _)| (a.username.as_str(), emails.as_slice())),
+        offerings: &offering_names,
+        mechanism: &mechanism,
+    };
+    let Some(message) = done_message(done, &to, &known) else {
+        return Ok((None, None));
+    };
+    Ok((Some(message), undo(done, &to)))
+}
+
+fn internal(e: impl std::fmt::Display) -> WebError {
+    WebError::Internal(e.to_string())
+}
+
+/// A console page: `section` of `accounts/admin.html` with `data`.
+fn section(section: &str, mut data: Value) -> Page {
+    if let Value::Object(map) = &mut data {
+        map.insert("section".into(), json!(section));
+    }
+    Page::new("accounts/admin.html", data)
+}
+
+async fn overview(
+    State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
+    Query(search): Query<Search>,
+) -> Result<Page, WebError> {
+    let (total, pending) = app
+        .site()
+        .store()
+        .read(|r| {
+            Ok((
+                r.query::<Account>().count()?,
+                r.query::<Account>()
+                    .filter(Account::status.eq(status::PENDING))
+                    .count()?,
+            ))
+        })
+        .await?;
+    let site = app.site().clone();
+    let (stores, disk) = tokio::task::spawn_blocking(move || {
+        (
+            site.user_names().map(|n| n.len()).unwrap_or(0),
+            site.disk_usage().unwrap_or(0),
+        )
+    })
+    .await
+    .map_err(internal)?;
+    // What was counted since the last minute's write shows too.
+    if let Err(e) = acc
+        .activity
+        .flush(app.site(), app.requests_and_errors())
+        .await
+    {
+        tracing::warn!(error = %e, "activity not written");
+    }
+    let period = Period::from_key(&search.period);
+    let series = activity::series(app.site(), period).await?;
+    let names = [
+        ("Requests", "request", "requests"),
+        ("Sign-ups", "sign-up", "sign-ups"),
+        ("Failed log-ins", "failed log-in", "failed log-ins"),
+        ("Server errors", "server error", "server errors"),
+    ];
+    let charts: Vec<Value> = names
+        .iter()
+        .zip(series.iter())
+        .map(|((title, one, many), s)| {
+            let sum: i64 = s.iter().map(|(_, n)| *n).sum();
+            json!({
+                "title": title,
+                "total": sum,
+                "one": one,
+                "many": many,
+                "svg": activity::bar_chart(s, period, one, many),
+                "series": s,
+            })
+        })
+        .collect();
+    Ok(section(
+        "overview",
+        json!({
+            "stats": {
+                "users": total, "stores": stores, "disk_bytes": disk,
+                "requests_last_minute": app.requests_last_minute(), "pending": pending,
+            },
+            "period": period.key(),
+            "periods": [["hour", "Last hour"], ["day", "Last day"], ["month", "Last month"]],
+            "charts": charts,
+        }),
+    ))
+}
+
+async fn users(
+    State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
+    Query(search): Query<Search>,
+) -> Result<Page, WebError> {
+    let q = search.q.trim().to_lowercase();
+    let page = Pager::page_from(&search.page);
+    let sort = SORTS
+        .iter()
+        .find(|(k, _)| *k == search.sort)
+        .map_or("name", |(k, _)| *k);
+    let filter = FILTERS
+        .iter()
+        .find(|(k, _)| *k == search.status)
+        .map_or("", |(k, _)| *k);
+    let (notice, undo) = notice_for(&app, &acc, &search, None).await?;
+    let now = Timestamp::now();
+    let (users, matched) = app
+        .site()
+        .store()
+        .read(move |r| {
+            let base = || {
+                let mut query = r.query::<Account>();
+                query = match filter {
+                    "" => query,
+                    "locked" => query.filter(Account::locked.eq(true)),
+                    "admin" => query.filter(Account::admin.eq(true)),
+                    s => query.filter(Account::status.eq(s.to_string())),
+                };
+                match sort {
+                    "name-desc" => query.order_by(Account::username.desc()),
+                    "newest" => query.order_by(Account::created.desc()),
+                    "oldest" => query.order_by(Account::created.asc()),
+                    "status" => query
+                        .order_by(Account::status.asc())
+                        .order_by(Account::username.asc()),
+                    _ => query.order_by(Account::username.asc()),
+                }
             };
             let skip = Pager::skip(page, USERS_PER_PAGE);
             let (accounts, matched) = if q.is_empty() {
-                let accounts = by_name
+                let matched = base().count()? as usize;
+                let accounts = base()
                     .limit(USERS_PER_PAGE as u64)
                     .offset(skip as u64)
                     .all()?
                     .into_iter()
-                    .map(|a| emails_of(&a).map(|e| (a, e)))
+                    .map(|a| {
+                        r.query::<EmailAddress>()
+                            .filter(EmailAddress::account.eq(a.id()))
+                            .column(EmailAddress::address)
+                            .map(|e| (a, e))
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
-                (accounts, total as usize)
+                (accounts, matched)
             } else {
                 // Every address in one query, not one query an account.
                 let mut all_emails: std::collections::HashMap<i64, Vec<String>> =
@@ -281,7 +572,7 @@ async fn dashboard(
                 }
                 let mut matched = 0;
                 let mut accounts = Vec::new();
-                for a in by_name.all()? {
+                for a in base().all()? {
                     let emails = all_emails.remove(&a.id().id()).unwrap_or_default();
                     if a.username.contains(&q) || emails.iter().any(|e| e.contains(&q)) {
                         if matched >= skip && accounts.len() < USERS_PER_PAGE {
@@ -292,43 +583,262 @@ async fn dashboard(
                 }
                 (accounts, matched)
             };
-            let mut out = Vec::new();
-            for (a, emails) in accounts {
-                // No buttons that would lock the administrator out.
-                let mut actions = vec![];
-                let myself = a.username == me;
-                match a.status.as_str() {
-                    status::PENDING => actions.push("approve"),
-                    status::SUSPENDED => actions.push("unsuspend"),
-                    _ if !myself => actions.push("suspend"),
-                    _ => {}
-                }
-                actions.push("reset");
-                if a.totp_enabled {
-                    // For someone who lost their authenticator; the owner
-                    // is mailed.
-                    actions.push("two-factor-off");
-                }
-                if !myself {
-                    actions.push("delete");
-                }
-                out.push(json!({
-                    "username": a.username, "admin": a.admin, "status": a.status,
-                    "locked": a.locked, "emails": emails, "actions": actions,
-                }));
-            }
-            Ok((out, matched, total, pending))
+            let out: Vec<Value> = accounts
+                .into_iter()
+                .map(|(a, emails)| {
+                    json!({
+                        "username": a.username, "admin": a.admin, "status": a.status,
+                        "status_words": status_words(&a.status), "locked": a.locked,
+                        "emails": emails, "created": when(a.created, now),
+                    })
+                })
+                .collect();
+            Ok((out, matched))
+        })
+        .await?;
+    // The pager's links keep the search, the filter and the order.
+    let keep =
+        serde_urlencoded::to_string([("q", search.q.as_str()), ("status", filter), ("sort", sort)])
+            .expect("strings encode");
+    Ok(section(
+        "users",
+        json!({
+            "q": search.q,
+            "status": filter,
+            "sort": sort,
+            "sorts": SORTS,
+            "filters": FILTERS,
+            "keep": keep,
+            "searched": !search.q.trim().is_empty() || !filter.is_empty(),
+            "notice": notice,
+            "undo": undo,
+            "users": users,
+            "pager": Pager::new(page, matched, USERS_PER_PAGE),
+        }),
+    ))
+}
+
+/// The actions an administrator can take on `a` from its page: key, the
+/// button's words, and whether it asks first. None that would lock the
+/// administrator out.
+fn actions_for(a: &Account, me: &str) -> Vec<Value> {
+    let myself = a.username == me;
+    let mut actions = vec![];
+    match a.status.as_str() {
+        status::PENDING => actions.push(("approve", "Approve", false)),
+        status::SUSPENDED => actions.push(("unsuspend", "Unsuspend", false)),
+        _ if !myself => actions.push(("suspend", "Suspend", true)),
+        _ => {}
+    }
+    actions.push(("reset", "Email a password reset link", false));
+    if a.totp_enabled {
+        // For someone who lost their authenticator; the owner is mailed.
+        actions.push(("two-factor-off", "Turn off two-factor log-in", true));
+    }
+    if !myself {
+        actions.push(("delete", "Delete the account", true));
+    }
+    actions
+        .into_iter()
+        .map(|(key, label, confirm)| json!({ "key": key, "label": label, "confirm": confirm }))
+        .collect()
+}
+
+async fn user_page(
+    State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
+    Extension(session): Extension<Session>,
+    Path(name): Path<String>,
+    Query(search): Query<Search>,
+) -> Result<Page, WebError> {
+    let me = session.user().unwrap_or_default();
+    let Some((account, emails)) = account_with_emails(&app, &name).await? else {
+        return Err(WebError::NotFound);
+    };
+    let (notice, undo) = notice_for(&app, &acc, &search, Some(&name)).await?;
+    let now = Timestamp::now();
+    let id = account.id();
+    let n = name.clone();
+    let (sessions, passkeys, tokens) = app
+        .site()
+        .store()
+        .read(move |r| {
+            let sessions = r
+                .query::<SessionRecord>()
+                .filter(SessionRecord::user.eq(n))
+                .filter(SessionRecord::expires.gt(now))
+                .order_by(SessionRecord::created.desc())
+                .all()?;
+            let passkeys = r.query::<Passkey>().filter(Passkey::account.eq(id)).all()?;
+            let tokens = r
+                .query::<ApiToken>()
+                .filter(ApiToken::account.eq(id))
+                .count()?;
+            Ok((sessions, passkeys, tokens))
         })
         .await?;
     let site = app.site().clone();
-    let (stores, disk) = tokio::task::spawn_blocking(move || {
-        (
-            site.user_names().map(|n| n.len()).unwrap_or(0),
-            site.disk_usage().unwrap_or(0),
-        )
+    let n = name.clone();
+    let store = tokio::task::spawn_blocking(move || -> Option<(String, u64)> {
+        if !site.has_user_store(&n).ok()? {
+            return None;
+        }
+        let path = site.user_store_path(&n).ok()?;
+        let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        let bytes = size(&path) + size(std::path::Path::new(&wal));
+        Some((path.display().to_string(), bytes))
     })
     .await
-    .map_err(|e| WebError::Internal(e.to_string()))?;
+    .map_err(internal)?;
+    let last_login = sessions.first().map(|s| when(s.created, now));
+    Ok(section(
+        "user",
+        json!({
+            "notice": notice,
+            "undo": undo,
+            // Not `user`: pages have that already, the signed-in user.
+            "account": {
+                "username": account.username,
+                "admin": account.admin,
+                "status": account.status,
+                "status_words": status_words(&account.status),
+                "locked": account.locked,
+                "two_factor": account.totp_enabled,
+                "joined_by": account.joined_by,
+                "created": when(account.created, now),
+                "emails": emails.iter().map(|(a, v)| json!({ "address": a, "verified": v })).collect::<Vec<_>>(),
+                "store": store.map(|(path, bytes)| json!({ "path": path, "bytes": bytes })),
+                "sessions": sessions.iter().map(|s| json!({ "created": when(s.created, now), "expires": when(s.expires, now) })).collect::<Vec<_>>(),
+                "last_login": last_login,
+                "passkeys": passkeys.iter().map(|p| json!({
+                    "name": p.name, "created": when(p.created, now),
+                    "last_used": p.last_used.map(|t| when(t, now)),
+                })).collect::<Vec<_>>(),
+                "tokens": tokens,
+                "actions": actions_for(&account, &me),
+            },
+        }),
+    ))
+}
+
+/// What a destructive action asks before it is taken.
+fn confirmation(action: &str, name: &str) -> Option<(String, String, String)> {
+    Some(match action {
+        "delete" => (
+            format!("Delete {name}?"),
+            format!(
+                "The account {name} and its store are deleted; the store is exported first to the site's exports folder. This cannot be undone from the console."
+            ),
+            format!("Delete {name}"),
+        ),
+        "suspend" => (
+            format!("Suspend {name}?"),
+            format!(
+                "{name} is logged out everywhere and cannot log in until unsuspended; their API tokens are revoked for good."
+            ),
+            format!("Suspend {name}"),
+        ),
+        "two-factor-off" => (
+            format!("Turn off two-factor log-in of {name}?"),
+            format!(
+                "{name} can then log in with their password alone, until they turn it on again. They are emailed."
+            ),
+            "Turn it off".to_string(),
+        ),
+        _ => return None,
+    })
+}
+
+async fn confirm_user_action(
+    State(app): State<App>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<Page, WebError> {
+    if account_with_emails(&app, &name).await?.is_none() {
+        return Err(WebError::NotFound);
+    }
+    let Some((title, message, button)) = confirmation(&action, &name) else {
+        return Err(WebError::NotFound);
+    };
+    Ok(section(
+        "confirm",
+        json!({
+            "title": title, "message": message, "button": button,
+            "action": format!("/admin/users/{}/{action}", path_segment(&name)),
+            "cancel": format!("/admin/users/{}", path_segment(&name)),
+        }),
+    ))
+}
+
+fn refused(e: AccountError) -> WebError {
+    match e {
+        AccountError::Store(e) => WebError::from(e),
+        // Refused: the reason, on a page of its own (400), changing nothing.
+        e => WebError::BadRequest(format!("{e}.")),
+    }
+}
+
+async fn user_action(
+    Extension(acc): Extension<Arc<Accounts>>,
+    Extension(session): Extension<Session>,
+    Path((name, action)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    let me = session.user().unwrap_or_default();
+    let done = match action.as_str() {
+        "approve" => match acc.approve(&me, &name).await.map_err(refused)? {
+            Approval::Active => Done::Approved,
+            Approval::NeedsVerifying => Done::ApprovedUnverified,
+        },
+        "suspend" => {
+            acc.suspend(&me, &name).await.map_err(refused)?;
+            Done::Suspended
+        }
+        "unsuspend" => {
+            acc.unsuspend(&me, &name).await.map_err(refused)?;
+            Done::Unsuspended
+        }
+        "delete" => {
+            acc.delete_account(&me, &name).await.map_err(refused)?;
+            Done::Deleted
+        }
+        "reset" => {
+            let emails = acc.email_addresses(&name).await.map_err(refused)?;
+            match emails.first() {
+                Some(e) => {
+                    acc.request_reset(None, e).await.map_err(internal)?;
+                    acc.audit(&me, "reset", &name, "").await.map_err(refused)?;
+                    Done::ResetSent
+                }
+                None => Done::NoEmail,
+            }
+        }
+        "two-factor-off" => {
+            let cleared = acc.clear_second_factor(&name).await.map_err(refused)?;
+            if cleared {
+                acc.audit(&me, "two-factor-off", &name, "")
+                    .await
+                    .map_err(refused)?;
+                Done::TwoFactorOff
+            } else {
+                Done::NoTwoFactor
+            }
+        }
+        _ => {
+            return Err(WebError::BadRequest(format!(
+                "{action} does not apply to {name}."
+            )));
+        }
+    };
+    Ok(Redirect::to(&done.page(&name)).into_response())
+}
+
+async fn signup_page(
+    State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
+    Query(search): Query<Search>,
+) -> Result<Page, WebError> {
+    let (notice, _) = notice_for(&app, &acc, &search, None).await?;
     let acc2 = acc.clone();
     let products = tokio::task::spawn_blocking(move || {
         ["open", "invitation", "approval", "created"]
@@ -337,54 +847,118 @@ async fn dashboard(
             .collect::<Result<Vec<_>, _>>()
     })
     .await
-    .map_err(|e| WebError::Internal(e.to_string()))?
-    .map_err(|e| WebError::Internal(e.to_string()))?;
+    .map_err(internal)?
+    .map_err(internal)?;
+    let mut ways = Vec::new();
+    for (j, chosen) in products {
+        let mut offerings = Vec::new();
+        for o in app.offerings() {
+            offerings.push(
+                json!({ "name": o.name(), "included": chosen.iter().any(|x| x == o.name()) }),
+            );
+        }
+        ways.push(json!({ "joined_by": j, "offerings": offerings }));
+    }
+    let mechanism = acc.signup_mechanism().await.map_err(internal)?;
+    Ok(section(
+        "signup",
+        json!({
+            "notice": notice,
+            "mechanism": mechanism,
+            "mechanisms": [
+                ["open", "Open: anyone can sign up"],
+                ["invitation", "By invitation only"],
+                ["approval", "Anyone can ask; an administrator approves"],
+                ["closed", "Closed: administrators create accounts"],
+            ],
+            "products": ways,
+        }),
+    ))
+}
+
+async fn offerings_page(
+    State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
+    Query(search): Query<Search>,
+) -> Result<Page, WebError> {
+    let (notice, undo) = notice_for(&app, &acc, &search, None).await?;
     let mut offerings = Vec::new();
     for o in app.offerings() {
         let name = o.name();
         let enabled = mantissa_web::offering_is_enabled(&app, name).await?;
-        let in_products: Vec<_> = products
-            .iter()
-            .map(|(j, p)| json!({ "joined_by": j, "included": p.iter().any(|x| x == name) }))
-            .collect();
-        offerings.push(json!({
-            "name": name, "enabled": enabled, "core": o.core(), "products": in_products,
-        }));
+        offerings.push(json!({ "name": name, "enabled": enabled, "core": o.core() }));
     }
-    let mechanism = acc
-        .signup_mechanism()
-        .await
-        .map_err(|e| WebError::Internal(e.to_string()))?;
-    let offering_names: Vec<String> = app
-        .offerings()
+    Ok(section(
+        "offerings",
+        json!({ "notice": notice, "undo": undo, "offerings": offerings }),
+    ))
+}
+
+async fn mail_page(
+    State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
+) -> Result<Page, WebError> {
+    let (_, theme_dir) = crate::mail::site_and_theme(app.site()).await;
+    let templates: Vec<Value> = crate::mail::MAIL_TEMPLATES
         .iter()
-        .map(|o| o.name().to_string())
+        .map(|(name, _)| {
+            let themed = theme_dir.as_ref().is_some_and(|d| d.join(name).is_file());
+            json!({ "name": name, "themed": themed })
+        })
         .collect();
-    let notice = done.and_then(|d| {
-        done_message(
-            d,
-            &search.to,
-            &Known {
-                users: &about,
-                offerings: &offering_names,
-                mechanism: &mechanism,
-            },
-        )
-    });
-    Ok(Page::new(
-        "accounts/admin.html",
+    Ok(section(
+        "mail",
         json!({
-            "q": search.q,
-            "notice": notice,
-            "mechanism": mechanism,
-            "users": users,
-            "pager": Pager::new(page, matched, USERS_PER_PAGE),
-            "offerings": offerings,
-            "stats": {
-                "users": total, "stores": stores, "disk_bytes": disk,
-                "requests_last_minute": app.requests_last_minute(), "pending": pending,
-            },
+            "from": acc.mail_from(),
+            "base_url": acc.base_url(),
+            "theme": theme_dir.as_ref().map(|d| d.display().to_string()),
+            "templates": templates,
         }),
+    ))
+}
+
+async fn ports_page(State(app): State<App>) -> Result<Page, WebError> {
+    let ports = app
+        .site()
+        .store()
+        .read(|r| r.query::<mantissa_server::Port>().all())
+        .await?;
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|p| json!({ "protocol": p.protocol, "address": p.address, "tls": p.cert.is_some() }))
+        .collect();
+    Ok(section("ports", json!({ "ports": ports })))
+}
+
+async fn logs_page(State(app): State<App>, Query(search): Query<Search>) -> Result<Page, WebError> {
+    let page = Pager::page_from(&search.page);
+    let now = Timestamp::now();
+    let (entries, total) = app
+        .site()
+        .store()
+        .read(move |r| {
+            let total = r.query::<AuditEntry>().count()? as usize;
+            let entries = r
+                .query::<AuditEntry>()
+                .order_by(AuditEntry::at.desc())
+                .limit(ENTRIES_PER_PAGE as u64)
+                .offset(Pager::skip(page, ENTRIES_PER_PAGE) as u64)
+                .all()?;
+            Ok((entries, total))
+        })
+        .await?;
+    let entries: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "at": when(e.at, now), "actor": e.actor, "action": e.action,
+                "words": audit::describe(&e.action), "target": e.target, "detail": e.detail,
+            })
+        })
+        .collect();
+    Ok(section(
+        "logs",
+        json!({ "entries": entries, "pager": Pager::new(page, total, ENTRIES_PER_PAGE) }),
     ))
 }
 
@@ -393,128 +967,47 @@ struct Mechanism {
     mechanism: String,
 }
 
-/// Back to the console, which says what was `done` to `to`.
-fn back(done: Done, to: &str) -> Response {
-    let query =
-        serde_urlencoded::to_string([("done", done.key()), ("to", to)]).expect("strings encode");
-    Redirect::to(&format!("/admin?{query}")).into_response()
-}
-
 async fn set_signup(
     Extension(acc): Extension<Arc<Accounts>>,
+    Extension(session): Extension<Session>,
     Form(m): Form<Mechanism>,
 ) -> Result<Response, WebError> {
     let acc2 = acc.clone();
     let mech = m.mechanism.clone();
     tokio::task::spawn_blocking(move || acc2.set_signup_mechanism(&mech))
         .await
-        .map_err(|e| WebError::Internal(e.to_string()))?
+        .map_err(internal)?
         .map_err(|e| WebError::BadRequest(e.to_string()))?;
-    Ok(back(Done::Signup, ""))
+    let me = session.user().unwrap_or_default();
+    acc.audit(&me, "signup", &m.mechanism, "")
+        .await
+        .map_err(refused)?;
+    Ok(Redirect::to(&Done::Signup.page("")).into_response())
 }
 
-async fn user_action(
+async fn confirm_switch(
     State(app): State<App>,
-    Extension(acc): Extension<Arc<Accounts>>,
-    Extension(session): Extension<Session>,
-    Path((name, action)): Path<(String, String)>,
-) -> Result<Response, WebError> {
-    let me = session.user().unwrap_or_default();
-    let store = app.site().store().clone();
-    let n = name.clone();
-    let act = action.clone();
-    let outcome = store
-        .write(move |tx| {
-            let mut a = tx
-                .query::<Account>()
-                .filter(Account::username.eq(n.clone()))
-                .first()?
-                .ok_or_else(|| StoreError::app("no such user"))?;
-            match act.as_str() {
-                // The same transactions as `mantissa user approve`,
-                // `suspend` and `unsuspend` (crate::manage).
-                "approve" if a.status == status::PENDING => {
-                    Ok(match approve_account(tx, &mut a)? {
-                        Approval::Active => Done::Approved,
-                        Approval::AwaitingVerification => Done::ApprovedUnverified,
-                    })
-                }
-                "suspend" if n != me => {
-                    suspend_account(tx, &mut a)?;
-                    Ok(Done::Suspended)
-                }
-                "suspend" => Err(StoreError::app("you cannot suspend yourself")),
-                "unsuspend" if a.status == status::SUSPENDED => {
-                    unsuspend_account(tx, &mut a)?;
-                    Ok(Done::Unsuspended)
-                }
-                "reset" => Ok(Done::ResetSent),
-                "two-factor-off" => Ok(Done::TwoFactorOff),
-                "delete" if n != me => Ok(Done::Deleted),
-                "delete" => Err(StoreError::app("you cannot delete yourself")),
-                _ => Err(StoreError::app(format!("{act} does not apply to {n}"))),
-            }
-        })
-        .await;
-    match outcome {
-        Ok(Done::ResetSent) => {
-            let emails = {
-                let n = name.clone();
-                app.site()
-                    .store()
-                    .read(move |r| {
-                        let Some(a) = r
-                            .query::<Account>()
-                            .filter(Account::username.eq(n))
-                            .first()?
-                        else {
-                            return Ok(vec![]);
-                        };
-                        r.query::<EmailAddress>()
-                            .filter(EmailAddress::account.eq(a.id()))
-                            .column(EmailAddress::address)
-                    })
-                    .await?
-            };
-            match emails.first() {
-                Some(e) => {
-                    acc.request_reset(None, e)
-                        .await
-                        .map_err(|e| WebError::Internal(e.to_string()))?;
-                    Ok(back(Done::ResetSent, &name))
-                }
-                None => Ok(back(Done::NoEmail, &name)),
-            }
-        }
-        Ok(Done::TwoFactorOff) => {
-            let cleared = acc.clear_second_factor(&name).await.map_err(|e| match e {
-                AccountError::Store(e) => WebError::from(e),
-                e => WebError::BadRequest(e.to_string()),
-            })?;
-            let done = if cleared {
-                Done::TwoFactorOff
-            } else {
-                Done::NoTwoFactor
-            };
-            Ok(back(done, &name))
-        }
-        Ok(Done::Deleted) => {
-            let n = name.clone();
-            tokio::task::spawn_blocking(move || acc.delete_user(&n))
-                .await
-                .map_err(|e| WebError::Internal(e.to_string()))?
-                .map_err(|e| WebError::Internal(e.to_string()))?;
-            Ok(back(Done::Deleted, ""))
-        }
-        Ok(done) => Ok(back(done, &name)),
-        // Refused: the reason, on a page of its own (400), changing nothing.
-        Err(StoreError::App(m)) => Err(WebError::BadRequest(format!("{m}."))),
-        Err(e) => Err(WebError::from(e)),
+    Path((name, switch)): Path<(String, String)>,
+) -> Result<Page, WebError> {
+    if app.offering(&name).is_none() || switch != "off" {
+        return Err(WebError::NotFound);
     }
+    Ok(section(
+        "confirm",
+        json!({
+            "title": format!("Switch {name} off?"),
+            "message": format!("Nobody can use {name} while it is off; what its users made stays in their stores, and switching it back on brings it back."),
+            "button": format!("Switch {name} off"),
+            "action": format!("/admin/offerings/{}/off", path_segment(&name)),
+            "cancel": "/admin/offerings",
+        }),
+    ))
 }
 
 async fn switch_offering(
     State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
+    Extension(session): Extension<Session>,
     Path((name, switch)): Path<(String, String)>,
 ) -> Result<Response, WebError> {
     let Some(offering) = app.offering(&name) else {
@@ -534,19 +1027,22 @@ async fn switch_offering(
     let n = name.clone();
     tokio::task::spawn_blocking(move || mantissa_web::set_offering_enabled(&site, &n, on))
         .await
-        .map_err(|e| WebError::Internal(e.to_string()))??;
-    Ok(back(
-        if on {
-            Done::OfferingOn
-        } else {
-            Done::OfferingOff
-        },
-        &name,
-    ))
+        .map_err(internal)??;
+    let me = session.user().unwrap_or_default();
+    let done = if on {
+        Done::OfferingOn
+    } else {
+        Done::OfferingOff
+    };
+    acc.audit(&me, done.key(), &name, "")
+        .await
+        .map_err(refused)?;
+    Ok(Redirect::to(&done.page(&name)).into_response())
 }
 
 async fn set_product(
     Extension(acc): Extension<Arc<Accounts>>,
+    Extension(session): Extension<Session>,
     Path(joined_by): Path<String>,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Result<Response, WebError> {
@@ -555,12 +1051,17 @@ async fn set_product(
         .filter(|(k, _)| k == "offering")
         .map(|(_, v)| v)
         .collect();
-    let j = joined_by.clone();
-    tokio::task::spawn_blocking(move || acc.set_product(&j, &chosen))
+    let detail = chosen.join(", ");
+    let (acc2, j) = (acc.clone(), joined_by.clone());
+    tokio::task::spawn_blocking(move || acc2.set_product(&j, &chosen))
         .await
-        .map_err(|e| WebError::Internal(e.to_string()))?
+        .map_err(internal)?
         .map_err(|e| WebError::BadRequest(e.to_string()))?;
-    Ok(back(Done::ProductSaved, &joined_by))
+    let me = session.user().unwrap_or_default();
+    acc.audit(&me, "product", &joined_by, &detail)
+        .await
+        .map_err(refused)?;
+    Ok(Redirect::to(&Done::ProductSaved.page(&joined_by)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -571,38 +1072,71 @@ struct NewUser {
 
 async fn create_user(
     Extension(acc): Extension<Arc<Accounts>>,
+    Extension(session): Extension<Session>,
     Form(f): Form<NewUser>,
 ) -> Result<Response, WebError> {
-    let acc2 = acc.clone();
-    let (name, email) = (f.username.trim().to_string(), f.email.trim().to_string());
-    let (n, e) = (name.clone(), email.clone());
-    let made = tokio::task::spawn_blocking(move || acc2.create_user(&n, Some(&e), None, false))
-        .await
-        .map_err(|e| WebError::Internal(e.to_string()))?;
-    match made {
-        Ok(_) => match acc.request_reset(None, &email).await {
-            Ok(()) => Ok(back(Done::Created, &name)),
-            Err(e) => {
-                tracing::error!(user = %name, error = %e, "the new account's link could not be sent");
-                Ok(back(Done::CreatedMailFailed, &name))
-            }
-        },
+    let name = f.username.trim().to_string();
+    let made = acc.create_user_welcomed(&name, f.email.trim()).await;
+    let done = match made {
+        Ok(true) => Done::Created,
+        Ok(false) => Done::CreatedMailFailed,
         Err(
-            e @ (crate::AccountError::Invalid(_) | crate::AccountError::Store(StoreError::App(_))),
-        ) => Err(WebError::BadRequest(e.to_string())),
-        Err(e) => Err(WebError::Internal(e.to_string())),
-    }
+            e @ (AccountError::Invalid(_)
+            | AccountError::TooLong { .. }
+            | AccountError::Store(StoreError::App(_))),
+        ) => return Err(WebError::BadRequest(e.to_string())),
+        Err(e) => return Err(internal(e)),
+    };
+    let me = session.user().unwrap_or_default();
+    acc.audit(&me, "create", &name, "").await.map_err(refused)?;
+    Ok(Redirect::to(&done.page(&name)).into_response())
 }
 
 /// The console's routes.
 pub fn routes(app: &App, accounts: Arc<Accounts>) -> Router<App> {
+    accounts.activity.start(app.site(), app, &accounts);
     Router::new()
-        .route("/admin", get(dashboard))
-        .route("/admin/signup", post(set_signup))
-        .route("/admin/users", post(create_user))
-        .route("/admin/offerings/{name}/{switch}", post(switch_offering))
+        .route("/admin", get(overview))
+        .route("/admin/users", get(users).post(create_user))
+        .route("/admin/users/{name}", get(user_page))
+        .route(
+            "/admin/users/{name}/{action}",
+            get(confirm_user_action).post(user_action),
+        )
+        .route("/admin/signup", get(signup_page).post(set_signup))
         .route("/admin/products/{joined_by}", post(set_product))
-        .route("/admin/users/{name}/{action}", post(user_action))
-        .layer(Extension(accounts))
+        .route("/admin/offerings", get(offerings_page))
+        .route(
+            "/admin/offerings/{name}/{switch}",
+            get(confirm_switch).post(switch_offering),
+        )
+        .route("/admin/mail", get(mail_page))
+        .route("/admin/ports", get(ports_page))
+        .route("/admin/logs", get(logs_page))
         .layer(from_fn_with_state(app.clone(), require_admin))
+        .layer(Extension(accounts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_relative_with_the_exact_utc_time_beside() {
+        let now = Timestamp::from_micros(1_700_000_000_000_000);
+        let ago = |secs: i64| {
+            when(
+                Timestamp::from_micros(now.as_micros() - secs * 1_000_000),
+                now,
+            )
+        };
+        assert_eq!(ago(5)["ago"], "just now");
+        assert_eq!(ago(60)["ago"], "1 minute ago");
+        assert_eq!(ago(3 * 3600 + 5)["ago"], "3 hours ago");
+        assert_eq!(ago(2 * 86_400)["ago"], "2 days ago");
+        assert_eq!(ago(90 * 86_400)["ago"], "on 2023-08-16");
+        assert_eq!(ago(-2 * 3600)["ago"], "in 2 hours");
+        assert_eq!(ago(0)["utc"], "2023-11-14 22:13 UTC");
+        assert_eq!(ago(0)["iso"], "2023-11-14T22:13:20Z");
+    }
 }

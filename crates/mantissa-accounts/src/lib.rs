@@ -34,12 +34,22 @@
 //! Ended sessions, used or expired links and old passkey challenges are
 //! purged hourly on the store's scheduler ([`upkeep`]).
 //!
+//! The administrator's console (`/admin`, in sections) calls the same
+//! methods of [`Accounts`] as the command line can (approve, suspend,
+//! unsuspend, delete an account, create one with a welcome mail), and each
+//! is written to the audit log ([`audit`]); its charts read the counts
+//! [`activity`] writes once a minute. Every mail is a template a theme can
+//! override ([`mail`]).
+//!
 //! A passkey sign-in is a full log-in (no password, no TOTP code)
 //! that passes the same rate limits and account checks; why webauthn-rs,
 //! and which ceremony state is kept where, is told in [`passkeys`].
 
+pub mod activity;
 mod admin;
+pub mod audit;
 mod backoff;
+pub mod mail;
 pub mod manage;
 pub mod model;
 mod nav;
@@ -53,6 +63,7 @@ pub mod tokens;
 pub mod totp;
 pub mod upkeep;
 
+pub use audit::AuditEntry;
 pub use manage::{Approval, EmailSummary, UserDetails, UserSummary};
 pub use model::{Account, EmailAddress, SignupPolicy, Ticket};
 pub use pages::{REMEMBER_FOR, SettingsOffering, routes};

@@ -1,17 +1,22 @@
 //! What an administrator does to accounts outside the sign-up and log-in
-//! flows — list them, look at one, approve, suspend, unsuspend, set a
-//! password, give an imported store its account — as plain, blocking
-//! methods on [`Accounts`] that the command line calls, and whose
-//! transaction halves ([`approve_account`], [`suspend_account`],
-//! [`unsuspend_account`]) the admin console's actions call too, so that
-//! both do the same thing.
+//! flows — list them, look at one, approve, suspend, unsuspend, delete, set
+//! a password, give an imported store its account — as methods on
+//! [`Accounts`] that the admin console and the command line both call, so
+//! that both do the same thing. Each action that changes an account is
+//! written to the audit log ([`crate::audit`]) under the name of who did it,
+//! in the same transaction where it is one.
 //!
 //! Refusals are [`AccountError::Invalid`], with a message for people that
-//! names the account ("bob is not suspended").
+//! names the account ("bob is not suspended"), and change nothing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use mantissa_store::{StoreError, Stored, Timestamp, Write};
 use mantissa_web::SessionRecord;
+use serde_json::json;
 
+use crate::audit;
 use crate::model::{Account, EmailAddress, purpose, status};
 use crate::passkeys::Passkey;
 use crate::service::{
@@ -73,57 +78,10 @@ fn rfc3339<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error>
 /// What approving an account did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Approval {
-    /// It can log in now.
+    /// The account works now.
     Active,
-    /// It can log in once its email address is verified.
-    AwaitingVerification,
-}
-
-/// Approves the pending account `a`, inside a write transaction: active if
-/// one of its addresses is verified, else waiting for that.
-pub(crate) fn approve_account(
-    tx: &mut Write<'_>,
-    a: &mut Stored<Account>,
-) -> mantissa_store::Result<Approval> {
-    let verified = tx
-        .query::<EmailAddress>()
-        .filter(EmailAddress::account.eq(a.id()))
-        .filter(EmailAddress::verified.eq(true))
-        .count()?
-        > 0;
-    a.status = if verified {
-        status::ACTIVE
-    } else {
-        status::UNVERIFIED
-    }
-    .into();
-    tx.update(a)?;
-    Ok(if verified {
-        Approval::Active
-    } else {
-        Approval::AwaitingVerification
-    })
-}
-
-/// Suspends `a`, inside a write transaction: its sessions end, and its API
-/// tokens are revoked for good (unsuspending does not bring them back).
-pub(crate) fn suspend_account(
-    tx: &mut Write<'_>,
-    a: &mut Stored<Account>,
-) -> mantissa_store::Result<()> {
-    a.status = status::SUSPENDED.into();
-    tx.update(a)?;
-    tx.delete_where(SessionRecord::user.eq(a.username.clone()))?;
-    crate::tokens::revoke_all(tx, a.id())
-}
-
-/// Lets the suspended account `a` log in again, inside a write transaction.
-pub(crate) fn unsuspend_account(
-    tx: &mut Write<'_>,
-    a: &mut Stored<Account>,
-) -> mantissa_store::Result<()> {
-    a.status = status::ACTIVE.into();
-    tx.update(a)
+    /// It works once its owner verifies their email address.
+    NeedsVerifying,
 }
 
 /// "there is no user called \"bob\"", for an account looked for by name.
@@ -222,68 +180,6 @@ impl Accounts {
                 })
             })
             .map_err(invalid_or_store)
-    }
-
-    /// Approves an account waiting for an administrator (sign-up by
-    /// approval), as the console's Approve button does.
-    pub fn approve(&self, username: &str) -> Result<Approval, AccountError> {
-        let name = username.to_string();
-        let approval = self
-            .site()
-            .store()
-            .write_blocking(move |tx| {
-                let mut a = find(tx, &name)?;
-                if a.status != status::PENDING {
-                    return Err(StoreError::app(format!(
-                        "{name} is not waiting for approval (the account is {})",
-                        a.status
-                    )));
-                }
-                approve_account(tx, &mut a)
-            })
-            .map_err(invalid_or_store)?;
-        // Its product is installed at its first log-in, as for the console.
-        tracing::info!(user = %username, ?approval, "account approved");
-        Ok(approval)
-    }
-
-    /// Suspends an account, as the console's Suspend button does: it
-    /// cannot log in, its sessions end, and its API tokens are revoked.
-    pub fn suspend(&self, username: &str) -> Result<(), AccountError> {
-        let name = username.to_string();
-        self.site()
-            .store()
-            .write_blocking(move |tx| {
-                let mut a = find(tx, &name)?;
-                if a.status == status::SUSPENDED {
-                    return Err(StoreError::app(format!("{name} is suspended already")));
-                }
-                suspend_account(tx, &mut a)
-            })
-            .map_err(invalid_or_store)?;
-        tracing::info!(user = %username, "account suspended");
-        Ok(())
-    }
-
-    /// Lets a suspended account log in again, as the console's Unsuspend
-    /// button does.
-    pub fn unsuspend(&self, username: &str) -> Result<(), AccountError> {
-        let name = username.to_string();
-        self.site()
-            .store()
-            .write_blocking(move |tx| {
-                let mut a = find(tx, &name)?;
-                if a.status != status::SUSPENDED {
-                    return Err(StoreError::app(format!(
-                        "{name} is not suspended (the account is {})",
-                        a.status
-                    )));
-                }
-                unsuspend_account(tx, &mut a)
-            })
-            .map_err(invalid_or_store)?;
-        tracing::info!(user = %username, "account unsuspended");
-        Ok(())
     }
 
     /// Sets the password of `username` (an administrator's action: the
@@ -413,5 +309,171 @@ impl Accounts {
                 .count()?
                 > 0)
         })?)
+    }
+
+    async fn write_as<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Write<'_>) -> mantissa_store::Result<T> + Send + 'static,
+    ) -> Result<T, AccountError> {
+        self.site().store().write(f).await.map_err(invalid_or_store)
+    }
+
+    /// The addresses of `name` (none for an unknown account).
+    pub async fn email_addresses(&self, name: &str) -> Result<Vec<String>, AccountError> {
+        let n = name.to_string();
+        Ok(self
+            .site()
+            .store()
+            .read(move |r| {
+                let Some(a) = r
+                    .query::<Account>()
+                    .filter(Account::username.eq(n))
+                    .first()?
+                else {
+                    return Ok(vec![]);
+                };
+                r.query::<EmailAddress>()
+                    .filter(EmailAddress::account.eq(a.id()))
+                    .column(EmailAddress::address)
+            })
+            .await?)
+    }
+
+    /// Approves `name`'s sign-up (it waits for approval), for `actor`, and
+    /// mails its owner that it was.
+    pub async fn approve(&self, actor: &str, name: &str) -> Result<Approval, AccountError> {
+        let (actor, n) = (actor.to_string(), name.to_string());
+        let done = self
+            .write_as(move |tx| {
+                let mut a = find(tx, &n)?;
+                if a.status != status::PENDING {
+                    return Err(StoreError::app(format!(
+                        "{n} is not waiting for approval (the account is {})",
+                        a.status
+                    )));
+                }
+                let verified = tx
+                    .query::<EmailAddress>()
+                    .filter(EmailAddress::account.eq(a.id()))
+                    .filter(EmailAddress::verified.eq(true))
+                    .count()?
+                    > 0;
+                a.status = if verified {
+                    status::ACTIVE
+                } else {
+                    status::UNVERIFIED
+                }
+                .into();
+                tx.update(&a)?;
+                audit::record(tx, &actor, "approve", &n, "")?;
+                Ok(if verified {
+                    Approval::Active
+                } else {
+                    Approval::NeedsVerifying
+                })
+            })
+            .await?;
+        for to in self.email_addresses(name).await? {
+            let sent = self
+                .mail(
+                    &to,
+                    "mail/approved.txt",
+                    json!({ "username": name, "verified": done == Approval::Active }),
+                )
+                .await;
+            if let Err(e) = sent {
+                tracing::error!(user = %name, error = %e, "mail that the account was approved not sent");
+            }
+        }
+        Ok(done)
+    }
+
+    /// Suspends `name`, for `actor` (not themself): their sessions end at
+    /// once and their API tokens are revoked for good (unsuspending does
+    /// not bring those back).
+    pub async fn suspend(&self, actor: &str, name: &str) -> Result<(), AccountError> {
+        let (actor, n) = (actor.to_string(), name.to_string());
+        self.write_as(move |tx| {
+            if n == actor {
+                return Err(StoreError::app("you cannot suspend yourself"));
+            }
+            let mut a = find(tx, &n)?;
+            if a.status == status::SUSPENDED {
+                return Err(StoreError::app(format!("{n} is suspended already")));
+            }
+            a.status = status::SUSPENDED.into();
+            tx.update(&a)?;
+            tx.delete_where(SessionRecord::user.eq(n.clone()))?;
+            crate::tokens::revoke_all(tx, a.id())?;
+            audit::record(tx, &actor, "suspend", &n, "")
+        })
+        .await
+    }
+
+    /// Lets `name` log in again after a suspension, for `actor`.
+    pub async fn unsuspend(&self, actor: &str, name: &str) -> Result<(), AccountError> {
+        let (actor, n) = (actor.to_string(), name.to_string());
+        self.write_as(move |tx| {
+            let mut a = find(tx, &n)?;
+            if a.status != status::SUSPENDED {
+                return Err(StoreError::app(format!(
+                    "{n} is not suspended (the account is {})",
+                    a.status
+                )));
+            }
+            a.status = status::ACTIVE.into();
+            tx.update(&a)?;
+            audit::record(tx, &actor, "unsuspend", &n, "")
+        })
+        .await
+    }
+
+    /// Deletes `name` and its store for `actor` (not themself), after
+    /// exporting the store (see [`Accounts::delete_user`]); returns the
+    /// export's path.
+    pub async fn delete_account(
+        self: &Arc<Self>,
+        actor: &str,
+        name: &str,
+    ) -> Result<PathBuf, AccountError> {
+        if name == actor {
+            return Err(AccountError::Invalid("you cannot delete yourself".into()));
+        }
+        let n = name.to_string();
+        self.site()
+            .store()
+            .read(move |r| find(r, &n).map(|_| ()))
+            .await
+            .map_err(invalid_or_store)?;
+        let (me, n) = (self.clone(), name.to_string());
+        let export = tokio::task::spawn_blocking(move || me.delete_user(&n))
+            .await
+            .map_err(|e| AccountError::Invalid(e.to_string()))??;
+        self.audit(
+            actor,
+            "delete",
+            name,
+            &format!("exported to {}", export.display()),
+        )
+        .await?;
+        Ok(export)
+    }
+
+    /// Writes an entry in the audit log: `actor` did `action` to `target`.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: &str,
+    ) -> Result<(), AccountError> {
+        let (actor, action, target, detail) = (
+            actor.to_string(),
+            action.to_string(),
+            target.to_string(),
+            detail.to_string(),
+        );
+        self.write_as(move |tx| audit::record(tx, &actor, &action, &target, &detail))
+            .await
     }
 }

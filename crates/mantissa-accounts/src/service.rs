@@ -158,6 +158,8 @@ pub struct Accounts {
     /// When the limiters were last pruned (seconds since `started`).
     last_prune: AtomicU64,
     started: Instant,
+    /// Sign-ups and failed log-ins, for the admin console's charts.
+    pub(crate) activity: crate::activity::Counters,
 }
 
 pub(crate) use mantissa_web::hash_token;
@@ -382,26 +384,23 @@ async fn send_reset(
     let Some((token, username)) = token else {
         return Ok(());
     };
-    let (subject, text) = match why {
-        Why::Reset => (
-            "Resetting your password",
-            format!(
-                "To choose a new password for {username}, open:\n{base_url}/reset/{token}\n\nThe link works once, for 24 hours. If you did not ask for this, ignore this message: your password has not changed.\n"
-            ),
-        ),
-        Why::SignUpAgain => (
-            "You already have an account",
-            format!(
-                "Someone, perhaps you, tried to sign up with this address, but it belongs to your account {username} already.\n\nLog in at:\n{base_url}/login\n\nIf you forgot your password, choose a new one at:\n{base_url}/reset/{token}\n\nThe link works once, for 24 hours. If it was not you, ignore this message: nothing has changed.\n"
-            ),
-        ),
+    let template = match why {
+        Why::Reset => "mail/reset.txt",
+        Why::SignUpAgain => "mail/signup_again.txt",
     };
+    let mail = crate::mail::compose(
+        &site,
+        &base_url,
+        template,
+        serde_json::json!({ "username": username, "link": format!("{base_url}/reset/{token}") }),
+    )
+    .await;
     mailer
         .send(OutgoingMail {
             from,
             to: vec![address],
-            subject: subject.into(),
-            text,
+            subject: mail.subject,
+            text: mail.text,
         })
         .await?;
     Ok(())
@@ -524,6 +523,7 @@ impl Accounts {
             }),
             last_prune: AtomicU64::new(0),
             started: Instant::now(),
+            activity: Default::default(),
         }
     }
 
@@ -607,6 +607,11 @@ impl Accounts {
         &self.site
     }
 
+    /// The address mail is sent from.
+    pub fn mail_from(&self) -> &str {
+        &self.from
+    }
+
     /// Where links in mail point.
     pub fn base_url(&self) -> String {
         self.base_url
@@ -657,6 +662,7 @@ impl Accounts {
 
     /// A failed password for `key` from `ip`.
     fn password_failed(&self, ip: Option<IpAddr>, key: Key) {
+        self.activity.login_failed();
         self.account_failures.fail(key);
         if let Some(ip) = ip {
             self.address_failures.fail(ip);
@@ -702,13 +708,21 @@ impl Accounts {
         self.code_failures.prune();
     }
 
-    async fn mail(&self, to: &str, subject: &str, text: String) -> Result<(), AccountError> {
+    /// Sends mail template `template` (see [`crate::mail`]) with `ctx` to
+    /// `to`.
+    pub(crate) async fn mail(
+        &self,
+        to: &str,
+        template: &str,
+        ctx: serde_json::Value,
+    ) -> Result<(), AccountError> {
+        let mail = crate::mail::compose(&self.site, &self.base_url(), template, ctx).await;
         self.mailer
             .send(OutgoingMail {
                 from: self.from.clone(),
                 to: vec![to.to_string()],
-                subject: subject.to_string(),
-                text,
+                subject: mail.subject,
+                text: mail.text,
             })
             .await?;
         Ok(())
@@ -781,6 +795,40 @@ impl Accounts {
         self.site.user_store(username)?;
         self.ensure_product(username)?;
         Ok(token.map(|t| format!("{}/reset/{t}", self.base_url())))
+    }
+
+    /// Creates an active account for `username` at `email` without a
+    /// password (the admin console; the command line can call it too) and
+    /// mails its owner a welcome that names them and the site, with a link
+    /// to choose their password. Returns whether that mail went out: the
+    /// account is made either way, and a reset link can follow.
+    pub async fn create_user_welcomed(
+        self: &Arc<Self>,
+        username: &str,
+        email: &str,
+    ) -> Result<bool, AccountError> {
+        let address = normalize_email(email)?;
+        let (me, n, e) = (self.clone(), username.to_string(), address.clone());
+        let link = tokio::task::spawn_blocking(move || me.create_user(&n, Some(&e), None, false))
+            .await
+            .map_err(|e| AccountError::Invalid(e.to_string()))??;
+        let Some(link) = link else {
+            return Ok(false);
+        };
+        let sent = self
+            .mail(
+                &address,
+                "mail/welcome.txt",
+                serde_json::json!({ "username": username, "link": link }),
+            )
+            .await;
+        match sent {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                tracing::error!(user = %username, error = %e, "the new account's welcome could not be sent");
+                Ok(false)
+            }
+        }
     }
 
     /// A one-time link to set the administrator's password, if the site
@@ -1119,6 +1167,9 @@ impl Accounts {
             })
             .await
             .map_err(invalid_or_store)?;
+        if token.is_some() {
+            self.activity.signed_up();
+        }
         // Mail goes after the answer either way, so both answers take as
         // long.
         let (site, mailer, from, base_url) = (
@@ -1130,17 +1181,24 @@ impl Accounts {
         let username = username.to_string();
         tokio::spawn(async move {
             let sent = match token {
-                Some(token) => mailer
-                    .send(OutgoingMail {
-                        from,
-                        to: vec![address],
-                        subject: "Please verify your email address".into(),
-                        text: format!(
-                            "Welcome, {username}!\n\nTo verify your email address and activate your account, open:\n{base_url}/verify/{token}\n\nThe link works once, for 24 hours. If you did not sign up, ignore this message.\n"
-                        ),
-                    })
-                    .await
-                    .map_err(AccountError::from),
+                Some(token) => {
+                    let mail = crate::mail::compose(
+                        &site,
+                        &base_url,
+                        "mail/verify.txt",
+                        serde_json::json!({ "username": username, "link": format!("{base_url}/verify/{token}") }),
+                    )
+                    .await;
+                    mailer
+                        .send(OutgoingMail {
+                            from,
+                            to: vec![address],
+                            subject: mail.subject,
+                            text: mail.text,
+                        })
+                        .await
+                        .map_err(AccountError::from)
+                }
                 None => send_reset(site, mailer, from, base_url, address, Why::SignUpAgain).await,
             };
             if let Err(e) = sent {
@@ -1165,7 +1223,7 @@ impl Accounts {
                 let mut a = tx.get(account)?;
                 if let Some(mut e) = tx
                     .query::<EmailAddress>()
-                    .filter(EmailAddress::address.eq(address))
+                    .filter(EmailAddress::address.eq(address.clone()))
                     .first()?
                 {
                     e.verified = true;
@@ -1175,10 +1233,26 @@ impl Accounts {
                     a.status = status::ACTIVE.into();
                     tx.update(&a)?;
                 }
-                Ok(a.username.clone())
+                let pending = (a.status == status::PENDING).then_some(address);
+                Ok((a.username.clone(), pending))
             })
             .await
             .map_err(link_failed)?;
+        let (name, pending) = name;
+        if let Some(address) = pending {
+            // Verified, but not yet approved: told so, so that they do not
+            // try to log in and wonder.
+            if let Err(e) = self
+                .mail(
+                    &address,
+                    "mail/awaiting_approval.txt",
+                    serde_json::json!({ "username": name }),
+                )
+                .await
+            {
+                tracing::error!(user = %name, error = %e, "mail that the account awaits approval not sent");
+            }
+        }
         self.install_later(&name).await?;
         Ok(name)
     }
@@ -1270,12 +1344,7 @@ impl Accounts {
         self.code_failures.clear(&Key::of(id));
         tracing::info!(user = %name, "password reset from a link");
         if totp_was_on {
-            self.mail_second_factor_off(
-                id,
-                &name,
-                "because its password was reset with a link sent by email",
-            )
-            .await;
+            self.mail_second_factor_off(id, &name, false).await;
         }
         Ok(name)
     }
@@ -1305,14 +1374,13 @@ impl Accounts {
             return Ok(false);
         };
         tracing::warn!(user = %username, "two-factor log-in turned off by an administrator");
-        self.mail_second_factor_off(id, username, "by an administrator of the site")
-            .await;
+        self.mail_second_factor_off(id, username, true).await;
         Ok(true)
     }
 
     /// Tells the owner of `id` that its second factor was turned off, and
     /// why. A mail that cannot be sent is logged: the change is made.
-    async fn mail_second_factor_off(&self, id: Ref<Account>, username: &str, why: &str) {
+    async fn mail_second_factor_off(&self, id: Ref<Account>, username: &str, by_admin: bool) {
         let addresses = self
             .site
             .store()
@@ -1333,11 +1401,8 @@ impl Accounts {
             let sent = self
                 .mail(
                     &to,
-                    "Two-factor log-in was turned off",
-                    format!(
-                        "Two-factor log-in for your account {username} was turned off {why}.\n\nIf this was not you, reset your password now:\n{}/reset\n\nYou can turn two-factor log-in on again in your settings.\n",
-                        self.base_url()
-                    ),
+                    "mail/two_factor_off.txt",
+                    serde_json::json!({ "username": username, "by_admin": by_admin }),
                 )
                 .await;
             if let Err(e) = sent {
@@ -1477,11 +1542,8 @@ impl Accounts {
             .map_err(invalid_or_store)?;
         self.mail(
             &address,
-            "Please confirm your new email address",
-            format!(
-                "To use this address for your account {username}, open:\n{}/email/{token}\n\nThe link works once, for 24 hours. Until then your old address stays in use.\n",
-                self.base_url()
-            ),
+            "mail/email_change.txt",
+            serde_json::json!({ "username": username, "link": format!("{}/email/{token}", self.base_url()) }),
         )
         .await
     }
@@ -1489,7 +1551,8 @@ impl Accounts {
     /// Completes an email change from its link; returns the new address.
     pub async fn confirm_email_change(&self, token: &str) -> Result<String, AccountError> {
         let token = token.to_string();
-        self.site
+        let changed = self
+            .site
             .store()
             .write(move |tx| {
                 let t = use_ticket(tx, &token, purpose::CHANGE_EMAIL)
@@ -1505,6 +1568,10 @@ impl Accounts {
                 {
                     return Err(StoreError::app("that email address was taken meanwhile"));
                 }
+                let old = tx
+                    .query::<EmailAddress>()
+                    .filter(EmailAddress::account.eq(account))
+                    .column(EmailAddress::address)?;
                 tx.delete_where(EmailAddress::account.eq(account))?;
                 // Links mailed to the old address (a reset, another change)
                 // die with it.
@@ -1514,10 +1581,27 @@ impl Accounts {
                     account,
                     verified: true,
                 })?;
-                Ok(address)
+                let username = tx.get(account)?.username.clone();
+                Ok((address, old, username))
             })
             .await
-            .map_err(link_failed)
+            .map_err(link_failed)?;
+        let (address, old, username) = changed;
+        // The old address hears of it too: if it was not its owner who
+        // asked, this is how they learn.
+        for o in old {
+            let sent = self
+                .mail(
+                    &o,
+                    "mail/email_changed.txt",
+                    serde_json::json!({ "username": username, "old": o, "new": address }),
+                )
+                .await;
+            if let Err(e) = sent {
+                tracing::error!(user = %username, error = %e, "mail to the old address not sent");
+            }
+        }
+        Ok(address)
     }
 
     /// Starts two-factor set-up: a new secret for `username`, not yet in

@@ -1,9 +1,19 @@
-//! The administrator's console, used through the browser's forms.
+//! The administrator's console, used through the browser's forms: its
+//! sections, the user list and a user's page, actions that ask first and
+//! can be undone, the audit log, the charts, and the mails it sends.
 
 mod support;
 
 use mantissa_testkit::*;
 use support::{logged_in, world};
+
+/// A mail's text as its reader sees it: lines longer than 77 characters
+/// come quoted-printable, broken with soft line breaks.
+fn read(data: &str) -> String {
+    data.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+}
 
 #[test]
 fn only_administrators_see_the_console() {
@@ -15,14 +25,46 @@ fn only_administrators_see_the_console() {
         .create_user("bob", None, Some("bob's long password"), false)
         .unwrap();
     let s = &w.server;
-    assert_eq!(Visitor::default().get(s, "/admin").status, 404);
+    let sections = [
+        "/admin",
+        "/admin/users",
+        "/admin/users/root",
+        "/admin/users/bob/delete",
+        "/admin/signup",
+        "/admin/offerings",
+        "/admin/offerings/notes/off",
+        "/admin/mail",
+        "/admin/ports",
+        "/admin/logs",
+    ];
     let mut bob = logged_in(s, "bob", "bob's long password");
-    assert_eq!(bob.get(s, "/admin").status, 404);
+    for section in sections {
+        assert_eq!(Visitor::default().get(s, section).status, 404, "{section}");
+        assert_eq!(bob.get(s, section).status, 404, "{section}");
+    }
     let r = bob.submit(s, "/private/settings", "/admin/users/root/suspend", &[]);
     assert_eq!(r.status, 404, "actions too");
     let mut root = logged_in(s, "root", "root's long password");
+    for section in sections {
+        let page = root.get(s, section);
+        assert_eq!(page.status, 200, "{section}: {}", page.text());
+        // Every section links to every other.
+        let t = page.text();
+        for link in [
+            "/admin/users\"",
+            "/admin/signup\"",
+            "/admin/offerings\"",
+            "/admin/mail\"",
+            "/admin/ports\"",
+            "/admin/logs\"",
+        ] {
+            assert!(
+                t.contains(&format!("href=\"{link}")),
+                "{section} links to {link}: {t}"
+            );
+        }
+    }
     let page = root.get(s, "/admin");
-    assert_eq!(page.status, 200, "{}", page.text());
     let t = page.text();
     assert!(
         t.contains("2 users, 2 stores") && t.contains("requests in the last minute"),
@@ -35,9 +77,10 @@ fn only_administrators_see_the_console() {
         "{t}"
     );
     assert!(t.contains("0 sign-ups waiting for approval"), "{t}");
-    let found = root.get(s, "/admin?q=bo").text();
+    let found = root.get(s, "/admin/users?q=bo").text();
     assert!(
-        found.contains("<td>bob</td>") && !found.contains("<td>root"),
+        found.contains("/admin/users/bob\">bob</a>")
+            && !found.contains("/admin/users/root\">root</a>"),
         "{found}"
     );
     w.accounts.delete_user("bob").unwrap();
@@ -53,7 +96,12 @@ fn sign_ups_are_reviewed_and_users_suspended_or_deleted() {
         .unwrap();
     let s = &w.server;
     let mut root = logged_in(s, "root", "root's long password");
-    let r = root.submit(s, "/admin", "/admin/signup", &[("mechanism", "approval")]);
+    let r = root.submit(
+        s,
+        "/admin/signup",
+        "/admin/signup",
+        &[("mechanism", "approval")],
+    );
     assert_eq!(r.status, 303);
     assert!(
         root.get(s, r.header("location").unwrap())
@@ -75,13 +123,22 @@ fn sign_ups_are_reviewed_and_users_suspended_or_deleted() {
     assert_eq!(r.status, 303, "{}", r.text());
     let verify = path_of(&link_in(&w.smtp.wait_for(1)[0].data));
     let r = dan.submit(s, &verify, &verify, &[]);
-    // Verified, and told that an administrator approves the account next.
+    // Verified, and told that an administrator approves the account next,
+    // on the page and by mail.
     assert!(
         dan.follow(s, &r)
             .text()
             .contains("An administrator will approve your account"),
         "{}",
         r.text()
+    );
+    let mail = w.smtp.wait_for(2);
+    assert_eq!(mail.len(), 2);
+    assert!(
+        read(&mail[1].data).contains("is waiting for approval")
+            && read(&mail[1].data).contains("Hello dan,"),
+        "{}",
+        mail[1].data
     );
     let r = dan.submit(
         s,
@@ -95,11 +152,22 @@ fn sign_ups_are_reviewed_and_users_suspended_or_deleted() {
         r.text()
     );
     assert!(root.get(s, "/admin").text().contains("1 sign-up waiting"));
-    let r = root.submit(s, "/admin", "/admin/users/dan/approve", &[]);
     assert!(
-        root.get(s, r.header("location").unwrap())
+        root.get(s, "/admin/users?status=pending")
             .text()
-            .contains("Approved dan.")
+            .contains(">dan</a>")
+    );
+    let r = root.submit(s, "/admin/users/dan", "/admin/users/dan/approve", &[]);
+    assert_eq!(r.header("location"), Some("/admin/users/dan?done=approved"));
+    assert!(
+        shown(&root.get(s, r.header("location").unwrap()).text())
+            .contains("Approved dan; they were emailed.")
+    );
+    let mail = w.smtp.wait_for(3);
+    assert!(
+        read(&mail[2].data).contains("was approved") && read(&mail[2].data).contains("/login"),
+        "{}",
+        mail[2].data
     );
     // Dan verified his address while waiting: approval is all it takes.
     let r = dan.submit(
@@ -119,7 +187,25 @@ fn sign_ups_are_reviewed_and_users_suspended_or_deleted() {
         )
         .unwrap();
     let mut eve = logged_in(s, "eve", "eve's long password");
-    root.submit(s, "/admin", "/admin/users/eve/suspend", &[]);
+    // Suspending asks first: the user's page links to a page that says
+    // what will happen, whose button does it.
+    let page = root.get(s, "/admin/users/eve").text();
+    assert!(page.contains("href=\"/admin/users/eve/suspend\""), "{page}");
+    let ask = shown(&root.get(s, "/admin/users/eve/suspend").text());
+    assert!(
+        ask.contains("Suspend eve?") && ask.contains("Cancel"),
+        "{ask}"
+    );
+    let r = root.submit(
+        s,
+        "/admin/users/eve/suspend",
+        "/admin/users/eve/suspend",
+        &[],
+    );
+    assert_eq!(
+        r.header("location"),
+        Some("/admin/users/eve?done=suspended")
+    );
     assert_eq!(
         eve.get(s, "/private/settings").status,
         303,
@@ -132,10 +218,30 @@ fn sign_ups_are_reviewed_and_users_suspended_or_deleted() {
         &[("who", "eve"), ("password", "eve's long password")],
     );
     assert!(r.text().contains("this account is suspended"));
-    root.submit(s, "/admin", "/admin/users/eve/unsuspend", &[]);
+    // The message after suspending has an Undo button.
+    let after = root.get(s, "/admin/users/eve?done=suspended").text();
+    assert!(
+        after.contains("action=\"/admin/users/eve/unsuspend\"")
+            && shown(&after).contains("Undo: let eve log in again"),
+        "{after}"
+    );
+    let r = root.submit(
+        s,
+        "/admin/users/eve?done=suspended",
+        "/admin/users/eve/unsuspend",
+        &[],
+    );
+    assert!(
+        shown(&root.get(s, r.header("location").unwrap()).text()).contains("eve can log in again.")
+    );
     logged_in(s, "eve", "eve's long password");
 
-    let r = root.submit(s, "/admin", "/admin/users/eve/delete", &[]);
+    let ask = shown(&root.get(s, "/admin/users/eve/delete").text());
+    assert!(
+        ask.contains("Delete eve?") && ask.contains("cannot be undone"),
+        "{ask}"
+    );
+    let r = root.submit(s, "/admin/users/eve/delete", "/admin/users/eve/delete", &[]);
     let notice = shown(&root.get(s, r.header("location").unwrap()).text());
     assert!(
         notice.contains(
@@ -155,14 +261,15 @@ fn sign_ups_are_reviewed_and_users_suspended_or_deleted() {
         &[("who", "eve"), ("password", "eve's long password")],
     );
     assert_eq!(r.status, 401);
+    assert_eq!(root.get(s, "/admin/users/eve").status, 404, "eve is gone");
     assert!(
         !root
-            .get(s, "/admin")
+            .get(s, "/admin/users/root")
             .text()
             .contains("/admin/users/root/delete"),
         "no button to delete oneself"
     );
-    let r = root.submit(s, "/admin", "/admin/users/root/delete", &[]);
+    let r = root.submit(s, "/admin/users", "/admin/users/root/delete", &[]);
     assert_eq!(r.status, 400);
     assert!(
         r.text().contains("you cannot delete yourself"),
@@ -181,10 +288,11 @@ fn administrators_create_accounts_that_set_their_own_password() {
     let mut root = logged_in(s, "root", "root's long password");
     let r = root.submit(
         s,
-        "/admin",
+        "/admin/users",
         "/admin/users",
         &[("username", "fay"), ("email", "fay@example.org")],
     );
+    assert_eq!(r.header("location"), Some("/admin/users/fay?done=created"));
     let notice = shown(&root.get(s, r.header("location").unwrap()).text());
     assert!(
         notice.contains("Created fay; a link to set a password was emailed to fay@example.org."),
@@ -192,13 +300,30 @@ fn administrators_create_accounts_that_set_their_own_password() {
     );
     let r = root.submit(
         s,
-        "/admin",
+        "/admin/users",
         "/admin/users",
         &[("username", "fay"), ("email", "other@example.org")],
     );
     assert_eq!(r.status, 400);
     assert!(shown(&r.text()).contains("there is already a user called"));
     let mail = w.smtp.wait_for(1);
+    // A welcome that names her and the site, not a password reset.
+    let site_name = mantissa_web::SiteConfig::load_or_init(&s.site)
+        .unwrap()
+        .name;
+    assert!(
+        mail[0]
+            .data
+            .contains(&format!("Subject: Welcome to {site_name}, fay")),
+        "{}",
+        mail[0].data
+    );
+    assert!(
+        read(&mail[0].data).contains("your user name is fay")
+            && !mail[0].data.contains("Resetting"),
+        "{}",
+        mail[0].data
+    );
     let link = path_of(&link_in(&mail[0].data));
     let mut fay = Visitor::default();
     let r = fay.submit(s, &link, &link, &[("password", "fay's own long password")]);
@@ -228,23 +353,36 @@ fn the_consoles_messages_come_from_a_fixed_list_never_from_the_url() {
     let s = &w.server;
     let mut root = logged_in(s, "root", "root's long password");
     let spoof = "Your site was hacked, call 555-0100";
-    for query in [
-        "notice=Your%20site%20was%20hacked%2C%20call%20555-0100",
-        "done=Your%20site%20was%20hacked%2C%20call%20555-0100",
-        "done=suspended&to=Your%20site%20was%20hacked%2C%20call%20555-0100",
-        "done=offering-on&to=Your%20site%20was%20hacked%2C%20call%20555-0100",
-        "done=product-saved&to=Your%20site%20was%20hacked%2C%20call%20555-0100",
+    for page in [
+        "/admin",
+        "/admin/users",
+        "/admin/users/bob",
+        "/admin/signup",
+        "/admin/offerings",
     ] {
-        let page = root.get(s, &format!("/admin?{query}"));
-        assert_eq!(page.status, 200, "{query}");
-        let text = shown(&page.text());
-        assert!(!text.contains(spoof), "{query}: {text}");
-        assert!(!text.contains("role=\"status\""), "{query}: {text}");
+        for query in [
+            "notice=Your%20site%20was%20hacked%2C%20call%20555-0100",
+            "done=Your%20site%20was%20hacked%2C%20call%20555-0100",
+            "done=suspended&to=Your%20site%20was%20hacked%2C%20call%20555-0100",
+            "done=offering-on&to=Your%20site%20was%20hacked%2C%20call%20555-0100",
+            "done=offering-off&to=Your%20site%20was%20hacked%2C%20call%20555-0100",
+            "done=product-saved&to=Your%20site%20was%20hacked%2C%20call%20555-0100",
+        ] {
+            let r = root.get(s, &format!("{page}?{query}"));
+            assert_eq!(r.status, 200, "{page}?{query}");
+            let text = shown(&r.text());
+            assert!(!text.contains(spoof), "{page}?{query}: {text}");
+            // A user's page names its own user, whatever `to` says; the
+            // other pages show nothing for a name they do not know.
+            if page != "/admin/users/bob" {
+                assert!(!text.contains("role=\"status\""), "{page}?{query}: {text}");
+            }
+        }
     }
     // A real action's message still says what happened, by its key.
-    let r = root.submit(s, "/admin", "/admin/users/bob/suspend", &[]);
+    let r = root.submit(s, "/admin/users", "/admin/users/bob/suspend", &[]);
     let location = r.header("location").unwrap().to_string();
-    assert_eq!(location, "/admin?done=suspended&to=bob");
+    assert_eq!(location, "/admin/users/bob?done=suspended");
     assert!(
         shown(&root.get(s, &location).text())
             .contains("Suspended bob; their API tokens are revoked.")
@@ -263,13 +401,13 @@ fn the_settings_cannot_be_switched_off() {
         .unwrap();
     let s = &w.server;
     let mut root = logged_in(s, "root", "root's long password");
-    let console = root.get(s, "/admin").text();
+    let console = root.get(s, "/admin/offerings").text();
     assert!(
         !console.contains("/admin/offerings/settings/off"),
         "{console}"
     );
     assert!(console.contains("/admin/offerings/notes/off"), "{console}");
-    let r = root.submit(s, "/admin", "/admin/offerings/settings/off", &[]);
+    let r = root.submit(s, "/admin/users", "/admin/offerings/settings/off", &[]);
     assert_eq!(r.status, 400);
     assert!(r.text().contains("cannot be switched off"), "{}", r.text());
     assert_eq!(root.get(s, "/private/settings").status, 200);
@@ -295,40 +433,361 @@ fn the_user_list_comes_in_pages() {
     }
     let s = &w.server;
     let mut root = logged_in(s, "root", "root's long password");
-    let first = root.get(s, "/admin").text();
-    assert!(first.contains("120 users"), "{first}");
+    assert!(root.get(s, "/admin").text().contains("120 users"));
+    let first = root.get(s, "/admin/users").text();
     assert!(first.contains("Page 1 of 3 (120 users)"), "{first}");
-    assert!(first.contains("<td>root (admin)</td>") && first.contains("<td>user048</td>"));
-    assert!(!first.contains("<td>user049</td>"), "the 51st is on page 2");
+    assert!(first.contains(">root</a> (admin)</td>") && first.contains(">user048</a>"));
+    assert!(!first.contains(">user049</a>"), "the 51st is on page 2");
     assert!(
-        first.contains("href=\"/admin?q=&amp;page=2\">Next</a>"),
+        first.contains("href=\"/admin/users?q=&amp;status=&amp;sort=name&amp;page=2\">Next</a>"),
         "{first}"
     );
-    let last = root.get(s, "/admin?page=3").text();
-    assert!(last.contains("<td>user099</td>") && last.contains("<td>user118</td>"));
-    assert!(!last.contains("<td>user098</td>") && !last.contains(">Next</a>"));
-    assert!(last.contains("href=\"/admin?q=&amp;page=2\">Previous</a>"));
+    let last = root.get(s, "/admin/users?page=3").text();
+    assert!(last.contains(">user099</a>") && last.contains(">user118</a>"));
+    assert!(!last.contains(">user098</a>") && !last.contains(">Next</a>"));
+    assert!(
+        last.contains("href=\"/admin/users?q=&amp;status=&amp;sort=name&amp;page=2\">Previous</a>")
+    );
 
     // A search is paged too, and its links keep it.
-    let found = root.get(s, "/admin?q=user1").text();
+    let found = root.get(s, "/admin/users?q=user1").text();
     assert!(
-        found.contains("<td>user118</td>") && !found.contains("<td>user099</td>"),
+        found.contains(">user118</a>") && !found.contains(">user099</a>"),
         "{found}"
     );
     assert!(
         !found.contains("Page 1 of"),
         "19 users fit on one page: no pager"
     );
-    let found = root.get(s, "/admin?q=user0&page=2").text();
+    let found = root.get(s, "/admin/users?q=user0&page=2").text();
     assert!(found.contains("Page 2 of 2 (100 users)"), "{found}");
-    assert!(found.contains("href=\"/admin?q=user0&amp;page=1\">Previous</a>"));
+    assert!(found.contains(
+        "href=\"/admin/users?q=user0&amp;status=&amp;sort=name&amp;page=1\">Previous</a>"
+    ));
 
     // The JSON twin holds one page, not the whole list.
-    let api = root.get(s, "/api/admin?page=2");
+    let api = root.get(s, "/api/admin/users?page=2");
     assert_eq!(api.status, 200);
     let json: serde_json::Value = serde_json::from_slice(&api.body).unwrap();
     assert_eq!(json["users"].as_array().unwrap().len(), 50, "{json}");
     assert_eq!(json["pager"]["pages"], 3);
     // Nonsense page numbers give the first page, not an error.
-    assert_eq!(root.get(s, "/admin?page=zero").status, 200);
+    assert_eq!(root.get(s, "/admin/users?page=zero").status, 200);
+}
+
+/// Issue 14, item 11: the user list filters by status, sorts several
+/// ways, searches with a button, and says when nothing matched.
+#[test]
+fn the_user_list_filters_sorts_and_says_when_nothing_is_found() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("root", None, Some("root's long password"), true)
+        .unwrap();
+    for name in ["amy", "cat", "bea"] {
+        w.accounts
+            .create_user(name, Some(&format!("{name}@example.org")), None, false)
+            .unwrap();
+    }
+    let s = &w.server;
+    let mut root = logged_in(s, "root", "root's long password");
+    root.submit(s, "/admin/users", "/admin/users/cat/suspend", &[]);
+    let page = root.get(s, "/admin/users").text();
+    assert!(
+        page.contains("<button type=\"submit\">Search</button>"),
+        "{page}"
+    );
+    let order = |page: &str| {
+        ["amy", "bea", "cat", "root"]
+            .into_iter()
+            .filter_map(|n| {
+                page.find(&format!("/admin/users/{n}\">{n}</a>"))
+                    .map(|i| (i, n))
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_values()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(order(&page), ["amy", "bea", "cat", "root"]);
+    let page = root.get(s, "/admin/users?sort=name-desc").text();
+    assert_eq!(order(&page), ["root", "cat", "bea", "amy"]);
+    let page = root.get(s, "/admin/users?sort=newest").text();
+    assert_eq!(order(&page), ["bea", "cat", "amy", "root"]);
+    let page = root.get(s, "/admin/users?status=suspended").text();
+    assert_eq!(order(&page), ["cat"]);
+    assert!(shown(&page).contains("Suspended"), "{page}");
+    let page = root.get(s, "/admin/users?status=admin").text();
+    assert_eq!(order(&page), ["root"]);
+    // A search by address, within a filter.
+    let page = root
+        .get(s, "/admin/users?q=bea%40example&status=active")
+        .text();
+    assert_eq!(order(&page), ["bea"]);
+    let page = shown(&root.get(s, "/admin/users?q=nobody").text());
+    assert!(page.contains("Nothing found for “nobody”."), "{page}");
+    assert!(page.contains("Show everyone"), "{page}");
+    let page = shown(&root.get(s, "/admin/users?status=pending").text());
+    assert!(page.contains("Nothing found."), "{page}");
+    // Unknown filters and orders show everyone, by name.
+    let page = root.get(s, "/admin/users?status=x&sort=y").text();
+    assert_eq!(order(&page), ["amy", "bea", "cat", "root"]);
+}
+
+/// Issue 14, item 11: a user's page shows their account, store, sessions,
+/// passkeys and last log-in, with dates relative and exact.
+#[test]
+fn a_users_page_shows_their_account_store_sessions_and_actions() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("root", None, Some("root's long password"), true)
+        .unwrap();
+    w.accounts
+        .create_user(
+            "gil",
+            Some("gil@example.org"),
+            Some("gil's long password"),
+            false,
+        )
+        .unwrap();
+    let s = &w.server;
+    let mut root = logged_in(s, "root", "root's long password");
+    let page = shown(&root.get(s, "/admin/users/gil").text());
+    assert!(page.contains("Last log-in</dt><dd>None recorded"), "{page}");
+    assert!(
+        page.contains("No sessions.") && page.contains("No passkeys."),
+        "{page}"
+    );
+    logged_in(s, "gil", "gil's long password");
+    let raw = root.get(s, "/admin/users/gil").text();
+    let page = shown(&raw);
+    assert!(page.contains("<h1>gil</h1>"), "{page}");
+    assert!(page.contains("gil@example.org"), "{page}");
+    assert!(page.contains("Status</dt><dd>Active"), "{page}");
+    assert!(page.contains("Joined</dt><dd><time datetime=\""), "{page}");
+    assert!(
+        page.contains("just now</time>, created by an administrator"),
+        "{page}"
+    );
+    assert!(page.contains("Last log-in</dt><dd><time"), "{page}");
+    assert!(
+        page.contains(" UTC\">just now</time>"),
+        "exact time on hover: {page}"
+    );
+    assert!(page.contains("Began <time"), "a session: {page}");
+    assert!(page.contains(" KB <code>"), "the store's size: {page}");
+    for action in ["suspend", "delete"] {
+        assert!(
+            raw.contains(&format!("href=\"/admin/users/gil/{action}\"")),
+            "{action} asks first: {raw}"
+        );
+    }
+    assert!(raw.contains("action=\"/admin/users/gil/reset\""), "{raw}");
+    assert_eq!(root.get(s, "/admin/users/nobody").status, 404);
+    assert_eq!(root.get(s, "/admin/users/gil/frobnicate").status, 404);
+}
+
+/// Issue 14, items 4 and 11: switching an offering off asks first, can be
+/// undone, and every administrative action lands in the audit log.
+#[test]
+fn switching_off_asks_first_can_be_undone_and_is_logged() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("root", None, Some("root's long password"), true)
+        .unwrap();
+    w.accounts
+        .create_user("hal", None, Some("hal's long password"), false)
+        .unwrap();
+    let s = &w.server;
+    let mut root = logged_in(s, "root", "root's long password");
+    let ask = shown(&root.get(s, "/admin/offerings/notes/off").text());
+    assert!(ask.contains("Switch notes off?"), "{ask}");
+    let r = root.submit(
+        s,
+        "/admin/offerings/notes/off",
+        "/admin/offerings/notes/off",
+        &[],
+    );
+    assert_eq!(
+        r.header("location"),
+        Some("/admin/offerings?done=offering-off&to=notes")
+    );
+    let after = root.get(s, r.header("location").unwrap()).text();
+    assert!(shown(&after).contains("notes is now off."), "{after}");
+    assert!(
+        after.contains("action=\"/admin/offerings/notes/on\""),
+        "{after}"
+    );
+    let r = root.submit(
+        s,
+        r.header("location").unwrap(),
+        "/admin/offerings/notes/on",
+        &[],
+    );
+    assert!(shown(&root.get(s, r.header("location").unwrap()).text()).contains("notes is now on."));
+
+    root.submit(s, "/admin/users", "/admin/users/hal/suspend", &[]);
+    root.submit(
+        s,
+        "/admin/signup",
+        "/admin/signup",
+        &[("mechanism", "closed")],
+    );
+    let log = shown(&root.get(s, "/admin/logs").text());
+    let lines: Vec<&str> = [
+        "Set sign-up to closed",
+        "Suspended hal",
+        "Switched on notes",
+        "Switched off notes",
+    ]
+    .into_iter()
+    .filter(|l| log.contains(l))
+    .collect();
+    assert_eq!(lines.len(), 4, "{log}");
+    // Newest first, each with who did it and when.
+    assert!(
+        log.find("Set sign-up to closed") < log.find("Switched off notes"),
+        "{log}"
+    );
+    assert!(
+        log.contains("<td>root</td>") && log.contains("just now</time>"),
+        "{log}"
+    );
+    // A refused action changes nothing and is not logged.
+    assert_eq!(
+        root.submit(s, "/admin/users", "/admin/users/root/suspend", &[])
+            .status,
+        400
+    );
+    assert!(!shown(&root.get(s, "/admin/logs").text()).contains("Suspended root"));
+}
+
+/// Issue 14, item 11: the overview charts requests, sign-ups, failed
+/// log-ins and errors over the last hour, day and month, as SVG drawn by
+/// the server.
+#[test]
+fn the_overview_charts_the_sites_activity() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("root", None, Some("root's long password"), true)
+        .unwrap();
+    let s = &w.server;
+    let mut visitor = Visitor::default();
+    let r = visitor.submit(
+        s,
+        "/login",
+        "/login",
+        &[("who", "root"), ("password", "not the password")],
+    );
+    assert_eq!(r.status, 401);
+    visitor.submit(
+        s,
+        "/signup",
+        "/signup",
+        &[
+            ("username", "ivy"),
+            ("email", "ivy@example.org"),
+            ("password", "ivy's long password"),
+        ],
+    );
+    let mut root = logged_in(s, "root", "root's long password");
+    let page = shown(&root.get(s, "/admin").text());
+    assert_eq!(page.matches("<svg class=\"chart\"").count(), 4, "{page}");
+    assert!(page.contains("Sign-ups: 1 sign-up"), "{page}");
+    assert!(page.contains("Failed log-ins: 1 failed log-in"), "{page}");
+    assert!(page.contains("Server errors: 0 server errors"), "{page}");
+    let requests: i64 = page
+        .split("Requests: ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(requests >= 5, "{requests} requests: {page}");
+    assert!(
+        page.contains("<title>1 failed log-in, "),
+        "a bar's tooltip: {page}"
+    );
+    assert!(!page.contains("<script"), "no script: {page}");
+    let day = root.get(s, "/admin?period=day").text();
+    assert!(day.contains("<strong>Last day</strong>"), "{day}");
+    assert!(day.contains("Sign-ups: 1 sign-up"), "{day}");
+    let month = root.get(s, "/admin?period=month").text();
+    let svg = month.split("<svg").nth(1).unwrap();
+    assert_eq!(
+        svg.split("</svg>").next().unwrap().matches("<rect").count(),
+        30
+    );
+}
+
+/// Issue 14, item 6: a change of email address is announced to the old
+/// address too, and a theme can rewrite any mail.
+#[test]
+fn mails_go_to_the_old_address_and_themes_can_rewrite_them() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("root", None, Some("root's long password"), true)
+        .unwrap();
+    w.accounts
+        .create_user(
+            "jo",
+            Some("jo@old.example"),
+            Some("jo's long password"),
+            false,
+        )
+        .unwrap();
+    let s = &w.server;
+    let mut jo = logged_in(s, "jo", "jo's long password");
+    jo.submit(
+        s,
+        "/private/settings",
+        "/private/settings/email",
+        &[
+            ("email", "jo@new.example"),
+            ("password", "jo's long password"),
+        ],
+    );
+    let mail = w.smtp.wait_for(1);
+    let link = path_of(&link_in(&mail[0].data));
+    jo.submit(s, &link, &link, &[]);
+    let mail = w.smtp.wait_for(2);
+    assert_eq!(mail.len(), 2);
+    assert_eq!(mail[1].to, ["jo@old.example"]);
+    assert!(
+        read(&mail[1].data).contains("was changed from jo@old.example to jo@new.example"),
+        "{}",
+        mail[1].data
+    );
+
+    // A theme's own welcome mail.
+    let mut config = mantissa_web::SiteConfig::load_or_init(&s.site).unwrap();
+    config.theme = Some("ours".into());
+    mantissa_web::SiteConfig::save(&s.site, config).unwrap();
+    let dir = s.site.root().join("themes/ours/templates/mail");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("welcome.txt"),
+        "Subject: Come in, {{ username }}\n\nPick a password: {{ link }}\n",
+    )
+    .unwrap();
+    let mut root = logged_in(s, "root", "root's long password");
+    let mail_page = shown(&root.get(s, "/admin/mail").text());
+    assert!(
+        mail_page.contains("mail/welcome.txt</code>: the theme's own"),
+        "{mail_page}"
+    );
+    root.submit(
+        s,
+        "/admin/users",
+        "/admin/users",
+        &[("username", "kim"), ("email", "kim@example.org")],
+    );
+    let mail = w.smtp.wait_for(3);
+    assert!(
+        mail[2].data.contains("Subject: Come in, kim"),
+        "{}",
+        mail[2].data
+    );
+    assert!(
+        mail[2].data.contains("Pick a password: http://"),
+        "{}",
+        mail[2].data
+    );
 }

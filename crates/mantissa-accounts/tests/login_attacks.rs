@@ -156,7 +156,7 @@ fn a_reset_or_an_administrator_turns_the_second_factor_off_and_mails_the_owner()
     // Again on, then off by an administrator.
     enable_totp(&w.accounts, "ann");
     let mut root = logged_in(s, "root", "root's long password");
-    let r = root.submit(s, "/admin", "/admin/users/ann/two-factor-off", &[]);
+    let r = root.submit(s, "/admin/users", "/admin/users/ann/two-factor-off", &[]);
     assert_eq!(r.status, 303);
     let page = root.get(s, r.header("location").unwrap());
     assert!(
@@ -517,12 +517,12 @@ fn strangers_cannot_lock_an_account_or_its_tokens() {
     let mut bob = logged_in(s, "bob", "bob's new long password");
     let token = make_token(s, &mut bob, "phone again", false);
     let mut root = logged_in(s, "root", "root's long password");
-    root.submit(s, "/admin", "/admin/users/bob/suspend", &[]);
+    root.submit(s, "/admin/users", "/admin/users/bob/suspend", &[]);
     assert_eq!(
         with_token(s, &token, "GET", "/api/private/notes", "").status,
         401
     );
-    root.submit(s, "/admin", "/admin/users/bob/unsuspend", &[]);
+    root.submit(s, "/admin/users", "/admin/users/bob/unsuspend", &[]);
     logged_in(s, "bob", "bob's new long password");
     assert_eq!(
         with_token(s, &token, "GET", "/api/private/notes", "").status,

@@ -53,12 +53,12 @@ fn products_and_offerings_are_chosen_in_the_console() {
     // Accounts made by an administrator now get only the settings.
     let r = root.submit(
         s,
-        "/admin",
+        "/admin/signup",
         "/admin/products/created",
         &[("offering", "settings")],
     );
     assert_eq!(r.status, 303);
-    let console = root.get(s, "/admin").text();
+    let console = root.get(s, "/admin/signup").text();
     assert!(console.contains("Joined by created"), "{console}");
     w.accounts
         .create_user("bob", None, Some("bob's long password"), false)
@@ -77,7 +77,7 @@ fn products_and_offerings_are_chosen_in_the_console() {
     assert_eq!(notes(&mut bob, s), (200, serde_json::json!([])));
 
     // Notes switched off site-wide: its pages are gone, for everyone.
-    let r = root.submit(s, "/admin", "/admin/offerings/notes/off", &[]);
+    let r = root.submit(s, "/admin/users", "/admin/offerings/notes/off", &[]);
     assert_eq!(r.status, 303, "{}", r.text());
     assert!(
         root.get(s, r.header("location").unwrap())
@@ -85,11 +85,11 @@ fn products_and_offerings_are_chosen_in_the_console() {
             .contains("notes is now off.")
     );
     assert_eq!(notes(&mut ann, s).0, 404);
-    assert!(root.get(s, "/admin").text().contains("Turn on"));
-    root.submit(s, "/admin", "/admin/offerings/notes/on", &[]);
+    assert!(root.get(s, "/admin/offerings").text().contains("Switch on"));
+    root.submit(s, "/admin/users", "/admin/offerings/notes/on", &[]);
     assert_eq!(notes(&mut ann, s).0, 200);
     assert_eq!(
-        root.submit(s, "/admin", "/admin/offerings/nothing/off", &[])
+        root.submit(s, "/admin/users", "/admin/offerings/nothing/off", &[])
             .status,
         404
     );

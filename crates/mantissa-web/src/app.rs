@@ -282,6 +282,12 @@ impl App {
         self.0.rate.last_minute()
     }
 
+    /// Requests served since the start, and how many of them were server
+    /// errors (5xx), for the admin console's charts.
+    pub fn requests_and_errors(&self) -> (u64, u64) {
+        (self.0.rate.total(), self.0.rate.errors())
+    }
+
     pub(crate) fn first_seen(&self) -> &FirstSeen {
         &self.0.first_seen
     }

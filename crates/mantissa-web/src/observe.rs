@@ -49,6 +49,11 @@ pub struct RequestRate {
     minute: AtomicU64,
     current: [Padded; SHARDS],
     previous: AtomicU64,
+    /// Requests of the minutes before the current one, all together.
+    earlier: AtomicU64,
+    /// Answers that were server errors (5xx), all together: rare, so one
+    /// counter.
+    errors: AtomicU64,
 }
 
 impl Default for RequestRate {
@@ -62,6 +67,8 @@ impl Default for RequestRate {
             minute: AtomicU64::new(0),
             current: Default::default(),
             previous: AtomicU64::new(0),
+            earlier: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
         }
     }
 }
@@ -84,11 +91,28 @@ impl RequestRate {
             let seen = self.minute.swap(now, Relaxed);
             if seen != now {
                 let was: u64 = self.current.iter().map(|c| c.0.swap(0, Relaxed)).sum();
+                self.earlier.fetch_add(was, Relaxed);
                 self.previous
                     .store(if seen + 1 == now { was } else { 0 }, Relaxed);
             }
         }
         self.current[shard()].0.fetch_add(1, Relaxed);
+    }
+
+    /// Counts an answer that was a server error.
+    pub(crate) fn count_error(&self) {
+        self.errors.fetch_add(1, Relaxed);
+    }
+
+    /// Requests counted since the start, all together. Read by the admin
+    /// console's activity record, which keeps the difference a minute.
+    pub fn total(&self) -> u64 {
+        self.earlier.load(Relaxed) + self.current()
+    }
+
+    /// Server errors (5xx answers) since the start.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Relaxed)
     }
 
     /// Requests in the last full minute, or in this one if it is busier.
@@ -345,5 +369,10 @@ mod tests {
             rate.count(now);
         }
         assert_eq!(rate.last_minute(), 3);
+        assert_eq!(rate.total(), 3);
+        rate.count(now + Duration::from_secs(61));
+        assert_eq!(rate.total(), 4);
+        rate.count_error();
+        assert_eq!(rate.errors(), 1);
     }
 }

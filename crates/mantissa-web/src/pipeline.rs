@@ -162,6 +162,9 @@ async fn handle(parts: Arc<(App, Router)>, mut req: Request) -> Result<Response,
         Err(panic) => panicked(panic, app.is_dev()),
     };
     entry.end(&response);
+    if response.status().is_server_error() {
+        app.request_rate().count_error();
+    }
     Ok(response)
 }
 

@@ -115,9 +115,13 @@ fn address_hiding_formatter(
     reveals: Option<Arc<Reveals>>,
 ) -> impl Fn(&mut Output<'_>, &State<'_, '_>, &Value) -> Result<(), Error> + Send + Sync + 'static {
     move |out, state, value| {
+        // Text templates (a mail's `.txt`) are not escaped, and their
+        // addresses are written as they are: a mail reader does not decode
+        // character references.
         if let Some(s) = value.as_str()
             && s.contains('@')
             && !value.is_safe()
+            && matches!(state.auto_escape(), minijinja::AutoEscape::Html)
         {
             let hiding = state
                 .lookup("hiding_addresses")
@@ -422,6 +426,18 @@ mod tests {
         let e = t.render("bad.html", &Value::UNDEFINED).unwrap_err();
         assert_eq!((e.name.as_str(), e.line), ("bad.html", 2));
         assert!(e.cause.starts_with("syntax error"), "{e}");
+    }
+
+    #[test]
+    fn text_templates_are_neither_escaped_nor_obfuscated() {
+        let t = templates(&[("m.txt", "Hello {{ a }} <{{ b }}>")]);
+        let out = t
+            .render(
+                "m.txt",
+                &minijinja::context! { a => "Ann & Bob", b => "ann@example.org" },
+            )
+            .unwrap();
+        assert_eq!(out, "Hello Ann & Bob <ann@example.org>");
     }
 
     #[test]
