@@ -127,6 +127,7 @@ pub(crate) async fn compose(site: &Site, base_url: &str, name: &str, mut ctx: Va
             TemplateSources {
                 theme_dir,
                 builtin: builtin(),
+                source_dirs: Vec::new(),
             },
             false,
             vec![],
@@ -148,6 +149,7 @@ pub(crate) async fn compose(site: &Site, base_url: &str, name: &str, mut ctx: Va
         TemplateSources {
             theme_dir: None,
             builtin: builtin(),
+            source_dirs: Vec::new(),
         },
         false,
         vec![],

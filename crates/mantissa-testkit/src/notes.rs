@@ -629,7 +629,10 @@ async fn create(
         .await?
         .ok_or_else(|| WebError::Internal("a note just written is gone".into()))?;
     let location = note.url.as_ref().map(|url| format!("/api{url}"));
-    Ok(Written::created(note, location, mantissa_web::done_url(BACK, "notes-saved")).into_response())
+    Ok(
+        Written::created(note, location, mantissa_web::done_url(BACK, "notes-saved"))
+            .into_response(),
+    )
 }
 
 /// Shares a note with everyone, with every signed-in user or with one user,

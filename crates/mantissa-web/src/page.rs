@@ -507,7 +507,11 @@ fn render(
             data: page.data.clone(),
             // Why a handler failed, beside the page's words: in
             // development only.
-            detail: page.cause.as_deref().filter(|_| app.is_dev()).map(Value::from),
+            detail: page
+                .cause
+                .as_deref()
+                .filter(|_| app.is_dev())
+                .map(Value::from),
         });
         match app.templates().render(page.template, &ctx) {
             Ok(html) => ("text/html; charset=utf-8", html.into_bytes()),

@@ -44,8 +44,8 @@ use crate::http::ClientInfo;
 use crate::observe::AccessEntry;
 use crate::offering::require_owner;
 use crate::page::{
-    Chrome, WebError, explain_plain_refusal, is_pending, render_error, render_error_with_status,
-    render_pending, strip_api_prefix,
+    Chrome, WebError, explain_plain_refusal, is_pending, render_error_with_status, render_pending,
+    strip_api_prefix,
 };
 use crate::protect::{
     Conditional, add_security_headers, client_ip, pace_crawler, refusal_response,

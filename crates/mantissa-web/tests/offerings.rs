@@ -203,7 +203,10 @@ fn in_development_offering_templates_reload_from_their_folder_and_errors_show_th
     std::fs::write(&file, "first version").unwrap();
     let s = folded_site(true, folder.path());
     let cookie = sign_in(&s);
-    let page = |s: &TestServer| s.get_with("/private/folded/", &[("Cookie", &cookie)]).text();
+    let page = |s: &TestServer| {
+        s.get_with("/private/folded/", &[("Cookie", &cookie)])
+            .text()
+    };
     assert_eq!(page(&s), "first version");
     std::fs::write(&file, "second version").unwrap();
     assert_eq!(page(&s), "second version", "an edit shows on the next load");

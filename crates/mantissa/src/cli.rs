@@ -1313,14 +1313,26 @@ pub fn user_show(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Err
     Ok(())
 }
 
+/// Who the audit log says did what the command line does.
+const COMMAND_LINE: &str = "(command line)";
+
+/// Runs one of the accounts' async actions (the console's own, so that the
+/// command line's are the same, audited and mailed alike) to its end.
+fn act<T>(action: impl std::future::Future<Output = Result<T, AccountError>>) -> Result<T, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Signal)?
+        .block_on(action)
+        .map_err(Error::Account)
+}
+
 /// `mantissa user approve NAME`.
 pub fn user_approve(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Error> {
-    match offline_accounts(site)?
-        .approve(name)
-        .map_err(Error::Account)?
-    {
+    let accounts = offline_accounts(site)?;
+    match act(accounts.approve(COMMAND_LINE, name))? {
         mantissa_accounts::Approval::Active => writeln!(out, "Approved {name}; they can log in.")?,
-        mantissa_accounts::Approval::AwaitingVerification => writeln!(
+        mantissa_accounts::Approval::NeedsVerifying => writeln!(
             out,
             "Approved {name}; the account works once its email address is verified."
         )?,
@@ -1330,9 +1342,8 @@ pub fn user_approve(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), 
 
 /// `mantissa user suspend NAME`.
 pub fn user_suspend(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Error> {
-    offline_accounts(site)?
-        .suspend(name)
-        .map_err(Error::Account)?;
+    let accounts = offline_accounts(site)?;
+    act(accounts.suspend(COMMAND_LINE, name))?;
     writeln!(
         out,
         "Suspended {name}: they cannot log in, their sessions ended, and their API tokens are revoked."
@@ -1342,9 +1353,8 @@ pub fn user_suspend(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), 
 
 /// `mantissa user unsuspend NAME`.
 pub fn user_unsuspend(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Error> {
-    offline_accounts(site)?
-        .unsuspend(name)
-        .map_err(Error::Account)?;
+    let accounts = offline_accounts(site)?;
+    act(accounts.unsuspend(COMMAND_LINE, name))?;
     writeln!(
         out,
         "{name} can log in again (API tokens revoked by the suspension stay revoked)."

@@ -129,11 +129,7 @@ impl TestSite {
 
     /// The mails sent so far, each as its raw text (headers and body).
     pub fn mail(&self) -> Vec<String> {
-        self.smtp
-            .messages()
-            .into_iter()
-            .map(|m| m.data)
-            .collect()
+        self.smtp.messages().into_iter().map(|m| m.data).collect()
     }
 }
 

@@ -10,8 +10,8 @@
 use mantissa::accounts::{Role, share};
 use mantissa::store::{Item, Ref, Timestamp, upgrader};
 use mantissa::web::{
-    App, Extension, Form, IntoResponse, Offering, Owner, Page, Query, Redirect, Response, Router,
-    SharedFuture, SharedRequest, StatusCode, WebError, get, json, post, publish,
+    App, Extension, Form, IntoResponse, Offering, Owner, Page, Response, Router, SharedFuture,
+    SharedRequest, StatusCode, WebError, done, get, json, post, publish,
 };
 use serde::Deserialize;
 
@@ -57,6 +57,25 @@ pub struct Guestbook;
 impl Offering for Guestbook {
     fn name(&self) -> &'static str {
         "guestbook"
+    }
+
+    // The navigation links to /private/guestbook with this.
+    fn label(&self) -> Option<&'static str> {
+        Some("Guestbook")
+    }
+
+    // What the layout says after a form, by the key its redirect names
+    // (`?done=guestbook-written`): a fixed list, so that a link cannot make
+    // a page say anything else.
+    fn messages(&self) -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("guestbook-written", "Your entry is in the book."),
+            (
+                "guestbook-renamed",
+                "The book is renamed; its old address leads to the new one.",
+            ),
+            ("guestbook-signed", "Thank you for signing the book."),
+        ]
     }
 
     fn templates(&self) -> Vec<(&'static str, &'static str)> {
@@ -191,36 +210,15 @@ async fn book_and_entries(
     Ok(((*book).clone(), entries))
 }
 
-/// Messages for `?done=`: a fixed list, so that a link cannot make the page
-/// say anything else.
-fn done_message(key: &str) -> Option<&'static str> {
-    match key {
-        "written" => Some("Your entry is in the book."),
-        "renamed" => Some("The book is renamed; its old address leads to the new one."),
-        "signed" => Some("Thank you for signing the book."),
-        _ => None,
-    }
-}
-
-#[derive(Deserialize)]
-struct Done {
-    #[serde(default)]
-    done: String,
-}
-
 /// `/private/guestbook/`: the owner's book.
-async fn mine(
-    Extension(owner): Extension<Owner>,
-    Query(done): Query<Done>,
-) -> Result<Page, WebError> {
-    owner_page(&owner, EntryForm::default(), None, done_message(&done.done)).await
+async fn mine(Extension(owner): Extension<Owner>) -> Result<Page, WebError> {
+    owner_page(&owner, EntryForm::default(), None).await
 }
 
 async fn owner_page(
     owner: &Owner,
     form: EntryForm,
     refusal: Option<Refusal>,
-    done: Option<&str>,
 ) -> Result<Page, WebError> {
     let (book, entries) = book_and_entries(&owner.store).await?;
     let address = owner
@@ -246,7 +244,6 @@ async fn owner_page(
             "entries": entries,
             "form": form,
             "refusal": refusal,
-            "done": done,
         }),
     );
     page.status = status;
@@ -259,7 +256,7 @@ async fn write(
     Form(form): Form<EntryForm>,
 ) -> Result<Response, WebError> {
     match checked(&form, Some(&owner.name)) {
-        Err(refusal) => Ok(owner_page(&owner, form, Some(refusal), None)
+        Err(refusal) => Ok(owner_page(&owner, form, Some(refusal))
             .await?
             .into_response()),
         Ok((author, text)) => {
@@ -275,7 +272,7 @@ async fn write(
                     .map(drop)
                 })
                 .await?;
-            Ok(Redirect::to("/private/guestbook/?done=written").into_response())
+            Ok(done("/private/guestbook/", "guestbook-written").into_response())
         }
     }
 }
@@ -297,7 +294,7 @@ async fn rename(
             field: "title",
             message: format!("A title has 1 to {NAME_MAX} characters."),
         };
-        return Ok(owner_page(&owner, EntryForm::default(), Some(refusal), None)
+        return Ok(owner_page(&owner, EntryForm::default(), Some(refusal))
             .await?
             .into_response());
     }
@@ -313,7 +310,7 @@ async fn rename(
             publish(tx, "guestbook", id, &title).map(drop)
         })
         .await?;
-    Ok(Redirect::to("/private/guestbook/?done=renamed").into_response())
+    Ok(done("/private/guestbook/", "guestbook-renamed").into_response())
 }
 
 /// The book's public page, with the sign form for those who may sign.
@@ -325,7 +322,6 @@ async fn book_page(
     let (book, entries) = book_and_entries(&req.store).await?;
     let may_sign = mantissa::web::grants(&req.capabilities, "sign");
     let refused = refusal.is_some();
-    let signed = req.query.split('&').any(|pair| pair == "done=signed");
     let mut page = Page::new(
         "guestbook/book.html",
         json!({
@@ -336,7 +332,6 @@ async fn book_page(
             "visitor": req.visitor,
             "form": form,
             "refusal": refusal,
-            "done": done_message("signed").filter(|_| signed && !refused),
         }),
     );
     if refused {
@@ -366,7 +361,7 @@ async fn sign(req: SharedRequest) -> Result<Response, WebError> {
                     .map(drop)
                 })
                 .await?;
-            Ok(Redirect::to(&format!("{}?done=signed", req.path)).into_response())
+            Ok(done(&req.path, "guestbook-signed").into_response())
         }
     }
 }

@@ -23,6 +23,11 @@ fn the_owner_writes_in_their_book_and_renames_it() {
     let page = ann.get("/private/guestbook/");
     assert_eq!(page.status, 200);
     let html = shown(&page.text());
+    // The navigation links to it, marked as the page one is on.
+    assert!(
+        html.contains("<a href=\"/private/guestbook\" aria-current=\"page\">Guestbook</a>"),
+        "{html}"
+    );
     assert!(html.contains("My guestbook"), "{html}");
     assert!(html.contains("/users/ann/my-guestbook"), "{html}");
     assert!(html.contains("No one has written in it yet."), "{html}");
@@ -34,7 +39,7 @@ fn the_owner_writes_in_their_book_and_renames_it() {
     );
     assert_eq!(r.status, 303);
     let to = r.header("location").unwrap().to_string();
-    assert_eq!(to, "/private/guestbook/?done=written");
+    assert_eq!(to, "/private/guestbook/?done=guestbook-written");
     let html = shown(&ann.get(&to).text());
     assert!(html.contains("Your entry is in the book."), "{html}");
     assert!(html.contains("1 entry"), "{html}");
@@ -51,7 +56,10 @@ fn the_owner_writes_in_their_book_and_renames_it() {
         "/private/guestbook/title",
         &[("title", "Ann's visitors")],
     );
-    assert_eq!(r.header("location"), Some("/private/guestbook/?done=renamed"));
+    assert_eq!(
+        r.header("location"),
+        Some("/private/guestbook/?done=guestbook-renamed")
+    );
     let mut visitor = site.visitor();
     let book = visitor.get("/users/ann/ann-s-visitors");
     assert_eq!(book.status, 200);
@@ -74,8 +82,15 @@ fn visitors_sign_the_book_with_their_name_or_as_themselves() {
     assert!(shown(&page.text()).contains("No one has signed it yet."));
     let r = visitor.submit(book, book, &[("name", "Carol"), ("text", "Lovely page")]);
     assert_eq!(r.status, 303);
-    assert_eq!(r.header("location"), Some("/users/ann/my-guestbook?done=signed"));
-    let html = shown(&visitor.get("/users/ann/my-guestbook?done=signed").text());
+    assert_eq!(
+        r.header("location"),
+        Some("/users/ann/my-guestbook?done=guestbook-signed")
+    );
+    let html = shown(
+        &visitor
+            .get("/users/ann/my-guestbook?done=guestbook-signed")
+            .text(),
+    );
     assert!(html.contains("Thank you for signing the book."), "{html}");
     assert!(html.contains("Carol"), "{html}");
     assert!(html.contains("Lovely page"), "{html}");
@@ -104,13 +119,19 @@ fn a_form_with_a_mistake_comes_back_with_what_was_typed() {
     let r = visitor.submit(book, book, &[("name", ""), ("text", "Kept text")]);
     assert_eq!(r.status, 422);
     let html = shown(&r.text());
-    assert!(html.contains("Say who you are: a name is needed."), "{html}");
+    assert!(
+        html.contains("Say who you are: a name is needed."),
+        "{html}"
+    );
     assert!(html.contains(">Kept text</textarea>"), "{html}");
 
     let r = visitor.submit(book, book, &[("name", "Dan"), ("text", "   ")]);
     assert_eq!(r.status, 422);
     let html = shown(&r.text());
-    assert!(html.contains("Write something to sign the book with."), "{html}");
+    assert!(
+        html.contains("Write something to sign the book with."),
+        "{html}"
+    );
     assert!(html.contains("value=\"Dan\""), "{html}");
 
     let long = "x".repeat(guestbook::TEXT_MAX + 1);
@@ -122,7 +143,11 @@ fn a_form_with_a_mistake_comes_back_with_what_was_typed() {
     assert!(page.contains("No one has signed it yet."), "{page}");
 
     let mut ann = site.log_in("ann", PASSWORD);
-    let r = ann.submit("/private/guestbook/", "/private/guestbook/title", &[("title", " ")]);
+    let r = ann.submit(
+        "/private/guestbook/",
+        "/private/guestbook/title",
+        &[("title", " ")],
+    );
     assert_eq!(r.status, 422);
     assert!(shown(&r.text()).contains("A title has 1 to 80 characters."));
 }

@@ -9,7 +9,10 @@ use mantissa::Store;
 fn a_book_of_version_1_is_upgraded_when_its_store_opens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ann.sqlite");
-    let old = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/resources/guestbook-v1.sqlite");
+    let old = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/resources/guestbook-v1.sqlite"
+    );
     std::fs::copy(old, &path).unwrap();
 
     let store = Store::open(&path).unwrap();
@@ -28,7 +31,10 @@ fn a_book_of_version_1_is_upgraded_when_its_store_opens() {
         .collect();
     assert_eq!(
         seen,
-        [("Carol", "First!", false), ("Dan", "Second, from 2026", false)]
+        [
+            ("Carol", "First!", false),
+            ("Dan", "Second, from 2026", false)
+        ]
     );
     assert_eq!(entries[0].written.to_string(), "2026-11-01T10:00:00Z");
 }

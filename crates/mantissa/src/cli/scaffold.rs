@@ -54,7 +54,10 @@ const NEW_FILES: &[(&str, &str)] = &[
     ("README.md", include_str!("../../scaffold/README.md.in")),
     ("src/main.rs", include_str!("../../scaffold/src/main.rs.in")),
     ("src/lib.rs", include_str!("../../scaffold/src/lib.rs.in")),
-    ("src/posts.rs", include_str!("../../scaffold/src/posts.rs.in")),
+    (
+        "src/posts.rs",
+        include_str!("../../scaffold/src/posts.rs.in"),
+    ),
     (
         "templates/posts/list.html",
         include_str!("../../scaffold/templates/posts/list.html"),
@@ -63,7 +66,10 @@ const NEW_FILES: &[(&str, &str)] = &[
         "templates/posts/post.html",
         include_str!("../../scaffold/templates/posts/post.html"),
     ),
-    ("tests/posts.rs", include_str!("../../scaffold/tests/posts.rs.in")),
+    (
+        "tests/posts.rs",
+        include_str!("../../scaffold/tests/posts.rs.in"),
+    ),
 ];
 
 /// Where this binary was built from: the `mantissa` crate's folder in the
@@ -117,8 +123,17 @@ fn check_crate_name(name: &str) -> Result<()> {
             "{name:?} cannot name a crate: use lowercase letters, digits, - and _, starting with a letter (like my-site)"
         )));
     }
-    if ["mantissa", "test", "core", "std", "alloc", "proc_macro", "self", "crate"]
-        .contains(&name.replace('-', "_").as_str())
+    if [
+        "mantissa",
+        "test",
+        "core",
+        "std",
+        "alloc",
+        "proc_macro",
+        "self",
+        "crate",
+    ]
+    .contains(&name.replace('-', "_").as_str())
     {
         return Err(ScaffoldError::Name(format!(
             "{name:?} is taken by Rust or by Mantissa itself: choose another name"
@@ -202,7 +217,10 @@ pub fn new_site(dir: &Path, mantissa: Option<&Path>, out: &mut dyn Write) -> Res
         return Err(ScaffoldError::Exists(dir.to_path_buf()));
     }
     let facade = mantissa_crate(mantissa)?;
-    let dep = format!("{{ path = {} }}", toml_string(&facade.display().to_string()));
+    let dep = format!(
+        "{{ path = {} }}",
+        toml_string(&facade.display().to_string())
+    );
     let dep_testing = format!(
         "{{ path = {}, features = [\"testing\"] }}",
         toml_string(&facade.display().to_string())
@@ -218,7 +236,10 @@ pub fn new_site(dir: &Path, mantissa: Option<&Path>, out: &mut dyn Write) -> Res
     }
     // The versions Mantissa is tested with, as a start (cargo adds and
     // drops what this crate needs otherwise).
-    if let Some(lock) = facade.parent().and_then(Path::parent).map(|c| c.join("Cargo.lock"))
+    if let Some(lock) = facade
+        .parent()
+        .and_then(Path::parent)
+        .map(|c| c.join("Cargo.lock"))
         && lock.is_file()
     {
         let text = read(&lock)?;
@@ -371,7 +392,9 @@ fn generate_offering(site: &SiteCrate, name: &str) -> Result<String> {
     check_snake("an offering", name)?;
     let module = site.dir.join(format!("src/{name}.rs"));
     if module.exists() {
-        return Err(ScaffoldError::Taken(format!("src/{name}.rs exists already")));
+        return Err(ScaffoldError::Taken(format!(
+            "src/{name}.rs exists already"
+        )));
     }
     site.require("src/lib.rs", &[MODULES_MARK])?;
     site.require("src/main.rs", &[OFFERINGS_MARK])?;
@@ -439,10 +462,15 @@ fn generate_page(site: &SiteCrate, name: &str, offering: Option<&str>) -> Result
         )));
     }
     if read(&site.dir.join(&file))?.contains(&format!("fn {name}_page(")) {
-        return Err(ScaffoldError::Taken(format!("{file} has {name}_page already")));
+        return Err(ScaffoldError::Taken(format!(
+            "{file} has {name}_page already"
+        )));
     }
     site.require(&file, &[TEMPLATES_MARK, ROUTES_MARK])?;
-    let fill = |t: &str| t.replace("__OFFERING__", &offering).replace("__PAGE__", name);
+    let fill = |t: &str| {
+        t.replace("__OFFERING__", &offering)
+            .replace("__PAGE__", name)
+    };
     write_new(&template, &fill(PAGE_HTML))?;
     site.insert_at(
         &file,
@@ -476,6 +504,11 @@ pub struct __TYPE__;
 impl Offering for __TYPE__ {
     fn name(&self) -> &'static str {
         "__OFFERING__"
+    }
+
+    // The navigation's link to /private/__OFFERING__.
+    fn label(&self) -> Option<&'static str> {
+        Some("__TYPE__")
     }
 
     fn templates(&self) -> Vec<(&'static str, &'static str)> {
@@ -587,7 +620,10 @@ mod tests {
         let manifest = std::fs::read_to_string(site.join("Cargo.toml")).unwrap();
         assert!(manifest.contains("name = \"my-site\""), "{manifest}");
         assert!(manifest.contains("crates/mantissa\" }"), "{manifest}");
-        assert!(manifest.contains("[profile.dev.package.argon2]"), "{manifest}");
+        assert!(
+            manifest.contains("[profile.dev.package.argon2]"),
+            "{manifest}"
+        );
         let main = std::fs::read_to_string(site.join("src/main.rs")).unwrap();
         assert!(main.contains("my_site::posts::Posts"), "{main}");
         // Not over a folder with something in it.
@@ -599,7 +635,10 @@ mod tests {
         let mut out = Vec::new();
         generate(&site, Piece::Offering, "recipes", None, &mut out).unwrap();
         let main = std::fs::read_to_string(site.join("src/main.rs")).unwrap();
-        assert!(main.contains("Arc::new(my_site::recipes::Recipes),"), "{main}");
+        assert!(
+            main.contains("Arc::new(my_site::recipes::Recipes),"),
+            "{main}"
+        );
         assert!(
             std::fs::read_to_string(site.join("src/lib.rs"))
                 .unwrap()
@@ -612,13 +651,23 @@ mod tests {
 
         generate(&site, Piece::Item, "Comment", None, &mut Vec::new()).unwrap();
         let posts = std::fs::read_to_string(site.join("src/posts.rs")).unwrap();
-        assert!(posts.contains("#[item(name = \"posts.comment\", version = 1)]"), "{posts}");
+        assert!(
+            posts.contains("#[item(name = \"posts.comment\", version = 1)]"),
+            "{posts}"
+        );
         assert!(matches!(
             generate(&site, Piece::Item, "Comment", None, &mut Vec::new()),
             Err(ScaffoldError::Taken(_))
         ));
 
-        generate(&site, Piece::Page, "about", Some("recipes"), &mut Vec::new()).unwrap();
+        generate(
+            &site,
+            Piece::Page,
+            "about",
+            Some("recipes"),
+            &mut Vec::new(),
+        )
+        .unwrap();
         let recipes = std::fs::read_to_string(site.join("src/recipes.rs")).unwrap();
         assert!(recipes.contains(".route(\"/about\", mantissa::web::get(about_page))"));
         assert!(recipes.contains("async fn about_page("));
