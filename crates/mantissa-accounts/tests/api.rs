@@ -118,8 +118,10 @@ fn every_error_under_api_is_a_problem() {
     // Bodies that do not fit.
     let r = request(s, "POST", "/api/private/notes", &[auth, json], "{");
     assert!(problem(&r, 400).contains("JSON body could not be read"));
+    // A form's refusals (a title missing, blank or too long) are 422, with
+    // the words the form shows beside the field.
     let r = request(s, "POST", "/api/private/notes", &[auth, json], "{}");
-    assert!(problem(&r, 400).contains("title"));
+    assert_eq!(problem(&r, 422), "A note needs a title.");
     let r = request(
         s,
         "POST",
@@ -127,10 +129,10 @@ fn every_error_under_api_is_a_problem() {
         &[auth, json],
         r#"{"title":"   "}"#,
     );
-    assert_eq!(problem(&r, 400), "A note needs a title.");
+    assert_eq!(problem(&r, 422), "A note needs a title.");
     let long = json!({ "title": "x".repeat(201) }).to_string();
     let r = request(s, "POST", "/api/private/notes", &[auth, json], &long);
-    assert!(problem(&r, 400).contains("at most 200"));
+    assert!(problem(&r, 422).contains("at most 200"));
     let r = request(
         s,
         "POST",
@@ -265,7 +267,10 @@ fn writes_take_json_or_a_form_and_answer_with_the_item() {
         &[("title", "From the page")],
     );
     assert_eq!(r.status, 303);
-    assert_eq!(r.header("location"), Some("/private/notes/"));
+    assert_eq!(
+        r.header("location"),
+        Some("/private/notes/?done=notes-saved")
+    );
     // A browser session writing JSON sends its CSRF token in a header.
     let r = request(
         s,

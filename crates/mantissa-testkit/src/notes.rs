@@ -129,8 +129,10 @@ const TITLE_MAX: usize = 200;
 /// the form then asks for, beside it).
 #[derive(Deserialize, ToSchema)]
 struct NewNote {
-    /// The title: up to 200 characters, not only spaces.
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    /// The title: up to 200 characters, not only spaces. (Read as empty
+    /// when missing, so that the form can say it is needed; the API says
+    /// it is required.)
+    #[schema(required = true, min_length = 1, max_length = 200, pattern = r"\S")]
     #[serde(default)]
     title: String,
     /// The text.
@@ -570,7 +572,7 @@ async fn note_entry(app: &App, owner: &Owner, id: i64) -> Result<Option<NoteEntr
         (status = 201, description = "The note written; Location is its published address",
             body = NoteEntry,
             headers(("Location" = String, description = "The note's published address, under /api"))),
-        (status = "default", description = "A problem: 400 for a title that is missing, blank or too long",
+        (status = "default", description = "A problem: 422 for a title that is missing, blank or too long",
             body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -580,20 +582,26 @@ async fn create(
     JsonOrForm(form): JsonOrForm<NewNote>,
 ) -> Result<Response, WebError> {
     let title = form.title.trim().to_string();
-    if title.is_empty() {
+    let refusal = if title.is_empty() {
+        Some("A note needs a title.".to_string())
+    } else if title.chars().count() > TITLE_MAX {
+        Some(format!(
+            "A note's title can be at most {TITLE_MAX} characters long."
+        ))
+    } else {
+        None
+    };
+    // Shown again in the form, with what was typed (422; under /api/, a
+    // problem with the same words).
+    if let Some(message) = refusal {
         let draft = Draft {
             title: form.title,
             body: form.body,
-            message: "A note needs a title.".into(),
+            message,
         };
         return Ok(list_page(app, owner, None, Some(draft), 1)
             .await?
             .into_response());
-    }
-    if title.chars().count() > TITLE_MAX {
-        return Err(WebError::BadRequest(format!(
-            "A note's title can be at most {TITLE_MAX} characters long."
-        )));
     }
     let id = owner
         .store

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use mantissa_server::{Guard, Limits};
 use mantissa_store::Site;
 use minijinja::Value;
@@ -355,10 +355,8 @@ impl App {
     /// The web service: every route, behind the request pipeline. `extra`
     /// routes (offerings', tests') are merged in beside Mantissa's own.
     pub fn router_with(&self, extra: Router<App>) -> WebService {
-        // `GET /users/{name}/{slug}` is in the document below; a form
-        // POSTed to a published item is not API.
+        // `/users/{name}/{slug}` is in the document below.
         let routes: Router<App> = Router::new()
-            .route("/users/{name}/{slug}", post(shared_item))
             .route(
                 "/users/{name}/{slug}/{*rest}",
                 get(shared_item).post(shared_item),
@@ -373,7 +371,10 @@ impl App {
             .route("/static/{offering}/{hash}/{*path}", get(static_file));
         let mut documented: OpenApiRouter<App> = OpenApiRouter::new()
             .routes(routes!(front_page))
-            .routes(routes!(crate::offering::shared_item));
+            .routes(routes!(
+                crate::offering::shared_item,
+                crate::offering::shared_item_form
+            ));
         for o in self.0.offerings.iter() {
             let private = OpenApiRouter::from(o.private_routes()).merge(o.private_api());
             documented = documented.nest(&format!("/private/{}", o.name()), private);

@@ -434,6 +434,41 @@ fn urlencode(s: &str) -> String {
 }
 
 /// `/users/<name>/<slug>/<rest>`.
+/// `POST /users/<name>/<slug>`: a form sent from a published item's page
+/// (signing a guestbook), answered by its offering; [`shared_item`] does
+/// the work, this documents it.
+#[utoipa::path(
+    post,
+    path = "/users/{name}/{slug}",
+    operation_id = "shared_item_form",
+    tag = "site",
+    params(
+        ("name" = String, Path, description = "The user who published the item"),
+        ("slug" = String, Path, description = "The item's address"),
+    ),
+    request_body(
+        description = "The form on the item's page; its fields are the offering's",
+        content_type = "application/x-www-form-urlencoded",
+        content = std::collections::HashMap<String, String>,
+    ),
+    responses(
+        (status = 303, description = "Done: back to the item's page, which says what happened (Location)"),
+        (status = 200, description = "What the offering answers with",
+            body = std::collections::HashMap<String, serde_json::Value>),
+        (status = "default", description = "A problem: 405 (with Allow) for an item whose page takes no form, \
+            422 for a form with a mistake, 404 for an item that does not exist or that the visitor may not see",
+            body = crate::api::Problem, content_type = "application/problem+json"),
+    ),
+    security((), ("token" = [])),
+)]
+pub(crate) async fn shared_item_form(
+    app: State<App>,
+    parts: Path<Vec<(String, String)>>,
+    req: Request,
+) -> Result<Response, WebError> {
+    shared_item(app, parts, req).await
+}
+
 #[utoipa::path(
     get,
     path = "/users/{name}/{slug}",

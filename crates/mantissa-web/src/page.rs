@@ -305,11 +305,17 @@ impl IntoResponse for WebError {
                 )
             }
         };
-        Page {
+        let mut r = Page {
             cause,
             ..error_page(status, title, &message)
         }
-        .into_response()
+        .into_response();
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            // RFC 9110: a 405 says what the address does take.
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        r
     }
 }
 
@@ -544,10 +550,11 @@ fn problem_detail(page: &Page) -> String {
     text(page.data.get_attr("message"))
         .or_else(|| text(page.data.get_attr("error")).filter(|e| Some(e) != title.as_ref()))
         .or_else(|| {
-            page.data
-                .get_attr("problem")
-                .ok()
-                .and_then(|p| text(p.get_attr("message")))
+            // A form shown again: its refusal's words.
+            ["problem", "draft", "refusal"].iter().find_map(|key| {
+                let form = page.data.get_attr(key).ok()?;
+                text(form.get_attr("message")).or_else(|| text(Ok(form)))
+            })
         })
         .unwrap_or_else(|| crate::api::default_detail(page.status))
 }

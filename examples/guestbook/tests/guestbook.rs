@@ -171,6 +171,7 @@ fn a_book_that_is_not_shared_for_signing_cannot_be_signed() {
     // is refused, and writes nothing.
     let r = visitor.submit("/login", book, &[("name", "Eve"), ("text", "spam")]);
     assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
     let page = shown(&visitor.get(book).text());
     assert!(page.contains("No one has signed it yet."), "{page}");
 }
