@@ -20,8 +20,8 @@ use crate::audit;
 use crate::model::{Account, EmailAddress, purpose, status};
 use crate::passkeys::Passkey;
 use crate::service::{
-    AccountError, Accounts, check_username, end_links, invalid_or_store, issue_ticket,
-    normalize_email,
+    AccountError, Accounts, check_username, end_links, insert_created_account, invalid_or_store,
+    issue_ticket, normalize_email,
 };
 use crate::tokens::ApiToken;
 
@@ -252,47 +252,7 @@ impl Accounts {
             .site()
             .store()
             .write_blocking(move |tx| {
-                if tx
-                    .query::<Account>()
-                    .filter(Account::username.eq(name.clone()))
-                    .count()?
-                    > 0
-                {
-                    return Err(StoreError::app(format!(
-                        "there is already a user called {name:?}"
-                    )));
-                }
-                let account = tx.insert(&Account {
-                    username: name,
-                    status: status::ACTIVE.into(),
-                    password_hash: None,
-                    admin: false,
-                    created: Timestamp::now(),
-                    failed_logins: 0,
-                    locked: false,
-                    totp_secret: None,
-                    totp_enabled: false,
-                    totp_last_step: 0,
-                    joined_by: "created".into(),
-                    product_installed: true,
-                })?;
-                if let Some(address) = email.clone() {
-                    if tx
-                        .query::<EmailAddress>()
-                        .filter(EmailAddress::address.eq(address.clone()))
-                        .count()?
-                        > 0
-                    {
-                        return Err(StoreError::app(format!(
-                            "{address} belongs to another account"
-                        )));
-                    }
-                    tx.insert(&EmailAddress {
-                        address,
-                        account,
-                        verified: true,
-                    })?;
-                }
+                let account = insert_created_account(tx, name, email.clone(), None, false, true)?;
                 issue_ticket(tx, purpose::PASSWORD, Some(account), email)
             })
             .map_err(invalid_or_store)?;

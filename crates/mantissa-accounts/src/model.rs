@@ -58,6 +58,21 @@ pub struct Product {
     pub offerings: serde_json::Value,
 }
 
+impl Product {
+    /// The names of the offerings it gives (a JSON array of strings; what
+    /// is not a string is left out).
+    pub fn offering_names(&self) -> Vec<String> {
+        self.offerings
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// An email address of an account.
 #[derive(Item, Debug, Clone)]
 #[item(name = "mantissa.email", version = 1)]

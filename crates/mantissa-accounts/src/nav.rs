@@ -78,15 +78,7 @@ impl Navigation for AccountsNavigation {
             // The product names what was installed; without one, every
             // linked offering was.
             let names: Vec<String> = match product {
-                Some(p) => p
-                    .offerings
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                Some(p) => p.offering_names(),
                 None => linked,
             };
             Menu {

@@ -208,6 +208,62 @@ pub(crate) fn normalize_email(email: &str) -> Result<String, AccountError> {
     }
 }
 
+/// Inserts an active account made by an administrator (`joined_by`
+/// "created"), with its email address verified, refusing a user name or an
+/// address that another account has. `product_installed` says whether its
+/// store already holds what new accounts get (an imported store).
+pub(crate) fn insert_created_account(
+    tx: &mut Write<'_>,
+    name: String,
+    email: Option<String>,
+    password_hash: Option<String>,
+    admin: bool,
+    product_installed: bool,
+) -> mantissa_store::Result<Ref<Account>> {
+    if tx
+        .query::<Account>()
+        .filter(Account::username.eq(name.clone()))
+        .count()?
+        > 0
+    {
+        return Err(StoreError::app(format!(
+            "there is already a user called {name:?}"
+        )));
+    }
+    let account = tx.insert(&Account {
+        username: name,
+        status: status::ACTIVE.into(),
+        password_hash,
+        admin,
+        created: Timestamp::now(),
+        failed_logins: 0,
+        locked: false,
+        totp_secret: None,
+        totp_enabled: false,
+        totp_last_step: 0,
+        joined_by: "created".into(),
+        product_installed,
+    })?;
+    if let Some(address) = email {
+        if tx
+            .query::<EmailAddress>()
+            .filter(EmailAddress::address.eq(address.clone()))
+            .count()?
+            > 0
+        {
+            return Err(StoreError::app(format!(
+                "{address} belongs to another account"
+            )));
+        }
+        tx.insert(&EmailAddress {
+            address,
+            account,
+            verified: true,
+        })?;
+    }
+    Ok(account)
+}
+
 pub(crate) fn check_username(name: &str) -> Result<(), AccountError> {
     mantissa_store::check_store_name(name).map_err(|e| match e {
         StoreError::BadName { reason, .. } => {
@@ -418,15 +474,7 @@ fn product_of(
             .first()
     })?;
     Ok(match chosen {
-        Some(p) => p
-            .offerings
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        Some(p) => p.offering_names(),
         None => linked.iter().map(|o| o.name().to_string()).collect(),
     })
 }
@@ -745,48 +793,8 @@ impl Accounts {
         let hash = password.map(password::hash);
         let name = username.to_string();
         let token = self.site.store().write_blocking(move |tx| {
-            if tx
-                .query::<Account>()
-                .filter(Account::username.eq(name.clone()))
-                .count()?
-                > 0
-            {
-                return Err(StoreError::app(format!(
-                    "there is already a user called {name:?}"
-                )));
-            }
             let no_password = hash.is_none();
-            let account = tx.insert(&Account {
-                username: name,
-                status: status::ACTIVE.into(),
-                password_hash: hash,
-                admin,
-                created: Timestamp::now(),
-                failed_logins: 0,
-                locked: false,
-                totp_secret: None,
-                totp_enabled: false,
-                totp_last_step: 0,
-                joined_by: "created".into(),
-                product_installed: false,
-            })?;
-            if let Some(address) = email.clone() {
-                if tx
-                    .query::<EmailAddress>()
-                    .filter(EmailAddress::address.eq(address.clone()))
-                    .count()?
-                    > 0
-                {
-                    return Err(StoreError::app(format!(
-                        "{address} belongs to another account"
-                    )));
-                }
-                tx.insert(&EmailAddress {
-                    address,
-                    account,
-                    verified: true,
-                })?;
-            }
+            let account = insert_created_account(tx, name, email.clone(), hash, admin, false)?;
             if no_password {
                 return issue_ticket(tx, purpose::PASSWORD, Some(account), email).map(Some);
             }
