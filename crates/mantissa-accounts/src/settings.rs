@@ -26,11 +26,11 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Form};
-use mantissa_web::{ApiRequest, App, Owner, Page, Session, WebError, done};
+use mantissa_web::{ApiRequest, App, JsonOrForm, Owner, Page, Session, WebError, done};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -203,8 +203,8 @@ fn is_api(api: &Option<Extension<ApiRequest>>) -> bool {
 pub(crate) struct NewToken {
     #[serde(default)]
     name: String,
-    #[serde(default)]
-    write: Option<String>,
+    #[serde(default, deserialize_with = "mantissa_web::checkbox")]
+    write: bool,
 }
 
 /// `POST /private/settings/tokens`: the new token, shown once on the page
@@ -214,7 +214,7 @@ pub(crate) async fn create_token(
     Extension(acc): Extension<Arc<Accounts>>,
     Extension(owner): Extension<Owner>,
     Extension(session): Extension<Session>,
-    Form(f): Form<NewToken>,
+    JsonOrForm(f): JsonOrForm<NewToken>,
 ) -> Result<Response, WebError> {
     if session.token_scopes().is_some() {
         // A token cannot make tokens: that needs the person, signed in.
@@ -237,11 +237,10 @@ pub(crate) async fn create_token(
     let site = app.site().clone();
     let user = owner.name.clone();
     let name = f.name.clone();
-    let made = tokio::task::spawn_blocking(move || {
-        crate::tokens::create(&site, &user, &name, f.write.is_some())
-    })
-    .await
-    .map_err(|e| WebError::Internal(e.to_string()))?;
+    let made =
+        tokio::task::spawn_blocking(move || crate::tokens::create(&site, &user, &name, f.write))
+            .await
+            .map_err(|e| WebError::Internal(e.to_string()))?;
     match made {
         Ok(token) => {
             let shown = Shown {
@@ -282,7 +281,7 @@ pub(crate) async fn change_email(
     Extension(owner): Extension<Owner>,
     Extension(session): Extension<Session>,
     api: Option<Extension<ApiRequest>>,
-    Form(f): Form<ChangeEmail>,
+    JsonOrForm(f): JsonOrForm<ChangeEmail>,
 ) -> Result<Response, WebError> {
     if session.token_scopes().is_some() {
         return Err(WebError::Forbidden(PERSON_ONLY.into()));
@@ -455,7 +454,7 @@ pub(crate) async fn totp_switch(
     Extension(session): Extension<Session>,
     api: Option<Extension<ApiRequest>>,
     Path(switch): Path<String>,
-    Form(f): Form<CodeForm>,
+    JsonOrForm(f): JsonOrForm<CodeForm>,
 ) -> Result<Response, WebError> {
     if session.token_scopes().is_some() {
         return Err(WebError::Forbidden(PERSON_ONLY.into()));
@@ -597,7 +596,7 @@ pub(crate) async fn change_password(
     Extension(owner): Extension<Owner>,
     Extension(session): Extension<Session>,
     api: Option<Extension<ApiRequest>>,
-    Form(f): Form<ChangePassword>,
+    JsonOrForm(f): JsonOrForm<ChangePassword>,
 ) -> Result<Response, WebError> {
     if session.token_scopes().is_some() {
         return Err(WebError::Forbidden(PERSON_ONLY.into()));

@@ -336,3 +336,65 @@ fn the_openapi_document_describes_the_routes() {
     // It describes /api/ only.
     assert_eq!(s.get("/openapi.json").status, 404);
 }
+
+#[test]
+fn the_settings_take_json_from_the_signed_in_person_and_say_what_happened() {
+    let (w, token) = site_with_ann();
+    let s = &w.server;
+    let json = ("Content-Type", "application/json");
+    let mut ann = logged_in(s, "ann", "ann's long password");
+    ann.get(s, "/private/settings");
+    let csrf = ann.cookie("mantissa_csrf").unwrap().to_string();
+    let cookie = ann.header();
+    let as_ann = [("Cookie", cookie.as_str()), ("X-CSRF-Token", &csrf), json];
+
+    // A mistake is a problem with the words the form shows beside the field.
+    let r = request(
+        s,
+        "POST",
+        "/api/private/settings/password",
+        &as_ann,
+        r#"{"current":"not it","new":"a brand new long password"}"#,
+    );
+    let detail = problem(&r, 422);
+    assert!(
+        !detail.is_empty() && !detail.contains("refused"),
+        "{detail}"
+    );
+
+    // Done: the settings, saying what happened.
+    let r = request(
+        s,
+        "POST",
+        "/api/private/settings/password",
+        &as_ann,
+        r#"{"current":"ann's long password","new":"a brand new long password"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        json_of(&r)["done"],
+        "Password changed. Your other sessions have ended."
+    );
+    // The old password no longer logs in; the new one does.
+    let mut v = Visitor::default();
+    let r = v.submit(
+        s,
+        "/login",
+        "/login",
+        &[("who", "ann"), ("password", "ann's long password")],
+    );
+    assert_eq!(r.status, 401);
+    logged_in(s, "ann", "a brand new long password");
+
+    // A token cannot make tokens: the settings are the person's, signed
+    // in (and a token is not told that the page is there).
+    let auth = format!("Bearer {token}");
+    let r = request(
+        s,
+        "POST",
+        "/api/private/settings/tokens",
+        &[("Authorization", &auth), json],
+        r#"{"name":"another","write":true}"#,
+    );
+    problem(&r, 404);
+}

@@ -165,7 +165,7 @@ struct ShareForm {
     user: String,
     /// Present (the form's checkbox sends `on`) or `true`: they may edit
     /// it too; absent, `false`, `off` or empty: view only.
-    #[serde(default, deserialize_with = "flag")]
+    #[serde(default, deserialize_with = "mantissa_web::checkbox")]
     edit: bool,
 }
 
@@ -179,7 +179,7 @@ impl utoipa::PartialSchema for ShareForm {
                 .schema_type(Type::String)
                 .enum_values(Some(roles.iter().copied()))
         };
-        let edit = || Option::<Flag>::schema();
+        let edit = || Option::<mantissa_web::Checkbox>::schema();
         OneOfBuilder::new()
             .description(Some("Who to share the note with"))
             .item(
@@ -215,28 +215,11 @@ impl ToSchema for ShareForm {
             utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
         )>,
     ) {
-        schemas.push(("Flag".into(), <Flag as utoipa::PartialSchema>::schema()));
+        schemas.push((
+            "Checkbox".into(),
+            <mantissa_web::Checkbox as utoipa::PartialSchema>::schema(),
+        ));
     }
-}
-
-/// A checkbox: `true`/`false` in JSON, the box's value (or nothing) in a
-/// form.
-#[derive(Deserialize, ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code)]
-enum Flag {
-    /// JSON's.
-    Bool(bool),
-    /// A form's.
-    Text(String),
-}
-
-fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    Ok(match Option::<Flag>::deserialize(d)? {
-        None => false,
-        Some(Flag::Bool(b)) => b,
-        Some(Flag::Text(t)) => !matches!(t.trim(), "" | "0" | "false" | "off"),
-    })
 }
 
 /// The form that stops a share: `role` as kept in the share

@@ -390,3 +390,39 @@ pub(crate) fn document(mut api: utoipa::openapi::OpenApi, site_name: &str) -> Ve
         .or_insert_with(Problem::schema);
     serde_json::to_vec_pretty(&api).unwrap_or_default()
 }
+
+/// A checkbox's value: `true` or `false` in JSON, the box's value (or
+/// nothing, when it is not ticked) in a form. Read into a `bool` with
+/// `#[serde(default, deserialize_with = "mantissa_web::checkbox")]`.
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum Checkbox {
+    /// JSON's.
+    Bool(bool),
+    /// A form's.
+    Text(String),
+}
+
+/// Reads a [`Checkbox`] as a `bool`: a form's box is ticked unless its
+/// value is empty, `0`, `false` or `off`.
+///
+/// ```
+/// #[derive(serde::Deserialize)]
+/// struct NewToken {
+///     #[serde(default, deserialize_with = "mantissa_web::checkbox")]
+///     write: bool,
+/// }
+/// let form: NewToken = serde_urlencoded::from_str("write=on").unwrap();
+/// assert!(form.write);
+/// let json: NewToken = serde_json::from_str(r#"{"write": false}"#).unwrap();
+/// assert!(!json.write);
+/// ```
+pub fn checkbox<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    use serde::Deserialize;
+    Ok(match Option::<Checkbox>::deserialize(d)? {
+        None => false,
+        Some(Checkbox::Bool(b)) => b,
+        Some(Checkbox::Text(t)) => !matches!(t.trim(), "" | "0" | "false" | "off"),
+    })
+}

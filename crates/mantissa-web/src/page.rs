@@ -556,6 +556,14 @@ fn problem_detail(page: &Page) -> String {
                 text(form.get_attr("message")).or_else(|| text(Ok(form)))
             })
         })
+        .or_else(|| {
+            // Messages beside fields, by field: the first of them.
+            let errors = page.data.get_attr("errors").ok()?;
+            errors
+                .try_iter()
+                .ok()?
+                .find_map(|field| text(errors.get_item(&field)))
+        })
         .unwrap_or_else(|| crate::api::default_detail(page.status))
 }
 
