@@ -112,8 +112,8 @@ pub(crate) async fn settings_page(
         .into_iter()
         .map(|k| {
             json!({
-                "id": k.id, "name": k.name, "created": shown_time(k.created),
-                "last_used": k.last_used.map(shown_time),
+                "id": k.id, "name": k.name, "created": k.created.to_string(),
+                "last_used": k.last_used.map(|t| t.to_string()),
             })
         })
         .collect();
@@ -184,15 +184,6 @@ pub(crate) async fn settings(
     Extension(owner): Extension<Owner>,
 ) -> Result<Page, WebError> {
     settings_page(&app, &acc, &owner.name, Shown::default()).await
-}
-
-/// A time as the settings page shows it: `2026-11-25 23:12 UTC`.
-fn shown_time(t: mantissa_store::Timestamp) -> String {
-    let s = t.to_string();
-    match (s.get(..10), s.get(11..16)) {
-        (Some(day), Some(time)) => format!("{day} {time} UTC"),
-        _ => s,
-    }
 }
 
 fn is_api(api: &Option<Extension<ApiRequest>>) -> bool {

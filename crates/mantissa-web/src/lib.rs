@@ -71,4 +71,6 @@ pub use session::{
     TokenAuthenticated, TokenFuture, WRITE_SCOPE, cookie, hash_token, random_token,
 };
 pub use statics::{StaticFile, Statics};
-pub use templates::{TemplateError, TemplateSources, Templates, obfuscate_emails};
+pub use templates::{
+    TemplateError, TemplateSources, Templates, obfuscate_emails, relative_time, utc_minute,
+};

@@ -185,6 +185,61 @@ fn grouped(n: i64) -> String {
     if n < 0 { format!("-{out}") } else { out }
 }
 
+/// A time as people read it, from `now`: "just now", "5 minutes ago",
+/// "in 2 hours", "3 days ago", and past 60 days either way the date ("on
+/// 2026-08-16"). Pages have no JavaScript to turn a time into the reader's
+/// time zone, so they say how long ago, which needs none; the `time`
+/// template filter puts the exact UTC time beside it.
+///
+/// ```
+/// use mantissa_store::Timestamp;
+///
+/// let now = Timestamp::parse("2026-12-07T12:00:00Z").unwrap();
+/// let then = Timestamp::parse("2026-12-07T09:00:00Z").unwrap();
+/// assert_eq!(mantissa_web::relative_time(then, now), "3 hours ago");
+/// ```
+pub fn relative_time(then: mantissa_store::Timestamp, now: mantissa_store::Timestamp) -> String {
+    let secs = (now.as_micros() - then.as_micros()) / 1_000_000;
+    let span = |s: i64| match s {
+        s if s < 3600 => count(s / 60, "minute", None),
+        s if s < 86_400 => count(s / 3600, "hour", None),
+        s => count(s / 86_400, "day", None),
+    };
+    match secs {
+        s if s.abs() < 60 => "just now".to_string(),
+        s if !(-60 * 86_400..60 * 86_400).contains(&s) => {
+            let iso = then.to_string();
+            format!("on {}", iso.get(..10).unwrap_or(&iso))
+        }
+        s if s < 0 => format!("in {}", span(-s)),
+        s => format!("{} ago", span(s)),
+    }
+}
+
+/// `then` to the minute in UTC: "2026-12-07 09:00 UTC".
+pub fn utc_minute(then: mantissa_store::Timestamp) -> String {
+    let iso = then.to_string();
+    match (iso.get(..10), iso.get(11..16)) {
+        (Some(d), Some(h)) => format!("{d} {h} UTC"),
+        _ => iso,
+    }
+}
+
+/// The `time` filter: an RFC 3339 time (as items' timestamps are written)
+/// as a `<time>` element saying how long ago, with the exact UTC time on
+/// hover; anything else is written as it is.
+fn time_element(value: &str) -> Value {
+    match mantissa_store::Timestamp::parse(value) {
+        Ok(then) => Value::from_safe_string(format!(
+            "<time datetime=\"{}\" title=\"{}\">{}</time>",
+            then,
+            utc_minute(then),
+            relative_time(then, mantissa_store::Timestamp::now())
+        )),
+        Err(_) => Value::from(value),
+    }
+}
+
 /// A size in bytes as people read it: "512 bytes", "1.5 KB", "786 KB",
 /// "2.1 GB" (powers of 1,000, as disks are sold). A template filter.
 pub fn filesize(bytes: u64) -> String {
@@ -251,6 +306,7 @@ impl Templates {
             count(n, one, many)
         });
         env.add_filter("filesize", |bytes: u64| filesize(bytes));
+        env.add_filter("time", |value: &str| time_element(value));
         for (name, value) in &self.globals {
             env.add_global(*name, value.clone());
         }
@@ -374,6 +430,37 @@ mod tests {
             false,
             vec![],
         )
+    }
+
+    #[test]
+    fn times_read_relative_with_the_exact_utc_time_beside() {
+        use mantissa_store::Timestamp;
+        let now = Timestamp::from_micros(1_700_000_000_000_000);
+        let ago = |secs: i64| {
+            relative_time(
+                Timestamp::from_micros(now.as_micros() - secs * 1_000_000),
+                now,
+            )
+        };
+        assert_eq!(ago(5), "just now");
+        assert_eq!(ago(60), "1 minute ago");
+        assert_eq!(ago(3 * 3600 + 5), "3 hours ago");
+        assert_eq!(ago(2 * 86_400), "2 days ago");
+        assert_eq!(ago(90 * 86_400), "on 2023-08-16");
+        assert_eq!(ago(-2 * 3600), "in 2 hours");
+        assert_eq!(utc_minute(now), "2023-11-14 22:13 UTC");
+
+        let t = templates(&[("t.html", "{{ at | time }}|{{ other | time }}")]);
+        let out = t
+            .render(
+                "t.html",
+                &minijinja::context! { at => "2023-11-14T22:13:20Z", other => "<b>soon</b>" },
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            "<time datetime=\"2023-11-14T22:13:20Z\" title=\"2023-11-14 22:13 UTC\">on 2023-11-14</time>|&lt;b&gt;soon&lt;&#x2f;b&gt;"
+        );
     }
 
     #[test]
