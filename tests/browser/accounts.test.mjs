@@ -17,12 +17,12 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   BIN, CHROMIUM, PHONE, clickThrough, launchChromium, logInAt, mantissa, pageWidth, serve, stopServer,
+  totp,
 } from './harness.mjs';
 import { smtpSink } from './smtp-sink.mjs';
 
@@ -97,25 +97,6 @@ function linkIn(mail, prefix) {
   return m[0];
 }
 
-/** RFC 6238 TOTP: HMAC-SHA1 over the 30-s step, 6 digits; `secret` in base32. */
-function totp(secret, step) {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  const bytes = [];
-  let bits = 0;
-  let value = 0;
-  for (const c of secret.replace(/[\s=]/g, '').toUpperCase()) {
-    const i = alphabet.indexOf(c);
-    assert.ok(i >= 0, `${JSON.stringify(secret)} is not base32`);
-    value = ((value << 5) | i) & 0xfff;
-    bits += 5;
-    if (bits >= 8) { bits -= 8; bytes.push((value >> bits) & 0xff); }
-  }
-  const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(step));
-  const h = createHmac('sha1', Buffer.from(bytes)).update(counter).digest();
-  const o = h[h.length - 1] & 0xf;
-  return String((h.readUInt32BE(o) & 0x7fffffff) % 1_000_000).padStart(6, '0');
-}
 
 
 before(async () => {

@@ -16,12 +16,12 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   CHROMIUM, NOTES_SITE_BIN, PHONE, clickThrough, launchChromium, logInAt, mantissa, pageWidth, serve, stopServer,
+  totp,
 } from './harness.mjs';
 import { smtpSink } from './smtp-sink.mjs';
 
@@ -50,25 +50,6 @@ after(async () => {
   for (const site of sites) rmSync(site, { recursive: true, force: true });
 });
 
-/** RFC 6238 TOTP: HMAC-SHA1 over the 30-s step, 6 digits; `secret` in base32. */
-function totp(secret, step) {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  const bytes = [];
-  let bits = 0;
-  let value = 0;
-  for (const c of secret.replace(/[\s=]/g, '').toUpperCase()) {
-    const i = alphabet.indexOf(c);
-    assert.ok(i >= 0, `${JSON.stringify(secret)} is not base32`);
-    value = ((value << 5) | i) & 0xfff;
-    bits += 5;
-    if (bits >= 8) { bits -= 8; bytes.push((value >> bits) & 0xff); }
-  }
-  const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(step));
-  const h = createHmac('sha1', Buffer.from(bytes)).update(counter).digest();
-  const o = h[h.length - 1] & 0xf;
-  return String((h.readUInt32BE(o) & 0x7fffffff) % 1_000_000).padStart(6, '0');
-}
 
 const h1 = async (page) => (await page.locator('h1').textContent()).trim();
 const path = (page) => new URL(page.url()).pathname;

@@ -1697,9 +1697,8 @@ impl Accounts {
             .map_err(invalid_or_store)
     }
 
-    /// The status of the account called `username` (one of
-    /// [`status`]), if there is one.
-    pub async fn account_status(&self, username: &str) -> Result<Option<String>, AccountError> {
+    /// The account called `username`, if there is one.
+    async fn account_named(&self, username: &str) -> Result<Option<Account>, AccountError> {
         let name = username.to_string();
         Ok(self
             .site
@@ -1710,20 +1709,19 @@ impl Accounts {
                     .first()
             })
             .await?
-            .map(|a| a.status.clone()))
+            .map(|a| a.into_inner()))
+    }
+
+    /// The status of the account called `username` (one of
+    /// [`status`]), if there is one.
+    pub async fn account_status(&self, username: &str) -> Result<Option<String>, AccountError> {
+        Ok(self.account_named(username).await?.map(|a| a.status))
     }
 
     /// Whether `username` has two-factor log-in on.
     pub async fn totp_enabled(&self, username: &str) -> Result<bool, AccountError> {
-        let name = username.to_string();
         Ok(self
-            .site
-            .store()
-            .read(move |r| {
-                r.query::<Account>()
-                    .filter(Account::username.eq(name))
-                    .first()
-            })
+            .account_named(username)
             .await?
             .is_some_and(|a| a.totp_enabled))
     }
