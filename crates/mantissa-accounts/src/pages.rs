@@ -23,10 +23,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::service::{AccountError, Accounts};
-use crate::settings::{
-    change_email, change_password, create_token, revoke_token, revoke_token_form, settings,
-    totp_begin, totp_cancel, totp_switch,
-};
+use crate::settings::{revoke_token, revoke_token_form, totp_begin, totp_cancel};
 
 /// How long "remember me" keeps a session.
 pub const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -610,17 +607,24 @@ impl Offering for SettingsOffering {
     fn private_routes(&self) -> Router<App> {
         Router::new()
             .merge(crate::passkeys::http::private_routes())
-            .route("/", get(settings))
-            .route("/password", post(change_password))
-            .route("/tokens", post(create_token))
             .route("/totp/begin", post(totp_begin))
             .route("/totp/cancel", post(totp_cancel))
-            .route("/email", post(change_email))
-            .route("/totp/{switch}", post(totp_switch))
             .route(
                 "/tokens/{id}/revoke",
                 get(revoke_token_form).post(revoke_token),
             )
+            .layer(Extension(self.accounts.clone()))
+    }
+
+    // The settings' JSON and writes, in the OpenAPI document.
+    fn private_api(&self) -> utoipa_axum::router::OpenApiRouter<App> {
+        use utoipa_axum::routes;
+        utoipa_axum::router::OpenApiRouter::new()
+            .routes(routes!(crate::settings::settings))
+            .routes(routes!(crate::settings::change_password))
+            .routes(routes!(crate::settings::create_token))
+            .routes(routes!(crate::settings::change_email))
+            .routes(routes!(crate::settings::totp_switch))
             .layer(Extension(self.accounts.clone()))
     }
 }

@@ -178,6 +178,19 @@ pub(crate) async fn finished(
 }
 
 /// `GET /private/settings`.
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "settings",
+    tag = "settings",
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The signed-in person's settings: email addresses, two-factor log-in, passkeys, API tokens",
+            body = std::collections::HashMap<String, serde_json::Value>),
+        (status = "default", description = "A problem: 401 for a visitor who is not signed in",
+            body = mantissa_web::Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub(crate) async fn settings(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
@@ -190,16 +203,40 @@ fn is_api(api: &Option<Extension<ApiRequest>>) -> bool {
     api.is_some()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct NewToken {
+    /// What the token is for, such as the app that will use it.
+    #[schema(required = true, min_length = 1)]
     #[serde(default)]
     name: String,
+    /// Whether it may write, not only read.
+    #[schema(value_type = Option<mantissa_web::Checkbox>)]
     #[serde(default, deserialize_with = "mantissa_web::checkbox")]
     write: bool,
 }
 
 /// `POST /private/settings/tokens`: the new token, shown once on the page
 /// that answers (see the module documentation).
+#[utoipa::path(
+    post,
+    path = "/tokens",
+    operation_id = "create_token",
+    tag = "settings",
+    request_body(
+        description = "The form",
+        content(
+            (NewToken = "application/json"),
+            (NewToken = "application/x-www-form-urlencoded"),
+        ),
+    ),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The settings, with `done` saying what happened (a browser is sent back to them, 303)",
+            body = std::collections::HashMap<String, serde_json::Value>),
+        (status = "default", description = "A problem: 422 with the words shown beside the field for a mistake; 403 or 404 for an API token, since the settings are the signed-in person's",
+            body = mantissa_web::Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub(crate) async fn create_token(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
@@ -257,15 +294,39 @@ pub(crate) async fn create_token(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct ChangeEmail {
+    /// The new address.
+    #[schema(required = true)]
     #[serde(default)]
     email: String,
+    /// The account's password.
+    #[schema(required = true)]
     #[serde(default)]
     password: String,
 }
 
 /// `POST /private/settings/email`: mails a link to the new address.
+#[utoipa::path(
+    post,
+    path = "/email",
+    operation_id = "change_email",
+    tag = "settings",
+    request_body(
+        description = "The form",
+        content(
+            (ChangeEmail = "application/json"),
+            (ChangeEmail = "application/x-www-form-urlencoded"),
+        ),
+    ),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The settings, with `done` saying what happened (a browser is sent back to them, 303)",
+            body = std::collections::HashMap<String, serde_json::Value>),
+        (status = "default", description = "A problem: 422 with the words shown beside the field for a mistake; 403 or 404 for an API token, since the settings are the signed-in person's",
+            body = mantissa_web::Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub(crate) async fn change_email(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
@@ -431,13 +492,36 @@ pub(crate) async fn totp_cancel(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct CodeForm {
+    /// A current code of the authenticator app.
+    #[schema(required = true)]
     #[serde(default)]
     code: String,
 }
 
 /// `POST /private/settings/totp/on` and `…/off`, with a current code.
+#[utoipa::path(
+    post,
+    path = "/totp/{switch}",
+    operation_id = "switch_two_factor",
+    tag = "settings",
+    params(("switch" = String, Path, description = "on or off")),
+    request_body(
+        description = "The form",
+        content(
+            (CodeForm = "application/json"),
+            (CodeForm = "application/x-www-form-urlencoded"),
+        ),
+    ),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The settings, with `done` saying what happened (a browser is sent back to them, 303)",
+            body = std::collections::HashMap<String, serde_json::Value>),
+        (status = "default", description = "A problem: 422 with the words shown beside the field for a mistake; 403 or 404 for an API token, since the settings are the signed-in person's",
+            body = mantissa_web::Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub(crate) async fn totp_switch(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
@@ -572,15 +656,39 @@ pub(crate) async fn remove_passkey_form(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct ChangePassword {
+    /// The password now.
+    #[schema(required = true)]
     #[serde(default)]
     current: String,
+    /// The new one.
+    #[schema(required = true)]
     #[serde(default)]
     new: String,
 }
 
 /// `POST /private/settings/password`.
+#[utoipa::path(
+    post,
+    path = "/password",
+    operation_id = "change_password",
+    tag = "settings",
+    request_body(
+        description = "The form",
+        content(
+            (ChangePassword = "application/json"),
+            (ChangePassword = "application/x-www-form-urlencoded"),
+        ),
+    ),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The settings, with `done` saying what happened (a browser is sent back to them, 303)",
+            body = std::collections::HashMap<String, serde_json::Value>),
+        (status = "default", description = "A problem: 422 with the words shown beside the field for a mistake; 403 or 404 for an API token, since the settings are the signed-in person's",
+            body = mantissa_web::Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub(crate) async fn change_password(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,

@@ -318,6 +318,12 @@ fn the_openapi_document_describes_the_routes() {
         ("/api/private/notes", "post"),
         ("/api/private/notes/{id}/share", "post"),
         ("/api/private/notes/{id}/unshare", "post"),
+        ("/api/users/{name}/{slug}", "post"),
+        ("/api/private/settings", "get"),
+        ("/api/private/settings/password", "post"),
+        ("/api/private/settings/tokens", "post"),
+        ("/api/private/settings/email", "post"),
+        ("/api/private/settings/totp/{switch}", "post"),
     ] {
         assert!(paths[path][method].is_object(), "{method} {path}: {doc}");
     }
