@@ -113,6 +113,28 @@ pub(crate) async fn site_and_theme(site: &Site) -> (String, Option<std::path::Pa
     (site_name, theme_dir)
 }
 
+/// Renders mail template `name` ([`compose`]) and sends it from `from` to
+/// `to` through `mailer`: every mail the accounts send goes this way.
+pub(crate) async fn send(
+    site: &Site,
+    base_url: &str,
+    mailer: &dyn mantissa_mail::Mailer,
+    from: &str,
+    to: &str,
+    name: &str,
+    ctx: Value,
+) -> Result<(), mantissa_mail::MailError> {
+    let mail = compose(site, base_url, name, ctx).await;
+    mailer
+        .send(mantissa_mail::OutgoingMail {
+            from: from.to_string(),
+            to: vec![to.to_string()],
+            subject: mail.subject,
+            text: mail.text,
+        })
+        .await
+}
+
 /// Renders mail template `name` of the site's theme (or the built-in one)
 /// with `ctx`, to which `site.name` and `base_url` are added.
 pub(crate) async fn compose(site: &Site, base_url: &str, name: &str, mut ctx: Value) -> MailText {

@@ -13,7 +13,7 @@ use std::time::Instant;
 use governor::clock::DefaultClock;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use mantissa_mail::{Mailer, OutgoingMail};
+use mantissa_mail::Mailer;
 use mantissa_store::{Read, Ref, Site, StoreError, Stored, Timestamp, Write};
 use mantissa_web::{SessionRecord, random_token};
 
@@ -444,21 +444,17 @@ async fn send_reset(
         Why::Reset => "mail/reset.txt",
         Why::SignUpAgain => "mail/signup_again.txt",
     };
-    let mail = crate::mail::compose(
+    let link = format!("{base_url}/reset/{token}");
+    crate::mail::send(
         &site,
         &base_url,
+        mailer.as_ref(),
+        &from,
+        &address,
         template,
-        serde_json::json!({ "username": username, "link": format!("{base_url}/reset/{token}") }),
+        serde_json::json!({ "username": username, "link": link }),
     )
-    .await;
-    mailer
-        .send(OutgoingMail {
-            from,
-            to: vec![address],
-            subject: mail.subject,
-            text: mail.text,
-        })
-        .await?;
+    .await?;
     Ok(())
 }
 
@@ -764,15 +760,17 @@ impl Accounts {
         template: &str,
         ctx: serde_json::Value,
     ) -> Result<(), AccountError> {
-        let mail = crate::mail::compose(&self.site, &self.base_url(), template, ctx).await;
-        self.mailer
-            .send(OutgoingMail {
-                from: self.from.clone(),
-                to: vec![to.to_string()],
-                subject: mail.subject,
-                text: mail.text,
-            })
-            .await?;
+        let (site, base_url) = (&self.site, self.base_url());
+        crate::mail::send(
+            site,
+            &base_url,
+            self.mailer.as_ref(),
+            &self.from,
+            to,
+            template,
+            ctx,
+        )
+        .await?;
         Ok(())
     }
 
@@ -1190,22 +1188,18 @@ impl Accounts {
         tokio::spawn(async move {
             let sent = match token {
                 Some(token) => {
-                    let mail = crate::mail::compose(
+                    let link = format!("{base_url}/verify/{token}");
+                    crate::mail::send(
                         &site,
                         &base_url,
+                        mailer.as_ref(),
+                        &from,
+                        &address,
                         "mail/verify.txt",
-                        serde_json::json!({ "username": username, "link": format!("{base_url}/verify/{token}") }),
+                        serde_json::json!({ "username": username, "link": link }),
                     )
-                    .await;
-                    mailer
-                        .send(OutgoingMail {
-                            from,
-                            to: vec![address],
-                            subject: mail.subject,
-                            text: mail.text,
-                        })
-                        .await
-                        .map_err(AccountError::from)
+                    .await
+                    .map_err(AccountError::from)
                 }
                 None => send_reset(site, mailer, from, base_url, address, Why::SignUpAgain).await,
             };

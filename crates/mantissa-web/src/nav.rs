@@ -24,7 +24,7 @@ use axum::response::Redirect;
 use serde::Serialize;
 
 use crate::app::App;
-use crate::offering::offering_is_enabled;
+use crate::offering::OfferingState;
 
 /// One link of the navigation.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -119,26 +119,36 @@ impl Navigation for EveryOffering {
 /// The links to the offerings called `names` (in that order) that have a
 /// [label](crate::Offering::label) and are switched on for the site.
 pub async fn applications(app: &App, names: &[String]) -> Vec<MenuLink> {
-    let mut links = Vec::new();
-    for name in names {
-        let Some(o) = app.offering(name) else {
-            continue;
-        };
-        let Some(label) = o.label() else {
-            continue;
-        };
-        match offering_is_enabled(app, name).await {
-            Ok(true) => links.push(MenuLink {
+    // Every page builds this: the switched-off offerings in one read, not
+    // a read for each offering.
+    let off = app
+        .site()
+        .store()
+        .read(|r| {
+            r.query::<OfferingState>()
+                .filter(OfferingState::enabled.eq(false))
+                .column(OfferingState::name)
+        })
+        .await;
+    let off = match off {
+        Ok(off) => off,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot tell which offerings are on");
+            return Vec::new();
+        }
+    };
+    names
+        .iter()
+        .filter_map(|name| {
+            let o = app.offering(name)?;
+            let label = o.label()?;
+            // A core offering is always on (`offering_is_enabled`).
+            (o.core() || !off.contains(name)).then(|| MenuLink {
                 label: label.to_string(),
                 href: format!("/private/{name}"),
-            }),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(offering = %name, error = %e, "cannot tell if an offering is on")
-            }
-        }
-    }
-    links
+            })
+        })
+        .collect()
 }
 
 /// Mantissa's own messages, by key: what a platform form did.
