@@ -29,15 +29,18 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, Query, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Form, Router};
+use axum::response::{IntoResponse, Response};
 use mantissa_store::{StoreError, Timestamp};
-use mantissa_web::{App, Page, Pager, Session, SessionRecord, WebError};
+use mantissa_web::{
+    App, JsonOrForm, Page, PageResponses, Pager, Session, SessionRecord, WebError, Written,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::activity::{self, Period};
 use crate::audit::{self, AuditEntry};
@@ -79,8 +82,9 @@ async fn require_admin(
     }
 }
 
-/// The query of a console page.
-#[derive(Deserialize, Default)]
+/// The query of a console page (each section reads the parts it uses).
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Search {
     /// Text to look for in names and addresses.
     #[serde(default)]
@@ -411,6 +415,9 @@ fn section(section: &str, mut data: Value) -> Page {
     Page::new("accounts/admin.html", data)
 }
 
+/// `GET /admin`: the overview.
+#[utoipa::path(get, path = "/admin", operation_id = "admin_overview", tag = "admin",
+    params(Search), security(("token" = [])), responses(PageResponses))]
 async fn overview(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
@@ -482,10 +489,33 @@ async fn overview(
     ))
 }
 
+/// `GET /admin/users`: the list of users.
+#[utoipa::path(get, path = "/admin/users", operation_id = "admin_users", tag = "admin",
+    params(Search), security(("token" = [])), responses(PageResponses))]
 async fn users(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
     Query(search): Query<Search>,
+) -> Result<Page, WebError> {
+    users_page(&app, &acc, &search, None).await
+}
+
+/// A user the "Add a user" form could not create: what was typed, and the
+/// field (`username` or `email`) and words of the refusal, shown beside it.
+struct NotCreated {
+    typed: NewUser,
+    field: &'static str,
+    message: String,
+    status: mantissa_web::StatusCode,
+}
+
+/// The users section, with the "Add a user" form shown again when
+/// `not_created`.
+async fn users_page(
+    app: &App,
+    acc: &Accounts,
+    search: &Search,
+    not_created: Option<NotCreated>,
 ) -> Result<Page, WebError> {
     let q = search.q.trim().to_lowercase();
     let page = Pager::page_from(&search.page);
@@ -497,7 +527,7 @@ async fn users(
         .iter()
         .find(|(k, _)| *k == search.status)
         .map_or("", |(k, _)| *k);
-    let (notice, undo) = notice_for(&app, &acc, &search, None).await?;
+    let (notice, undo) = notice_for(app, acc, search, None).await?;
     let now = Timestamp::now();
     let (users, matched) = app
         .site()
@@ -577,9 +607,18 @@ async fn users(
     let keep =
         serde_urlencoded::to_string([("q", search.q.as_str()), ("status", filter), ("sort", sort)])
             .expect("strings encode");
-    Ok(section(
+    let (new_user, new_error) = match &not_created {
+        Some(n) => (
+            json!({ "username": n.typed.username, "email": n.typed.email }),
+            json!({ n.field: n.message }),
+        ),
+        None => (json!({}), json!({})),
+    };
+    let page = section(
         "users",
         json!({
+            "new_user": new_user,
+            "new_error": new_error,
             "q": search.q,
             "status": filter,
             "sort": sort,
@@ -592,7 +631,11 @@ async fn users(
             "users": users,
             "pager": Pager::new(page, matched, USERS_PER_PAGE),
         }),
-    ))
+    );
+    Ok(match not_created {
+        Some(n) => page.refused(n.status, n.message),
+        None => page,
+    })
 }
 
 /// The actions an administrator can take on `a` from its page: key, the
@@ -621,6 +664,10 @@ fn actions_for(a: &Account, me: &str) -> Vec<Value> {
         .collect()
 }
 
+/// `GET /admin/users/{name}`: one user.
+#[utoipa::path(get, path = "/admin/users/{name}", operation_id = "admin_user", tag = "admin",
+    params(("name" = String, Path, description = "The user name"), Search),
+    security(("token" = [])), responses(PageResponses))]
 async fn user_page(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
@@ -728,6 +775,12 @@ fn confirmation(action: &str, name: &str) -> Option<(String, String, String)> {
     })
 }
 
+/// `GET /admin/users/{name}/{action}`: the page that asks before a
+/// destructive action.
+#[utoipa::path(get, path = "/admin/users/{name}/{action}", operation_id = "admin_confirm_user_action", tag = "admin",
+    params(("name" = String, Path, description = "The user name"),
+           ("action" = inline(UserAction), Path, description = "What to do")),
+    security(("token" = [])), responses(PageResponses))]
 async fn confirm_user_action(
     State(app): State<App>,
     Path((name, action)): Path<(String, String)>,
@@ -751,16 +804,31 @@ async fn confirm_user_action(
 fn refused(e: AccountError) -> WebError {
     match e {
         AccountError::Store(e) => WebError::from(e),
-        // Refused: the reason, on a page of its own (400), changing nothing.
-        e => WebError::BadRequest(format!("{e}.")),
+        // Refused: the reason, on a page of its own (409: not possible to
+        // the account as it is), changing nothing.
+        e => WebError::Conflict(crate::settings::sentence(&e)),
     }
 }
 
+/// `POST /admin/users/{name}/{action}`: does it.
+#[utoipa::path(post, path = "/admin/users/{name}/{action}", operation_id = "admin_user_action", tag = "admin",
+    params(("name" = String, Path, description = "The user name"),
+           ("action" = inline(UserAction), Path, description = "What to do")),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "What was done (a browser is sent to the page that says so, 303)", body = ActionDone),
+        (status = "default", description = "A problem: 404 for anyone but an administrator and for a user who does not exist; 409 for an action that does not apply to the account as it is (approving an active one, suspending oneself)",
+            body = mantissa_web::Problem, content_type = "application/problem+json"),
+    ))]
 async fn user_action(
+    State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
     Extension(session): Extension<Session>,
     Path((name, action)): Path<(String, String)>,
 ) -> Result<Response, WebError> {
+    if account_with_emails(&app, &name).await?.is_none() {
+        return Err(WebError::NotFound);
+    }
     let me = session.user().unwrap_or_default();
     let done = match action.as_str() {
         "approve" => match acc.approve(&me, &name).await.map_err(refused)? {
@@ -801,15 +869,22 @@ async fn user_action(
                 Done::NoTwoFactor
             }
         }
-        _ => {
-            return Err(WebError::BadRequest(format!(
-                "{action} does not apply to {name}."
-            )));
-        }
+        _ => return Err(WebError::NotFound),
     };
-    Ok(Redirect::to(&done.page(&name)).into_response())
+    let page = done.page(&name);
+    Ok(Written::changed(
+        ActionDone {
+            username: name,
+            done: done.key(),
+        },
+        page,
+    )
+    .into_response())
 }
 
+/// `GET /admin/signup`: how people join, and what new accounts get.
+#[utoipa::path(get, path = "/admin/signup", operation_id = "admin_signup", tag = "admin",
+    params(Search), security(("token" = [])), responses(PageResponses))]
 async fn signup_page(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
@@ -853,6 +928,9 @@ async fn signup_page(
     ))
 }
 
+/// `GET /admin/offerings`: the offerings, on or off.
+#[utoipa::path(get, path = "/admin/offerings", operation_id = "admin_offerings", tag = "admin",
+    params(Search), security(("token" = [])), responses(PageResponses))]
 async fn offerings_page(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
@@ -871,6 +949,9 @@ async fn offerings_page(
     ))
 }
 
+/// `GET /admin/mail`: where mail comes from, and its templates.
+#[utoipa::path(get, path = "/admin/mail", operation_id = "admin_mail", tag = "admin",
+    security(("token" = [])), responses(PageResponses))]
 async fn mail_page(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
@@ -894,6 +975,9 @@ async fn mail_page(
     ))
 }
 
+/// `GET /admin/ports`: the addresses the site listens on.
+#[utoipa::path(get, path = "/admin/ports", operation_id = "admin_ports", tag = "admin",
+    security(("token" = [])), responses(PageResponses))]
 async fn ports_page(State(app): State<App>) -> Result<Page, WebError> {
     let ports = app
         .site()
@@ -907,6 +991,9 @@ async fn ports_page(State(app): State<App>) -> Result<Page, WebError> {
     Ok(section("ports", json!({ "ports": ports })))
 }
 
+/// `GET /admin/logs`: the audit log.
+#[utoipa::path(get, path = "/admin/logs", operation_id = "admin_logs", tag = "admin",
+    params(Search), security(("token" = [])), responses(PageResponses))]
 async fn logs_page(State(app): State<App>, Query(search): Query<Search>) -> Result<Page, WebError> {
     let page = Pager::page_from(&search.page);
     let now = Timestamp::now();
@@ -939,15 +1026,90 @@ async fn logs_page(State(app): State<App>, Query(search): Query<Search>) -> Resu
     ))
 }
 
-#[derive(Deserialize)]
+/// How people join.
+#[derive(Deserialize, serde::Serialize, utoipa::ToSchema)]
 struct Mechanism {
+    /// `open`, `invitation`, `approval` or `closed`.
+    #[schema(pattern = "^(open|invitation|approval|closed)$")]
     mechanism: String,
 }
 
+/// What the accounts that join one way get.
+#[derive(Deserialize, utoipa::ToSchema)]
+struct Product {
+    /// The offerings (a form sends the field once for each ticked box).
+    #[serde(default)]
+    offering: Vec<String>,
+}
+
+/// What [`set_product`] answers under `/api/`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ProductSaved {
+    /// How the accounts joined.
+    joined_by: String,
+    /// The offerings they get.
+    offerings: Vec<String>,
+}
+
+/// What [`switch_offering`] answers under `/api/`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct OfferingSwitched {
+    /// The offering.
+    offering: String,
+    /// Whether it is on now.
+    on: bool,
+}
+
+/// `on` or `off`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum Switch {
+    On,
+    Off,
+}
+
+/// What an administrator can do to an account.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+#[allow(dead_code)]
+enum UserAction {
+    Approve,
+    Suspend,
+    Unsuspend,
+    Delete,
+    Reset,
+    TwoFactorOff,
+}
+
+/// What [`user_action`] answers under `/api/`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ActionDone {
+    /// The account.
+    username: String,
+    /// What was done: `approved`, `approved-unverified` (it still has to
+    /// verify its address), `suspended`, `unsuspended`, `deleted`,
+    /// `reset-sent`, `no-email` (no address to send a reset to),
+    /// `two-factor-off` or `no-two-factor` (it had none).
+    done: &'static str,
+}
+
+/// `POST /admin/signup`: how people join.
+#[utoipa::path(post, path = "/admin/signup", operation_id = "admin_set_signup", tag = "admin",
+    request_body(content(
+        (Mechanism = "application/json"),
+        (Mechanism = "application/x-www-form-urlencoded"),
+    )),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "How people join now (a browser is sent to the section, 303)", body = Mechanism),
+        (status = "default", description = "A problem: 404 for anyone but an administrator; 400 for a way of joining that does not exist",
+            body = mantissa_web::Problem, content_type = "application/problem+json"),
+    ))]
 async fn set_signup(
     Extension(acc): Extension<Arc<Accounts>>,
     Extension(session): Extension<Session>,
-    Form(m): Form<Mechanism>,
+    JsonOrForm(m): JsonOrForm<Mechanism>,
 ) -> Result<Response, WebError> {
     let acc2 = acc.clone();
     let mech = m.mechanism.clone();
@@ -959,9 +1121,14 @@ async fn set_signup(
     acc.audit(&me, "signup", &m.mechanism, "")
         .await
         .map_err(refused)?;
-    Ok(Redirect::to(&Done::Signup.page("")).into_response())
+    Ok(Written::changed(&m, Done::Signup.page("")).into_response())
 }
 
+/// `GET /admin/offerings/{name}/off`: the page that asks first.
+#[utoipa::path(get, path = "/admin/offerings/{name}/{switch}", operation_id = "admin_confirm_switch", tag = "admin",
+    params(("name" = String, Path, description = "The offering"),
+           ("switch" = inline(Switch), Path, description = "on or off")),
+    security(("token" = [])), responses(PageResponses))]
 async fn confirm_switch(
     State(app): State<App>,
     Path((name, switch)): Path<(String, String)>,
@@ -981,6 +1148,16 @@ async fn confirm_switch(
     ))
 }
 
+/// `POST /admin/offerings/{name}/{switch}`: switches it.
+#[utoipa::path(post, path = "/admin/offerings/{name}/{switch}", operation_id = "admin_switch_offering", tag = "admin",
+    params(("name" = String, Path, description = "The offering"),
+           ("switch" = inline(Switch), Path, description = "on or off")),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The offering as it is now (a browser is sent to the offerings, 303)", body = OfferingSwitched),
+        (status = "default", description = "A problem: 404 for anyone but an administrator and for an offering that does not exist; 409 for one that is part of the site itself",
+            body = mantissa_web::Problem, content_type = "application/problem+json"),
+    ))]
 async fn switch_offering(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
@@ -991,7 +1168,7 @@ async fn switch_offering(
         return Err(WebError::NotFound);
     };
     if offering.core() {
-        return Err(WebError::BadRequest(format!(
+        return Err(WebError::Conflict(format!(
             "{name} is part of the site itself (every log-in lands there) and cannot be switched off."
         )));
     }
@@ -1014,23 +1191,45 @@ async fn switch_offering(
     acc.audit(&me, done.key(), &name, "")
         .await
         .map_err(refused)?;
-    Ok(Redirect::to(&done.page(&name)).into_response())
+    let page = done.page(&name);
+    Ok(Written::changed(OfferingSwitched { offering: name, on }, page).into_response())
 }
 
+/// `POST /admin/products/{joined_by}`: what accounts that join so get.
+#[utoipa::path(post, path = "/admin/products/{joined_by}", operation_id = "admin_set_product", tag = "admin",
+    params(("joined_by" = String, Path, description = "How the accounts joined: open, invitation, approval or created")),
+    request_body(content(
+        (Product = "application/json"),
+        (Product = "application/x-www-form-urlencoded"),
+    )),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "What they get now (a browser is sent to the section, 303)", body = ProductSaved),
+        (status = "default", description = "A problem: 404 for anyone but an administrator and for a way of joining that does not exist; 422 for an offering that does not exist",
+            body = mantissa_web::Problem, content_type = "application/problem+json"),
+    ))]
 async fn set_product(
+    State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
     Extension(session): Extension<Session>,
     Path(joined_by): Path<String>,
-    Form(fields): Form<Vec<(String, String)>>,
+    JsonOrForm(product): JsonOrForm<Product>,
 ) -> Result<Response, WebError> {
-    let chosen: Vec<String> = fields
-        .into_iter()
-        .filter(|(k, _)| k == "offering")
-        .map(|(_, v)| v)
-        .collect();
+    if !matches!(
+        joined_by.as_str(),
+        "open" | "invitation" | "approval" | "created"
+    ) {
+        return Err(WebError::NotFound);
+    }
+    let chosen = product.offering;
+    if let Some(unknown) = chosen.iter().find(|o| app.offering(o).is_none()) {
+        return Err(WebError::Unprocessable(format!(
+            "This site has no offering called {unknown}."
+        )));
+    }
     let detail = chosen.join(", ");
-    let (acc2, j) = (acc.clone(), joined_by.clone());
-    tokio::task::spawn_blocking(move || acc2.set_product(&j, &chosen))
+    let (acc2, j, c) = (acc.clone(), joined_by.clone(), chosen.clone());
+    tokio::task::spawn_blocking(move || acc2.set_product(&j, &c))
         .await
         .map_err(internal)?
         .map_err(|e| WebError::BadRequest(e.to_string()))?;
@@ -1038,58 +1237,122 @@ async fn set_product(
     acc.audit(&me, "product", &joined_by, &detail)
         .await
         .map_err(refused)?;
-    Ok(Redirect::to(&Done::ProductSaved.page(&joined_by)).into_response())
+    let page = Done::ProductSaved.page(&joined_by);
+    let saved = ProductSaved {
+        joined_by,
+        offerings: chosen,
+    };
+    Ok(Written::changed(saved, page).into_response())
 }
 
-#[derive(Deserialize)]
+/// The "Add a user" form.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct NewUser {
+    /// The new account's user name: lowercase letters, digits, `.`, `_`
+    /// and `-`, starting with a letter or a digit.
+    #[schema(required = true, pattern = "^[a-z0-9][a-z0-9._-]{1,63}$")]
+    #[serde(default)]
     username: String,
+    /// Where the welcome goes, with a link to set a password.
+    #[schema(required = true, format = Email, max_length = 254)]
+    #[serde(default)]
     email: String,
 }
 
+/// What creating a user answers under `/api/`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct CreatedUser {
+    /// The new account's user name.
+    username: String,
+    /// Whether its welcome (with the link to set a password) was sent.
+    welcomed: bool,
+}
+
+/// `POST /admin/users`: creates an account, mailing its welcome; a mistake
+/// shows the form again with the words beside the field.
+#[utoipa::path(
+    post,
+    path = "/admin/users",
+    operation_id = "admin_create_user",
+    tag = "admin",
+    request_body(content(
+        (NewUser = "application/json"),
+        (NewUser = "application/x-www-form-urlencoded"),
+    )),
+    security(("token" = [])),
+    responses(
+        (status = 201, description = "The account was created (a browser is sent to the users, 303)", body = CreatedUser),
+        (status = "default", description = "A problem: 404 for anyone but an administrator; 409 for a name that is taken; 422 for a name or address that cannot be used",
+            body = mantissa_web::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn create_user(
+    State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
     Extension(session): Extension<Session>,
-    Form(f): Form<NewUser>,
+    JsonOrForm(f): JsonOrForm<NewUser>,
 ) -> Result<Response, WebError> {
     let name = f.username.trim().to_string();
     let made = acc.create_user_welcomed(&name, f.email.trim()).await;
-    let done = match made {
-        Ok(true) => Done::Created,
-        Ok(false) => Done::CreatedMailFailed,
+    let welcomed = match made {
+        Ok(welcomed) => welcomed,
         Err(
             e @ (AccountError::Invalid(_)
+            | AccountError::Taken(_)
+            | AccountError::AddressTaken(_)
             | AccountError::TooLong { .. }
             | AccountError::Store(StoreError::App(_))),
-        ) => return Err(WebError::BadRequest(e.to_string())),
+        ) => {
+            let field = match &e {
+                AccountError::AddressTaken(_) => "email",
+                _ if crate::service::normalize_email(&f.email).is_err() => "email",
+                _ => "username",
+            };
+            let status = crate::pages::status_of(&e);
+            let not_created = NotCreated {
+                typed: f,
+                field,
+                message: crate::settings::sentence(&e),
+                status,
+            };
+            let page = users_page(&app, &acc, &Search::default(), Some(not_created)).await?;
+            return Ok(page.into_response());
+        }
         Err(e) => return Err(internal(e)),
     };
     let me = session.user().unwrap_or_default();
     acc.audit(&me, "create", &name, "").await.map_err(refused)?;
-    Ok(Redirect::to(&done.page(&name)).into_response())
+    let done = if welcomed {
+        Done::Created
+    } else {
+        Done::CreatedMailFailed
+    };
+    Ok(Written::created(
+        CreatedUser {
+            username: name.clone(),
+            welcomed,
+        },
+        Some(format!("/api/admin/users/{}", path_segment(&name))),
+        done.page(&name),
+    )
+    .into_response())
 }
 
-/// The console's routes.
-pub fn routes(app: &App, accounts: Arc<Accounts>) -> Router<App> {
+/// The console's routes, in the OpenAPI document under the `admin` tag.
+pub fn routes(app: &App, accounts: Arc<Accounts>) -> OpenApiRouter<App> {
     accounts.activity.start(app.site(), app, &accounts);
-    Router::new()
-        .route("/admin", get(overview))
-        .route("/admin/users", get(users).post(create_user))
-        .route("/admin/users/{name}", get(user_page))
-        .route(
-            "/admin/users/{name}/{action}",
-            get(confirm_user_action).post(user_action),
-        )
-        .route("/admin/signup", get(signup_page).post(set_signup))
-        .route("/admin/products/{joined_by}", post(set_product))
-        .route("/admin/offerings", get(offerings_page))
-        .route(
-            "/admin/offerings/{name}/{switch}",
-            get(confirm_switch).post(switch_offering),
-        )
-        .route("/admin/mail", get(mail_page))
-        .route("/admin/ports", get(ports_page))
-        .route("/admin/logs", get(logs_page))
+    OpenApiRouter::new()
+        .routes(routes!(overview))
+        .routes(routes!(users, create_user))
+        .routes(routes!(user_page))
+        .routes(routes!(confirm_user_action, user_action))
+        .routes(routes!(signup_page, set_signup))
+        .routes(routes!(set_product))
+        .routes(routes!(offerings_page))
+        .routes(routes!(confirm_switch, switch_offering))
+        .routes(routes!(mail_page))
+        .routes(routes!(ports_page))
+        .routes(routes!(logs_page))
         .layer(from_fn_with_state(app.clone(), require_admin))
         .layer(Extension(accounts))
 }

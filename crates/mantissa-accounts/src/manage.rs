@@ -263,12 +263,20 @@ impl Accounts {
     /// Whether there is an account called `username`.
     pub fn has_account(&self, username: &str) -> Result<bool, AccountError> {
         let name = username.to_string();
-        Ok(self.site().store().read_blocking(move |r| {
-            Ok(r.query::<Account>()
-                .filter(Account::username.eq(name))
-                .count()?
-                > 0)
-        })?)
+        Ok(self
+            .site()
+            .store()
+            .read_blocking(move |r| account_exists(r, name))?)
+    }
+
+    /// [`Accounts::has_account`], from async code.
+    pub async fn user_exists(&self, username: &str) -> Result<bool, AccountError> {
+        let name = username.to_string();
+        Ok(self
+            .site()
+            .store()
+            .read(move |r| account_exists(r, name))
+            .await?)
     }
 
     async fn write_as<T: Send + 'static>(
@@ -436,4 +444,11 @@ impl Accounts {
         self.write_as(move |tx| audit::record(tx, &actor, &action, &target, &detail))
             .await
     }
+}
+
+fn account_exists(r: &mantissa_store::Read<'_>, name: String) -> mantissa_store::Result<bool> {
+    Ok(r.query::<Account>()
+        .filter(Account::username.eq(name))
+        .count()?
+        > 0)
 }

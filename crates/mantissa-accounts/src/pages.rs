@@ -13,14 +13,17 @@ use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Form, Router};
+use axum::{Extension, Router};
 use mantissa_web::{
-    ApiRequest, App, ClientInfo, Offering, Page, SESSION_LIFETIME, Session, WebError,
+    ApiRequest, App, ClientInfo, CsrfToken, JsonOrForm, Offering, Page, PageResponses,
+    SESSION_LIFETIME, Session, WebError, Written,
 };
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::service::{AccountError, Accounts};
 use crate::settings::{revoke_token, revoke_token_form, totp_begin, totp_cancel};
@@ -81,6 +84,8 @@ pub(crate) fn status_of(e: &AccountError) -> StatusCode {
     match e {
         AccountError::Throttled | AccountError::Wait { .. } => StatusCode::TOO_MANY_REQUESTS,
         AccountError::TooLong { .. } => StatusCode::BAD_REQUEST,
+        AccountError::SignupClosed(_) => StatusCode::FORBIDDEN,
+        AccountError::Taken(_) | AccountError::AddressTaken(_) => StatusCode::CONFLICT,
         AccountError::BadCredentials | AccountError::NotActive(_) | AccountError::CodeNeeded => {
             StatusCode::UNAUTHORIZED
         }
@@ -134,19 +139,33 @@ fn link_refused(e: AccountError, retry: Option<(&str, &str)>) -> Result<Page, We
     if matches!(e, AccountError::Store(_)) {
         return failed(e);
     }
-    let mut p = message("Link not valid", &e.to_string(), retry);
-    p.status = StatusCode::NOT_FOUND;
-    Ok(p)
+    let why = e.to_string();
+    Ok(message("Link not valid", &why, retry).refused(StatusCode::NOT_FOUND, why))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct NextQuery {
+    /// Where to go after logging in: an address on this site.
     #[serde(default)]
     next: String,
 }
 
+/// The log-in form. Under `/api/` its data carries the CSRF token a
+/// log-in with a session cookie must send back (`X-CSRF-Token`), as the
+/// form's hidden field does in a browser.
+#[utoipa::path(
+    get,
+    path = "/login",
+    operation_id = "login_form",
+    tag = "accounts",
+    params(NextQuery),
+    responses(PageResponses)
+)]
 async fn login_form(
     Extension(acc): Extension<Arc<Accounts>>,
+    Extension(csrf): Extension<CsrfToken>,
+    api: Option<Extension<ApiRequest>>,
     Query(q): Query<NextQuery>,
 ) -> Result<Page, WebError> {
     let open = acc
@@ -154,43 +173,73 @@ async fn login_form(
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?
         != "closed";
+    let csrf_token = api.map(|_| csrf.value().to_string());
     Ok(Page::new(
         "accounts/login.html",
         json!({ "next": q.next, "who": "", "error": null, "signup_open": open,
-                "passkeys": acc.passkeys_available().is_ok() }),
+                "passkeys": acc.passkeys_available().is_ok(), "csrf_token": csrf_token }),
     ))
 }
 
 /// A platform form's fields all have defaults: one sent without a field
 /// is refused on the form, saying why, not with axum's bare "missing
 /// field" text.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct LoginForm {
+    /// The user name or an email address of the account.
+    #[schema(required = true, max_length = 254)]
     #[serde(default)]
     who: String,
+    /// Its password.
+    #[schema(required = true, max_length = 1024)]
     #[serde(default)]
     password: String,
+    /// A current code of the authenticator app, when two-factor log-in is on.
     #[serde(default)]
     code: Option<String>,
-    #[serde(default)]
-    remember: Option<String>,
+    /// Whether the session outlives the browser (30 days).
+    #[schema(value_type = Option<mantissa_web::Checkbox>)]
+    #[serde(default, deserialize_with = "mantissa_web::checkbox")]
+    remember: bool,
+    /// Where to go after: an address on this site.
     #[serde(default)]
     next: String,
 }
 
+/// What a log-in answers under `/api/` (a browser is sent to `next`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct LoggedIn {
+    /// Who is signed in now.
+    user: String,
+    /// Where a browser would have gone: the first application, or `next`.
+    next: String,
+}
+
+/// `POST /login`: a session (its cookie, and a new CSRF token in
+/// `X-CSRF-Token` under `/api/`).
+#[utoipa::path(post, path = "/login", operation_id = "login", tag = "accounts",
+    request_body(content(
+        (LoginForm = "application/json"),
+        (LoginForm = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "Logged in (a browser is sent to `next`, 303)", body = LoggedIn),
+        (status = "default", description = "A problem: 401 for a wrong name, password or code, or an account that cannot log in; 429 when throttled",
+            body = mantissa_web::Problem, content_type = "application/problem+json"),
+    ))]
 async fn login(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
     Extension(session): Extension<Session>,
     client: Option<Extension<ClientInfo>>,
-    Form(f): Form<LoginForm>,
+    JsonOrForm(f): JsonOrForm<LoginForm>,
 ) -> Result<Response, WebError> {
     match acc
         .login_with_code(ip(client), &f.who, &f.password, f.code.as_deref())
         .await
     {
         Ok(user) => {
-            let lifetime = if f.remember.is_some() {
+            let lifetime = if f.remember {
                 REMEMBER_FOR
             } else {
                 SESSION_LIFETIME
@@ -200,7 +249,14 @@ async fn login(
                 Some(next) => next,
                 None => crate::nav::landing(&app, &user).await,
             };
-            Ok(Redirect::to(&to).into_response())
+            Ok(Written::changed(
+                LoggedIn {
+                    user,
+                    next: to.clone(),
+                },
+                to,
+            )
+            .into_response())
         }
         Err(
             e @ (AccountError::BadCredentials
@@ -215,33 +271,53 @@ async fn login(
                 .await
                 .map_err(|e| WebError::Internal(e.to_string()))?
                 != "closed";
-            let status = status_of(&e);
-            let mut page = Page::new(
+            let why = e.to_string();
+            let page = Page::new(
                 "accounts/login.html",
-                json!({ "next": safe_next(&f.next).unwrap_or_default(), "who": shown_again(&f.who), "error": e.to_string(), "signup_open": open,
+                json!({ "next": safe_next(&f.next).unwrap_or_default(), "who": shown_again(&f.who), "error": why, "signup_open": open,
                         "passkeys": acc.passkeys_available().is_ok() }),
             );
-            page.status = status;
-            Ok(page.into_response())
+            Ok(page.refused(status_of(&e), why).into_response())
         }
         Err(e) => failed(e).map(IntoResponse::into_response),
     }
 }
 
+/// `POST /logout`: ends the session.
+#[utoipa::path(post, path = "/logout", operation_id = "logout", tag = "accounts",
+    responses(
+        (status = 200, description = "Logged out: `user` is null (a browser is sent to the front page, 303)", body = std::collections::HashMap<String, Option<String>>),
+        (status = "default", description = "A problem", body = mantissa_web::Problem, content_type = "application/problem+json"),
+    ))]
 async fn logout(
     State(app): State<App>,
     Extension(session): Extension<Session>,
 ) -> Result<Response, WebError> {
     session.end(&app).await?;
-    Ok(mantissa_web::done("/", "logged-out").into_response())
+    Ok(Written::changed(
+        json!({ "user": null }),
+        mantissa_web::done_url("/", "logged-out"),
+    )
+    .into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SignupQuery {
+    /// The invitation's code, from its link.
     #[serde(default)]
     invitation: String,
 }
 
+/// `GET /signup`: the sign-up form (403 while sign-up is closed).
+#[utoipa::path(
+    get,
+    path = "/signup",
+    operation_id = "signup_form",
+    tag = "accounts",
+    params(SignupQuery),
+    responses(PageResponses)
+)]
 async fn signup_form(
     Extension(acc): Extension<Arc<Accounts>>,
     Query(q): Query<SignupQuery>,
@@ -251,13 +327,8 @@ async fn signup_form(
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?;
     if mechanism == "closed" || (mechanism == "invitation" && q.invitation.is_empty()) {
-        let mut p = message(
-            "Sign-up is closed",
-            "New accounts on this site are made by its administrators.",
-            None,
-        );
-        p.status = StatusCode::FORBIDDEN;
-        return Ok(p);
+        let why = "New accounts on this site are made by its administrators.";
+        return Ok(message("Sign-up is closed", why, None).refused(StatusCode::FORBIDDEN, why));
     }
     Ok(Page::new(
         "accounts/signup.html",
@@ -265,23 +336,38 @@ async fn signup_form(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct SignupForm {
+    /// The user name: lowercase letters, digits, `.`, `_` and `-`,
+    /// starting with a letter or a digit.
+    #[schema(required = true, pattern = "^[a-z0-9][a-z0-9._-]{1,63}$")]
     #[serde(default)]
     username: String,
+    /// The address the link to verify goes to.
+    #[schema(required = true, format = Email, max_length = 254)]
     #[serde(default)]
     email: String,
+    /// At least 10 characters.
+    #[schema(required = true, min_length = 10, max_length = 1024)]
     #[serde(default)]
     password: String,
+    /// The invitation's code, when sign-up is by invitation.
     #[serde(default)]
     invitation: String,
 }
 
+/// `POST /signup`: mails a link to verify the address.
+#[utoipa::path(post, path = "/signup", operation_id = "signup", tag = "accounts",
+    request_body(content(
+        (SignupForm = "application/json"),
+        (SignupForm = "application/x-www-form-urlencoded"),
+    )),
+    responses(PageResponses))]
 async fn signup(
     Extension(acc): Extension<Arc<Accounts>>,
     client: Option<Extension<ClientInfo>>,
     api: Option<Extension<ApiRequest>>,
-    Form(f): Form<SignupForm>,
+    JsonOrForm(f): JsonOrForm<SignupForm>,
 ) -> Result<Response, WebError> {
     let invitation = (!f.invitation.is_empty()).then_some(f.invitation.as_str());
     match acc
@@ -301,17 +387,18 @@ async fn signup(
         Err(
             e @ (AccountError::Invalid(_)
             | AccountError::SignupClosed(_)
+            | AccountError::Taken(_)
             | AccountError::Throttled
             | AccountError::Wait { .. }
             | AccountError::TooLong { .. }),
         ) => {
-            let mut p = Page::new(
+            let why = e.to_string();
+            let p = Page::new(
                 "accounts/signup.html",
                 json!({ "invitation": shown_again(&f.invitation), "username": shown_again(&f.username),
-                        "email": shown_again(&f.email), "error": e.to_string() }),
+                        "email": shown_again(&f.email), "error": why }),
             );
-            p.status = status_of(&e);
-            Ok(p.into_response())
+            Ok(p.refused(status_of(&e), why).into_response())
         }
         Err(e) => failed(e).map(IntoResponse::into_response),
     }
@@ -325,6 +412,9 @@ fn confirm(title: &str, text: &str, button: &str) -> Page {
     )
 }
 
+/// `GET /verify/{token}`: the page of a mailed link (nothing happens until its button).
+#[utoipa::path(get, path = "/verify/{token}", operation_id = "verify_form", tag = "accounts",
+    params(("token" = String, Path, description = "The link's token")), responses(PageResponses))]
 async fn verify_form() -> Page {
     confirm(
         "Verify your email address",
@@ -333,6 +423,9 @@ async fn verify_form() -> Page {
     )
 }
 
+/// `GET /unlock/{token}`: the page of a mailed link.
+#[utoipa::path(get, path = "/unlock/{token}", operation_id = "unlock_form", tag = "accounts",
+    params(("token" = String, Path, description = "The link's token")), responses(PageResponses))]
 async fn unlock_form() -> Page {
     confirm(
         "Unlock your account",
@@ -341,6 +434,9 @@ async fn unlock_form() -> Page {
     )
 }
 
+/// `GET /email/{token}`: the page of a mailed link.
+#[utoipa::path(get, path = "/email/{token}", operation_id = "confirm_email_form", tag = "accounts",
+    params(("token" = String, Path, description = "The link's token")), responses(PageResponses))]
 async fn confirm_email_form() -> Page {
     confirm(
         "Change your email address",
@@ -349,6 +445,9 @@ async fn confirm_email_form() -> Page {
     )
 }
 
+/// `POST /verify/{token}`: verifies the address.
+#[utoipa::path(post, path = "/verify/{token}", operation_id = "verify", tag = "accounts",
+    params(("token" = String, Path, description = "The link's token")), responses(PageResponses))]
 async fn verify(
     Extension(acc): Extension<Arc<Accounts>>,
     api: Option<Extension<ApiRequest>>,
@@ -383,6 +482,9 @@ async fn verify(
     }
 }
 
+/// `POST /unlock/{token}`: unlocks the account.
+#[utoipa::path(post, path = "/unlock/{token}", operation_id = "unlock", tag = "accounts",
+    params(("token" = String, Path, description = "The link's token")), responses(PageResponses))]
 async fn unlock(
     Extension(acc): Extension<Arc<Accounts>>,
     api: Option<Extension<ApiRequest>>,
@@ -400,21 +502,39 @@ async fn unlock(
     }
 }
 
+/// `GET /reset`: the form that asks for a link to choose a new password.
+#[utoipa::path(
+    get,
+    path = "/reset",
+    operation_id = "reset_form",
+    tag = "accounts",
+    responses(PageResponses)
+)]
 async fn reset_form() -> Page {
-    Page::new("accounts/reset.html", json!({}))
+    Page::new("accounts/reset.html", json!({ "email": "", "error": null }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ResetForm {
+    /// The account's address.
+    #[schema(required = true, format = Email, max_length = 254)]
     #[serde(default)]
     email: String,
 }
 
+/// `POST /reset`: mails the link, if an account has the address (the
+/// answer is the same either way).
+#[utoipa::path(post, path = "/reset", operation_id = "reset", tag = "accounts",
+    request_body(content(
+        (ResetForm = "application/json"),
+        (ResetForm = "application/x-www-form-urlencoded"),
+    )),
+    responses(PageResponses))]
 async fn reset(
     Extension(acc): Extension<Arc<Accounts>>,
     client: Option<Extension<ClientInfo>>,
     api: Option<Extension<ApiRequest>>,
-    Form(f): Form<ResetForm>,
+    JsonOrForm(f): JsonOrForm<ResetForm>,
 ) -> Result<Response, WebError> {
     match acc.request_reset(ip(client), &f.email).await {
         Ok(()) => Ok(succeeded(
@@ -425,23 +545,26 @@ async fn reset(
             "If an account has this address, we sent it a link to choose a new password.",
         )),
         Err(e @ (AccountError::Throttled | AccountError::Wait { .. })) => {
-            let mut p = message("Too many attempts", &e.to_string(), None);
-            p.status = StatusCode::TOO_MANY_REQUESTS;
-            Ok(p.into_response())
+            let why = e.to_string();
+            Ok(message("Too many attempts", &why, None)
+                .refused(StatusCode::TOO_MANY_REQUESTS, why)
+                .into_response())
         }
-        Err(e @ AccountError::TooLong { .. }) => {
-            let mut p = message(
-                "Not an email address",
-                &e.to_string(),
-                Some(("/reset", "Try again")),
+        Err(e @ (AccountError::TooLong { .. } | AccountError::Invalid(_))) => {
+            let why = crate::settings::sentence(&e);
+            let page = Page::new(
+                "accounts/reset.html",
+                json!({ "email": shown_again(&f.email), "error": why }),
             );
-            p.status = StatusCode::BAD_REQUEST;
-            Ok(p.into_response())
+            Ok(page.refused(status_of(&e), why).into_response())
         }
         Err(e) => failed(e).map(IntoResponse::into_response),
     }
 }
 
+/// `GET /reset/{token}`: the form for the new password.
+#[utoipa::path(get, path = "/reset/{token}", operation_id = "new_password_form", tag = "accounts",
+    params(("token" = String, Path, description = "The link's token")), responses(PageResponses))]
 async fn new_password_form(
     Extension(acc): Extension<Arc<Accounts>>,
     Path(token): Path<String>,
@@ -459,17 +582,27 @@ async fn new_password_form(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct NewPasswordForm {
+    /// At least 10 characters.
+    #[schema(required = true, min_length = 10, max_length = 1024)]
     #[serde(default)]
     password: String,
 }
 
+/// `POST /reset/{token}`: sets it, ending every session of the account.
+#[utoipa::path(post, path = "/reset/{token}", operation_id = "new_password", tag = "accounts",
+    params(("token" = String, Path, description = "The link's token")),
+    request_body(content(
+        (NewPasswordForm = "application/json"),
+        (NewPasswordForm = "application/x-www-form-urlencoded"),
+    )),
+    responses(PageResponses))]
 async fn new_password(
     Extension(acc): Extension<Arc<Accounts>>,
     api: Option<Extension<ApiRequest>>,
     Path(token): Path<String>,
-    Form(f): Form<NewPasswordForm>,
+    JsonOrForm(f): JsonOrForm<NewPasswordForm>,
 ) -> Result<Response, WebError> {
     match acc.reset(&token, &f.password).await {
         Ok(_) => Ok(succeeded(
@@ -480,9 +613,9 @@ async fn new_password(
             "Your new password is set, and every session of your account has ended.",
         )),
         Err(AccountError::Invalid(m)) => {
-            let mut p = Page::new("accounts/new_password.html", json!({ "error": m }));
-            p.status = StatusCode::UNPROCESSABLE_ENTITY;
-            Ok(p.into_response())
+            let p = Page::new("accounts/new_password.html", json!({ "error": m }));
+            Ok(p.refused(StatusCode::UNPROCESSABLE_ENTITY, m)
+                .into_response())
         }
         Err(e) => {
             link_refused(e, Some(("/reset", "Get a new link"))).map(IntoResponse::into_response)
@@ -495,22 +628,19 @@ async fn new_password(
 /// The accounts also decide the navigation of every page from here on
 /// (the user's applications, Admin, Sign up) and the front page's
 /// first-run steps ([`App::set_navigation`]).
-pub fn routes(app: &App, accounts: Arc<Accounts>) -> Router<App> {
+pub fn routes(app: &App, accounts: Arc<Accounts>) -> OpenApiRouter<App> {
     app.set_navigation(Arc::new(crate::nav::AccountsNavigation(accounts.clone())));
-    Router::new()
+    OpenApiRouter::new()
         .merge(crate::admin::routes(app, accounts.clone()))
-        .route("/login", get(login_form).post(login))
-        .route("/logout", post(logout))
-        .route("/signup", get(signup_form).post(signup))
-        .route("/verify/{token}", get(verify_form).post(verify))
-        .route("/unlock/{token}", get(unlock_form).post(unlock))
-        .route(
-            "/email/{token}",
-            get(confirm_email_form).post(confirm_email),
-        )
-        .route("/reset", get(reset_form).post(reset))
-        .route("/reset/{token}", get(new_password_form).post(new_password))
-        .merge(crate::passkeys::http::public_routes())
+        .routes(routes!(login_form, login))
+        .routes(routes!(logout))
+        .routes(routes!(signup_form, signup))
+        .routes(routes!(verify_form, verify))
+        .routes(routes!(unlock_form, unlock))
+        .routes(routes!(confirm_email_form, confirm_email))
+        .routes(routes!(reset_form, reset))
+        .routes(routes!(new_password_form, new_password))
+        .merge(OpenApiRouter::from(crate::passkeys::http::public_routes()))
         .layer(Extension(accounts))
 }
 
@@ -565,6 +695,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
 ];
 
+/// `POST /email/{token}`: moves the account to the new address.
+#[utoipa::path(post, path = "/email/{token}", operation_id = "confirm_email", tag = "accounts",
+    params(("token" = String, Path, description = "The link's token")), responses(PageResponses))]
 async fn confirm_email(
     Extension(acc): Extension<Arc<Accounts>>,
     api: Option<Extension<ApiRequest>>,

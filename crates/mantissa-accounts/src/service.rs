@@ -82,6 +82,13 @@ pub enum AccountError {
     /// Sign-up is closed, or needs what was not given.
     #[error("{0}")]
     SignupClosed(String),
+    /// Another account has this user name.
+    #[error("the user name {0} is taken; please choose another")]
+    Taken(String),
+    /// Another account has this email address (said only to
+    /// administrators: sign-up does not tell who has an account).
+    #[error("{0} belongs to another account")]
+    AddressTaken(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -171,10 +178,16 @@ fn wait(d: Duration) -> AccountError {
     }
 }
 
+/// Whether `s` has more than `max` characters, without counting them when
+/// its bytes say so already (no character is longer than 4 bytes).
+pub(crate) fn longer_than(s: &str, max: usize) -> bool {
+    s.len() > max && (s.len() > 4 * max || s.chars().count() > max)
+}
+
 /// Refuses a submitted name or address that no account could have, before
 /// anything is done with it.
 pub(crate) fn check_who_len(who: &str) -> Result<(), AccountError> {
-    if who.len() > MAX_WHO_LEN {
+    if longer_than(who, MAX_WHO_LEN) {
         return Err(AccountError::TooLong {
             what: "user name or email address",
             max: MAX_WHO_LEN,
@@ -185,7 +198,7 @@ pub(crate) fn check_who_len(who: &str) -> Result<(), AccountError> {
 
 pub(crate) fn normalize_email(email: &str) -> Result<String, AccountError> {
     // Before anything that copies it, or says it back.
-    if email.len() > MAX_WHO_LEN {
+    if longer_than(email, MAX_WHO_LEN) {
         return Err(AccountError::TooLong {
             what: "email address",
             max: MAX_WHO_LEN,
@@ -788,6 +801,23 @@ impl Accounts {
         if let Some(p) = password {
             password::check_new(p).map_err(|e| AccountError::Invalid(format!("password: {e}")))?;
         }
+        // Said before the write (which checks again, in its transaction),
+        // so that the answer is a conflict, not a store's refusal.
+        if self.has_account(username)? {
+            return Err(AccountError::Taken(username.into()));
+        }
+        if let Some(address) = email.clone() {
+            let a = address.clone();
+            let taken = self.site.store().read_blocking(move |r| {
+                Ok(r.query::<EmailAddress>()
+                    .filter(EmailAddress::address.eq(a))
+                    .count()?
+                    > 0)
+            })?;
+            if taken {
+                return Err(AccountError::AddressTaken(address));
+            }
+        }
         let hash = password.map(password::hash);
         let name = username.to_string();
         let token = self.site.store().write_blocking(move |tx| {
@@ -918,7 +948,7 @@ impl Accounts {
         password: &str,
     ) -> Result<Stored<Account>, AccountError> {
         check_who_len(who)?;
-        if password.len() > MAX_PASSWORD_LEN {
+        if longer_than(password, MAX_PASSWORD_LEN) {
             return Err(AccountError::TooLong {
                 what: "password",
                 max: MAX_PASSWORD_LEN,
@@ -1114,6 +1144,9 @@ impl Accounts {
             address.clone(),
             invitation.map(str::to_string),
         );
+        if self.user_exists(username).await? {
+            return Err(AccountError::Taken(username.into()));
+        }
         let approval = mechanism == "approval";
         let joined_by = mechanism.clone();
         let token = self
@@ -1266,9 +1299,8 @@ impl Accounts {
     pub async fn request_reset(&self, ip: Option<IpAddr>, email: &str) -> Result<(), AccountError> {
         check_who_len(email)?;
         self.throttle(ip, Some(Key::name(email)))?;
-        let Ok(address) = normalize_email(email) else {
-            return Ok(());
-        };
+        // A typo is said (it tells nothing about who has an account).
+        let address = normalize_email(email)?;
         let (site, mailer, from, base_url) = (
             self.site.clone(),
             self.mailer.clone(),

@@ -124,8 +124,12 @@ pub(crate) async fn settings_page(
         let qr = crate::totp::qr_svg(&url);
         Some(json!({ "secret": secret, "url": url, "qr": qr }))
     });
-    let failed = !shown.errors.is_empty();
-    let mut page = Page::new(
+    let failed = shown
+        .errors
+        .values()
+        .find_map(|v| v.as_str())
+        .map(str::to_string);
+    let page = Page::new(
         "accounts/settings.html",
         json!({
             "user": user, "tokens": tokens, "new_token": shown.new_token,
@@ -136,10 +140,10 @@ pub(crate) async fn settings_page(
             "passkeys": passkeys, "passkeys_unavailable": passkeys_unavailable,
         }),
     );
-    if failed {
-        page.status = StatusCode::UNPROCESSABLE_ENTITY;
-    }
-    Ok(page)
+    Ok(match failed {
+        Some(detail) => page.refused(StatusCode::UNPROCESSABLE_ENTITY, detail),
+        None => page,
+    })
 }
 
 /// The settings page again, `shown` (with `status` when it is not 422).
@@ -150,11 +154,17 @@ async fn refused(
     shown: Shown,
     status: StatusCode,
 ) -> Result<Response, WebError> {
-    let mut page = settings_page(app, acc, user, shown).await?;
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        page.status = status;
+    let detail = shown
+        .errors
+        .values()
+        .find_map(|v| v.as_str())
+        .map(str::to_string);
+    let page = settings_page(app, acc, user, shown).await?;
+    Ok(match detail {
+        Some(detail) if status == StatusCode::TOO_MANY_REQUESTS => page.refused(status, detail),
+        _ => page,
     }
-    Ok(page.into_response())
+    .into_response())
 }
 
 /// A form's success: back to the settings (at `anchor`), saying `key`'s
@@ -418,7 +428,7 @@ fn internal(e: AccountError) -> WebError {
 }
 
 /// An account error as a sentence: capital first, full stop last.
-fn sentence(e: &AccountError) -> String {
+pub(crate) fn sentence(e: &AccountError) -> String {
     let text = e.to_string();
     let mut chars = text.chars();
     let mut s: String = match chars.next() {

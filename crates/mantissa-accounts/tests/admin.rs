@@ -270,9 +270,9 @@ fn sign_ups_are_reviewed_and_users_suspended_or_deleted() {
         "no button to delete oneself"
     );
     let r = root.submit(s, "/admin/users", "/admin/users/root/delete", &[]);
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 409);
     assert!(
-        r.text().contains("you cannot delete yourself"),
+        r.text().contains("You cannot delete yourself."),
         "{}",
         r.text()
     );
@@ -304,8 +304,30 @@ fn administrators_create_accounts_that_set_their_own_password() {
         "/admin/users",
         &[("username", "fay"), ("email", "other@example.org")],
     );
-    assert_eq!(r.status, 400);
-    assert!(shown(&r.text()).contains("there is already a user called"));
+    // A name that is taken: a conflict, the form shown again with what was
+    // typed and the words beside the name.
+    assert_eq!(r.status, 409);
+    let page = shown(&r.text());
+    assert!(page.contains("The user name fay is taken"), "{page}");
+    assert!(page.contains(r#"value="other@example.org""#), "{page}");
+    assert!(
+        page.contains(r#"aria-describedby="new-name-error""#),
+        "{page}"
+    );
+    // An address that is not one: 422, the words beside the address.
+    let r = root.submit(
+        s,
+        "/admin/users",
+        "/admin/users",
+        &[("username", "gus"), ("email", "not an address")],
+    );
+    assert_eq!(r.status, 422);
+    let page = shown(&r.text());
+    assert!(
+        page.contains(r#"aria-describedby="new-email-error""#),
+        "{page}"
+    );
+    assert!(page.contains(r#"value="gus""#), "{page}");
     let mail = w.smtp.wait_for(1);
     // A welcome that names her and the site, not a password reset.
     let site_name = mantissa_web::SiteConfig::load_or_init(&s.site)
@@ -408,7 +430,7 @@ fn the_settings_cannot_be_switched_off() {
     );
     assert!(console.contains("/admin/offerings/notes/off"), "{console}");
     let r = root.submit(s, "/admin/users", "/admin/offerings/settings/off", &[]);
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 409);
     assert!(r.text().contains("cannot be switched off"), "{}", r.text());
     assert_eq!(root.get(s, "/private/settings").status, 200);
 
@@ -655,7 +677,7 @@ fn switching_off_asks_first_can_be_undone_and_is_logged() {
     assert_eq!(
         root.submit(s, "/admin/users", "/admin/users/root/suspend", &[])
             .status,
-        400
+        409
     );
     assert!(!shown(&root.get(s, "/admin/logs").text()).contains("Suspended root"));
 }

@@ -9,7 +9,7 @@ mod support;
 
 use mantissa_testkit::*;
 use serde_json::{Value, json};
-use support::{logged_in, world};
+use support::{logged_in, with_token, world};
 
 /// Sends `method path` with `headers` and `body` (a `Content-Length` is
 /// added).
@@ -324,6 +324,22 @@ fn the_openapi_document_describes_the_routes() {
         ("/api/private/settings/tokens", "post"),
         ("/api/private/settings/email", "post"),
         ("/api/private/settings/totp/{switch}", "post"),
+        ("/api/login", "get"),
+        ("/api/login", "post"),
+        ("/api/logout", "post"),
+        ("/api/signup", "post"),
+        ("/api/reset", "post"),
+        ("/api/reset/{token}", "post"),
+        ("/api/verify/{token}", "post"),
+        ("/api/admin", "get"),
+        ("/api/admin/users", "get"),
+        ("/api/admin/users", "post"),
+        ("/api/admin/users/{name}", "get"),
+        ("/api/admin/users/{name}/{action}", "post"),
+        ("/api/admin/signup", "post"),
+        ("/api/admin/products/{joined_by}", "post"),
+        ("/api/admin/offerings/{name}/{switch}", "post"),
+        ("/api/admin/logs", "get"),
     ] {
         assert!(paths[path][method].is_object(), "{method} {path}: {doc}");
     }
@@ -403,4 +419,239 @@ fn the_settings_take_json_from_the_signed_in_person_and_say_what_happened() {
         r#"{"name":"another","write":true}"#,
     );
     problem(&r, 404);
+}
+
+/// The `Set-Cookie` value of cookie `name` in `r`.
+fn cookie_in(r: &Response, name: &str) -> Option<String> {
+    set_cookie(r, name).map(cookie_value)
+}
+
+#[test]
+fn a_script_logs_in_and_out_with_json_and_the_csrf_header() {
+    let (w, _) = site_with_ann();
+    let s = &w.server;
+    let json = ("Content-Type", "application/json");
+
+    // The log-in form's JSON carries the CSRF token (its cookie is
+    // HttpOnly), in its data and in a header.
+    let r = s.get("/api/login");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let form = json_of(&r);
+    let csrf = form["csrf_token"].as_str().expect("a token").to_string();
+    assert_eq!(r.header("x-csrf-token"), Some(csrf.as_str()));
+    assert_eq!(
+        cookie_in(&r, "mantissa_csrf").as_deref(),
+        Some(csrf.as_str())
+    );
+    let cookie = format!("mantissa_csrf={csrf}");
+    let before = [
+        ("Cookie", cookie.as_str()),
+        ("X-CSRF-Token", csrf.as_str()),
+        json,
+    ];
+
+    // A wrong password: 401, a problem that says so, no session.
+    let r = request(
+        s,
+        "POST",
+        "/api/login",
+        &before,
+        r#"{"who":"ann","password":"not it"}"#,
+    );
+    assert!(problem(&r, 401).contains("wrong user name or password"));
+    assert!(cookie_in(&r, "mantissa_session").is_none());
+    // Without the token: refused, whatever the password.
+    let r = request(
+        s,
+        "POST",
+        "/api/login",
+        &[("Cookie", cookie.as_str()), json],
+        r#"{"who":"ann","password":"ann's long password"}"#,
+    );
+    problem(&r, 403);
+
+    // Right: who is signed in and where a browser would go, a session
+    // cookie, and a new CSRF token (the old one stops working).
+    let r = request(
+        s,
+        "POST",
+        "/api/login",
+        &before,
+        r#"{"who":"ann","password":"ann's long password","remember":true}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = json_of(&r);
+    assert_eq!(answer["user"], "ann", "{answer}");
+    assert!(
+        answer["next"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("/private/")),
+        "{answer}"
+    );
+    let session = cookie_in(&r, "mantissa_session").expect("a session cookie");
+    let fresh = r
+        .header("x-csrf-token")
+        .expect("a new CSRF token")
+        .to_string();
+    assert_ne!(fresh, csrf);
+    assert_eq!(
+        cookie_in(&r, "mantissa_csrf").as_deref(),
+        Some(fresh.as_str())
+    );
+    let cookies = format!("mantissa_session={session}; mantissa_csrf={fresh}");
+    let signed_in = [
+        ("Cookie", cookies.as_str()),
+        ("X-CSRF-Token", fresh.as_str()),
+        json,
+    ];
+    let r = request(s, "GET", "/api/private/settings", &signed_in, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(json_of(&r)["user"], "ann");
+
+    // Log-out: JSON, and the session is gone for good.
+    let r = request(s, "POST", "/api/logout", &signed_in, "{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(json_of(&r), json!({ "user": null }));
+    let r = request(s, "GET", "/api/private/settings", &signed_in, "");
+    problem(&r, 401);
+}
+
+#[test]
+fn an_administrator_s_script_manages_users_with_json() {
+    let (w, ann_token) = site_with_ann();
+    let s = &w.server;
+    w.accounts
+        .create_user("root", None, Some("root's long password"), true)
+        .unwrap();
+    let root = mantissa_accounts::tokens::create(&s.site, "root", "script", true).unwrap();
+    let auth = format!("Bearer {root}");
+    let as_root = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+
+    // Created: 201, the new user, where its page is.
+    let r = request(
+        s,
+        "POST",
+        "/api/admin/users",
+        &as_root,
+        r#"{"username":"bea","email":"bea@example.org"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(json_of(&r)["username"], "bea");
+    assert_eq!(r.header("location"), Some("/api/admin/users/bea"));
+    let r = request(s, "GET", "/api/admin/users/bea", &as_root, "");
+    assert_eq!(json_of(&r)["account"]["username"], "bea", "{}", r.text());
+    // The same name again: a conflict that says so.
+    let r = request(
+        s,
+        "POST",
+        "/api/admin/users",
+        &as_root,
+        r#"{"username":"bea","email":"other@example.org"}"#,
+    );
+    assert!(problem(&r, 409).contains("The user name bea is taken"));
+    // A bad address: 422, saying what is wrong with it.
+    let r = request(
+        s,
+        "POST",
+        "/api/admin/users",
+        &as_root,
+        r#"{"username":"cy","email":"no address"}"#,
+    );
+    assert!(!problem(&r, 422).contains("refused"));
+
+    // Suspended, and back: what was done, as data.
+    let r = request(s, "POST", "/api/admin/users/ann/suspend", &as_root, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        json_of(&r),
+        json!({ "username": "ann", "done": "suspended" })
+    );
+    // Her token stops working at once.
+    let r = with_token(s, &ann_token, "GET", "/api/private/notes", "");
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = request(s, "POST", "/api/admin/users/ann/unsuspend", &as_root, "");
+    assert_eq!(json_of(&r)["done"], "unsuspended");
+    // Not possible to the account as it is: 409; nobody there: 404.
+    problem(
+        &request(s, "POST", "/api/admin/users/root/delete", &as_root, ""),
+        409,
+    );
+    problem(
+        &request(s, "POST", "/api/admin/users/nobody/suspend", &as_root, ""),
+        404,
+    );
+
+    // How people join, as JSON; a way that does not exist is refused.
+    let r = request(
+        s,
+        "POST",
+        "/api/admin/signup",
+        &as_root,
+        r#"{"mechanism":"approval"}"#,
+    );
+    assert_eq!(
+        json_of(&r),
+        json!({ "mechanism": "approval" }),
+        "{}",
+        r.text()
+    );
+    problem(
+        &request(
+            s,
+            "POST",
+            "/api/admin/signup",
+            &as_root,
+            r#"{"mechanism":"party"}"#,
+        ),
+        400,
+    );
+    // What accounts get, as a JSON array.
+    let r = request(
+        s,
+        "POST",
+        "/api/admin/products/approval",
+        &as_root,
+        r#"{"offering":["notes"]}"#,
+    );
+    assert_eq!(
+        json_of(&r),
+        json!({ "joined_by": "approval", "offerings": ["notes"] }),
+        "{}",
+        r.text()
+    );
+
+    // Every action is in the audit log, which reads as JSON too.
+    let log = json_of(&request(s, "GET", "/api/admin/logs", &as_root, ""));
+    let actions: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for action in ["create", "suspend", "unsuspend", "signup", "product"] {
+        assert!(actions.contains(&action), "{action}: {log}");
+    }
+
+    // Another user (ann, with a new token since her suspension revoked
+    // the old one for good) is told nothing is there; nobody is told to
+    // sign in first.
+    let ann_token = mantissa_accounts::tokens::create(&s.site, "ann", "again", true).unwrap();
+    let ann_auth = format!("Bearer {ann_token}");
+    problem(
+        &request(
+            s,
+            "POST",
+            "/api/admin/users",
+            &[
+                ("Authorization", ann_auth.as_str()),
+                ("Content-Type", "application/json"),
+            ],
+            r#"{"username":"eve","email":"eve@example.org"}"#,
+        ),
+        404,
+    );
+    assert!(problem(&request(s, "GET", "/api/admin/users", &[], ""), 401).contains("Sign in"));
 }

@@ -440,13 +440,16 @@ async fn list_page(
         .map(|n| entry(&owner.name, n, &published, &shares, &names))
         .collect();
     let titles: Vec<String> = notes.iter().map(|n| n.title.clone()).collect();
-    let failed = problem.is_some() || draft.is_some();
+    let failed = problem
+        .as_ref()
+        .map(|p| p.message.clone())
+        .or_else(|| draft.as_ref().map(|d| d.message.clone()));
     let problem = problem.map(|p| FormProblem {
         note: p.note,
         user: p.user,
         message: p.message,
     });
-    let mut answer = Page::new(
+    let answer = Page::new(
         "notes/list.html",
         NoteList {
             user: owner.name,
@@ -458,10 +461,10 @@ async fn list_page(
             pager: Pager::new(page, total, NOTES_PER_PAGE),
         },
     );
-    if failed {
-        answer.status = StatusCode::UNPROCESSABLE_ENTITY;
-    }
-    Ok(answer)
+    Ok(match failed {
+        Some(detail) => answer.refused(StatusCode::UNPROCESSABLE_ENTITY, detail),
+        None => answer,
+    })
 }
 
 /// Note `n` as the list shows it, given the published addresses and

@@ -92,6 +92,40 @@ impl IntoResponse for Problem {
     }
 }
 
+/// The JSON of a page: the data its template is rendered with (see
+/// [`Page`](crate::Page)), an object whose keys are the page's own.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, ToSchema)]
+#[serde(transparent)]
+pub struct PageData(pub std::collections::HashMap<String, serde_json::Value>);
+
+/// The answers of a page's route under `/api/`, for its
+/// `#[utoipa::path(responses(PageResponses))]`: its data, or a problem.
+///
+/// ```
+/// use mantissa_web::{Page, PageResponses};
+///
+/// /// The list of plans.
+/// #[utoipa::path(get, path = "/", responses(PageResponses))]
+/// async fn plans() -> Page {
+///     Page::new("plans.html", serde_json::json!({ "plans": [] }))
+/// }
+/// # let _ = plans;
+/// ```
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum PageResponses {
+    /// The page's data, as its template shows it. After a form, `done`
+    /// says what happened; a browser is sent back to the page (303).
+    #[response(status = 200)]
+    Page(#[to_schema] PageData),
+    /// A problem (RFC 9457): 401 for a visitor who is not signed in, 404
+    /// for what is not there or may not be seen, 422 for a form's mistake
+    /// (with the words the page shows beside the field), 429 when
+    /// throttled.
+    #[response(status = "default", content_type = "application/problem+json")]
+    Problem(#[to_schema] Problem),
+}
+
 /// What a request to a page of a signed-in user answers under `/api/`
 /// when nobody is signed in: 401, with the scheme to sign in by.
 pub(crate) fn unauthorized() -> Response {
@@ -185,9 +219,10 @@ pub(crate) fn default_detail(status: StatusCode) -> String {
 
 /// A request body that is JSON (`application/json`) or a form
 /// (`application/x-www-form-urlencoded`), read into `T` either way, so that
-/// one handler serves a page's form and `/api/`. Anything else is refused
-/// with 415; a body that does not fit `T` with 400 (either kind), naming
-/// what was wrong.
+/// one handler serves a page's form and `/api/`. A field a form sends
+/// more than once reads into a `Vec`, as a JSON array does. Anything else
+/// is refused with 415; a body that does not fit `T` with 400 (either
+/// kind), naming what was wrong.
 ///
 /// ```
 /// use mantissa_web::JsonOrForm;
@@ -232,16 +267,22 @@ where
             });
         }
         if essence == "application/x-www-form-urlencoded" {
-            return match axum::Form::<T>::from_request(req, state).await {
-                Ok(axum::Form(value)) => Ok(JsonOrForm(value)),
-                // A form that does not fit is a bad request, as a JSON body
-                // that does not is (axum says 422 for it).
-                Err(e) if e.status() == StatusCode::UNPROCESSABLE_ENTITY => Err(refusal(
-                    StatusCode::BAD_REQUEST,
-                    &for_people(&e.body_text()),
-                )),
-                Err(e) => Err(refusal(e.status(), &for_people(&e.body_text()))),
-            };
+            let bytes = axum::body::Bytes::from_request(req, state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+            // serde_html_form, not serde_urlencoded (axum's `Form`): a field
+            // sent more than once (ticked boxes of one name) reads into a
+            // `Vec`, as the same field does from a JSON array.
+            return serde_html_form::from_bytes(&bytes)
+                .map(JsonOrForm)
+                .map_err(|e| {
+                    refusal(
+                        StatusCode::BAD_REQUEST,
+                        // In the words axum's `Form` would have used, which
+                        // `for_people` rewords.
+                        &for_people(&format!("Failed to deserialize form body: {e}")),
+                    )
+                });
         }
         Err(refusal(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

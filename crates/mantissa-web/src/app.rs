@@ -353,8 +353,10 @@ impl App {
     }
 
     /// The web service: every route, behind the request pipeline. `extra`
-    /// routes (offerings', tests') are merged in beside Mantissa's own.
-    pub fn router_with(&self, extra: Router<App>) -> WebService {
+    /// routes (the accounts', tests') are merged in beside Mantissa's own:
+    /// a plain axum `Router`, or an `OpenApiRouter` whose documented
+    /// routes (`#[utoipa::path]`) join the OpenAPI document.
+    pub fn router_with(&self, extra: impl Into<OpenApiRouter<App>>) -> WebService {
         // `/users/{name}/{slug}` is in the document below.
         let routes: Router<App> = Router::new()
             .route(
@@ -369,9 +371,8 @@ impl App {
             .route("/robots.txt", get(robots))
             .route("/metrics", get(metrics_page))
             .route("/static/{offering}/{hash}/{*path}", get(static_file));
-        let mut documented: OpenApiRouter<App> = OpenApiRouter::new()
-            .routes(routes!(front_page))
-            .routes(routes!(
+        let mut documented: OpenApiRouter<App> =
+            extra.into().routes(routes!(front_page)).routes(routes!(
                 crate::offering::shared_item,
                 crate::offering::shared_item_form
             ));
@@ -387,7 +388,6 @@ impl App {
                 "/openapi.json",
                 get(move |req: Request| openapi_json(document.clone(), req)),
             )
-            .merge(extra)
             .fallback(not_found)
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.limits().max_body_bytes,

@@ -50,7 +50,7 @@ mod statics;
 mod templates;
 
 pub use access::{AccessPolicy, CapabilitiesFuture, PublicPolicy, VIEW, grants};
-pub use api::{Checkbox, JsonOrForm, Problem, Written, checkbox};
+pub use api::{Checkbox, JsonOrForm, PageData, PageResponses, Problem, Written, checkbox};
 pub use app::{App, WebOptions};
 pub use config::{AddressList, AddressListError, DEFAULT_ROBOTS, SiteConfig};
 pub use http::{ClientInfo, HttpProtocol};

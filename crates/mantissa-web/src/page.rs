@@ -32,6 +32,10 @@ pub struct Page {
     /// Why an internal error happened: logged always, and shown on the
     /// error page only in development (`serve --dev`).
     cause: Option<String>,
+    /// What was wrong, in words for people, when the page refuses what
+    /// was asked ([`Page::refused`]): the `detail` of its problem under
+    /// `/api/`.
+    refusal: Option<String>,
 }
 
 impl Page {
@@ -56,7 +60,29 @@ impl Page {
             status: StatusCode::OK,
             hide_addresses: false,
             cause: None,
+            refusal: None,
         }
+    }
+
+    /// The page refuses what was asked, with `status` (422 for a form shown
+    /// again with its mistakes, 429 when throttled…) because of `detail`:
+    /// the words the page shows beside the field, and, under `/api/`, the
+    /// `detail` of the RFC 9457 problem the request gets instead of the
+    /// page's data.
+    ///
+    /// ```
+    /// use mantissa_web::Page;
+    /// use mantissa_web::StatusCode;
+    ///
+    /// let detail = "A title has 1 to 200 characters.";
+    /// let page = Page::new("notes/list.html", serde_json::json!({ "problem": detail }))
+    ///     .refused(StatusCode::UNPROCESSABLE_ENTITY, detail);
+    /// assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    /// ```
+    pub fn refused(mut self, status: StatusCode, detail: impl Into<String>) -> Page {
+        self.status = status;
+        self.refusal = Some(detail.into());
+        self
     }
 
     /// Marks the page as public content, for anyone to read: visitors who
@@ -219,13 +245,11 @@ pub(crate) fn error_page(status: StatusCode, title: &str, message: &str) -> Page
     } else {
         "error.html"
     };
-    Page {
-        status,
-        ..Page::new(
-            template,
-            serde_json::json!({ "error": title, "title": title, "message": message }),
-        )
-    }
+    Page::new(
+        template,
+        serde_json::json!({ "error": title, "title": title, "message": message }),
+    )
+    .refused(status, message)
 }
 
 #[derive(Clone)]
@@ -268,6 +292,16 @@ pub enum WebError {
     /// A state-changing request failed the cross-site check.
     #[error("{0}")]
     Forbidden(String),
+    /// What was asked cannot be done to the thing as it is now (approving
+    /// an account that is active already, deleting one's own account); the
+    /// message says why. Answered with 409 Conflict.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request was well formed, but what it asks for is not possible
+    /// (an offering the site does not have); the message says why.
+    /// Answered with 422.
+    #[error("{0}")]
+    Unprocessable(String),
     /// The address does not take this method (a form sent to a page that
     /// only shows something).
     #[error("method not allowed")]
@@ -290,6 +324,10 @@ impl IntoResponse for WebError {
             WebError::NotFound => (StatusCode::NOT_FOUND, "Not found", String::new()),
             WebError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", m.clone()),
             WebError::Forbidden(m) => (StatusCode::FORBIDDEN, "Refused", m.clone()),
+            WebError::Conflict(m) => (StatusCode::CONFLICT, "Not done", m.clone()),
+            WebError::Unprocessable(m) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "Not possible", m.clone())
+            }
             WebError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "Not a form",
@@ -535,35 +573,19 @@ fn render(
 }
 
 /// What a page with an error status says was wrong, for its problem
-/// under `/api/`: its `message`, else its `error` (unless that is its
-/// `title`, as on the error page), else its `problem`'s
-/// message (the words a form shows beside the field), else the status's
-/// own words.
+/// under `/api/`: the detail it was [refused](Page::refused) with, else its
+/// `message` (a page of a few words, such as a mailed link's), else the
+/// status's own words.
 fn problem_detail(page: &Page) -> String {
-    let text = |v: Result<Value, minijinja::Error>| {
-        v.ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .filter(|s| !s.trim().is_empty())
-    };
-    // The error page's `error` is its title ("Not found"), not a detail.
-    let title = text(page.data.get_attr("title"));
-    text(page.data.get_attr("message"))
-        .or_else(|| text(page.data.get_attr("error")).filter(|e| Some(e) != title.as_ref()))
+    page.refusal
+        .clone()
         .or_else(|| {
-            // A form shown again: its refusal's words.
-            ["problem", "draft", "refusal"].iter().find_map(|key| {
-                let form = page.data.get_attr(key).ok()?;
-                text(form.get_attr("message")).or_else(|| text(Ok(form)))
-            })
+            page.data
+                .get_attr("message")
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
         })
-        .or_else(|| {
-            // Messages beside fields, by field: the first of them.
-            let errors = page.data.get_attr("errors").ok()?;
-            errors
-                .try_iter()
-                .ok()?
-                .find_map(|field| text(errors.get_item(&field)))
-        })
+        .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| crate::api::default_detail(page.status))
 }
 

@@ -344,13 +344,6 @@ fn vary_on_accept_encoding(h: &mut axum::http::HeaderMap) {
     }
 }
 
-/// Whether `path` (without its `/api` prefix) is a signed-in user's own
-/// page, under `/private/`.
-fn private_page(path: &str) -> bool {
-    path.strip_prefix("/private")
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
-
 /// Whether `path` (without its `/api` prefix) is one only a signed-in user
 /// reaches: `/private/…` and the admin console.
 fn behind_log_in(path: &str) -> bool {
@@ -475,7 +468,7 @@ async fn page(app: &App, routes: Router, mut req: Request, api: bool) -> Respons
         Ok(session) => session,
         Err(refused) => return refused,
     };
-    if api && private_page(&path) && session.user().is_none() {
+    if api && behind_log_in(&path) && session.user().is_none() {
         // Nobody is signed in, so there is nothing a forged request could
         // ride on: 401, saying how to sign in, before the CSRF check would
         // refuse a write with a 403 that says "reload the form".
@@ -523,7 +516,7 @@ async fn page(app: &App, routes: Router, mut req: Request, api: bool) -> Respons
             axum::http::HeaderValue::from_static("private, no-store"),
         );
     }
-    write_csrf_cookie(&csrf, tls, &mut response);
+    write_csrf_cookie(&csrf, tls, api, &mut response);
     write_session_cookie(&session, tls, &mut response);
     response
 }

@@ -520,11 +520,19 @@ pub(crate) async fn check_csrf(app: &App, req: &mut Request) -> Result<CsrfToken
 }
 
 /// Gives the browser the CSRF token a page made, if it made one.
-pub(crate) fn write_csrf_cookie(token: &CsrfToken, tls: bool, response: &mut Response) {
+///
+/// Under `/api/` it is also sent in an `X-CSRF-Token` header: the cookie
+/// is `HttpOnly`, and a client of the JSON API has no form field to read
+/// it from, yet must send it back with each write made with the session
+/// cookie (the token changes when it logs in).
+pub(crate) fn write_csrf_cookie(token: &CsrfToken, tls: bool, api: bool, response: &mut Response) {
     if let Some(made) = token.made() {
         response
             .headers_mut()
             .append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, made, None, tls));
+        if api && let Ok(value) = HeaderValue::from_str(made) {
+            response.headers_mut().insert("x-csrf-token", value);
+        }
     }
 }
 

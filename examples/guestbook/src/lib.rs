@@ -10,8 +10,8 @@
 use mantissa::accounts::{Role, share};
 use mantissa::store::{Item, Ref, Timestamp, upgrader};
 use mantissa::web::{
-    App, Extension, Form, IntoResponse, Offering, Owner, Page, Response, Router, SharedFuture,
-    SharedRequest, StatusCode, WebError, done, get, json, post, publish,
+    App, Extension, IntoResponse, JsonOrForm, Offering, Owner, Page, Response, Router,
+    SharedFuture, SharedRequest, StatusCode, WebError, done, get, json, post, publish,
 };
 use serde::Deserialize;
 
@@ -142,6 +142,15 @@ struct Refusal {
     message: String,
 }
 
+/// `page`, refused with 422 and the refusal's words (the `detail` of the
+/// problem under `/api/`) when there is one.
+fn refused_if(page: Page, refusal: Option<Refusal>) -> Page {
+    match refusal {
+        Some(r) => page.refused(StatusCode::UNPROCESSABLE_ENTITY, r.message),
+        None => page,
+    }
+}
+
 /// The entry a form asks for, or why not. `author` is the signed-in
 /// user's name, if any; otherwise the name typed.
 fn checked(form: &EntryForm, author: Option<&str>) -> Result<(String, String), Refusal> {
@@ -231,12 +240,7 @@ async fn owner_page(
         })
         .await?
         .map(|p| format!("/users/{}/{}", owner.name, p.slug));
-    let status = if refusal.is_some() {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    let mut page = Page::new(
+    let page = Page::new(
         "guestbook/mine.html",
         json!({
             "title": book.title,
@@ -246,14 +250,13 @@ async fn owner_page(
             "refusal": refusal,
         }),
     );
-    page.status = status;
-    Ok(page)
+    Ok(refused_if(page, refusal))
 }
 
 /// The owner writes in their own book.
 async fn write(
     Extension(owner): Extension<Owner>,
-    Form(form): Form<EntryForm>,
+    JsonOrForm(form): JsonOrForm<EntryForm>,
 ) -> Result<Response, WebError> {
     match checked(&form, Some(&owner.name)) {
         Err(refusal) => Ok(owner_page(&owner, form, Some(refusal))
@@ -286,7 +289,7 @@ struct TitleForm {
 /// The owner renames the book: a new address, the old one redirecting.
 async fn rename(
     Extension(owner): Extension<Owner>,
-    Form(form): Form<TitleForm>,
+    JsonOrForm(form): JsonOrForm<TitleForm>,
 ) -> Result<Response, WebError> {
     let title = form.title.trim().to_string();
     if title.is_empty() || title.chars().count() > NAME_MAX {
@@ -321,8 +324,7 @@ async fn book_page(
 ) -> Result<Response, WebError> {
     let (book, entries) = book_and_entries(&req.store).await?;
     let may_sign = mantissa::web::grants(&req.capabilities, "sign");
-    let refused = refusal.is_some();
-    let mut page = Page::new(
+    let page = Page::new(
         "guestbook/book.html",
         json!({
             "title": book.title,
@@ -334,10 +336,7 @@ async fn book_page(
             "refusal": refusal,
         }),
     );
-    if refused {
-        page.status = StatusCode::UNPROCESSABLE_ENTITY;
-    }
-    Ok(page.hiding_addresses().into_response())
+    Ok(refused_if(page, refusal).hiding_addresses().into_response())
 }
 
 /// A visitor signs the book.
