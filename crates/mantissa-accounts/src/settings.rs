@@ -30,7 +30,9 @@ use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use mantissa_web::{ApiRequest, App, JsonOrForm, Owner, Page, Session, WebError, done};
+use mantissa_web::{
+    ApiRequest, App, JsonOrForm, Owner, Page, PageResponses, Session, WebError, done,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -187,6 +189,21 @@ pub(crate) async fn finished(
     Ok(done(&format!("{SETTINGS}{anchor}"), key).into_response())
 }
 
+/// What a form of the settings answers under `/api/`.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum SettingsResponses {
+    /// The settings, with `done` saying what happened (a browser is sent
+    /// back to them, 303).
+    #[response(status = 200)]
+    Settings(#[to_schema] mantissa_web::PageData),
+    /// A problem: 422 with the words shown beside the field for a mistake;
+    /// 403 or 404 for an API token, since the settings are the signed-in
+    /// person's.
+    #[response(status = "default", content_type = "application/problem+json")]
+    Problem(#[to_schema] mantissa_web::Problem),
+}
+
 /// `GET /private/settings`.
 #[utoipa::path(
     get,
@@ -194,12 +211,7 @@ pub(crate) async fn finished(
     operation_id = "settings",
     tag = "settings",
     security(("token" = [])),
-    responses(
-        (status = 200, description = "The signed-in person's settings: email addresses, two-factor log-in, passkeys, API tokens",
-            body = std::collections::HashMap<String, serde_json::Value>),
-        (status = "default", description = "A problem: 401 for a visitor who is not signed in",
-            body = mantissa_web::Problem, content_type = "application/problem+json"),
-    ),
+    responses(PageResponses),
 )]
 pub(crate) async fn settings(
     State(app): State<App>,
@@ -240,12 +252,7 @@ pub(crate) struct NewToken {
         ),
     ),
     security(("token" = [])),
-    responses(
-        (status = 200, description = "The settings, with `done` saying what happened (a browser is sent back to them, 303)",
-            body = std::collections::HashMap<String, serde_json::Value>),
-        (status = "default", description = "A problem: 422 with the words shown beside the field for a mistake; 403 or 404 for an API token, since the settings are the signed-in person's",
-            body = mantissa_web::Problem, content_type = "application/problem+json"),
-    ),
+    responses(SettingsResponses),
 )]
 pub(crate) async fn create_token(
     State(app): State<App>,
@@ -330,12 +337,7 @@ pub(crate) struct ChangeEmail {
         ),
     ),
     security(("token" = [])),
-    responses(
-        (status = 200, description = "The settings, with `done` saying what happened (a browser is sent back to them, 303)",
-            body = std::collections::HashMap<String, serde_json::Value>),
-        (status = "default", description = "A problem: 422 with the words shown beside the field for a mistake; 403 or 404 for an API token, since the settings are the signed-in person's",
-            body = mantissa_web::Problem, content_type = "application/problem+json"),
-    ),
+    responses(SettingsResponses),
 )]
 pub(crate) async fn change_email(
     State(app): State<App>,
@@ -525,12 +527,7 @@ pub(crate) struct CodeForm {
         ),
     ),
     security(("token" = [])),
-    responses(
-        (status = 200, description = "The settings, with `done` saying what happened (a browser is sent back to them, 303)",
-            body = std::collections::HashMap<String, serde_json::Value>),
-        (status = "default", description = "A problem: 422 with the words shown beside the field for a mistake; 403 or 404 for an API token, since the settings are the signed-in person's",
-            body = mantissa_web::Problem, content_type = "application/problem+json"),
-    ),
+    responses(SettingsResponses),
 )]
 pub(crate) async fn totp_switch(
     State(app): State<App>,
@@ -692,12 +689,7 @@ pub(crate) struct ChangePassword {
         ),
     ),
     security(("token" = [])),
-    responses(
-        (status = 200, description = "The settings, with `done` saying what happened (a browser is sent back to them, 303)",
-            body = std::collections::HashMap<String, serde_json::Value>),
-        (status = "default", description = "A problem: 422 with the words shown beside the field for a mistake; 403 or 404 for an API token, since the settings are the signed-in person's",
-            body = mantissa_web::Problem, content_type = "application/problem+json"),
-    ),
+    responses(SettingsResponses),
 )]
 pub(crate) async fn change_password(
     State(app): State<App>,

@@ -115,6 +115,20 @@ impl TestSite {
         }
     }
 
+    /// A visitor who is not signed in, whose requests come from `ip`, an
+    /// address in 127.0.0.0/8 (the site sees each as another client: an
+    /// attacker with many addresses).
+    ///
+    /// # Panics
+    ///
+    /// When `ip` is not an IP address.
+    pub fn visitor_at(&self, ip: &str) -> Browser<'_> {
+        Browser {
+            site: self,
+            visitor: Visitor::at(ip),
+        }
+    }
+
     /// A visitor who has logged in as `name` through the log-in form.
     ///
     /// # Panics

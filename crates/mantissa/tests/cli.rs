@@ -1011,10 +1011,7 @@ fn users_sign_up_and_mail_are_set_from_the_command_line() {
     assert!(site.join("users/ann.sqlite").is_file());
     let r = run(mantissa(tmp.path(), &["--site", s, "user", "add", "ann"]));
     assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains("the user name ann is taken"),
-        "{r:?}"
-    );
+    assert!(r.stderr.contains("the user name ann is taken"), "{r:?}");
     let mut add = mantissa(
         tmp.path(),
         &[

@@ -50,6 +50,12 @@ pub const TEXT_MAX: usize = 2000;
 pub const NAME_MAX: usize = 80;
 /// How many entries a page shows, newest first.
 pub const SHOWN: u64 = 100;
+/// The most entries a book takes in an hour from visitors who are not
+/// signed in. Counted in the book's store, in the transaction that adds
+/// the entry: a spammer with thousands of addresses (each under the
+/// site's per-address limits) fills one hour's quota of one book, not the
+/// book; signed-in visitors, who answer for what they write, still sign.
+pub const VISITOR_ENTRIES_PER_HOUR: u64 = 20;
 
 /// The guestbook offering.
 pub struct Guestbook;
@@ -140,12 +146,16 @@ pub struct EntryForm {
 struct Refusal {
     field: &'static str,
     message: String,
+    /// Refused for now, not for what was typed (429, not 422).
+    #[serde(skip)]
+    later: bool,
 }
 
 /// `page`, refused with 422 and the refusal's words (the `detail` of the
 /// problem under `/api/`) when there is one.
 fn refused_if(page: Page, refusal: Option<Refusal>) -> Page {
     match refusal {
+        Some(r) if r.later => page.refused(StatusCode::TOO_MANY_REQUESTS, r.message),
         Some(r) => page.refused(StatusCode::UNPROCESSABLE_ENTITY, r.message),
         None => page,
     }
@@ -159,12 +169,14 @@ fn checked(form: &EntryForm, author: Option<&str>) -> Result<(String, String), R
         return Err(Refusal {
             field: "text",
             message: "Write something to sign the book with.".into(),
+            later: false,
         });
     }
     if text.chars().count() > TEXT_MAX {
         return Err(Refusal {
             field: "text",
             message: format!("An entry is at most {TEXT_MAX} characters."),
+            later: false,
         });
     }
     let name = match author {
@@ -175,12 +187,14 @@ fn checked(form: &EntryForm, author: Option<&str>) -> Result<(String, String), R
                 return Err(Refusal {
                     field: "name",
                     message: "Say who you are: a name is needed.".into(),
+                    later: false,
                 });
             }
             if name.chars().count() > NAME_MAX {
                 return Err(Refusal {
                     field: "name",
                     message: format!("A name is at most {NAME_MAX} characters."),
+                    later: false,
                 });
             }
             name.to_string()
@@ -296,6 +310,7 @@ async fn rename(
         let refusal = Refusal {
             field: "title",
             message: format!("A title has 1 to {NAME_MAX} characters."),
+            later: false,
         };
         return Ok(owner_page(&owner, EntryForm::default(), Some(refusal))
             .await?
@@ -349,17 +364,40 @@ async fn sign(req: SharedRequest) -> Result<Response, WebError> {
         Err(refusal) => book_page(&req, form, Some(refusal)).await,
         Ok((author, text)) => {
             let signed_in = req.visitor.is_some();
-            req.store
+            let taken = req
+                .store
                 .write(move |tx| {
+                    let now = Timestamp::now();
+                    if !signed_in {
+                        let hour_ago = Timestamp::from_micros(now.as_micros() - 3_600_000_000);
+                        let lately = tx
+                            .query::<Entry>()
+                            .filter(Entry::signed_in.eq(false))
+                            .filter(Entry::written.gt(hour_ago))
+                            .count()?;
+                        if lately >= VISITOR_ENTRIES_PER_HOUR {
+                            return Ok(false);
+                        }
+                    }
                     tx.insert(&Entry {
                         author,
                         text,
-                        written: Timestamp::now(),
+                        written: now,
                         signed_in,
-                    })
-                    .map(drop)
+                    })?;
+                    Ok(true)
                 })
                 .await?;
+            if !taken {
+                let refusal = Refusal {
+                    field: "text",
+                    message: format!(
+                        "This book has taken {VISITOR_ENTRIES_PER_HOUR} entries from visitors who are not signed in in the last hour, the most it takes. Sign in to sign it now, or try again later."
+                    ),
+                    later: true,
+                };
+                return book_page(&req, form, Some(refusal)).await;
+            }
             Ok(done(&req.path, "guestbook-signed").into_response())
         }
     }

@@ -175,3 +175,54 @@ fn a_book_that_is_not_shared_for_signing_cannot_be_signed() {
     let page = shown(&visitor.get(book).text());
     assert!(page.contains("No one has signed it yet."), "{page}");
 }
+
+#[test]
+fn visitors_from_many_addresses_cannot_flood_a_book() {
+    let site = site_with_ann();
+    site.add_user("bob", "bob's long password");
+    let book = "/users/ann/my-guestbook";
+    // Each from an address of its own, as a spammer with many addresses
+    // is: every one is under the site's per-address limits.
+    for n in 0..guestbook::VISITOR_ENTRIES_PER_HOUR {
+        let mut visitor = site.visitor_at(&format!("127.0.{}.{}", n / 200 + 1, n % 200 + 1));
+        let r = visitor.submit(
+            book,
+            book,
+            &[("name", "Spammer"), ("text", &format!("ad {n}"))],
+        );
+        assert_eq!(r.status, 303, "entry {n}: {}", r.text());
+    }
+    // One more, from yet another address: refused for now, saying why and
+    // what to do, with what was typed kept.
+    let mut visitor = site.visitor_at("127.0.9.9");
+    let r = visitor.submit(
+        book,
+        book,
+        &[("name", "Spammer"), ("text", "one ad too many")],
+    );
+    assert_eq!(r.status, 429, "{}", r.text());
+    let html = shown(&r.text());
+    assert!(
+        html.contains("Sign in to sign it now, or try again later."),
+        "{html}"
+    );
+    assert!(html.contains("one ad too many"), "{html}");
+    // Its JSON says so too, as a problem.
+    let mut script = site.visitor_at("127.0.9.10");
+    let r = script.submit(
+        book,
+        &format!("/api{book}"),
+        &[("name", "Bot"), ("text", "ad")],
+    );
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.text().contains("the most it takes"), "{}", r.text());
+    // The book still shows, with what was let in and nothing after.
+    let page = shown(&site.visitor().get(book).text());
+    assert!(page.contains("ad 0"), "{page}");
+    assert!(!page.contains("one ad too many"), "{page}");
+    // A signed-in visitor, who answers for what they write, still signs.
+    let mut bob = site.log_in("bob", "bob's long password");
+    let r = bob.submit(book, book, &[("text", "Hi Ann, sorry about the ads")]);
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(shown(&bob.get(book).text()).contains("sorry about the ads"));
+}
