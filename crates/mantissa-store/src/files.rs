@@ -69,7 +69,8 @@ impl Write<'_> {
             &key,
         )?;
         self.conn().execute(
-            "INSERT OR REPLACE INTO _files (item_type, item_id, name, path, size) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO _files (item_type, item_id, name, path, size) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (item_type, item_id, name) DO UPDATE SET path = excluded.path, size = excluded.size",
             &[
                 key[0].clone(),
                 key[1].clone(),

@@ -307,7 +307,7 @@ impl Registry {
     pub(crate) fn create_sql(&self, i: usize) -> &str {
         self.creates[i].get_or_init(|| {
             let t = &self.types[i];
-            crate::sql::create_table(t, &t.table())
+            crate::backend::create_table(t, &t.table())
                 .trim_end_matches([';', '\n'])
                 .to_string()
         })

@@ -109,10 +109,7 @@ impl Store {
             });
         }
         let conn = Conn::open(self.path(), false)?;
-        conn.execute(
-            "VACUUM INTO ?",
-            &[Value::Text(dest.to_string_lossy().into_owned().into())],
-        )?;
+        crate::backend::copy_into(&conn, dest)?;
         copy_files(dest, self.files_dir(), &files_dir_for(dest))
     }
 }
@@ -164,10 +161,7 @@ impl Site {
             // Back up without disturbing the cache of open stores.
             let path = self.user_store_path(name)?;
             let conn = Conn::open(&path, false)?;
-            conn.execute(
-                "VACUUM INTO ?",
-                &[Value::Text(target.to_string_lossy().into_owned().into())],
-            )?;
+            crate::backend::copy_into(&conn, &target)?;
             drop(conn);
             copy_files(&target, &files_dir_for(&path), &files_dir_for(&target))?;
             progress(i + 2, total, name);
@@ -193,14 +187,11 @@ impl Site {
             });
         }
         let conn = Conn::open(store.path(), false)?;
-        conn.execute(
-            "VACUUM INTO ?",
-            &[Value::Text(dest.to_string_lossy().into_owned().into())],
-        )?;
+        crate::backend::copy_into(&conn, dest)?;
         drop(conn);
         let out = Conn::open(dest, false)?;
         out.begin_write()?;
-        out.batch("CREATE TABLE _export_files (path TEXT PRIMARY KEY, data BLOB NOT NULL) STRICT")?;
+        out.batch(crate::backend::EXPORT_FILES_TABLE)?;
         for row in out.rows("SELECT path FROM _files", &[])? {
             let Some(Value::Text(rel)) = row.into_iter().next() else {
                 continue;
@@ -213,7 +204,7 @@ impl Site {
             )?;
         }
         out.commit()?;
-        out.batch("PRAGMA journal_mode = DELETE")?;
+        crate::backend::as_single_file(&out)?;
         Ok(())
     }
 
@@ -251,21 +242,14 @@ impl Site {
                 },
                 other => other,
             })?;
-            let ours = conn
-                .scalar("SELECT 1 FROM sqlite_master WHERE name = '_meta'", &[])?
-                .is_some();
+            let ours = crate::backend::table_exists(&conn, "_meta")?;
             if !ours {
                 return Err(StoreError::NotAStore {
                     path: src.to_path_buf(),
                     reason: "it holds no Mantissa store (empty, or not an export)".into(),
                 });
             }
-            let has_files = conn
-                .scalar(
-                    "SELECT 1 FROM sqlite_master WHERE name = '_export_files'",
-                    &[],
-                )?
-                .is_some();
+            let has_files = crate::backend::table_exists(&conn, "_export_files")?;
             if has_files {
                 for row in conn.rows("SELECT path, data FROM _export_files", &[])? {
                     let mut it = row.into_iter();
@@ -290,10 +274,11 @@ impl Site {
             // A store brought back is a new sender: the messages waiting in
             // its outbox may have been received since it was exported, under
             // numbers it will now use again (`message.rs`).
-            conn.batch(
-                "UPDATE _meta SET value = lower(hex(randomblob(16))) WHERE key = 'id';
+            conn.batch(&format!(
+                "UPDATE _meta SET value = {} WHERE key = 'id';
                  DELETE FROM _meta WHERE key = 'legacy_outbox';",
-            )?;
+                crate::backend::RANDOM_ID
+            ))?;
             drop(conn);
             // Opening checks that it is a store of ours at versions we know.
             drop(Store::open(&staging)?);

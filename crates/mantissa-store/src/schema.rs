@@ -30,16 +30,7 @@ pub(crate) const FORMAT: i64 = 2;
 /// Upgrades of tables larger than this run in the background.
 pub(crate) const BACKGROUND_ROWS: u64 = 10_000;
 
-/// What every store has from the start: two pages (and SQLite's own).
-/// The rest of the store's own tables are made when first needed
-/// ([`Internal`]), and an item type's table with its first item
-/// ([`create`]), so that an empty store is a few pages.
-const CORE_TABLES: &str = "
-CREATE TABLE _meta (key TEXT PRIMARY KEY, value ANY) STRICT, WITHOUT ROWID;
-CREATE TABLE _types (name TEXT PRIMARY KEY, version INTEGER NOT NULL, shape TEXT) STRICT, WITHOUT ROWID;
-";
-
-/// The store's own tables beyond [`CORE_TABLES`], each group made the
+/// The store's own tables beyond the backend's `CORE_TABLES`, each group made the
 /// first time something is written to it. Reading a table not made yet
 /// reads as empty (`backend::Conn::query`).
 #[derive(Clone, Copy, Debug)]
@@ -62,45 +53,7 @@ pub(crate) enum Internal {
 
 impl Internal {
     fn statements(self) -> &'static [&'static str] {
-        match self {
-            Internal::ItemSupport => &[
-                "CREATE TABLE IF NOT EXISTS _powerups (id INTEGER PRIMARY KEY, interface TEXT NOT NULL,
-                    target_type TEXT NOT NULL, target_id INTEGER NOT NULL,
-                    provider_type TEXT NOT NULL, provider_id INTEGER NOT NULL, priority INTEGER NOT NULL,
-                    UNIQUE (interface, target_type, target_id, provider_type, provider_id)) STRICT",
-                "CREATE TABLE IF NOT EXISTS _schedule (id INTEGER PRIMARY KEY AUTOINCREMENT, item_type TEXT NOT NULL,
-                    item_id INTEGER NOT NULL, due INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-                    last_error TEXT, UNIQUE (item_type, item_id)) STRICT",
-                "CREATE INDEX IF NOT EXISTS _schedule_due ON _schedule (due)",
-                "CREATE TABLE IF NOT EXISTS _files (item_type TEXT NOT NULL, item_id INTEGER NOT NULL, name TEXT NOT NULL,
-                    path TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (item_type, item_id, name)) STRICT",
-                "CREATE TABLE IF NOT EXISTS _files_trash (path TEXT NOT NULL) STRICT",
-            ],
-            Internal::Cursors => &[
-                "CREATE TABLE IF NOT EXISTS _cursors (listener TEXT PRIMARY KEY, last_id INTEGER NOT NULL,
-                    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, retry_at INTEGER NOT NULL DEFAULT 0) STRICT",
-            ],
-            Internal::Outbox => &[
-                "CREATE TABLE IF NOT EXISTS _outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL,
-                    kind TEXT NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL, answer TEXT,
-                    attempts INTEGER NOT NULL DEFAULT 0, next_try INTEGER NOT NULL, last_error TEXT) STRICT",
-                "CREATE INDEX IF NOT EXISTS _outbox_pending ON _outbox (state, next_try)",
-            ],
-            Internal::Inbox => &[
-                "CREATE TABLE IF NOT EXISTS _inbox (sender_id TEXT NOT NULL, message_id INTEGER NOT NULL,
-                    answer TEXT NOT NULL, PRIMARY KEY (sender_id, message_id)) STRICT",
-            ],
-            Internal::Upgrades => &[
-                "CREATE TABLE IF NOT EXISTS _upgrades (name TEXT PRIMARY KEY, from_version INTEGER NOT NULL,
-                    last_id INTEGER NOT NULL, done INTEGER NOT NULL, total INTEGER NOT NULL) STRICT",
-                "CREATE TABLE IF NOT EXISTS _upgrade_redo (name TEXT NOT NULL, id INTEGER NOT NULL,
-                    PRIMARY KEY (name, id)) STRICT",
-            ],
-            Internal::DueStores => &[
-                "CREATE TABLE IF NOT EXISTS _due_stores (store TEXT PRIMARY KEY, due INTEGER NOT NULL) STRICT",
-                "CREATE INDEX IF NOT EXISTS _due_stores_due ON _due_stores (due)",
-            ],
-        }
+        crate::backend::internal_tables(self)
     }
 
     /// Makes the group's tables if they are not there, in the caller's
@@ -147,9 +100,12 @@ pub(crate) fn prepare(
     }
     if first.is_none() {
         in_write_transaction(conn, || {
-            conn.batch(CORE_TABLES)?;
+            conn.batch(crate::backend::CORE_TABLES)?;
             conn.execute(
-                "INSERT INTO _meta (key, value) VALUES ('format', ?), ('created', ?), ('id', lower(hex(randomblob(16))))",
+                &format!(
+                    "INSERT INTO _meta (key, value) VALUES ('format', ?), ('created', ?), ('id', {})",
+                    crate::backend::RANDOM_ID
+                ),
                 &[
                     Value::Integer(FORMAT),
                     Value::Integer(crate::Timestamp::now().as_micros()),
@@ -328,17 +284,7 @@ fn upgrade_format(conn: &Conn) -> Result<()> {
         // their receivers still know them by it (`message::deliver_one`).
         // Tables made before have no shape on record: each is compared
         // with its type column by column when first used.
-        conn.batch(
-            "ALTER TABLE _types ADD COLUMN shape TEXT;
-             INSERT INTO _meta (key, value) VALUES ('id', lower(hex(randomblob(16))));
-             INSERT INTO _meta (key, value) SELECT 'legacy_outbox', COALESCE(MAX(id), 0) FROM _outbox;
-             CREATE TABLE _inbox_v2 (sender_id TEXT NOT NULL, message_id INTEGER NOT NULL,
-                 answer TEXT NOT NULL, PRIMARY KEY (sender_id, message_id)) STRICT;
-             INSERT INTO _inbox_v2 (sender_id, message_id, answer)
-                 SELECT 'name:' || sender, message_id, answer FROM _inbox;
-             DROP TABLE _inbox;
-             ALTER TABLE _inbox_v2 RENAME TO _inbox;",
-        )?;
+        conn.batch(crate::backend::FORMAT_2)?;
     }
     conn.execute(
         "UPDATE _meta SET value = ? WHERE key = 'format'",
@@ -428,12 +374,7 @@ pub(crate) fn has_table_at(conn: &Conn, shared: &Shared, i: usize, in_write: boo
             }
             // Another handle or process may have made it since this store
             // was opened (the command line beside a running server).
-            let made = conn
-                .scalar(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                    &[Value::Text(t.table().into())],
-                )?
-                .is_some();
+            let made = crate::backend::table_exists(conn, &t.table())?;
             if made {
                 check_columns(conn, shared, t)?;
                 if !in_write {
@@ -465,8 +406,8 @@ pub(crate) fn create(conn: &Conn, shared: &Shared, name: &str) -> Result<()> {
             create(conn, shared, target)?;
         }
     }
-    conn.batch(&sql::create_table(t, &t.table()))?;
-    conn.batch(&sql::create_indexes(t))?;
+    conn.batch(&crate::backend::create_table(t, &t.table()))?;
+    conn.batch(&crate::backend::create_indexes(t))?;
     conn.execute(
         "INSERT INTO _types (name, version, shape) VALUES (?, ?, ?)",
         &[
@@ -475,7 +416,7 @@ pub(crate) fn create(conn: &Conn, shared: &Shared, name: &str) -> Result<()> {
             Value::Text(shared.registry.create_sql(i).into()),
         ],
     )?;
-    for trig in sql::ref_triggers(t) {
+    for trig in crate::backend::ref_triggers(t) {
         conn.batch(&trig.sql)?;
     }
     Ok(())
@@ -502,27 +443,17 @@ pub(crate) fn explain(conn: &Conn, shared: &Shared, i: usize, e: StoreError) -> 
 /// changed without raising its version. (Without this, SQLite would read a
 /// field that has no column as its own name in quotes, a string.)
 fn check_columns(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<()> {
-    let columns: Vec<(String, String, bool)> = conn
-        .rows(
-            "SELECT name, type, \"notnull\" FROM pragma_table_info(?) WHERE name <> 'id' ORDER BY cid",
-            &[Value::Text(t.table().into())],
-        )?
-        .into_iter()
-        .filter_map(|r| {
-            let mut it = r.into_iter();
-            Some((text(it.next())?, text(it.next())?, int(it.next())? != 0))
-        })
-        .collect();
+    let columns = crate::backend::table_columns(conn, &t.table())?;
     let mut differences = Vec::new();
     for a in t.attrs {
         match columns.iter().find(|c| c.0 == a.name) {
             None => differences.push(format!("field {:?} has no column", a.name)),
             Some((_, ty, not_null)) => {
-                if !ty.eq_ignore_ascii_case(a.kind.sql_type()) {
+                if !ty.eq_ignore_ascii_case(crate::backend::column_type(a.kind)) {
                     differences.push(format!(
                         "field {:?} is {} but its column is {ty}",
                         a.name,
-                        a.kind.sql_type()
+                        crate::backend::column_type(a.kind)
                     ));
                 }
                 if *not_null == a.nullable {
@@ -557,14 +488,7 @@ fn check_columns(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<()> {
 /// The problems in a store: SQLite's integrity check, references that point
 /// nowhere, and attached files that are missing.
 pub(crate) fn check(conn: &Conn, shared: &Shared) -> Result<Vec<String>> {
-    let mut problems = Vec::new();
-    for row in conn.rows("PRAGMA integrity_check", &[])? {
-        if let Some(msg) = text(row.into_iter().next())
-            && msg != "ok"
-        {
-            problems.push(msg);
-        }
-    }
+    let mut problems = crate::backend::integrity_problems(conn)?;
     let present: HashMap<String, u32> = conn
         .rows("SELECT name, version FROM _types", &[])?
         .into_iter()

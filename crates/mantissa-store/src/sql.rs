@@ -5,7 +5,7 @@
 //! are always quoted; values are always bound parameters, never spliced into
 //! the text. That is what "every query is parameterised" rests on.
 
-use crate::item::{ItemType, OnDelete, table_name};
+use crate::item::ItemType;
 
 use crate::value::{AttrKind, Value};
 
@@ -19,76 +19,6 @@ pub(crate) fn ident(name: &str) -> String {
 /// "item_blog.post.title" (from a SQLite message) → "blog.post.title".
 pub(crate) fn describe_column(col: &str) -> String {
     col.strip_prefix("item_").unwrap_or(col).to_string()
-}
-
-/// The statements that create an item type's table, indexes and clean-up
-/// trigger, for a table called `table` (the type's own table, or the
-/// temporary one an upgrade fills).
-pub(crate) fn create_table(t: &ItemType, table: &str) -> String {
-    let mut cols = vec!["id INTEGER PRIMARY KEY AUTOINCREMENT".to_string()];
-    for a in t.attrs {
-        let mut c = format!("{} {}", ident(a.name), a.kind.sql_type());
-        if !a.nullable {
-            c.push_str(" NOT NULL");
-        }
-        if let Some(d) = a.default {
-            c.push_str(" DEFAULT ");
-            c.push_str(d);
-        }
-        cols.push(c);
-    }
-    format!(
-        "CREATE TABLE {} ({}) STRICT;\n",
-        ident(table),
-        cols.join(", ")
-    )
-}
-
-/// Indexes and the delete trigger of a type's table (created after an
-/// upgrade has filled it, which is faster than maintaining them meanwhile).
-pub(crate) fn create_indexes(t: &ItemType) -> String {
-    let table = t.table();
-    let mut sql = String::new();
-    for a in t.attrs {
-        if a.index || a.unique || a.references.is_some() {
-            sql.push_str(&format!(
-                "CREATE {}INDEX {} ON {}({});\n",
-                if a.unique { "UNIQUE " } else { "" },
-                ident(&format!("{table}__{}", a.name)),
-                ident(&table),
-                ident(a.name)
-            ));
-        }
-    }
-    for ix in t.indexes {
-        sql.push_str(&format!(
-            "CREATE {}INDEX {} ON {}({});\n",
-            if ix.unique { "UNIQUE " } else { "" },
-            ident(&format!("{table}__{}", ix.attrs.join("__"))),
-            ident(&table),
-            ix.attrs
-                .iter()
-                .map(|a| ident(a))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    // Whatever removes an item (a delete, a cascade) also removes what the
-    // store keeps about it elsewhere; its files go to a trash list that is
-    // emptied after the transaction commits.
-    let name = t.name.replace('\'', "''");
-    sql.push_str(&format!(
-        "CREATE TRIGGER {trigger} AFTER DELETE ON {table} BEGIN
-            DELETE FROM _powerups WHERE (provider_type = '{name}' AND provider_id = old.id)
-                OR (target_type = '{name}' AND target_id = old.id);
-            DELETE FROM _schedule WHERE item_type = '{name}' AND item_id = old.id;
-            INSERT INTO _files_trash(path) SELECT path FROM _files WHERE item_type = '{name}' AND item_id = old.id;
-            DELETE FROM _files WHERE item_type = '{name}' AND item_id = old.id;
-        END;\n",
-        trigger = ident(&format!("{table}__deleted")),
-        table = ident(&table),
-    ));
-    sql
 }
 
 /// `INSERT INTO table (a, b) VALUES (?, ?)`.
@@ -105,6 +35,23 @@ pub(crate) fn insert(t: &ItemType, table: &str, with_id: bool) -> String {
     )
 }
 
+/// `INSERT INTO table (id, a, b) VALUES (?, ?, ?)`, replacing the row
+/// that has the id already, if any (SQLite and PostgreSQL both read
+/// `ON CONFLICT … DO UPDATE … excluded`).
+pub(crate) fn upsert_by_id(t: &ItemType, table: &str) -> String {
+    let sets: Vec<String> = t
+        .attrs
+        .iter()
+        .map(|a| format!("{c} = excluded.{c}", c = ident(a.name)))
+        .collect();
+    let on_conflict = if sets.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!("DO UPDATE SET {}", sets.join(", "))
+    };
+    format!("{} ON CONFLICT (id) {on_conflict}", insert(t, table, true))
+}
+
 /// `UPDATE table SET a = ?, b = ? WHERE id = ?`.
 pub(crate) fn update(t: &ItemType) -> String {
     let sets: Vec<String> = t
@@ -117,82 +64,6 @@ pub(crate) fn update(t: &ItemType) -> String {
         ident(&t.table()),
         sets.join(", ")
     )
-}
-
-/// One trigger that enforces a reference.
-pub(crate) struct Trigger {
-    pub(crate) name: String,
-    /// The table it is defined on.
-    pub(crate) on_table: String,
-    pub(crate) sql: String,
-}
-
-/// The triggers that enforce `t`'s references: on `t`, that a reference
-/// points to an existing item; on each referenced type's table, the
-/// on-delete rule. Their messages name the item types and the attribute.
-pub(crate) fn ref_triggers(t: &ItemType) -> Vec<Trigger> {
-    let table = t.table();
-    let mut out = Vec::new();
-    for a in t.attrs {
-        let Some(target) = a.references else { continue };
-        let target_table = table_name(target);
-        let col = ident(a.name);
-        let missing = format!(
-            "{}.{} refers to a {} that does not exist",
-            t.name, a.name, target
-        )
-        .replace('\'', "''");
-        for (suffix, event) in [
-            ("ins", "INSERT".to_string()),
-            ("upd", format!("UPDATE OF {col}")),
-        ] {
-            let name = format!("{table}__ref_{}_{suffix}", a.name);
-            out.push(Trigger {
-                sql: format!(
-                    "CREATE TRIGGER {n} BEFORE {event} ON {tt} WHEN NEW.{col} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {tu} WHERE id = NEW.{col}) BEGIN SELECT RAISE(ABORT, '{missing}'); END;\n",
-                    n = ident(&name),
-                    tt = ident(&table),
-                    tu = ident(&target_table),
-                ),
-                name,
-                on_table: table.clone(),
-            });
-        }
-        let name = format!("{table}__ref_{}_del", a.name);
-        let sql = match a.on_delete {
-            OnDelete::Cascade => format!(
-                "CREATE TRIGGER {n} AFTER DELETE ON {tu} BEGIN DELETE FROM {tt} WHERE {col} = old.id; END;\n",
-                n = ident(&name),
-                tu = ident(&target_table),
-                tt = ident(&table),
-            ),
-            OnDelete::Nullify => format!(
-                "CREATE TRIGGER {n} AFTER DELETE ON {tu} BEGIN UPDATE {tt} SET {col} = NULL WHERE {col} = old.id; END;\n",
-                n = ident(&name),
-                tu = ident(&target_table),
-                tt = ident(&table),
-            ),
-            OnDelete::Refuse => {
-                let refused = format!(
-                    "cannot delete this {target}: {}.{} still refers to it",
-                    t.name, a.name
-                )
-                .replace('\'', "''");
-                format!(
-                    "CREATE TRIGGER {n} BEFORE DELETE ON {tu} WHEN EXISTS (SELECT 1 FROM {tt} WHERE {col} = old.id) BEGIN SELECT RAISE(ABORT, '{refused}'); END;\n",
-                    n = ident(&name),
-                    tu = ident(&target_table),
-                    tt = ident(&table),
-                )
-            }
-        };
-        out.push(Trigger {
-            name,
-            on_table: target_table,
-            sql,
-        });
-    }
-    out
 }
 
 /// A condition, compiled from the typed builders in [`crate::query`].

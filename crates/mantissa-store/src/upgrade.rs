@@ -188,19 +188,11 @@ pub(crate) fn start(conn: &Conn, t: &ItemType, from: u32) -> Result<Progress> {
     let old = ident(&t.table());
     let total = int(conn.scalar(&format!("SELECT COUNT(*) FROM {old}"), &[])?);
     conn.batch(&format!("DROP TABLE IF EXISTS {}", ident(&new_table(t))))?;
-    conn.batch(&sql::create_table(t, &new_table(t)))?;
+    conn.batch(&crate::backend::create_table(t, &new_table(t)))?;
     // Cascades from other types can still reach the old table while the
     // upgrade runs: a deleted item leaves the new table, a changed one is
     // upgraded again.
-    let name = t.name.replace('\'', "''");
-    conn.batch(&format!(
-        "CREATE TRIGGER {d} AFTER DELETE ON {old} BEGIN DELETE FROM {new} WHERE id = old.id; END;
-         CREATE TRIGGER {u} AFTER UPDATE ON {old} BEGIN DELETE FROM {new} WHERE id = old.id;
-             INSERT OR IGNORE INTO _upgrade_redo (name, id) VALUES ('{name}', old.id); END;",
-        d = ident(&format!("{}__upgrade_del", t.table())),
-        u = ident(&format!("{}__upgrade_upd", t.table())),
-        new = ident(&new_table(t)),
-    ))?;
+    conn.batch(&crate::backend::upgrade_triggers(t, &new_table(t)))?;
     conn.execute(
         "INSERT INTO _upgrades (name, from_version, last_id, done, total) VALUES (?, ?, 0, 0, ?)",
         &[
@@ -248,19 +240,9 @@ fn batch(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<bool> {
     let last_id = int(it.next());
 
     let old = ident(&t.table());
-    let columns: Vec<String> = conn
-        .rows(
-            &format!(
-                "SELECT name FROM pragma_table_info('{}')",
-                t.table().replace('\'', "''")
-            ),
-            &[],
-        )?
+    let columns: Vec<String> = crate::backend::table_columns(conn, &t.table())?
         .into_iter()
-        .filter_map(|r| match r.into_iter().next() {
-            Some(Value::Text(n)) if n != "id" => Some(n.into_owned()),
-            _ => None,
-        })
+        .map(|(name, _, _)| name)
         .collect();
     let mut select = String::from("id");
     for c in &columns {
@@ -281,10 +263,8 @@ fn batch(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<bool> {
     let redone = !redo.is_empty();
     rows.extend(redo);
 
-    let insert = format!(
-        "INSERT OR REPLACE {}",
-        sql::insert(t, &new_table(t), true).trim_start_matches("INSERT ")
-    );
+    // An item upgraded again (changed meanwhile) replaces its first copy.
+    let insert = sql::upsert_by_id(t, &new_table(t));
     let mut max_id = last_id;
     for row in rows {
         let mut values = row.into_iter();
@@ -363,7 +343,7 @@ fn batch(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<bool> {
 
 /// The reference triggers that mention `t`'s table: its own, and those of
 /// types that refer to it.
-fn triggers_around(shared: &Shared, t: &ItemType) -> Vec<sql::Trigger> {
+fn triggers_around(shared: &Shared, t: &ItemType) -> Vec<crate::backend::Trigger> {
     let table = t.table();
     shared
         .registry
@@ -371,7 +351,7 @@ fn triggers_around(shared: &Shared, t: &ItemType) -> Vec<sql::Trigger> {
         .iter()
         .flat_map(|c| {
             let own = c.name == t.name;
-            sql::ref_triggers(c)
+            crate::backend::ref_triggers(c)
                 .into_iter()
                 .filter(|trig| own || trig.on_table == table)
                 .collect::<Vec<_>>()
@@ -386,33 +366,12 @@ pub(crate) fn complete(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<()>
     // Changes made by cascades while the last batch ran.
     batch(conn, shared, t)?;
     let table = t.table();
-    let old_seq = int(conn.scalar(
-        "SELECT seq FROM sqlite_sequence WHERE name = ?",
-        &[Value::Text(table.clone().into())],
-    )?);
     let around = triggers_around(shared, t);
     for trig in &around {
-        conn.batch(&format!("DROP TRIGGER IF EXISTS {}", ident(&trig.name)))?;
+        conn.batch(&crate::backend::drop_trigger(trig))?;
     }
-    conn.batch(&format!(
-        "PRAGMA legacy_alter_table = ON;
-         DROP TABLE {old};
-         ALTER TABLE {new} RENAME TO {old};
-         PRAGMA legacy_alter_table = OFF;",
-        old = ident(&table),
-        new = ident(&new_table(t)),
-    ))?;
-    let updated = conn.execute(
-        "UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = ?",
-        &[Value::Integer(old_seq), Value::Text(table.clone().into())],
-    )?;
-    if updated == 0 && old_seq > 0 {
-        conn.execute(
-            "INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)",
-            &[Value::Text(table.clone().into()), Value::Integer(old_seq)],
-        )?;
-    }
-    conn.batch(&sql::create_indexes(t))?;
+    crate::backend::replace_table(conn, &table, &new_table(t))?;
+    conn.batch(&crate::backend::create_indexes(t))?;
     for trig in &around {
         conn.batch(&trig.sql)?;
     }

@@ -79,16 +79,6 @@ pub enum AttrKind {
 }
 
 impl AttrKind {
-    /// The SQL column type used for this kind.
-    pub fn sql_type(self) -> &'static str {
-        match self {
-            AttrKind::Integer | AttrKind::Bool | AttrKind::Timestamp | AttrKind::Ref => "INTEGER",
-            AttrKind::Float => "REAL",
-            AttrKind::Text | AttrKind::Decimal | AttrKind::Json => "TEXT",
-            AttrKind::Bytes => "BLOB",
-        }
-    }
-
     /// A stable name, kept in the store's schema table.
     pub fn name(self) -> &'static str {
         match self {

@@ -1,11 +1,97 @@
 //! The boundary between the store and the database engine.
 //!
-//! Everything above this module speaks in [`Value`](crate::Value)s and SQL
-//! text written by [`crate::sql`]; only the backend touches a driver. SQLite
-//! (rusqlite) is the one backend today. The PostgreSQL backend will be a
-//! sibling module exposing the same `Conn` surface, chosen when a site is
-//! opened; the `Item` API does not change.
+//! Everything above this module speaks in [`Value`](crate::Value)s and
+//! portable SQL written by [`crate::sql`] (quoted identifiers, `?`
+//! parameters, `SELECT`/`INSERT`/`UPDATE`/`DELETE` that SQLite and
+//! PostgreSQL read alike); only the backend touches a driver, and only the
+//! backend writes what one engine alone understands: DDL and column types
+//! ([`sqlite::ddl`]), what the engine says about its own schema and health
+//! ([`sqlite::introspect`]), and work on whole stores: copies, exports,
+//! table rebuilds ([`sqlite::maintenance`]). A test
+//! (`engine_specific_sql_stays_in_the_backend`) fails when SQL only one
+//! engine reads appears anywhere else in the store.
+//!
+//! SQLite (rusqlite) is the one backend today. What the PostgreSQL one will
+//! be, so that this boundary is drawn where it will have to be:
+//!
+//! - **A user store** is a file on SQLite (`users/<name>.sqlite`: copying
+//!   it copies the user). On PostgreSQL it is the rows of shared tables
+//!   that carry its store id: every item table and every one of the
+//!   store's own (`_files`, `_schedule`, `_outbox`…) gains a `store`
+//!   column, first in its primary key and in every index, which is the
+//!   distribution column a Citus cluster shards on, with a row-level
+//!   security policy on it as a backstop. A schema (or database) per user
+//!   was the other choice; catalogs that grow with every user stop
+//!   scaling at tens of thousands of users, and every new item type would
+//!   be a migration of every schema.
+//! - **Statements** keep `?` parameters; the PostgreSQL backend numbers
+//!   them (`$1`, `$2`…) when it prepares a statement, and adds the store
+//!   condition. Ids come from one identity column per table, never reused,
+//!   as `AUTOINCREMENT` promises here.
+//! - **Transactions** stay closures that run on the store's own threads
+//!   (the writer pool, the reader threads), never on an async worker: on
+//!   PostgreSQL those threads hold pooled connections and wait on them, as
+//!   they wait on the disk here.
+//! - **Types**: SQLite keeps `REAL` and `BLOB`; PostgreSQL `double
+//!   precision` and `bytea`. Decimals are text on both (compared by value
+//!   through [`crate::sql::push_operand`]); text compares by code point on
+//!   both (`COLLATE "C"` there).
 
 pub(crate) mod sqlite;
 
+pub(crate) use sqlite::ddl::{
+    CORE_TABLES, EXPORT_FILES_TABLE, FORMAT_2, RANDOM_ID, Trigger, column_type, create_indexes,
+    create_table, drop_trigger, internal_tables, ref_triggers, upgrade_triggers,
+};
+pub(crate) use sqlite::introspect::{integrity_problems, table_columns, table_exists};
+pub(crate) use sqlite::maintenance::{as_single_file, copy_into, replace_table};
 pub(crate) use sqlite::{Conn, Row, is_missing_column, is_missing_table};
+
+#[cfg(test)]
+mod tests {
+    /// Words of SQL that only SQLite reads (or reads differently): the
+    /// backend's business, not the rest of the store's.
+    const SQLITE_ONLY: &[&str] = &[
+        "AUTOINCREMENT",
+        "STRICT",
+        "WITHOUT ROWID",
+        "INSERT OR ",
+        "VACUUM",
+        "PRAGMA",
+        "pragma_",
+        "sqlite_",
+        "legacy_alter_table",
+        "TRIGGER",
+        "RAISE(",
+        "randomblob",
+        "journal_mode",
+    ];
+
+    #[test]
+    fn engine_specific_sql_stays_in_the_backend() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if line.trim_start().starts_with("//") {
+                    continue;
+                }
+                for word in SQLITE_ONLY {
+                    if line.contains(word) {
+                        found.push(format!("{}:{}: {word}", path.display(), n + 1));
+                    }
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "SQL only SQLite reads, outside backend/:\n{}",
+            found.join("\n")
+        );
+    }
+}

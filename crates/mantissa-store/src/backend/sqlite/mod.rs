@@ -8,6 +8,10 @@
 //! `BEGIN IMMEDIATE`, so that `SQLITE_BUSY` from another process (the
 //! command line beside a running server) never reaches the caller.
 
+pub(crate) mod ddl;
+pub(crate) mod introspect;
+pub(crate) mod maintenance;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
