@@ -11,8 +11,12 @@
 //! (`engine_specific_sql_stays_in_the_backend`) fails when SQL only one
 //! engine reads appears anywhere else in the store.
 //!
-//! SQLite (rusqlite) is the one backend today. What the PostgreSQL one will
-//! be, so that this boundary is drawn where it will have to be:
+//! SQLite (rusqlite) is the backend stores run on today. Of the PostgreSQL
+//! one, the connection is built and tested against a real server
+//! ([`postgres`]: the same `batch`/`execute`/`insert`/`rows`/`scalar` and
+//! transactions, the same [`Value`](crate::Value)s); pointing a store at it
+//! comes next. What it will be, so that this boundary is drawn where it
+//! will have to be:
 //!
 //! - **A user store** is a file on SQLite (`users/<name>.sqlite`: copying
 //!   it copies the user). On PostgreSQL it is the rows of shared tables
@@ -37,6 +41,9 @@
 //!   through [`crate::sql::push_operand`]); text compares by code point on
 //!   both (`COLLATE "C"` there).
 
+// Its first users are its own tests: the store is pointed at it next.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
 pub(crate) use sqlite::ddl::{
