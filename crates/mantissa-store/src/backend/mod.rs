@@ -20,18 +20,24 @@
 //!
 //! - **A user store** is a file on SQLite (`users/<name>.sqlite`: copying
 //!   it copies the user). On PostgreSQL it is the rows of shared tables
-//!   that carry its store id: every item table and every one of the
-//!   store's own (`_files`, `_schedule`, `_outbox`…) gains a `store`
-//!   column, first in its primary key and in every index, which is the
-//!   distribution column a Citus cluster shards on, with a row-level
-//!   security policy on it as a backstop. A schema (or database) per user
-//!   was the other choice; catalogs that grow with every user stop
-//!   scaling at tens of thousands of users, and every new item type would
-//!   be a migration of every schema.
+//!   that carry its store id ([`postgres::ddl`]): every item table and
+//!   every one of the store's own (`_files`, `_schedule`, `_outbox`…) has
+//!   a `store` column, first in its primary key and in every index, which
+//!   is the distribution column a Citus cluster shards on. A transaction
+//!   names its store once (`SET LOCAL`), and row-level security keeps it
+//!   to that store's rows, filling `store` in what it inserts: so the
+//!   portable SQL above never names the store, and a mistake in it cannot
+//!   reach another user's rows. (The rows' ids come from one identity per
+//!   table, unique across stores.) A schema (or a database) per user was
+//!   the other choice; catalogs that grow with every user stop scaling at
+//!   tens of thousands of users, and every new item type would be a
+//!   migration of every schema.
 //! - **Statements** keep `?` parameters; the PostgreSQL backend numbers
-//!   them (`$1`, `$2`…) when it prepares a statement, and adds the store
-//!   condition. Ids come from one identity column per table, never reused,
-//!   as `AUTOINCREMENT` promises here.
+//!   them (`$1`, `$2`…) when it prepares a statement. A failed statement
+//!   leaves its transaction going on both (a savepoint each on
+//!   PostgreSQL). Upserts name their conflict's columns, which on
+//!   PostgreSQL include `store`: those in `files.rs` and `upgrade.rs` move
+//!   here when stores run on it.
 //! - **Transactions** stay closures that run on the store's own threads
 //!   (the writer pool, the reader threads), never on an async worker: on
 //!   PostgreSQL those threads hold pooled connections and wait on them, as

@@ -21,6 +21,12 @@
 //!
 //! Statements keep SQLite's `?` parameters; they are numbered here
 //! (`$1`, `$2`…, [`numbered`]), outside quoted text and names.
+//!
+//! A statement that fails inside a transaction leaves the transaction
+//! going, as on SQLite, where a closure may catch a refused insert and go
+//! on: PostgreSQL would abort the whole transaction, so each statement in
+//! one runs under a savepoint (sent together with the statement, in one
+//! round trip), rolled back to when it fails.
 
 use std::sync::OnceLock;
 
@@ -28,6 +34,8 @@ use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{NoTls, Row};
+
+pub(crate) mod ddl;
 
 use crate::error::{Result, StoreError};
 use crate::value::Value;
@@ -127,7 +135,11 @@ impl PgPool {
             .handle()
             .block_on(async move { pool.get().await })
             .map_err(|e| database(format!("no PostgreSQL connection: {e}")))?;
-        Ok(PgConn { client, rt })
+        Ok(PgConn {
+            client,
+            rt,
+            in_transaction: std::cell::Cell::new(false),
+        })
     }
 }
 
@@ -135,6 +147,9 @@ impl PgPool {
 pub(crate) struct PgConn {
     client: deadpool_postgres::Object,
     rt: &'static tokio::runtime::Runtime,
+    /// Whether a transaction is open (statements then run under a
+    /// savepoint each).
+    in_transaction: std::cell::Cell<bool>,
 }
 
 impl PgConn {
@@ -145,16 +160,52 @@ impl PgConn {
         self.rt.handle().block_on(f).map_err(classify)
     }
 
+    /// Runs `statement` on this connection; inside a transaction, under a
+    /// savepoint sent with it, released after it or rolled back to when it
+    /// failed (see the module documentation).
+    fn guarded<T>(
+        &self,
+        statement: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> Result<T> {
+        if !self.in_transaction.get() {
+            return self.wait(statement);
+        }
+        let client = &self.client;
+        let outcome = self.rt.handle().block_on(async {
+            // Both are sent before either answer is read: one round trip.
+            let (saved, done) = tokio::join!(
+                client.batch_execute("SAVEPOINT mantissa_statement"),
+                statement
+            );
+            saved?;
+            match done {
+                Ok(v) => {
+                    client
+                        .batch_execute("RELEASE SAVEPOINT mantissa_statement")
+                        .await?;
+                    Ok(Ok(v))
+                }
+                Err(e) => {
+                    client
+                        .batch_execute("ROLLBACK TO SAVEPOINT mantissa_statement")
+                        .await?;
+                    Ok(Err(e))
+                }
+            }
+        });
+        outcome.map_err(classify)?.map_err(classify)
+    }
+
     /// Runs statements that take no parameters, `;`-separated.
     pub(crate) fn batch(&self, sql: &str) -> Result<()> {
-        self.wait(self.client.batch_execute(sql))
+        self.guarded(self.client.batch_execute(sql))
     }
 
     /// Runs a statement; returns how many rows it changed.
     pub(crate) fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize> {
         let sql = numbered(sql);
         let params = as_params(params);
-        let n = self.wait(async {
+        let n = self.guarded(async {
             let stmt = self.client.prepare_cached(&sql).await?;
             self.client.execute(&stmt, &params).await
         })?;
@@ -182,7 +233,7 @@ impl PgConn {
     pub(crate) fn rows(&self, sql: &str, params: &[Value<'_>]) -> Result<Vec<Vec<Value<'static>>>> {
         let sql = numbered(sql);
         let params = as_params(params);
-        let rows = self.wait(async {
+        let rows = self.guarded(async {
             let stmt = self.client.prepare_cached(&sql).await?;
             self.client.query(&stmt, &params).await
         })?;
@@ -203,22 +254,30 @@ impl PgConn {
     /// fails, and is retried by the store, as a busy SQLite file is waited
     /// for).
     pub(crate) fn begin_write(&self) -> Result<()> {
-        self.batch("BEGIN ISOLATION LEVEL SERIALIZABLE")
+        self.begin("BEGIN ISOLATION LEVEL SERIALIZABLE")
+    }
+
+    fn begin(&self, sql: &str) -> Result<()> {
+        self.wait(self.client.batch_execute(sql))?;
+        self.in_transaction.set(true);
+        Ok(())
     }
 
     /// Begins a read transaction: one snapshot for all its statements, as
     /// a read on SQLite sees.
     pub(crate) fn begin_read(&self) -> Result<()> {
-        self.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     }
 
     pub(crate) fn commit(&self) -> Result<()> {
-        self.batch("COMMIT")
+        self.in_transaction.set(false);
+        self.wait(self.client.batch_execute("COMMIT"))
     }
 
     /// Rolls back whatever transaction is open (none: nothing happens).
     pub(crate) fn rollback(&self) {
-        let _ = self.batch("ROLLBACK");
+        self.in_transaction.set(false);
+        let _ = self.wait(self.client.batch_execute("ROLLBACK"));
     }
 }
 
@@ -369,7 +428,8 @@ pub(crate) fn test_server() -> String {
     .clone()
 }
 
-/// A new, empty database on [`test_server`], for one test.
+/// A new, empty database on [`test_server`], for one test, owned by an
+/// ordinary role (`mantissa_test`), as a site's database is.
 #[cfg(test)]
 pub(crate) fn test_database() -> String {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -381,13 +441,29 @@ pub(crate) fn test_database() -> String {
         N.fetch_add(1, Ordering::Relaxed),
         fastrand::u32(..)
     );
-    let admin = PgPool::new(&server, 1).unwrap();
+    let admin = PgPool::new(&server, 1).unwrap().get().unwrap();
+    // The store's role is an ordinary one: a superuser is not held to
+    // row-level security, which keeps stores apart.
+    static ROLE: OnceLock<()> = OnceLock::new();
+    ROLE.get_or_init(|| {
+        // Another test binary may make it at the same moment: then it is
+        // there, which is all that is wanted.
+        let made = admin.batch("CREATE ROLE mantissa_test LOGIN NOSUPERUSER NOBYPASSRLS");
+        if let Err(e) = made {
+            let there = admin
+                .scalar(
+                    "SELECT 1 FROM pg_roles WHERE rolname = 'mantissa_test'",
+                    &[],
+                )
+                .unwrap();
+            assert!(there.is_some(), "the tests' role cannot be made: {e}");
+        }
+    });
     admin
-        .get()
-        .unwrap()
-        .batch(&format!("CREATE DATABASE {name}"))
+        .batch(&format!("CREATE DATABASE {name} OWNER mantissa_test"))
         .unwrap();
     let (base, _) = server.rsplit_once('/').unwrap();
+    let base = base.replacen("postgres://postgres@", "postgres://mantissa_test@", 1);
     format!("{base}/{name}")
 }
 
