@@ -151,6 +151,16 @@ struct NextQuery {
     next: String,
 }
 
+/// Whether anyone may ask for an account (the log-in form links to
+/// sign-up then).
+async fn signup_open(acc: &Accounts) -> Result<bool, WebError> {
+    let mechanism = acc
+        .signup_mechanism()
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?;
+    Ok(mechanism != "closed")
+}
+
 /// The log-in form. Under `/api/` its data carries the CSRF token a
 /// log-in with a session cookie must send back (`X-CSRF-Token`), as the
 /// form's hidden field does in a browser.
@@ -168,11 +178,7 @@ async fn login_form(
     api: Option<Extension<ApiRequest>>,
     Query(q): Query<NextQuery>,
 ) -> Result<Page, WebError> {
-    let open = acc
-        .signup_mechanism()
-        .await
-        .map_err(|e| WebError::Internal(e.to_string()))?
-        != "closed";
+    let open = signup_open(&acc).await?;
     let csrf_token = api.map(|_| csrf.value().to_string());
     Ok(Page::new(
         "accounts/login.html",
@@ -266,11 +272,7 @@ async fn login(
             | AccountError::TooLong { .. }
             | AccountError::CodeNeeded),
         ) => {
-            let open = acc
-                .signup_mechanism()
-                .await
-                .map_err(|e| WebError::Internal(e.to_string()))?
-                != "closed";
+            let open = signup_open(&acc).await?;
             let why = e.to_string();
             let page = Page::new(
                 "accounts/login.html",

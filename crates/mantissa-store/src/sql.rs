@@ -21,6 +21,40 @@ pub(crate) fn describe_column(col: &str) -> String {
     col.strip_prefix("item_").unwrap_or(col).to_string()
 }
 
+/// One index of an item type's table, as every backend makes it: its
+/// name, whether it is unique, and its columns (quoted, comma-separated).
+pub(crate) struct Index {
+    pub(crate) name: String,
+    pub(crate) unique: bool,
+    pub(crate) columns: String,
+}
+
+/// The indexes of `t`'s table: one for each attribute that is indexed,
+/// unique or a reference, and each compound index.
+pub(crate) fn indexes(t: &ItemType) -> Vec<Index> {
+    let table = t.table();
+    let single = t
+        .attrs
+        .iter()
+        .filter(|a| a.index || a.unique || a.references.is_some())
+        .map(|a| Index {
+            name: ident(&format!("{table}__{}", a.name)),
+            unique: a.unique,
+            columns: ident(a.name),
+        });
+    let compound = t.indexes.iter().map(|ix| Index {
+        name: ident(&format!("{table}__{}", ix.attrs.join("__"))),
+        unique: ix.unique,
+        columns: ix
+            .attrs
+            .iter()
+            .map(|a| ident(a))
+            .collect::<Vec<_>>()
+            .join(", "),
+    });
+    single.chain(compound).collect()
+}
+
 /// `INSERT INTO table (a, b) VALUES (?, ?)`.
 pub(crate) fn insert(t: &ItemType, table: &str, with_id: bool) -> String {
     let mut cols: Vec<String> = t.attrs.iter().map(|a| ident(a.name)).collect();

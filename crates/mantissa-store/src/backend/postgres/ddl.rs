@@ -100,28 +100,13 @@ fn literal(text: &str) -> String {
 pub(crate) fn create_indexes(t: &ItemType) -> String {
     let table = t.table();
     let mut sql = String::new();
-    for a in t.attrs {
-        if a.index || a.unique || a.references.is_some() {
-            sql.push_str(&format!(
-                "CREATE {}INDEX IF NOT EXISTS {} ON {}(store, {});\n",
-                if a.unique { "UNIQUE " } else { "" },
-                ident(&format!("{table}__{}", a.name)),
-                ident(&table),
-                ident(a.name)
-            ));
-        }
-    }
-    for ix in t.indexes {
+    for ix in crate::sql::indexes(t) {
         sql.push_str(&format!(
             "CREATE {}INDEX IF NOT EXISTS {} ON {}(store, {});\n",
             if ix.unique { "UNIQUE " } else { "" },
-            ident(&format!("{table}__{}", ix.attrs.join("__"))),
+            ix.name,
             ident(&table),
-            ix.attrs
-                .iter()
-                .map(|a| ident(a))
-                .collect::<Vec<_>>()
-                .join(", ")
+            ix.columns
         ));
     }
     let name = literal(t.name);

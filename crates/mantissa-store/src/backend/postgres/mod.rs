@@ -196,6 +196,14 @@ impl PgConn {
         outcome.map_err(classify)?.map_err(classify)
     }
 
+    /// `sql`, its parameters numbered, prepared once per connection.
+    async fn prepared(
+        &self,
+        sql: &str,
+    ) -> std::result::Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        self.client.prepare_cached(&numbered(sql)).await
+    }
+
     /// Runs statements that take no parameters, `;`-separated.
     pub(crate) fn batch(&self, sql: &str) -> Result<()> {
         self.guarded(self.client.batch_execute(sql))
@@ -203,10 +211,9 @@ impl PgConn {
 
     /// Runs a statement; returns how many rows it changed.
     pub(crate) fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize> {
-        let sql = numbered(sql);
         let params = as_params(params);
         let n = self.guarded(async {
-            let stmt = self.client.prepare_cached(&sql).await?;
+            let stmt = self.prepared(sql).await?;
             self.client.execute(&stmt, &params).await
         })?;
         Ok(n as usize)
@@ -231,10 +238,9 @@ impl PgConn {
 
     /// Every row of a query, each as its values in column order.
     pub(crate) fn rows(&self, sql: &str, params: &[Value<'_>]) -> Result<Vec<Vec<Value<'static>>>> {
-        let sql = numbered(sql);
         let params = as_params(params);
         let rows = self.guarded(async {
-            let stmt = self.client.prepare_cached(&sql).await?;
+            let stmt = self.prepared(sql).await?;
             self.client.query(&stmt, &params).await
         })?;
         rows.iter().map(values).collect()
