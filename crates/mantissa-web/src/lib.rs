@@ -6,9 +6,12 @@
 //! connection and the response leaving: the request pipeline every request
 //! passes (rate limits, crawler pacing, sessions, CSRF, conditional GET,
 //! security headers, access log; `pipeline.rs` says why it is one service
-//! rather than a stack of layers), routing, and rendering. It must not reach into the
-//! store's internals (it uses items and queries like any application) nor
-//! own accounts, which belong to `mantissa-accounts`.
+//! rather than a stack of layers), routing, and rendering. It also keeps
+//! the site's configuration in the site store ([`SiteConfig`], and the
+//! [`Port`]s the site listens on, which `mantissa-server` is handed as plain
+//! addresses). It must not reach into the store's internals (it uses items
+//! and queries like any application) nor own accounts, which belong to
+//! `mantissa-accounts`.
 
 /// The axum this crate is built on, for offerings' routes.
 pub use axum;
@@ -43,6 +46,7 @@ mod observe;
 mod offering;
 mod page;
 mod pipeline;
+mod ports;
 mod protect;
 mod reveal;
 mod session;
@@ -64,6 +68,7 @@ pub use offering::{
 };
 pub use page::{ApiRequest, Page, Pager, WebError};
 pub use pipeline::WebService;
+pub use ports::{Port, PortError};
 pub use protect::is_bot;
 pub use reveal::{REVEALS_PER_HOUR, Reveals};
 pub use session::{

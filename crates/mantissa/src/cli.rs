@@ -33,9 +33,9 @@ use mantissa_accounts::{
     AccountError, Accounts, SettingsOffering, SharePolicy, TokenAuthenticator,
 };
 use mantissa_mail::MailConfig;
-use mantissa_server::{Guard, Limits, Port, PortError, Protocol, Server, ServerError, load_tls};
+use mantissa_server::{Guard, Limits, Protocol, Server, ServerError, load_tls};
 use mantissa_store::{Site, Store, StoreError, StoreStats};
-use mantissa_web::{App, HttpProtocol, Offering, SiteConfig, WebOptions};
+use mantissa_web::{App, HttpProtocol, Offering, Port, PortError, SiteConfig, WebOptions};
 use serde::Serialize;
 
 mod args;
