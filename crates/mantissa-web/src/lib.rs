@@ -9,8 +9,9 @@
 //! rather than a stack of layers), routing, and rendering. It also keeps
 //! the site's configuration in the site store ([`SiteConfig`], and the
 //! [`Port`]s the site listens on, which `mantissa-server` is handed as plain
-//! addresses). It must not reach into the store's internals (it uses items
-//! and queries like any application) nor own accounts, which belong to
+//! addresses), and makes the server a site is served by ([`site_server`]).
+//! It must not reach into the store's internals (it uses items and queries
+//! like any application) nor own accounts, which belong to
 //! `mantissa-accounts`.
 
 /// The axum this crate is built on, for offerings' routes.
@@ -57,7 +58,7 @@ pub use access::{AccessPolicy, CapabilitiesFuture, PublicPolicy, VIEW, grants};
 pub use api::{Checkbox, JsonOrForm, PageData, PageResponses, Problem, Written, checkbox};
 pub use app::{App, WebOptions};
 pub use config::{AddressList, AddressListError, DEFAULT_ROBOTS, SiteConfig};
-pub use http::{ClientInfo, HttpProtocol};
+pub use http::{ClientInfo, HttpProtocol, site_server};
 pub use nav::{
     EveryOffering, FirstRun, FirstRunFuture, MESSAGES, Menu, MenuFuture, MenuLink, Navigation,
     Step, applications, done, done_url, message,
