@@ -35,7 +35,7 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use mantissa_store::{StoreError, Timestamp};
 use mantissa_web::{
-    App, JsonOrForm, Page, PageResponses, Pager, Session, SessionRecord, WebError, Written,
+    App, JsonOrForm, Page, PageResponses, Pager, Port, Session, SessionRecord, WebError, Written,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -979,11 +979,7 @@ async fn mail_page(
 #[utoipa::path(get, path = "/admin/ports", operation_id = "admin_ports", tag = "admin",
     security(("token" = [])), responses(PageResponses))]
 async fn ports_page(State(app): State<App>) -> Result<Page, WebError> {
-    let ports = app
-        .site()
-        .store()
-        .read(|r| r.query::<mantissa_server::Port>().all())
-        .await?;
+    let ports = app.site().store().read(|r| r.query::<Port>().all()).await?;
     let ports: Vec<Value> = ports
         .iter()
         .map(|p| json!({ "protocol": p.protocol, "address": p.address, "tls": p.cert.is_some() }))

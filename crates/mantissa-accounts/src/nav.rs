@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use mantissa_web::{App, FirstRun, FirstRunFuture, Menu, MenuFuture, Navigation, Step};
+use mantissa_web::{App, FirstRun, FirstRunFuture, Menu, MenuFuture, Navigation, Port, Step};
 
 use crate::model::{Account, Product, SignupPolicy, status};
 use crate::service::Accounts;
@@ -99,7 +99,7 @@ impl Navigation for AccountsNavigation {
                     let admins = r.query::<Account>().filter(Account::admin.eq(true)).all()?;
                     let accounts = r.query::<Account>().count()?;
                     let chosen = r.query::<SignupPolicy>().first()?.is_some();
-                    let public_port = r.query::<mantissa_server::Port>().all()?.iter().any(|p| {
+                    let public_port = r.query::<Port>().all()?.iter().any(|p| {
                         p.address
                             .parse::<std::net::SocketAddr>()
                             .is_ok_and(|a| !a.ip().is_loopback())

@@ -38,7 +38,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::guard::{Guard, Refusal, SlotGuard};
 use crate::idle::{Activity, Overdue, Requests, Watched, Watchers};
-use crate::workers::Workers;
+use crate::workers::{ThreadStart, Workers};
 
 /// A byte stream a protocol talks over: plain TCP or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -129,6 +129,7 @@ pub struct Server {
     listeners: Vec<Listening>,
     stop: watch::Sender<bool>,
     watchers: Watchers,
+    on_thread_start: Option<ThreadStart>,
 }
 
 impl Server {
@@ -139,7 +140,18 @@ impl Server {
             listeners: Vec::new(),
             stop: watch::channel(false).0,
             watchers: Watchers::default(),
+            on_thread_start: None,
         }
+    }
+
+    /// Has `hook` run first on each connection thread when [`Server::run`]
+    /// starts them, with the thread's number (0, 1, … one per CPU), before
+    /// it serves any connection. A site's server sends each thread's store
+    /// reads to a reader queue of its own this way; this crate knows no
+    /// store. Replaces an earlier hook.
+    pub fn on_thread_start(&mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> &mut Self {
+        self.on_thread_start = Some(Arc::new(hook));
+        self
     }
 
     /// The guard.
@@ -187,8 +199,9 @@ impl Server {
             listeners,
             stop,
             watchers,
+            on_thread_start,
         } = self;
-        let workers = Arc::new(Workers::start());
+        let workers = Arc::new(Workers::start(on_thread_start));
         let mut accepting = JoinSet::new();
         for l in listeners {
             accepting.spawn(accept_loop(

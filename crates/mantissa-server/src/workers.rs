@@ -16,15 +16,26 @@
 //! do). What this gives up is work stealing: a connection whose handler
 //! holds its thread with CPU work delays the others on that thread.
 //! Mantissa's handlers do their blocking work (store reads, password
-//! hashing) off the runtime, so that is rare. Each thread also sends its
-//! store reads to a reader queue of its own.
+//! hashing) off the runtime, so that is rare.
+//!
+//! Each thread first runs the server's thread-start hook with its
+//! number, if one was given: what starts a site's server has each thread
+//! send its store reads to a reader queue of its own, for the same reason
+//! (`mantissa-store`'s `readers.rs`). The hook is how that happens without
+//! this crate knowing the store.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinSet};
+
+/// What each connection thread runs first, given its number (0, 1, … one
+/// per CPU): state a thread keeps for the connections it serves, such as
+/// the store reader queue its reads go to.
+pub(crate) type ThreadStart = Arc<dyn Fn(usize) + Send + Sync>;
 
 /// One single-threaded runtime per CPU, stopped when this is dropped.
 pub(crate) struct Workers {
@@ -36,9 +47,10 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
-    /// Starts one thread per CPU. When none can be started, connections are
-    /// served on the caller's runtime instead (logged).
-    pub(crate) fn start() -> Workers {
+    /// Starts one thread per CPU, each running `on_start` first. When none
+    /// can be started, connections are served on the caller's runtime
+    /// instead (logged), and `on_start` runs nowhere.
+    pub(crate) fn start(on_start: Option<ThreadStart>) -> Workers {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut handles = Vec::with_capacity(n);
         let mut stops = Vec::with_capacity(n);
@@ -55,12 +67,13 @@ impl Workers {
             };
             let handle = runtime.handle().clone();
             let (stop, stopped) = oneshot::channel::<()>();
+            let on_start = on_start.clone();
             let started = std::thread::Builder::new()
                 .name(format!("mantissa-conn-{i}"))
                 .spawn(move || {
-                    // Its store reads go to a reader queue of its own, for
-                    // the same reason (`mantissa-store`'s `readers.rs`).
-                    mantissa_store::use_reader_queue(i);
+                    if let Some(on_start) = on_start {
+                        on_start(i);
+                    }
                     runtime.block_on(async {
                         let _ = stopped.await;
                     });

@@ -1,7 +1,10 @@
 //! Connections are served on the connection threads, each connection on one
-//! thread for its whole life, and shutdown still waits for them.
+//! thread for its whole life, each thread having run the server's
+//! thread-start hook first, and shutdown still waits for them.
 
-use std::sync::Arc;
+use std::cell::Cell;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use mantissa_server::{BoxFuture, Connection, Guard, Limits, Protocol, Server};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -85,13 +88,93 @@ async fn each_connection_stays_on_one_connection_thread_and_shutdown_waits() {
     // Shutdown waits for the open connections (within its grace period,
     // ten seconds by default), and ends the server once they close.
     stop.send(()).unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !running.is_finished(),
         "the server stopped with connections open"
     );
     drop((a, b));
-    tokio::time::timeout(std::time::Duration::from_secs(10), running)
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the server stopped")
+        .unwrap();
+}
+
+thread_local! {
+    /// The number the thread-start hook was given on this thread.
+    static HOOKED: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Answers every line with the name of the thread that read it and the
+/// number its thread-start hook was given there, if it ran.
+struct HookedThread;
+
+impl Protocol for HookedThread {
+    fn serve(&self, conn: Connection) -> BoxFuture {
+        Box::pin(async move {
+            let mut lines = BufReader::new(conn.io);
+            let mut line = String::new();
+            while lines.read_line(&mut line).await.is_ok_and(|n| n > 0) {
+                let name = std::thread::current().name().unwrap_or("").to_string();
+                let hooked = HOOKED.get().map_or("none".to_string(), |i| i.to_string());
+                let answer = format!("{name} {hooked}\n");
+                if lines.get_mut().write_all(answer.as_bytes()).await.is_err() {
+                    break;
+                }
+                line.clear();
+            }
+        })
+    }
+}
+
+/// What `mantissa-web`'s `site_server` relies on to give each connection
+/// thread its own store reader queue: the hook runs once on every
+/// connection thread, with that thread's number, before it serves anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_thread_start_hook_runs_first_on_each_connection_thread() {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let mut server = Server::new(Guard::new(Limits::default()));
+    let seen = started.clone();
+    server.on_thread_start(move |i| {
+        let name = std::thread::current().name().unwrap_or("").to_string();
+        seen.lock().unwrap().push((i, name));
+        HOOKED.set(Some(i));
+    });
+    let addr = server
+        .listen("127.0.0.1:0".parse().unwrap(), None, Arc::new(HookedThread))
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    // Connections are dealt to the threads in turn: as many as there are
+    // threads reach every one of them.
+    let mut connections = Vec::new();
+    for _ in 0..threads {
+        let mut c = BufReader::new(TcpStream::connect(addr).await.unwrap());
+        let answer = threads_of(&mut c, 1).await.remove(0);
+        let (name, hooked) = answer.split_once(' ').unwrap();
+        assert_eq!(
+            Some(hooked),
+            name.strip_prefix("mantissa-conn-"),
+            "served on {name} with the hook given {hooked}"
+        );
+        connections.push(c);
+    }
+
+    let mut started = started.lock().unwrap().clone();
+    started.sort();
+    let expected: Vec<(usize, String)> = (0..threads)
+        .map(|i| (i, format!("mantissa-conn-{i}")))
+        .collect();
+    assert_eq!(started, expected, "the hook ran once on each thread");
+
+    stop.send(()).unwrap();
+    drop(connections);
+    tokio::time::timeout(Duration::from_secs(10), running)
         .await
         .expect("the server stopped")
         .unwrap();

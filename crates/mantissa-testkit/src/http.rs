@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use mantissa_server::{Guard, Limits, Server};
+use mantissa_server::{Guard, Limits};
 use mantissa_store::Site;
-use mantissa_web::{App, HttpProtocol, WebOptions, WebService};
+use mantissa_web::{App, HttpProtocol, WebOptions, WebService, site_server};
 
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -63,7 +63,7 @@ impl TestServer {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let mut server = Server::new(guard);
+                let mut server = site_server(guard);
                 let addr = server
                     .listen(
                         "127.0.0.1:0".parse().unwrap(),

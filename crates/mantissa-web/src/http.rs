@@ -1,6 +1,7 @@
 //! HTTP as a protocol of `mantissa-server`: hyper serves each admitted
 //! connection (HTTP/1.1 with a header-read timeout, or HTTP/2 by ALPN) and
-//! hands requests to the web service.
+//! hands requests to the web service. [`site_server`] makes the server a
+//! site is served by.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,8 +14,22 @@ use futures_util::TryFutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use mantissa_server::{Answering, BoxFuture, Connection, Protocol, Refusal};
+use mantissa_server::{Answering, BoxFuture, Connection, Guard, Protocol, Refusal, Server};
 use tower::ServiceExt;
+
+/// A server for a site's protocols, sharing `guard`, whose connection
+/// threads each send their store reads to a reader queue of their own
+/// ([`mantissa_store::use_reader_queue`], with the thread's number): no
+/// two threads share a queue, so a read's state does not cross CPUs, and
+/// every read is handed over, quick ones too (`mantissa-store`'s
+/// `readers.rs` says why). `mantissa-server` knows no store, so this is
+/// done here, by the hook it runs on each thread; whatever serves a site
+/// starts its server here, so that none forgets it.
+pub fn site_server(guard: Guard) -> Server {
+    let mut server = Server::new(guard);
+    server.on_thread_start(mantissa_store::use_reader_queue);
+    server
+}
 
 /// Who is on the other end of a request's connection (a request extension).
 #[derive(Clone, Copy, Debug)]

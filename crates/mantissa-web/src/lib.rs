@@ -6,9 +6,13 @@
 //! connection and the response leaving: the request pipeline every request
 //! passes (rate limits, crawler pacing, sessions, CSRF, conditional GET,
 //! security headers, access log; `pipeline.rs` says why it is one service
-//! rather than a stack of layers), routing, and rendering. It must not reach into the
-//! store's internals (it uses items and queries like any application) nor
-//! own accounts, which belong to `mantissa-accounts`.
+//! rather than a stack of layers), routing, and rendering. It also keeps
+//! the site's configuration in the site store ([`SiteConfig`], and the
+//! [`Port`]s the site listens on, which `mantissa-server` is handed as plain
+//! addresses), and makes the server a site is served by ([`site_server`]).
+//! It must not reach into the store's internals (it uses items and queries
+//! like any application) nor own accounts, which belong to
+//! `mantissa-accounts`.
 
 /// The axum this crate is built on, for offerings' routes.
 pub use axum;
@@ -43,6 +47,7 @@ mod observe;
 mod offering;
 mod page;
 mod pipeline;
+mod ports;
 mod protect;
 mod reveal;
 mod session;
@@ -53,7 +58,7 @@ pub use access::{AccessPolicy, CapabilitiesFuture, PublicPolicy, VIEW, grants};
 pub use api::{Checkbox, JsonOrForm, PageData, PageResponses, Problem, Written, checkbox};
 pub use app::{App, WebOptions};
 pub use config::{AddressList, AddressListError, DEFAULT_ROBOTS, SiteConfig};
-pub use http::{ClientInfo, HttpProtocol};
+pub use http::{ClientInfo, HttpProtocol, site_server};
 pub use nav::{
     EveryOffering, FirstRun, FirstRunFuture, MESSAGES, Menu, MenuFuture, MenuLink, Navigation,
     Step, applications, done, done_url, message,
@@ -64,6 +69,7 @@ pub use offering::{
 };
 pub use page::{ApiRequest, Page, Pager, WebError};
 pub use pipeline::WebService;
+pub use ports::{Port, PortError};
 pub use protect::is_bot;
 pub use reveal::{REVEALS_PER_HOUR, Reveals};
 pub use session::{

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use axum::Router;
-use mantissa_server::{Guard, Limits, Server, load_tls};
+use mantissa_server::{Guard, Limits, load_tls};
 use mantissa_store::Site;
-use mantissa_web::{App, HttpProtocol, Page, WebOptions};
+use mantissa_web::{App, HttpProtocol, Page, WebOptions, site_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[test]
@@ -42,7 +42,7 @@ fn https_serves_pages_and_marks_cookies_secure() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let mut server = Server::new(guard);
+        let mut server = site_server(guard);
         let addr = server
             .listen(
                 "127.0.0.1:0".parse().unwrap(),

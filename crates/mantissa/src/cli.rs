@@ -33,9 +33,11 @@ use mantissa_accounts::{
     AccountError, Accounts, SettingsOffering, SharePolicy, TokenAuthenticator,
 };
 use mantissa_mail::MailConfig;
-use mantissa_server::{Guard, Limits, Port, PortError, Protocol, Server, ServerError, load_tls};
+use mantissa_server::{Guard, Limits, Protocol, ServerError, load_tls};
 use mantissa_store::{Site, Store, StoreError, StoreStats};
-use mantissa_web::{App, HttpProtocol, Offering, SiteConfig, WebOptions};
+use mantissa_web::{
+    App, HttpProtocol, Offering, Port, PortError, SiteConfig, WebOptions, site_server,
+};
 use serde::Serialize;
 
 mod args;
@@ -934,7 +936,7 @@ pub fn serve_with(
         // sent as soon as we have said it is never missed.
         let stop = StopSignal::listen().map_err(Error::Signal)?;
         let http: Arc<dyn Protocol> = Arc::new(HttpProtocol::new(router));
-        let mut server = Server::new(guard);
+        let mut server = site_server(guard);
         let mut urls = Vec::new();
         for port in &ports {
             let addr = port.validate(PROTOCOLS).map_err(Error::Port)?;

@@ -23,8 +23,8 @@ use mantissa_bench_web::{
     StoreRead, bench_limits, fortune_site, handlers_only_router, init_logging, listen_arg,
     mantissa_app, mantissa_routes, option_arg, stop_signal,
 };
-use mantissa_server::{Guard, Protocol, Server};
-use mantissa_web::HttpProtocol;
+use mantissa_server::{Guard, Protocol};
+use mantissa_web::{HttpProtocol, site_server};
 
 /// The allocator of the `mantissa` binary (see its `main.rs`), so that
 /// what is measured is what ships.
@@ -78,14 +78,16 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves `proto` through `mantissa-server`'s accept loop until stopped.
+/// Serves `proto` through `mantissa-server`'s accept loop until stopped,
+/// on a site's server as `mantissa serve` makes it (each connection thread
+/// with a store reader queue of its own).
 async fn serve(
     guard: Guard,
     addr: std::net::SocketAddr,
     proto: impl Protocol + 'static,
     label: &str,
 ) -> anyhow::Result<()> {
-    let mut server = Server::new(guard);
+    let mut server = site_server(guard);
     let bound = server.listen(addr, None, Arc::new(proto)).await?;
     println!("{label} on http://{bound}/");
     server.run(stop_signal()).await;

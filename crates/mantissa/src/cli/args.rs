@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use mantissa_web::Offering;
+use mantissa_web::{Offering, Port};
 
 use crate::cli;
 
@@ -521,7 +521,7 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
                     key,
                 }) => {
                     let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
-                    let port = mantissa_server::Port {
+                    let port = Port {
                         protocol,
                         address,
                         cert: cert.map(|c| absolute(c).display().to_string()),

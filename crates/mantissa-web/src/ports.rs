@@ -1,5 +1,15 @@
 //! Listening ports, as items in the site store: `mantissa port add http
 //! 0.0.0.0:80` writes one, and `mantissa serve` listens on each.
+//!
+//! They are the site's configuration, like [`SiteConfig`](crate::SiteConfig),
+//! and live here rather than in `mantissa-server`, which knows no database:
+//! the server is handed plain addresses and TLS settings
+//! ([`Server::listen`](mantissa_server::Server::listen)). Issue 15 calls them
+//! configuration of the `mantissa` crate, but `mantissa-accounts` reads them
+//! too (the first-run steps, the admin console's ports page) and sits below
+//! that facade, so they are kept in the lowest crate both see. The item kept
+//! its name (`mantissa.port`), version and fields when it moved, so sites'
+//! stores read the same table with no migration.
 
 use std::net::SocketAddr;
 
@@ -81,7 +91,7 @@ impl Port {
         let secure = TLS_PROTOCOLS.contains(&self.protocol.as_str());
         match (secure, &self.cert, &self.key) {
             (true, Some(c), Some(k)) => {
-                crate::tls::load_tls(c.as_ref(), k.as_ref())
+                mantissa_server::load_tls(c.as_ref(), k.as_ref())
                     .map_err(|e| PortError::Tls(e.to_string()))?;
             }
             (true, _, _) => {
@@ -158,5 +168,25 @@ impl Port {
             return Err(PortError::NotFound(protocol.into(), address.into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sites' stores hold ports written when the item lived in
+    /// `mantissa-server`: it must read the same table, so its name, version
+    /// and fields (all four named below, as a literal must) stay as they were.
+    #[test]
+    fn the_item_keeps_the_table_it_had_in_the_server() {
+        assert_eq!(<Port as Item>::NAME, "mantissa.port");
+        assert_eq!(<Port as Item>::VERSION, 1);
+        let _ = Port {
+            protocol: String::new(),
+            address: String::new(),
+            cert: None,
+            key: None,
+        };
     }
 }
