@@ -203,12 +203,13 @@ impl Read<'_> {
                 continue;
             };
             let any = load(self, id)?;
-            let boxed = any.downcast::<Box<I>>().map_err(|_| {
-                StoreError::app(format!(
-                    "powerup {provider} #{id} does not provide {}",
-                    I::NAME
-                ))
-            })?;
+            let boxed = any
+                .downcast::<Box<I>>()
+                .map_err(|_| StoreError::NotAPowerup {
+                    provider: provider.to_string(),
+                    id,
+                    interface: I::NAME,
+                })?;
             out.push(*boxed);
         }
         Ok(out)

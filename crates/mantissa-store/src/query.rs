@@ -447,10 +447,16 @@ impl<'a, T: Item> Query<'a, T> {
     pub fn all(self) -> Result<Vec<Stored<T>>> {
         let mut out = Vec::with_capacity(self.limit.map_or(0, |l| l.min(64) as usize));
         let prefix = self.read.select_items::<T>()?;
+        let path = &self.read.shared.path;
         self.select_with(&prefix, true, |row| {
             let id = match row.next() {
                 Some(Value::Integer(i)) => i,
-                _ => return Err(StoreError::app("row without id")),
+                _ => {
+                    return Err(StoreError::Database {
+                        path: path.clone(),
+                        reason: format!("a row of {} without an id", T::NAME),
+                    });
+                }
             };
             out.push(Stored::new(Ref::from_id(id), T::from_values(row)?));
             Ok(())
