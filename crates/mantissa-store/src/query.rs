@@ -14,7 +14,7 @@
 //! let dir = tempfile::tempdir().unwrap();
 //! let site = Site::open(dir.path()).unwrap();
 //! let store = site.user_store("alice").unwrap();
-//! store.write_blocking(|tx| {
+//! store.write_blocking(|tx| -> Result<()> {
 //!     for (t, v) in [("b", 5), ("a", 50), ("c", 500)] {
 //!         tx.insert(&Post { title: t.into(), views: v, draft: None })?;
 //!     }

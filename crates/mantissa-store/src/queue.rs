@@ -41,7 +41,7 @@
 //!     tx.insert(&Incoming { subject: "b".into() }).map(drop)
 //! }).unwrap();
 //! site.run_due(Timestamp::now()).unwrap();
-//! let seen = bob.read_blocking(|r| Ok(r.query::<Tally>().first()?.map(|t| t.seen))).unwrap();
+//! let seen = bob.read_blocking(|r| -> Result<_> { Ok(r.query::<Tally>().first()?.map(|t| t.seen)) }).unwrap();
 //! assert_eq!(seen, Some(2));
 //! ```
 

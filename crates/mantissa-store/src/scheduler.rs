@@ -31,7 +31,7 @@
 //! # let dir = tempfile::tempdir().unwrap();
 //! let site = Site::open(dir.path()).unwrap();
 //! let alice = site.user_store("alice").unwrap();
-//! let id = alice.write_blocking(|tx| {
+//! let id = alice.write_blocking(|tx| -> Result<_> {
 //!     let id = tx.insert(&Reminder { text: "tea".into(), fired: 0 })?;
 //!     tx.schedule(id, Timestamp::now())?;
 //!     Ok(id)

@@ -272,7 +272,8 @@ impl Store {
 
     /// Runs `f` in a write transaction, without blocking the async runtime
     /// (on the write pool: `writers.rs`). All of it commits, or none of it:
-    /// an `Err` or a panic rolls back. Writes to one store run one at a
+    /// an `Err` (of the caller's own error type: see
+    /// [`Store::write_blocking`]) or a panic rolls back. Writes to one store run one at a
     /// time, in the order they were asked for.
     ///
     /// ```
@@ -327,13 +328,46 @@ impl Store {
     /// # let dir = tempfile::tempdir().unwrap();
     /// let store = Site::open(dir.path())?.user_store("alice")?;
     /// let texts = vec!["one".to_string(), "two".to_string()];
-    /// store.write_blocking(|tx| {
+    /// store.write_blocking(|tx| -> Result<()> {
     ///     for text in &texts {
     ///         tx.insert(&Note { text: text.clone() })?;
     ///     }
     ///     Ok(())
     /// })?;
     /// assert_eq!(texts.len(), 2); // still ours
+    /// # Ok::<(), StoreError>(())
+    /// ```
+    ///
+    /// The closure's error is the caller's own type, any with
+    /// `From<StoreError>`: it rolls the transaction back and comes out as it
+    /// went in, to be matched on. The store's refusals (and a panic, as
+    /// [`StoreError::Panicked`]) come out converted. A closure that ends in
+    /// `Ok(..)` after `?` says its type, as here.
+    ///
+    /// ```
+    /// # use mantissa_store::*;
+    /// # #[derive(Item)] #[item(name = "doc.wbe.note", version = 1)] struct Note { text: String }
+    /// #[derive(Debug, thiserror::Error)]
+    /// enum NoteError {
+    ///     #[error("a note says something")]
+    ///     Empty,
+    ///     #[error(transparent)]
+    ///     Store(#[from] StoreError),
+    /// }
+    ///
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = Site::open(dir.path())?.user_store("alice")?;
+    /// let refused = store.write_blocking(|tx| -> Result<_, NoteError> {
+    ///     for text in ["one", ""] {
+    ///         if text.is_empty() {
+    ///             return Err(NoteError::Empty);
+    ///         }
+    ///         tx.insert(&Note { text: text.into() })?;
+    ///     }
+    ///     Ok(())
+    /// });
+    /// assert!(matches!(refused, Err(NoteError::Empty)));
+    /// assert_eq!(store.read_blocking(|r| r.query::<Note>().count())?, 0); // rolled back
     /// # Ok::<(), StoreError>(())
     /// ```
     pub fn write_blocking<R, E: From<StoreError>>(
