@@ -133,16 +133,17 @@ pub fn bench_limits() -> Limits {
 /// runtime runs, or from a blocking thread.
 pub fn fortune_site(dir: &Path) -> anyhow::Result<Site> {
     let site = Site::open(dir)?;
-    site.store().write_blocking(|tx| {
-        if tx.query::<Fortune>().count()? == 0 {
-            for (_, message) in FORTUNES {
-                tx.insert(&Fortune {
-                    message: message.to_string(),
-                })?;
+    site.store()
+        .write_blocking(|tx| -> mantissa_store::Result<_> {
+            if tx.query::<Fortune>().count()? == 0 {
+                for (_, message) in FORTUNES {
+                    tx.insert(&Fortune {
+                        message: message.to_string(),
+                    })?;
+                }
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        })?;
     Ok(site)
 }
 

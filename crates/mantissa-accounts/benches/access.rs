@@ -43,25 +43,27 @@ fn setup(
     let bob = find_account(&site, "bob").unwrap();
     let store = site.user_store("alice").unwrap();
     let published = store
-        .write_blocking(move |tx| {
-            let doc = tx.insert(&Doc {
-                title: "shared".into(),
-            })?;
-            mantissa_web::publish(tx, "docs", doc, "shared")?;
-            // Other accounts' shares (ids that are no one's here: the check
-            // never looks at them, which is the point).
-            for i in 0..shares {
-                share(
-                    tx,
-                    doc,
-                    Role::User(AccountId(1_000_000 + i as i64)),
-                    &["view"],
-                )?;
-            }
-            set_group(tx, "friends", &[bob])?;
-            share(tx, doc, Role::Group("friends".into()), &["view"])?;
-            tx.query::<Published>().first()
-        })
+        .write_blocking(
+            move |tx| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                let doc = tx.insert(&Doc {
+                    title: "shared".into(),
+                })?;
+                mantissa_web::publish(tx, "docs", doc, "shared")?;
+                // Other accounts' shares (ids that are no one's here: the check
+                // never looks at them, which is the point).
+                for i in 0..shares {
+                    share(
+                        tx,
+                        doc,
+                        Role::User(AccountId(1_000_000 + i as i64)),
+                        &["view"],
+                    )?;
+                }
+                set_group(tx, "friends", &[bob])?;
+                share(tx, doc, Role::Group("friends".into()), &["view"])?;
+                Ok(tx.query::<Published>().first()?)
+            },
+        )
         .unwrap()
         .unwrap();
     (site.clone(), SharePolicy::new(site), store, published)

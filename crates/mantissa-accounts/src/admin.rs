@@ -33,7 +33,7 @@ use axum::Extension;
 use axum::extract::{Path, Query, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use mantissa_store::{StoreError, Timestamp};
+use mantissa_store::Timestamp;
 use mantissa_web::{
     App, JsonOrForm, Page, PageResponses, Pager, Port, Session, SessionRecord, WebError, Written,
 };
@@ -63,7 +63,7 @@ async fn require_admin(
     let is_admin = app
         .site()
         .store()
-        .read(move |r| {
+        .read(move |r| -> mantissa_store::Result<_> {
             Ok(r.query::<Account>()
                 .filter(Account::username.eq(name))
                 .first()?
@@ -345,7 +345,7 @@ async fn account_with_emails(
     Ok(app
         .site()
         .store()
-        .read(move |r| {
+        .read(move |r| -> mantissa_store::Result<_> {
             let Some(a) = r
                 .query::<Account>()
                 .filter(Account::username.eq(n))
@@ -426,7 +426,7 @@ async fn overview(
     let (total, pending) = app
         .site()
         .store()
-        .read(|r| {
+        .read(|r| -> mantissa_store::Result<_> {
             Ok((
                 r.query::<Account>().count()?,
                 r.query::<Account>()
@@ -532,7 +532,7 @@ async fn users_page(
     let (users, matched) = app
         .site()
         .store()
-        .read(move |r| {
+        .read(move |r| -> mantissa_store::Result<_> {
             let base = || {
                 let mut query = r.query::<Account>();
                 query = match filter {
@@ -686,7 +686,7 @@ async fn user_page(
     let (sessions, passkeys, tokens) = app
         .site()
         .store()
-        .read(move |r| {
+        .read(move |r| -> mantissa_store::Result<_> {
             let sessions = r
                 .query::<SessionRecord>()
                 .filter(SessionRecord::user.eq(n))
@@ -996,7 +996,7 @@ async fn logs_page(State(app): State<App>, Query(search): Query<Search>) -> Resu
     let (entries, total) = app
         .site()
         .store()
-        .read(move |r| {
+        .read(move |r| -> mantissa_store::Result<_> {
             let total = r.query::<AuditEntry>().count()? as usize;
             let entries = r
                 .query::<AuditEntry>()
@@ -1296,8 +1296,7 @@ async fn create_user(
             e @ (AccountError::Invalid(_)
             | AccountError::Taken(_)
             | AccountError::AddressTaken(_)
-            | AccountError::TooLong { .. }
-            | AccountError::Store(StoreError::App(_))),
+            | AccountError::TooLong { .. }),
         ) => {
             let field = match &e {
                 AccountError::AddressTaken(_) => "email",

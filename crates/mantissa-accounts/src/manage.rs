@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use mantissa_store::{StoreError, Stored, Timestamp, Write};
+use mantissa_store::{Stored, Timestamp, Write};
 use mantissa_web::SessionRecord;
 use serde_json::json;
 
@@ -20,8 +20,8 @@ use crate::audit;
 use crate::model::{Account, EmailAddress, purpose, status};
 use crate::passkeys::Passkey;
 use crate::service::{
-    AccountError, Accounts, check_username, end_links, insert_created_account, invalid_or_store,
-    issue_ticket, normalize_email,
+    AccountError, Accounts, check_username, end_links, insert_created_account, issue_ticket,
+    normalize_email,
 };
 use crate::tokens::ApiToken;
 
@@ -85,12 +85,12 @@ pub enum Approval {
 }
 
 /// "there is no user called \"bob\"", for an account looked for by name.
-fn no_such_user(name: &str) -> StoreError {
-    StoreError::app(format!("there is no user called {name:?}"))
+fn no_such_user(name: &str) -> AccountError {
+    AccountError::Invalid(format!("there is no user called {name:?}"))
 }
 
 /// The account called `name`, or [`no_such_user`].
-fn find(r: &mantissa_store::Read<'_>, name: &str) -> mantissa_store::Result<Stored<Account>> {
+fn find(r: &mantissa_store::Read<'_>, name: &str) -> Result<Stored<Account>, AccountError> {
     r.query::<Account>()
         .filter(Account::username.eq(name))
         .first()?
@@ -123,63 +123,63 @@ fn summary(
 impl Accounts {
     /// Every account, by user name.
     pub fn users(&self) -> Result<Vec<UserSummary>, AccountError> {
-        Ok(self.site().store().read_blocking(|r| {
-            let mut emails: std::collections::HashMap<i64, Vec<EmailSummary>> =
-                std::collections::HashMap::new();
-            for e in r.query::<EmailAddress>().all()? {
-                emails
-                    .entry(e.account.id())
-                    .or_default()
-                    .push(EmailSummary {
-                        address: e.address.clone(),
-                        verified: e.verified,
-                    });
-            }
-            Ok(r.query::<Account>()
-                .order_by(Account::username.asc())
-                .all()?
-                .into_iter()
-                .map(|a| UserSummary {
-                    emails: emails.remove(&a.id().id()).unwrap_or_default(),
-                    username: a.username.clone(),
-                    status: a.status.clone(),
-                    admin: a.admin,
-                    created: a.created,
-                })
-                .collect())
-        })?)
+        Ok(self
+            .site()
+            .store()
+            .read_blocking(|r| -> mantissa_store::Result<_> {
+                let mut emails: std::collections::HashMap<i64, Vec<EmailSummary>> =
+                    std::collections::HashMap::new();
+                for e in r.query::<EmailAddress>().all()? {
+                    emails
+                        .entry(e.account.id())
+                        .or_default()
+                        .push(EmailSummary {
+                            address: e.address.clone(),
+                            verified: e.verified,
+                        });
+                }
+                Ok(r.query::<Account>()
+                    .order_by(Account::username.asc())
+                    .all()?
+                    .into_iter()
+                    .map(|a| UserSummary {
+                        emails: emails.remove(&a.id().id()).unwrap_or_default(),
+                        username: a.username.clone(),
+                        status: a.status.clone(),
+                        admin: a.admin,
+                        created: a.created,
+                    })
+                    .collect())
+            })?)
     }
 
     /// The account called `username`, in full.
     pub fn user_details(&self, username: &str) -> Result<UserDetails, AccountError> {
         let name = username.to_string();
-        self.site()
-            .store()
-            .read_blocking(|r| {
-                let a = find(r, &name)?;
-                let now = Timestamp::now();
-                Ok(UserDetails {
-                    summary: summary(r, &a)?,
-                    joined_by: a.joined_by.clone(),
-                    has_password: a.password_hash.is_some(),
-                    two_factor: a.totp_enabled,
-                    passkeys: r
-                        .query::<Passkey>()
-                        .filter(Passkey::account.eq(a.id()))
-                        .count()?,
-                    api_tokens: r
-                        .query::<ApiToken>()
-                        .filter(ApiToken::account.eq(a.id()))
-                        .filter(ApiToken::revoked.eq(false))
-                        .count()?,
-                    sessions: r
-                        .query::<SessionRecord>()
-                        .filter(SessionRecord::user.eq(name.clone()))
-                        .filter(SessionRecord::expires.gt(now))
-                        .count()?,
-                })
+        self.site().store().read_blocking(|r| {
+            let a = find(r, &name)?;
+            let now = Timestamp::now();
+            Ok(UserDetails {
+                summary: summary(r, &a)?,
+                joined_by: a.joined_by.clone(),
+                has_password: a.password_hash.is_some(),
+                two_factor: a.totp_enabled,
+                passkeys: r
+                    .query::<Passkey>()
+                    .filter(Passkey::account.eq(a.id()))
+                    .count()?,
+                api_tokens: r
+                    .query::<ApiToken>()
+                    .filter(ApiToken::account.eq(a.id()))
+                    .filter(ApiToken::revoked.eq(false))
+                    .count()?,
+                sessions: r
+                    .query::<SessionRecord>()
+                    .filter(SessionRecord::user.eq(name.clone()))
+                    .filter(SessionRecord::expires.gt(now))
+                    .count()?,
             })
-            .map_err(invalid_or_store)
+        })
     }
 
     /// Sets the password of `username` (an administrator's action: the
@@ -192,13 +192,12 @@ impl Accounts {
         // Checked before the (slow) hash, and again when written.
         self.site()
             .store()
-            .read_blocking(|r| find(r, username).map(drop))
-            .map_err(invalid_or_store)?;
+            .read_blocking(|r| find(r, username).map(drop))?;
         let hash = crate::password::hash(password);
         let name = username.to_string();
         self.site()
             .store()
-            .write_blocking(move |tx| {
+            .write_blocking(move |tx| -> Result<_, AccountError> {
                 let mut a = find(tx, &name)?;
                 a.password_hash = Some(hash);
                 a.locked = false;
@@ -207,8 +206,7 @@ impl Accounts {
                 end_links(tx, a.id())?;
                 tx.delete_where(SessionRecord::user.eq(name.clone()))?;
                 Ok(())
-            })
-            .map_err(invalid_or_store)?;
+            })?;
         tracing::info!(user = %username, "password set by an administrator");
         Ok(())
     }
@@ -222,12 +220,11 @@ impl Accounts {
         let token = self
             .site()
             .store()
-            .write_blocking(move |tx| {
+            .write_blocking(move |tx| -> Result<_, AccountError> {
                 let a = find(tx, &name)?;
                 end_links(tx, a.id())?;
-                issue_ticket(tx, purpose::PASSWORD, Some(a.id()), None)
-            })
-            .map_err(invalid_or_store)?;
+                Ok(issue_ticket(tx, purpose::PASSWORD, Some(a.id()), None)?)
+            })?;
         Ok(format!("{}/reset/{token}", self.base_url()))
     }
 
@@ -251,11 +248,10 @@ impl Accounts {
         let token = self
             .site()
             .store()
-            .write_blocking(move |tx| {
+            .write_blocking(move |tx| -> Result<_, AccountError> {
                 let account = insert_created_account(tx, name, email.clone(), None, false, true)?;
-                issue_ticket(tx, purpose::PASSWORD, Some(account), email)
-            })
-            .map_err(invalid_or_store)?;
+                Ok(issue_ticket(tx, purpose::PASSWORD, Some(account), email)?)
+            })?;
         tracing::info!(user = %username, "account made for an imported store");
         Ok(format!("{}/reset/{token}", self.base_url()))
     }
@@ -281,9 +277,9 @@ impl Accounts {
 
     async fn write_as<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Write<'_>) -> mantissa_store::Result<T> + Send + 'static,
+        f: impl FnOnce(&mut Write<'_>) -> Result<T, AccountError> + Send + 'static,
     ) -> Result<T, AccountError> {
-        self.site().store().write(f).await.map_err(invalid_or_store)
+        self.site().store().write(f).await
     }
 
     /// The addresses of `name` (none for an unknown account).
@@ -315,7 +311,7 @@ impl Accounts {
             .write_as(move |tx| {
                 let mut a = find(tx, &n)?;
                 if a.status != status::PENDING {
-                    return Err(StoreError::app(format!(
+                    return Err(AccountError::Invalid(format!(
                         "{n} is not waiting for approval (the account is {})",
                         a.status
                     )));
@@ -363,17 +359,17 @@ impl Accounts {
         let (actor, n) = (actor.to_string(), name.to_string());
         self.write_as(move |tx| {
             if n == actor {
-                return Err(StoreError::app("you cannot suspend yourself"));
+                return Err(AccountError::Invalid("you cannot suspend yourself".into()));
             }
             let mut a = find(tx, &n)?;
             if a.status == status::SUSPENDED {
-                return Err(StoreError::app(format!("{n} is suspended already")));
+                return Err(AccountError::Invalid(format!("{n} is suspended already")));
             }
             a.status = status::SUSPENDED.into();
             tx.update(&a)?;
             tx.delete_where(SessionRecord::user.eq(n.clone()))?;
             crate::tokens::revoke_all(tx, a.id())?;
-            audit::record(tx, &actor, "suspend", &n, "")
+            Ok(audit::record(tx, &actor, "suspend", &n, "")?)
         })
         .await
     }
@@ -384,14 +380,14 @@ impl Accounts {
         self.write_as(move |tx| {
             let mut a = find(tx, &n)?;
             if a.status != status::SUSPENDED {
-                return Err(StoreError::app(format!(
+                return Err(AccountError::Invalid(format!(
                     "{n} is not suspended (the account is {})",
                     a.status
                 )));
             }
             a.status = status::ACTIVE.into();
             tx.update(&a)?;
-            audit::record(tx, &actor, "unsuspend", &n, "")
+            Ok(audit::record(tx, &actor, "unsuspend", &n, "")?)
         })
         .await
     }
@@ -411,8 +407,7 @@ impl Accounts {
         self.site()
             .store()
             .read(move |r| find(r, &n).map(|_| ()))
-            .await
-            .map_err(invalid_or_store)?;
+            .await?;
         let (me, n) = (self.clone(), name.to_string());
         let export = tokio::task::spawn_blocking(move || me.delete_user(&n))
             .await
@@ -441,7 +436,7 @@ impl Accounts {
             target.to_string(),
             detail.to_string(),
         );
-        self.write_as(move |tx| audit::record(tx, &actor, &action, &target, &detail))
+        self.write_as(move |tx| Ok(audit::record(tx, &actor, &action, &target, &detail)?))
             .await
     }
 }

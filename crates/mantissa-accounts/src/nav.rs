@@ -52,7 +52,7 @@ impl Navigation for AccountsNavigation {
             let found = app
                 .site()
                 .store()
-                .read(move |r| {
+                .read(move |r| -> mantissa_store::Result<_> {
                     let Some(a) = r
                         .query::<Account>()
                         .filter(Account::username.eq(user))
@@ -95,7 +95,7 @@ impl Navigation for AccountsNavigation {
             let found = app
                 .site()
                 .store()
-                .read(move |r| {
+                .read(move |r| -> mantissa_store::Result<_> {
                     let admins = r.query::<Account>().filter(Account::admin.eq(true)).all()?;
                     let accounts = r.query::<Account>().count()?;
                     let chosen = r.query::<SignupPolicy>().first()?.is_some();

@@ -388,6 +388,8 @@ async fn signup(
         )),
         Err(
             e @ (AccountError::Invalid(_)
+            // A bad invitation: the form is shown again, to correct it.
+            | AccountError::BadLink
             | AccountError::SignupClosed(_)
             | AccountError::Taken(_)
             | AccountError::Throttled

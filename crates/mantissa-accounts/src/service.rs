@@ -89,6 +89,15 @@ pub enum AccountError {
     /// administrators: sign-up does not tell who has an account).
     #[error("{0} belongs to another account")]
     AddressTaken(String),
+    /// An offering of the account's product could not be installed in its
+    /// store (nothing of the product was).
+    #[error("installing {offering} failed: {reason}")]
+    Install {
+        /// The offering.
+        offering: &'static str,
+        /// What it said.
+        reason: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -232,16 +241,14 @@ pub(crate) fn insert_created_account(
     password_hash: Option<String>,
     admin: bool,
     product_installed: bool,
-) -> mantissa_store::Result<Ref<Account>> {
+) -> Result<Ref<Account>, AccountError> {
     if tx
         .query::<Account>()
         .filter(Account::username.eq(name.clone()))
         .count()?
         > 0
     {
-        return Err(StoreError::app(format!(
-            "there is already a user called {name:?}"
-        )));
+        return Err(AccountError::Taken(name));
     }
     let account = tx.insert(&Account {
         username: name,
@@ -264,9 +271,7 @@ pub(crate) fn insert_created_account(
             .count()?
             > 0
         {
-            return Err(StoreError::app(format!(
-                "{address} belongs to another account"
-            )));
+            return Err(AccountError::AddressTaken(address));
         }
         tx.insert(&EmailAddress {
             address,
@@ -293,30 +298,11 @@ pub(crate) fn check_username(name: &str) -> Result<(), AccountError> {
 }
 
 /// The account called `name`, or an error saying there is none.
-fn account_named(r: &Read<'_>, name: &str) -> mantissa_store::Result<Stored<Account>> {
+fn account_named(r: &Read<'_>, name: &str) -> Result<Stored<Account>, AccountError> {
     r.query::<Account>()
         .filter(Account::username.eq(name))
         .first()?
-        .ok_or_else(|| StoreError::app("no such account"))
-}
-
-/// A store error raised with [`StoreError::app`] is a message for the
-/// person; anything else is the store's.
-pub(crate) fn invalid_or_store(e: StoreError) -> AccountError {
-    match e {
-        StoreError::App(m) => AccountError::Invalid(m),
-        e => AccountError::Store(e),
-    }
-}
-
-/// For the transactions that use a link: a bad link is [`AccountError::BadLink`],
-/// another refusal a message for the person, and a failing store stays a
-/// store error (not disguised as a bad link).
-fn link_failed(e: StoreError) -> AccountError {
-    match e {
-        StoreError::App(m) if m == AccountError::BadLink.to_string() => AccountError::BadLink,
-        e => invalid_or_store(e),
-    }
+        .ok_or_else(|| AccountError::Invalid("no such account".into()))
 }
 
 /// Whether `account` may log in now: not locked, and active. Checked after
@@ -514,9 +500,12 @@ fn install_product(
         .filter(|o| wanted.iter().any(|w| w == o.name()))
         .cloned()
         .collect();
-    store.write_blocking(move |tx| {
+    store.write_blocking(move |tx| -> Result<_, AccountError> {
         for o in &offerings {
-            o.install(tx)?;
+            o.install(tx).map_err(|e| AccountError::Install {
+                offering: o.name(),
+                reason: e.to_string(),
+            })?;
         }
         Ok(())
     })?;
@@ -808,26 +797,37 @@ impl Accounts {
         }
         if let Some(address) = email.clone() {
             let a = address.clone();
-            let taken = self.site.store().read_blocking(move |r| {
-                Ok(r.query::<EmailAddress>()
-                    .filter(EmailAddress::address.eq(a))
-                    .count()?
-                    > 0)
-            })?;
+            let taken = self
+                .site
+                .store()
+                .read_blocking(move |r| -> mantissa_store::Result<_> {
+                    Ok(r.query::<EmailAddress>()
+                        .filter(EmailAddress::address.eq(a))
+                        .count()?
+                        > 0)
+                })?;
             if taken {
                 return Err(AccountError::AddressTaken(address));
             }
         }
         let hash = password.map(password::hash);
         let name = username.to_string();
-        let token = self.site.store().write_blocking(move |tx| {
-            let no_password = hash.is_none();
-            let account = insert_created_account(tx, name, email.clone(), hash, admin, false)?;
-            if no_password {
-                return issue_ticket(tx, purpose::PASSWORD, Some(account), email).map(Some);
-            }
-            Ok(None)
-        })?;
+        let token = self
+            .site
+            .store()
+            .write_blocking(move |tx| -> Result<_, AccountError> {
+                let no_password = hash.is_none();
+                let account = insert_created_account(tx, name, email.clone(), hash, admin, false)?;
+                if no_password {
+                    return Ok(Some(issue_ticket(
+                        tx,
+                        purpose::PASSWORD,
+                        Some(account),
+                        email,
+                    )?));
+                }
+                Ok(None)
+            })?;
         self.site.user_store(username)?;
         self.ensure_product(username)?;
         Ok(token.map(|t| format!("{}/reset/{t}", self.base_url())))
@@ -1037,7 +1037,7 @@ impl Accounts {
         let accepted = self
             .site
             .store()
-            .write(move |tx| {
+            .write(move |tx| -> mantissa_store::Result<_> {
                 let mut a = tx.get(id)?;
                 let secret = a.totp_secret.clone().unwrap_or_default();
                 let Some(step) =
@@ -1152,10 +1152,9 @@ impl Accounts {
         let token = self
             .site
             .store()
-            .write(move |tx| {
+            .write(move |tx| -> Result<_, AccountError> {
                 if let Some(invite) = &invite {
-                    use_ticket(tx, invite, purpose::INVITE)
-                        .map_err(|e| StoreError::app(e.to_string()))?;
+                    use_ticket(tx, invite, purpose::INVITE)?;
                 }
                 if tx
                     .query::<Account>()
@@ -1163,9 +1162,7 @@ impl Accounts {
                     .count()?
                     > 0
                 {
-                    return Err(StoreError::app(
-                        "that user name is taken; please choose another",
-                    ));
+                    return Err(AccountError::Taken(name));
                 }
                 if tx
                     .query::<EmailAddress>()
@@ -1202,10 +1199,14 @@ impl Accounts {
                     account,
                     verified: false,
                 })?;
-                issue_ticket(tx, purpose::VERIFY, Some(account), Some(addr)).map(Some)
+                Ok(Some(issue_ticket(
+                    tx,
+                    purpose::VERIFY,
+                    Some(account),
+                    Some(addr),
+                )?))
             })
-            .await
-            .map_err(invalid_or_store)?;
+            .await?;
         if token.is_some() {
             self.activity.signed_up();
         }
@@ -1250,10 +1251,9 @@ impl Accounts {
             .site
             .store()
             .write(move |tx| {
-                let t = use_ticket(tx, &token, purpose::VERIFY)
-                    .map_err(|e| StoreError::app(e.to_string()))?;
+                let t = use_ticket(tx, &token, purpose::VERIFY)?;
                 let (Some(account), Some(address)) = (t.account, t.email.clone()) else {
-                    return Err(StoreError::app(AccountError::BadLink.to_string()));
+                    return Err(AccountError::BadLink);
                 };
                 let mut a = tx.get(account)?;
                 if let Some(mut e) = tx
@@ -1271,8 +1271,7 @@ impl Accounts {
                 let pending = (a.status == status::PENDING).then_some(address);
                 Ok((a.username.clone(), pending))
             })
-            .await
-            .map_err(link_failed)?;
+            .await?;
         let (name, pending) = name;
         if let Some(address) = pending {
             // Verified, but not yet approved: told so, so that they do not
@@ -1349,12 +1348,9 @@ impl Accounts {
         let (id, name, totp_was_on) = self
             .site
             .store()
-            .write(move |tx| {
-                let t = use_ticket(tx, &token, purpose::PASSWORD)
-                    .map_err(|e| StoreError::app(e.to_string()))?;
-                let account = t
-                    .account
-                    .ok_or_else(|| StoreError::app(AccountError::BadLink.to_string()))?;
+            .write(move |tx| -> Result<_, AccountError> {
+                let t = use_ticket(tx, &token, purpose::PASSWORD)?;
+                let account = t.account.ok_or(AccountError::BadLink)?;
                 let mut a = tx.get(account)?;
                 a.password_hash = Some(hash);
                 a.locked = false;
@@ -1372,8 +1368,7 @@ impl Accounts {
                 crate::tokens::revoke_all(tx, account)?;
                 Ok((account, a.username.clone(), totp_was_on))
             })
-            .await
-            .map_err(link_failed)?;
+            .await?;
         self.account_failures.clear(&Key::of(id));
         self.code_failures.clear(&Key::of(id));
         tracing::info!(user = %name, "password reset from a link");
@@ -1391,7 +1386,7 @@ impl Accounts {
         let cleared = self
             .site
             .store()
-            .write(move |tx| {
+            .write(move |tx| -> Result<_, AccountError> {
                 let mut a = account_named(tx, &name)?;
                 if !a.totp_enabled && a.totp_secret.is_none() {
                     return Ok(None);
@@ -1402,8 +1397,7 @@ impl Accounts {
                 tx.update(&a)?;
                 Ok(was_on.then_some(a.id()))
             })
-            .await
-            .map_err(invalid_or_store)?;
+            .await?;
         let Some(id) = cleared else {
             return Ok(false);
         };
@@ -1453,9 +1447,8 @@ impl Accounts {
         self.site
             .store()
             .write(move |tx| {
-                let t = use_ticket(tx, &token, purpose::UNLOCK)
-                    .map_err(|e| StoreError::app(e.to_string()))?;
-                let account = t.account.ok_or_else(|| StoreError::app("no account"))?;
+                let t = use_ticket(tx, &token, purpose::UNLOCK)?;
+                let account = t.account.ok_or(AccountError::BadLink)?;
                 let mut a = tx.get(account)?;
                 a.locked = false;
                 a.failed_logins = 0;
@@ -1463,7 +1456,6 @@ impl Accounts {
                 Ok(a.username.clone())
             })
             .await
-            .map_err(link_failed)
     }
 
     /// Changes a signed-in user's password, given the current one; ends
@@ -1487,12 +1479,8 @@ impl Accounts {
         let name = username.to_string();
         self.site
             .store()
-            .write(move |tx| {
-                let mut a = tx
-                    .query::<Account>()
-                    .filter(Account::username.eq(name.clone()))
-                    .first()?
-                    .ok_or_else(|| StoreError::app("no such account"))?;
+            .write(move |tx| -> Result<_, AccountError> {
+                let mut a = account_named(tx, &name)?;
                 a.password_hash = Some(hash);
                 tx.update(&a)?;
                 end_links(tx, a.id())?;
@@ -1523,15 +1511,18 @@ impl Accounts {
             self.site.export_user(username, &export)?;
         }
         let name = username.to_string();
-        let id = self.site.store().write_blocking(move |tx| {
-            let id = tx
-                .query::<Account>()
-                .filter(Account::username.eq(name.clone()))
-                .ids()?;
-            tx.delete_where(SessionRecord::user.eq(name.clone()))?;
-            tx.delete_where(Account::username.eq(name))?;
-            Ok(id.first().copied())
-        })?;
+        let id = self
+            .site
+            .store()
+            .write_blocking(move |tx| -> mantissa_store::Result<_> {
+                let id = tx
+                    .query::<Account>()
+                    .filter(Account::username.eq(name.clone()))
+                    .ids()?;
+                tx.delete_where(SessionRecord::user.eq(name.clone()))?;
+                tx.delete_where(Account::username.eq(name))?;
+                Ok(id.first().copied())
+            })?;
         // What other users granted to this account goes with it (shares
         // and group memberships name the account's id, never reused, so a
         // new account with the same name does not inherit them anyway).
@@ -1567,13 +1558,19 @@ impl Accounts {
                     .count()?
                     > 0
                 {
-                    return Err(StoreError::app("that email address cannot be used"));
+                    return Err(AccountError::Invalid(
+                        "that email address cannot be used".into(),
+                    ));
                 }
                 let a = account_named(tx, &name)?;
-                issue_ticket(tx, purpose::CHANGE_EMAIL, Some(a.id()), Some(addr))
+                Ok(issue_ticket(
+                    tx,
+                    purpose::CHANGE_EMAIL,
+                    Some(a.id()),
+                    Some(addr),
+                )?)
             })
-            .await
-            .map_err(invalid_or_store)?;
+            .await?;
         self.mail(
             &address,
             "mail/email_change.txt",
@@ -1589,10 +1586,9 @@ impl Accounts {
             .site
             .store()
             .write(move |tx| {
-                let t = use_ticket(tx, &token, purpose::CHANGE_EMAIL)
-                    .map_err(|e| StoreError::app(e.to_string()))?;
+                let t = use_ticket(tx, &token, purpose::CHANGE_EMAIL)?;
                 let (Some(account), Some(address)) = (t.account, t.email.clone()) else {
-                    return Err(StoreError::app(AccountError::BadLink.to_string()));
+                    return Err(AccountError::BadLink);
                 };
                 if tx
                     .query::<EmailAddress>()
@@ -1600,7 +1596,9 @@ impl Accounts {
                     .count()?
                     > 0
                 {
-                    return Err(StoreError::app("that email address was taken meanwhile"));
+                    return Err(AccountError::Invalid(
+                        "that email address was taken meanwhile".into(),
+                    ));
                 }
                 let old = tx
                     .query::<EmailAddress>()
@@ -1618,8 +1616,7 @@ impl Accounts {
                 let username = tx.get(account)?.username.clone();
                 Ok((address, old, username))
             })
-            .await
-            .map_err(link_failed)?;
+            .await?;
         let (address, old, username) = changed;
         // The old address hears of it too: if it was not its owner who
         // asked, this is how they learn.
@@ -1658,16 +1655,17 @@ impl Accounts {
             .write(move |tx| {
                 let mut a = account_named(tx, &name)?;
                 if a.totp_enabled {
-                    return Err(StoreError::app("two-factor log-in is already on"));
+                    return Err(AccountError::Invalid(
+                        "two-factor log-in is already on".into(),
+                    ));
                 }
                 a.totp_secret = Some(s);
                 // The last step used was the old secret's: a new secret's
                 // codes have never been used.
                 a.totp_last_step = 0;
-                tx.update(&a)
+                Ok(tx.update(&a)?)
             })
-            .await
-            .map_err(invalid_or_store)?;
+            .await?;
         Ok((secret, url))
     }
 
@@ -1678,7 +1676,6 @@ impl Accounts {
             .store()
             .read(move |r| account_named(r, &n).map(|a| a.id()))
             .await
-            .map_err(invalid_or_store)
     }
 
     /// Turns two-factor log-in on or off, given a current code. Wrong codes
@@ -1692,11 +1689,7 @@ impl Accounts {
                     a.totp_secret = None;
                 }
             })
-            .await
-            .map_err(|e| match e {
-                AccountError::Store(e) => invalid_or_store(e),
-                e => e,
-            })?;
+            .await?;
         if !accepted {
             return Err(AccountError::Invalid(
                 "that code is not right; try the current one".into(),
@@ -1717,10 +1710,9 @@ impl Accounts {
                     return Ok(());
                 }
                 a.totp_secret = None;
-                tx.update(&a)
+                Ok(tx.update(&a)?)
             })
             .await
-            .map_err(invalid_or_store)
     }
 
     /// The account called `username`, if there is one.

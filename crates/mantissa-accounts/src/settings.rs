@@ -82,7 +82,7 @@ pub(crate) async fn settings_page(
     let (totp_enabled, totp_pending, emails) = app
         .site()
         .store()
-        .read(move |r| {
+        .read(move |r| -> mantissa_store::Result<_> {
             let Some(a) = r
                 .query::<crate::model::Account>()
                 .filter(crate::model::Account::username.eq(name))
@@ -296,7 +296,7 @@ pub(crate) async fn create_token(
                 .await?
                 .into_response())
         }
-        Err(mantissa_store::StoreError::App(m)) => {
+        Err(AccountError::Invalid(m)) => {
             let shown = Shown::error("token-name", m).keeping("token-name", &f.name);
             refused(
                 &app,
@@ -307,7 +307,7 @@ pub(crate) async fn create_token(
             )
             .await
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(internal(e)),
     }
 }
 

@@ -155,7 +155,7 @@ impl Role {
     }
 }
 
-/// Why a user name cannot be shared with.
+/// Why a share cannot be made: with a user name, or at all.
 #[derive(Debug, thiserror::Error)]
 pub enum ShareError {
     /// Nobody has an account by that name.
@@ -164,9 +164,24 @@ pub enum ShareError {
         /// The name as given.
         name: String,
     },
+    /// A share with a role kept from when shares were made by user name:
+    /// a name may belong to someone else tomorrow.
+    #[error("a share by user name cannot be made any more; share with an account")]
+    ByName,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<ShareError> for WebError {
+    fn from(e: ShareError) -> WebError {
+        match e {
+            e @ ShareError::NoSuchUser { .. } => WebError::Unprocessable(e.to_string()),
+            // The offering's own mistake, not the person's.
+            e @ ShareError::ByName => WebError::Internal(e.to_string()),
+            ShareError::Store(e) => e.into(),
+        }
+    }
 }
 
 /// The account called `name` (trimmed), refused when there is none: a
@@ -212,11 +227,9 @@ pub fn share<T: Item>(
     item: Ref<T>,
     role: Role,
     capabilities: &[&str],
-) -> mantissa_store::Result<()> {
+) -> Result<(), ShareError> {
     if let Role::FormerUser(_) = role {
-        return Err(StoreError::app(
-            "a share by user name cannot be made any more; share with an account",
-        ));
+        return Err(ShareError::ByName);
     }
     unshare(tx, item, role.clone())?;
     tx.insert(&Share {
@@ -272,7 +285,7 @@ pub fn revoke_grants(site: &Site, account: AccountId) -> Result<(), StoreError> 
             continue;
         };
         let key = key.clone();
-        let done = store.write_blocking(move |tx| {
+        let done = store.write_blocking(move |tx| -> mantissa_store::Result<_> {
             let shares = tx.delete_where(Share::role.eq(key))?;
             let members = tx.delete_where(GroupMember::account.eq(account.0))?;
             Ok((shares, members))
@@ -335,7 +348,7 @@ impl AccessPolicy for SharePolicy {
             let signed_in = account.is_some();
             let (item_type, item_id) = (item.item_type.clone(), item.item_id);
             let caps = store
-                .read(move |r| {
+                .read(move |r| -> mantissa_store::Result<_> {
                     let mut roles = vec![Role::Everyone.key()];
                     if let Some(a) = account {
                         roles.push(Role::SignedIn.key());

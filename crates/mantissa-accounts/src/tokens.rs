@@ -6,7 +6,7 @@ use mantissa_store::{Item, Ref, Site, StoreError, Timestamp, Write};
 use mantissa_web::{TokenAuth, TokenFuture, WRITE_SCOPE, random_token};
 
 use crate::model::{Account, status};
-use crate::service::hash_token;
+use crate::service::{AccountError, hash_token};
 
 /// An API token.
 #[derive(Item, Debug, Clone)]
@@ -29,7 +29,12 @@ pub struct ApiToken {
 }
 
 /// Makes a token for `username`; returns it (shown once).
-pub fn create(site: &Site, username: &str, name: &str, write: bool) -> Result<String, StoreError> {
+pub fn create(
+    site: &Site,
+    username: &str,
+    name: &str,
+    write: bool,
+) -> Result<String, AccountError> {
     let token = format!("mt_{}", random_token());
     let (user, name, hash) = (
         username.to_string(),
@@ -37,26 +42,27 @@ pub fn create(site: &Site, username: &str, name: &str, write: bool) -> Result<St
         hash_token(&token),
     );
     if name.is_empty() || name.len() > 100 {
-        return Err(StoreError::app(
-            "give the token a name of 1 to 100 characters",
+        return Err(AccountError::Invalid(
+            "give the token a name of 1 to 100 characters".into(),
         ));
     }
-    site.store().write_blocking(move |tx| {
-        let account = tx
-            .query::<Account>()
-            .filter(Account::username.eq(user))
-            .first()?
-            .ok_or_else(|| StoreError::app("no such account"))?;
-        tx.insert(&ApiToken {
-            token_hash: hash,
-            account: account.id(),
-            name,
-            scopes: if write { "read,write" } else { "read" }.into(),
-            created: Timestamp::now(),
-            revoked: false,
+    site.store()
+        .write_blocking(move |tx| -> Result<_, AccountError> {
+            let account = tx
+                .query::<Account>()
+                .filter(Account::username.eq(user))
+                .first()?
+                .ok_or_else(|| AccountError::Invalid("no such account".into()))?;
+            tx.insert(&ApiToken {
+                token_hash: hash,
+                account: account.id(),
+                name,
+                scopes: if write { "read,write" } else { "read" }.into(),
+                created: Timestamp::now(),
+                revoked: false,
+            })?;
+            Ok(())
         })?;
-        Ok(())
-    })?;
     Ok(token)
 }
 
@@ -131,7 +137,7 @@ impl TokenAuth for TokenAuthenticator {
         Box::pin(async move {
             let hash = hash_token(&token);
             store
-                .read(move |r| {
+                .read(move |r| -> mantissa_store::Result<_> {
                     let Some(t) = r
                         .query::<ApiToken>()
                         .filter(ApiToken::token_hash.eq(hash))

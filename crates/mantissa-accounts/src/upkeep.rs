@@ -32,6 +32,7 @@ pub struct Upkeep {
 }
 
 impl Scheduled for Upkeep {
+    type Error = mantissa_store::StoreError;
     fn run(mut me: Stored<Self>, tx: &mut Write<'_>, now: Timestamp) -> Result<Option<Timestamp>> {
         let purged = purge(tx, now)?;
         me.purged += purged as i64;

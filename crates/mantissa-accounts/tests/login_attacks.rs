@@ -662,7 +662,7 @@ fn ended_sessions_and_used_links_are_purged_on_the_scheduler() {
     let rows = || {
         s.site
             .store()
-            .read_blocking(|r| {
+            .read_blocking(|r| -> mantissa_store::Result<_> {
                 Ok((
                     r.query::<SessionRecord>().count()?,
                     r.query::<Ticket>().filter(Ticket::used.eq(true)).count()?,

@@ -304,7 +304,7 @@ fn the_notes_list_comes_in_pages() {
     let s = &w.server;
     let store = w.server.site.user_store("alice").unwrap();
     store
-        .write_blocking(|tx| {
+        .write_blocking(|tx| -> mantissa_store::Result<_> {
             for i in 0..120 {
                 tx.insert(&mantissa_testkit::notes::Note {
                     title: format!("Note {i:03}"),

@@ -566,7 +566,7 @@ fn a_challenge_works_once_and_not_after_five_minutes() {
     w.accounts
         .site()
         .store()
-        .write_blocking(|tx| {
+        .write_blocking(|tx| -> mantissa_store::Result<_> {
             for mut c in tx.query::<PasskeyChallenge>().all()? {
                 c.expires = Timestamp::now();
                 tx.update(&c)?;

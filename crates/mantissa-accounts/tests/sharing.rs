@@ -26,29 +26,31 @@ fn every_route_answers_each_visitor_exactly_what_their_roles_allow() {
     let carol = find_account(&site, "carol").unwrap();
     let alice_store = w.server.site.user_store("alice").unwrap();
     alice_store
-        .write_blocking(|tx| {
-            let note = |tx: &mut mantissa_store::Write<'_>, title: &str| {
-                let n = tx.insert(&Note {
-                    title: title.into(),
-                    body: format!("the {title} note"),
-                })?;
-                mantissa_web::publish(tx, "notes", n, title)?;
-                Ok::<_, mantissa_store::StoreError>(n)
-            };
-            let public = note(tx, "public")?;
-            share(tx, public, Role::Everyone, &["view"])?;
-            let members = note(tx, "members")?;
-            share(tx, members, Role::SignedIn, &["view"])?;
-            let for_bob = note(tx, "for-bob")?;
-            share(tx, for_bob, Role::User(bob), &["view", "edit"])?;
-            let friends = note(tx, "friends")?;
-            set_group(tx, "friends", &[carol])?;
-            share(tx, friends, Role::Group("friends".into()), &["view"])?;
-            let secret = note(tx, "secret")?;
-            // Renamed: the old slug must not reveal it either.
-            mantissa_web::publish(tx, "notes", secret, "top-secret")?;
-            Ok(())
-        })
+        .write_blocking(
+            |tx| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                let note = |tx: &mut mantissa_store::Write<'_>, title: &str| {
+                    let n = tx.insert(&Note {
+                        title: title.into(),
+                        body: format!("the {title} note"),
+                    })?;
+                    mantissa_web::publish(tx, "notes", n, title)?;
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(n)
+                };
+                let public = note(tx, "public")?;
+                share(tx, public, Role::Everyone, &["view"])?;
+                let members = note(tx, "members")?;
+                share(tx, members, Role::SignedIn, &["view"])?;
+                let for_bob = note(tx, "for-bob")?;
+                share(tx, for_bob, Role::User(bob), &["view", "edit"])?;
+                let friends = note(tx, "friends")?;
+                set_group(tx, "friends", &[carol])?;
+                share(tx, friends, Role::Group("friends".into()), &["view"])?;
+                let secret = note(tx, "secret")?;
+                // Renamed: the old slug must not reveal it either.
+                mantissa_web::publish(tx, "notes", secret, "top-secret")?;
+                Ok(())
+            },
+        )
         .unwrap();
 
     let s = &w.server;
@@ -221,21 +223,23 @@ fn a_deleted_accounts_grants_go_with_it_and_a_new_account_of_that_name_inherits_
     let old_bob = find_account(&site, "bob").unwrap();
     let alice_store = site.user_store("alice").unwrap();
     alice_store
-        .write_blocking(move |tx| {
-            for (title, role) in [
-                ("to-bob", Role::User(old_bob)),
-                ("to-friends", Role::Group("friends".into())),
-            ] {
-                let n = tx.insert(&Note {
-                    title: title.into(),
-                    body: format!("the {title} note"),
-                })?;
-                mantissa_web::publish(tx, "notes", n, title)?;
-                share(tx, n, role, &["view"])?;
-            }
-            set_group(tx, "friends", &[old_bob])?;
-            Ok(())
-        })
+        .write_blocking(
+            move |tx| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                for (title, role) in [
+                    ("to-bob", Role::User(old_bob)),
+                    ("to-friends", Role::Group("friends".into())),
+                ] {
+                    let n = tx.insert(&Note {
+                        title: title.into(),
+                        body: format!("the {title} note"),
+                    })?;
+                    mantissa_web::publish(tx, "notes", n, title)?;
+                    share(tx, n, role, &["view"])?;
+                }
+                set_group(tx, "friends", &[old_bob])?;
+                Ok(())
+            },
+        )
         .unwrap();
     let mut bob = logged_in(s, "bob", "bob's long password");
     for path in ["/users/alice/to-bob", "/users/alice/to-friends"] {
@@ -245,7 +249,7 @@ fn a_deleted_accounts_grants_go_with_it_and_a_new_account_of_that_name_inherits_
     w.accounts.delete_user("bob").unwrap();
     // Nothing granted to the old bob is left in alice's store.
     let (shares, members) = alice_store
-        .read_blocking(|r| {
+        .read_blocking(|r| -> mantissa_store::Result<_> {
             Ok((
                 r.query::<Share>().column(Share::role)?,
                 r.query::<GroupMember>().count()?,

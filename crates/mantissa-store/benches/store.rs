@@ -321,7 +321,7 @@ fn insert_100k(c: &mut Criterion) {
                 let notes = notes.clone();
                 let start = Instant::now();
                 let last = store
-                    .write_blocking(move |tx| {
+                    .write_blocking(move |tx| -> mantissa_store::Result<_> {
                         let mut last = None;
                         for n in notes.iter() {
                             last = Some(tx.insert(n)?);
@@ -388,7 +388,7 @@ fn query_setup() -> QuerySetup {
     store
         .write_blocking({
             let entries = entries.clone();
-            move |tx| {
+            move |tx| -> mantissa_store::Result<_> {
                 for e in entries.iter() {
                     tx.insert(e)?;
                 }
@@ -615,7 +615,9 @@ fn empty_write(c: &mut Criterion) {
     let result = paired(&mut g, make, |(_, store, plain), side| match side {
         Side::Store => {
             let start = Instant::now();
-            store.write_blocking(|_| Ok(())).expect("write");
+            store
+                .write_blocking(|_| -> mantissa_store::Result<_> { Ok(()) })
+                .expect("write");
             start.elapsed()
         }
         Side::Rusqlite => {

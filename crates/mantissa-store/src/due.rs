@@ -30,7 +30,7 @@ impl Site {
     pub fn run_due(&self, now: Timestamp) -> Result<DueReport> {
         let mut report = DueReport::default();
         self.run_store(self.store(), SITE_STORE, now, &mut report)?;
-        let due: Vec<String> = self.store().read_blocking(|r| {
+        let due: Vec<String> = self.store().read_blocking(|r| -> Result<_> {
             Ok(r.conn()
                 .rows(
                     "SELECT store FROM _due_stores WHERE due <= ? ORDER BY due LIMIT 1000",

@@ -173,9 +173,45 @@ pub enum StoreError {
         /// What the OS said.
         reason: String,
     },
-    /// The application's own error, raised inside a transaction.
-    #[error("{0}")]
-    App(String),
+    /// A file attached to an item was given a name that cannot be a file's.
+    #[error(
+        "{name:?} is not a valid file name: use 1 to 200 characters, no '/', '\\' or leading '.'"
+    )]
+    BadFileName {
+        /// The name.
+        name: String,
+    },
+    /// An interstore message, or its answer, does not convert to or from
+    /// JSON.
+    #[error(
+        "{} {message} {}: {reason}",
+        if *answer { "answer to" } else { "message" },
+        if *writing { "cannot be written" } else { "is malformed" }
+    )]
+    MessageFormat {
+        /// The message type's name.
+        message: &'static str,
+        /// Whether it is the answer, not the message.
+        answer: bool,
+        /// Whether it was being written, not read.
+        writing: bool,
+        /// What serde said.
+        reason: String,
+    },
+    /// A message was sent to a store that does not exist.
+    #[error("no store named {0:?}")]
+    NoSuchStore(String),
+    /// An installed powerup's type does not provide the interface it was
+    /// installed for.
+    #[error("powerup {provider} #{id} does not provide {interface}")]
+    NotAPowerup {
+        /// The provider's item type.
+        provider: String,
+        /// The provider's id.
+        id: i64,
+        /// The interface.
+        interface: &'static str,
+    },
     /// Any other database error.
     #[error("{path}: database error: {reason}")]
     Database {
@@ -203,12 +239,6 @@ pub struct SchemaMismatch {
 }
 
 impl StoreError {
-    /// An application error to return from inside a transaction, which rolls
-    /// it back.
-    pub fn app(message: impl std::fmt::Display) -> StoreError {
-        StoreError::App(message.to_string())
-    }
-
     pub(crate) fn io(path: impl Into<PathBuf>, e: std::io::Error) -> StoreError {
         StoreError::Io {
             path: path.into(),
@@ -219,3 +249,27 @@ impl StoreError {
 
 /// Shorthand for results in this crate.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Why a scheduled run, a listener or a message handler failed, in its
+/// implementor's words (whatever its error type): the store only logs it
+/// and keeps it as the entry's last error.
+#[derive(Debug)]
+pub(crate) struct Failure(pub(crate) String);
+
+impl Failure {
+    pub(crate) fn of(e: impl std::fmt::Display) -> Failure {
+        Failure(e.to_string())
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        Failure::of(e)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -25,9 +25,7 @@ fn check_name(name: &str) -> Result<()> {
         || name.starts_with('.')
         || name.contains(['/', '\\', '\0']);
     if bad {
-        return Err(StoreError::app(format!(
-            "{name:?} is not a valid file name: use 1 to 200 characters, no '/', '\\' or leading '.'"
-        )));
+        return Err(StoreError::BadFileName { name: name.into() });
     }
     Ok(())
 }

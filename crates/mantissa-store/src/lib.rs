@@ -24,7 +24,7 @@
 //! # let dir = tempfile::tempdir().unwrap();
 //! let site = Site::open(dir.path())?;
 //! let alice = site.user_store("alice")?;
-//! alice.write_blocking(|tx| {
+//! alice.write_blocking(|tx| -> Result<(), StoreError> {
 //!     tx.insert(&Post { slug: "hello".into(), title: "Hello".into(), published: Some(Timestamp::now()) })?;
 //!     Ok(())
 //! })?;

@@ -29,6 +29,7 @@
 //! impl Message for Ping {
 //!     const NAME: &'static str = "doc.ping";
 //!     type Answer = i64;
+//!     type Error = StoreError;
 //!     fn receive(self, _tx: &mut Write<'_>, _from: &str) -> Result<i64> {
 //!         Ok(self.n + 1)
 //!     }
@@ -50,7 +51,7 @@ use std::sync::OnceLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Result, StoreError};
+use crate::error::{Failure, Result, StoreError};
 use crate::scheduler::backoff;
 use crate::site::Site;
 use crate::store::Store;
@@ -70,13 +71,20 @@ pub trait Message: Serialize + DeserializeOwned + Send + 'static {
     const NAME: &'static str;
     /// What the receiver answers.
     type Answer: Serialize + DeserializeOwned + Send + 'static;
+    /// What the handlers' failures are: the store only logs them and keeps
+    /// their text, so the implementor's own type serves.
+    type Error: From<StoreError> + std::fmt::Display;
     /// Handles the message in a transaction of the receiving store. `from`
     /// is the sender's store name. An error is retried later, with backoff.
-    fn receive(self, tx: &mut Write<'_>, from: &str) -> Result<Self::Answer>;
+    fn receive(self, tx: &mut Write<'_>, from: &str) -> Result<Self::Answer, Self::Error>;
     /// Handles the answer in a transaction of the sending store. The
     /// answer is recorded whatever this returns: an error is logged, and
     /// this is not called again for that message.
-    fn answered(tx: &mut Write<'_>, id: MessageId, answer: Self::Answer) -> Result<()> {
+    fn answered(
+        tx: &mut Write<'_>,
+        id: MessageId,
+        answer: Self::Answer,
+    ) -> Result<(), Self::Error> {
         let _ = (tx, id, answer);
         Ok(())
     }
@@ -112,21 +120,28 @@ pub enum MessageState {
     Failed(String),
 }
 
-type Receiver = fn(&mut Write<'_>, &str, &str) -> Result<String>;
-type AnswerHandler = fn(&mut Write<'_>, MessageId, &str) -> Result<()>;
+type Receiver = fn(&mut Write<'_>, &str, &str) -> Result<String, Failure>;
+type AnswerHandler = fn(&mut Write<'_>, MessageId, &str) -> Result<(), Failure>;
 
-fn receive_one<M: Message>(tx: &mut Write<'_>, from: &str, body: &str) -> Result<String> {
-    let msg: M = serde_json::from_str(body)
-        .map_err(|e| StoreError::app(format!("message {} is malformed: {e}", M::NAME)))?;
-    let answer = msg.receive(tx, from)?;
-    serde_json::to_string(&answer)
-        .map_err(|e| StoreError::app(format!("answer to {} cannot be written: {e}", M::NAME)))
+fn receive_one<M: Message>(tx: &mut Write<'_>, from: &str, body: &str) -> Result<String, Failure> {
+    let msg: M = serde_json::from_str(body).map_err(|e| format_error::<M>(false, false, e))?;
+    let answer = msg.receive(tx, from).map_err(Failure::of)?;
+    serde_json::to_string(&answer).map_err(|e| format_error::<M>(true, true, e).into())
 }
 
-fn answer_one<M: Message>(tx: &mut Write<'_>, id: MessageId, answer: &str) -> Result<()> {
-    let a: M::Answer = serde_json::from_str(answer)
-        .map_err(|e| StoreError::app(format!("answer to {} is malformed: {e}", M::NAME)))?;
-    M::answered(tx, id, a)
+fn answer_one<M: Message>(tx: &mut Write<'_>, id: MessageId, answer: &str) -> Result<(), Failure> {
+    let a: M::Answer =
+        serde_json::from_str(answer).map_err(|e| format_error::<M>(true, false, e))?;
+    M::answered(tx, id, a).map_err(Failure::of)
+}
+
+fn format_error<M: Message>(answer: bool, writing: bool, e: serde_json::Error) -> StoreError {
+    StoreError::MessageFormat {
+        message: M::NAME,
+        answer,
+        writing,
+        reason: e.to_string(),
+    }
 }
 
 /// Submitted by [`message!`](crate::message); not for hand use.
@@ -177,8 +192,7 @@ impl Write<'_> {
         if to != SITE_STORE {
             crate::site::check_store_name(to)?;
         }
-        let body = serde_json::to_string(msg)
-            .map_err(|e| StoreError::app(format!("message {} cannot be written: {e}", M::NAME)))?;
+        let body = serde_json::to_string(msg).map_err(|e| format_error::<M>(false, true, e))?;
         let now = Timestamp::now();
         crate::schema::Internal::Outbox.ensure(self.conn())?;
         let id = self.conn().insert(
@@ -232,7 +246,7 @@ impl Read<'_> {
         match self.message_state(id)? {
             Some(MessageState::Answered(json)) => serde_json::from_str(&json)
                 .map(Some)
-                .map_err(|e| StoreError::app(format!("answer to {} is malformed: {e}", M::NAME))),
+                .map_err(|e| format_error::<M>(true, false, e)),
             _ => Ok(None),
         }
     }
@@ -263,7 +277,7 @@ impl Site {
         sender_name: &str,
         now: Timestamp,
     ) -> Result<(usize, Option<Timestamp>)> {
-        let pending: Vec<Outgoing> = sender.read_blocking(|r| {
+        let pending: Vec<Outgoing> = sender.read_blocking(|r| -> Result<_> {
             Ok(r.conn()
                 .rows(
                     "SELECT id, target, kind, body, attempts FROM _outbox
@@ -297,7 +311,7 @@ impl Site {
         for m in pending {
             let outcome = self.deliver_one(&m, sender_name, sender.identity());
             let sender_name_owned = sender_name.to_string();
-            let done = sender.write_blocking(move |tx| {
+            let done = sender.write_blocking(move |tx| -> Result<_> {
                 match outcome {
                     Ok(answer) => {
                         let changed = tx.conn().execute(
@@ -339,7 +353,7 @@ impl Site {
                 answered += 1;
             }
         }
-        let next = sender.read_blocking(|r| {
+        let next = sender.read_blocking(|r| -> Result<_> {
             Ok(
                 match r.conn().scalar(
                     "SELECT MIN(next_try) FROM _outbox WHERE state = 'pending'",
@@ -360,19 +374,16 @@ impl Site {
         m: &Outgoing,
         sender: &str,
         sender_identity: &Identity,
-    ) -> Result<String, (StoreError, bool)> {
+    ) -> Result<String, (Failure, bool)> {
         let Some(reg) = registrations().get(m.kind.as_str()) else {
-            return Err((StoreError::UnknownType(m.kind.clone()), true));
+            return Err((StoreError::UnknownType(m.kind.clone()).into(), true));
         };
         let target = match self.store_named(&m.target) {
             Ok(Some(s)) => s,
             Ok(None) => {
-                return Err((
-                    StoreError::app(format!("no store named {:?}", m.target)),
-                    true,
-                ));
+                return Err((StoreError::NoSuchStore(m.target.clone()).into(), true));
             }
-            Err(e) => return Err((e, false)),
+            Err(e) => return Err((e.into(), false)),
         };
         let id = m.id;
         // Messages sent before the sender had an identity are known to

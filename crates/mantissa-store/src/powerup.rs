@@ -31,7 +31,7 @@
 //!     let p = tx.insert(&Polite { name: "Bob".into() })?;
 //!     tx.install_powerup::<dyn Greeter, _>(p, 10)
 //! }).unwrap();
-//! let greetings = store.read_blocking(|r| {
+//! let greetings = store.read_blocking(|r| -> mantissa_store::Result<_> {
 //!     Ok(r.powerups::<dyn Greeter>()?.iter().map(|g| g.greet()).collect::<Vec<_>>())
 //! }).unwrap();
 //! assert_eq!(greetings, ["Good day, Bob."]);
@@ -203,12 +203,13 @@ impl Read<'_> {
                 continue;
             };
             let any = load(self, id)?;
-            let boxed = any.downcast::<Box<I>>().map_err(|_| {
-                StoreError::app(format!(
-                    "powerup {provider} #{id} does not provide {}",
-                    I::NAME
-                ))
-            })?;
+            let boxed = any
+                .downcast::<Box<I>>()
+                .map_err(|_| StoreError::NotAPowerup {
+                    provider: provider.to_string(),
+                    id,
+                    interface: I::NAME,
+                })?;
             out.push(*boxed);
         }
         Ok(out)

@@ -14,7 +14,7 @@
 //! let dir = tempfile::tempdir().unwrap();
 //! let site = Site::open(dir.path()).unwrap();
 //! let store = site.user_store("alice").unwrap();
-//! store.write_blocking(|tx| {
+//! store.write_blocking(|tx| -> Result<()> {
 //!     for (t, v) in [("b", 5), ("a", 50), ("c", 500)] {
 //!         tx.insert(&Post { title: t.into(), views: v, draft: None })?;
 //!     }
@@ -447,10 +447,16 @@ impl<'a, T: Item> Query<'a, T> {
     pub fn all(self) -> Result<Vec<Stored<T>>> {
         let mut out = Vec::with_capacity(self.limit.map_or(0, |l| l.min(64) as usize));
         let prefix = self.read.select_items::<T>()?;
+        let path = &self.read.shared.path;
         self.select_with(&prefix, true, |row| {
             let id = match row.next() {
                 Some(Value::Integer(i)) => i,
-                _ => return Err(StoreError::app("row without id")),
+                _ => {
+                    return Err(StoreError::Database {
+                        path: path.clone(),
+                        reason: format!("a row of {} without an id", T::NAME),
+                    });
+                }
             };
             out.push(Stored::new(Ref::from_id(id), T::from_values(row)?));
             Ok(())

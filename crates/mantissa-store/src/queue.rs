@@ -23,6 +23,7 @@
 //! impl Listener for CountIncoming {
 //!     type Item = Incoming;
 //!     const NAME: &'static str = "doc.count-incoming";
+//!     type Error = StoreError;
 //!     fn process(_item: Stored<Incoming>, tx: &mut Write<'_>) -> Result<()> {
 //!         match tx.query::<Tally>().first()? {
 //!             Some(mut t) => { t.seen += 1; tx.update(&t) }
@@ -40,14 +41,14 @@
 //!     tx.insert(&Incoming { subject: "b".into() }).map(drop)
 //! }).unwrap();
 //! site.run_due(Timestamp::now()).unwrap();
-//! let seen = bob.read_blocking(|r| Ok(r.query::<Tally>().first()?.map(|t| t.seen))).unwrap();
+//! let seen = bob.read_blocking(|r| -> Result<_> { Ok(r.query::<Tally>().first()?.map(|t| t.seen)) }).unwrap();
 //! assert_eq!(seen, Some(2));
 //! ```
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use crate::error::Result;
+use crate::error::{Failure, Result, StoreError};
 use crate::item::{Item, Stored, table_name};
 use crate::scheduler::backoff;
 use crate::sql::ident;
@@ -62,15 +63,18 @@ pub trait Listener: 'static {
     type Item: Item;
     /// A stable name, which keys its position in each store.
     const NAME: &'static str;
+    /// What processing's failure is: the store only logs it and keeps its
+    /// text, so the implementor's own type serves.
+    type Error: From<StoreError> + std::fmt::Display;
     /// Processes one item, in a transaction of its store.
-    fn process(item: Stored<Self::Item>, tx: &mut Write<'_>) -> Result<()>;
+    fn process(item: Stored<Self::Item>, tx: &mut Write<'_>) -> Result<(), Self::Error>;
 }
 
-type Processor = fn(&mut Write<'_>, i64) -> Result<()>;
+type Processor = fn(&mut Write<'_>, i64) -> Result<(), Failure>;
 
-fn process_one<L: Listener>(tx: &mut Write<'_>, id: i64) -> Result<()> {
+fn process_one<L: Listener>(tx: &mut Write<'_>, id: i64) -> Result<(), Failure> {
     match tx.find(Ref::<L::Item>::from_id(id))? {
-        Some(item) => L::process(item, tx),
+        Some(item) => L::process(item, tx).map_err(Failure::of),
         None => Ok(()),
     }
 }
@@ -173,7 +177,7 @@ pub(crate) fn process(w: &mut Writer, now: Timestamp) -> Result<(usize, Option<T
                 }
                 let mut failed = false;
                 for id in ids {
-                    let ok = run_write(w, |tx| {
+                    let ok = run_write(w, |tx| -> Result<_> {
                         let outcome =
                             tx.savepoint(|tx| crate::store::caught(|| (l.process)(tx, id)));
                         let (last_id, attempts, retry_at, error) = match &outcome {

@@ -19,6 +19,7 @@
 //! struct Reminder { text: String, fired: i64 }
 //!
 //! impl Scheduled for Reminder {
+//!     type Error = StoreError;
 //!     fn run(mut me: Stored<Self>, tx: &mut Write<'_>, _now: Timestamp) -> Result<Option<Timestamp>> {
 //!         me.fired += 1;
 //!         tx.update(&me)?;
@@ -30,7 +31,7 @@
 //! # let dir = tempfile::tempdir().unwrap();
 //! let site = Site::open(dir.path()).unwrap();
 //! let alice = site.user_store("alice").unwrap();
-//! let id = alice.write_blocking(|tx| {
+//! let id = alice.write_blocking(|tx| -> Result<_> {
 //!     let id = tx.insert(&Reminder { text: "tea".into(), fired: 0 })?;
 //!     tx.schedule(id, Timestamp::now())?;
 //!     Ok(id)
@@ -43,7 +44,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::error::{Result, StoreError};
+use crate::error::{Failure, Result, StoreError};
 use crate::item::{Item, Stored};
 use crate::store::{Store, Writer, run_write};
 use crate::tx::{Read, Write};
@@ -52,17 +53,28 @@ use crate::value::{Ref, Timestamp, Value};
 /// An item type that can be scheduled. Register it with
 /// [`scheduled!`](crate::scheduled).
 pub trait Scheduled: Item {
+    /// What a run's failure is: the store only logs it and keeps its text,
+    /// so the implementor's own type serves.
+    type Error: From<StoreError> + std::fmt::Display;
     /// Does the item's work, in a transaction of its store. Returns the time
     /// to run again, or `None` when done. An error is recorded and the run
     /// retried later, with backoff; what the failed run wrote is undone.
-    fn run(item: Stored<Self>, tx: &mut Write<'_>, now: Timestamp) -> Result<Option<Timestamp>>;
+    fn run(
+        item: Stored<Self>,
+        tx: &mut Write<'_>,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, Self::Error>;
 }
 
-type Runner = fn(&mut Write<'_>, i64, Timestamp) -> Result<Option<Timestamp>>;
+type Runner = fn(&mut Write<'_>, i64, Timestamp) -> Result<Option<Timestamp>, Failure>;
 
-fn run_one<T: Scheduled>(tx: &mut Write<'_>, id: i64, now: Timestamp) -> Result<Option<Timestamp>> {
+fn run_one<T: Scheduled>(
+    tx: &mut Write<'_>,
+    id: i64,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, Failure> {
     match tx.find(Ref::<T>::from_id(id))? {
-        Some(item) => T::run(item, tx, now),
+        Some(item) => T::run(item, tx, now).map_err(Failure::of),
         None => Ok(None),
     }
 }
@@ -228,12 +240,12 @@ pub(crate) fn run_due(w: &mut Writer, now: Timestamp) -> Result<usize> {
             return Ok(ran);
         }
         for (row_id, e) in due {
-            run_write(w, |tx| {
+            run_write(w, |tx| -> Result<_> {
                 let outcome = match runners().get(e.item_type.as_str()) {
                     Some(run) => {
                         tx.savepoint(|tx| crate::store::caught(|| run(tx, e.item_id, now)))
                     }
-                    None => Err(StoreError::UnknownType(e.item_type.clone())),
+                    None => Err(StoreError::UnknownType(e.item_type.clone()).into()),
                 };
                 match outcome {
                     Ok(Some(next)) => {

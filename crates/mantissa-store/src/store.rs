@@ -272,7 +272,8 @@ impl Store {
 
     /// Runs `f` in a write transaction, without blocking the async runtime
     /// (on the write pool: `writers.rs`). All of it commits, or none of it:
-    /// an `Err` or a panic rolls back. Writes to one store run one at a
+    /// an `Err` (of the caller's own error type: see
+    /// [`Store::write_blocking`]) or a panic rolls back. Writes to one store run one at a
     /// time, in the order they were asked for.
     ///
     /// ```
@@ -291,10 +292,11 @@ impl Store {
     /// asked for it was dropped, so it must own what it uses (`Send +
     /// 'static`). Inside a write of the same store it fails at once with
     /// [`StoreError::NestedWrite`], having done nothing.
-    pub async fn write<R, F>(&self, f: F) -> Result<R>
+    pub async fn write<R, E, F>(&self, f: F) -> Result<R, E>
     where
-        F: FnOnce(&mut Write<'_>) -> Result<R> + Send + 'static,
+        F: FnOnce(&mut Write<'_>) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
     {
         self.inner.lock.refuse_nested()?;
         if tokio::runtime::Handle::try_current().is_err() {
@@ -306,7 +308,7 @@ impl Store {
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(Box::new(move |w: Result<&mut Writer>| {
-            let _ = tx.send(w.and_then(|w| run_write(w, f)));
+            let _ = tx.send(w.map_err(E::from).and_then(|w| run_write(w, f)));
         }))?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -326,7 +328,7 @@ impl Store {
     /// # let dir = tempfile::tempdir().unwrap();
     /// let store = Site::open(dir.path())?.user_store("alice")?;
     /// let texts = vec!["one".to_string(), "two".to_string()];
-    /// store.write_blocking(|tx| {
+    /// store.write_blocking(|tx| -> Result<()> {
     ///     for text in &texts {
     ///         tx.insert(&Note { text: text.clone() })?;
     ///     }
@@ -335,7 +337,43 @@ impl Store {
     /// assert_eq!(texts.len(), 2); // still ours
     /// # Ok::<(), StoreError>(())
     /// ```
-    pub fn write_blocking<R>(&self, f: impl FnOnce(&mut Write<'_>) -> Result<R>) -> Result<R> {
+    ///
+    /// The closure's error is the caller's own type, any with
+    /// `From<StoreError>`: it rolls the transaction back and comes out as it
+    /// went in, to be matched on. The store's refusals (and a panic, as
+    /// [`StoreError::Panicked`]) come out converted. A closure that ends in
+    /// `Ok(..)` after `?` says its type, as here.
+    ///
+    /// ```
+    /// # use mantissa_store::*;
+    /// # #[derive(Item)] #[item(name = "doc.wbe.note", version = 1)] struct Note { text: String }
+    /// #[derive(Debug, thiserror::Error)]
+    /// enum NoteError {
+    ///     #[error("a note says something")]
+    ///     Empty,
+    ///     #[error(transparent)]
+    ///     Store(#[from] StoreError),
+    /// }
+    ///
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = Site::open(dir.path())?.user_store("alice")?;
+    /// let refused = store.write_blocking(|tx| -> Result<_, NoteError> {
+    ///     for text in ["one", ""] {
+    ///         if text.is_empty() {
+    ///             return Err(NoteError::Empty);
+    ///         }
+    ///         tx.insert(&Note { text: text.into() })?;
+    ///     }
+    ///     Ok(())
+    /// });
+    /// assert!(matches!(refused, Err(NoteError::Empty)));
+    /// assert_eq!(store.read_blocking(|r| r.query::<Note>().count())?, 0); // rolled back
+    /// # Ok::<(), StoreError>(())
+    /// ```
+    pub fn write_blocking<R, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Write<'_>) -> Result<R, E>,
+    ) -> Result<R, E> {
         refuse_in_async("Store::write_blocking", "Store::write(..).await")?;
         self.with_writer(|w| run_write(w, f))?
     }
@@ -442,10 +480,11 @@ impl Store {
     ///
     /// The closure must not wait for other tasks: it may run on the thread
     /// that would run them.
-    pub async fn read<R, F>(&self, f: F) -> Result<R>
+    pub async fn read<R, E, F>(&self, f: F) -> Result<R, E>
     where
-        F: FnOnce(&Read<'_>) -> Result<R> + Send + 'static,
+        F: FnOnce(&Read<'_>) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
     {
         let shared = &self.inner.shared;
         shared.check_open()?;
@@ -472,10 +511,10 @@ impl Store {
             self.clone(),
             Box::new(move |read: Result<&Read<'_>>| {
                 let start = std::time::Instant::now();
-                let answer = read.and_then(|r| caught(|| f(r)));
+                let answer = read.and_then(|r| unwound(|| f(r)));
                 site.took(start.elapsed());
-                let went_on = !matches!(answer, Err(StoreError::Panicked(_)));
-                let _ = tx.send(answer);
+                let went_on = answer.is_ok();
+                let _ = tx.send(answer.unwrap_or_else(|e| Err(e.into())));
                 went_on
             }),
         );
@@ -486,7 +525,10 @@ impl Store {
     /// [`Store::read`] for code that is not async: runs on this thread, and
     /// may borrow from the caller. Refused on an async runtime's thread
     /// ([`StoreError::BlockingInAsync`]: use `read(..).await` there).
-    pub fn read_blocking<R>(&self, f: impl FnOnce(&Read<'_>) -> Result<R>) -> Result<R> {
+    pub fn read_blocking<R, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Read<'_>) -> Result<R, E>,
+    ) -> Result<R, E> {
         refuse_in_async("Store::read_blocking", "Store::read(..).await")?;
         let snapshot = self.snapshot()?;
         caught(|| f(&snapshot.read()))
@@ -688,8 +730,15 @@ impl Drop for Snapshot {
 /// Runs `f`, turning its panic into [`StoreError::Panicked`], so that one
 /// bad closure (a read, a write, a scheduled run, a listener, an upgrader)
 /// cannot take down the thread that runs it or the work after it.
-pub(crate) fn caught<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|p| StoreError::Panicked(panic_message(&p)))?
+pub(crate) fn caught<R, E: From<StoreError>>(f: impl FnOnce() -> Result<R, E>) -> Result<R, E> {
+    unwound(f).unwrap_or_else(|panicked| Err(panicked.into()))
+}
+
+/// Runs `f`, and says apart a panic ([`StoreError::Panicked`]) from what
+/// `f` returned: a reader thread must know which, whatever the caller's
+/// error type.
+fn unwound<T>(f: impl FnOnce() -> T) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| StoreError::Panicked(panic_message(&p)))
 }
 
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
@@ -702,10 +751,10 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-pub(crate) fn run_write<R>(
+pub(crate) fn run_write<R, E: From<StoreError>>(
     w: &mut Writer,
-    f: impl FnOnce(&mut Write<'_>) -> Result<R>,
-) -> Result<R> {
+    f: impl FnOnce(&mut Write<'_>) -> Result<R, E>,
+) -> Result<R, E> {
     w.conn().begin_write()?;
     let mut tx = Write::new(w.conn(), &w.shared);
     let result = caught(|| f(&mut tx));
@@ -717,7 +766,10 @@ pub(crate) fn run_write<R>(
             (Some(t), Some(hook)) => hook(&w.shared.name, t),
             _ => Ok(()),
         };
-        hooked.and_then(|()| w.conn().commit()).map(|()| v)
+        hooked
+            .and_then(|()| w.conn().commit())
+            .map(|()| v)
+            .map_err(E::from)
     });
     if outcome.is_err() {
         w.conn().rollback();

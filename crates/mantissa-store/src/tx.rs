@@ -305,7 +305,10 @@ impl<'a> Write<'a> {
 
     /// Runs `f` in a savepoint: if it fails, what it did is undone and the
     /// error returned, while the rest of the transaction goes on.
-    pub fn savepoint<R>(&mut self, f: impl FnOnce(&mut Write<'a>) -> Result<R>) -> Result<R> {
+    pub fn savepoint<R, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&mut Write<'a>) -> Result<R, E>,
+    ) -> Result<R, E> {
         let mark = crate::upgrade::mark(self.shared());
         self.conn.batch("SAVEPOINT mantissa_sp")?;
         match f(self) {

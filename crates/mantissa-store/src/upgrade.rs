@@ -234,7 +234,10 @@ fn batch(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<bool> {
         )?
         .into_iter()
         .next()
-        .ok_or_else(|| StoreError::app(format!("no upgrade of {} is in progress", t.name)))?;
+        .ok_or_else(|| StoreError::Database {
+            path: shared.path.clone(),
+            reason: format!("no upgrade of {} is in progress", t.name),
+        })?;
     let mut it = row.into_iter();
     let from = int(it.next()) as u32;
     let last_id = int(it.next());

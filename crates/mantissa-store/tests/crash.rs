@@ -484,7 +484,7 @@ fn verify(dir: &Path, acked: &BTreeSet<i64>) -> Result<i64, Vec<String>> {
 fn check_store(store: &Store, index: usize) -> Result<(BTreeSet<i64>, i64), Vec<String>> {
     let name = store_name(index);
     store
-        .read_blocking(|r| {
+        .read_blocking(|r| -> mantissa_store::Result<_> {
             let mut problems = Vec::new();
             let mut parts: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
             for e in r.query::<Entry>().all()? {

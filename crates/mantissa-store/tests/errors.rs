@@ -62,7 +62,7 @@ fn another_programs_database_is_refused_and_left_alone() {
 
 fn make_store(site: &Site, name: &str) -> std::path::PathBuf {
     let s = site.user_store(name).unwrap();
-    s.write_blocking(|tx| {
+    s.write_blocking(|tx| -> Result<_> {
         for i in 0..2000 {
             tx.insert(&Note {
                 text: format!("note {i} {}", "x".repeat(100)),

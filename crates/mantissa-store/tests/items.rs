@@ -2,6 +2,9 @@
 
 use mantissa_store::*;
 
+mod refused;
+use refused::Refused;
+
 #[derive(Item, Debug, Clone, PartialEq)]
 #[item(name = "t.author", version = 1)]
 struct Author {
@@ -60,7 +63,7 @@ fn every_attribute_type_round_trips() {
     let (_d, site) = site();
     let s = site.user_store("alice").unwrap();
     let (id, original) = s
-        .write_blocking(|tx| {
+        .write_blocking(|tx| -> Result<_> {
             let a = tx.insert(&Author { name: "Ann".into() })?;
             let p = post(a, "Hello 'world' \u{1F600}", 7);
             Ok((tx.insert(&p)?, p))
@@ -76,7 +79,7 @@ fn update_delete_and_ids_are_never_reused() {
     let (_d, site) = site();
     let s = site.user_store("alice").unwrap();
     let (a, first) = s
-        .write_blocking(|tx| {
+        .write_blocking(|tx| -> Result<_> {
             let a = tx.insert(&Author { name: "Ann".into() })?;
             Ok((a, tx.insert(&post(a, "one", 1))?))
         })
@@ -108,7 +111,7 @@ fn transactions_are_all_or_nothing() {
     let err = s
         .write_blocking(|tx| {
             tx.insert(&Author { name: "A".into() })?;
-            Err::<(), _>(StoreError::app("changed my mind"))
+            Err::<(), _>(Refused::Because("changed my mind"))
         })
         .unwrap_err();
     assert_eq!(err.to_string(), "changed my mind");
@@ -151,7 +154,7 @@ fn references_follow_their_on_delete_rules() {
     let (_d, site) = site();
     let s = site.user_store("alice").unwrap();
     let (ann, bob, p, c) = s
-        .write_blocking(|tx| {
+        .write_blocking(|tx| -> Result<_> {
             let ann = tx.insert(&Author { name: "Ann".into() })?;
             let bob = tx.insert(&Author { name: "Bob".into() })?;
             let p = tx.insert(&post(ann, "p", 1))?;
@@ -174,7 +177,7 @@ fn references_follow_their_on_delete_rules() {
     // without its post.
     s.write_blocking(move |tx| tx.delete(ann)).unwrap();
     let (post_left, comment) = s
-        .read_blocking(move |r| Ok((r.find(p)?, r.get(c)?)))
+        .read_blocking(move |r| -> Result<_> { Ok((r.find(p)?, r.get(c)?)) })
         .unwrap();
     assert!(post_left.is_none());
     assert_eq!(comment.post, None);
@@ -193,7 +196,7 @@ fn seeded() -> (tempfile::TempDir, Store, Ref<Author>, Ref<Author>) {
     let (d, site) = site();
     let s = site.user_store("q").unwrap();
     let (ann, bob) = s
-        .write_blocking(|tx| {
+        .write_blocking(|tx| -> Result<_> {
             let ann = tx.insert(&Author { name: "Ann".into() })?;
             let bob = tx.insert(&Author { name: "Bob".into() })?;
             for i in 0..10 {
@@ -211,7 +214,7 @@ fn seeded() -> (tempfile::TempDir, Store, Ref<Author>, Ref<Author>) {
 fn queries_compare_combine_and_sort() {
     let (_d, s, _ann, _bob) = seeded();
     let titles = s
-        .read_blocking(|r| {
+        .read_blocking(|r| -> Result<_> {
             Ok(vec![
                 r.query::<Post>()
                     .filter(Post::views.ge(3).and(Post::views.lt(6)))
@@ -263,7 +266,7 @@ fn queries_compare_combine_and_sort() {
 fn aggregates_and_joins() {
     let (_d, s, ann, bob) = seeded();
     let (count, sum, min, max, money, distinct, by_name, pairs) = s
-        .read_blocking(move |r| {
+        .read_blocking(move |r| -> Result<_> {
             Ok((
                 r.query::<Post>().filter(Post::author.eq(ann)).count()?,
                 r.query::<Post>().sum(Post::views)?,
@@ -415,7 +418,7 @@ fn files_are_attached_and_leave_with_their_item() {
     let (_d, site) = site();
     let s = site.user_store("alice").unwrap();
     let (a, p) = s
-        .write_blocking(|tx| {
+        .write_blocking(|tx| -> Result<_> {
             let a = tx.insert(&Author { name: "Ann".into() })?;
             let p = tx.insert(&post(a, "with files", 1))?;
             tx.attach_file(p, "photo.jpg", b"first")?;
@@ -425,7 +428,7 @@ fn files_are_attached_and_leave_with_their_item() {
         })
         .unwrap();
     let (data, names, path) = s
-        .read_blocking(move |r| {
+        .read_blocking(move |r| -> Result<_> {
             Ok((
                 r.file(p, "photo.jpg")?,
                 r.files(p)?,
@@ -443,7 +446,7 @@ fn files_are_attached_and_leave_with_their_item() {
     // Rolling back keeps the files.
     let _ = s.write_blocking(move |tx| {
         tx.delete(p)?;
-        Err::<(), _>(StoreError::app("no"))
+        Err::<(), _>(Refused::Because("no"))
     });
     assert!(path.is_file());
     // Deleting the author cascades to the post and its files.

@@ -33,6 +33,7 @@ static RECEIVED: AtomicUsize = AtomicUsize::new(0);
 impl Message for Hello {
     const NAME: &'static str = "t.life.hello";
     type Answer = String;
+    type Error = StoreError;
     fn receive(self, tx: &mut Write<'_>, from: &str) -> Result<String> {
         RECEIVED.fetch_add(1, Ordering::SeqCst);
         tx.insert(&Greeting {
@@ -371,7 +372,7 @@ fn disk_usage_counts_the_stores_and_nothing_else() {
     assert!(empty > 0, "the site store");
     let alice = site.user_store("alice").unwrap();
     alice
-        .write_blocking(|tx| {
+        .write_blocking(|tx| -> Result<_> {
             for i in 0..200 {
                 tx.insert(&Note {
                     text: format!("note {i} {}", "x".repeat(200)),

@@ -10,6 +10,9 @@ use std::task::{Context, Poll, Waker};
 
 use mantissa_store::*;
 
+mod refused;
+use refused::Refused;
+
 /// A diary entry whose `mood` and `level` fields were added to the struct
 /// without raising its version (the store's table has neither).
 #[derive(Item, Debug)]
@@ -177,7 +180,7 @@ fn a_type_gets_its_table_with_its_first_item() {
     let err = store
         .write_blocking(|tx| {
             tx.insert(&Note { n: 1 })?;
-            Err::<(), _>(StoreError::app("no, after all"))
+            Err::<(), _>(Refused::Because("no, after all"))
         })
         .unwrap_err();
     assert_eq!(err.to_string(), "no, after all");
@@ -187,7 +190,7 @@ fn a_type_gets_its_table_with_its_first_item() {
         .write_blocking(|tx| {
             let _ = tx.savepoint(|tx| {
                 tx.insert(&Note { n: 2 })?;
-                Err::<(), _>(StoreError::app("not this part"))
+                Err::<(), _>(Refused::Because("not this part"))
             });
             tx.insert(&Note { n: 3 })
         })
@@ -284,7 +287,7 @@ fn a_write_nested_in_a_write_of_the_same_store_fails_at_once() {
     let (_dir, site) = site();
     let store = site.user_store("eve").unwrap();
     let (inner, inner_async) = store
-        .write_blocking(|tx| {
+        .write_blocking(|tx| -> Result<_> {
             tx.insert(&Note { n: 1 })?;
             let inner = store
                 .write_blocking(|tx| tx.insert(&Note { n: 2 }))
@@ -327,7 +330,7 @@ fn two_writes_waiting_for_each_other_are_refused_not_hung() {
     let both_hold = Arc::new(Barrier::new(2));
     let cross = |first: Store, second: Store, both_hold: Arc<Barrier>| {
         std::thread::spawn(move || {
-            first.write_blocking(|tx| {
+            first.write_blocking(|tx| -> Result<_> {
                 tx.insert(&Note { n: 1 })?;
                 both_hold.wait();
                 // Give the other thread time to start waiting too, then
@@ -421,7 +424,7 @@ fn blocking_writes_and_reads_borrow() {
     let wanted = vec![3, 1, 2];
     let mut seen = Vec::new();
     store
-        .write_blocking(|tx| {
+        .write_blocking(|tx| -> Result<_> {
             for &n in &wanted {
                 tx.insert(&Note { n })?;
             }
@@ -429,7 +432,7 @@ fn blocking_writes_and_reads_borrow() {
         })
         .unwrap();
     store
-        .read_blocking(|r| {
+        .read_blocking(|r| -> Result<_> {
             seen.extend(r.query::<Note>().column(Note::n)?);
             Ok(())
         })
@@ -463,8 +466,8 @@ fn writes_made_inside_pool_writes_never_wait_for_the_pool() {
                         // inside such a write at once.
                         std::thread::sleep(std::time::Duration::from_millis(5));
                         match poll_once(side.write(move |tx| tx.insert(&Note { n: 1000 + i }))) {
-                            Poll::Ready(r) => r.map(drop),
-                            Poll::Pending => Err(StoreError::app("waited for the pool")),
+                            Poll::Ready(r) => Ok(r.map(drop)?),
+                            Poll::Pending => Err(Refused::Because("waited for the pool")),
                         }
                     })
                     .await

@@ -38,7 +38,9 @@ fn a_thread_s_reads_run_on_the_reader_queue_it_chose() {
                 let mut names = Vec::new();
                 for _ in 0..6 {
                     let name = store
-                        .read(|_| Ok(std::thread::current().name().map(str::to_string)))
+                        .read(|_| -> mantissa_store::Result<_> {
+                            Ok(std::thread::current().name().map(str::to_string))
+                        })
                         .await
                         .unwrap();
                     names.push(name.unwrap_or_default());
@@ -78,7 +80,7 @@ fn quick_reads_run_where_they_are_awaited_and_slow_ones_do_not() {
             }
             let slow = slow.clone();
             let thread = store
-                .read(move |_| {
+                .read(move |_| -> mantissa_store::Result<_> {
                     if slow.swap(false, Ordering::Relaxed) {
                         std::thread::sleep(std::time::Duration::from_millis(2));
                     }
@@ -152,7 +154,10 @@ fn a_read_sees_the_writes_finished_before_it_was_asked_for_while_reads_share_tra
                     })
                     .await
                     .unwrap();
-                    let seen = s.read(move |r| Ok(r.get(id)?.n)).await.unwrap();
+                    let seen = s
+                        .read(move |r| -> mantissa_store::Result<_> { Ok(r.get(id)?.n) })
+                        .await
+                        .unwrap();
                     assert_eq!(seen, n, "writer {w} read an older value back");
                 }
             }));

@@ -7,6 +7,9 @@ use std::time::Duration;
 use mantissa_store::*;
 use serde::{Deserialize, Serialize};
 
+mod refused;
+use refused::Refused;
+
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
@@ -53,8 +56,10 @@ struct Folder {
 }
 
 fn labels(s: &Store) -> Vec<String> {
-    s.read_blocking(|r| Ok(r.powerups::<dyn Tab>()?.iter().map(|t| t.label()).collect()))
-        .unwrap()
+    s.read_blocking(|r| -> Result<_> {
+        Ok(r.powerups::<dyn Tab>()?.iter().map(|t| t.label()).collect())
+    })
+    .unwrap()
 }
 
 #[test]
@@ -63,7 +68,7 @@ fn powerups_come_back_as_trait_objects_in_priority_order() {
     let site = Site::open(dir.path()).unwrap();
     let s = site.user_store("alice").unwrap();
     let (blog, folder) = s
-        .write_blocking(|tx| {
+        .write_blocking(|tx| -> Result<_> {
             let inbox = tx.insert(&InboxTab { unread: 3 })?;
             let blog = tx.insert(&BlogTab {
                 title: "Blog".into(),
@@ -82,7 +87,7 @@ fn powerups_come_back_as_trait_objects_in_priority_order() {
         .unwrap();
     assert_eq!(labels(&s), ["Blog", "Inbox (3)"]);
     let on_folder = s
-        .read_blocking(move |r| {
+        .read_blocking(move |r| -> Result<_> {
             Ok(r.powerups_on::<dyn Tab, _>(folder)?
                 .iter()
                 .map(|t| t.label())
@@ -99,7 +104,7 @@ fn powerups_come_back_as_trait_objects_in_priority_order() {
     assert_eq!(labels(&s), ["Inbox (3)"]);
     s.write_blocking(move |tx| tx.delete(folder)).unwrap();
     let left = s
-        .read_blocking(move |r| Ok(r.powerups_on::<dyn Tab, _>(folder)?.len()))
+        .read_blocking(move |r| -> Result<_> { Ok(r.powerups_on::<dyn Tab, _>(folder)?.len()) })
         .unwrap();
     assert_eq!(left, 0);
 }
@@ -117,11 +122,16 @@ struct Job {
 }
 
 impl Scheduled for Job {
-    fn run(mut me: Stored<Self>, tx: &mut Write<'_>, now: Timestamp) -> Result<Option<Timestamp>> {
+    type Error = Refused;
+    fn run(
+        mut me: Stored<Self>,
+        tx: &mut Write<'_>,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, Refused> {
         me.runs += 1;
         tx.update(&me)?;
         if me.fail_first > 0 {
-            return Err(StoreError::app("not yet"));
+            return Err(Refused::Because("not yet"));
         }
         if me.repeat > 0 {
             me.repeat -= 1;
@@ -140,7 +150,7 @@ fn scheduled_work_survives_restarts_and_runs_once_when_due() {
     let job = {
         let site = Site::open(dir.path()).unwrap();
         let s = site.user_store("bob").unwrap();
-        s.write_blocking(move |tx| {
+        s.write_blocking(move |tx| -> Result<_> {
             let j = tx.insert(&Job {
                 runs: 0,
                 fail_first: 0,
@@ -171,7 +181,7 @@ fn scheduled_work_survives_restarts_and_runs_once_when_due() {
     site.run_due(t0.plus(secs(100))).unwrap();
     site.run_due(t0.plus(secs(200))).unwrap();
     let (runs, next) = bob
-        .read_blocking(move |r| Ok((r.get(job)?.runs, r.scheduled_at(job)?)))
+        .read_blocking(move |r| -> Result<_> { Ok((r.get(job)?.runs, r.scheduled_at(job)?)) })
         .unwrap();
     assert_eq!(runs, 3);
     assert_eq!(next, None, "done after its last run");
@@ -185,7 +195,7 @@ fn failing_runs_are_recorded_and_retried_with_backoff() {
     let s = site.store().clone();
     let t0 = Timestamp::now();
     let job = s
-        .write_blocking(move |tx| {
+        .write_blocking(move |tx| -> Result<_> {
             let j = tx.insert(&Job {
                 runs: 0,
                 fail_first: 1,
@@ -200,7 +210,9 @@ fn failing_runs_are_recorded_and_retried_with_backoff() {
     assert_eq!(entry.attempts, 1);
     assert_eq!(entry.last_error.as_deref(), Some("not yet"));
     assert_eq!(entry.due, t0.plus(secs(2)), "backs off");
-    let runs = s.read_blocking(move |r| Ok(r.get(job)?.runs)).unwrap();
+    let runs = s
+        .read_blocking(move |r| -> Result<_> { Ok(r.get(job)?.runs) })
+        .unwrap();
     assert_eq!(runs, 0, "what the failed run wrote was undone");
     // Not retried before the backoff ends.
     assert_eq!(site.run_due(t0.plus(secs(1))).unwrap().scheduled, 0);
@@ -212,7 +224,7 @@ fn failing_runs_are_recorded_and_retried_with_backoff() {
     .unwrap();
     assert_eq!(site.run_due(t0.plus(secs(2))).unwrap().scheduled, 1);
     let (runs, left) = s
-        .read_blocking(move |r| Ok((r.get(job)?.runs, r.schedule()?.len())))
+        .read_blocking(move |r| -> Result<_> { Ok((r.get(job)?.runs, r.schedule()?.len())) })
         .unwrap();
     assert_eq!((runs, left), (1, 0));
 }
@@ -239,10 +251,11 @@ struct Indexer;
 impl Listener for Indexer {
     type Item = Mail;
     const NAME: &'static str = "t.svc.indexer";
-    fn process(mail: Stored<Mail>, tx: &mut Write<'_>) -> Result<()> {
+    type Error = Refused;
+    fn process(mail: Stored<Mail>, tx: &mut Write<'_>) -> Result<(), Refused> {
         EXTERNAL_CALLS.fetch_add(1, Ordering::SeqCst);
         if mail.subject.contains("poison") {
-            return Err(StoreError::app("cannot index this"));
+            return Err(Refused::Because("cannot index this"));
         }
         for word in mail.subject.split_whitespace() {
             tx.insert(&IndexEntry {
@@ -334,6 +347,7 @@ struct ShareReceipt {
 impl Message for ShareRequest {
     const NAME: &'static str = "t.svc.share";
     type Answer = i64;
+    type Error = StoreError;
     fn receive(self, tx: &mut Write<'_>, from: &str) -> Result<i64> {
         Ok(tx
             .insert(&SharedWithMe {
@@ -358,7 +372,7 @@ fn messages_are_delivered_and_answered_exactly_once_across_restarts() {
         let site = Site::open(dir.path()).unwrap();
         site.user_store("dan").unwrap();
         let erin = site.user_store("erin").unwrap();
-        erin.write_blocking(|tx| {
+        erin.write_blocking(|tx| -> Result<_> {
             let id = tx.send_message(
                 "dan",
                 &ShareRequest {
@@ -386,7 +400,7 @@ fn messages_are_delivered_and_answered_exactly_once_across_restarts() {
         ("erin", "photos")
     );
     let (answer, receipts, lost_state) = erin
-        .read_blocking(move |r| {
+        .read_blocking(move |r| -> Result<_> {
             Ok((
                 r.message_answer::<ShareRequest>(id)?,
                 r.query::<ShareReceipt>()

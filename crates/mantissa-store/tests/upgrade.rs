@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use mantissa_store::*;
 
+mod refused;
+use refused::Refused;
+
 #[derive(Item, Debug)]
 #[item(name = "t.up.company", version = 1)]
 struct Company {
@@ -84,7 +87,7 @@ fn a_small_old_store_is_upgraded_on_open() {
     let (title, card) = store
         .read_blocking({
             let (company, id) = (c7.company, c7.id());
-            move |r| Ok((r.get(company)?.title.clone(), r.file(id, "card.vcf")?))
+            move |r| -> Result<_> { Ok((r.get(company)?.title.clone(), r.file(id, "card.vcf")?)) }
         })
         .unwrap();
     assert_eq!(title, "Initech");
@@ -96,7 +99,7 @@ fn a_small_old_store_is_upgraded_on_open() {
 
     // The index, the references and the id sequence came through the upgrade.
     let new = store
-        .write_blocking(|tx| {
+        .write_blocking(|tx| -> Result<_> {
             let acme = tx
                 .query::<Company>()
                 .filter(Company::title.eq("Acme"))
@@ -153,7 +156,7 @@ fn a_large_old_store_upgrades_in_the_background_and_never_shows_old_items() {
         .unwrap();
     assert_eq!(companies, 2);
     let (n, bulk) = store
-        .read_blocking(|r| {
+        .read_blocking(|r| -> Result<_> {
             Ok((
                 r.query::<Contact>().count()?,
                 r.query::<Contact>()
@@ -235,7 +238,7 @@ fn an_upgrade_finished_by_a_write_that_rolls_back_is_still_to_do() {
                 .first()?
                 .expect("found in the write");
             assert_eq!(bulk.age, "7 years");
-            Err::<(), _>(StoreError::App("changed my mind".into()))
+            Err::<(), _>(Refused::Because("changed my mind"))
         })
         .unwrap_err();
     assert_eq!(err.to_string(), "changed my mind");
@@ -248,10 +251,10 @@ fn an_upgrade_finished_in_a_savepoint_that_rolls_back_is_still_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_while_upgrading(dir.path());
     let inner = store
-        .write_blocking(|tx| {
+        .write_blocking(|tx| -> Result<_> {
             let inner = tx.savepoint(|tx| {
                 tx.query::<Contact>().count()?;
-                Err::<(), _>(StoreError::App("not this part".into()))
+                Err::<(), _>(Refused::Because("not this part"))
             });
             Ok(inner.unwrap_err().to_string())
         })

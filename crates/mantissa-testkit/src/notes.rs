@@ -34,10 +34,10 @@ use axum::response::{IntoResponse, Response};
 use mantissa_accounts::{
     AccountId, GroupMember, Role, Share, ShareError, account_names, find_account, share, unshare,
 };
-use mantissa_store::{Item, Ref, Write};
+use mantissa_store::{Item, Ref, StoreError, Write};
 use mantissa_web::{
-    App, JsonOrForm, Offering, Owner, Page, Pager, Problem, Published, SharedFuture, SharedRequest,
-    WebError, Written,
+    App, InstallError, JsonOrForm, Offering, Owner, Page, Pager, Problem, Published, SharedFuture,
+    SharedRequest, WebError, Written,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -385,7 +385,7 @@ async fn list_page(
     let about = problem.as_ref().map(|p| p.note);
     let (notes, total, page, published, shares, members) = owner
         .store
-        .read(move |r| {
+        .read(move |r| -> mantissa_store::Result<_> {
             let by_title = || r.query::<Note>().order_by(Note::title.asc());
             let total = by_title().count()? as usize;
             let page = match about {
@@ -503,7 +503,7 @@ fn entry(
 async fn note_entry(app: &App, owner: &Owner, id: i64) -> Result<Option<NoteEntry>, WebError> {
     let found = owner
         .store
-        .read(move |r| {
+        .read(move |r| -> mantissa_store::Result<_> {
             let Some(note) = r.find(Ref::<Note>::from_id(id))? else {
                 return Ok(None);
             };
@@ -591,7 +591,7 @@ async fn create(
     }
     let id = owner
         .store
-        .write(move |tx| {
+        .write(move |tx| -> Result<_, WebError> {
             let note = tx.insert(&Note {
                 title: title.clone(),
                 body: form.body,
@@ -690,7 +690,7 @@ async fn share_note(
                         .await?
                         .into_response());
                 }
-                Err(ShareError::Store(e)) => return Err(e.into()),
+                Err(e) => return Err(e.into()),
             }
         }
     };
@@ -708,16 +708,20 @@ async fn share_note(
 
 /// Does `change` to the owner's note `id`, then answers with the note (a
 /// page goes back to the list); a 404 if they have no such note.
-async fn on_own_note(
+async fn on_own_note<E>(
     app: App,
     owner: Owner,
     id: i64,
     done: &'static str,
-    change: impl FnOnce(&mut Write<'_>, Ref<Note>) -> mantissa_store::Result<()> + Send + 'static,
-) -> Result<Written, WebError> {
+    change: impl FnOnce(&mut Write<'_>, Ref<Note>) -> Result<(), E> + Send + 'static,
+) -> Result<Written, WebError>
+where
+    E: From<StoreError> + Send + 'static,
+    WebError: From<E>,
+{
     let found = owner
         .store
-        .write(move |tx| {
+        .write(move |tx| -> Result<_, E> {
             let note = Ref::<Note>::from_id(id);
             if tx.find(note)?.is_none() {
                 return Ok(false);
@@ -791,12 +795,12 @@ impl Offering for Notes {
         vec![("notes.css", NOTES_CSS)]
     }
 
-    fn install(&self, tx: &mut mantissa_store::Write<'_>) -> mantissa_store::Result<()> {
+    fn install(&self, tx: &mut mantissa_store::Write<'_>) -> Result<(), InstallError> {
         tx.insert(&Note {
             title: "Welcome".into(),
             body: "Your first note.".into(),
-        })
-        .map(drop)
+        })?;
+        Ok(())
     }
 
     fn private_api(&self) -> OpenApiRouter<App> {

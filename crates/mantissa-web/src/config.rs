@@ -178,12 +178,13 @@ impl SiteConfig {
             .unwrap_or_else(|| "Mantissa".into());
         let config = SiteConfig::default_for(&name);
         let stored = config.clone();
-        site.store().write_blocking(move |tx| {
-            if tx.query::<SiteConfig>().count()? == 0 {
-                tx.insert(&stored)?;
-            }
-            Ok(())
-        })?;
+        site.store()
+            .write_blocking(move |tx| -> mantissa_store::Result<_> {
+                if tx.query::<SiteConfig>().count()? == 0 {
+                    tx.insert(&stored)?;
+                }
+                Ok(())
+            })?;
         Ok(config)
     }
 

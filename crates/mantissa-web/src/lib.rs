@@ -64,8 +64,9 @@ pub use nav::{
     Step, applications, done, done_url, message,
 };
 pub use offering::{
-    Offering, OfferingState, Owner, Published, SLUG_MAX, SharedFuture, SharedRequest,
-    offering_is_enabled, publish, set_offering_enabled, slugify, slugify_with_suffix,
+    InstallError, Offering, OfferingState, Owner, PublishError, Published, SLUG_MAX, SharedFuture,
+    SharedRequest, offering_is_enabled, publish, set_offering_enabled, slugify,
+    slugify_with_suffix,
 };
 pub use page::{ApiRequest, Page, Pager, WebError};
 pub use pipeline::WebService;

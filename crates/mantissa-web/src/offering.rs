@@ -20,7 +20,7 @@ use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::Uri;
 use axum::response::{IntoResponse, Redirect, Response};
-use mantissa_store::{Item, Ref, Store, Write};
+use mantissa_store::{Item, Ref, Store, StoreError, Write};
 
 use crate::app::App;
 use crate::page::{ApiRequest, WebError};
@@ -144,8 +144,9 @@ pub trait Offering: Send + Sync + 'static {
     }
 
     /// Installs what the offering needs in a user's store (its powerups),
-    /// when a product that includes it is given to a new account.
-    fn install(&self, tx: &mut Write<'_>) -> mantissa_store::Result<()> {
+    /// when a product that includes it is given to a new account. An error
+    /// (the offering's own, whatever its type) rolls all of it back.
+    fn install(&self, tx: &mut Write<'_>) -> Result<(), InstallError> {
         let _ = tx;
         Ok(())
     }
@@ -332,6 +333,34 @@ fn slug_words(text: &str, max: usize) -> Option<String> {
     (!slug.is_empty()).then(|| slug.to_string())
 }
 
+/// Why an offering could not be installed in a user's store: its own error,
+/// of whatever type (an offering's types are its own).
+pub type InstallError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why an item could not be published at an address.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Another item is published at that address (or was, and it
+    /// redirects there).
+    #[error("the address {slug:?} is already used by another item")]
+    Taken {
+        /// The address, made URL-safe.
+        slug: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<PublishError> for WebError {
+    fn from(e: PublishError) -> WebError {
+        match e {
+            e @ PublishError::Taken { .. } => WebError::Conflict(e.to_string()),
+            PublishError::Store(e) => e.into(),
+        }
+    }
+}
+
 /// Publishes `item` of `offering` at `slug` (made URL-safe with
 /// [`slugify`]). If the item was published under another slug, that one now
 /// redirects here. Returns the slug used.
@@ -340,7 +369,7 @@ pub fn publish<T: Item>(
     offering: &str,
     item: Ref<T>,
     slug: &str,
-) -> mantissa_store::Result<String> {
+) -> Result<String, PublishError> {
     let slug = slugify(slug);
     let current = tx
         .query::<Published>()
@@ -357,9 +386,7 @@ pub fn publish<T: Item>(
         .first()?
     {
         if taken.item_type != T::NAME || taken.item_id != item.id() {
-            return Err(mantissa_store::StoreError::app(format!(
-                "the address {slug:?} is already used by another item"
-            )));
+            return Err(PublishError::Taken { slug });
         }
         // The item takes back one of its old slugs.
         tx.delete(taken.id())?;

@@ -78,17 +78,18 @@ impl Reveals {
             Some(k) => k.into_inner().key,
             None => {
                 let mut fresh = vec![0u8; 64];
-                getrandom::fill(&mut fresh).map_err(|e| StoreError::App(e.to_string()))?;
-                site.store().write_blocking(move |tx| {
-                    // Another process may have made one meanwhile: theirs wins.
-                    match tx.query::<RevealKey>().first()? {
-                        Some(k) => Ok(k.into_inner().key),
-                        None => {
-                            tx.insert(&RevealKey { key: fresh.clone() })?;
-                            Ok(fresh)
+                getrandom::fill(&mut fresh).expect("the OS random source works");
+                site.store()
+                    .write_blocking(move |tx| -> mantissa_store::Result<_> {
+                        // Another process may have made one meanwhile: theirs wins.
+                        match tx.query::<RevealKey>().first()? {
+                            Some(k) => Ok(k.into_inner().key),
+                            None => {
+                                tx.insert(&RevealKey { key: fresh.clone() })?;
+                                Ok(fresh)
+                            }
                         }
-                    }
-                })?
+                    })?
             }
         };
         Ok(Reveals::with_key(&key))

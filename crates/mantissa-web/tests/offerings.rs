@@ -98,7 +98,7 @@ fn published_items_have_stable_slugs_and_old_urls_redirect() {
     let s = TestServer::start(setup(), routes);
     let alice = s.site.user_store("alice").unwrap();
     let note = alice
-        .write_blocking(|tx| {
+        .write_blocking(|tx| -> Result<_, mantissa_web::PublishError> {
             let n = tx.insert(&Note {
                 title: "Hello, World!".into(),
                 body: "<b>hi</b>".into(),

@@ -1786,7 +1786,10 @@ mod tests {
             StatsRow::new(
                 "bob",
                 "users/bob.sqlite".into(),
-                Err(StoreError::app("users/bob.sqlite: not a Mantissa store")),
+                Err(StoreError::NotAStore {
+                    path: "users/bob.sqlite".into(),
+                    reason: "the file is not a SQLite database".into(),
+                }),
             ),
         ];
         let mut out = Vec::new();
@@ -1798,7 +1801,7 @@ mod tests {
 store  size     files     scheduled  items
 site   4.0 KiB  0         0          -
 alice  2.0 KiB  1 (12 B)  2          blog.post 3
-bob    -        -         -          cannot be read: users/bob.sqlite: not a Mantissa store
+bob    -        -         -          cannot be read: users/bob.sqlite: not a Mantissa store (the file is not a SQLite database)
 3 stores, 6.0 KiB on disk
 "
         );

@@ -10,8 +10,8 @@
 use mantissa::accounts::{Role, share};
 use mantissa::store::{Item, Ref, Timestamp, upgrader};
 use mantissa::web::{
-    App, Extension, IntoResponse, JsonOrForm, Offering, Owner, Page, Response, Router,
-    SharedFuture, SharedRequest, StatusCode, WebError, done, get, json, post, publish,
+    App, Extension, InstallError, IntoResponse, JsonOrForm, Offering, Owner, Page, Response,
+    Router, SharedFuture, SharedRequest, StatusCode, WebError, done, get, json, post, publish,
 };
 use serde::Deserialize;
 
@@ -103,12 +103,13 @@ impl Offering for Guestbook {
     }
 
     // A new account gets a book, published for everyone to read and sign.
-    fn install(&self, tx: &mut mantissa::Write<'_>) -> mantissa::Result<()> {
+    fn install(&self, tx: &mut mantissa::Write<'_>) -> Result<(), InstallError> {
         let book = tx.insert(&Book {
             title: "My guestbook".into(),
         })?;
         publish(tx, "guestbook", book, "My guestbook")?;
-        share(tx, book, Role::Everyone, &["view", "sign"])
+        share(tx, book, Role::Everyone, &["view", "sign"])?;
+        Ok(())
     }
 
     fn private_routes(&self) -> Router<App> {
@@ -208,7 +209,7 @@ async fn book_and_entries(
     store: &mantissa::Store,
 ) -> Result<(Book, Vec<mantissa::web::serde_json::Value>), WebError> {
     let (book, entries) = store
-        .read(|r| {
+        .read(|r| -> mantissa::store::Result<_> {
             let book = r.query::<Book>().first()?;
             let entries = r
                 .query::<Entry>()
@@ -366,7 +367,7 @@ async fn sign(req: SharedRequest) -> Result<Response, WebError> {
             let signed_in = req.visitor.is_some();
             let taken = req
                 .store
-                .write(move |tx| {
+                .write(move |tx| -> mantissa::store::Result<_> {
                     let now = Timestamp::now();
                     if !signed_in {
                         let hour_ago = Timestamp::from_micros(now.as_micros() - 3_600_000_000);

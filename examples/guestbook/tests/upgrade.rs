@@ -17,7 +17,7 @@ fn a_book_of_version_1_is_upgraded_when_its_store_opens() {
 
     let store = Store::open(&path).unwrap();
     let (books, entries) = store
-        .read_blocking(|r| {
+        .read_blocking(|r| -> mantissa::store::Result<_> {
             let books = r.query::<Book>().all()?;
             let entries = r.query::<Entry>().order_by(Entry::author.asc()).all()?;
             Ok((books, entries))

@@ -172,16 +172,6 @@ impl From<StoreError> for PasskeyError {
     }
 }
 
-/// A store error raised with [`StoreError::app`] inside a ceremony's
-/// transaction carries one of these messages.
-fn from_store(e: StoreError) -> PasskeyError {
-    match e {
-        StoreError::App(m) if m == PasskeyError::Expired.to_string() => PasskeyError::Expired,
-        StoreError::App(m) => PasskeyError::BadRequest(m),
-        e => e.into(),
-    }
-}
-
 fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -254,16 +244,15 @@ fn take_challenge(
     id: &str,
     ceremony: &str,
     account: Option<Ref<Account>>,
-) -> mantissa_store::Result<Stored<PasskeyChallenge>> {
-    let expired = || StoreError::app(PasskeyError::Expired.to_string());
+) -> Result<Stored<PasskeyChallenge>, PasskeyError> {
     let c = tx
         .query::<PasskeyChallenge>()
         .filter(PasskeyChallenge::id_hash.eq(hash_token(id)))
         .first()?
-        .ok_or_else(expired)?;
+        .ok_or(PasskeyError::Expired)?;
     tx.delete(c.id())?;
     if c.ceremony != ceremony || c.account != account || c.expires < Timestamp::now() {
-        return Err(expired());
+        return Err(PasskeyError::Expired);
     }
     Ok(c)
 }
@@ -339,20 +328,19 @@ impl Accounts {
         let (account, existing) = self
             .site()
             .store()
-            .read(move |r| {
+            .read(move |r| -> Result<_, PasskeyError> {
                 let a = r
                     .query::<Account>()
                     .filter(Account::username.eq(user))
                     .first()?
-                    .ok_or_else(|| StoreError::app("no such account"))?;
+                    .ok_or_else(|| PasskeyError::BadRequest("no such account".into()))?;
                 let keys = r
                     .query::<Passkey>()
                     .filter(Passkey::account.eq(a.id()))
                     .all()?;
                 Ok((a.id(), keys))
             })
-            .await
-            .map_err(from_store)?;
+            .await?;
         if existing.len() as u64 >= MAX_PASSKEYS {
             return Err(PasskeyError::BadRequest(format!(
                 "an account can have at most {MAX_PASSKEYS} passkeys; remove one first"
@@ -420,8 +408,7 @@ impl Accounts {
                     .map(|a| a.id());
                 take_challenge(tx, &id, ceremony::REGISTER, account)
             })
-            .await
-            .map_err(from_store)?;
+            .await?;
         let account = challenge.account.ok_or(PasskeyError::Expired)?;
         let state: PasskeyRegistration = serde_json::from_value(challenge.state.clone())
             .map_err(|e| PasskeyError::Internal(format!("stored passkey state: {e}")))?;
@@ -453,12 +440,13 @@ impl Accounts {
                     .count()?
                     > 0
                 {
-                    return Err(StoreError::app("this passkey is already registered"));
+                    return Err(PasskeyError::BadRequest(
+                        "this passkey is already registered".into(),
+                    ));
                 }
-                tx.insert(&item).map(drop)
+                Ok(tx.insert(&item).map(drop)?)
             })
-            .await
-            .map_err(from_store)?;
+            .await?;
         tracing::info!(user = %username, passkey = %name, credential = %credential_id, "passkey added");
         Ok(name)
     }
@@ -517,8 +505,7 @@ impl Accounts {
             .site()
             .store()
             .write(move |tx| take_challenge(tx, &id, ceremony::SIGN_IN, None))
-            .await
-            .map_err(from_store)?;
+            .await?;
         let state: DiscoverableAuthentication = serde_json::from_value(challenge.state.clone())
             .map_err(|e| PasskeyError::Internal(format!("stored passkey state: {e}")))?;
         let (handle, credential_id) = webauthn
@@ -534,7 +521,7 @@ impl Accounts {
         let found = self
             .site()
             .store()
-            .read(move |r| {
+            .read(move |r| -> mantissa_store::Result<_> {
                 let Some(key) = r
                     .query::<Passkey>()
                     .filter(Passkey::credential_id.eq(cid))
@@ -593,7 +580,7 @@ impl Accounts {
         let removed = self
             .site()
             .store()
-            .write(move |tx| {
+            .write(move |tx| -> mantissa_store::Result<_> {
                 let Some(key) = tx.find(Ref::<Passkey>::from_id(id))? else {
                     return Ok(None);
                 };
