@@ -79,6 +79,12 @@ fn quick_reads_run_where_they_are_awaited_and_slow_ones_do_not() {
                 slow.store(true, Ordering::Relaxed);
             }
             let slow = slow.clone();
+            // Apart enough that the reader thread has ended the transaction
+            // it shares with the reads that follow within a millisecond
+            // (readers.rs, SHARED_FOR) and given its connection back: how
+            // many reads a machine fits in that millisecond (all of the
+            // first twenty, on a fast one) is not what this test is about.
+            std::thread::sleep(std::time::Duration::from_millis(3));
             let thread = store
                 .read(move |_| -> mantissa_store::Result<_> {
                     if slow.swap(false, Ordering::Relaxed) {
@@ -93,8 +99,8 @@ fn quick_reads_run_where_they_are_awaited_and_slow_ones_do_not() {
         threads
     });
     // Measured on a reader thread first; then, known quick, here (once a
-    // connection of the store is idle: a reader thread gives its back just
-    // after it answers); the slow one (here: it was not known to be slow)
+    // connection of the store is idle: a reader thread gives its back when
+    // the reads sharing its transaction are done); the slow one (here: it was not known to be slow)
     // sends the next to a reader thread, until its weight in the average
     // has faded. (Where the slow one itself ran does not matter: it is
     // measured either way.)
