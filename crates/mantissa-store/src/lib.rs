@@ -35,8 +35,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The SQLite specifics live in [`backend`](crate::backend) (private): the
-//! PostgreSQL backend slots in there without changing this API.
+//! The engine's specifics live in the private `backend` module (SQLite's,
+//! and the PostgreSQL connection beside them): a backend slots in there
+//! without changing this API.
 
 mod backend;
 mod blocking;

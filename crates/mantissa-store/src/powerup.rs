@@ -54,7 +54,7 @@ pub trait Interface: 'static {
 }
 
 /// Marks item type `Self` as a provider of interface `I`; written by
-/// [`powerup!`](crate::powerup).
+/// [`powerup!`](macro@crate::powerup).
 pub trait Provides<I: ?Sized + Interface>: Item {}
 
 type Loader = fn(&Read<'_>, i64) -> Result<Box<dyn Any>>;

@@ -3,7 +3,7 @@
 //! OpenAPI document that describes it.
 //!
 //! Every page answers `/api/<its path>` with its data as JSON
-//! ([`crate::page`]); this module makes the rest of `/api/` JSON too:
+//! ([`Page`](crate::Page)); this module makes the rest of `/api/` JSON too:
 //!
 //! - errors are RFC 9457 problem details (`application/problem+json` with
 //!   `type`, `title`, `status` and `detail`: [`Problem`]), whatever refused

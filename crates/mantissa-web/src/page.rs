@@ -88,7 +88,7 @@ impl Page {
     /// Marks the page as public content, for anyone to read: visitors who
     /// are not signed in see each e-mail address in its text and JSON as a
     /// link to a page that shows it on request, so that harvesters do not
-    /// find them ([`crate::reveal`]). The front page and every published
+    /// find them (the `reveal` module). The front page and every published
     /// item's page are marked so; an offering marks its other public pages.
     /// Forms a visitor fills in are not: they show what was typed.
     ///

@@ -140,7 +140,7 @@ fn address_hiding_formatter(
 
 /// Escapes plain `text` for HTML, writing every e-mail address in it as
 /// decimal character references (the addresses are those of
-/// [`crate::reveal`]'s search; the characters around them are escaped as
+/// the `reveal` module's search; the characters around them are escaped as
 /// usual).
 ///
 /// It takes the text before escaping: escaping first turned `<` into
