@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, OnceLock};
 
+use crate::backend::{Dialect, Engine};
 use crate::error::StoreError;
 use crate::upgrade::{UpgradeFn, UpgraderRegistration};
 use crate::value::{AttrKind, Ref, Value, ValueError};
@@ -307,7 +308,7 @@ impl Registry {
     pub(crate) fn create_sql(&self, i: usize) -> &str {
         self.creates[i].get_or_init(|| {
             let t = &self.types[i];
-            crate::backend::create_table(t, &t.table())
+            Engine::create_table(t, &t.table())
                 .trim_end_matches([';', '\n'])
                 .to_string()
         })

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use crate::backend::Conn;
+use crate::backend::{Conn, Dialect, Engine};
 use crate::error::{Result, StoreError};
 use crate::item::{ItemType, Registry};
 use crate::sql;
@@ -406,8 +406,8 @@ pub(crate) fn create(conn: &Conn, shared: &Shared, name: &str) -> Result<()> {
             create(conn, shared, target)?;
         }
     }
-    conn.batch(&crate::backend::create_table(t, &t.table()))?;
-    conn.batch(&crate::backend::create_indexes(t))?;
+    conn.batch(&Engine::create_table(t, &t.table()))?;
+    conn.batch(&Engine::create_indexes(t))?;
     conn.execute(
         "INSERT INTO _types (name, version, shape) VALUES (?, ?, ?)",
         &[
@@ -416,7 +416,7 @@ pub(crate) fn create(conn: &Conn, shared: &Shared, name: &str) -> Result<()> {
             Value::Text(shared.registry.create_sql(i).into()),
         ],
     )?;
-    for trig in crate::backend::ref_triggers(t) {
+    for trig in Engine::ref_triggers(t) {
         conn.batch(&trig.sql)?;
     }
     Ok(())
@@ -449,11 +449,11 @@ fn check_columns(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<()> {
         match columns.iter().find(|c| c.0 == a.name) {
             None => differences.push(format!("field {:?} has no column", a.name)),
             Some((_, ty, not_null)) => {
-                if !ty.eq_ignore_ascii_case(crate::backend::column_type(a.kind)) {
+                if !ty.eq_ignore_ascii_case(Engine::column_type(a.kind)) {
                     differences.push(format!(
                         "field {:?} is {} but its column is {ty}",
                         a.name,
-                        crate::backend::column_type(a.kind)
+                        Engine::column_type(a.kind)
                     ));
                 }
                 if *not_null == a.nullable {

@@ -29,7 +29,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::backend::Conn;
+use crate::backend::{Conn, Dialect, Engine};
 use crate::error::{Result, StoreError};
 use crate::item::{ItemType, table_name};
 use crate::sql::{self, ident};
@@ -188,7 +188,7 @@ pub(crate) fn start(conn: &Conn, t: &ItemType, from: u32) -> Result<Progress> {
     let old = ident(&t.table());
     let total = int(conn.scalar(&format!("SELECT COUNT(*) FROM {old}"), &[])?);
     conn.batch(&format!("DROP TABLE IF EXISTS {}", ident(&new_table(t))))?;
-    conn.batch(&crate::backend::create_table(t, &new_table(t)))?;
+    conn.batch(&Engine::create_table(t, &new_table(t)))?;
     // Cascades from other types can still reach the old table while the
     // upgrade runs: a deleted item leaves the new table, a changed one is
     // upgraded again.
@@ -354,7 +354,7 @@ fn triggers_around(shared: &Shared, t: &ItemType) -> Vec<crate::backend::Trigger
         .iter()
         .flat_map(|c| {
             let own = c.name == t.name;
-            crate::backend::ref_triggers(c)
+            Engine::ref_triggers(c)
                 .into_iter()
                 .filter(|trig| own || trig.on_table == table)
                 .collect::<Vec<_>>()
@@ -371,10 +371,10 @@ pub(crate) fn complete(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<()>
     let table = t.table();
     let around = triggers_around(shared, t);
     for trig in &around {
-        conn.batch(&crate::backend::drop_trigger(trig))?;
+        conn.batch(&Engine::drop_trigger(trig))?;
     }
     crate::backend::replace_table(conn, &table, &new_table(t))?;
-    conn.batch(&crate::backend::create_indexes(t))?;
+    conn.batch(&Engine::create_indexes(t))?;
     for trig in &around {
         conn.batch(&trig.sql)?;
     }

@@ -52,10 +52,45 @@
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
+use crate::item::ItemType;
+use crate::value::AttrKind;
+
 pub(crate) use sqlite::ddl::{
-    CORE_TABLES, EXPORT_FILES_TABLE, FORMAT_2, RANDOM_ID, Trigger, column_type, create_indexes,
-    create_table, drop_trigger, internal_tables, ref_triggers, upgrade_triggers,
+    CORE_TABLES, EXPORT_FILES_TABLE, FORMAT_2, RANDOM_ID, Sqlite, internal_tables, upgrade_triggers,
 };
+
+/// The engine stores run on. (A site on PostgreSQL is the next step: then
+/// this is chosen when a site is opened.)
+pub(crate) type Engine = Sqlite;
+
+/// What the engines write differently about an item type's table: its
+/// columns' types, the table, its indexes, and the triggers that enforce
+/// its references. SQLite ([`sqlite::ddl::Sqlite`]) and PostgreSQL
+/// ([`postgres::ddl::Postgres`]) implement it; the store calls it through
+/// [`Engine`].
+pub(crate) trait Dialect {
+    /// The column type an attribute of `kind` is kept in.
+    fn column_type(kind: AttrKind) -> &'static str;
+    /// The statements that create `t`'s table, called `table` (its own, or
+    /// the one an upgrade fills).
+    fn create_table(t: &ItemType, table: &str) -> String;
+    /// `t`'s indexes and delete trigger (made after an upgrade has filled
+    /// the table: faster than keeping them up meanwhile).
+    fn create_indexes(t: &ItemType) -> String;
+    /// The triggers that enforce `t`'s references, on its table and on
+    /// those it refers to.
+    fn ref_triggers(t: &ItemType) -> Vec<Trigger>;
+    /// Drops `trigger`, if it is there.
+    fn drop_trigger(trigger: &Trigger) -> String;
+}
+
+/// One trigger that enforces a reference.
+pub(crate) struct Trigger {
+    pub(crate) name: String,
+    /// The table it is defined on.
+    pub(crate) on_table: String,
+    pub(crate) sql: String,
+}
 pub(crate) use sqlite::introspect::{integrity_problems, table_columns, table_exists};
 pub(crate) use sqlite::maintenance::{as_single_file, copy_into, replace_table};
 pub(crate) use sqlite::{Conn, Row, is_missing_column, is_missing_table};

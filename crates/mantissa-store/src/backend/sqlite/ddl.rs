@@ -5,150 +5,153 @@
 //! ids, triggers with `RAISE(ABORT, …)`); the rest of the store asks for
 //! these through [`crate::backend`] and writes only portable SQL itself.
 
+use crate::backend::{Dialect, Trigger};
 use crate::item::{ItemType, OnDelete, table_name};
 use crate::schema::Internal;
 use crate::sql::ident;
 use crate::value::AttrKind;
 
-/// The column type an attribute of `kind` is kept in.
-pub(crate) fn column_type(kind: AttrKind) -> &'static str {
-    match kind {
-        AttrKind::Integer | AttrKind::Bool | AttrKind::Timestamp | AttrKind::Ref => "INTEGER",
-        AttrKind::Float => "REAL",
-        AttrKind::Text | AttrKind::Decimal | AttrKind::Json => "TEXT",
-        AttrKind::Bytes => "BLOB",
-    }
-}
+/// SQLite's dialect.
+pub(crate) struct Sqlite;
 
-/// The statements that create an item type's table, indexes and clean-up
-/// trigger, for a table called `table` (the type's own table, or the
-/// temporary one an upgrade fills).
-pub(crate) fn create_table(t: &ItemType, table: &str) -> String {
-    let mut cols = vec!["id INTEGER PRIMARY KEY AUTOINCREMENT".to_string()];
-    for a in t.attrs {
-        let mut c = format!("{} {}", ident(a.name), column_type(a.kind));
-        if !a.nullable {
-            c.push_str(" NOT NULL");
+impl Dialect for Sqlite {
+    /// The column type an attribute of `kind` is kept in.
+    fn column_type(kind: AttrKind) -> &'static str {
+        match kind {
+            AttrKind::Integer | AttrKind::Bool | AttrKind::Timestamp | AttrKind::Ref => "INTEGER",
+            AttrKind::Float => "REAL",
+            AttrKind::Text | AttrKind::Decimal | AttrKind::Json => "TEXT",
+            AttrKind::Bytes => "BLOB",
         }
-        if let Some(d) = a.default {
-            c.push_str(" DEFAULT ");
-            c.push_str(d);
+    }
+
+    /// The statements that create an item type's table, indexes and clean-up
+    /// trigger, for a table called `table` (the type's own table, or the
+    /// temporary one an upgrade fills).
+    fn create_table(t: &ItemType, table: &str) -> String {
+        let mut cols = vec!["id INTEGER PRIMARY KEY AUTOINCREMENT".to_string()];
+        for a in t.attrs {
+            let mut c = format!("{} {}", ident(a.name), Self::column_type(a.kind));
+            if !a.nullable {
+                c.push_str(" NOT NULL");
+            }
+            if let Some(d) = a.default {
+                c.push_str(" DEFAULT ");
+                c.push_str(d);
+            }
+            cols.push(c);
         }
-        cols.push(c);
-    }
-    format!(
-        "CREATE TABLE {} ({}) STRICT;\n",
-        ident(table),
-        cols.join(", ")
-    )
-}
-
-/// Indexes and the delete trigger of a type's table (created after an
-/// upgrade has filled it, which is faster than maintaining them meanwhile).
-pub(crate) fn create_indexes(t: &ItemType) -> String {
-    let table = t.table();
-    let mut sql = String::new();
-    for ix in crate::sql::indexes(t) {
-        sql.push_str(&format!(
-            "CREATE {}INDEX {} ON {}({});\n",
-            if ix.unique { "UNIQUE " } else { "" },
-            ix.name,
-            ident(&table),
-            ix.columns
-        ));
-    }
-    // Whatever removes an item (a delete, a cascade) also removes what the
-    // store keeps about it elsewhere; its files go to a trash list that is
-    // emptied after the transaction commits.
-    let name = t.name.replace('\'', "''");
-    sql.push_str(&format!(
-        "CREATE TRIGGER {trigger} AFTER DELETE ON {table} BEGIN
-            DELETE FROM _powerups WHERE (provider_type = '{name}' AND provider_id = old.id)
-                OR (target_type = '{name}' AND target_id = old.id);
-            DELETE FROM _schedule WHERE item_type = '{name}' AND item_id = old.id;
-            INSERT INTO _files_trash(path) SELECT path FROM _files WHERE item_type = '{name}' AND item_id = old.id;
-            DELETE FROM _files WHERE item_type = '{name}' AND item_id = old.id;
-        END;\n",
-        trigger = ident(&format!("{table}__deleted")),
-        table = ident(&table),
-    ));
-    sql
-}
-
-/// One trigger that enforces a reference.
-pub(crate) struct Trigger {
-    pub(crate) name: String,
-    /// The table it is defined on.
-    pub(crate) on_table: String,
-    pub(crate) sql: String,
-}
-
-/// The triggers that enforce `t`'s references: on `t`, that a reference
-/// points to an existing item; on each referenced type's table, the
-/// on-delete rule. Their messages name the item types and the attribute.
-pub(crate) fn ref_triggers(t: &ItemType) -> Vec<Trigger> {
-    let table = t.table();
-    let mut out = Vec::new();
-    for a in t.attrs {
-        let Some(target) = a.references else { continue };
-        let target_table = table_name(target);
-        let col = ident(a.name);
-        let missing = format!(
-            "{}.{} refers to a {} that does not exist",
-            t.name, a.name, target
+        format!(
+            "CREATE TABLE {} ({}) STRICT;\n",
+            ident(table),
+            cols.join(", ")
         )
-        .replace('\'', "''");
-        for (suffix, event) in [
-            ("ins", "INSERT".to_string()),
-            ("upd", format!("UPDATE OF {col}")),
-        ] {
-            let name = format!("{table}__ref_{}_{suffix}", a.name);
-            out.push(Trigger {
-                sql: format!(
-                    "CREATE TRIGGER {n} BEFORE {event} ON {tt} WHEN NEW.{col} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {tu} WHERE id = NEW.{col}) BEGIN SELECT RAISE(ABORT, '{missing}'); END;\n",
+    }
+
+    /// Indexes and the delete trigger of a type's table (created after an
+    /// upgrade has filled it, which is faster than maintaining them meanwhile).
+    fn create_indexes(t: &ItemType) -> String {
+        let table = t.table();
+        let mut sql = String::new();
+        for ix in crate::sql::indexes(t) {
+            sql.push_str(&format!(
+                "CREATE {}INDEX {} ON {}({});\n",
+                if ix.unique { "UNIQUE " } else { "" },
+                ix.name,
+                ident(&table),
+                ix.columns
+            ));
+        }
+        // Whatever removes an item (a delete, a cascade) also removes what the
+        // store keeps about it elsewhere; its files go to a trash list that is
+        // emptied after the transaction commits.
+        let name = t.name.replace('\'', "''");
+        sql.push_str(&format!(
+            "CREATE TRIGGER {trigger} AFTER DELETE ON {table} BEGIN
+                DELETE FROM _powerups WHERE (provider_type = '{name}' AND provider_id = old.id)
+                    OR (target_type = '{name}' AND target_id = old.id);
+                DELETE FROM _schedule WHERE item_type = '{name}' AND item_id = old.id;
+                INSERT INTO _files_trash(path) SELECT path FROM _files WHERE item_type = '{name}' AND item_id = old.id;
+                DELETE FROM _files WHERE item_type = '{name}' AND item_id = old.id;
+            END;\n",
+            trigger = ident(&format!("{table}__deleted")),
+            table = ident(&table),
+        ));
+        sql
+    }
+
+    /// The triggers that enforce `t`'s references: on `t`, that a reference
+    /// points to an existing item; on each referenced type's table, the
+    /// on-delete rule. Their messages name the item types and the attribute.
+    fn ref_triggers(t: &ItemType) -> Vec<Trigger> {
+        let table = t.table();
+        let mut out = Vec::new();
+        for a in t.attrs {
+            let Some(target) = a.references else { continue };
+            let target_table = table_name(target);
+            let col = ident(a.name);
+            let missing = format!(
+                "{}.{} refers to a {} that does not exist",
+                t.name, a.name, target
+            )
+            .replace('\'', "''");
+            for (suffix, event) in [
+                ("ins", "INSERT".to_string()),
+                ("upd", format!("UPDATE OF {col}")),
+            ] {
+                let name = format!("{table}__ref_{}_{suffix}", a.name);
+                out.push(Trigger {
+                    sql: format!(
+                        "CREATE TRIGGER {n} BEFORE {event} ON {tt} WHEN NEW.{col} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {tu} WHERE id = NEW.{col}) BEGIN SELECT RAISE(ABORT, '{missing}'); END;\n",
+                        n = ident(&name),
+                        tt = ident(&table),
+                        tu = ident(&target_table),
+                    ),
+                    name,
+                    on_table: table.clone(),
+                });
+            }
+            let name = format!("{table}__ref_{}_del", a.name);
+            let sql = match a.on_delete {
+                OnDelete::Cascade => format!(
+                    "CREATE TRIGGER {n} AFTER DELETE ON {tu} BEGIN DELETE FROM {tt} WHERE {col} = old.id; END;\n",
                     n = ident(&name),
-                    tt = ident(&table),
                     tu = ident(&target_table),
+                    tt = ident(&table),
                 ),
+                OnDelete::Nullify => format!(
+                    "CREATE TRIGGER {n} AFTER DELETE ON {tu} BEGIN UPDATE {tt} SET {col} = NULL WHERE {col} = old.id; END;\n",
+                    n = ident(&name),
+                    tu = ident(&target_table),
+                    tt = ident(&table),
+                ),
+                OnDelete::Refuse => {
+                    let refused = format!(
+                        "cannot delete this {target}: {}.{} still refers to it",
+                        t.name, a.name
+                    )
+                    .replace('\'', "''");
+                    format!(
+                        "CREATE TRIGGER {n} BEFORE DELETE ON {tu} WHEN EXISTS (SELECT 1 FROM {tt} WHERE {col} = old.id) BEGIN SELECT RAISE(ABORT, '{refused}'); END;\n",
+                        n = ident(&name),
+                        tu = ident(&target_table),
+                        tt = ident(&table),
+                    )
+                }
+            };
+            out.push(Trigger {
                 name,
-                on_table: table.clone(),
+                on_table: target_table,
+                sql,
             });
         }
-        let name = format!("{table}__ref_{}_del", a.name);
-        let sql = match a.on_delete {
-            OnDelete::Cascade => format!(
-                "CREATE TRIGGER {n} AFTER DELETE ON {tu} BEGIN DELETE FROM {tt} WHERE {col} = old.id; END;\n",
-                n = ident(&name),
-                tu = ident(&target_table),
-                tt = ident(&table),
-            ),
-            OnDelete::Nullify => format!(
-                "CREATE TRIGGER {n} AFTER DELETE ON {tu} BEGIN UPDATE {tt} SET {col} = NULL WHERE {col} = old.id; END;\n",
-                n = ident(&name),
-                tu = ident(&target_table),
-                tt = ident(&table),
-            ),
-            OnDelete::Refuse => {
-                let refused = format!(
-                    "cannot delete this {target}: {}.{} still refers to it",
-                    t.name, a.name
-                )
-                .replace('\'', "''");
-                format!(
-                    "CREATE TRIGGER {n} BEFORE DELETE ON {tu} WHEN EXISTS (SELECT 1 FROM {tt} WHERE {col} = old.id) BEGIN SELECT RAISE(ABORT, '{refused}'); END;\n",
-                    n = ident(&name),
-                    tu = ident(&target_table),
-                    tt = ident(&table),
-                )
-            }
-        };
-        out.push(Trigger {
-            name,
-            on_table: target_table,
-            sql,
-        });
+        out
     }
-    out
+
+    /// Drops `trigger`, if it is there.
+    fn drop_trigger(trigger: &Trigger) -> String {
+        format!("DROP TRIGGER IF EXISTS {}", ident(&trigger.name))
+    }
 }
 
 /// What every store has from the start: two pages (and SQLite's own).
@@ -235,11 +238,6 @@ pub(crate) fn upgrade_triggers(t: &ItemType, new: &str) -> String {
 /// The table an export keeps attached files in, beside the store's own.
 pub(crate) const EXPORT_FILES_TABLE: &str =
     "CREATE TABLE _export_files (path TEXT PRIMARY KEY, data BLOB NOT NULL) STRICT";
-
-/// Drops `trigger`, if it is there.
-pub(crate) fn drop_trigger(trigger: &Trigger) -> String {
-    format!("DROP TRIGGER IF EXISTS {}", ident(&trigger.name))
-}
 
 /// An SQL expression for a new random identity: 32 hexadecimal digits
 /// from the engine's own strong source of randomness.
