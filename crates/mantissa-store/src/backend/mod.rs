@@ -71,6 +71,29 @@ pub(crate) type Engine = Sqlite;
 pub(crate) trait Dialect {
     /// The column type an attribute of `kind` is kept in.
     fn column_type(kind: AttrKind) -> &'static str;
+    /// The definitions of `t`'s attributes' columns: name, type, `NOT
+    /// NULL` unless optional, and the default an upgrade that adds the
+    /// attribute fills it with.
+    fn columns(t: &ItemType) -> Vec<String> {
+        t.attrs
+            .iter()
+            .map(|a| {
+                let mut c = format!(
+                    "{} {}",
+                    crate::sql::ident(a.name),
+                    Self::column_type(a.kind)
+                );
+                if !a.nullable {
+                    c.push_str(" NOT NULL");
+                }
+                if let Some(d) = a.default {
+                    c.push_str(" DEFAULT ");
+                    c.push_str(d);
+                }
+                c
+            })
+            .collect()
+    }
     /// The statements that create `t`'s table, called `table` (its own, or
     /// the one an upgrade fills).
     fn create_table(t: &ItemType, table: &str) -> String;

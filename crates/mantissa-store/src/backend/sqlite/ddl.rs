@@ -30,17 +30,7 @@ impl Dialect for Sqlite {
     /// temporary one an upgrade fills).
     fn create_table(t: &ItemType, table: &str) -> String {
         let mut cols = vec!["id INTEGER PRIMARY KEY AUTOINCREMENT".to_string()];
-        for a in t.attrs {
-            let mut c = format!("{} {}", ident(a.name), Self::column_type(a.kind));
-            if !a.nullable {
-                c.push_str(" NOT NULL");
-            }
-            if let Some(d) = a.default {
-                c.push_str(" DEFAULT ");
-                c.push_str(d);
-            }
-            cols.push(c);
-        }
+        cols.extend(Self::columns(t));
         format!(
             "CREATE TABLE {} ({}) STRICT;\n",
             ident(table),
