@@ -806,7 +806,7 @@ fn refused(e: AccountError) -> WebError {
         AccountError::Store(e) => WebError::from(e),
         // Refused: the reason, on a page of its own (409: not possible to
         // the account as it is), changing nothing.
-        e => WebError::Conflict(crate::settings::sentence(&e)),
+        e => WebError::Conflict(e.sentence()),
     }
 }
 
@@ -1307,7 +1307,7 @@ async fn create_user(
             let not_created = NotCreated {
                 typed: f,
                 field,
-                message: crate::settings::sentence(&e),
+                message: e.sentence(),
                 status,
             };
             let page = users_page(&app, &acc, &Search::default(), Some(not_created)).await?;

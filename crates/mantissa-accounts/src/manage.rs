@@ -262,17 +262,7 @@ impl Accounts {
         Ok(self
             .site()
             .store()
-            .read_blocking(move |r| account_exists(r, name))?)
-    }
-
-    /// [`Accounts::has_account`], from async code.
-    pub async fn user_exists(&self, username: &str) -> Result<bool, AccountError> {
-        let name = username.to_string();
-        Ok(self
-            .site()
-            .store()
-            .read(move |r| account_exists(r, name))
-            .await?)
+            .read_blocking(move |r| crate::service::username_taken(r, &name))?)
     }
 
     async fn write_as<T: Send + 'static>(
@@ -439,11 +429,4 @@ impl Accounts {
         self.write_as(move |tx| Ok(audit::record(tx, &actor, &action, &target, &detail)?))
             .await
     }
-}
-
-fn account_exists(r: &mantissa_store::Read<'_>, name: String) -> mantissa_store::Result<bool> {
-    Ok(r.query::<Account>()
-        .filter(Account::username.eq(name))
-        .count()?
-        > 0)
 }

@@ -555,7 +555,7 @@ async fn reset(
                 .into_response())
         }
         Err(e @ (AccountError::TooLong { .. } | AccountError::Invalid(_))) => {
-            let why = crate::settings::sentence(&e);
+            let why = e.sentence();
             let page = Page::new(
                 "accounts/reset.html",
                 json!({ "email": shown_again(&f.email), "error": why }),

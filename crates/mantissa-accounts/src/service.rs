@@ -111,6 +111,21 @@ pub enum AccountError {
 }
 
 impl AccountError {
+    /// The error as a sentence, to show a person: capital first, full stop
+    /// last.
+    pub fn sentence(&self) -> String {
+        let text = self.to_string();
+        let mut chars = text.chars();
+        let mut s: String = match chars.next() {
+            Some(first) => first.to_uppercase().chain(chars).collect(),
+            None => return text,
+        };
+        if !s.ends_with(['.', '!', '?']) {
+            s.push('.');
+        }
+        s
+    }
+
     /// Whether the person should slow down (answered with 429).
     pub fn is_throttled(&self) -> bool {
         matches!(self, AccountError::Throttled | AccountError::Wait { .. })
@@ -242,12 +257,7 @@ pub(crate) fn insert_created_account(
     admin: bool,
     product_installed: bool,
 ) -> Result<Ref<Account>, AccountError> {
-    if tx
-        .query::<Account>()
-        .filter(Account::username.eq(name.clone()))
-        .count()?
-        > 0
-    {
+    if username_taken(tx, &name)? {
         return Err(AccountError::Taken(name));
     }
     let account = tx.insert(&Account {
@@ -265,12 +275,7 @@ pub(crate) fn insert_created_account(
         product_installed,
     })?;
     if let Some(address) = email {
-        if tx
-            .query::<EmailAddress>()
-            .filter(EmailAddress::address.eq(address.clone()))
-            .count()?
-            > 0
-        {
+        if address_taken(tx, &address)? {
             return Err(AccountError::AddressTaken(address));
         }
         tx.insert(&EmailAddress {
@@ -280,6 +285,22 @@ pub(crate) fn insert_created_account(
         })?;
     }
     Ok(account)
+}
+
+/// Whether an account is called `name`.
+pub(crate) fn username_taken(r: &Read<'_>, name: &str) -> mantissa_store::Result<bool> {
+    Ok(r.query::<Account>()
+        .filter(Account::username.eq(name.to_string()))
+        .count()?
+        > 0)
+}
+
+/// Whether an account has the address `address`.
+fn address_taken(r: &Read<'_>, address: &str) -> mantissa_store::Result<bool> {
+    Ok(r.query::<EmailAddress>()
+        .filter(EmailAddress::address.eq(address.to_string()))
+        .count()?
+        > 0)
 }
 
 pub(crate) fn check_username(name: &str) -> Result<(), AccountError> {
@@ -790,26 +811,6 @@ impl Accounts {
         if let Some(p) = password {
             password::check_new(p).map_err(|e| AccountError::Invalid(format!("password: {e}")))?;
         }
-        // Said before the write (which checks again, in its transaction),
-        // so that the answer is a conflict, not a store's refusal.
-        if self.has_account(username)? {
-            return Err(AccountError::Taken(username.into()));
-        }
-        if let Some(address) = email.clone() {
-            let a = address.clone();
-            let taken = self
-                .site
-                .store()
-                .read_blocking(move |r| -> mantissa_store::Result<_> {
-                    Ok(r.query::<EmailAddress>()
-                        .filter(EmailAddress::address.eq(a))
-                        .count()?
-                        > 0)
-                })?;
-            if taken {
-                return Err(AccountError::AddressTaken(address));
-            }
-        }
         let hash = password.map(password::hash);
         let name = username.to_string();
         let token = self
@@ -1144,9 +1145,6 @@ impl Accounts {
             address.clone(),
             invitation.map(str::to_string),
         );
-        if self.user_exists(username).await? {
-            return Err(AccountError::Taken(username.into()));
-        }
         let approval = mechanism == "approval";
         let joined_by = mechanism.clone();
         let token = self
@@ -1156,20 +1154,10 @@ impl Accounts {
                 if let Some(invite) = &invite {
                     use_ticket(tx, invite, purpose::INVITE)?;
                 }
-                if tx
-                    .query::<Account>()
-                    .filter(Account::username.eq(name.clone()))
-                    .count()?
-                    > 0
-                {
+                if username_taken(tx, &name)? {
                     return Err(AccountError::Taken(name));
                 }
-                if tx
-                    .query::<EmailAddress>()
-                    .filter(EmailAddress::address.eq(addr.clone()))
-                    .count()?
-                    > 0
-                {
+                if address_taken(tx, &addr)? {
                     // Answered like a new sign-up, so that sign-up does not
                     // tell who has an account; the address's owner is
                     // mailed instead (below).

@@ -415,7 +415,7 @@ pub(crate) async fn change_email(
                 "email-password"
             };
             let status = status_of(&e);
-            refused(&app, &acc, &owner.name, typed(field, sentence(&e)), status).await
+            refused(&app, &acc, &owner.name, typed(field, e.sentence()), status).await
         }
         Err(e) => Err(internal(e)),
     }
@@ -427,20 +427,6 @@ fn internal(e: AccountError) -> WebError {
         AccountError::Store(e) => WebError::from(e),
         other => WebError::Internal(other.to_string()),
     }
-}
-
-/// An account error as a sentence: capital first, full stop last.
-pub(crate) fn sentence(e: &AccountError) -> String {
-    let text = e.to_string();
-    let mut chars = text.chars();
-    let mut s: String = match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => return text,
-    };
-    if !s.ends_with(['.', '!', '?']) {
-        s.push('.');
-    }
-    s
 }
 
 /// `POST /private/settings/totp/begin`: a new secret, shown on the
@@ -472,7 +458,7 @@ pub(crate) async fn totp_begin(
                 &app,
                 &acc,
                 &owner.name,
-                Shown::error("totp-begin", sentence(&e)),
+                Shown::error("totp-begin", e.sentence()),
                 status,
             )
             .await
@@ -570,7 +556,7 @@ pub(crate) async fn totp_switch(
                 &app,
                 &acc,
                 &owner.name,
-                Shown::error(field, sentence(&e)),
+                Shown::error(field, e.sentence()),
                 status,
             )
             .await
@@ -767,7 +753,7 @@ pub(crate) async fn change_password(
                 &app,
                 &acc,
                 &owner.name,
-                Shown::error(field, sentence(&e)),
+                Shown::error(field, e.sentence()),
                 status,
             )
             .await

@@ -67,14 +67,14 @@ impl Internal {
     }
 }
 
-fn text(v: Option<Value<'static>>) -> Option<String> {
+pub(crate) fn text(v: Option<Value<'static>>) -> Option<String> {
     match v {
         Some(Value::Text(t)) => Some(t.into_owned()),
         _ => None,
     }
 }
 
-fn int(v: Option<Value<'static>>) -> Option<i64> {
+pub(crate) fn int(v: Option<Value<'static>>) -> Option<i64> {
     match v {
         Some(Value::Integer(i)) => Some(i),
         _ => None,

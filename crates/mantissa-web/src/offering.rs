@@ -460,7 +460,6 @@ fn urlencode(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// `/users/<name>/<slug>/<rest>`.
 /// `POST /users/<name>/<slug>`: a form sent from a published item's page
 /// (signing a guestbook), answered by its offering; [`shared_item`] does
 /// the work, this documents it.
@@ -514,6 +513,8 @@ pub(crate) async fn shared_item_form(
     ),
     security((), ("token" = [])),
 )]
+/// `/users/<name>/<slug>` and `/users/<name>/<slug>/<rest>`: a published
+/// item's page, answered by its offering.
 pub(crate) async fn shared_item(
     State(app): State<App>,
     Path(parts): Path<Vec<(String, String)>>,

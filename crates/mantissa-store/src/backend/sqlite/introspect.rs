@@ -3,14 +3,8 @@
 
 use crate::backend::Conn;
 use crate::error::Result;
+use crate::schema::{int, text};
 use crate::value::Value;
-
-fn text(v: Option<Value<'static>>) -> Option<String> {
-    match v {
-        Some(Value::Text(t)) => Some(t.into_owned()),
-        _ => None,
-    }
-}
 
 /// Whether the store has a table called `name`.
 pub(crate) fn table_exists(conn: &Conn, name: &str) -> Result<bool> {
@@ -35,7 +29,7 @@ pub(crate) fn table_columns(conn: &Conn, table: &str) -> Result<Vec<(String, Str
             let mut it = r.into_iter();
             let name = text(it.next())?;
             let ty = text(it.next())?;
-            let not_null = matches!(it.next(), Some(Value::Integer(n)) if n != 0);
+            let not_null = int(it.next())? != 0;
             Some((name, ty, not_null))
         })
         .collect())
