@@ -543,6 +543,22 @@ fn an_administrator_s_script_manages_users_with_json() {
     assert_eq!(r.header("location"), Some("/api/admin/users/bea"));
     let r = request(s, "GET", "/api/admin/users/bea", &as_root, "");
     assert_eq!(json_of(&r)["account"]["username"], "bea", "{}", r.text());
+    // Deleted, then the name made again: a new account, with nothing of
+    // the old one (its address is free again too).
+    let r = request(s, "POST", "/api/admin/users/bea/delete", &as_root, "");
+    assert_eq!(json_of(&r), json!({ "username": "bea", "done": "deleted" }));
+    problem(
+        &request(s, "GET", "/api/admin/users/bea", &as_root, ""),
+        404,
+    );
+    let r = request(
+        s,
+        "POST",
+        "/api/admin/users",
+        &as_root,
+        r#"{"username":"bea","email":"bea@example.org"}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
     // The same name again: a conflict that says so.
     let r = request(
         s,

@@ -164,6 +164,14 @@ fn sign_up_verify_by_mail_log_in_and_reset_the_password() {
             .text()
             .contains("If an account has this address")
     );
+    // A mistyped address is said so, on the form, with what was typed:
+    // not a page claiming a link went out.
+    let r = ann.submit(s, "/reset", "/reset", &[("email", "ann at example")]);
+    assert_eq!(r.status, 422, "{}", r.text());
+    let page = shown(&r.text());
+    assert!(page.contains("is not an email address"), "{page}");
+    assert!(page.contains(r#"value="ann at example""#), "{page}");
+    assert!(page.contains(r#"aria-describedby="email-error""#), "{page}");
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(w.smtp.messages().len(), 2);
 
