@@ -102,13 +102,17 @@ impl Write<'_> {
 /// Unlinks the files on the trash list (after a commit that put files on
 /// it; what a crash left there goes with the next such commit).
 pub(crate) fn empty_trash(conn: &Conn, shared: &Shared) {
-    let rows = match conn.rows("SELECT rowid, path FROM _files_trash LIMIT 1000", &[]) {
+    // A transaction of its own: on PostgreSQL, only one that names the
+    // store sees its rows.
+    if conn.begin_write().is_err() {
+        return;
+    }
+    let rows = match conn.rows("SELECT DISTINCT path FROM _files_trash LIMIT 1000", &[]) {
         Ok(rows) if !rows.is_empty() => rows,
-        _ => return,
+        _ => return conn.rollback(),
     };
     for row in rows {
-        let mut it = row.into_iter();
-        let (Some(Value::Integer(rowid)), Some(Value::Text(rel))) = (it.next(), it.next()) else {
+        let Some(Value::Text(rel)) = row.into_iter().next() else {
             continue;
         };
         let path = shared.files_dir.join(rel.as_ref());
@@ -121,9 +125,12 @@ pub(crate) fn empty_trash(conn: &Conn, shared: &Shared) {
             }
         }
         let _ = conn.execute(
-            "DELETE FROM _files_trash WHERE rowid = ?",
-            &[Value::Integer(rowid)],
+            "DELETE FROM _files_trash WHERE path = ?",
+            &[Value::Text(rel)],
         );
+    }
+    if conn.commit().is_err() {
+        conn.rollback();
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, OnceLock};
 
-use crate::backend::{Dialect, Engine};
+use crate::backend::{Dialect, Sqlite};
 use crate::error::StoreError;
 use crate::upgrade::{UpgradeFn, UpgraderRegistration};
 use crate::value::{AttrKind, Ref, Value, ValueError};
@@ -304,11 +304,13 @@ impl Registry {
     }
 
     /// The `CREATE TABLE` text of type `i`'s table, as SQLite keeps it in
-    /// its schema (without the closing semicolon).
+    /// its schema (without the closing semicolon). It is the type's shape
+    /// on PostgreSQL as well: a fingerprint of the declared type, which
+    /// `_types` keeps beside its version.
     pub(crate) fn create_sql(&self, i: usize) -> &str {
         self.creates[i].get_or_init(|| {
             let t = &self.types[i];
-            Engine::create_table(t, &t.table())
+            Sqlite::create_table(t, &t.table())
                 .trim_end_matches([';', '\n'])
                 .to_string()
         })

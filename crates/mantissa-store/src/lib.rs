@@ -56,6 +56,9 @@ mod schema;
 mod site;
 mod sql;
 mod store;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod testing;
 mod tx;
 mod upgrade;
 mod value;

@@ -108,7 +108,7 @@ impl Store {
                 reason: "already exists; a backup never overwrites".into(),
             });
         }
-        let conn = Conn::open(self.path(), false)?;
+        let conn = Conn::open_file(self.path(), false)?;
         crate::backend::copy_into(&conn, dest)?;
         copy_files(dest, self.files_dir(), &files_dir_for(dest))
     }
@@ -116,7 +116,7 @@ impl Store {
 
 /// Copies the attached files a (copied) store refers to.
 fn copy_files(store: &Path, from: &Path, to: &Path) -> Result<()> {
-    let conn = Conn::open(store, false)?;
+    let conn = Conn::open_file(store, false)?;
     for row in conn.rows("SELECT path FROM _files", &[])? {
         let Some(Value::Text(rel)) = row.into_iter().next() else {
             continue;
@@ -160,7 +160,7 @@ impl Site {
             let target = dest.join("users").join(format!("{name}.sqlite"));
             // Back up without disturbing the cache of open stores.
             let path = self.user_store_path(name)?;
-            let conn = Conn::open(&path, false)?;
+            let conn = Conn::open_file(&path, false)?;
             crate::backend::copy_into(&conn, &target)?;
             drop(conn);
             copy_files(&target, &files_dir_for(&path), &files_dir_for(&target))?;
@@ -186,10 +186,10 @@ impl Site {
                 reason: "already exists; an export never overwrites".into(),
             });
         }
-        let conn = Conn::open(store.path(), false)?;
+        let conn = Conn::open_file(store.path(), false)?;
         crate::backend::copy_into(&conn, dest)?;
         drop(conn);
-        let out = Conn::open(dest, false)?;
+        let out = Conn::open_file(dest, false)?;
         out.begin_write()?;
         out.batch(crate::backend::EXPORT_FILES_TABLE)?;
         for row in out.rows("SELECT path FROM _files", &[])? {
@@ -235,7 +235,7 @@ impl Site {
         let _ = std::fs::remove_dir_all(&staging_files);
         let result = (|| {
             std::fs::copy(src, &staging).map_err(|e| StoreError::io(src, e))?;
-            let conn = Conn::open(&staging, false).map_err(|e| match e {
+            let conn = Conn::open_file(&staging, false).map_err(|e| match e {
                 StoreError::NotAStore { reason, .. } => StoreError::NotAStore {
                     path: src.to_path_buf(),
                     reason,
@@ -277,7 +277,7 @@ impl Site {
             conn.batch(&format!(
                 "UPDATE _meta SET value = {} WHERE key = 'id';
                  DELETE FROM _meta WHERE key = 'legacy_outbox';",
-                crate::backend::RANDOM_ID
+                crate::backend::Engine::Sqlite.random_id()
             ))?;
             drop(conn);
             // Opening checks that it is a store of ours at versions we know.

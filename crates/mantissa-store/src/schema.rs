@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use crate::backend::{Conn, Dialect, Engine};
+use crate::backend::Conn;
 use crate::error::{Result, StoreError};
 use crate::item::{ItemType, Registry};
 use crate::sql;
@@ -52,15 +52,11 @@ pub(crate) enum Internal {
 }
 
 impl Internal {
-    fn statements(self) -> &'static [&'static str] {
-        crate::backend::internal_tables(self)
-    }
-
     /// Makes the group's tables if they are not there, in the caller's
     /// write transaction. (Prepared once per connection; when the tables
     /// are there, it costs a lookup.)
     pub(crate) fn ensure(self, conn: &Conn) -> Result<()> {
-        for sql in self.statements() {
+        for sql in conn.engine().internal_tables(self) {
             conn.execute(sql, &[])?;
         }
         Ok(())
@@ -74,9 +70,12 @@ pub(crate) fn text(v: Option<Value<'static>>) -> Option<String> {
     }
 }
 
+/// An integer, also as text: `_meta` values and versions are text where
+/// the engine has no column of any type (PostgreSQL).
 pub(crate) fn int(v: Option<Value<'static>>) -> Option<i64> {
     match v {
         Some(Value::Integer(i)) => Some(i),
+        Some(Value::Text(t)) => t.parse().ok(),
         _ => None,
     }
 }
@@ -100,11 +99,11 @@ pub(crate) fn prepare(
     }
     if first.is_none() {
         in_write_transaction(conn, || {
-            conn.batch(crate::backend::CORE_TABLES)?;
+            conn.batch(conn.engine().core_tables())?;
             conn.execute(
                 &format!(
                     "INSERT INTO _meta (key, value) VALUES ('format', ?), ('created', ?), ('id', {})",
-                    crate::backend::RANDOM_ID
+                    conn.engine().random_id()
                 ),
                 &[
                     Value::Integer(FORMAT),
@@ -252,12 +251,17 @@ impl Meta {
 fn read_meta(conn: &Conn) -> Result<(Meta, Stored)> {
     let mut meta = Meta::default();
     let mut types = HashMap::new();
-    conn.query(FIRST_READ[0], &[], |row| {
+    // In a transaction: on PostgreSQL, only one that names the store sees
+    // its rows.
+    conn.begin_read()?;
+    let read = conn.query(conn.engine().first_read()[0], &[], |row| {
         let (kind, key, value, shape) =
             (text(row.next()), text(row.next()), row.next(), row.next());
         meta.read(kind.as_deref(), key, value, text(shape), &mut types);
         Ok(())
-    })?;
+    });
+    conn.rollback();
+    read?;
     Ok((meta, types))
 }
 
@@ -284,7 +288,7 @@ fn upgrade_format(conn: &Conn) -> Result<()> {
         // their receivers still know them by it (`message::deliver_one`).
         // Tables made before have no shape on record: each is compared
         // with its type column by column when first used.
-        conn.batch(crate::backend::FORMAT_2)?;
+        conn.batch(conn.engine().format_2())?;
     }
     conn.execute(
         "UPDATE _meta SET value = ? WHERE key = 'format'",
@@ -406,17 +410,18 @@ pub(crate) fn create(conn: &Conn, shared: &Shared, name: &str) -> Result<()> {
             create(conn, shared, target)?;
         }
     }
-    conn.batch(&Engine::create_table(t, &t.table()))?;
-    conn.batch(&Engine::create_indexes(t))?;
+    let engine = conn.engine();
+    conn.batch(&engine.create_table(t, &t.table()))?;
+    conn.batch(&engine.create_indexes(t))?;
     conn.execute(
-        "INSERT INTO _types (name, version, shape) VALUES (?, ?, ?)",
+        engine.record_type(),
         &[
             Value::Text(t.name.into()),
             Value::Integer(t.version.into()),
             Value::Text(shared.registry.create_sql(i).into()),
         ],
     )?;
-    for trig in Engine::ref_triggers(t) {
+    for trig in engine.ref_triggers(t) {
         conn.batch(&trig.sql)?;
     }
     Ok(())
@@ -449,11 +454,11 @@ fn check_columns(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<()> {
         match columns.iter().find(|c| c.0 == a.name) {
             None => differences.push(format!("field {:?} has no column", a.name)),
             Some((_, ty, not_null)) => {
-                if !ty.eq_ignore_ascii_case(Engine::column_type(a.kind)) {
+                let wanted = conn.engine().column_type(a.kind);
+                if !ty.eq_ignore_ascii_case(wanted) {
                     differences.push(format!(
-                        "field {:?} is {} but its column is {ty}",
+                        "field {:?} is {wanted} but its column is {ty}",
                         a.name,
-                        Engine::column_type(a.kind)
                     ));
                 }
                 if *not_null == a.nullable {

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use lru::LruCache;
 
+use crate::backend::{Location, PgPool, postgres};
 use crate::error::{Result, StoreError};
 use crate::store::{OpenOptions, Store, StoreWeak};
 use crate::value::{Timestamp, Value};
@@ -32,6 +33,9 @@ const USERS_DIR: &str = "users";
 
 struct Inner {
     root: PathBuf,
+    /// The site's PostgreSQL database, when its stores are there and not
+    /// in files.
+    pool: Option<PgPool>,
     store: Store,
     cache: Mutex<Cache>,
 }
@@ -83,7 +87,27 @@ impl Site {
     pub fn open(dir: impl AsRef<Path>) -> Result<Site> {
         let root = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(root.join(USERS_DIR)).map_err(|e| StoreError::io(&root, e))?;
-        Site::open_at(root, true)
+        Site::open_at(root, true, None)
+    }
+
+    /// Opens the site whose stores are in the PostgreSQL database at `url`
+    /// (`postgres://user@host:port/database`), making its tables if they
+    /// are not there. `dir` holds what stays on this machine: for now,
+    /// attached files. Several processes may open one site; each store's
+    /// writes still run one at a time across all of them.
+    ///
+    /// The database's role must be an ordinary one, not a superuser or
+    /// one with `BYPASSRLS`: row-level security keeps each user's rows
+    /// apart, and those roles are not held to it.
+    pub fn open_postgres(dir: impl AsRef<Path>, url: &str) -> Result<Site> {
+        let root = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(root.join(USERS_DIR)).map_err(|e| StoreError::io(&root, e))?;
+        postgres::off_runtime(|| {
+            let pool = PgPool::new(url, POSTGRES_CONNECTIONS)?;
+            pool.get()?
+                .batch(&format!("BEGIN; {} COMMIT;", postgres::ddl::site_tables()))?;
+            Site::open_at(root, true, Some(pool))
+        })
     }
 
     /// Opens an existing site; an error if `dir` holds none.
@@ -96,10 +120,10 @@ impl Site {
                     .into(),
             });
         }
-        Site::open_at(root, false)
+        Site::open_at(root, false, None)
     }
 
-    fn open_at(root: PathBuf, create: bool) -> Result<Site> {
+    fn open_at(root: PathBuf, create: bool, pool: Option<PgPool>) -> Result<Site> {
         let store = Store::open_with(
             &root.join(SITE_FILE),
             OpenOptions {
@@ -107,11 +131,13 @@ impl Site {
                 create,
                 on_schedule: None,
                 conns_kept: crate::store::SITE_CONNS_KEPT,
+                location: location(pool.as_ref(), SITE_KEY, true)?.expect("made"),
             },
         )?;
         Ok(Site {
             inner: Arc::new(Inner {
                 root,
+                pool,
                 store,
                 cache: Mutex::new(Cache {
                     open: LruCache::new(NonZeroUsize::new(DEFAULT_OPEN_STORES).expect("nonzero")),
@@ -162,7 +188,21 @@ impl Site {
 
     /// Whether a user store exists.
     pub fn has_user_store(&self, name: &str) -> Result<bool> {
-        Ok(self.user_store_path(name)?.is_file())
+        let path = self.user_store_path(name)?;
+        match &self.inner.pool {
+            None => Ok(path.is_file()),
+            Some(pool) => {
+                Ok(
+                    postgres::off_runtime(|| postgres::store_id(pool, &user_key(name), false))?
+                        .is_some(),
+                )
+            }
+        }
+    }
+
+    /// Whether the site's stores are in PostgreSQL (not in files).
+    pub fn on_postgres(&self) -> bool {
+        self.inner.pool.is_some()
     }
 
     /// A user's store, created on first use.
@@ -202,17 +242,27 @@ impl Site {
         // Opening touches the disk: done without the cache's lock, so that
         // stores already open are handed out meanwhile.
         let site_store = self.inner.store.clone();
-        let store = Store::open_with(
-            &path,
-            OpenOptions {
-                name: name.to_string(),
-                create,
-                on_schedule: Some(Box::new(move |store_name, due| {
-                    note_due(&site_store, store_name, due)
-                })),
-                conns_kept: crate::store::USER_CONNS_KEPT,
-            },
-        )?;
+        let store = postgres::off_runtime(|| {
+            let Some(location) = location(self.inner.pool.as_ref(), &user_key(name), create)?
+            else {
+                return Err(StoreError::Io {
+                    path: path.clone(),
+                    reason: "no such store".into(),
+                });
+            };
+            Store::open_with(
+                &path,
+                OpenOptions {
+                    name: name.to_string(),
+                    create,
+                    on_schedule: Some(Box::new(move |store_name, due| {
+                        note_due(&site_store, store_name, due)
+                    })),
+                    conns_kept: crate::store::USER_CONNS_KEPT,
+                    location,
+                },
+            )
+        })?;
         let mut cache = self.cache();
         if let Some(s) = cache.live.get(name).and_then(StoreWeak::upgrade) {
             // Another thread opened it first: use theirs.
@@ -233,6 +283,9 @@ impl Site {
 
     /// The names of every user store, sorted.
     pub fn user_names(&self) -> Result<Vec<String>> {
+        if let Some(pool) = &self.inner.pool {
+            return postgres::off_runtime(|| postgres::user_names(pool, USER_PREFIX));
+        }
         let dir = self.inner.root.join(USERS_DIR);
         let mut names = Vec::new();
         let entries = match std::fs::read_dir(&dir) {
@@ -338,6 +391,9 @@ impl Site {
     pub fn delete_user_store(&self, name: &str) -> Result<()> {
         let path = self.user_store_path(name)?;
         self.close_user_store(name)?;
+        if let Some(pool) = &self.inner.pool {
+            postgres::off_runtime(|| postgres::drop_store(pool, &user_key(name)))?;
+        }
         for suffix in ["", "-wal", "-shm"] {
             let mut p = path.clone().into_os_string();
             p.push(suffix);
@@ -381,11 +437,40 @@ fn note_due(site: &Store, store: &str, due: Timestamp) -> Result<()> {
         crate::schema::Internal::DueStores.ensure(tx.conn())?;
         tx.conn().execute(
             "INSERT INTO _due_stores (store, due) VALUES (?, ?)
-             ON CONFLICT (store) DO UPDATE SET due = MIN(due, excluded.due)",
+             ON CONFLICT (store) DO UPDATE SET due = CASE WHEN excluded.due < _due_stores.due
+                 THEN excluded.due ELSE _due_stores.due END",
             &[Value::Text(store.into()), Value::Integer(due.as_micros())],
         )?;
         Ok(())
     })
+}
+
+/// Connections a site on PostgreSQL keeps to its database, at most: the
+/// store's threads that wait on it (the write pool, the reader threads)
+/// are fewer.
+const POSTGRES_CONNECTIONS: usize = 32;
+
+/// What the site's stores are called in PostgreSQL's `_stores`.
+const SITE_KEY: &str = "site";
+const USER_PREFIX: &str = "user/";
+
+fn user_key(name: &str) -> String {
+    format!("{USER_PREFIX}{name}")
+}
+
+/// Where the store called `key` is: in its file, or under its id in the
+/// site's database (given one, if `create`; `None` if it has none).
+fn location(pool: Option<&PgPool>, key: &str, create: bool) -> Result<Option<Location>> {
+    let Some(pool) = pool else {
+        return Ok(Some(Location::File));
+    };
+    Ok(
+        postgres::store_id(pool, key, create)?.map(|id| Location::Postgres {
+            pool: pool.clone(),
+            id,
+            label: PathBuf::from(format!("postgresql:{key}")),
+        }),
+    )
 }
 
 #[allow(dead_code)]

@@ -158,7 +158,7 @@ pub(crate) fn push_operand(sql: &mut String, col: &str, kind: AttrKind) {
     if kind == AttrKind::Decimal {
         sql.push_str("CAST(");
         push_ident(sql, col);
-        sql.push_str(" AS REAL)");
+        sql.push_str(" AS DOUBLE PRECISION)");
     } else {
         push_ident(sql, col);
     }
@@ -166,7 +166,7 @@ pub(crate) fn push_operand(sql: &mut String, col: &str, kind: AttrKind) {
 
 fn placeholder(kind: AttrKind) -> &'static str {
     if kind == AttrKind::Decimal {
-        "CAST(? AS REAL)"
+        "CAST(CAST(? AS TEXT) AS DOUBLE PRECISION)"
     } else {
         "?"
     }

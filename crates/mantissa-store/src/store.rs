@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::backend::Conn;
+use crate::backend::{Conn, Location};
 use crate::blocking::refuse_in_async;
 use crate::error::{Result, StoreError};
 use crate::item::Registry;
@@ -64,8 +64,12 @@ pub(crate) type ScheduleHook = Box<dyn Fn(&str, Timestamp) -> Result<()> + Send 
 /// What a store's handles and threads share.
 pub(crate) struct Shared {
     pub(crate) name: String,
+    /// The store's file; on PostgreSQL, the file it would be, beside which
+    /// its attached files are kept.
     pub(crate) path: PathBuf,
     pub(crate) files_dir: PathBuf,
+    /// Where the store's rows are.
+    pub(crate) location: Location,
     pub(crate) registry: &'static Registry,
     /// Item types whose background upgrade has not finished.
     pub(crate) upgrading: Mutex<HashMap<String, crate::upgrade::Progress>>,
@@ -109,7 +113,7 @@ impl Shared {
     fn take_conn(&self) -> Result<Conn> {
         match self.idle_conn() {
             Some(c) => Ok(c),
-            None => Conn::reopen(&self.path),
+            None => self.location.connect(&self.path),
         }
     }
 
@@ -196,6 +200,7 @@ pub(crate) struct OpenOptions {
     pub(crate) on_schedule: Option<ScheduleHook>,
     /// Idle connections to keep.
     pub(crate) conns_kept: usize,
+    pub(crate) location: Location,
 }
 
 impl Store {
@@ -204,18 +209,24 @@ impl Store {
     /// (large ones upgrade in the background).
     pub(crate) fn open_with(path: &Path, opts: OpenOptions) -> Result<Store> {
         let registry = Registry::get()?;
-        let (conn, first) = Conn::open_store(path, opts.create, crate::schema::FIRST_READ)?;
+        let (conn, first) = opts.location.open(path, opts.create)?;
         let shared = Arc::new(Shared {
             name: opts.name.clone(),
             path: path.to_path_buf(),
             files_dir: files_dir_for(path),
+            // Connections of a store on PostgreSQL go back to the site's
+            // pool, where any store may use them.
+            conns_kept: match opts.location {
+                Location::File => opts.conns_kept,
+                Location::Postgres { .. } => 0,
+            },
+            location: opts.location,
             registry,
             upgrading: Mutex::new(HashMap::new()),
             any_upgrading: AtomicBool::new(true),
             in_write: Mutex::new(Default::default()),
             tables: Tables::new(registry),
             conns: Mutex::new(Vec::new()),
-            conns_kept: opts.conns_kept,
             on_schedule: opts.on_schedule,
             closed: AtomicBool::new(false),
             identity: std::sync::OnceLock::new(),
@@ -256,6 +267,7 @@ impl Store {
                 create: true,
                 on_schedule: None,
                 conns_kept: USER_CONNS_KEPT,
+                location: Location::File,
             },
         )
     }

@@ -29,7 +29,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::backend::{Conn, Dialect, Engine};
+use crate::backend::{Conn, Engine};
 use crate::error::{Result, StoreError};
 use crate::item::{ItemType, table_name};
 use crate::sql::{self, ident};
@@ -188,11 +188,11 @@ pub(crate) fn start(conn: &Conn, t: &ItemType, from: u32) -> Result<Progress> {
     let old = ident(&t.table());
     let total = int(conn.scalar(&format!("SELECT COUNT(*) FROM {old}"), &[])?);
     conn.batch(&format!("DROP TABLE IF EXISTS {}", ident(&new_table(t))))?;
-    conn.batch(&Engine::create_table(t, &new_table(t)))?;
+    conn.batch(&conn.engine().create_table(t, &new_table(t)))?;
     // Cascades from other types can still reach the old table while the
     // upgrade runs: a deleted item leaves the new table, a changed one is
     // upgraded again.
-    conn.batch(&crate::backend::upgrade_triggers(t, &new_table(t)))?;
+    conn.batch(&crate::backend::upgrade_triggers(conn, t, &new_table(t))?)?;
     conn.execute(
         "INSERT INTO _upgrades (name, from_version, last_id, done, total) VALUES (?, ?, 0, 0, ?)",
         &[
@@ -346,7 +346,7 @@ fn batch(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<bool> {
 
 /// The reference triggers that mention `t`'s table: its own, and those of
 /// types that refer to it.
-fn triggers_around(shared: &Shared, t: &ItemType) -> Vec<crate::backend::Trigger> {
+fn triggers_around(engine: Engine, shared: &Shared, t: &ItemType) -> Vec<crate::backend::Trigger> {
     let table = t.table();
     shared
         .registry
@@ -354,7 +354,8 @@ fn triggers_around(shared: &Shared, t: &ItemType) -> Vec<crate::backend::Trigger
         .iter()
         .flat_map(|c| {
             let own = c.name == t.name;
-            Engine::ref_triggers(c)
+            engine
+                .ref_triggers(c)
                 .into_iter()
                 .filter(|trig| own || trig.on_table == table)
                 .collect::<Vec<_>>()
@@ -369,12 +370,12 @@ pub(crate) fn complete(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<()>
     // Changes made by cascades while the last batch ran.
     batch(conn, shared, t)?;
     let table = t.table();
-    let around = triggers_around(shared, t);
+    let around = triggers_around(conn.engine(), shared, t);
     for trig in &around {
-        conn.batch(&Engine::drop_trigger(trig))?;
+        conn.batch(&conn.engine().drop_trigger(trig))?;
     }
     crate::backend::replace_table(conn, &table, &new_table(t))?;
-    conn.batch(&Engine::create_indexes(t))?;
+    conn.batch(&conn.engine().create_indexes(t))?;
     for trig in &around {
         conn.batch(&trig.sql)?;
     }

@@ -40,7 +40,7 @@ struct Comment {
 
 fn site() -> (tempfile::TempDir, Site) {
     let dir = tempfile::tempdir().unwrap();
-    let site = Site::open(dir.path()).unwrap();
+    let site = mantissa_store::testing::open_site(dir.path()).unwrap();
     (dir, site)
 }
 

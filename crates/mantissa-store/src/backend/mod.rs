@@ -47,21 +47,366 @@
 //!   through [`crate::sql::push_operand`]); text compares by code point on
 //!   both (`COLLATE "C"` there).
 
-// Its first users are its own tests: the store is pointed at it next.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, StoreError};
 use crate::item::ItemType;
-use crate::value::AttrKind;
+use crate::schema::Internal;
+use crate::value::{AttrKind, Value};
 
-pub(crate) use sqlite::ddl::{
-    CORE_TABLES, EXPORT_FILES_TABLE, FORMAT_2, RANDOM_ID, Sqlite, internal_tables, upgrade_triggers,
-};
+pub(crate) use postgres::PgPool;
+pub(crate) use sqlite::ddl::Sqlite;
+pub(crate) use sqlite::{is_missing_column, is_missing_table};
 
-/// The engine stores run on. (A site on PostgreSQL is the next step: then
-/// this is chosen when a site is opened.)
-pub(crate) type Engine = Sqlite;
+/// The engine a store runs on, chosen when its site is opened: what it
+/// writes differently ([`Dialect`]), called through one value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// Calls the [`Dialect`] of `$engine`.
+macro_rules! dialect {
+    ($engine:expr, $f:ident($($arg:expr),*)) => {
+        match $engine {
+            Engine::Sqlite => <Sqlite as Dialect>::$f($($arg),*),
+            Engine::Postgres => <postgres::ddl::Postgres as Dialect>::$f($($arg),*),
+        }
+    };
+}
+
+impl Engine {
+    /// The column type an attribute of `kind` is kept in.
+    pub(crate) fn column_type(self, kind: AttrKind) -> &'static str {
+        dialect!(self, column_type(kind))
+    }
+    pub(crate) fn create_table(self, t: &ItemType, table: &str) -> String {
+        dialect!(self, create_table(t, table))
+    }
+    pub(crate) fn create_indexes(self, t: &ItemType) -> String {
+        dialect!(self, create_indexes(t))
+    }
+    pub(crate) fn ref_triggers(self, t: &ItemType) -> Vec<Trigger> {
+        dialect!(self, ref_triggers(t))
+    }
+    pub(crate) fn drop_trigger(self, trigger: &Trigger) -> String {
+        dialect!(self, drop_trigger(trigger))
+    }
+    /// The statements that make a group of the store's own tables when it
+    /// is first needed. (On PostgreSQL they are shared by every store and
+    /// made with the site: none.)
+    pub(crate) fn internal_tables(self, group: Internal) -> &'static [&'static str] {
+        match self {
+            Engine::Sqlite => sqlite::ddl::internal_tables(group),
+            Engine::Postgres => &[],
+        }
+    }
+    /// What a new store has from the start.
+    pub(crate) fn core_tables(self) -> &'static str {
+        match self {
+            Engine::Sqlite => sqlite::ddl::CORE_TABLES,
+            Engine::Postgres => "",
+        }
+    }
+    /// An SQL expression for a new random identity: 32 hexadecimal digits
+    /// from the engine's own strong source of randomness.
+    pub(crate) fn random_id(self) -> &'static str {
+        match self {
+            Engine::Sqlite => sqlite::ddl::RANDOM_ID,
+            Engine::Postgres => postgres::ddl::RANDOM_ID,
+        }
+    }
+    /// The statements that bring a store of format 1 to format 2 (only
+    /// SQLite stores were ever of format 1).
+    pub(crate) fn format_2(self) -> &'static str {
+        sqlite::ddl::FORMAT_2
+    }
+    /// The queries an opening store reads `_meta` and `_types` with: this
+    /// format's, then format 1's. Versions and `_meta` values may come as
+    /// text ([`crate::schema::int`] reads both).
+    pub(crate) fn first_read(self) -> &'static [&'static str] {
+        match self {
+            Engine::Sqlite => crate::schema::FIRST_READ,
+            Engine::Postgres => postgres::ddl::FIRST_READ,
+        }
+    }
+    /// Records that a store holds `t` at its version, with its shape;
+    /// `_types` is per store on SQLite and per site on PostgreSQL, where
+    /// item tables are shared, and another store may have recorded it.
+    pub(crate) fn record_type(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "INSERT INTO _types (name, version, shape) VALUES (?, ?, ?)",
+            Engine::Postgres => postgres::ddl::RECORD_TYPE,
+        }
+    }
+}
+
+/// Where a store's rows are.
+#[derive(Clone)]
+pub(crate) enum Location {
+    /// In its own SQLite file.
+    File,
+    /// In the site's PostgreSQL database, under the store's id.
+    Postgres {
+        pool: PgPool,
+        id: i64,
+        /// What error messages call the store.
+        label: PathBuf,
+    },
+}
+
+impl Location {
+    /// A new connection to the store, which was opened before.
+    pub(crate) fn connect(&self, path: &Path) -> Result<Conn> {
+        match self {
+            Location::File => Ok(Conn::Sqlite(sqlite::Conn::reopen(path)?)),
+            Location::Postgres { pool, id, label } => Ok(Conn::Postgres(postgres::StoreConn::new(
+                pool.get()?,
+                *id,
+                label.clone(),
+            ))),
+        }
+    }
+
+    /// Opens the store (creating its file if asked), returning a
+    /// connection and what the store's `_meta` and `_types` hold: `None`
+    /// for a store that has nothing yet.
+    pub(crate) fn open(
+        &self,
+        path: &Path,
+        create: bool,
+    ) -> Result<(Conn, Option<Vec<Vec<Value<'static>>>>)> {
+        match self {
+            Location::File => {
+                let (c, first) = sqlite::Conn::open_store(path, create, crate::schema::FIRST_READ)?;
+                Ok((Conn::Sqlite(c), first))
+            }
+            Location::Postgres { .. } => {
+                let conn = self.connect(path)?;
+                conn.begin_read()?;
+                let rows = conn.rows(postgres::ddl::FIRST_READ[0], &[]);
+                conn.rollback();
+                let rows = rows?;
+                // `_types` is the site's: a store is new until it has `_meta`.
+                let known = rows
+                    .iter()
+                    .any(|r| r.first() == Some(&Value::Text("meta".into())));
+                Ok((conn, known.then_some(rows)))
+            }
+        }
+    }
+}
+
+impl Conn {
+    /// Opens a SQLite store file (a copy, a backup, an import).
+    pub(crate) fn open_file(path: &Path, create: bool) -> Result<Conn> {
+        Ok(Conn::Sqlite(sqlite::Conn::open(path, create)?))
+    }
+}
+
+/// One connection of a store, on its engine.
+#[derive(Debug)]
+pub(crate) enum Conn {
+    Sqlite(sqlite::Conn),
+    Postgres(postgres::StoreConn),
+}
+
+/// Calls the same method on either connection.
+macro_rules! each {
+    ($conn:expr, $c:ident => $e:expr) => {
+        match $conn {
+            Conn::Sqlite($c) => $e,
+            Conn::Postgres($c) => $e,
+        }
+    };
+}
+
+impl Conn {
+    pub(crate) fn engine(&self) -> Engine {
+        match self {
+            Conn::Sqlite(_) => Engine::Sqlite,
+            Conn::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    /// The store's file, or on PostgreSQL the name it is known by in error
+    /// messages.
+    pub(crate) fn path(&self) -> &Path {
+        each!(self, c => c.path())
+    }
+
+    /// Runs statements that take no parameters, `;`-separated.
+    pub(crate) fn batch(&self, sql: &str) -> Result<()> {
+        each!(self, c => c.batch(sql))
+    }
+
+    /// Runs a statement; returns how many rows it changed.
+    pub(crate) fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize> {
+        each!(self, c => c.execute(sql, params))
+    }
+
+    /// Runs an `INSERT` into a table with an `id` and returns the new id.
+    pub(crate) fn insert(&self, sql: &str, params: &[Value<'_>]) -> Result<i64> {
+        each!(self, c => c.insert(sql, params))
+    }
+
+    /// Runs a query, handing each row to `f` as a [`Row`].
+    pub(crate) fn query(
+        &self,
+        sql: &str,
+        params: &[Value<'_>],
+        f: impl FnMut(&mut Row<'_>) -> Result<()>,
+    ) -> Result<()> {
+        each!(self, c => c.query(sql, params, f))
+    }
+
+    /// Runs a query and collects its rows.
+    pub(crate) fn rows(&self, sql: &str, params: &[Value<'_>]) -> Result<Vec<Vec<Value<'static>>>> {
+        each!(self, c => c.rows(sql, params))
+    }
+
+    /// The first column of the first row, if any.
+    pub(crate) fn scalar(&self, sql: &str, params: &[Value<'_>]) -> Result<Option<Value<'static>>> {
+        each!(self, c => c.scalar(sql, params))
+    }
+
+    /// Starts the store's write transaction, once no other writer of the
+    /// store (in this process or, on PostgreSQL, on any node) has one.
+    pub(crate) fn begin_write(&self) -> Result<()> {
+        each!(self, c => c.begin_write())
+    }
+
+    /// Starts a read transaction: one snapshot until it ends.
+    pub(crate) fn begin_read(&self) -> Result<()> {
+        each!(self, c => c.begin_read())
+    }
+
+    pub(crate) fn commit(&self) -> Result<()> {
+        each!(self, c => c.commit())
+    }
+
+    /// Ends the transaction, if one is open, discarding its changes.
+    pub(crate) fn rollback(&self) {
+        each!(self, c => c.rollback())
+    }
+
+    pub(crate) fn in_transaction(&self) -> bool {
+        each!(self, c => c.in_transaction())
+    }
+
+    /// Makes the store's file whole (SQLite's log folded back into it);
+    /// nothing to do on a server.
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        match self {
+            Conn::Sqlite(c) => c.checkpoint(),
+            Conn::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// Forgets the statements prepared so far (those an opening ran once).
+    pub(crate) fn forget_statements(&self) {
+        if let Conn::Sqlite(c) = self {
+            c.forget_statements()
+        }
+    }
+
+    /// Refuses, naming `what`, work that only a SQLite store can do yet.
+    pub(crate) fn sqlite_only(&self, what: &str) -> Result<()> {
+        match self {
+            Conn::Sqlite(_) => Ok(()),
+            Conn::Postgres(_) => Err(StoreError::Database {
+                path: self.path().to_path_buf(),
+                reason: format!("{what} is not built yet for a store on PostgreSQL"),
+            }),
+        }
+    }
+}
+
+/// One row of a query's result: its values in column order, as owned
+/// [`Value`]s, one at a time.
+pub(crate) enum Row<'r> {
+    /// Read from SQLite's row as it is taken.
+    Sqlite(sqlite::Row<'r>),
+    /// Already read (PostgreSQL's driver hands whole rows).
+    Values(std::vec::IntoIter<Value<'static>>),
+}
+
+impl Iterator for Row<'_> {
+    type Item = Value<'static>;
+
+    fn next(&mut self) -> Option<Value<'static>> {
+        match self {
+            Row::Sqlite(r) => r.next(),
+            Row::Values(v) => v.next(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            Row::Sqlite(r) => r.size_hint(),
+            Row::Values(v) => v.size_hint(),
+        }
+    }
+}
+
+/// Whether the store has a table called `name`.
+pub(crate) fn table_exists(conn: &Conn, name: &str) -> Result<bool> {
+    match conn {
+        Conn::Sqlite(_) => sqlite::introspect::table_exists(conn, name),
+        Conn::Postgres(_) => postgres::ddl::table_exists(conn, name),
+    }
+}
+
+/// The columns of `table` other than `id` (and PostgreSQL's `store`), in
+/// order: name, type as [`Engine::column_type`] writes it, and whether it
+/// is `NOT NULL`.
+pub(crate) fn table_columns(conn: &Conn, table: &str) -> Result<Vec<(String, String, bool)>> {
+    match conn {
+        Conn::Sqlite(_) => sqlite::introspect::table_columns(conn, table),
+        Conn::Postgres(_) => postgres::ddl::table_columns(conn, table),
+    }
+}
+
+/// What the engine's own check finds wrong with the store (nothing: empty).
+pub(crate) fn integrity_problems(conn: &Conn) -> Result<Vec<String>> {
+    match conn {
+        Conn::Sqlite(_) => sqlite::introspect::integrity_problems(conn),
+        // The server keeps its own files whole; what the store checks
+        // above the engine (references, files) is checked on both.
+        Conn::Postgres(_) => Ok(Vec::new()),
+    }
+}
+
+/// Writes a consistent copy of the store to the SQLite file `dest`.
+pub(crate) fn copy_into(conn: &Conn, dest: &Path) -> Result<()> {
+    conn.sqlite_only("copying a store to a file")?;
+    sqlite::maintenance::copy_into(conn, dest)
+}
+
+/// Makes a copy one file, with no `-wal` beside it.
+pub(crate) fn as_single_file(conn: &Conn) -> Result<()> {
+    sqlite::maintenance::as_single_file(conn)
+}
+
+/// Puts table `new` in place of `table` during an upgrade.
+pub(crate) fn replace_table(conn: &Conn, table: &str, new: &str) -> Result<()> {
+    conn.sqlite_only("upgrading an item type")?;
+    sqlite::maintenance::replace_table(conn, table, new)
+}
+
+/// While an upgrade fills `new`, the triggers that keep it true to `t`'s
+/// table.
+pub(crate) fn upgrade_triggers(conn: &Conn, t: &ItemType, new: &str) -> Result<String> {
+    conn.sqlite_only("upgrading an item type")?;
+    Ok(sqlite::ddl::upgrade_triggers(t, new))
+}
+
+/// The table an export keeps attached files in (exports are SQLite files).
+pub(crate) const EXPORT_FILES_TABLE: &str = sqlite::ddl::EXPORT_FILES_TABLE;
 
 /// What the engines write differently about an item type's table: its
 /// columns' types, the table, its indexes, and the triggers that enforce
@@ -114,10 +459,6 @@ pub(crate) struct Trigger {
     pub(crate) on_table: String,
     pub(crate) sql: String,
 }
-pub(crate) use sqlite::introspect::{integrity_problems, table_columns, table_exists};
-pub(crate) use sqlite::maintenance::{as_single_file, copy_into, replace_table};
-pub(crate) use sqlite::{Conn, Row, is_missing_column, is_missing_table};
-
 #[cfg(test)]
 mod tests {
     /// Words of SQL that only SQLite reads (or reads differently): the

@@ -2,13 +2,13 @@
 //! site, each row carrying its store's id, kept apart by row-level
 //! security.
 //!
-//! Every table has a `store` column, first in its primary key and in every
+//! Every table has a `_store` column, first in its primary key and in every
 //! index and unique constraint (the column a Citus cluster distributes
 //! on), filled by default from the transaction's `mantissa.store` setting,
 //! and a policy that lets a transaction see and change only the rows of
 //! that store (`FORCE`d, so that the tables' owner is held to it too).
 //! The store's portable SQL above the backend therefore never names the
-//! store: a transaction sets it once ([`SET_STORE`]) and every statement,
+//! store: a transaction sets it once (`StoreConn::begin_write`) and every statement,
 //! trigger and cascade in it stays inside that store. A transaction that
 //! did not set it sees nothing and can write nothing (the setting is
 //! empty, and no row's store is). The site's role must be an ordinary one:
@@ -17,10 +17,13 @@
 //! Triggers are PL/pgSQL functions, one per trigger, doing what the
 //! SQLite triggers do, with the same messages.
 
-use crate::backend::{Dialect, Trigger};
+use crate::backend::{Conn, Dialect, Trigger};
+use crate::error::Result;
 use crate::item::{ItemType, OnDelete, table_name};
+use crate::schema::{int, text};
 use crate::sql::ident;
 use crate::value::AttrKind;
+use crate::value::Value;
 
 /// PostgreSQL's dialect.
 pub(crate) struct Postgres;
@@ -55,7 +58,7 @@ impl Dialect for Postgres {
         let mut sql = String::new();
         for ix in crate::sql::indexes(t) {
             sql.push_str(&format!(
-                "CREATE {}INDEX IF NOT EXISTS {} ON {}(store, {});\n",
+                "CREATE {}INDEX IF NOT EXISTS {} ON {}(_store, {});\n",
                 if ix.unique { "UNIQUE " } else { "" },
                 ix.name,
                 ident(&table),
@@ -131,7 +134,8 @@ impl Dialect for Postgres {
                         "BEFORE DELETE",
                         &target_table,
                         &format!(
-                            "IF EXISTS (SELECT 1 FROM {tt} WHERE {col} = OLD.id) THEN
+                            "IF current_setting('mantissa.dropping', true) IS DISTINCT FROM 'on'
+                                 AND EXISTS (SELECT 1 FROM {tt} WHERE {col} = OLD.id) THEN
                                  RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation', MESSAGE = {refused};
                              END IF;"
                         ),
@@ -152,24 +156,21 @@ impl Dialect for Postgres {
     }
 }
 
-/// The setting that names the transaction's store (`SET LOCAL`).
-pub(crate) const SET_STORE: &str = "SELECT set_config('mantissa.store', ?, true)";
-
 /// The transaction's store, as the policies and defaults read it. (An
 /// unset setting reads as `''`, which is no store: `NULLIF` makes it NULL,
 /// which equals nothing.)
 const CURRENT_STORE: &str = "NULLIF(current_setting('mantissa.store', true), '')::bigint";
 
-/// The `store` column, its policy, and its enforcement, for `table` whose
+/// The `_store` column, its policy, and its enforcement, for `table` whose
 /// other columns are `columns` and whose key is `key` (after `store`).
 fn store_table(table: &str, columns: &[String], key: &str) -> String {
     let t = ident(table);
     format!(
-        "CREATE TABLE IF NOT EXISTS {t} (store BIGINT NOT NULL DEFAULT {CURRENT_STORE}, {cols}, PRIMARY KEY (store, {key}));
+        "CREATE TABLE IF NOT EXISTS {t} (_store BIGINT NOT NULL DEFAULT {CURRENT_STORE}, {cols}, PRIMARY KEY (_store, {key}));
          ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;
          ALTER TABLE {t} FORCE ROW LEVEL SECURITY;
          DROP POLICY IF EXISTS {p} ON {t};
-         CREATE POLICY {p} ON {t} USING (store = {CURRENT_STORE}) WITH CHECK (store = {CURRENT_STORE});\n",
+         CREATE POLICY {p} ON {t} USING (_store = {CURRENT_STORE}) WITH CHECK (_store = {CURRENT_STORE});\n",
         cols = columns.join(", "),
         p = ident(&format!("{table}__store")),
     )
@@ -213,7 +214,7 @@ pub(crate) fn item_support_tables() -> String {
             "provider_type TEXT NOT NULL".into(),
             "provider_id BIGINT NOT NULL".into(),
             "priority BIGINT NOT NULL".into(),
-            "UNIQUE (store, interface, target_type, target_id, provider_type, provider_id)".into(),
+            "UNIQUE (_store, interface, target_type, target_id, provider_type, provider_id)".into(),
         ],
         "id",
     ));
@@ -226,11 +227,11 @@ pub(crate) fn item_support_tables() -> String {
             "due BIGINT NOT NULL".into(),
             "attempts BIGINT NOT NULL DEFAULT 0".into(),
             "last_error TEXT".into(),
-            "UNIQUE (store, item_type, item_id)".into(),
+            "UNIQUE (_store, item_type, item_id)".into(),
         ],
         "id",
     ));
-    sql.push_str("CREATE INDEX IF NOT EXISTS _schedule_due ON _schedule (store, due);\n");
+    sql.push_str("CREATE INDEX IF NOT EXISTS _schedule_due ON _schedule (_store, due);\n");
     sql.push_str(&store_table(
         "_files",
         &[
@@ -253,10 +254,134 @@ pub(crate) fn item_support_tables() -> String {
     sql
 }
 
+/// The key of the advisory lock that making or changing the site's
+/// shared tables takes, so that two nodes starting at once do not race.
+pub(crate) const SCHEMA_LOCK: i64 = -1;
+
+/// The site's own tables: which stores there are (`_stores`, whose ids
+/// are never reused, so that a store deleted and made again under its
+/// name is a new store), the item types held and their versions (`_types`:
+/// per site here, since item tables are shared), and every table each
+/// store keeps for itself, made once for all of them.
+pub(crate) fn site_tables() -> String {
+    let mut sql = format!(
+        "SELECT pg_advisory_xact_lock({SCHEMA_LOCK});
+         CREATE TABLE IF NOT EXISTS _stores (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+             name TEXT COLLATE \"C\" NOT NULL UNIQUE);
+         CREATE TABLE IF NOT EXISTS _types (name TEXT COLLATE \"C\" PRIMARY KEY,
+             version BIGINT NOT NULL, shape TEXT);\n"
+    );
+    sql.push_str(&store_table(
+        "_meta",
+        &["key TEXT NOT NULL".into(), "value TEXT".into()],
+        "key",
+    ));
+    sql.push_str(&item_support_tables());
+    sql.push_str(&store_table(
+        "_cursors",
+        &[
+            "listener TEXT NOT NULL".into(),
+            "last_id BIGINT NOT NULL".into(),
+            "attempts BIGINT NOT NULL DEFAULT 0".into(),
+            "last_error TEXT".into(),
+            "retry_at BIGINT NOT NULL DEFAULT 0".into(),
+        ],
+        "listener",
+    ));
+    sql.push_str(&store_table(
+        "_outbox",
+        &[
+            "id BIGINT GENERATED BY DEFAULT AS IDENTITY".into(),
+            "target TEXT NOT NULL".into(),
+            "kind TEXT NOT NULL".into(),
+            "body TEXT NOT NULL".into(),
+            "state TEXT NOT NULL".into(),
+            "answer TEXT".into(),
+            "attempts BIGINT NOT NULL DEFAULT 0".into(),
+            "next_try BIGINT NOT NULL".into(),
+            "last_error TEXT".into(),
+        ],
+        "id",
+    ));
+    sql.push_str(
+        "CREATE INDEX IF NOT EXISTS _outbox_pending ON _outbox (_store, state, next_try);\n",
+    );
+    sql.push_str(&store_table(
+        "_inbox",
+        &[
+            "sender_id TEXT NOT NULL".into(),
+            "message_id BIGINT NOT NULL".into(),
+            "answer TEXT NOT NULL".into(),
+        ],
+        "sender_id, message_id",
+    ));
+    sql.push_str(&store_table(
+        "_due_stores",
+        &["store TEXT NOT NULL".into(), "due BIGINT NOT NULL".into()],
+        "store",
+    ));
+    sql.push_str("CREATE INDEX IF NOT EXISTS _due_stores_due ON _due_stores (_store, due);\n");
+    sql
+}
+
+/// A new random identity: 32 hexadecimal digits.
+pub(crate) const RANDOM_ID: &str = "replace(gen_random_uuid()::text, '-', '')";
+
+/// What an opening store reads: its `_meta` and the site's `_types`.
+pub(crate) const FIRST_READ: &[&str] = &[
+    "SELECT 'meta', key, value, NULL FROM _meta UNION ALL SELECT 'type', name, CAST(version AS TEXT), shape FROM _types",
+];
+
+/// Records an item type's table, unless another store did first.
+pub(crate) const RECORD_TYPE: &str =
+    "INSERT INTO _types (name, version, shape) VALUES (?, ?, ?) ON CONFLICT DO NOTHING";
+
+/// Whether the site has a table called `name`.
+pub(crate) fn table_exists(conn: &Conn, name: &str) -> Result<bool> {
+    Ok(conn
+        .scalar(
+            "SELECT 1 WHERE to_regclass(quote_ident(?)) IS NOT NULL",
+            &[Value::Text(name.into())],
+        )?
+        .is_some())
+}
+
+/// The columns of `table` but `id` and `_store`, in order: name, type as
+/// [`Postgres::column_type`] writes it, and whether it is `NOT NULL`.
+pub(crate) fn table_columns(conn: &Conn, table: &str) -> Result<Vec<(String, String, bool)>> {
+    let rows = conn.rows(
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                COALESCE(co.collname::text, '')
+         FROM pg_attribute a LEFT JOIN pg_collation co ON co.oid = a.attcollation
+         WHERE a.attrelid = to_regclass(quote_ident(?)) AND a.attnum > 0 AND NOT a.attisdropped
+           AND a.attname NOT IN ('id', '_store')
+         ORDER BY a.attnum",
+        &[Value::Text(table.into())],
+    )?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let mut it = r.into_iter();
+            let name = text(it.next())?;
+            let ty = text(it.next())?;
+            let not_null = int(it.next())? != 0;
+            let collation = text(it.next()).unwrap_or_default();
+            let ty = match (ty.as_str(), collation.as_str()) {
+                ("text", "C") => "TEXT COLLATE \"C\"".to_string(),
+                _ => ty.to_uppercase(),
+            };
+            Some((name, ty, not_null))
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod on_a_server {
     use super::*;
     use crate::backend::postgres::{PgConn, PgPool, test_database};
+
+    /// The setting that names the transaction's store.
+    const SET_STORE: &str = "SELECT set_config('mantissa.store', ?, true)";
     use crate::error::StoreError;
     use crate::item::{AttrDef, IndexDef};
     use crate::value::{Value, ValueError};

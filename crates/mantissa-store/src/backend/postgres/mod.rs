@@ -28,6 +28,7 @@
 //! one runs under a savepoint (sent together with the statement, in one
 //! round trip), rolled back to when it fails.
 
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use bytes::BytesMut;
@@ -74,7 +75,7 @@ fn classify(e: tokio_postgres::Error) -> StoreError {
         let code = db.code().code();
         // Class 23: integrity constraint violations.
         if code.starts_with("23") {
-            return StoreError::Constraint(db.message().to_string());
+            return StoreError::Constraint(constraint(db));
         }
         return database(format!("{} ({code})", db.message()));
     }
@@ -86,9 +87,32 @@ fn classify(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// The words of a refused constraint, as the SQLite backend says them:
+/// about items and their attributes.
+fn constraint(db: &tokio_postgres::error::DbError) -> String {
+    let code = db.code();
+    if *code == tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
+        // Indexes are named `<table>__<attr>[__<attr>…]` (`sql::indexes`).
+        if let Some((table, attrs)) = db.constraint().and_then(|c| c.split_once("__")) {
+            let item = crate::sql::describe_column(table);
+            let attrs: Vec<String> = attrs.split("__").map(|a| format!("{item}.{a}")).collect();
+            return format!("another item already has this {}", attrs.join(" + "));
+        }
+    }
+    if *code == tokio_postgres::error::SqlState::NOT_NULL_VIOLATION {
+        if let (Some(table), Some(column)) = (db.table(), db.column()) {
+            return format!(
+                "{}.{column} must have a value",
+                crate::sql::describe_column(table)
+            );
+        }
+    }
+    db.message().to_string()
+}
+
 /// Refuses a call that would block an async worker.
 fn refuse_in_async(call: &'static str) -> Result<()> {
-    if tokio::runtime::Handle::try_current().is_ok() {
+    if !crate::blocking::may_block() {
         return Err(StoreError::BlockingInAsync {
             call,
             instead: "Store::write(..).await or Store::read(..).await, which run on the store's threads",
@@ -139,6 +163,7 @@ impl PgPool {
             client,
             rt,
             in_transaction: std::cell::Cell::new(false),
+            guarded: std::cell::Cell::new(false),
         })
     }
 }
@@ -147,9 +172,12 @@ impl PgPool {
 pub(crate) struct PgConn {
     client: deadpool_postgres::Object,
     rt: &'static tokio::runtime::Runtime,
-    /// Whether a transaction is open (statements then run under a
-    /// savepoint each).
+    /// Whether a transaction is open.
     in_transaction: std::cell::Cell<bool>,
+    /// Whether statements run under a savepoint each: in a write
+    /// transaction, where a closure may catch a refused statement and go
+    /// on. (A failed read is returned, and ends its transaction.)
+    guarded: std::cell::Cell<bool>,
 }
 
 impl PgConn {
@@ -160,14 +188,14 @@ impl PgConn {
         self.rt.handle().block_on(f).map_err(classify)
     }
 
-    /// Runs `statement` on this connection; inside a transaction, under a
+    /// Runs `statement` on this connection; in a write transaction, under a
     /// savepoint sent with it, released after it or rolled back to when it
     /// failed (see the module documentation).
     fn guarded<T>(
         &self,
         statement: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     ) -> Result<T> {
-        if !self.in_transaction.get() {
+        if !self.guarded.get() {
             return self.wait(statement);
         }
         let client = &self.client;
@@ -196,12 +224,13 @@ impl PgConn {
         outcome.map_err(classify)?.map_err(classify)
     }
 
-    /// `sql`, its parameters numbered, prepared once per connection.
+    /// `sql` as PostgreSQL reads it ([`for_postgres`]), prepared once per
+    /// connection.
     async fn prepared(
         &self,
         sql: &str,
     ) -> std::result::Result<tokio_postgres::Statement, tokio_postgres::Error> {
-        self.client.prepare_cached(&numbered(sql)).await
+        self.client.prepare_cached(&for_postgres(sql)).await
     }
 
     /// Runs statements that take no parameters, `;`-separated.
@@ -255,41 +284,241 @@ impl PgConn {
             .and_then(|r| r.into_iter().next()))
     }
 
-    /// Begins a write transaction. Serializable: two writers of one store
-    /// on two nodes cannot both act on what the other is changing (one
-    /// fails, and is retried by the store, as a busy SQLite file is waited
-    /// for).
-    pub(crate) fn begin_write(&self) -> Result<()> {
-        self.begin("BEGIN ISOLATION LEVEL SERIALIZABLE")
-    }
-
-    fn begin(&self, sql: &str) -> Result<()> {
+    /// Begins a transaction with `sql` (which may go on with statements
+    /// of its own, `;`-separated, sent in the same round trip).
+    fn begin(&self, sql: &str, guarded: bool) -> Result<()> {
         self.wait(self.client.batch_execute(sql))?;
         self.in_transaction.set(true);
+        self.guarded.set(guarded);
         Ok(())
+    }
+
+    /// Begins a write transaction that sees every commit before each of
+    /// its statements (read committed).
+    #[cfg(test)]
+    pub(crate) fn begin_write(&self) -> Result<()> {
+        self.begin("BEGIN", true)
     }
 
     /// Begins a read transaction: one snapshot for all its statements, as
     /// a read on SQLite sees.
+    #[cfg(test)]
     pub(crate) fn begin_read(&self) -> Result<()> {
-        self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", false)
     }
 
     pub(crate) fn commit(&self) -> Result<()> {
         self.in_transaction.set(false);
+        self.guarded.set(false);
         self.wait(self.client.batch_execute("COMMIT"))
     }
 
     /// Rolls back whatever transaction is open (none: nothing happens).
     pub(crate) fn rollback(&self) {
-        self.in_transaction.set(false);
-        let _ = self.wait(self.client.batch_execute("ROLLBACK"));
+        if self.in_transaction.replace(false) {
+            self.guarded.set(false);
+            let _ = self.wait(self.client.batch_execute("ROLLBACK"));
+        }
     }
+
+    pub(crate) fn in_transaction(&self) -> bool {
+        self.in_transaction.get()
+    }
+}
+
+/// A connection of one store: a pooled connection, and the store that
+/// each of its transactions names (see [`ddl`]).
+pub(crate) struct StoreConn {
+    conn: PgConn,
+    store: i64,
+    /// What error messages call the store.
+    label: PathBuf,
+}
+
+impl std::fmt::Debug for StoreConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "StoreConn({}, store {})",
+            self.label.display(),
+            self.store
+        )
+    }
+}
+
+impl StoreConn {
+    pub(crate) fn new(conn: PgConn, store: i64, label: PathBuf) -> StoreConn {
+        StoreConn { conn, store, label }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.label
+    }
+
+    pub(crate) fn batch(&self, sql: &str) -> Result<()> {
+        self.conn.batch(sql)
+    }
+
+    pub(crate) fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize> {
+        self.conn.execute(sql, params)
+    }
+
+    pub(crate) fn insert(&self, sql: &str, params: &[Value<'_>]) -> Result<i64> {
+        self.conn.insert(sql, params)
+    }
+
+    pub(crate) fn rows(&self, sql: &str, params: &[Value<'_>]) -> Result<Vec<Vec<Value<'static>>>> {
+        self.conn.rows(sql, params)
+    }
+
+    pub(crate) fn scalar(&self, sql: &str, params: &[Value<'_>]) -> Result<Option<Value<'static>>> {
+        self.conn.scalar(sql, params)
+    }
+
+    /// Runs a query, handing each row to `f`.
+    pub(crate) fn query(
+        &self,
+        sql: &str,
+        params: &[Value<'_>],
+        mut f: impl FnMut(&mut super::Row<'_>) -> Result<()>,
+    ) -> Result<()> {
+        for row in self.conn.rows(sql, params)? {
+            f(&mut super::Row::Values(row.into_iter()))?;
+        }
+        Ok(())
+    }
+
+    /// Begins the store's write transaction: names the store, and waits
+    /// for the store's lock, which every node's writers of this store
+    /// take, so that its writes run one at a time across the site as they
+    /// do on one SQLite file (a transaction-level advisory lock on the
+    /// store's id, released by its commit or rollback). Read committed
+    /// under that lock sees every write before it: no write of the store
+    /// can fail for another's, as serializable ones would, and a closure
+    /// that has run cannot be run again.
+    pub(crate) fn begin_write(&self) -> Result<()> {
+        let store = self.store;
+        self.conn.begin(
+            &format!(
+                "BEGIN; SELECT set_config('mantissa.store', '{store}', true), pg_advisory_xact_lock({store})"
+            ),
+            true,
+        )
+    }
+
+    /// Begins a read transaction of the store: one snapshot.
+    pub(crate) fn begin_read(&self) -> Result<()> {
+        let store = self.store;
+        self.conn.begin(
+            &format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT set_config('mantissa.store', '{store}', true)"
+            ),
+            false,
+        )
+    }
+
+    pub(crate) fn commit(&self) -> Result<()> {
+        self.conn.commit()
+    }
+
+    pub(crate) fn rollback(&self) {
+        self.conn.rollback()
+    }
+
+    pub(crate) fn in_transaction(&self) -> bool {
+        self.conn.in_transaction()
+    }
+}
+
+/// Runs `f`, which waits on PostgreSQL, on this thread, or on a thread of
+/// its own when this one is an async worker (which must not wait): for
+/// what opens a store, which the site does wherever it is asked, as
+/// opening a file touches the disk wherever it is asked. What runs in a
+/// store's transactions never comes here: it is on the store's threads.
+pub(crate) fn off_runtime<R: Send>(f: impl FnOnce() -> Result<R> + Send) -> Result<R> {
+    if crate::blocking::may_block() {
+        return f();
+    }
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|_| Err(database("opening a store on PostgreSQL panicked")))
+    })
+}
+
+/// The id of the store called `key` (`site`, `user/<name>`): made if
+/// `create` and there is none. Ids are never reused.
+pub(crate) fn store_id(pool: &PgPool, key: &str, create: bool) -> Result<Option<i64>> {
+    let c = pool.get()?;
+    let key = Value::Text(key.to_string().into());
+    if create {
+        c.execute(
+            "INSERT INTO _stores (name) VALUES (?) ON CONFLICT DO NOTHING",
+            std::slice::from_ref(&key),
+        )?;
+    }
+    match c.scalar("SELECT id FROM _stores WHERE name = ?", &[key])? {
+        Some(Value::Integer(id)) => Ok(Some(id)),
+        _ => Ok(None),
+    }
+}
+
+/// The names of the stores whose keys start with `prefix`, without it,
+/// sorted.
+pub(crate) fn user_names(pool: &PgPool, prefix: &str) -> Result<Vec<String>> {
+    let rows = pool.get()?.rows(
+        "SELECT substr(name, ?) FROM _stores WHERE starts_with(name, ?) ORDER BY name",
+        &[
+            Value::Integer(prefix.len() as i64 + 1),
+            Value::Text(prefix.to_string().into()),
+        ],
+    )?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| match r.into_iter().next() {
+            Some(Value::Text(t)) => Some(t.into_owned()),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Removes the store called `key` and every row it has, in one
+/// transaction. Its id is not used again: a store made under the same
+/// name later is another store.
+pub(crate) fn drop_store(pool: &PgPool, key: &str) -> Result<()> {
+    let Some(id) = store_id(pool, key, false)? else {
+        return Ok(());
+    };
+    let c = pool.get()?;
+    // Every table with a `_store` column, the store's own and items'.
+    let tables = c.rows(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+         WHERE c.relkind = 'r' AND a.attname = '_store' AND c.relnamespace = to_regnamespace(current_schema())",
+        &[],
+    )?;
+    let mut sql = format!(
+        "BEGIN; SELECT set_config('mantissa.store', '{id}', true), set_config('mantissa.dropping', 'on', true), pg_advisory_xact_lock({id});"
+    );
+    for row in tables {
+        if let Some(Value::Text(t)) = row.into_iter().next() {
+            sql.push_str(&format!("DELETE FROM {};", crate::sql::ident(&t)));
+        }
+    }
+    sql.push_str(&format!("DELETE FROM _stores WHERE id = {id}; COMMIT;"));
+    c.batch(&sql)
+}
+
+/// `sql`, written for both engines, as PostgreSQL reads it: `?`
+/// parameters numbered ([`numbered`]), and the target of an upsert (`ON
+/// CONFLICT (…)`) led by `_store`, as every key and unique index is here
+/// ([`ddl`]).
+pub(crate) fn for_postgres(sql: &str) -> String {
+    numbered(sql).replace("ON CONFLICT (", "ON CONFLICT (_store, ")
 }
 
 /// `sql` with its `?` parameters numbered `$1`, `$2`…, leaving those in
 /// quoted text ('…') and quoted names ("…") alone.
-pub(crate) fn numbered(sql: &str) -> String {
+fn numbered(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut n = 0;
     let mut quote: Option<char> = None;
@@ -378,6 +607,9 @@ impl ToSql for Value<'_> {
             (Value::Real(f), &Type::FLOAT8) => f.to_sql(ty, out),
             (Value::Real(f), &Type::FLOAT4) => (*f as f32).to_sql(ty, out),
             (Value::Text(t), _) if <&str as ToSql>::accepts(ty) => t.as_ref().to_sql(ty, out),
+            // A column of SQLite's `ANY` (`_meta.value`) is text here.
+            (Value::Integer(i), _) if <&str as ToSql>::accepts(ty) => i.to_string().to_sql(ty, out),
+            (Value::Real(f), _) if <&str as ToSql>::accepts(ty) => f.to_string().to_sql(ty, out),
             (Value::Blob(b), &Type::BYTEA) => b.as_ref().to_sql(ty, out),
             (v, ty) => Err(format!("{v:?} cannot be stored in a {ty} parameter").into()),
         }
@@ -406,71 +638,10 @@ mod tests {
     }
 }
 
-/// A PostgreSQL server for the tests: `$MANTISSA_TEST_POSTGRES` (which
-/// `.ci/test` starts), or else one of the test binary's own, started with
-/// `tests/postgres/cluster.sh` and stopped when the binary ends.
-#[cfg(test)]
-pub(crate) fn test_server() -> String {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        if let Ok(url) = std::env::var("MANTISSA_TEST_POSTGRES") {
-            return url;
-        }
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let dir = std::env::temp_dir().join(format!("mantissa-pg-test-{}", std::process::id()));
-        let out = std::process::Command::new(root.join("tests/postgres/cluster.sh"))
-            .arg("start")
-            .arg(&dir)
-            .arg(std::process::id().to_string())
-            .output()
-            .expect("tests/postgres/cluster.sh runs");
-        assert!(
-            out.status.success(),
-            "starting PostgreSQL for the tests failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    })
-    .clone()
-}
-
-/// A new, empty database on [`test_server`], for one test, owned by an
-/// ordinary role (`mantissa_test`), as a site's database is.
+/// A new, empty database for one test ([`crate::testing::postgres_database`]).
 #[cfg(test)]
 pub(crate) fn test_database() -> String {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let server = test_server();
-    let name = format!(
-        "t{}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        fastrand::u32(..)
-    );
-    let admin = PgPool::new(&server, 1).unwrap().get().unwrap();
-    // The store's role is an ordinary one: a superuser is not held to
-    // row-level security, which keeps stores apart.
-    static ROLE: OnceLock<()> = OnceLock::new();
-    ROLE.get_or_init(|| {
-        // Another test binary may make it at the same moment: then it is
-        // there, which is all that is wanted.
-        let made = admin.batch("CREATE ROLE mantissa_test LOGIN NOSUPERUSER NOBYPASSRLS");
-        if let Err(e) = made {
-            let there = admin
-                .scalar(
-                    "SELECT 1 FROM pg_roles WHERE rolname = 'mantissa_test'",
-                    &[],
-                )
-                .unwrap();
-            assert!(there.is_some(), "the tests' role cannot be made: {e}");
-        }
-    });
-    admin
-        .batch(&format!("CREATE DATABASE {name} OWNER mantissa_test"))
-        .unwrap();
-    let (base, _) = server.rsplit_once('/').unwrap();
-    let base = base.replacen("postgres://postgres@", "postgres://mantissa_test@", 1);
-    format!("{base}/{name}")
+    crate::testing::postgres_database()
 }
 
 #[cfg(test)]

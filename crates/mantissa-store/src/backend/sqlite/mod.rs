@@ -249,7 +249,7 @@ impl Conn {
         &self,
         sql: &str,
         params: &[Value<'_>],
-        f: impl FnMut(&mut Row<'_>) -> Result<()>,
+        f: impl FnMut(&mut super::Row<'_>) -> Result<()>,
     ) -> Result<()> {
         let mut stmt = match self.conn.prepare_cached(sql) {
             Ok(stmt) => stmt,
@@ -264,18 +264,18 @@ impl Conn {
         &self,
         stmt: &mut rusqlite::Statement<'_>,
         params: &[Value<'_>],
-        mut f: impl FnMut(&mut Row<'_>) -> Result<()>,
+        mut f: impl FnMut(&mut super::Row<'_>) -> Result<()>,
     ) -> Result<()> {
         let columns = stmt.column_count();
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
             .map_err(|e| self.err(e))?;
         while let Some(row) = rows.next().map_err(|e| self.err(e))? {
-            f(&mut Row {
+            f(&mut super::Row::Sqlite(Row {
                 row,
                 next: 0,
                 columns,
-            })?;
+            }))?;
         }
         Ok(())
     }
