@@ -410,21 +410,29 @@ pub(crate) fn create(conn: &Conn, shared: &Shared, name: &str) -> Result<()> {
             create(conn, shared, target)?;
         }
     }
-    let engine = conn.engine();
-    conn.batch(&engine.create_table(t, &t.table()))?;
-    conn.batch(&engine.create_indexes(t))?;
-    conn.execute(
-        engine.record_type(),
-        &[
-            Value::Text(t.name.into()),
-            Value::Integer(t.version.into()),
-            Value::Text(shared.registry.create_sql(i).into()),
-        ],
-    )?;
-    for trig in engine.ref_triggers(t) {
-        conn.batch(&trig.sql)?;
-    }
-    Ok(())
+    conn.schema_change(|conn| {
+        // Made meanwhile by another store of the site (PostgreSQL, where
+        // tables are shared): done, and its table is not touched again,
+        // which would wait for every store writing to it.
+        if crate::backend::table_exists(conn, &t.table())? {
+            return Ok(());
+        }
+        let engine = conn.engine();
+        conn.batch(&engine.create_table(t, &t.table()))?;
+        conn.batch(&engine.create_indexes(t))?;
+        conn.execute(
+            engine.record_type(),
+            &[
+                Value::Text(t.name.into()),
+                Value::Integer(t.version.into()),
+                Value::Text(shared.registry.create_sql(i).into()),
+            ],
+        )?;
+        for trig in engine.ref_triggers(t) {
+            conn.batch(&trig.sql)?;
+        }
+        Ok(())
+    })
 }
 
 /// An error from a statement on the table of the type at index `i`: when

@@ -104,8 +104,7 @@ impl Site {
         std::fs::create_dir_all(root.join(USERS_DIR)).map_err(|e| StoreError::io(&root, e))?;
         postgres::off_runtime(|| {
             let pool = PgPool::new(url, POSTGRES_CONNECTIONS)?;
-            pool.get()?
-                .batch(&format!("BEGIN; {} COMMIT;", postgres::ddl::site_tables()))?;
+            postgres::make_site_tables(&pool, crate::item::Registry::get()?)?;
             Site::open_at(root, true, Some(pool))
         })
     }

@@ -5,8 +5,9 @@
 //! Not part of the store's API: compiled for its own tests and with the
 //! `testing` feature.
 
-use std::path::Path;
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use crate::backend::PgPool;
 use crate::{Result, Site};
@@ -88,11 +89,18 @@ pub fn on_postgres() -> bool {
 }
 
 /// Opens a site in `dir` on this run's engine ([`on_postgres`]): its files,
-/// or a new database of its own.
+/// or a database of its own, made the first time `dir` is opened and the
+/// same each time after (a test that reopens its site finds it again).
 pub fn open_site(dir: &Path) -> Result<Site> {
-    if on_postgres() {
-        Site::open_postgres(dir, &postgres_database())
-    } else {
-        Site::open(dir)
+    if !on_postgres() {
+        return Site::open(dir);
     }
+    static DATABASES: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
+    let url = DATABASES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(dir.to_path_buf())
+        .or_insert_with(postgres_database)
+        .clone();
+    Site::open_postgres(dir, &url)
 }

@@ -17,7 +17,7 @@ fn open_fds() -> usize {
 #[test]
 fn user_stores_open_on_demand_within_a_bounded_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let site = Site::open(dir.path()).unwrap();
+    let site = mantissa_store::testing::open_site(dir.path()).unwrap();
     site.set_open_stores(16);
     let baseline = open_fds();
     for i in 0..400 {

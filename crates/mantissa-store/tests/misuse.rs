@@ -31,6 +31,14 @@ struct Note {
 
 fn site() -> (tempfile::TempDir, Site) {
     let dir = tempfile::tempdir().unwrap();
+    let site = mantissa_store::testing::open_site(dir.path()).unwrap();
+    (dir, site)
+}
+
+/// A site on SQLite, for the tests that change a store's file behind its
+/// back (or look into it) to stage what they check.
+fn sqlite_site() -> (tempfile::TempDir, Site) {
+    let dir = tempfile::tempdir().unwrap();
     let site = Site::open(dir.path()).unwrap();
     (dir, site)
 }
@@ -79,7 +87,7 @@ fn a_table_changed_behind_the_store_s_back_is_refused_by_name() {
 }
 
 fn struct_changed_without_a_new_version(recorded: bool) {
-    let (dir, site) = site();
+    let (dir, site) = sqlite_site();
     let store = site.user_store("ann").unwrap();
     store
         .write_blocking(|tx| {
@@ -161,7 +169,7 @@ fn struct_changed_without_a_new_version(recorded: bool) {
 /// gives nothing, the first write makes it.
 #[test]
 fn a_type_gets_its_table_with_its_first_item() {
-    let (_dir, site) = site();
+    let (_dir, site) = sqlite_site();
     let store = site.user_store("cy").unwrap();
     assert!(notes(&store).is_empty());
     let has_table = |store: &Store| {
@@ -492,7 +500,7 @@ upgrader!(Panicky, 1, |_item| panic!("upgrader bug"));
 
 #[test]
 fn an_upgrader_that_panics_fails_the_upgrade_and_changes_nothing() {
-    let (dir, site) = site();
+    let (dir, site) = sqlite_site();
     let store = site.user_store("ivy").unwrap();
     store
         .write_blocking(|tx| tx.insert(&Panicky { n: 1 }))

@@ -65,7 +65,7 @@ fn labels(s: &Store) -> Vec<String> {
 #[test]
 fn powerups_come_back_as_trait_objects_in_priority_order() {
     let dir = tempfile::tempdir().unwrap();
-    let site = Site::open(dir.path()).unwrap();
+    let site = mantissa_store::testing::open_site(dir.path()).unwrap();
     let s = site.user_store("alice").unwrap();
     let (blog, folder) = s
         .write_blocking(|tx| -> Result<_> {
@@ -148,7 +148,7 @@ fn scheduled_work_survives_restarts_and_runs_once_when_due() {
     let dir = tempfile::tempdir().unwrap();
     let t0 = Timestamp::now();
     let job = {
-        let site = Site::open(dir.path()).unwrap();
+        let site = mantissa_store::testing::open_site(dir.path()).unwrap();
         let s = site.user_store("bob").unwrap();
         s.write_blocking(move |tx| -> Result<_> {
             let j = tx.insert(&Job {
@@ -162,7 +162,7 @@ fn scheduled_work_survives_restarts_and_runs_once_when_due() {
         .unwrap()
     };
     // A new process: the site finds bob's due work without being told.
-    let site = Site::open(dir.path()).unwrap();
+    let site = mantissa_store::testing::open_site(dir.path()).unwrap();
     assert_eq!(site.run_due(t0).unwrap().scheduled, 0, "not due yet");
     let r = site.run_due(t0.plus(secs(31))).unwrap();
     assert_eq!(r.scheduled, 1);
@@ -191,7 +191,7 @@ fn scheduled_work_survives_restarts_and_runs_once_when_due() {
 #[test]
 fn failing_runs_are_recorded_and_retried_with_backoff() {
     let dir = tempfile::tempdir().unwrap();
-    let site = Site::open(dir.path()).unwrap();
+    let site = mantissa_store::testing::open_site(dir.path()).unwrap();
     let s = site.store().clone();
     let t0 = Timestamp::now();
     let job = s
@@ -272,7 +272,7 @@ listener!(Indexer);
 fn listeners_see_each_new_item_once_in_order_and_resume_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let site = Site::open(dir.path()).unwrap();
+        let site = mantissa_store::testing::open_site(dir.path()).unwrap();
         let s = site.user_store("carol").unwrap();
         s.write_blocking(|tx| {
             tx.insert(&Mail {
@@ -290,7 +290,7 @@ fn listeners_see_each_new_item_once_in_order_and_resume_after_restart() {
         let r = site.run_due(Timestamp::now()).unwrap();
         assert_eq!(r.processed, 1, "stops at the failing item, keeping order");
     }
-    let site = Site::open(dir.path()).unwrap();
+    let site = mantissa_store::testing::open_site(dir.path()).unwrap();
     let s = site.user_store("carol").unwrap();
     let words = |s: &Store| {
         s.read_blocking(|r| {
@@ -369,7 +369,7 @@ message!(ShareRequest);
 fn messages_are_delivered_and_answered_exactly_once_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let (id, lost) = {
-        let site = Site::open(dir.path()).unwrap();
+        let site = mantissa_store::testing::open_site(dir.path()).unwrap();
         site.user_store("dan").unwrap();
         let erin = site.user_store("erin").unwrap();
         erin.write_blocking(|tx| -> Result<_> {
@@ -384,7 +384,7 @@ fn messages_are_delivered_and_answered_exactly_once_across_restarts() {
         })
         .unwrap()
     };
-    let site = Site::open(dir.path()).unwrap();
+    let site = mantissa_store::testing::open_site(dir.path()).unwrap();
     let r = site.run_due(Timestamp::now()).unwrap();
     assert_eq!(r.delivered, 1);
     // Running again delivers nothing twice.
@@ -419,6 +419,7 @@ fn messages_are_delivered_and_answered_exactly_once_across_restarts() {
 
 #[test]
 fn a_delivery_interrupted_after_the_receiver_committed_is_not_received_twice() {
+    // On SQLite: the crash is staged by editing the sender's file.
     let dir = tempfile::tempdir().unwrap();
     let site = Site::open(dir.path()).unwrap();
     let dan = site.user_store("dan").unwrap();

@@ -26,7 +26,7 @@ enum ShopError {
 
 fn site() -> (tempfile::TempDir, Site) {
     let dir = tempfile::tempdir().unwrap();
-    let site = Site::open(dir.path()).unwrap();
+    let site = mantissa_store::testing::open_site(dir.path()).unwrap();
     (dir, site)
 }
 

@@ -263,9 +263,20 @@ fn shell_word(text: &str) -> String {
 /// Opens the existing site in `dir`; an error, changing nothing, if there
 /// is none.
 pub fn open_site(dir: &Path) -> Result<Site, Error> {
+    open_site_at(dir, None)
+}
+
+/// [`open_site`], with the site's stores in the PostgreSQL database at
+/// `store` when one is given (`--store`), which is made ready if it is
+/// new: the folder then holds what stays on this machine.
+pub fn open_site_at(dir: &Path, store: Option<&str>) -> Result<Site, Error> {
     // Opened by its absolute path, so that every error names it in full.
     let dir = shown(dir);
-    Site::open_existing(&dir).map_err(|source| Error::OpenSite { dir, source })
+    match store {
+        Some(url) => Site::open_postgres(&dir, url),
+        None => Site::open_existing(&dir),
+    }
+    .map_err(|source| Error::OpenSite { dir, source })
 }
 
 /// `mantissa init [DIR]`: creates a site in `site`, or says that there is
@@ -855,6 +866,10 @@ pub struct ServeOptions {
     /// for links in mail and for passkeys; without it, the first address
     /// served.
     pub url: Option<String>,
+    /// The PostgreSQL database the site's stores are in (`--store`), for
+    /// a node of a site served by several; without it, SQLite files in
+    /// the site's folder.
+    pub store: Option<String>,
 }
 
 /// The protocols this binary serves on ports.
@@ -881,7 +896,11 @@ pub fn serve_with(
     out: &mut dyn Write,
 ) -> Result<(), Error> {
     let dir = shown(&site_dir.dir);
-    let site = Site::open(&dir).map_err(|source| Error::CreateSite { dir, source })?;
+    let site = match &options.store {
+        Some(url) => Site::open_postgres(&dir, url),
+        None => Site::open(&dir),
+    }
+    .map_err(|source| Error::CreateSite { dir, source })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

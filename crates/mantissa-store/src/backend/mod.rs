@@ -165,10 +165,10 @@ impl Location {
         match self {
             Location::File => Ok(Conn::Sqlite(sqlite::Conn::reopen(path)?)),
             Location::Postgres { pool, id, label } => Ok(Conn::Postgres(postgres::StoreConn::new(
-                pool.get()?,
+                pool,
                 *id,
                 label.clone(),
-            ))),
+            )?)),
         }
     }
 
@@ -311,6 +311,17 @@ impl Conn {
     pub(crate) fn forget_statements(&self) {
         if let Conn::Sqlite(c) = self {
             c.forget_statements()
+        }
+    }
+
+    /// Runs `f`, which changes the schema, in the write transaction on
+    /// this connection (SQLite: each store has its own tables), or in one
+    /// of its own, committed at once (PostgreSQL: the tables are shared;
+    /// see [`postgres::StoreConn::schema_change`]).
+    pub(crate) fn schema_change(&self, f: impl FnOnce(&Conn) -> Result<()>) -> Result<()> {
+        match self {
+            Conn::Sqlite(_) => f(self),
+            Conn::Postgres(c) => c.schema_change(f),
         }
     }
 

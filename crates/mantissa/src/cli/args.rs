@@ -29,6 +29,13 @@ struct Args {
     #[arg(long, global = true, env = "MANTISSA_SITE", value_name = "DIR")]
     site: Option<PathBuf>,
 
+    /// Keep the site's stores in this PostgreSQL database
+    /// (postgres://user@host:port/database) instead of SQLite files in
+    /// the site's folder: every `mantissa serve` given the same database
+    /// serves the same site. The role must not be a superuser.
+    #[arg(long, global = true, env = "MANTISSA_STORE", value_name = "URL")]
+    store: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -429,11 +436,17 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
         }
         Command::Dev { serve_args } => cli::dev(Path::new("."), &serve_args, out)?,
         Command::Serve { listen, dev, url } => {
-            let options = cli::ServeOptions { listen, dev, url };
+            let options = cli::ServeOptions {
+                listen,
+                dev,
+                url,
+                store: args.store.clone(),
+            };
             cli::serve_with(&cli::SiteDir::find(args.site)?, options, offerings, out)?
         }
         command => {
-            let site = cli::open_site(&cli::SiteDir::find(args.site)?.dir)?;
+            let site =
+                cli::open_site_at(&cli::SiteDir::find(args.site)?.dir, args.store.as_deref())?;
             match command {
                 Command::Store(StoreCommand::Stats { json }) => cli::store_stats(&site, json, out)?,
                 Command::Store(StoreCommand::Check) => cli::store_check(&site, out)?,

@@ -99,13 +99,13 @@ fn constraint(db: &tokio_postgres::error::DbError) -> String {
             return format!("another item already has this {}", attrs.join(" + "));
         }
     }
-    if *code == tokio_postgres::error::SqlState::NOT_NULL_VIOLATION {
-        if let (Some(table), Some(column)) = (db.table(), db.column()) {
-            return format!(
-                "{}.{column} must have a value",
-                crate::sql::describe_column(table)
-            );
-        }
+    if *code == tokio_postgres::error::SqlState::NOT_NULL_VIOLATION
+        && let (Some(table), Some(column)) = (db.table(), db.column())
+    {
+        return format!(
+            "{}.{column} must have a value",
+            crate::sql::describe_column(table)
+        );
     }
     db.message().to_string()
 }
@@ -233,9 +233,11 @@ impl PgConn {
         self.client.prepare_cached(&for_postgres(sql)).await
     }
 
-    /// Runs statements that take no parameters, `;`-separated.
+    /// Runs statements that take no parameters, `;`-separated: not under
+    /// a savepoint of its own, since they may be savepoints themselves
+    /// (`Write::savepoint`), which releasing an outer one would release.
     pub(crate) fn batch(&self, sql: &str) -> Result<()> {
-        self.guarded(self.client.batch_execute(sql))
+        self.wait(self.client.batch_execute(sql))
     }
 
     /// Runs a statement; returns how many rows it changed.
@@ -326,10 +328,17 @@ impl PgConn {
     }
 }
 
+/// How long a change to the shared tables waits for a table that other
+/// stores' writes hold (a trigger on a type's table, made when a type
+/// that refers to it gets its own): then it fails, naming the wait,
+/// rather than wait on a write that may be waiting for it.
+const SCHEMA_WAIT: &str = "10s";
+
 /// A connection of one store: a pooled connection, and the store that
 /// each of its transactions names (see [`ddl`]).
 pub(crate) struct StoreConn {
     conn: PgConn,
+    pool: PgPool,
     store: i64,
     /// What error messages call the store.
     label: PathBuf,
@@ -347,8 +356,41 @@ impl std::fmt::Debug for StoreConn {
 }
 
 impl StoreConn {
-    pub(crate) fn new(conn: PgConn, store: i64, label: PathBuf) -> StoreConn {
-        StoreConn { conn, store, label }
+    /// A connection from `pool` for store `store`.
+    pub(crate) fn new(pool: &PgPool, store: i64, label: PathBuf) -> Result<StoreConn> {
+        Ok(StoreConn {
+            conn: pool.get()?,
+            pool: pool.clone(),
+            store,
+            label,
+        })
+    }
+
+    /// Runs `f` on another connection of the store, in a transaction of
+    /// its own that holds the site's schema lock and commits when `f`
+    /// returns: for changes to the tables every store shares (an item
+    /// type's first table), which must not wait inside one store's write
+    /// for another store's (two stores' first items of one type would
+    /// each wait for the other's table, unseen by the store's own
+    /// deadlock check), and which no store's rollback should undo.
+    pub(crate) fn schema_change(&self, f: impl FnOnce(&super::Conn) -> Result<()>) -> Result<()> {
+        let other = StoreConn::new(&self.pool, self.store, self.label.clone())?;
+        let store = self.store;
+        other.conn.begin(
+            &format!(
+                "BEGIN; SET LOCAL lock_timeout = '{SCHEMA_WAIT}'; SELECT set_config('mantissa.store', '{store}', true), pg_advisory_xact_lock({})",
+                ddl::SCHEMA_LOCK
+            ),
+            false,
+        )?;
+        let other = super::Conn::Postgres(other);
+        match f(&other) {
+            Ok(()) => other.commit(),
+            Err(e) => {
+                other.rollback();
+                Err(e)
+            }
+        }
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -356,23 +398,46 @@ impl StoreConn {
     }
 
     pub(crate) fn batch(&self, sql: &str) -> Result<()> {
-        self.conn.batch(sql)
+        self.scoped(|c| c.batch(sql))
     }
 
     pub(crate) fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize> {
-        self.conn.execute(sql, params)
+        self.scoped(|c| c.execute(sql, params))
     }
 
     pub(crate) fn insert(&self, sql: &str, params: &[Value<'_>]) -> Result<i64> {
-        self.conn.insert(sql, params)
+        self.scoped(|c| c.insert(sql, params))
     }
 
     pub(crate) fn rows(&self, sql: &str, params: &[Value<'_>]) -> Result<Vec<Vec<Value<'static>>>> {
-        self.conn.rows(sql, params)
+        self.scoped(|c| c.rows(sql, params))
     }
 
     pub(crate) fn scalar(&self, sql: &str, params: &[Value<'_>]) -> Result<Option<Value<'static>>> {
-        self.conn.scalar(sql, params)
+        self.scoped(|c| c.scalar(sql, params))
+    }
+
+    /// Runs `f` in the open transaction, or else in one of its own that
+    /// names the store: a statement outside any transaction (the writer's
+    /// own bookkeeping, between the transactions it runs) sees the store's
+    /// rows, as it does on the store's file. The store's setting is never
+    /// left on the connection, which goes back to the site's pool.
+    fn scoped<T>(&self, f: impl FnOnce(&PgConn) -> Result<T>) -> Result<T> {
+        if self.conn.in_transaction() {
+            return f(&self.conn);
+        }
+        let store = self.store;
+        self.conn.begin(
+            &format!("BEGIN; SELECT set_config('mantissa.store', '{store}', true)"),
+            false,
+        )?;
+        match f(&self.conn) {
+            Ok(v) => self.conn.commit().map(|()| v),
+            Err(e) => {
+                self.conn.rollback();
+                Err(e)
+            }
+        }
     }
 
     /// Runs a query, handing each row to `f`.
@@ -382,7 +447,7 @@ impl StoreConn {
         params: &[Value<'_>],
         mut f: impl FnMut(&mut super::Row<'_>) -> Result<()>,
     ) -> Result<()> {
-        for row in self.conn.rows(sql, params)? {
+        for row in self.rows(sql, params)? {
             f(&mut super::Row::Values(row.into_iter()))?;
         }
         Ok(())
@@ -444,6 +509,56 @@ pub(crate) fn off_runtime<R: Send>(f: impl FnOnce() -> Result<R> + Send) -> Resu
             .join()
             .unwrap_or_else(|_| Err(database("opening a store on PostgreSQL panicked")))
     })
+}
+
+/// Makes the site's tables, and those of every item type of the program
+/// that the site has none of yet (with their indexes and triggers), in
+/// one transaction under the schema lock: so that two nodes starting at
+/// once make them once, and no store's write ever changes the schema
+/// (which would wait for other stores' writes to tables it touches).
+pub(crate) fn make_site_tables(pool: &PgPool, registry: &crate::item::Registry) -> Result<()> {
+    use super::Dialect;
+    let c = pool.get()?;
+    c.batch(&format!("BEGIN; {}", ddl::site_tables()))?;
+    let made = (|| -> Result<()> {
+        let known: std::collections::HashSet<String> = c
+            .rows("SELECT name FROM _types", &[])?
+            .into_iter()
+            .filter_map(|r| crate::schema::text(r.into_iter().next()))
+            .collect();
+        let new: Vec<(usize, &crate::item::ItemType)> = registry
+            .types()
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !known.contains(t.name))
+            .collect();
+        for &(i, t) in &new {
+            c.batch(&ddl::Postgres::create_table(t, &t.table()))?;
+            c.batch(&ddl::Postgres::create_indexes(t))?;
+            c.execute(
+                ddl::RECORD_TYPE,
+                &[
+                    Value::Text(t.name.into()),
+                    Value::Integer(t.version.into()),
+                    Value::Text(registry.create_sql(i).to_string().into()),
+                ],
+            )?;
+        }
+        // Every new table is there: the triggers between them can name them.
+        for (_, t) in &new {
+            for trigger in ddl::Postgres::ref_triggers(t) {
+                c.batch(&trigger.sql)?;
+            }
+        }
+        Ok(())
+    })();
+    match made {
+        Ok(()) => c.batch("COMMIT"),
+        Err(e) => {
+            let _ = c.batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 /// The id of the store called `key` (`site`, `user/<name>`): made if

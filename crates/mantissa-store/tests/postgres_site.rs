@@ -1,0 +1,140 @@
+//! A site on PostgreSQL as several processes ("nodes") share it: one
+//! database, the same stores, each store's writes one at a time across
+//! all of them, and stores kept apart.
+
+use mantissa_store::testing::postgres_database;
+use mantissa_store::*;
+
+#[derive(Item, Debug, Clone, PartialEq)]
+#[item(name = "t.pg.counter", version = 1)]
+struct Counter {
+    #[item(unique)]
+    name: String,
+    value: i64,
+}
+
+fn node(url: &str) -> (tempfile::TempDir, Site) {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::open_postgres(dir.path(), url).unwrap();
+    (dir, site)
+}
+
+fn value(store: &Store) -> Option<i64> {
+    store
+        .read_blocking(|r| {
+            r.query::<Counter>()
+                .filter(Counter::name.eq("hits"))
+                .first()
+        })
+        .unwrap()
+        .map(|c| c.value)
+}
+
+/// Two nodes add one to the same counter of the same store, each from two
+/// threads: every read-modify-write sees the one before it, on whichever
+/// node it ran, so none is lost.
+#[test]
+fn writes_to_one_store_from_two_nodes_run_one_at_a_time() {
+    let url = postgres_database();
+    let (_a, node_a) = node(&url);
+    let (_b, node_b) = node(&url);
+    node_a
+        .user_store("shared")
+        .unwrap()
+        .write_blocking(|tx| {
+            tx.insert(&Counter {
+                name: "hits".into(),
+                value: 0,
+            })
+        })
+        .unwrap();
+    const EACH: i64 = 25;
+    let threads: Vec<_> = [&node_a, &node_b, &node_a, &node_b]
+        .into_iter()
+        .map(|site| {
+            let store = site.user_store("shared").unwrap();
+            std::thread::spawn(move || {
+                for _ in 0..EACH {
+                    store
+                        .write_blocking(|tx| -> Result<()> {
+                            let mut c = tx
+                                .query::<Counter>()
+                                .filter(Counter::name.eq("hits"))
+                                .first()?
+                                .expect("the counter");
+                            c.value += 1;
+                            tx.update(&c)
+                        })
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(value(&node_a.user_store("shared").unwrap()), Some(4 * EACH));
+    assert_eq!(value(&node_b.user_store("shared").unwrap()), Some(4 * EACH));
+    assert_eq!(node_b.user_names().unwrap(), vec!["shared".to_string()]);
+}
+
+/// Stores share tables and never see each other's rows; a store deleted
+/// on one node and made again under its name is a new, empty store on
+/// every node, and a handle to the old one fails.
+#[test]
+fn stores_are_apart_and_a_name_made_again_is_a_new_store() {
+    let url = postgres_database();
+    let (_a, node_a) = node(&url);
+    let (_b, node_b) = node(&url);
+    let ann = node_a.user_store("ann").unwrap();
+    ann.write_blocking(|tx| {
+        tx.insert(&Counter {
+            name: "hits".into(),
+            value: 7,
+        })
+    })
+    .unwrap();
+    // The same unique name in another store is no conflict, and neither
+    // store sees the other's.
+    let bob = node_b.user_store("bob").unwrap();
+    bob.write_blocking(|tx| {
+        tx.insert(&Counter {
+            name: "hits".into(),
+            value: 1,
+        })
+    })
+    .unwrap();
+    assert_eq!(value(&bob), Some(1));
+    assert_eq!(value(&node_b.user_store("ann").unwrap()), Some(7));
+    let err = ann
+        .write_blocking(|tx| {
+            tx.insert(&Counter {
+                name: "hits".into(),
+                value: 8,
+            })
+        })
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("another item already has this t.pg.counter.name"),
+        "{err}"
+    );
+
+    node_a.delete_user_store("ann").unwrap();
+    assert!(!node_b.has_user_store("ann").unwrap());
+    assert!(matches!(
+        ann.read_blocking(|r| r.query::<Counter>().count()),
+        Err(StoreError::Closed)
+    ));
+    let again = node_a.user_store("ann").unwrap();
+    assert_eq!(
+        value(&again),
+        None,
+        "a new store under an old name is empty"
+    );
+    assert_eq!(value(&bob), Some(1), "another store lost nothing");
+    assert_eq!(
+        node_b.user_names().unwrap(),
+        vec!["ann".to_string(), "bob".to_string()]
+    );
+}

@@ -1,0 +1,210 @@
+//! One site served by several `mantissa serve` processes ("nodes") on one
+//! PostgreSQL database (`--store`): what one node writes, every node
+//! serves, and a session made on one is valid on the others.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+fn mantissa(cwd: &Path, store: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mantissa"));
+    c.current_dir(cwd)
+        .args(args)
+        .env("MANTISSA_STORE", store)
+        .env_remove("MANTISSA_SITE")
+        .env("NO_COLOR", "1");
+    c
+}
+
+/// A node serving `site` on a port of its own; stopped when dropped.
+struct Node {
+    child: Child,
+    addr: String,
+}
+
+impl Node {
+    fn start(cwd: &Path, store: &str, site: &str) -> Node {
+        let mut child = mantissa(
+            cwd,
+            store,
+            &["--site", site, "serve", "--listen", "127.0.0.1:0"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut addr = None;
+        for _ in 0..10 {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            if let Some(a) = line
+                .strip_prefix("Serving http://")
+                .and_then(|u| u.strip_suffix("/\n"))
+            {
+                addr = Some(a.to_string());
+                break;
+            }
+        }
+        // Keep reading what it says, so that it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        Node {
+            child,
+            addr: addr.expect("the node says where it serves"),
+        }
+    }
+
+    /// Sends one request; returns the status, the headers (lowercased
+    /// names) and the body.
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+        let mut c = std::net::TcpStream::connect(&self.addr).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        c.write_all(req.as_bytes()).unwrap();
+        let mut raw = String::new();
+        c.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Answer {
+            status,
+            headers: lines
+                .filter_map(|l| l.split_once(": "))
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+                .collect(),
+            body: body.to_string(),
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == "set-cookie")
+            .filter_map(|(_, v)| v.strip_prefix(&format!("{name}=")))
+            .map(|v| v.split(';').next().unwrap_or_default().to_string())
+            .next()
+    }
+}
+
+#[test]
+fn two_nodes_serve_one_site_and_share_its_accounts_and_sessions() {
+    let store = mantissa_store::testing::postgres_database();
+    let tmp = tempfile::tempdir().unwrap();
+    // An account made from the command line, on the database.
+    let mut add = mantissa(
+        tmp.path(),
+        &store,
+        &["--site", "one", "user", "add", "ann", "--password-stdin"],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"ann's long password\n")
+        .unwrap();
+    let out = add.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Two nodes, each with a folder of its own: the same site.
+    let a = Node::start(tmp.path(), &store, "node-a");
+    let b = Node::start(tmp.path(), &store, "node-b");
+
+    // Log in on node A, with JSON and the CSRF header.
+    let r = a.request("GET", "/api/login", &[], "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let csrf = r.header("x-csrf-token").expect("a CSRF token").to_string();
+    let cookie = format!("mantissa_csrf={csrf}");
+    let r = a.request(
+        "POST",
+        "/api/login",
+        &[
+            ("Cookie", &cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Content-Type", "application/json"),
+        ],
+        r#"{"who":"ann","password":"ann's long password"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let session = r.cookie("mantissa_session").expect("a session cookie");
+    let fresh = r
+        .header("x-csrf-token")
+        .expect("a new CSRF token")
+        .to_string();
+    let cookies = format!("mantissa_session={session}; mantissa_csrf={fresh}");
+    let signed_in = [
+        ("Cookie", cookies.as_str()),
+        ("X-CSRF-Token", fresh.as_str()),
+    ];
+
+    // Node B knows the session node A made.
+    for node in [&a, &b] {
+        let r = node.request("GET", "/api/private/settings", &signed_in, "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.contains("\"user\":\"ann\""), "{}", r.body);
+    }
+
+    // Logged out on node B, the session is gone on node A too.
+    let r = b.request(
+        "POST",
+        "/api/logout",
+        &[
+            signed_in[0],
+            signed_in[1],
+            ("Content-Type", "application/json"),
+        ],
+        "{}",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    for node in [&a, &b] {
+        let r = node.request("GET", "/api/private/settings", &signed_in, "");
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    // And the nodes keep nothing of the site in their folders.
+    assert!(!tmp.path().join("node-a/site.sqlite").exists());
+    assert!(!tmp.path().join("node-b/site.sqlite").exists());
+}
