@@ -101,6 +101,7 @@ impl Store {
     /// `dest` (which must not exist), while the store stays in use.
     pub fn backup_to(&self, dest: impl AsRef<Path>) -> Result<()> {
         refuse_in_async("Store::backup_to", "tokio::task::spawn_blocking")?;
+        self.refuse_on_postgres("a backup")?;
         let dest = dest.as_ref();
         if dest.exists() {
             return Err(StoreError::Io {
@@ -144,6 +145,7 @@ impl Site {
         mut progress: impl FnMut(usize, usize, &str),
     ) -> Result<()> {
         refuse_in_async("Site::backup", "tokio::task::spawn_blocking")?;
+        self.store().refuse_on_postgres("a backup")?;
         let dest = dest.as_ref();
         if dest.exists() {
             return Err(StoreError::Io {
@@ -173,6 +175,8 @@ impl Site {
     /// file `dest`.
     pub fn export_user(&self, name: &str, dest: impl AsRef<Path>) -> Result<()> {
         refuse_in_async("Site::export_user", "tokio::task::spawn_blocking")?;
+        self.store()
+            .refuse_on_postgres("exporting a user's store")?;
         let dest = dest.as_ref();
         let store = self
             .existing_user_store(name)?
@@ -214,6 +218,8 @@ impl Site {
     /// then.
     pub fn import_user(&self, name: &str, src: impl AsRef<Path>) -> Result<Store> {
         refuse_in_async("Site::import_user", "tokio::task::spawn_blocking")?;
+        self.store()
+            .refuse_on_postgres("importing a user's store")?;
         let src = src.as_ref();
         let path = self.user_store_path(name)?;
         if path.exists() {

@@ -138,3 +138,23 @@ fn stores_are_apart_and_a_name_made_again_is_a_new_store() {
         vec!["ann".to_string(), "bob".to_string()]
     );
 }
+
+/// What a site on PostgreSQL cannot do yet is refused, saying so, and
+/// writes nothing.
+#[test]
+fn work_on_store_files_is_refused_on_postgres_saying_so() {
+    let url = postgres_database();
+    let (dir, site) = node(&url);
+    site.user_store("ann").unwrap();
+    let dest = dir.path().join("backup");
+    let refused = site.backup(&dest, |_, _, _| {}).unwrap_err().to_string();
+    assert!(
+        refused.contains("a backup is not built yet for a site on PostgreSQL"),
+        "{refused}"
+    );
+    assert!(!dest.exists());
+    let file = dir.path().join("ann.export");
+    let refused = site.export_user("ann", &file).unwrap_err().to_string();
+    assert!(refused.contains("not built yet"), "{refused}");
+    assert!(!file.exists());
+}

@@ -11,21 +11,19 @@
 //! (`engine_specific_sql_stays_in_the_backend`) fails when SQL only one
 //! engine reads appears anywhere else in the store.
 //!
-//! SQLite (rusqlite) is the backend stores run on today. Of the PostgreSQL
-//! one, the connection is built and tested against a real server
-//! ([`postgres`]: the same `batch`/`execute`/`insert`/`rows`/`scalar` and
-//! transactions, the same [`Value`](crate::Value)s); pointing a store at it
-//! comes next. What it will be, so that this boundary is drawn where it
-//! will have to be:
+//! A site's stores run on SQLite (rusqlite; [`crate::Site::open`]) or
+//! on PostgreSQL ([`crate::Site::open_postgres`]); the engine is chosen
+//! when the site opens ([`Location`], [`Engine`]), and each connection is
+//! one of the two ([`Conn`]). What the PostgreSQL backend is:
 //!
 //! - **A user store** is a file on SQLite (`users/<name>.sqlite`: copying
 //!   it copies the user). On PostgreSQL it is the rows of shared tables
 //!   that carry its store id ([`postgres::ddl`]): every item table and
 //!   every one of the store's own (`_files`, `_schedule`, `_outbox`…) has
-//!   a `store` column, first in its primary key and in every index, which
+//!   a `_store` column, first in its primary key and in every index, which
 //!   is the distribution column a Citus cluster shards on. A transaction
 //!   names its store once (`SET LOCAL`), and row-level security keeps it
-//!   to that store's rows, filling `store` in what it inserts: so the
+//!   to that store's rows, filling `_store` in what it inserts: so the
 //!   portable SQL above never names the store, and a mistake in it cannot
 //!   reach another user's rows. (The rows' ids come from one identity per
 //!   table, unique across stores.) A schema (or a database) per user was
@@ -35,9 +33,17 @@
 //! - **Statements** keep `?` parameters; the PostgreSQL backend numbers
 //!   them (`$1`, `$2`…) when it prepares a statement. A failed statement
 //!   leaves its transaction going on both (a savepoint each on
-//!   PostgreSQL). Upserts name their conflict's columns, which on
-//!   PostgreSQL include `store`: those in `files.rs` and `upgrade.rs` move
-//!   here when stores run on it.
+//!   PostgreSQL). Upserts name their conflict's columns; on PostgreSQL the
+//!   backend puts `_store` first among them, as it is in every key.
+//! - **Schema**: the site's tables, and every item type's, are made when
+//!   the site opens, under an advisory lock, so that no store's write
+//!   changes shared tables (it would wait for every other store writing to
+//!   them, unseen by the store's deadlock check). `_types` is the site's.
+//! - **Writes** to one store run one at a time across every node: each
+//!   takes a transaction-level advisory lock on the store's id, as writers
+//!   of one SQLite file take its lock. Read committed under that lock sees
+//!   every write before it, so no write fails for another's (closures run
+//!   once and cannot be retried).
 //! - **Transactions** stay closures that run on the store's own threads
 //!   (the writer pool, the reader threads), never on an async worker: on
 //!   PostgreSQL those threads hold pooled connections and wait on them, as
@@ -372,7 +378,7 @@ pub(crate) fn table_exists(conn: &Conn, name: &str) -> Result<bool> {
     }
 }
 
-/// The columns of `table` other than `id` (and PostgreSQL's `store`), in
+/// The columns of `table` other than `id` (and PostgreSQL's `_store`), in
 /// order: name, type as [`Engine::column_type`] writes it, and whether it
 /// is `NOT NULL`.
 pub(crate) fn table_columns(conn: &Conn, table: &str) -> Result<Vec<(String, String, bool)>> {
