@@ -31,7 +31,12 @@ static RECEIVED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new(
 
 /// How many greetings with `text` were received.
 fn received(text: &str) -> usize {
-    RECEIVED.lock().unwrap().iter().filter(|t| *t == text).count()
+    RECEIVED
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| *t == text)
+        .count()
 }
 
 impl Message for Hello {
