@@ -127,6 +127,14 @@ pub(crate) fn is_listened(item: &str) -> bool {
     listeners().contains_key(item)
 }
 
+/// What became of one item a listener was given.
+enum Claim {
+    Done,
+    Failed,
+    /// Another process processed it first.
+    Moved,
+}
+
 fn int(v: Option<Value<'static>>) -> i64 {
     match v {
         Some(Value::Integer(i)) => i,
@@ -176,8 +184,23 @@ pub(crate) fn process(w: &mut Writer, now: Timestamp) -> Result<(usize, Option<T
                     break;
                 }
                 let mut failed = false;
+                // Where the cursor is, as far as this process knows.
+                let mut expected = last;
+                let mut moved = false;
                 for id in ids {
                     let ok = run_write(w, |tx| -> Result<_> {
+                        // Claimed here, under the store's write lock, which
+                        // every node's writers of the store take: another
+                        // process may have moved the cursor past it.
+                        let now_at = tx.conn().rows(
+                            "SELECT last_id FROM _cursors WHERE listener = ?",
+                            &[Value::Text(l.name.into())],
+                        )?;
+                        let now_at =
+                            int(now_at.into_iter().next().and_then(|r| r.into_iter().next()));
+                        if now_at != expected {
+                            return Ok(Claim::Moved);
+                        }
                         let outcome =
                             tx.savepoint(|tx| crate::store::caught(|| (l.process)(tx, id)));
                         let (last_id, attempts, retry_at, error) = match &outcome {
@@ -206,16 +229,31 @@ pub(crate) fn process(w: &mut Writer, now: Timestamp) -> Result<(usize, Option<T
                                 error.map_or(Value::Null, |e| Value::Text(e.into())),
                             ],
                         )?;
-                        Ok(outcome.is_ok())
+                        Ok(if outcome.is_ok() {
+                            Claim::Done
+                        } else {
+                            Claim::Failed
+                        })
                     })?;
-                    if !ok {
-                        failed = true;
-                        break;
+                    match ok {
+                        Claim::Done => {
+                            expected = id;
+                            done += 1;
+                        }
+                        Claim::Failed => {
+                            failed = true;
+                            break;
+                        }
+                        Claim::Moved => {
+                            moved = true;
+                            break;
+                        }
                     }
-                    done += 1;
                 }
-                if failed {
-                    continue; // the loop top records when to retry
+                if failed || moved {
+                    // The loop top records when to retry, or reads where
+                    // the other process left the cursor.
+                    continue;
                 }
             }
         }

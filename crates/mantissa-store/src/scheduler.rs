@@ -240,7 +240,25 @@ pub(crate) fn run_due(w: &mut Writer, now: Timestamp) -> Result<usize> {
             return Ok(ran);
         }
         for (row_id, e) in due {
-            run_write(w, |tx| -> Result<_> {
+            let ran_here = run_write(w, |tx| -> Result<_> {
+                // Claimed here, under the store's write lock, which every
+                // node's writers of the store take: another process may
+                // have run the entry since it was read as due.
+                let still = tx.conn().rows(
+                    "SELECT attempts FROM _schedule WHERE id = ? AND due <= ?",
+                    &[Value::Integer(row_id), Value::Integer(now.as_micros())],
+                )?;
+                let Some(attempts) = still
+                    .into_iter()
+                    .next()
+                    .map(|r| crate::schema::int(r.into_iter().next()).unwrap_or(0))
+                else {
+                    return Ok(false);
+                };
+                let e = ScheduleEntry {
+                    attempts: attempts as u32,
+                    ..e
+                };
                 let outcome = match runners().get(e.item_type.as_str()) {
                     Some(run) => {
                         tx.savepoint(|tx| crate::store::caught(|| run(tx, e.item_id, now)))
@@ -274,9 +292,11 @@ pub(crate) fn run_due(w: &mut Writer, now: Timestamp) -> Result<usize> {
                         )?;
                     }
                 }
-                Ok(())
+                Ok(true)
             })?;
-            ran += 1;
+            if ran_here {
+                ran += 1;
+            }
         }
     }
 }

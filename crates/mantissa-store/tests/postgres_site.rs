@@ -158,3 +158,105 @@ fn work_on_store_files_is_refused_on_postgres_saying_so() {
     assert!(refused.contains("not built yet"), "{refused}");
     assert!(!file.exists());
 }
+
+#[derive(Item, Debug, Clone, PartialEq)]
+#[item(name = "t.pg.job", version = 1)]
+struct Job {
+    runs: i64,
+}
+
+impl Scheduled for Job {
+    type Error = StoreError;
+    fn run(mut me: Stored<Self>, tx: &mut Write<'_>, _now: Timestamp) -> Result<Option<Timestamp>> {
+        me.runs += 1;
+        tx.update(&me)?;
+        Ok(None)
+    }
+}
+scheduled!(Job);
+
+#[derive(Item, Debug, Clone, PartialEq)]
+#[item(name = "t.pg.task", version = 1)]
+struct Task {
+    n: i64,
+}
+
+#[derive(Item, Debug, Clone, PartialEq)]
+#[item(name = "t.pg.done", version = 1)]
+struct Done {
+    /// Unique: a task processed twice would be refused here, and show as
+    /// a failure of the listener.
+    #[item(unique)]
+    task: i64,
+}
+
+struct Worker;
+
+impl Listener for Worker {
+    type Item = Task;
+    const NAME: &'static str = "t.pg.worker";
+    type Error = StoreError;
+    fn process(task: Stored<Task>, tx: &mut Write<'_>) -> Result<()> {
+        tx.insert(&Done { task: task.n })?;
+        Ok(())
+    }
+}
+listener!(Worker);
+
+/// Scheduled work and the work queue of one store, run by two nodes at
+/// once (two threads each): every job runs once, and every task is
+/// processed once, whichever node gets to it.
+#[test]
+fn due_work_run_by_two_nodes_at_once_runs_once() {
+    const JOBS: i64 = 30;
+    let url = postgres_database();
+    let (_a, node_a) = node(&url);
+    let (_b, node_b) = node(&url);
+    let t0 = Timestamp::now();
+    node_a
+        .user_store("work")
+        .unwrap()
+        .write_blocking(|tx| -> Result<()> {
+            for n in 0..JOBS {
+                let job = tx.insert(&Job { runs: 0 })?;
+                tx.schedule(job, t0)?;
+                tx.insert(&Task { n })?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let threads: Vec<_> = [&node_a, &node_b, &node_a, &node_b]
+        .into_iter()
+        .map(|site| {
+            let site = site.clone();
+            std::thread::spawn(move || site.run_due(t0.plus(std::time::Duration::from_secs(1))))
+        })
+        .collect();
+    let mut scheduled = 0;
+    let mut processed = 0;
+    for t in threads {
+        let report = t.join().unwrap().unwrap();
+        scheduled += report.scheduled;
+        processed += report.processed;
+    }
+    assert_eq!(
+        scheduled, JOBS as usize,
+        "each job counted by the node that ran it"
+    );
+    assert_eq!(
+        processed, JOBS as usize,
+        "each task counted by the node that ran it"
+    );
+    let work = node_b.user_store("work").unwrap();
+    let (runs, done) = work
+        .read_blocking(|r| -> Result<_> {
+            Ok((
+                r.query::<Job>().column(Job::runs)?,
+                r.query::<Done>().count()?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(runs, vec![1; JOBS as usize]);
+    assert_eq!(done, JOBS as u64);
+    assert_eq!(work.next_due().unwrap(), None, "nothing left to run");
+}
