@@ -2,8 +2,11 @@
 //! PostgreSQL database (`--store`): what one node writes, every node
 //! serves, and a session made on one is valid on the others.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::Path;
+
+use mantissa_testkit::http::{Response, request_text, send_raw};
 use std::process::{Child, Command, Stdio};
 
 fn mantissa(cwd: &Path, store: &str, args: &[&str]) -> Command {
@@ -19,7 +22,7 @@ fn mantissa(cwd: &Path, store: &str, args: &[&str]) -> Command {
 /// A node serving `site` on a port of its own; stopped when dropped.
 struct Node {
     child: Child,
-    addr: String,
+    addr: SocketAddr,
 }
 
 impl Node {
@@ -50,44 +53,21 @@ impl Node {
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         Node {
             child,
-            addr: addr.expect("the node says where it serves"),
+            addr: addr
+                .expect("the node says where it serves")
+                .parse()
+                .unwrap(),
         }
     }
 
-    /// Sends one request; returns the status, the headers (lowercased
-    /// names) and the body.
-    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
-        let mut c = std::net::TcpStream::connect(&self.addr).unwrap();
-        c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
-            .unwrap();
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\nContent-Length: {}\r\n",
+    /// Sends one request, asking for JSON.
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
+        let mut all = vec![("Accept", "application/json")];
+        all.extend_from_slice(headers);
+        send_raw(
             self.addr,
-            body.len()
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        req.push_str(body);
-        c.write_all(req.as_bytes()).unwrap();
-        let mut raw = String::new();
-        c.read_to_string(&mut raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-        let mut lines = head.lines();
-        let status = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        Answer {
-            status,
-            headers: lines
-                .filter_map(|l| l.split_once(": "))
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
-                .collect(),
-            body: body.to_string(),
-        }
+            request_text(self.addr, method, path, &all, body).as_bytes(),
+        )
     }
 }
 
@@ -98,28 +78,13 @@ impl Drop for Node {
     }
 }
 
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn cookie(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k == "set-cookie")
-            .filter_map(|(_, v)| v.strip_prefix(&format!("{name}=")))
-            .map(|v| v.split(';').next().unwrap_or_default().to_string())
-            .next()
-    }
+/// The value of the cookie `name` that `r` sets.
+fn cookie(r: &Response, name: &str) -> Option<String> {
+    r.headers_named("set-cookie")
+        .into_iter()
+        .filter_map(|v| v.strip_prefix(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap_or_default().to_string())
+        .next()
 }
 
 #[test]
@@ -156,21 +121,21 @@ fn two_nodes_serve_one_site_and_share_its_accounts_and_sessions() {
 
     // Log in on node A, with JSON and the CSRF header.
     let r = a.request("GET", "/api/login", &[], "");
-    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.status, 200, "{}", r.text());
     let csrf = r.header("x-csrf-token").expect("a CSRF token").to_string();
-    let cookie = format!("mantissa_csrf={csrf}");
+    let csrf_cookie = format!("mantissa_csrf={csrf}");
     let r = a.request(
         "POST",
         "/api/login",
         &[
-            ("Cookie", &cookie),
+            ("Cookie", &csrf_cookie),
             ("X-CSRF-Token", &csrf),
             ("Content-Type", "application/json"),
         ],
         r#"{"who":"ann","password":"ann's long password"}"#,
     );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let session = r.cookie("mantissa_session").expect("a session cookie");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let session = cookie(&r, "mantissa_session").expect("a session cookie");
     let fresh = r
         .header("x-csrf-token")
         .expect("a new CSRF token")
@@ -184,8 +149,8 @@ fn two_nodes_serve_one_site_and_share_its_accounts_and_sessions() {
     // Node B knows the session node A made.
     for node in [&a, &b] {
         let r = node.request("GET", "/api/private/settings", &signed_in, "");
-        assert_eq!(r.status, 200, "{}", r.body);
-        assert!(r.body.contains("\"user\":\"ann\""), "{}", r.body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains("\"user\":\"ann\""), "{}", r.text());
     }
 
     // Logged out on node B, the session is gone on node A too.
@@ -199,10 +164,10 @@ fn two_nodes_serve_one_site_and_share_its_accounts_and_sessions() {
         ],
         "{}",
     );
-    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.status, 200, "{}", r.text());
     for node in [&a, &b] {
         let r = node.request("GET", "/api/private/settings", &signed_in, "");
-        assert_eq!(r.status, 401, "{}", r.body);
+        assert_eq!(r.status, 401, "{}", r.text());
     }
     // And the nodes keep nothing of the site in their folders.
     assert!(!tmp.path().join("node-a/site.sqlite").exists());

@@ -388,6 +388,19 @@ pub(crate) fn table_columns(conn: &Conn, table: &str) -> Result<Vec<(String, Str
     }
 }
 
+/// Rows of (name, type, not null) as [`table_columns`] gives them.
+fn column_rows(rows: Vec<Vec<Value<'static>>>) -> Vec<(String, String, bool)> {
+    rows.into_iter()
+        .filter_map(|r| {
+            let mut it = r.into_iter();
+            let name = crate::schema::text(it.next())?;
+            let ty = crate::schema::text(it.next())?;
+            let not_null = crate::schema::int(it.next())? != 0;
+            Some((name, ty, not_null))
+        })
+        .collect()
+}
+
 /// What the engine's own check finds wrong with the store (nothing: empty).
 pub(crate) fn integrity_problems(conn: &Conn) -> Result<Vec<String>> {
     match conn {

@@ -20,7 +20,6 @@
 use crate::backend::{Conn, Dialect, Trigger};
 use crate::error::Result;
 use crate::item::{ItemType, OnDelete, table_name};
-use crate::schema::{int, text};
 use crate::sql::ident;
 use crate::value::AttrKind;
 use crate::value::Value;
@@ -350,29 +349,17 @@ pub(crate) fn table_exists(conn: &Conn, name: &str) -> Result<bool> {
 /// [`Postgres::column_type`] writes it, and whether it is `NOT NULL`.
 pub(crate) fn table_columns(conn: &Conn, table: &str) -> Result<Vec<(String, String, bool)>> {
     let rows = conn.rows(
-        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-                COALESCE(co.collname::text, '')
+        "SELECT a.attname::text,
+                CASE WHEN format_type(a.atttypid, a.atttypmod) = 'text' AND co.collname = 'C'
+                     THEN 'TEXT COLLATE \"C\"' ELSE upper(format_type(a.atttypid, a.atttypmod)) END,
+                a.attnotnull
          FROM pg_attribute a LEFT JOIN pg_collation co ON co.oid = a.attcollation
          WHERE a.attrelid = to_regclass(quote_ident(?)) AND a.attnum > 0 AND NOT a.attisdropped
            AND a.attname NOT IN ('id', '_store')
          ORDER BY a.attnum",
         &[Value::Text(table.into())],
     )?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| {
-            let mut it = r.into_iter();
-            let name = text(it.next())?;
-            let ty = text(it.next())?;
-            let not_null = int(it.next())? != 0;
-            let collation = text(it.next()).unwrap_or_default();
-            let ty = match (ty.as_str(), collation.as_str()) {
-                ("text", "C") => "TEXT COLLATE \"C\"".to_string(),
-                _ => ty.to_uppercase(),
-            };
-            Some((name, ty, not_null))
-        })
-        .collect())
+    Ok(crate::backend::column_rows(rows))
 }
 
 #[cfg(test)]
@@ -551,5 +538,43 @@ mod on_a_server {
             .unwrap_err();
         c.rollback();
         assert!(!matches!(nowhere, StoreError::Panicked(_)), "{nowhere}");
+    }
+}
+
+#[cfg(test)]
+mod introspection {
+    use super::*;
+    use crate::backend::postgres::{PgPool, StoreConn, test_database};
+
+    #[test]
+    fn a_table_s_columns_read_as_the_dialect_writes_them() {
+        let pool = PgPool::new(&test_database(), 1).unwrap();
+        pool.get()
+            .unwrap()
+            .batch(
+                "CREATE TABLE \"item_t.cols\" (_store BIGINT, id BIGINT, name TEXT COLLATE \"C\" NOT NULL,
+                    score DOUBLE PRECISION, n BIGINT NOT NULL, data BYTEA, loose TEXT)",
+            )
+            .unwrap();
+        let conn = Conn::Postgres(StoreConn::new(&pool, 1, "t".into()).unwrap());
+        assert!(table_exists(&conn, "item_t.cols").unwrap());
+        assert!(!table_exists(&conn, "item_t.none").unwrap());
+        let want = |name: &str, kind: Option<AttrKind>, ty: &str, not_null: bool| {
+            if let Some(kind) = kind {
+                assert_eq!(Postgres::column_type(kind), ty);
+            }
+            (name.to_string(), ty.to_string(), not_null)
+        };
+        assert_eq!(
+            table_columns(&conn, "item_t.cols").unwrap(),
+            vec![
+                want("name", Some(AttrKind::Text), "TEXT COLLATE \"C\"", true),
+                want("score", Some(AttrKind::Float), "DOUBLE PRECISION", false),
+                want("n", Some(AttrKind::Integer), "BIGINT", true),
+                want("data", Some(AttrKind::Bytes), "BYTEA", false),
+                // Text of another collation is not the dialect's.
+                want("loose", None, "TEXT", false),
+            ]
+        );
     }
 }

@@ -590,10 +590,7 @@ pub(crate) fn user_names(pool: &PgPool, prefix: &str) -> Result<Vec<String>> {
     )?;
     Ok(rows
         .into_iter()
-        .filter_map(|r| match r.into_iter().next() {
-            Some(Value::Text(t)) => Some(t.into_owned()),
-            _ => None,
-        })
+        .filter_map(|r| crate::schema::text(r.into_iter().next()))
         .collect())
 }
 

@@ -3,7 +3,7 @@
 
 use crate::backend::Conn;
 use crate::error::Result;
-use crate::schema::{int, text};
+use crate::schema::text;
 use crate::value::Value;
 
 /// Whether the store has a table called `name`.
@@ -19,20 +19,11 @@ pub(crate) fn table_exists(conn: &Conn, name: &str) -> Result<bool> {
 /// The columns of `table` other than `id`, in order: name, declared type,
 /// and whether it is `NOT NULL`.
 pub(crate) fn table_columns(conn: &Conn, table: &str) -> Result<Vec<(String, String, bool)>> {
-    Ok(conn
-        .rows(
-            "SELECT name, type, \"notnull\" FROM pragma_table_info(?) WHERE name <> 'id' ORDER BY cid",
-            &[Value::Text(table.into())],
-        )?
-        .into_iter()
-        .filter_map(|r| {
-            let mut it = r.into_iter();
-            let name = text(it.next())?;
-            let ty = text(it.next())?;
-            let not_null = int(it.next())? != 0;
-            Some((name, ty, not_null))
-        })
-        .collect())
+    let rows = conn.rows(
+        "SELECT name, type, \"notnull\" FROM pragma_table_info(?) WHERE name <> 'id' ORDER BY cid",
+        &[Value::Text(table.into())],
+    )?;
+    Ok(crate::backend::column_rows(rows))
 }
 
 /// What the engine's own check finds wrong with the file (nothing: empty).
