@@ -41,6 +41,7 @@
 
 mod backend;
 mod blocking;
+mod changes;
 mod due;
 mod error;
 mod files;
@@ -65,6 +66,7 @@ mod value;
 mod write_lock;
 mod writers;
 
+pub use changes::Change;
 pub use due::{Background, DueReport};
 pub use error::{Result, SchemaMismatch, StoreError};
 pub use item::{AttrDef, IndexDef, Item, ItemType, OnDelete, Registry, Stored};

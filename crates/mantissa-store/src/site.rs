@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, Weak};
 use lru::LruCache;
 
 use crate::backend::{Location, PgPool, postgres};
+use crate::changes::{Announcer, announcer};
 use crate::error::{Result, StoreError};
 use crate::store::{OpenOptions, Store, StoreWeak};
 use crate::value::{Timestamp, Value};
@@ -36,6 +37,8 @@ struct Inner {
     /// The site's PostgreSQL database, when its stores are there and not
     /// in files.
     pool: Option<PgPool>,
+    /// Where the stores' writes announce their changes (`changes.rs`).
+    announcer: Announcer,
     store: Store,
     cache: Mutex<Cache>,
 }
@@ -87,7 +90,7 @@ impl Site {
     pub fn open(dir: impl AsRef<Path>) -> Result<Site> {
         let root = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(root.join(USERS_DIR)).map_err(|e| StoreError::io(&root, e))?;
-        Site::open_at(root, true, None)
+        Site::open_at(root, true, None, announcer())
     }
 
     /// Opens the site whose stores are in the PostgreSQL database at `url`
@@ -105,7 +108,9 @@ impl Site {
         postgres::off_runtime(|| {
             let pool = PgPool::new(url, POSTGRES_CONNECTIONS)?;
             postgres::make_site_tables(&pool, crate::item::Registry::get()?)?;
-            Site::open_at(root, true, Some(pool))
+            let announcer = announcer();
+            postgres::listen_for_changes(url, &announcer)?;
+            Site::open_at(root, true, Some(pool), announcer)
         })
     }
 
@@ -119,16 +124,22 @@ impl Site {
                     .into(),
             });
         }
-        Site::open_at(root, false, None)
+        Site::open_at(root, false, None, announcer())
     }
 
-    fn open_at(root: PathBuf, create: bool, pool: Option<PgPool>) -> Result<Site> {
+    fn open_at(
+        root: PathBuf,
+        create: bool,
+        pool: Option<PgPool>,
+        announcer: Announcer,
+    ) -> Result<Site> {
         let store = Store::open_with(
             &root.join(SITE_FILE),
             OpenOptions {
                 name: "site".into(),
                 create,
                 on_schedule: None,
+                announcer: Some(announcer.clone()),
                 conns_kept: crate::store::SITE_CONNS_KEPT,
                 location: location(pool.as_ref(), SITE_KEY, true)?.expect("made"),
             },
@@ -137,6 +148,7 @@ impl Site {
             inner: Arc::new(Inner {
                 root,
                 pool,
+                announcer,
                 store,
                 cache: Mutex::new(Cache {
                     open: LruCache::new(NonZeroUsize::new(DEFAULT_OPEN_STORES).expect("nonzero")),
@@ -199,6 +211,10 @@ impl Site {
         }
     }
 
+    pub(crate) fn announcer(&self) -> &Announcer {
+        &self.inner.announcer
+    }
+
     /// Whether the site's stores are in PostgreSQL (not in files).
     pub fn on_postgres(&self) -> bool {
         self.inner.pool.is_some()
@@ -257,6 +273,7 @@ impl Site {
                     on_schedule: Some(Box::new(move |store_name, due| {
                         note_due(&site_store, store_name, due)
                     })),
+                    announcer: Some(self.inner.announcer.clone()),
                     conns_kept: crate::store::USER_CONNS_KEPT,
                     location,
                 },

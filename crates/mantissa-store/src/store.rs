@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     /// Idle connections kept in `conns`.
     pub(crate) conns_kept: usize,
     pub(crate) on_schedule: Option<ScheduleHook>,
+    /// Where the changes this store's writes commit are announced.
+    pub(crate) announcer: Option<crate::changes::Announcer>,
     /// Set by [`Store::close`]: every use after it is refused.
     pub(crate) closed: AtomicBool,
     /// Who the store is, as a sender of messages; known once it is open.
@@ -198,6 +200,7 @@ pub(crate) struct OpenOptions {
     pub(crate) name: String,
     pub(crate) create: bool,
     pub(crate) on_schedule: Option<ScheduleHook>,
+    pub(crate) announcer: Option<crate::changes::Announcer>,
     /// Idle connections to keep.
     pub(crate) conns_kept: usize,
     pub(crate) location: Location,
@@ -228,6 +231,7 @@ impl Store {
             tables: Tables::new(registry),
             conns: Mutex::new(Vec::new()),
             on_schedule: opts.on_schedule,
+            announcer: opts.announcer,
             closed: AtomicBool::new(false),
             identity: std::sync::OnceLock::new(),
         });
@@ -266,6 +270,7 @@ impl Store {
                 name,
                 create: true,
                 on_schedule: None,
+                announcer: None,
                 conns_kept: USER_CONNS_KEPT,
                 location: Location::File,
             },
@@ -783,6 +788,7 @@ pub(crate) fn run_write<R, E: From<StoreError>>(
     let mut tx = Write::new(w.conn(), &w.shared);
     let result = caught(|| f(&mut tx));
     let (earliest, touched_files) = (tx.earliest_schedule, tx.touched_files);
+    let change = tx.change();
     let outcome = result.and_then(|v| {
         // The site learns of new scheduled work before this commits, so a
         // crash can make it look early, never miss it.
@@ -791,10 +797,18 @@ pub(crate) fn run_write<R, E: From<StoreError>>(
             _ => Ok(()),
         };
         hooked
-            .and_then(|()| w.conn().commit())
+            .and_then(|()| w.conn().commit_announcing(change.as_ref()))
             .map(|()| v)
             .map_err(E::from)
     });
+    if outcome.is_ok()
+        && let (Some(change), Some(announcer), crate::backend::Engine::Sqlite) =
+            (change, &w.shared.announcer, w.conn().engine())
+    {
+        // On PostgreSQL the change comes back through the site's listening
+        // connection, with every other node's (`changes.rs`).
+        let _ = announcer.send(change);
+    }
     if outcome.is_err() {
         w.conn().rollback();
     } else if touched_files {

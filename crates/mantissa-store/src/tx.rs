@@ -175,6 +175,9 @@ pub struct Write<'a> {
     /// Whether files may have been put on the trash list, to be removed
     /// once this commits.
     pub(crate) touched_files: bool,
+    /// The item types written (indexes in the registry), for the change
+    /// this announces when it commits (`changes.rs`).
+    changed: Vec<usize>,
 }
 
 impl<'a> Deref for Write<'a> {
@@ -194,7 +197,42 @@ impl<'a> Write<'a> {
             },
             earliest_schedule: None,
             touched_files: false,
+            changed: Vec::new(),
         }
+    }
+
+    /// Notes that items of type `T` are written.
+    fn changes<T: Item>(&mut self) -> Result<()> {
+        let i = self.shared.registry.index_of::<T>()?;
+        if !self.changed.contains(&i) {
+            self.changed.push(i);
+        }
+        Ok(())
+    }
+
+    /// What this transaction changed, if anything, and if anyone may hear
+    /// of it: none when the store announces nowhere.
+    pub(crate) fn change(&self) -> Option<crate::changes::Change> {
+        let announcer = self.shared.announcer.as_ref()?;
+        if self.changed.is_empty() {
+            return None;
+        }
+        // On SQLite only this process hears: when nobody subscribed,
+        // nothing is made.
+        if self.conn.engine() == crate::backend::Engine::Sqlite && announcer.receiver_count() == 0 {
+            return None;
+        }
+        let types = self.shared.registry.types();
+        let mut item_types: Vec<String> = self
+            .changed
+            .iter()
+            .map(|&i| types[i].name.to_string())
+            .collect();
+        item_types.sort();
+        Some(crate::changes::Change {
+            store: self.shared.name.clone(),
+            item_types,
+        })
     }
 
     /// Notes that this transaction gives the store work due at `at` (a
@@ -210,6 +248,7 @@ impl<'a> Write<'a> {
     /// Stores a new item and returns its id. Ids are never reused, even after
     /// the item is deleted.
     pub fn insert<T: Item>(&mut self, item: &T) -> Result<Ref<T>> {
+        self.changes::<T>()?;
         if !self.has_table::<T>()? {
             crate::schema::create(self.conn, self.shared, T::NAME)?;
         }
@@ -239,6 +278,7 @@ impl<'a> Write<'a> {
 
     /// Writes back a changed item.
     pub fn update<T: Item>(&mut self, item: &Stored<T>) -> Result<()> {
+        self.changes::<T>()?;
         let changed = if self.has_table::<T>()? {
             let sql = self
                 .shared
@@ -277,6 +317,22 @@ impl<'a> Write<'a> {
     pub fn delete_where<T: Item>(&mut self, cond: Cond<T>) -> Result<usize> {
         if !self.has_table::<T>()? {
             return Ok(0);
+        }
+        self.changes::<T>()?;
+        // What refers to `T` may be deleted or changed by cascade, and what
+        // refers to that in turn.
+        let types = self.shared.registry.types();
+        let mut reached = vec![T::NAME];
+        while let Some(name) = reached.pop() {
+            for (i, t) in types.iter().enumerate() {
+                let reaches = t.attrs.iter().any(|a| {
+                    a.references == Some(name) && a.on_delete != crate::item::OnDelete::Refuse
+                });
+                if reaches && !self.changed.contains(&i) {
+                    self.changed.push(i);
+                    reached.push(t.name);
+                }
+            }
         }
         // Deleted items' files go on the trash list (their tables' delete
         // triggers), and so may those of items deleted by cascade.

@@ -479,3 +479,51 @@ fn walk(dir: &std::path::Path) -> usize {
     })
     .sum()
 }
+
+/// The next change announced, waiting up to ten seconds for it.
+fn next_change(changes: &mut tokio::sync::broadcast::Receiver<Change>) -> Option<Change> {
+    for _ in 0..1000 {
+        match changes.try_recv() {
+            Ok(c) => return Some(c),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    None
+}
+
+#[test]
+fn committed_writes_announce_what_they_changed_and_rolled_back_ones_do_not() {
+    let (_d, site) = site();
+    let mut changes = site.changes();
+    let s = site.user_store("alice").unwrap();
+    let ann = s
+        .write_blocking(|tx| tx.insert(&Author { name: "Ann".into() }))
+        .unwrap();
+    assert_eq!(
+        next_change(&mut changes),
+        Some(Change {
+            store: "alice".into(),
+            item_types: vec!["t.author".into()]
+        })
+    );
+    // A write that fails announces nothing; one that writes nothing
+    // neither.
+    let _ = s.write_blocking(|tx| -> Result<()> {
+        tx.insert(&Author { name: "Bob".into() })?;
+        Err(StoreError::Closed)
+    });
+    s.write_blocking(|tx| tx.query::<Author>().count()).unwrap();
+    // Deleting an author may delete posts and change comments by cascade.
+    s.write_blocking(move |tx| tx.delete(ann)).unwrap();
+    assert_eq!(
+        next_change(&mut changes),
+        Some(Change {
+            store: "alice".into(),
+            item_types: vec!["t.author".into(), "t.comment".into(), "t.post".into()]
+        })
+    );
+    assert_eq!(changes.try_recv().ok(), None);
+}

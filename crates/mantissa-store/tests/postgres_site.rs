@@ -260,3 +260,42 @@ fn due_work_run_by_two_nodes_at_once_runs_once() {
     assert_eq!(done, JOBS as u64);
     assert_eq!(work.next_due().unwrap(), None, "nothing left to run");
 }
+
+/// A change committed on one node is announced on every node, once.
+#[test]
+fn a_change_on_one_node_is_announced_on_every_node() {
+    let url = postgres_database();
+    let (_a, node_a) = node(&url);
+    let (_b, node_b) = node(&url);
+    let (mut on_a, mut on_b) = (node_a.changes(), node_b.changes());
+    node_a
+        .user_store("ann")
+        .unwrap()
+        .write_blocking(|tx| {
+            tx.insert(&Counter {
+                name: "hits".into(),
+                value: 1,
+            })
+        })
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let heard = |changes: &mut tokio::sync::broadcast::Receiver<Change>| {
+        rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(10), changes.recv()).await
+        })
+        .expect("announced within 10 s")
+        .unwrap()
+    };
+    let expected = Change {
+        store: "ann".into(),
+        item_types: vec!["t.pg.counter".into()],
+    };
+    assert_eq!(heard(&mut on_b), expected, "on the other node");
+    assert_eq!(heard(&mut on_a), expected, "on the node that wrote");
+    // Once each.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(on_a.try_recv().is_err() && on_b.try_recv().is_err());
+}

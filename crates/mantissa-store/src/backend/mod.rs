@@ -295,6 +295,16 @@ impl Conn {
         each!(self, c => c.commit())
     }
 
+    /// Commits, announcing `change` to every node of a site on PostgreSQL
+    /// in the same round trip (see `changes.rs`); on SQLite, the caller
+    /// announces it in this process once this has returned.
+    pub(crate) fn commit_announcing(&self, change: Option<&crate::changes::Change>) -> Result<()> {
+        match (self, change) {
+            (Conn::Postgres(c), Some(change)) => c.commit_announcing(&change.payload()),
+            _ => self.commit(),
+        }
+    }
+
     /// Ends the transaction, if one is open, discarding its changes.
     pub(crate) fn rollback(&self) {
         each!(self, c => c.rollback())

@@ -195,7 +195,7 @@ fn trigger(name: &str, timing: &str, on: &str, body: &str, returns: &str) -> Tri
 }
 
 /// `text` as an SQL string literal.
-fn literal(text: &str) -> String {
+pub(crate) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 

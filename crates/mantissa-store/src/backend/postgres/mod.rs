@@ -486,6 +486,26 @@ impl StoreConn {
         self.conn.commit()
     }
 
+    /// Commits, with a notification carrying `payload` on the site's
+    /// change channel, sent in the same round trip: PostgreSQL delivers it
+    /// when, and only if, the transaction commits.
+    pub(crate) fn commit_announcing(&self, payload: &str) -> Result<()> {
+        self.conn.in_transaction.set(false);
+        self.conn.guarded.set(false);
+        let sql = format!(
+            "SELECT pg_notify('{}', {}); COMMIT",
+            crate::changes::CHANNEL,
+            ddl::literal(payload)
+        );
+        match self.conn.wait(self.conn.client.batch_execute(&sql)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = self.conn.wait(self.conn.client.batch_execute("ROLLBACK"));
+                Err(e)
+            }
+        }
+    }
+
     pub(crate) fn rollback(&self) {
         self.conn.rollback()
     }
@@ -558,6 +578,93 @@ pub(crate) fn make_site_tables(pool: &PgPool, registry: &crate::item::Registry) 
             let _ = c.batch("ROLLBACK");
             Err(e)
         }
+    }
+}
+
+/// Listens on the site's change channel (`changes.rs`) on a connection of
+/// its own, passing what it hears to `announcer`, until the site is gone
+/// (nobody holds the announcer). Returns once it listens, so that no
+/// change committed after the site has opened is missed; a broken
+/// connection is made again after a second, and what was announced
+/// meanwhile is missed (subscribers are told so in `changes.rs`).
+pub(crate) fn listen_for_changes(url: &str, announcer: &crate::changes::Announcer) -> Result<()> {
+    use tokio_postgres::AsyncMessage;
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| database(format!("{url:?} is not a PostgreSQL URL: {e}")))?;
+    let site = std::sync::Arc::downgrade(announcer);
+    let (ready, listening) = std::sync::mpsc::channel();
+    io_runtime()?.spawn(async move {
+        let mut ready = Some(ready);
+        loop {
+            if let Ok((client, mut connection)) = config.connect(NoTls).await {
+                let site = site.clone();
+                let heard = tokio::spawn(async move {
+                    // Whether the site is gone is looked at now and then:
+                    // then the connection closes.
+                    let mut now_and_then = tokio::time::interval(std::time::Duration::from_secs(1));
+                    loop {
+                        tokio::select! {
+                            // The connection is driven here: its
+                            // notifications arrive among its messages.
+                            message = std::future::poll_fn(|cx| connection.poll_message(cx)) => {
+                                match message {
+                                    Some(Ok(AsyncMessage::Notification(n))) => {
+                                        let Some(announcer) = site.upgrade() else {
+                                            return true;
+                                        };
+                                        if let Some(change) =
+                                            crate::changes::Change::from_payload(n.payload())
+                                        {
+                                            let _ = announcer.send(change);
+                                        }
+                                    }
+                                    Some(Ok(_)) => {}
+                                    Some(Err(_)) | None => return site.strong_count() == 0,
+                                }
+                            }
+                            _ = now_and_then.tick() => {
+                                if site.strong_count() == 0 {
+                                    return true;
+                                }
+                            }
+                        }
+                    }
+                });
+                let listen = client
+                    .batch_execute(&format!("LISTEN {}", crate::changes::CHANNEL))
+                    .await;
+                match (listen, ready.take()) {
+                    (Ok(()), Some(r)) => {
+                        let _ = r.send(Ok(()));
+                    }
+                    (Err(e), Some(r)) => {
+                        let _ = r.send(Err(e.to_string()));
+                        return;
+                    }
+                    (_, r) => ready = r,
+                }
+                let gone = heard.await.unwrap_or(false);
+                drop(client);
+                if gone {
+                    return;
+                }
+                tracing::warn!(
+                    "the connection that hears other nodes' changes was lost; connecting again"
+                );
+            } else if let Some(r) = ready.take() {
+                let _ = r.send(Err("cannot connect".to_string()));
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    });
+    match listening.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(database(format!(
+            "cannot listen for other nodes' changes: {e}"
+        ))),
+        Err(_) => Err(database("listening for other nodes' changes took too long")),
     }
 }
 
