@@ -8,6 +8,12 @@
 //! and unlinked after it commits. So a committed record always points to a
 //! complete file, and a rolled-back one leaves at worst an unreferenced file
 //! behind, never a missing one.
+//!
+//! On PostgreSQL the nodes of a site share no disk: a file is kept in its
+//! `_files` row (`data`), and the file beside the store that
+//! [`Read::file_path`](crate::Read::file_path) hands out is a copy made
+//! on first use, under the same never-reused name, removed with the rest
+//! of the trash when the file is replaced or its item deleted.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -36,6 +42,9 @@ impl Write<'_> {
     pub fn attach_file<T: Item>(&mut self, item: Ref<T>, name: &str, bytes: &[u8]) -> Result<()> {
         check_name(name)?;
         self.get(item)?;
+        if self.conn().engine() == crate::backend::Engine::Postgres {
+            return self.attach_to_row(item, name, bytes);
+        }
         let shared = self.shared();
         let rel = format!(
             "{}/{}/{}-{}",
@@ -75,6 +84,42 @@ impl Write<'_> {
                 key[2].clone(),
                 Value::Text(rel.into()),
                 Value::Integer(bytes.len() as i64),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// [`Write::attach_file`] on PostgreSQL: the file goes in its row.
+    fn attach_to_row<T: Item>(&mut self, item: Ref<T>, name: &str, bytes: &[u8]) -> Result<()> {
+        // A copy of the file it replaces may be on this node's disk.
+        self.touched_files = true;
+        let rel = format!(
+            "{}/{}/{}-{}",
+            T::NAME,
+            item.id(),
+            crate::Timestamp::now().as_micros(),
+            name
+        );
+        let key = [
+            Value::Text(T::NAME.into()),
+            Value::Integer(item.id()),
+            Value::Text(name.into()),
+        ];
+        self.conn().execute(
+            "INSERT INTO _files_trash (path) SELECT path FROM _files WHERE item_type = ? AND item_id = ? AND name = ?",
+            &key,
+        )?;
+        self.conn().execute(
+            "INSERT INTO _files (item_type, item_id, name, path, size, data) VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT (item_type, item_id, name) DO UPDATE SET path = excluded.path, size = excluded.size,
+                    data = excluded.data",
+            &[
+                key[0].clone(),
+                key[1].clone(),
+                key[2].clone(),
+                Value::Text(rel.into()),
+                Value::Integer(bytes.len() as i64),
+                Value::Blob(bytes.into()),
             ],
         )?;
         Ok(())

@@ -118,6 +118,9 @@ impl<'a> Read<'a> {
 
     /// The contents of a file attached to an item.
     pub fn file<T: Item>(&self, item: Ref<T>, name: &str) -> Result<Option<Vec<u8>>> {
+        if self.conn.engine() == crate::backend::Engine::Postgres {
+            return Ok(self.file_row(item, name)?.map(|(_, data)| data));
+        }
         match self.file_path(item, name)? {
             None => Ok(None),
             Some(p) => std::fs::read(&p)
@@ -127,7 +130,26 @@ impl<'a> Read<'a> {
     }
 
     /// Where a file attached to an item is on disk (read it, do not write it).
+    /// On PostgreSQL, a copy on this node's disk, made on first use.
     pub fn file_path<T: Item>(&self, item: Ref<T>, name: &str) -> Result<Option<PathBuf>> {
+        if self.conn.engine() == crate::backend::Engine::Postgres {
+            let Some((rel, data)) = self.file_row(item, name)? else {
+                return Ok(None);
+            };
+            let path = self.shared.files_dir.join(&rel);
+            if !path.is_file() {
+                // Written whole under another name, then renamed: a reader
+                // never sees part of it. Its name is never used for other
+                // contents, so a copy made once stays right.
+                let dir = path.parent().expect("file path has a parent");
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+                let tmp = path.with_extension(format!("partial-{}", std::process::id()));
+                std::fs::write(&tmp, &data)
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .map_err(|e| StoreError::io(&path, e))?;
+            }
+            return Ok(Some(path));
+        }
         let v = self.conn.scalar(
             "SELECT path FROM _files WHERE item_type = ? AND item_id = ? AND name = ?",
             &[
@@ -138,6 +160,26 @@ impl<'a> Read<'a> {
         )?;
         Ok(match v {
             Some(Value::Text(p)) => Some(self.shared.files_dir.join(p.as_ref())),
+            _ => None,
+        })
+    }
+
+    /// A file's name beside the store and its contents, from its row
+    /// (PostgreSQL).
+    fn file_row<T: Item>(&self, item: Ref<T>, name: &str) -> Result<Option<(String, Vec<u8>)>> {
+        let row = self.conn.rows(
+            "SELECT path, data FROM _files WHERE item_type = ? AND item_id = ? AND name = ?",
+            &[
+                Value::Text(T::NAME.into()),
+                Value::Integer(item.id()),
+                Value::Text(name.into()),
+            ],
+        )?;
+        let mut it = row.into_iter().next().unwrap_or_default().into_iter();
+        Ok(match (it.next(), it.next()) {
+            (Some(Value::Text(rel)), Some(Value::Blob(data))) => {
+                Some((rel.into_owned(), data.into_owned()))
+            }
             _ => None,
         })
     }

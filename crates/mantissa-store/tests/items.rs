@@ -440,8 +440,19 @@ fn files_are_attached_and_leave_with_their_item() {
     assert_eq!(names, ["notes.txt", "photo.jpg"]);
     let path = path.unwrap();
     assert!(path.is_file());
-    let files_on_disk = walk(s.files_dir());
-    assert_eq!(files_on_disk, 2, "the replaced file was removed");
+    // On SQLite the files are beside the store, and the replaced one is
+    // gone; on PostgreSQL they are in the database, and only the one asked
+    // for by its path is copied beside the store.
+    let expected = if mantissa_store::testing::on_postgres() {
+        1
+    } else {
+        2
+    };
+    assert_eq!(
+        walk(s.files_dir()),
+        expected,
+        "the replaced file was removed"
+    );
 
     // Rolling back keeps the files.
     let _ = s.write_blocking(move |tx| {

@@ -299,3 +299,51 @@ fn a_change_on_one_node_is_announced_on_every_node() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(on_a.try_recv().is_err() && on_b.try_recv().is_err());
 }
+
+#[derive(Item, Debug, Clone, PartialEq)]
+#[item(name = "t.pg.upload", version = 1)]
+struct Upload {
+    title: String,
+}
+
+/// A file attached on one node is read on another, whose folder has
+/// never seen it: nodes keep no files of their own.
+#[test]
+fn a_file_attached_on_one_node_is_read_on_another() {
+    let url = postgres_database();
+    let (_a, node_a) = node(&url);
+    let (_b, node_b) = node(&url);
+    let up = node_a
+        .user_store("ann")
+        .unwrap()
+        .write_blocking(|tx| -> Result<_> {
+            let up = tx.insert(&Upload {
+                title: "photo".into(),
+            })?;
+            tx.attach_file(up, "photo.jpg", b"the bytes")?;
+            Ok(up)
+        })
+        .unwrap();
+    let on_b = node_b.user_store("ann").unwrap();
+    let (data, path) = on_b
+        .read_blocking(move |r| -> Result<_> {
+            Ok((r.file(up, "photo.jpg")?, r.file_path(up, "photo.jpg")?))
+        })
+        .unwrap();
+    assert_eq!(data.as_deref(), Some(&b"the bytes"[..]));
+    let path = path.expect("a path");
+    assert!(path.starts_with(on_b.files_dir()));
+    assert_eq!(std::fs::read(&path).unwrap(), b"the bytes");
+    assert!(on_b.check().unwrap().is_empty());
+    // Replaced on node A, node B reads the new file, by path too.
+    node_a
+        .user_store("ann")
+        .unwrap()
+        .write_blocking(move |tx| tx.attach_file(up, "photo.jpg", b"new bytes"))
+        .unwrap();
+    let path = on_b
+        .read_blocking(move |r| r.file_path(up, "photo.jpg"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"new bytes");
+}

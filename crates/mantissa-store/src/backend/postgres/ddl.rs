@@ -239,6 +239,10 @@ pub(crate) fn item_support_tables() -> String {
             "name TEXT NOT NULL".into(),
             "path TEXT NOT NULL".into(),
             "size BIGINT NOT NULL".into(),
+            // The file itself: a node keeps no state of its own, and a
+            // file it was asked for the path of is only a cache
+            // (`Read::file_path`).
+            "data BYTEA NOT NULL".into(),
         ],
         "item_type, item_id, name",
     ));
