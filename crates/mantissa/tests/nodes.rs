@@ -173,3 +173,175 @@ fn two_nodes_serve_one_site_and_share_its_accounts_and_sessions() {
     assert!(!tmp.path().join("node-a/site.sqlite").exists());
     assert!(!tmp.path().join("node-b/site.sqlite").exists());
 }
+
+/// Sends `raw` to `addr`; `None` when the node is not there (killed) or
+/// does not answer in time.
+fn try_send(addr: SocketAddr, raw: &str) -> Option<Response> {
+    use std::io::Read;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    s.write_all(raw.as_bytes()).ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    (!buf.is_empty()).then(|| mantissa_testkit::http::parse(&buf))
+}
+
+/// Signs in on `node` with JSON; returns the headers of a signed-in
+/// request.
+fn sign_in(node: &Node, who: &str, password: &str) -> (String, String) {
+    let r = node.request("GET", "/api/login", &[], "");
+    let csrf = r.header("x-csrf-token").expect("a CSRF token").to_string();
+    let csrf_cookie = format!("mantissa_csrf={csrf}");
+    let r = node.request(
+        "POST",
+        "/api/login",
+        &[
+            ("Cookie", &csrf_cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Content-Type", "application/json"),
+        ],
+        &format!(r#"{{"who":"{who}","password":"{password}"}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let session = cookie(&r, "mantissa_session").expect("a session cookie");
+    let fresh = r
+        .header("x-csrf-token")
+        .expect("a new CSRF token")
+        .to_string();
+    (
+        format!("mantissa_session={session}; mantissa_csrf={fresh}"),
+        fresh,
+    )
+}
+
+/// Three nodes on one database take writes (an administrator's script
+/// making accounts, spread over them) while one node after another is
+/// killed with SIGKILL and started again: every account a node
+/// acknowledged is there at the end, and the session made before it all
+/// still works on every node.
+#[test]
+fn a_node_killed_under_write_load_loses_no_acknowledged_write() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let store = mantissa_store::testing::postgres_database();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut add = mantissa(
+        tmp.path(),
+        &store,
+        &[
+            "--site",
+            "n0",
+            "user",
+            "add",
+            "root",
+            "--admin",
+            "--password-stdin",
+        ],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"root's long password\n")
+        .unwrap();
+    assert!(add.wait().unwrap().success());
+    let names = ["n0", "n1", "n2"];
+    let mut nodes: Vec<Node> = names
+        .iter()
+        .map(|n| Node::start(tmp.path(), &store, n))
+        .collect();
+    let (cookies, csrf) = sign_in(&nodes[0], "root", "root's long password");
+    let addrs = Arc::new(Mutex::new(nodes.iter().map(|n| n.addr).collect::<Vec<_>>()));
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (addrs, acknowledged, stop) = (addrs.clone(), acknowledged.clone(), stop.clone());
+        let (cookies, csrf) = (cookies.clone(), csrf.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let addr = {
+                    let a = addrs.lock().unwrap();
+                    a[n % a.len()]
+                };
+                let name = format!("u{n}");
+                let body = format!(r#"{{"username":"{name}","email":"{name}@example.org"}}"#);
+                let raw = request_text(
+                    addr,
+                    "POST",
+                    "/api/admin/users",
+                    &[
+                        ("Accept", "application/json"),
+                        ("Content-Type", "application/json"),
+                        ("Cookie", &cookies),
+                        ("X-CSRF-Token", &csrf),
+                    ],
+                    &body,
+                );
+                if let Some(r) = try_send(addr, &raw) {
+                    if r.status == 201 {
+                        acknowledged.lock().unwrap().push(name);
+                    }
+                }
+            }
+        })
+    };
+    for round in 0..6 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let victim = round % 3;
+        // SIGKILL: no shutdown of any kind.
+        let _ = nodes[victim].child.kill();
+        let _ = nodes[victim].child.wait();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        nodes[victim] = Node::start(tmp.path(), &store, names[victim]);
+        addrs.lock().unwrap()[victim] = nodes[victim].addr;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    eprintln!("{} accounts acknowledged across 6 kills", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 20,
+        "the nodes took writes: {} acknowledged",
+        acknowledged.len()
+    );
+    let listed = mantissa(
+        tmp.path(),
+        &store,
+        &["--site", "n0", "user", "list", "--json"],
+    )
+    .output()
+    .unwrap();
+    assert!(listed.status.success());
+    let users: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let present: std::collections::HashSet<&str> = users["users"]
+        .as_array()
+        .expect("a list of users")
+        .iter()
+        .filter_map(|u| u["username"].as_str())
+        .collect();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|n| !present.contains(n.as_str()))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    // The session made before the kills works on every node, old and new.
+    for node in &nodes {
+        let r = node.request(
+            "GET",
+            "/api/private/settings",
+            &[("Cookie", &cookies), ("X-CSRF-Token", &csrf)],
+            "",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
