@@ -285,10 +285,8 @@ fn a_node_killed_under_write_load_loses_no_acknowledged_write() {
                     ],
                     &body,
                 );
-                if let Some(r) = try_send(addr, &raw) {
-                    if r.status == 201 {
-                        acknowledged.lock().unwrap().push(name);
-                    }
+                if try_send(addr, &raw).is_some_and(|r| r.status == 201) {
+                    acknowledged.lock().unwrap().push(name);
                 }
             }
         })
