@@ -347,3 +347,207 @@ fn a_file_attached_on_one_node_is_read_on_another() {
         .unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), b"new bytes");
 }
+
+#[derive(Item, Debug, Clone, PartialEq)]
+#[item(name = "t.pg.author", version = 1)]
+struct Author {
+    #[item(unique)]
+    name: String,
+}
+
+#[derive(Item, Debug, Clone, PartialEq)]
+#[item(name = "t.pg.book", version = 1)]
+struct Book {
+    #[item(on_delete = "cascade")]
+    author: Ref<Author>,
+    title: String,
+    price: Decimal,
+    score: f64,
+    cover: Vec<u8>,
+}
+
+/// A SQLite site with a few users, each with items that refer to each
+/// other, attached files and scheduled work.
+fn sqlite_site_with_users(dir: &std::path::Path, users: usize) -> Site {
+    let site = Site::open(dir).unwrap();
+    for u in 0..users {
+        site.user_store(&format!("user{u}"))
+            .unwrap()
+            .write_blocking(|tx| -> Result<()> {
+                let a = tx.insert(&Author {
+                    name: format!("author {u}"),
+                })?;
+                for b in 0..3 {
+                    let book = tx.insert(&Book {
+                        author: a,
+                        title: format!("book {b} of {u}"),
+                        price: Decimal::new(1999 + b, 2),
+                        score: 0.1 * b as f64,
+                        cover: vec![u as u8, b as u8, 0, 255],
+                    })?;
+                    tx.attach_file(book, "cover.txt", format!("cover {u}/{b}").as_bytes())?;
+                }
+                let job = tx.insert(&Job { runs: 0 })?;
+                tx.schedule(job, Timestamp::from_micros(4_000_000_000_000_000))?;
+                Ok(())
+            })
+            .unwrap();
+    }
+    site
+}
+
+/// A book as its reader sees it: author's name, title, price, cover, and
+/// the attached cover file.
+type BookSeen = (String, String, String, Vec<u8>, Option<Vec<u8>>);
+
+/// Everything a user sees of their store: books with their authors' names
+/// and their covers, and when their job is due.
+fn what_user_sees(
+    site: &Site,
+    user: &str,
+) -> (Vec<BookSeen>, Vec<Option<Timestamp>>) {
+    site.user_store(user)
+        .unwrap()
+        .read_blocking(|r| -> Result<_> {
+            let mut books = Vec::new();
+            for b in r.query::<Book>().order_by(Book::title.asc()).all()? {
+                let author = r.get(b.author)?;
+                books.push((
+                    author.name.clone(),
+                    b.title.clone(),
+                    b.price.to_string(),
+                    b.cover.clone(),
+                    r.file(b.id(), "cover.txt")?,
+                ));
+            }
+            let jobs = r
+                .query::<Job>()
+                .all()?
+                .into_iter()
+                .map(|j| r.scheduled_at(j.id()))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((books, jobs))
+        })
+        .unwrap()
+}
+
+/// A SQLite site copied into PostgreSQL and back holds the same: every
+/// item, reference, file and schedule entry, with their ids; new ids come
+/// after the copied ones; an interrupted copy resumes; a target holding
+/// something else is refused.
+#[test]
+fn a_site_moves_to_postgres_and_back_whole() {
+    const USERS: usize = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let original = sqlite_site_with_users(&dir.path().join("sqlite"), USERS);
+    let url = postgres_database();
+    let on_pg = Site::open_postgres(dir.path().join("node"), &url).unwrap();
+
+    // Interrupted after the site store and two users.
+    let interrupted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        original.copy_to(&on_pg, false, |done, _, _| {
+            assert!(done < 3, "interrupted");
+        })
+    }));
+    assert!(interrupted.is_err());
+    let mut seen = Vec::new();
+    let report = original
+        .copy_to(&on_pg, false, |done, total, name| {
+            seen.push((done, total, name.to_string()))
+        })
+        .unwrap();
+    assert_eq!(report.already_there, 3, "{report:?}");
+    assert_eq!(report.copied, USERS + 1 - 3, "{report:?}");
+    assert_eq!(seen.last().unwrap().0, USERS + 1);
+    assert_eq!(on_pg.user_names().unwrap(), original.user_names().unwrap());
+    for u in 0..USERS {
+        let user = format!("user{u}");
+        assert_eq!(
+            what_user_sees(&on_pg, &user),
+            what_user_sees(&original, &user),
+            "{user}"
+        );
+    }
+    // Ids go on after the copied ones, and the copy takes writes.
+    let moved = on_pg.user_store("user0").unwrap();
+    let copied_max = moved
+        .read_blocking(|r| r.query::<Book>().column(Book::author))
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id())
+        .chain(
+            moved
+                .read_blocking(|r| r.query::<Job>().all())
+                .unwrap()
+                .into_iter()
+                .map(|j| j.id().id()),
+        )
+        .max()
+        .unwrap();
+    let new_id = moved
+        .write_blocking(|tx| tx.insert(&Author { name: "new".into() }))
+        .unwrap();
+    assert!(
+        new_id.id() > copied_max,
+        "a new id after the copied ones: {new_id:?}"
+    );
+    moved.write_blocking(move |tx| tx.delete(new_id)).unwrap();
+
+    // Back to SQLite, in a new folder.
+    let back = Site::open(dir.path().join("back")).unwrap();
+    let report = on_pg.copy_to(&back, false, |_, _, _| {}).unwrap();
+    assert_eq!(report.copied, USERS + 1);
+    for u in 0..USERS {
+        let user = format!("user{u}");
+        assert_eq!(
+            what_user_sees(&back, &user),
+            what_user_sees(&original, &user),
+            "{user}"
+        );
+    }
+    assert!(
+        back.user_store("user3")
+            .unwrap()
+            .check()
+            .unwrap()
+            .is_empty()
+    );
+
+    // The copy has changed since (a new author): copying again says so,
+    // and replacing makes it the original's again.
+    moved
+        .write_blocking(|tx| {
+            tx.insert(&Author {
+                name: "since".into(),
+            })
+        })
+        .unwrap();
+    let changed = original
+        .copy_to(&on_pg, false, |_, _, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(changed.contains("an earlier run copied it"), "{changed}");
+    let report = original.copy_to(&on_pg, true, |_, _, _| {}).unwrap();
+    assert_eq!(report.copied, USERS + 1, "{report:?}");
+    assert_eq!(
+        what_user_sees(&on_pg, "user0"),
+        what_user_sees(&original, "user0")
+    );
+
+    // A target with stores of its own is refused, and left alone.
+    let other = Site::open(dir.path().join("other")).unwrap();
+    other
+        .user_store("user1")
+        .unwrap()
+        .write_blocking(|tx| {
+            tx.insert(&Author {
+                name: "mine".into(),
+            })
+        })
+        .unwrap();
+    let refused = original
+        .copy_to(&other, false, |_, _, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("holds items of its own"), "{refused}");
+}

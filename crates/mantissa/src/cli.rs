@@ -640,6 +640,72 @@ fn write_stats_table(rows: &[StatsRow], out: &mut dyn Write) -> io::Result<()> {
     )
 }
 
+/// `mantissa migrate`: copies the site in `dir` from its SQLite files into
+/// the PostgreSQL database `to`, or from the database `from` into SQLite
+/// files in `dir`, with a progress bar, checking each store's copy.
+pub fn migrate(
+    dir: &Path,
+    to: Option<&str>,
+    from: Option<&str>,
+    replace: bool,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let shown_dir = shown(dir);
+    let (source, target, into) = match (to, from) {
+        (Some(url), None) => (
+            open_site(&shown_dir)?,
+            open_site_at(&shown_dir, Some(url))?,
+            "into the PostgreSQL database",
+        ),
+        (None, Some(url)) => (
+            open_site_at(&shown_dir, Some(url))?,
+            Site::open(&shown_dir).map_err(|source| Error::CreateSite {
+                dir: shown_dir.clone(),
+                source,
+            })?,
+            "out of the PostgreSQL database, into SQLite files",
+        ),
+        _ => unreachable!("clap asks for exactly one of --to and --from"),
+    };
+    let bar = progress_bar(store_names(&source)? as u64, "migrating");
+    let report = source.copy_to(&target, replace, |done, total, name| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(name.to_string());
+    });
+    bar.finish_and_clear();
+    let report = report?;
+    writeln!(
+        out,
+        "Moved the site in {} {into}: {} stores copied{}, {} rows, {} attached files.",
+        shown_dir.display(),
+        report.copied,
+        match report.already_there {
+            0 => String::new(),
+            n => format!(" ({n} more were there from an earlier run)"),
+        },
+        report.rows,
+        report.files
+    )?;
+    writeln!(
+        out,
+        "Every store was checked against the original: the same rows and files."
+    )?;
+    match to {
+        Some(_) => writeln!(
+            out,
+            "Serve it from the database with: mantissa --site {} --store URL serve",
+            shell_word(&shown_dir.to_string_lossy())
+        )?,
+        None => writeln!(
+            out,
+            "Serve it from its files with: mantissa --site {} serve",
+            shell_word(&shown_dir.to_string_lossy())
+        )?,
+    }
+    Ok(())
+}
+
 /// A progress bar on stderr, hidden when stderr is not a terminal.
 fn progress_bar(len: u64, what: &str) -> ProgressBar {
     if !io::stderr().is_terminal() {

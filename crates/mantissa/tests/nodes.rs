@@ -27,7 +27,7 @@ struct Node {
 
 impl Node {
     fn start(cwd: &Path, store: &str, site: &str) -> Node {
-        let mut child = mantissa(
+        let child = mantissa(
             cwd,
             store,
             &["--site", site, "serve", "--listen", "127.0.0.1:0"],
@@ -36,6 +36,11 @@ impl Node {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+        Node::from_child(child)
+    }
+
+    /// The node `child` runs, once it says where it serves.
+    fn from_child(mut child: Child) -> Node {
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut addr = None;
         for _ in 0..10 {
@@ -306,7 +311,10 @@ fn a_node_killed_under_write_load_loses_no_acknowledged_write() {
     writer.join().unwrap();
 
     let acknowledged = acknowledged.lock().unwrap().clone();
-    eprintln!("{} accounts acknowledged across 6 kills", acknowledged.len());
+    eprintln!(
+        "{} accounts acknowledged across 6 kills",
+        acknowledged.len()
+    );
     assert!(
         acknowledged.len() >= 20,
         "the nodes took writes: {} acknowledged",
@@ -342,4 +350,97 @@ fn a_node_killed_under_write_load_loses_no_acknowledged_write() {
         );
         assert_eq!(r.status, 200, "{}", r.text());
     }
+}
+
+/// The binary without `--store`: a site in SQLite files.
+fn on_files(cwd: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mantissa"));
+    c.current_dir(cwd)
+        .args(args)
+        .env_remove("MANTISSA_STORE")
+        .env_remove("MANTISSA_SITE")
+        .env("NO_COLOR", "1");
+    c
+}
+
+fn succeeds(mut c: Command, input: Option<&str>) -> String {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = input {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    stdout
+}
+
+/// `mantissa migrate --to` moves a SQLite site into PostgreSQL, where a
+/// node serves it (its accounts log in); run again, it finds everything
+/// there; `migrate --from` moves it back into files, served again.
+#[test]
+fn a_site_is_migrated_to_postgres_and_back_and_served_from_each() {
+    let store = mantissa_store::testing::postgres_database();
+    let tmp = tempfile::tempdir().unwrap();
+    succeeds(on_files(tmp.path(), &["init", "s"]), None);
+    succeeds(
+        on_files(
+            tmp.path(),
+            &["--site", "s", "user", "add", "ann", "--password-stdin"],
+        ),
+        Some("ann's long password\n"),
+    );
+    let said = succeeds(
+        on_files(tmp.path(), &["--site", "s", "migrate", "--to", &store]),
+        None,
+    );
+    assert!(
+        said.contains("into the PostgreSQL database: 2 stores copied"),
+        "{said}"
+    );
+    assert!(said.contains("checked against the original"), "{said}");
+    assert!(said.contains("--store URL serve"), "{said}");
+
+    let again = succeeds(
+        on_files(tmp.path(), &["--site", "s", "migrate", "--to", &store]),
+        None,
+    );
+    assert!(
+        again.contains("0 stores copied (2 more were there from an earlier run)"),
+        "{again}"
+    );
+
+    let node = Node::start(tmp.path(), &store, "s");
+    sign_in(&node, "ann", "ann's long password");
+    drop(node);
+
+    let back = succeeds(
+        on_files(tmp.path(), &["--site", "back", "migrate", "--from", &store]),
+        None,
+    );
+    // Serving made the administrator's account, and its store.
+    assert!(
+        back.contains("into SQLite files: 3 stores copied"),
+        "{back}"
+    );
+    let mut served = on_files(
+        tmp.path(),
+        &["--site", "back", "serve", "--listen", "127.0.0.1:0"],
+    );
+    served.stdout(Stdio::piped()).stderr(Stdio::null());
+    let node = Node::from_child(served.spawn().unwrap());
+    sign_in(&node, "ann", "ann's long password");
 }

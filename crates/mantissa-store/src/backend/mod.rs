@@ -380,6 +380,31 @@ impl Iterator for Row<'_> {
     }
 }
 
+/// After rows were copied into `table` with their ids: new rows' ids come
+/// after them. (SQLite's `AUTOINCREMENT` keeps past every id written; a
+/// PostgreSQL identity is a sequence the copy must move on.)
+pub(crate) fn ids_past_copied(conn: &Conn, table: &str) -> Result<()> {
+    if conn.engine() == Engine::Sqlite {
+        return Ok(());
+    }
+    let Some(Value::Text(sequence)) = conn.scalar(
+        "SELECT pg_get_serial_sequence(?, 'id')",
+        &[Value::Text(crate::sql::ident(table).into())],
+    )?
+    else {
+        return Ok(());
+    };
+    // The sequence is every store's: it only ever moves on.
+    conn.execute(
+        &format!(
+            "SELECT setval(CAST(CAST(? AS TEXT) AS regclass), GREATEST((SELECT MAX(id) FROM {}), (SELECT last_value FROM {sequence})))",
+            crate::sql::ident(table)
+        ),
+        &[Value::Text(sequence.clone())],
+    )?;
+    Ok(())
+}
+
 /// Whether the store has a table called `name`.
 pub(crate) fn table_exists(conn: &Conn, name: &str) -> Result<bool> {
     match conn {

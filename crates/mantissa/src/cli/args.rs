@@ -95,6 +95,32 @@ enum Command {
         /// The backup folder to create
         dest: PathBuf,
     },
+    /// Move the site's stores into a PostgreSQL database (--to), or out of
+    /// one back into SQLite files in the site's folder (--from)
+    ///
+    /// Every store, item, attached file and scheduled entry is copied with
+    /// its ids, and each store is checked against the original (rows
+    /// counted and hashed). Stop serving the site first. An interrupted
+    /// run resumes where it stopped when run again. A target that holds
+    /// anything else is refused unless --replace. Then serve the site with
+    /// `mantissa --store URL serve` (or without --store after --from).
+    Migrate {
+        /// The PostgreSQL database to move the site's SQLite stores into
+        #[arg(
+            long,
+            value_name = "URL",
+            required_unless_present = "from",
+            conflicts_with = "from"
+        )]
+        to: Option<String>,
+        /// The PostgreSQL database to move the site's stores out of, into
+        /// SQLite files in the site's folder
+        #[arg(long, value_name = "URL")]
+        from: Option<String>,
+        /// Replace the target's stores of the same names when it has some
+        #[arg(long)]
+        replace: bool,
+    },
     /// Accounts: add, list, show, approve, suspend, delete, set a password;
     /// move a user's store in and out of the site as a single file
     #[command(subcommand)]
@@ -435,6 +461,10 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
             cli::generate(Path::new("."), piece, &name, offering.as_deref(), out)?
         }
         Command::Dev { serve_args } => cli::dev(Path::new("."), &serve_args, out)?,
+        Command::Migrate { to, from, replace } => {
+            let dir = cli::SiteDir::find(args.site)?.dir;
+            cli::migrate(&dir, to.as_deref(), from.as_deref(), replace, out)?
+        }
         Command::Serve { listen, dev, url } => {
             let options = cli::ServeOptions {
                 listen,
@@ -548,6 +578,7 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
                 }
                 Command::Init { .. }
                 | Command::Serve { .. }
+                | Command::Migrate { .. }
                 | Command::New { .. }
                 | Command::Generate { .. }
                 | Command::Dev { .. } => unreachable!("handled above"),
