@@ -151,7 +151,7 @@ impl Site {
         let total = names.len() + 1;
         let mut report = CopyReport::default();
         copy_store(self.store(), target.store(), replace, &mut report)?;
-        progress(1, total, crate::message::SITE_STORE);
+        progress(1, total, "site");
         for (i, name) in names.iter().enumerate() {
             let from = self.user_store(name)?;
             let to = target.user_store(name)?;
@@ -166,7 +166,12 @@ impl Site {
 }
 
 /// Copies `from` into `to`, or checks an earlier copy.
-fn copy_store(from: &Store, to: &Store, replace: bool, report: &mut CopyReport) -> Result<()> {
+pub(crate) fn copy_store(
+    from: &Store,
+    to: &Store,
+    replace: bool,
+    report: &mut CopyReport,
+) -> Result<()> {
     if !from.upgrades_in_progress().is_empty() {
         return Err(StoreError::Database {
             path: from.path().to_path_buf(),

@@ -101,13 +101,18 @@ impl Store {
     /// `dest` (which must not exist), while the store stays in use.
     pub fn backup_to(&self, dest: impl AsRef<Path>) -> Result<()> {
         refuse_in_async("Store::backup_to", "tokio::task::spawn_blocking")?;
-        self.refuse_on_postgres("a backup")?;
         let dest = dest.as_ref();
         if dest.exists() {
             return Err(StoreError::Io {
                 path: dest.to_path_buf(),
                 reason: "already exists; a backup never overwrites".into(),
             });
+        }
+        if self.on_postgres() {
+            // A store file, made by copying the store's rows into it.
+            let copy = Store::open(dest)?;
+            crate::migrate::copy_store(self, &copy, false, &mut Default::default())?;
+            return copy.close();
         }
         let conn = Conn::open_file(self.path(), false)?;
         crate::backend::copy_into(&conn, dest)?;
@@ -145,13 +150,19 @@ impl Site {
         mut progress: impl FnMut(usize, usize, &str),
     ) -> Result<()> {
         refuse_in_async("Site::backup", "tokio::task::spawn_blocking")?;
-        self.store().refuse_on_postgres("a backup")?;
         let dest = dest.as_ref();
         if dest.exists() {
             return Err(StoreError::Io {
                 path: dest.to_path_buf(),
                 reason: "already exists; a backup never overwrites".into(),
             });
+        }
+        if self.on_postgres() {
+            // The backup of a site in PostgreSQL is the same site in SQLite
+            // files: each store a snapshot, as here.
+            let copy = Site::open(dest)?;
+            self.copy_to(&copy, false, progress)?;
+            return copy.close();
         }
         let users = self.user_names()?;
         let total = users.len() + 1;
@@ -175,8 +186,6 @@ impl Site {
     /// file `dest`.
     pub fn export_user(&self, name: &str, dest: impl AsRef<Path>) -> Result<()> {
         refuse_in_async("Site::export_user", "tokio::task::spawn_blocking")?;
-        self.store()
-            .refuse_on_postgres("exporting a user's store")?;
         let dest = dest.as_ref();
         let store = self
             .existing_user_store(name)?
@@ -190,9 +199,18 @@ impl Site {
                 reason: "already exists; an export never overwrites".into(),
             });
         }
-        let conn = Conn::open_file(store.path(), false)?;
-        crate::backend::copy_into(&conn, dest)?;
-        drop(conn);
+        let files = if self.on_postgres() {
+            // A store file first, made by copying the store's rows into it.
+            let copy = Store::open(dest)?;
+            crate::migrate::copy_store(&store, &copy, false, &mut Default::default())?;
+            let files = copy.files_dir().to_path_buf();
+            copy.close()?;
+            files
+        } else {
+            let conn = Conn::open_file(store.path(), false)?;
+            crate::backend::copy_into(&conn, dest)?;
+            store.files_dir().to_path_buf()
+        };
         let out = Conn::open_file(dest, false)?;
         out.begin_write()?;
         out.batch(crate::backend::EXPORT_FILES_TABLE)?;
@@ -200,7 +218,7 @@ impl Site {
             let Some(Value::Text(rel)) = row.into_iter().next() else {
                 continue;
             };
-            let src = store.files_dir().join(rel.as_ref());
+            let src = files.join(rel.as_ref());
             let data = std::fs::read(&src).map_err(|e| StoreError::io(&src, e))?;
             out.execute(
                 "INSERT INTO _export_files (path, data) VALUES (?, ?)",
@@ -209,6 +227,10 @@ impl Site {
         }
         out.commit()?;
         crate::backend::as_single_file(&out)?;
+        if self.on_postgres() {
+            // Its files are in it now; those the copy wrote beside it go.
+            let _ = std::fs::remove_dir_all(&files);
+        }
         Ok(())
     }
 
@@ -218,11 +240,9 @@ impl Site {
     /// then.
     pub fn import_user(&self, name: &str, src: impl AsRef<Path>) -> Result<Store> {
         refuse_in_async("Site::import_user", "tokio::task::spawn_blocking")?;
-        self.store()
-            .refuse_on_postgres("importing a user's store")?;
         let src = src.as_ref();
         let path = self.user_store_path(name)?;
-        if path.exists() {
+        if path.exists() || self.has_user_store(name)? {
             return Err(StoreError::Io {
                 path,
                 reason: format!("user {name:?} already has a store; delete it first"),
@@ -300,6 +320,24 @@ impl Site {
         }
         for s in ["-wal", "-shm"] {
             let _ = std::fs::remove_file(with_suffix(&staging, s));
+        }
+        if self.on_postgres() {
+            // The checked store file is copied into the database, then goes.
+            let copied = (|| {
+                let from = Store::open(&staging)?;
+                let to = self.user_store(name)?;
+                crate::migrate::copy_store(&from, &to, false, &mut Default::default())?;
+                from.close()
+            })();
+            let _ = std::fs::remove_file(&staging);
+            let _ = std::fs::remove_dir_all(&staging_files);
+            if let Err(e) = copied {
+                let _ = self.delete_user_store(name);
+                return Err(e);
+            }
+            // Opened again, it knows its identity: the one import gave it.
+            self.close_user_store(name)?;
+            return self.user_store(name);
         }
         if staging_files.exists() {
             std::fs::rename(&staging_files, files_dir_for(&path))

@@ -277,16 +277,9 @@ impl Store {
         )
     }
 
-    /// Refuses, saying so, work on a store's file that a store on
-    /// PostgreSQL cannot do yet.
-    pub(crate) fn refuse_on_postgres(&self, what: &str) -> Result<()> {
-        match &self.inner.shared.location {
-            Location::File => Ok(()),
-            Location::Postgres { label, .. } => Err(StoreError::Database {
-                path: label.clone(),
-                reason: format!("{what} is not built yet for a site on PostgreSQL"),
-            }),
-        }
+    /// Whether the store is in PostgreSQL (not in a file of its own).
+    pub(crate) fn on_postgres(&self) -> bool {
+        matches!(self.inner.shared.location, Location::Postgres { .. })
     }
 
     /// The store's name: "site", or the user's name.

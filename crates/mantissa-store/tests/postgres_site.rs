@@ -139,24 +139,71 @@ fn stores_are_apart_and_a_name_made_again_is_a_new_store() {
     );
 }
 
-/// What a site on PostgreSQL cannot do yet is refused, saying so, and
-/// writes nothing.
+/// A site in PostgreSQL is backed up as a site in SQLite files, and a
+/// user's store is exported as one file and imported back (under another
+/// name, as a new store), attached files included.
 #[test]
-fn work_on_store_files_is_refused_on_postgres_saying_so() {
+fn a_site_in_postgres_is_backed_up_and_its_users_exported_as_files() {
     let url = postgres_database();
     let (dir, site) = node(&url);
-    site.user_store("ann").unwrap();
+    let up = site
+        .user_store("ann")
+        .unwrap()
+        .write_blocking(|tx| -> Result<_> {
+            tx.insert(&Counter {
+                name: "hits".into(),
+                value: 5,
+            })?;
+            let up = tx.insert(&Upload {
+                title: "photo".into(),
+            })?;
+            tx.attach_file(up, "photo.jpg", b"the bytes")?;
+            Ok(up)
+        })
+        .unwrap();
+
     let dest = dir.path().join("backup");
-    let refused = site.backup(&dest, |_, _, _| {}).unwrap_err().to_string();
-    assert!(
-        refused.contains("a backup is not built yet for a site on PostgreSQL"),
-        "{refused}"
+    let mut stores = Vec::new();
+    site.backup(&dest, |_, _, name| stores.push(name.to_string()))
+        .unwrap();
+    assert_eq!(stores, ["site", "ann"]);
+    let copy = Site::open_existing(&dest).unwrap();
+    let ann = copy.user_store("ann").unwrap();
+    assert_eq!(value(&ann), Some(5));
+    assert_eq!(
+        ann.read_blocking(move |r| r.file(up, "photo.jpg"))
+            .unwrap()
+            .as_deref(),
+        Some(&b"the bytes"[..])
     );
-    assert!(!dest.exists());
+    assert!(ann.check().unwrap().is_empty());
+    assert!(dest.join("users/ann.sqlite").is_file());
+
     let file = dir.path().join("ann.export");
-    let refused = site.export_user("ann", &file).unwrap_err().to_string();
-    assert!(refused.contains("not built yet"), "{refused}");
-    assert!(!file.exists());
+    site.export_user("ann", &file).unwrap();
+    assert!(file.is_file());
+    let bea = site.import_user("bea", &file).unwrap();
+    assert_eq!(value(&bea), Some(5));
+    assert_eq!(
+        bea.read_blocking(move |r| r.file(up, "photo.jpg"))
+            .unwrap()
+            .as_deref(),
+        Some(&b"the bytes"[..])
+    );
+    // Imported, it is a store of its own: ann's is unchanged by bea's writes.
+    bea.write_blocking(|tx| -> Result<()> {
+        let mut c = tx.query::<Counter>().first()?.unwrap();
+        c.value = 6;
+        tx.update(&c)
+    })
+    .unwrap();
+    assert_eq!(value(&site.user_store("ann").unwrap()), Some(5));
+    let again = site.import_user("bea", &file).unwrap_err().to_string();
+    assert!(again.contains("already has a store"), "{again}");
+    assert!(
+        site.backup(&dest, |_, _, _| {}).is_err(),
+        "never overwrites"
+    );
 }
 
 #[derive(Item, Debug, Clone, PartialEq)]
@@ -402,10 +449,7 @@ type BookSeen = (String, String, String, Vec<u8>, Option<Vec<u8>>);
 
 /// Everything a user sees of their store: books with their authors' names
 /// and their covers, and when their job is due.
-fn what_user_sees(
-    site: &Site,
-    user: &str,
-) -> (Vec<BookSeen>, Vec<Option<Timestamp>>) {
+fn what_user_sees(site: &Site, user: &str) -> (Vec<BookSeen>, Vec<Option<Timestamp>>) {
     site.user_store(user)
         .unwrap()
         .read_blocking(|r| -> Result<_> {
