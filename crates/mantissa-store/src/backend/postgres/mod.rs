@@ -33,8 +33,9 @@ use std::sync::OnceLock;
 
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::Row;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub(crate) mod ddl;
 
@@ -110,6 +111,22 @@ fn constraint(db: &tokio_postgres::error::DbError) -> String {
     db.message().to_string()
 }
 
+/// An error and each of its causes, `: `-separated: the driver says "error
+/// performing TLS handshake", its cause says which certificate and why.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Refuses a call that would block an async worker.
 fn refuse_in_async(call: &'static str) -> Result<()> {
     if !crate::blocking::may_block() {
@@ -119,6 +136,83 @@ fn refuse_in_async(call: &'static str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// How to reach the server at `url`: over TLS (rustls) when the URL asks
+/// for it with `sslmode=require`, as a server on another machine should
+/// be reached, else in the clear (a server on this machine, or on a
+/// private network: libpq's default of trying TLS without checking whom
+/// it talks to protects nothing, and is not done). The server's
+/// certificate must be signed by one of the system's authorities, or by
+/// one in the PEM file the URL's `sslrootcert` names, as libpq reads it.
+fn connection_config(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect)> {
+    use tokio_postgres::config::SslMode;
+    let (url, root_cert) = without_root_cert(url);
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| database(format!("{url:?} is not a PostgreSQL URL: {e}")))?;
+    if config.get_ssl_mode() != SslMode::Require {
+        config.ssl_mode(SslMode::Disable);
+    }
+    Ok((
+        config,
+        MakeRustlsConnect::new(tls_config(root_cert.as_deref())?),
+    ))
+}
+
+/// `url` without its `sslrootcert` parameter (which the driver does not
+/// read), and that parameter's value.
+fn without_root_cert(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut root_cert = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| match p.strip_prefix("sslrootcert=") {
+            Some(v) => {
+                root_cert = Some(v.to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    if kept.is_empty() {
+        (base.to_string(), root_cert)
+    } else {
+        (format!("{base}?{}", kept.join("&")), root_cert)
+    }
+}
+
+/// The TLS settings of a site's connections: the roots it trusts.
+fn tls_config(root_cert: Option<&str>) -> Result<rustls::ClientConfig> {
+    (|| {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        // A system without a certificate bundle trusts only the
+        // authority it is given.
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        if let Some(path) = root_cert {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("sslrootcert={path}: {e}"))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("sslrootcert={path}: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("sslrootcert={path}: {e}"))?;
+            }
+        }
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .map_err(|e| e.to_string())
+    })()
+    .map_err(database)
 }
 
 /// A pool of connections to one PostgreSQL database.
@@ -132,12 +226,10 @@ impl PgPool {
     /// `size` connections. Connects lazily: a wrong address is reported by
     /// the first [`PgPool::get`].
     pub(crate) fn new(url: &str, size: usize) -> Result<PgPool> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| database(format!("{url:?} is not a PostgreSQL URL: {e}")))?;
+        let (config, tls) = connection_config(url)?;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -158,7 +250,7 @@ impl PgPool {
         let client = rt
             .handle()
             .block_on(async move { pool.get().await })
-            .map_err(|e| database(format!("no PostgreSQL connection: {e}")))?;
+            .map_err(|e| database(format!("no PostgreSQL connection: {}", with_causes(&e))))?;
         Ok(PgConn {
             client,
             rt,
@@ -589,15 +681,13 @@ pub(crate) fn make_site_tables(pool: &PgPool, registry: &crate::item::Registry) 
 /// meanwhile is missed (subscribers are told so in `changes.rs`).
 pub(crate) fn listen_for_changes(url: &str, announcer: &crate::changes::Announcer) -> Result<()> {
     use tokio_postgres::AsyncMessage;
-    let config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| database(format!("{url:?} is not a PostgreSQL URL: {e}")))?;
+    let (config, tls) = connection_config(url)?;
     let site = std::sync::Arc::downgrade(announcer);
     let (ready, listening) = std::sync::mpsc::channel();
     io_runtime()?.spawn(async move {
         let mut ready = Some(ready);
         loop {
-            if let Ok((client, mut connection)) = config.connect(NoTls).await {
+            if let Ok((client, mut connection)) = config.connect(tls.clone()).await {
                 let site = site.clone();
                 let heard = tokio::spawn(async move {
                     // Whether the site is gone is looked at now and then:
@@ -846,6 +936,26 @@ impl ToSql for Value<'_> {
 #[cfg(test)]
 mod tests {
     use super::numbered;
+
+    #[test]
+    fn the_root_certificate_is_taken_out_of_the_url() {
+        use super::without_root_cert;
+        assert_eq!(
+            without_root_cert("postgres://u@h/d?sslmode=require&sslrootcert=/ca.pem"),
+            (
+                "postgres://u@h/d?sslmode=require".to_string(),
+                Some("/ca.pem".to_string())
+            )
+        );
+        assert_eq!(
+            without_root_cert("postgres://u@h/d?sslrootcert=/ca.pem"),
+            ("postgres://u@h/d".to_string(), Some("/ca.pem".to_string()))
+        );
+        assert_eq!(
+            without_root_cert("postgres://u@h/d"),
+            ("postgres://u@h/d".to_string(), None)
+        );
+    }
 
     #[test]
     fn parameters_are_numbered_outside_quotes() {
