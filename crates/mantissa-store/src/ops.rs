@@ -21,7 +21,9 @@ use crate::value::Value;
 pub struct StoreStats {
     /// The store's name.
     pub name: String,
-    /// Bytes on disk (database and write-ahead log).
+    /// Bytes on disk (database and write-ahead log); 0 for a store in
+    /// PostgreSQL, whose rows share the server's files with every other
+    /// store's.
     pub bytes: u64,
     /// Items per type, for types with at least one item.
     pub items: Vec<(String, u64)>,

@@ -270,60 +270,8 @@ fn batch(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<bool> {
     let insert = sql::upsert_by_id(t, &new_table(t));
     let mut max_id = last_id;
     for row in rows {
-        let mut values = row.into_iter();
-        let id = int(values.next());
-        let mut item = Upgrading {
-            id,
-            version: from,
-            values: columns.iter().cloned().zip(values).collect(),
-        };
-        for v in from..t.version {
-            let f =
-                shared
-                    .registry
-                    .upgrader(t.name, v)
-                    .ok_or_else(|| StoreError::MissingUpgrader {
-                        path: shared.path.clone(),
-                        item: t.name.to_string(),
-                        stored: from,
-                        missing: v,
-                    })?;
-            item.version = v;
-            crate::store::caught(|| f(&mut item)).map_err(|e| StoreError::UpgradeFailed {
-                item: t.name.to_string(),
-                id,
-                from: v,
-                reason: e.to_string(),
-            })?;
-        }
-        let mut new_values = vec![Value::Integer(id)];
-        for a in t.attrs {
-            let v = match item.values.remove(a.name) {
-                Some(v) => v,
-                None => match a.default {
-                    Some(d) => default_value(d),
-                    None if a.nullable => Value::Null,
-                    None => {
-                        return Err(StoreError::UpgradeFailed {
-                            item: t.name.to_string(),
-                            id,
-                            from: t.version - 1,
-                            reason: format!(
-                                "the upgrade leaves attribute {:?} without a value; set it in an upgrader or give it a default",
-                                a.name
-                            ),
-                        });
-                    }
-                },
-            };
-            new_values.push(v);
-        }
-        (t.validate)(new_values[1..].to_vec()).map_err(|e| StoreError::UpgradeFailed {
-            item: t.name.to_string(),
-            id,
-            from: t.version - 1,
-            reason: e.to_string(),
-        })?;
+        let new_values = upgraded_row(shared.registry, &shared.path, t, from, &columns, row)?;
+        let id = int(new_values.first().cloned());
         conn.execute(&insert, &new_values)?;
         max_id = max_id.max(id);
     }
@@ -602,4 +550,70 @@ pub(crate) fn finish_all(w: &mut Writer, mut progress: impl FnMut(&Progress)) ->
         progress(&p);
     }
     Ok(())
+}
+
+/// Row `row` of `t`'s table at version `from` (its id, then `columns`),
+/// brought to `t`'s version by its chain of upgraders: the new row, id
+/// first, then `t`'s attributes in order.
+pub(crate) fn upgraded_row(
+    registry: &crate::item::Registry,
+    path: &std::path::Path,
+    t: &ItemType,
+    from: u32,
+    columns: &[String],
+    row: Vec<Value<'static>>,
+) -> Result<Vec<Value<'static>>> {
+    let mut values = row.into_iter();
+    let id = int(values.next());
+    let mut item = Upgrading {
+        id,
+        version: from,
+        values: columns.iter().cloned().zip(values).collect(),
+    };
+    for v in from..t.version {
+        let f = registry
+            .upgrader(t.name, v)
+            .ok_or_else(|| StoreError::MissingUpgrader {
+                path: path.to_path_buf(),
+                item: t.name.to_string(),
+                stored: from,
+                missing: v,
+            })?;
+        item.version = v;
+        crate::store::caught(|| f(&mut item)).map_err(|e| StoreError::UpgradeFailed {
+            item: t.name.to_string(),
+            id,
+            from: v,
+            reason: e.to_string(),
+        })?;
+    }
+    let mut new_values = vec![Value::Integer(id)];
+    for a in t.attrs {
+        let v = match item.values.remove(a.name) {
+            Some(v) => v,
+            None => match a.default {
+                Some(d) => default_value(d),
+                None if a.nullable => Value::Null,
+                None => {
+                    return Err(StoreError::UpgradeFailed {
+                        item: t.name.to_string(),
+                        id,
+                        from: t.version - 1,
+                        reason: format!(
+                            "the upgrade leaves attribute {:?} without a value; set it in an upgrader or give it a default",
+                            a.name
+                        ),
+                    });
+                }
+            },
+        };
+        new_values.push(v);
+    }
+    (t.validate)(new_values[1..].to_vec()).map_err(|e| StoreError::UpgradeFailed {
+        item: t.name.to_string(),
+        id,
+        from: t.version - 1,
+        reason: e.to_string(),
+    })?;
+    Ok(new_values)
 }

@@ -624,30 +624,56 @@ pub(crate) fn off_runtime<R: Send>(f: impl FnOnce() -> Result<R> + Send) -> Resu
 }
 
 /// Makes the site's tables, and those of every item type of the program
-/// that the site has none of yet (with their indexes and triggers), in
-/// one transaction under the schema lock: so that two nodes starting at
-/// once make them once, and no store's write ever changes the schema
-/// (which would wait for other stores' writes to tables it touches).
+/// that the site has none of yet (with their indexes and triggers), and
+/// upgrades those the site holds at an older version, in one transaction
+/// under the schema lock: so that two nodes starting at once do it once,
+/// and no store's write ever changes the schema (which would wait for
+/// other stores' writes to tables it touches). A version newer than the
+/// program's refuses the site, changing nothing.
 pub(crate) fn make_site_tables(pool: &PgPool, registry: &crate::item::Registry) -> Result<()> {
     use super::Dialect;
-    let c = pool.get()?;
-    c.batch(&format!("BEGIN; {}", ddl::site_tables()))?;
+    let site = StoreConn {
+        conn: pool.get()?,
+        pool: pool.clone(),
+        store: 0,
+        label: PathBuf::from("postgresql"),
+    };
+    // Statements run in this one transaction (no savepoints: any failure
+    // undoes all of it).
+    site.conn
+        .begin(&format!("BEGIN; {}", ddl::site_tables()), false)?;
+    let conn = super::Conn::Postgres(site);
     let made = (|| -> Result<()> {
-        let known: std::collections::HashSet<String> = c
-            .rows("SELECT name FROM _types", &[])?
-            .into_iter()
-            .filter_map(|r| crate::schema::text(r.into_iter().next()))
-            .collect();
-        let new: Vec<(usize, &crate::item::ItemType)> = registry
-            .types()
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| !known.contains(t.name))
-            .collect();
+        let mut known = std::collections::HashMap::new();
+        for row in conn.rows("SELECT name, version FROM _types", &[])? {
+            let mut it = row.into_iter();
+            if let (Some(name), Some(v)) = (
+                crate::schema::text(it.next()),
+                crate::schema::int(it.next()),
+            ) {
+                known.insert(name, v as u32);
+            }
+        }
+        let mut new = Vec::new();
+        for (i, t) in registry.types().iter().enumerate() {
+            match known.get(t.name) {
+                None => new.push((i, t)),
+                Some(&v) if v == t.version => {}
+                Some(&v) if v > t.version => {
+                    return Err(StoreError::NewerVersion {
+                        path: conn.path().to_path_buf(),
+                        item: t.name.to_string(),
+                        stored: v,
+                        known: t.version,
+                    });
+                }
+                Some(&v) => upgrade_shared_table(&conn, registry, i, t, v)?,
+            }
+        }
         for &(i, t) in &new {
-            c.batch(&ddl::Postgres::create_table(t, &t.table()))?;
-            c.batch(&ddl::Postgres::create_indexes(t))?;
-            c.execute(
+            conn.batch(&ddl::Postgres::create_table(t, &t.table()))?;
+            conn.batch(&ddl::Postgres::create_indexes(t))?;
+            conn.execute(
                 ddl::RECORD_TYPE,
                 &[
                     Value::Text(t.name.into()),
@@ -659,18 +685,119 @@ pub(crate) fn make_site_tables(pool: &PgPool, registry: &crate::item::Registry) 
         // Every new table is there: the triggers between them can name them.
         for (_, t) in &new {
             for trigger in ddl::Postgres::ref_triggers(t) {
-                c.batch(&trigger.sql)?;
+                conn.batch(&trigger.sql)?;
             }
         }
         Ok(())
     })();
     match made {
-        Ok(()) => c.batch("COMMIT"),
+        Ok(()) => conn.commit(),
         Err(e) => {
-            let _ = c.batch("ROLLBACK");
+            conn.rollback();
             Err(e)
         }
     }
+}
+
+/// Upgrades the table every store's items of `t` share from version
+/// `from`: each store's rows, read under its own id, go through the chain
+/// of upgraders into a new table, which then takes the old one's place,
+/// with its id sequence moved on past every id and the triggers that
+/// name it made again. Inside the caller's transaction, so that the site
+/// is upgraded whole or not at all. (On SQLite each store upgrades when it
+/// opens, large ones in the background; here the site upgrades when its
+/// first node starts, and the others wait for it.)
+fn upgrade_shared_table(
+    conn: &super::Conn,
+    registry: &crate::item::Registry,
+    i: usize,
+    t: &crate::item::ItemType,
+    from: u32,
+) -> Result<()> {
+    use super::Dialect;
+    use crate::sql::ident;
+    let label = conn.path().to_path_buf();
+    for v in from..t.version {
+        if registry.upgrader(t.name, v).is_none() {
+            return Err(StoreError::MissingUpgrader {
+                path: label,
+                item: t.name.to_string(),
+                stored: from,
+                missing: v,
+            });
+        }
+    }
+    tracing::info!(
+        item = t.name,
+        from,
+        to = t.version,
+        "upgrading an item type in every store"
+    );
+    let (old, new) = (t.table(), format!("{}__upgrading", t.table()));
+    conn.batch(&format!("DROP TABLE IF EXISTS {} CASCADE", ident(&new)))?;
+    conn.batch(&ddl::Postgres::create_table(t, &new))?;
+    let columns: Vec<String> = super::table_columns(conn, &old)?
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .collect();
+    let mut select = String::from("id");
+    for c in &columns {
+        select.push_str(", ");
+        select.push_str(&ident(c));
+    }
+    let insert = crate::sql::insert(t, &new, true);
+    let stores = conn.rows("SELECT id FROM _stores ORDER BY id", &[])?;
+    for store in stores {
+        let Some(Value::Integer(store)) = store.into_iter().next() else {
+            continue;
+        };
+        conn.execute(
+            "SELECT set_config('mantissa.store', ?, true)",
+            &[Value::Text(store.to_string().into())],
+        )?;
+        for row in conn.rows(
+            &format!("SELECT {select} FROM {} ORDER BY id", ident(&old)),
+            &[],
+        )? {
+            let upgraded = crate::upgrade::upgraded_row(registry, &label, t, from, &columns, row)?;
+            conn.execute(&insert, &upgraded)?;
+        }
+    }
+    conn.execute("SELECT set_config('mantissa.store', '', true)", &[])?;
+    // The new table's ids go on from the old one's.
+    conn.execute(
+        &format!(
+            "SELECT setval(pg_get_serial_sequence(?, 'id'), GREATEST(1, (SELECT last_value FROM {})))",
+            conn.scalar("SELECT pg_get_serial_sequence(?, 'id')", &[Value::Text(ident(&old).into())])?
+                .and_then(|v| crate::schema::text(Some(v)))
+                .ok_or_else(|| database(format!("{old} has no id sequence")))?
+        ),
+        &[Value::Text(ident(&new).into())],
+    )?;
+    // The old table goes with the triggers on it: its own and those of
+    // the types that refer to it, made again on the new one.
+    conn.batch(&format!(
+        "DROP TABLE {o}; ALTER TABLE {n} RENAME TO {o}",
+        o = ident(&old),
+        n = ident(&new)
+    ))?;
+    conn.batch(&ddl::Postgres::create_indexes(t))?;
+    for other in registry.types() {
+        for trigger in ddl::Postgres::ref_triggers(other) {
+            if trigger.on_table == old {
+                conn.batch(&trigger.sql)?;
+            }
+        }
+    }
+    conn.execute(
+        "UPDATE _types SET version = ?, shape = ? WHERE name = ?",
+        &[
+            Value::Integer(t.version.into()),
+            Value::Text(registry.create_sql(i).to_string().into()),
+            Value::Text(t.name.into()),
+        ],
+    )?;
+    Ok(())
 }
 
 /// Listens on the site's change channel (`changes.rs`) on a connection of
