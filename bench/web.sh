@@ -6,6 +6,12 @@
 #   bench/web.sh                 everything (about 3 minutes)
 #   bench/web.sh --analysis      also the variants that show where time goes
 #   WEB_ROUNDS=1 bench/web.sh    one round instead of three
+#   bench/web.sh --postgres      Fortunes on PostgreSQL instead: Mantissa with
+#                                its stores in PostgreSQL (a node, as
+#                                `mantissa --store … serve` runs) against axum +
+#                                deadpool-postgres + tokio-postgres, and against
+#                                Mantissa on SQLite, on a throwaway cluster
+#                                (tests/postgres/cluster.sh) on this machine
 #
 # Environment: WEB_ROUNDS (3), WEB_DURATION (8s, each wrk run; at most 10s),
 # WEB_WARMUP (2s), WEB_CONNECTIONS (64), WEB_THREADS (2), WEB_PORT (18081:
@@ -24,9 +30,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 analysis=0
+postgres=0
 for arg in "$@"; do
     case "$arg" in
     --analysis) analysis=1 ;;
+    --postgres) postgres=1 ;;
     -h | --help)
         sed -n '2,20p' "$0"
         exit 0
@@ -64,7 +72,20 @@ if [ -z "${MANTISSA_BIN:-}" ]; then
     fi
 fi
 
-export BIN_DIR="$bin" MANTISSA_BIN ANALYSIS="$analysis"
+PG_MANTISSA="" PG_REFERENCE=""
+if [ "$postgres" = 1 ]; then
+    # The cluster stops when this process (python3, below, by exec) ends.
+    pgdir=$(mktemp -d)
+    server=$(tests/postgres/cluster.sh start "$pgdir/db" $$)
+    psql -q "$server" -c "CREATE ROLE bench LOGIN" \
+        -c "CREATE DATABASE bench_mantissa OWNER bench" \
+        -c "CREATE DATABASE bench_reference OWNER bench"
+    base=${server%/*}
+    base=${base/postgres:\/\/postgres@/postgres:\/\/bench@}
+    PG_MANTISSA="$base/bench_mantissa" PG_REFERENCE="$base/bench_reference"
+    echo "PostgreSQL: $server (Mantissa's database and the reference's, role bench)" >&2
+fi
+export BIN_DIR="$bin" MANTISSA_BIN ANALYSIS="$analysis" PG_MANTISSA PG_REFERENCE
 exec python3 - <<'EOF'
 import os
 import re
@@ -261,6 +282,61 @@ def check_fortunes(mantissa_port, reference_port):
     print("check: /fortunes has 13 rows, sorted, script escaped, same HTML as the reference; /plaintext ok")
 
 
+PG_MANTISSA = os.environ.get("PG_MANTISSA", "")
+PG_REFERENCE = os.environ.get("PG_REFERENCE", "")
+
+
+def run_rounds(targets):
+    """Each target measured once a round, every other round backwards;
+    returns every round's measurement per (test, name)."""
+    results = {(t, n): [] for t, n, _, _ in targets}
+    for rnd in range(1, ROUNDS + 1):
+        for test, name, proc, url in (targets if rnd % 2 else targets[::-1]):
+            for attempt in range(3):  # again if other processes took the CPUs
+                m = measure(proc.pid, url)
+                if m["other"] < NOISY:
+                    break
+            results[(test, name)].append(m)
+            flag = "  (noisy)" if m["other"] >= NOISY else ""
+            if m["bad"] or m["errs"]:
+                flag = f"  !! {m['bad']} non-2xx {m['errs']}"
+            print(f"  round {rnd}  {test:9} {name:30} {m['rps']:>10,.0f} req/s  latency avg {m['lat']:>8}"
+                  f"  cpu: server {m['server']:4.0f}%  wrk {m['client']:4.0f}%  other {m['other']:3.0f}%"
+                  f"  cross-CPU {m['xcpu']:3} ns{flag}",
+                  flush=True)
+    return results
+
+
+def postgres_fortunes():
+    """Fortunes with the stores in PostgreSQL, against axum +
+    tokio-postgres on the same server, and against Mantissa on SQLite.
+    The server runs on this machine's CPUs too: its CPU is counted as
+    "other" in each line, and the same for every target."""
+    mp, mp_port = start("mantissa-fortunes", ["--store", PG_MANTISSA], "/plaintext")
+    rp, rp_port = start("reference-pg-fortunes", ["--db", PG_REFERENCE], "/plaintext")
+    ms, ms_port = start("mantissa-fortunes", [], "/plaintext")
+    check_fortunes(mp_port, rp_port)
+    targets = [
+        ("fortunes", "mantissa on PostgreSQL", mp, f"http://127.0.0.1:{mp_port}/fortunes"),
+        ("fortunes", "axum + tokio-postgres", rp, f"http://127.0.0.1:{rp_port}/fortunes"),
+        ("fortunes", "mantissa on SQLite", ms, f"http://127.0.0.1:{ms_port}/fortunes"),
+    ]
+    results = run_rounds(targets)
+    med = {k: statistics.median(x["rps"] for x in v) for k, v in results.items()}
+    print()
+    for test, name, _, _ in targets:
+        per = ", ".join(f"{x['rps']:,.0f}" for x in results[(test, name)])
+        print(f"{test:10} {name:30} {med[(test, name)]:>15,.0f}  {per}")
+    print()
+    for a, b, goal in [("mantissa on PostgreSQL", "axum + tokio-postgres", 0.7),
+                       ("mantissa on PostgreSQL", "mantissa on SQLite", None)]:
+        r = med[("fortunes", a)] / med[("fortunes", b)]
+        per = [x["rps"] / y["rps"] for x, y in zip(results[("fortunes", a)], results[("fortunes", b)])]
+        verdict = "" if goal is None else (f"goal >= {goal}: " + ("met" if r >= goal else "MISSED") + "; ")
+        print(f"fortunes: {a} / {b} = {r:.2f}  ({verdict}per round " + ", ".join(f"{p:.2f}" for p in per) + ")")
+    stop_all()
+
+
 def machine():
     model = "?"
     with open("/proc/cpuinfo") as f:
@@ -278,6 +354,10 @@ try:
     print("machine:", machine())
     print(f"load: wrk -t{THREADS} -c{CONNS} -d{DURATION} (after a {WARMUP} warm-up), "
           f"{ROUNDS} round(s), median kept")
+
+    if PG_MANTISSA:
+        postgres_fortunes()
+        sys.exit(0)
 
     mf, mf_port = start("mantissa-fortunes", [], "/plaintext")
     rf, rf_port = start("reference-fortunes", [], "/plaintext")
@@ -309,23 +389,7 @@ try:
             ("plaintext", "same, axum::serve", ma, f"http://127.0.0.1:{ma_port}/plaintext"),
         ]
 
-    results = {(t, n): [] for t, n, _, _ in targets}
-    for rnd in range(1, ROUNDS + 1):
-        # Every other round backwards, so that neither side of a pair
-        # always runs first.
-        for test, name, proc, url in (targets if rnd % 2 else targets[::-1]):
-            for attempt in range(3):  # again if other processes took the CPUs
-                m = measure(proc.pid, url)
-                if m["other"] < NOISY:
-                    break
-            results[(test, name)].append(m)
-            flag = "  (noisy)" if m["other"] >= NOISY else ""
-            if m["bad"] or m["errs"]:
-                flag = f"  !! {m['bad']} non-2xx {m['errs']}"
-            print(f"  round {rnd}  {test:9} {name:30} {m['rps']:>10,.0f} req/s  latency avg {m['lat']:>8}"
-                  f"  cpu: server {m['server']:4.0f}%  wrk {m['client']:4.0f}%  other {m['other']:3.0f}%"
-                  f"  cross-CPU {m['xcpu']:3} ns{flag}",
-                  flush=True)
+    results = run_rounds(targets)
 
     med = {k: statistics.median(x["rps"] for x in v) for k, v in results.items()}
     print()

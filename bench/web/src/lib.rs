@@ -132,7 +132,16 @@ pub fn bench_limits() -> Limits {
 /// site store, unless they are there already. Blocking: call it before the
 /// runtime runs, or from a blocking thread.
 pub fn fortune_site(dir: &Path) -> anyhow::Result<Site> {
-    let site = Site::open(dir)?;
+    fortune_site_on(dir, None)
+}
+
+/// [`fortune_site`], with the site's stores in the PostgreSQL database at
+/// `store` when one is given (as `mantissa serve --store` has them).
+pub fn fortune_site_on(dir: &Path, store: Option<&str>) -> anyhow::Result<Site> {
+    let site = match store {
+        Some(url) => Site::open_postgres(dir, url)?,
+        None => Site::open(dir)?,
+    };
     site.store()
         .write_blocking(|tx| -> mantissa_store::Result<_> {
             if tx.query::<Fortune>().count()? == 0 {
@@ -415,6 +424,67 @@ pub fn reference_router(pool: Arc<Pool>, on: QueryOn) -> Router {
         .route("/fortunes", get(reference_fortunes))
         .route("/plaintext", get(plaintext))
         .with_state(Reference { pool, on })
+}
+
+/// The reference on PostgreSQL: axum, deadpool-postgres and
+/// tokio-postgres, as their documentation has them, no middleware; the
+/// same page written by hand.
+pub async fn pg_reference_router(url: &str) -> anyhow::Result<Router> {
+    let config: tokio_postgres::Config = url.parse()?;
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(32)
+        .build()?;
+    let client = pool.get().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS fortune (id INTEGER PRIMARY KEY, message TEXT NOT NULL)",
+        )
+        .await?;
+    for (id, message) in FORTUNES {
+        client
+            .execute(
+                "INSERT INTO fortune (id, message) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+                &[&(id as i32), &message],
+            )
+            .await?;
+    }
+    drop(client);
+    Ok(Router::new()
+        .route("/fortunes", get(pg_reference_fortunes))
+        .route("/plaintext", get(plaintext))
+        .with_state(pool))
+}
+
+async fn pg_reference_fortunes(State(pool): State<deadpool_postgres::Pool>) -> Response {
+    let rows = async {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        let stmt = client
+            .prepare_cached("SELECT id, message FROM fortune")
+            .await
+            .map_err(|e| e.to_string())?;
+        let rows = client.query(&stmt, &[]).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(
+            rows.iter()
+                .map(|r| (i64::from(r.get::<_, i32>(0)), r.get::<_, String>(1)))
+                .collect::<Vec<_>>(),
+        )
+    }
+    .await;
+    match rows {
+        Ok(rows) => (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            render_by_hand(&with_extra_sorted(rows)),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

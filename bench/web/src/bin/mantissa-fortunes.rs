@@ -4,7 +4,11 @@
 //!
 //! ```text
 //! mantissa-fortunes [ADDR] [--variant full|handlers|handlers-axum] [--read async|worker|async-4]
+//!                   [--store postgres://…]
 //! ```
+//!
+//! `--store` keeps the site's stores in that PostgreSQL database (a node
+//! of a site served by several, as `mantissa --store … serve` runs).
 //!
 //! `full` (the default) with `--read async` (the default) is what is
 //! measured against the references. The others find where the time goes:
@@ -20,7 +24,7 @@ use std::sync::Arc;
 
 use axum::serve::ListenerExt;
 use mantissa_bench_web::{
-    StoreRead, bench_limits, fortune_site, handlers_only_router, init_logging, listen_arg,
+    StoreRead, bench_limits, fortune_site_on, handlers_only_router, init_logging, listen_arg,
     mantissa_app, mantissa_routes, option_arg, stop_signal,
 };
 use mantissa_server::{Guard, Protocol};
@@ -42,7 +46,8 @@ fn main() -> anyhow::Result<()> {
         Some(other) => anyhow::bail!("unknown --read {other:?} (async, worker, async-4)"),
     };
     let dir = tempfile::tempdir()?;
-    let site = fortune_site(dir.path())?;
+    let store = option_arg("--store");
+    let site = fortune_site_on(dir.path(), store.as_deref())?;
     let guard = Guard::new(bench_limits());
     let app = mantissa_app(site, guard.clone())?;
     if !matches!(variant.as_str(), "full" | "handlers" | "handlers-axum") {
