@@ -27,6 +27,23 @@
 //! on: PostgreSQL would abort the whole transaction, so each statement in
 //! one runs under a savepoint (sent together with the statement, in one
 //! round trip), rolled back to when it fails.
+//!
+//! Round trips are what a small operation costs here (a small indexed
+//! query takes the server tens of microseconds; each round trip on the
+//! loopback about as much again), so nothing waits for an answer that can
+//! travel with the next request (measured by `benches/postgres.rs`;
+//! `bench/README.md`, "Store on PostgreSQL"):
+//!
+//! - a statement's savepoint is released with the next statement's
+//!   savepoint, or before whatever the connection sends next (a batch; a
+//!   commit releases it itself), not in a round trip of its own;
+//! - a read transaction begins with its first statement, in the same
+//!   round trip (its snapshot is taken by that statement either way), and
+//!   one that ran none sends nothing at all;
+//! - a read transaction's end is sent without waiting for its answer:
+//!   nothing it did is kept, its answer is read before the next request's,
+//!   and it leaves nothing to wait for (a failure there would be ignored
+//!   anyway, as the next request on the connection would fail too).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -164,6 +181,9 @@ impl PgPool {
             rt,
             in_transaction: std::cell::Cell::new(false),
             guarded: std::cell::Cell::new(false),
+            pending_begin: std::cell::Cell::new(None),
+            release_pending: std::cell::Cell::new(false),
+            read_only: std::cell::Cell::new(false),
         })
     }
 }
@@ -178,7 +198,20 @@ pub(crate) struct PgConn {
     /// transaction, where a closure may catch a refused statement and go
     /// on. (A failed read is returned, and ends its transaction.)
     guarded: std::cell::Cell<bool>,
+    /// The statements that begin the open transaction, not sent yet: they
+    /// go with its first statement (a read's; see the module's docs).
+    pending_begin: std::cell::Cell<Option<String>>,
+    /// Whether the last statement's savepoint is still to be released
+    /// (with whatever is sent next).
+    release_pending: std::cell::Cell<bool>,
+    /// Whether the open transaction is a read, whose end is sent without
+    /// waiting for the answer.
+    read_only: std::cell::Cell<bool>,
 }
+
+/// The savepoint each statement in a write transaction runs under.
+const SAVEPOINT: &str = "SAVEPOINT mantissa_statement";
+const RELEASE: &str = "RELEASE SAVEPOINT mantissa_statement";
 
 impl PgConn {
     fn wait<T>(
@@ -188,40 +221,60 @@ impl PgConn {
         self.rt.handle().block_on(f).map_err(classify)
     }
 
-    /// Runs `statement` on this connection; in a write transaction, under a
-    /// savepoint sent with it, released after it or rolled back to when it
-    /// failed (see the module documentation).
+    /// What must be sent before anything else on the connection: a
+    /// transaction's beginning and the last statement's savepoint's
+    /// release, each if it is pending, `;`-separated (empty: nothing).
+    fn take_prefix(&self) -> String {
+        let mut prefix = self.pending_begin.take().unwrap_or_default();
+        if self.release_pending.replace(false) {
+            if !prefix.is_empty() {
+                prefix.push_str("; ");
+            }
+            prefix.push_str(RELEASE);
+        }
+        prefix
+    }
+
+    /// Runs `statement` on this connection, after what is pending
+    /// ([`PgConn::take_prefix`]), sent with it in one round trip; in a
+    /// write transaction, under a savepoint sent with it, released with
+    /// whatever is sent next or rolled back to when it failed (see the
+    /// module documentation).
     fn guarded<T>(
         &self,
         statement: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     ) -> Result<T> {
-        if !self.guarded.get() {
+        let mut prefix = self.take_prefix();
+        let guarded = self.guarded.get();
+        if guarded {
+            if !prefix.is_empty() {
+                prefix.push_str("; ");
+            }
+            prefix.push_str(SAVEPOINT);
+        }
+        if prefix.is_empty() {
             return self.wait(statement);
         }
         let client = &self.client;
         let outcome = self.rt.handle().block_on(async {
             // Both are sent before either answer is read: one round trip.
-            let (saved, done) = tokio::join!(
-                client.batch_execute("SAVEPOINT mantissa_statement"),
-                statement
-            );
+            let (saved, done) = tokio::join!(client.batch_execute(&prefix), statement);
             saved?;
             match done {
-                Ok(v) => {
+                Ok(v) => Ok(Ok(v)),
+                Err(e) if guarded => {
                     client
-                        .batch_execute("RELEASE SAVEPOINT mantissa_statement")
-                        .await?;
-                    Ok(Ok(v))
-                }
-                Err(e) => {
-                    client
-                        .batch_execute("ROLLBACK TO SAVEPOINT mantissa_statement")
+                        .batch_execute(&format!("ROLLBACK TO {SAVEPOINT}; {RELEASE}"))
                         .await?;
                     Ok(Err(e))
                 }
+                Err(e) => Ok(Err(e)),
             }
         });
-        outcome.map_err(classify)?.map_err(classify)
+        let done = outcome.map_err(classify)?.map_err(classify)?;
+        // Released with whatever is sent next (a commit releases it too).
+        self.release_pending.set(guarded);
+        Ok(done)
     }
 
     /// `sql` as PostgreSQL reads it ([`for_postgres`]), prepared once per
@@ -237,7 +290,13 @@ impl PgConn {
     /// a savepoint of its own, since they may be savepoints themselves
     /// (`Write::savepoint`), which releasing an outer one would release.
     pub(crate) fn batch(&self, sql: &str) -> Result<()> {
-        self.wait(self.client.batch_execute(sql))
+        let prefix = self.take_prefix();
+        if prefix.is_empty() {
+            return self.wait(self.client.batch_execute(sql));
+        }
+        // A pending savepoint is the innermost one: released first, it is
+        // released as it would have been right after its statement.
+        self.wait(self.client.batch_execute(&format!("{prefix}; {sql}")))
     }
 
     /// Runs a statement; returns how many rows it changed.
@@ -292,7 +351,19 @@ impl PgConn {
         self.wait(self.client.batch_execute(sql))?;
         self.in_transaction.set(true);
         self.guarded.set(guarded);
+        self.read_only.set(false);
         Ok(())
+    }
+
+    /// Begins a read transaction with `sql` (as [`PgConn::begin`]), sent
+    /// with its first statement: its snapshot is taken by that statement
+    /// either way. If the beginning fails, that statement says so.
+    fn begin_lazily(&self, sql: String) {
+        self.pending_begin.set(Some(sql));
+        self.release_pending.set(false);
+        self.in_transaction.set(true);
+        self.guarded.set(false);
+        self.read_only.set(true);
     }
 
     /// Begins a write transaction that sees every commit before each of
@@ -306,21 +377,53 @@ impl PgConn {
     /// a read on SQLite sees.
     #[cfg(test)]
     pub(crate) fn begin_read(&self) -> Result<()> {
-        self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", false)
+        self.begin_lazily("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".into());
+        Ok(())
+    }
+
+    /// Ends the transaction's bookkeeping; whether it had begun on the
+    /// server (a read that ran no statement has not).
+    fn end(&self) -> bool {
+        self.in_transaction.set(false);
+        self.guarded.set(false);
+        self.release_pending.set(false);
+        self.pending_begin.take().is_none()
     }
 
     pub(crate) fn commit(&self) -> Result<()> {
-        self.in_transaction.set(false);
-        self.guarded.set(false);
+        if !self.end() {
+            return Ok(());
+        }
+        // COMMIT releases a pending savepoint with the rest.
         self.wait(self.client.batch_execute("COMMIT"))
     }
 
     /// Rolls back whatever transaction is open (none: nothing happens).
     pub(crate) fn rollback(&self) {
-        if self.in_transaction.replace(false) {
-            self.guarded.set(false);
+        if !self.in_transaction.get() {
+            return;
+        }
+        let read_only = self.read_only.replace(false);
+        if !self.end() {
+            return;
+        }
+        if read_only {
+            self.send_only("ROLLBACK");
+        } else {
             let _ = self.wait(self.client.batch_execute("ROLLBACK"));
         }
+    }
+
+    /// Sends `sql` without waiting for its answer, which the connection
+    /// reads and drops before the answer to the next request (whose
+    /// request goes after it). For a read transaction's end: nothing it
+    /// did is kept, and the server ends it as soon as it reads it.
+    fn send_only(&self, sql: &str) {
+        use std::future::Future;
+        // The driver queues a request when its future is first polled.
+        let mut sent = std::pin::pin!(self.client.batch_execute(sql));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = sent.as_mut().poll(&mut cx);
     }
 
     pub(crate) fn in_transaction(&self) -> bool {
@@ -471,15 +574,14 @@ impl StoreConn {
         )
     }
 
-    /// Begins a read transaction of the store: one snapshot.
+    /// Begins a read transaction of the store: one snapshot (sent with
+    /// its first statement: [`PgConn::begin_lazily`]).
     pub(crate) fn begin_read(&self) -> Result<()> {
         let store = self.store;
-        self.conn.begin(
-            &format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT set_config('mantissa.store', '{store}', true)"
-            ),
-            false,
-        )
+        self.conn.begin_lazily(format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT set_config('mantissa.store', '{store}', true)"
+        ));
+        Ok(())
     }
 
     pub(crate) fn commit(&self) -> Result<()> {
