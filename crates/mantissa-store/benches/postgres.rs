@@ -59,6 +59,15 @@ const INSERT_ENTRY: &str =
 /// order).
 const TOP_20: &str = r#"SELECT id, "title", "score", "done" FROM ref_entry WHERE "score" < $1 ORDER BY "score" DESC, id DESC LIMIT 20"#;
 
+/// Whether the reference sends what the store's backend sends besides its
+/// statements (`MANTISSA_BENCH_PG_LIKE_STORE=1`: a savepoint around each
+/// insert, sent with it, released with the next; a read transaction begun
+/// with its query, its end not waited for), to see what those cost: not
+/// the reference the goals are judged against.
+fn like_store() -> bool {
+    std::env::var_os("MANTISSA_BENCH_PG_LIKE_STORE").is_some_and(|v| v == "1")
+}
+
 /// The reference: one connection, driven by a current-thread runtime that
 /// each operation blocks on.
 struct Reference {
@@ -206,16 +215,29 @@ fn insert_10k(c: &mut Criterion) {
             }
             Side::Reference => {
                 let Reference { rt, client } = pg;
+                let like_store = like_store();
                 let start = Instant::now();
                 let last = rt.block_on(async {
                     let tx = client.transaction().await.expect("begin");
                     let mut last = 0i64;
-                    for n in notes.iter() {
-                        last = tx
-                            .query_one(&*stmt, &[&n.title, &n.n, &i64::from(n.done)])
-                            .await
-                            .expect("insert")
-                            .get(0);
+                    for (i, n) in notes.iter().enumerate() {
+                        let done = i64::from(n.done);
+                        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                            [&n.title, &n.n, &done];
+                        let insert = tx.query_one(&*stmt, &params);
+                        let row = if like_store {
+                            let savepoint = if i == 0 {
+                                "SAVEPOINT s"
+                            } else {
+                                "RELEASE SAVEPOINT s; SAVEPOINT s"
+                            };
+                            let (saved, row) = tokio::join!(tx.batch_execute(savepoint), insert);
+                            saved.expect("savepoint");
+                            row
+                        } else {
+                            insert.await
+                        };
+                        last = row.expect("insert").get(0);
                     }
                     tx.commit().await.expect("commit");
                     last
@@ -303,9 +325,28 @@ fn store_top_20(store: &Store, x: i64) -> Vec<(Ref<Entry>, Entry)> {
 }
 
 fn plain_top_20(pg: &Reference, stmt: &Statement, x: i64) -> Vec<(i64, Entry)> {
-    pg.rt
-        .block_on(pg.client.query(stmt, &[&x]))
-        .expect("query")
+    let rows = if like_store() {
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&x];
+        let rows = pg.rt.block_on(async {
+            let (began, rows) = tokio::join!(
+                pg.client
+                    .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+                pg.client.query(stmt, &params)
+            );
+            began.expect("begin");
+            rows
+        });
+        let mut end = std::pin::pin!(pg.client.batch_execute("ROLLBACK"));
+        let _ = std::future::Future::poll(
+            end.as_mut(),
+            &mut std::task::Context::from_waker(std::task::Waker::noop()),
+        );
+        pg.rt.block_on(tokio::task::yield_now());
+        rows
+    } else {
+        pg.rt.block_on(pg.client.query(stmt, &[&x]))
+    };
+    rows.expect("query")
         .iter()
         .map(|r| {
             (
