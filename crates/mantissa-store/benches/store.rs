@@ -20,36 +20,22 @@
 //! See `bench/README.md` for the figures.
 
 mod common;
+#[path = "common/items.rs"]
+mod items;
 
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{plain_open, scratch, settle_disk, write_extra};
+use common::{
+    Side, cpu_snapshot, note_other_cpu, one_at_a_time, paired, plain_open, scratch, settle_disk,
+    write_extra, write_paired,
+};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group};
-use mantissa_store::{Item, Ref, Site, Store};
+use items::{Entry, Note, SCORE_RANGE, entries, note};
+use mantissa_store::{Ref, Site, Store};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
-
-/// A small item: what the insert, single-write and cold-open benchmarks
-/// store.
-#[derive(Item, Debug, Clone, PartialEq)]
-#[item(name = "bench.note", version = 1)]
-struct Note {
-    title: String,
-    n: i64,
-    done: bool,
-}
-
-/// A small item with an indexed attribute, for the query benchmark.
-#[derive(Item, Debug, Clone, PartialEq)]
-#[item(name = "bench.entry", version = 1)]
-struct Entry {
-    title: String,
-    #[item(index)]
-    score: i64,
-    done: bool,
-}
 
 /// The tables the store creates for the two types, written out by hand for
 /// the reference (checked against the store's in every setup).
@@ -67,61 +53,12 @@ const INSERT_ENTRY: &str =
 const TOP_20: &str = r#"SELECT id, "title", "score", "done" FROM "item_bench.entry" WHERE "score" < ?1 ORDER BY "score" DESC, id DESC LIMIT 20"#;
 const NOTE_BY_ID: &str = r#"SELECT id, "title", "n", "done" FROM "item_bench.note" WHERE id = ?1"#;
 
+/// What the reference side is called in criterion's folders and the
+/// figures `bench/run` reads.
+const REFERENCE: &str = "rusqlite";
+
 const INSERT_ITEMS: usize = 100_000;
 const QUERY_ITEMS: usize = 50_000;
-const SCORE_RANGE: i64 = 1_000_000;
-
-/// CPU time (in clock ticks) spent by every process, and by this one.
-#[derive(Clone, Copy)]
-struct CpuSnapshot {
-    at: Instant,
-    all_busy: u64,
-    own: u64,
-}
-
-fn cpu_snapshot() -> CpuSnapshot {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    // cpu user nice system idle iowait irq softirq steal ...
-    let f: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let all_busy = [0, 1, 2, 5, 6, 7]
-        .iter()
-        .map(|&i| f.get(i).copied().unwrap_or(0))
-        .sum();
-    let own_stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // After "pid (comm) ": state is field 3, utime 14 and stime 15.
-    let after = own_stat.rsplit(')').next().unwrap_or_default();
-    let g: Vec<u64> = after
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    let own = g.get(11).copied().unwrap_or(0) + g.get(12).copied().unwrap_or(0);
-    CpuSnapshot {
-        at: Instant::now(),
-        all_busy,
-        own,
-    }
-}
-
-/// Records how many cores other processes kept busy since `start`: other
-/// work on the machine skews the ratios, and `bench/run` warns about it.
-fn note_other_cpu(bench: &str, start: CpuSnapshot) {
-    let end = cpu_snapshot();
-    let ticks_per_sec = 100.0; // USER_HZ on Linux
-    let secs = end.at.duration_since(start.at).as_secs_f64().max(1e-3);
-    let others = end.all_busy.saturating_sub(start.all_busy) as f64
-        - end.own.saturating_sub(start.own) as f64;
-    write_extra(
-        &format!("other_cpu_{bench}"),
-        serde_json::json!((others / ticks_per_sec / secs).max(0.0)),
-    );
-}
 
 /// A new reference database with the given schema.
 fn plain_create(path: &Path, schema: &[&str]) -> Connection {
@@ -157,14 +94,6 @@ fn assert_same_schema(store_file: &Path, reference: &Connection, names: &[&str])
     }
 }
 
-fn note(i: usize) -> Note {
-    Note {
-        title: format!("note number {i}"),
-        n: i as i64 * 7,
-        done: i.is_multiple_of(3),
-    }
-}
-
 fn insert_note(conn: &Connection, n: &Note) -> i64 {
     let mut stmt = conn.prepare_cached(INSERT_NOTE).expect("prepare");
     stmt.execute(params![n.title, n.n, n.done]).expect("insert");
@@ -178,117 +107,6 @@ fn first_note(store: &Store, plain: &Connection) {
         .write_blocking(|tx| tx.insert(&note(0)))
         .expect("first note");
     insert_note(plain, &note(0));
-}
-
-/// Which side of a comparison an operation runs on.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Store,
-    Rusqlite,
-}
-
-impl Side {
-    fn name(self) -> &'static str {
-        match self {
-            Side::Store => "store",
-            Side::Rusqlite => "rusqlite",
-        }
-    }
-}
-
-/// What a paired group measured besides criterion's own figures.
-#[derive(Default)]
-struct Paired {
-    /// (store, rusqlite) time over the same interleaved iterations, one
-    /// pair per criterion sample.
-    samples: Vec<(Duration, Duration)>,
-    store_ops: Vec<Duration>,
-    rusqlite_ops: Vec<Duration>,
-}
-
-/// Runs a criterion benchmark for each side of `op` (which runs one
-/// iteration on the side it is given, and returns the time of just the
-/// measured work). Within every sample the two sides alternate, iteration by
-/// iteration, whichever is being measured: both see the same machine, so
-/// other work on it moves both, and the pairs give a ratio that it does not
-/// skew. `make` builds what both sides use, once, outside criterion's clock
-/// and only if the benchmark is selected.
-fn paired<S>(
-    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    mut make: impl FnMut() -> S,
-    mut op: impl FnMut(&mut S, Side) -> Duration,
-) -> Paired {
-    let mut out = Paired::default();
-    let mut state: Option<S> = None;
-    for side in [Side::Store, Side::Rusqlite] {
-        g.bench_function(side.name(), |b| {
-            let state = state.get_or_insert_with(&mut make);
-            b.iter_custom(|iters| {
-                let (mut store, mut plain) = (Duration::ZERO, Duration::ZERO);
-                for i in 0..iters {
-                    let order = if i % 2 == 0 {
-                        [Side::Store, Side::Rusqlite]
-                    } else {
-                        [Side::Rusqlite, Side::Store]
-                    };
-                    for s in order {
-                        let took = op(state, s);
-                        if s == Side::Store {
-                            store += took;
-                            out.store_ops.push(took);
-                        } else {
-                            plain += took;
-                            out.rusqlite_ops.push(took);
-                        }
-                    }
-                }
-                out.samples.push((store, plain));
-                if side == Side::Store { store } else { plain }
-            });
-        });
-    }
-    out
-}
-
-fn percentiles(mut times: Vec<Duration>) -> serde_json::Value {
-    times.sort();
-    let at = |q: f64| {
-        let i = ((times.len() as f64 - 1.0) * q).round() as usize;
-        times.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
-    };
-    serde_json::json!({
-        "count": times.len(),
-        "p50_ms": at(0.5),
-        "p90_ms": at(0.9),
-        "p99_ms": at(0.99),
-        "max_ms": at(1.0),
-    })
-}
-
-/// Records the paired ratio (the median over samples of rusqlite time /
-/// store time: the store's speed relative to the reference) and the
-/// per-operation percentiles.
-fn write_paired(group: &str, p: Paired) {
-    if p.samples.is_empty() {
-        return;
-    }
-    let mut ratios: Vec<f64> = p
-        .samples
-        .iter()
-        .filter(|(s, _)| !s.is_zero())
-        .map(|(s, r)| r.as_secs_f64() / s.as_secs_f64())
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    let median = ratios.get(ratios.len() / 2).copied().unwrap_or(0.0);
-    write_extra(
-        &format!("paired_{group}"),
-        serde_json::json!({
-            "ratio_median": median,
-            "samples": ratios.len(),
-            "store": percentiles(p.store_ops),
-            "rusqlite": percentiles(p.rusqlite_ops),
-        }),
-    );
 }
 
 /// Benchmark 1: 100,000 small items in one transaction, each iteration into
@@ -312,7 +130,7 @@ fn insert_100k(c: &mut Criterion) {
         assert_same_schema(store.path(), &plain, &["item_bench.note"]);
         site
     };
-    let result = paired(&mut g, make, |site, side| {
+    let result = paired(&mut g, REFERENCE, make, |site, side| {
         k += 1;
         match side {
             Side::Store => {
@@ -335,7 +153,7 @@ fn insert_100k(c: &mut Criterion) {
                 site.delete_user_store(&name).expect("delete store");
                 took
             }
-            Side::Rusqlite => {
+            Side::Reference => {
                 let path = root.join(format!("plain-{k}.sqlite"));
                 let mut conn = plain_create(&path, &[NOTE_TABLE]);
                 let start = Instant::now();
@@ -376,14 +194,7 @@ fn query_setup() -> QuerySetup {
     let root = scratch().join(format!("query-{n}"));
     let site = Site::open(root.join("site")).expect("site");
     let store = site.user_store("query").expect("store");
-    let mut rng = fastrand::Rng::with_seed(7);
-    let entries: Vec<Entry> = (0..QUERY_ITEMS)
-        .map(|i| Entry {
-            title: format!("entry number {i}"),
-            score: rng.i64(0..SCORE_RANGE),
-            done: i.is_multiple_of(2),
-        })
-        .collect();
+    let entries = entries(QUERY_ITEMS);
     let entries = Arc::new(entries);
     store
         .write_blocking({
@@ -461,21 +272,6 @@ fn plain_top_20(conn: &Connection, x: i64) -> Vec<(i64, Entry)> {
     .expect("rows")
 }
 
-/// A group whose iteration is one operation: ten samples after a second's
-/// warm-up, each side measured for `measure`.
-fn one_at_a_time<'c>(
-    c: &'c mut Criterion,
-    group: &str,
-    measure: Duration,
-) -> criterion::BenchmarkGroup<'c, criterion::measurement::WallTime> {
-    let mut g = c.benchmark_group(group);
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(measure)
-        .throughput(Throughput::Elements(1));
-    g
-}
-
 /// How the store side of a paired benchmark reaches the store: blocking
 /// (`read_blocking`, `write_blocking`) or awaited from a one-thread tokio
 /// runtime (`read(..).await`, `write(..).await`), as a server's connection
@@ -507,7 +303,7 @@ fn query_group(c: &mut Criterion, group: &str, call: Call, seed: u64) {
     let rt = runtime();
     let cpu = cpu_snapshot();
     let mut g = one_at_a_time(c, group, Duration::from_secs(3));
-    let result = paired(&mut g, query_setup, |s, side| {
+    let result = paired(&mut g, REFERENCE, query_setup, |s, side| {
         let (items, took) = match side {
             Side::Store => {
                 let x = rngs[0].i64(SCORE_RANGE / 100..SCORE_RANGE);
@@ -526,7 +322,7 @@ fn query_group(c: &mut Criterion, group: &str, call: Call, seed: u64) {
                 .expect("query");
                 (items.len(), start.elapsed())
             }
-            Side::Rusqlite => {
+            Side::Reference => {
                 let x = rngs[1].i64(SCORE_RANGE / 100..SCORE_RANGE);
                 let start = Instant::now();
                 let items = plain_top_20(&s.plain, x);
@@ -567,32 +363,37 @@ fn single_write_group(c: &mut Criterion, group: &str, call: Call) {
         settle_disk();
         (site, store, plain)
     };
-    let result = paired(&mut g, make, |(_, store, plain), side| match side {
-        Side::Store => {
-            let item = item.clone();
-            let insert = move |tx: &mut mantissa_store::Write<'_>| tx.insert(&item);
-            let start = Instant::now();
-            let id = match call {
-                Call::Blocking => store.write_blocking(insert),
-                Call::Awaited => rt.block_on(store.write(insert)),
+    let result = paired(
+        &mut g,
+        REFERENCE,
+        make,
+        |(_, store, plain), side| match side {
+            Side::Store => {
+                let item = item.clone();
+                let insert = move |tx: &mut mantissa_store::Write<'_>| tx.insert(&item);
+                let start = Instant::now();
+                let id = match call {
+                    Call::Blocking => store.write_blocking(insert),
+                    Call::Awaited => rt.block_on(store.write(insert)),
+                }
+                .expect("insert");
+                let took = start.elapsed();
+                black_box(id);
+                took
             }
-            .expect("insert");
-            let took = start.elapsed();
-            black_box(id);
-            took
-        }
-        Side::Rusqlite => {
-            let start = Instant::now();
-            let tx = plain
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .expect("begin");
-            let id = insert_note(&tx, &item);
-            tx.commit().expect("commit");
-            let took = start.elapsed();
-            black_box(id);
-            took
-        }
-    });
+            Side::Reference => {
+                let start = Instant::now();
+                let tx = plain
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .expect("begin");
+                let id = insert_note(&tx, &item);
+                tx.commit().expect("commit");
+                let took = start.elapsed();
+                black_box(id);
+                took
+            }
+        },
+    );
     g.finish();
     note_other_cpu(group, cpu);
     write_paired(group, result);
@@ -612,23 +413,28 @@ fn empty_write(c: &mut Criterion) {
         let plain = plain_create(&root.join("plain.sqlite"), &[NOTE_TABLE]);
         (site, store, plain)
     };
-    let result = paired(&mut g, make, |(_, store, plain), side| match side {
-        Side::Store => {
-            let start = Instant::now();
-            store
-                .write_blocking(|_| -> mantissa_store::Result<_> { Ok(()) })
-                .expect("write");
-            start.elapsed()
-        }
-        Side::Rusqlite => {
-            let start = Instant::now();
-            let tx = plain
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .expect("begin");
-            tx.commit().expect("commit");
-            start.elapsed()
-        }
-    });
+    let result = paired(
+        &mut g,
+        REFERENCE,
+        make,
+        |(_, store, plain), side| match side {
+            Side::Store => {
+                let start = Instant::now();
+                store
+                    .write_blocking(|_| -> mantissa_store::Result<_> { Ok(()) })
+                    .expect("write");
+                start.elapsed()
+            }
+            Side::Reference => {
+                let start = Instant::now();
+                let tx = plain
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .expect("begin");
+                tx.commit().expect("commit");
+                start.elapsed()
+            }
+        },
+    );
     g.finish();
     note_other_cpu("empty_write_tx", cpu);
     write_paired("empty_write_tx", result);
@@ -758,7 +564,7 @@ fn cold_open(c: &mut Criterion) {
         site.set_open_stores(1);
         site
     };
-    let result = paired(&mut g, make, |site, side| match side {
+    let result = paired(&mut g, REFERENCE, make, |site, side| match side {
         Side::Store => {
             let name = user_name(cold[0].pick());
             let start = Instant::now();
@@ -770,7 +576,7 @@ fn cold_open(c: &mut Criterion) {
             black_box(item);
             took
         }
-        Side::Rusqlite => {
+        Side::Reference => {
             let name = user_name(cold[1].pick());
             let start = Instant::now();
             let conn = plain_open(&users.join(format!("{name}.sqlite")), false);

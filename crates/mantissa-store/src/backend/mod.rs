@@ -281,7 +281,9 @@ impl Conn {
     }
 
     /// Starts the store's write transaction, once no other writer of the
-    /// store (in this process or, on PostgreSQL, on any node) has one.
+    /// store (in this process or, on PostgreSQL, on any node) has one. (On
+    /// PostgreSQL, sent with its first statement, which waits for the
+    /// other nodes' writers.)
     pub(crate) fn begin_write(&self) -> Result<()> {
         each!(self, c => c.begin_write())
     }

@@ -1,5 +1,5 @@
 //! The PostgreSQL connection: the store's portable SQL, run on
-//! `tokio-postgres` through a `deadpool-postgres` pool, from the store's
+//! `tokio-postgres` through a pool of the backend's own ([`PgPool`]), from the store's
 //! own threads.
 //!
 //! This is the part of the PostgreSQL backend that the rest will stand on
@@ -13,8 +13,16 @@
 //! closure on its own threads (the writer pool, the reader threads), never
 //! on an async worker, and the closure reads and writes synchronously, as
 //! it does on SQLite. Those threads wait for PostgreSQL as they wait for
-//! the disk; the connections' I/O runs on a small runtime of the backend's
-//! own ([`io_runtime`]), so nothing here ever blocks a server's workers.
+//! the disk, so nothing here ever blocks a server's workers. Each
+//! connection has a one-thread runtime of its own ([`Link`]), which the
+//! thread that waits for an answer drives: that thread writes the request
+//! and reads the answer itself. (The connections' I/O ran on one runtime
+//! thread of the backend's before: every round trip then woke that thread
+//! to send the request and again to read the answer, and it woke the
+//! waiting thread, two more thread wake-ups a round trip than a program
+//! that drives its connection where it waits; on two busy cores they cost
+//! more than the round trip itself: `bench/README.md`, "Store on
+//! PostgreSQL".)
 //! A call from an async worker is refused at once
 //! ([`StoreError::BlockingInAsync`]), as the blocking calls of the store
 //! are.
@@ -27,12 +35,36 @@
 //! on: PostgreSQL would abort the whole transaction, so each statement in
 //! one runs under a savepoint (sent together with the statement, in one
 //! round trip), rolled back to when it fails.
+//!
+//! Round trips are what a small operation costs here (a small indexed
+//! query takes the server tens of microseconds; each round trip on the
+//! loopback about as much again), so nothing waits for an answer that can
+//! travel with the next request (measured by `benches/postgres.rs`;
+//! `bench/README.md`, "Store on PostgreSQL"):
+//!
+//! - a statement's savepoint is released with the next statement's
+//!   savepoint, or before whatever the connection sends next (a batch; a
+//!   commit releases it itself), not in a round trip of its own;
+//! - a transaction begins with its first statement, in the same round
+//!   trip: a read's snapshot is taken by that statement either way, and a
+//!   write's lock is taken before it, as before any other; one that ran
+//!   none sends nothing at all. When the beginning fails (the lock: a
+//!   deadlock), that statement fails saying why, and the transaction
+//!   cannot commit ([`PgConn::commit`] refuses);
+//! - a transaction names its store with `SET LOCAL`, which the server
+//!   only parses, not `SELECT set_config(..)`, which it also plans and
+//!   runs (`pgbench`: 6–12 µs less, here);
+//! - a read transaction's end is sent without waiting for its answer:
+//!   nothing it did is kept, its answer is read before the next request's,
+//!   and it leaves nothing to wait for (a failure there would be ignored
+//!   anyway, as the next request on the connection would fail too).
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::BytesMut;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::Row;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -41,26 +73,6 @@ pub(crate) mod ddl;
 
 use crate::error::{Result, StoreError};
 use crate::value::Value;
-
-/// The runtime that drives every PostgreSQL connection's I/O: one thread,
-/// started when the first pool is made. Store threads wait on it with
-/// `Handle::block_on`, which a multi-thread runtime allows from threads
-/// that are not its own.
-fn io_runtime() -> Result<&'static tokio::runtime::Runtime> {
-    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
-        OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("mantissa-pg-io")
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| database(format!("could not start PostgreSQL's I/O thread: {e}")))
-}
 
 fn database(reason: impl Into<String>) -> StoreError {
     StoreError::Database {
@@ -85,6 +97,14 @@ fn classify(e: tokio_postgres::Error) -> StoreError {
     match std::error::Error::source(&e) {
         Some(why) => database(format!("{e}: {why}")),
         None => database(e.to_string()),
+    }
+}
+
+/// What [`classify`] says of `e`, as text.
+fn classify_ref(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
     }
 }
 
@@ -218,7 +238,54 @@ fn tls_config(root_cert: Option<&str>) -> Result<rustls::ClientConfig> {
 /// A pool of connections to one PostgreSQL database.
 #[derive(Clone)]
 pub(crate) struct PgPool {
-    pool: Pool,
+    inner: Arc<Pool>,
+}
+
+struct Pool {
+    config: tokio_postgres::Config,
+    /// TLS, when the URL asks for it ([`connection_config`]).
+    tls: MakeRustlsConnect,
+    size: usize,
+    state: Mutex<PoolState>,
+    /// Signalled when a connection is given back or a slot freed.
+    freed: Condvar,
+}
+
+struct PoolState {
+    // Boxed as a PgConn keeps it: going in and out moves a pointer.
+    #[allow(clippy::vec_box)]
+    idle: Vec<Box<Link>>,
+    /// Connections open, idle or in use.
+    open: usize,
+}
+
+/// One connection, and the runtime that drives its I/O: a one-thread
+/// runtime of its own, which runs only while a thread waits on it
+/// ([`PgConn::wait`]), on whichever thread uses the connection (one at a
+/// time).
+struct Link {
+    /// `None` only while dropping.
+    rt: Option<tokio::runtime::Runtime>,
+    client: tokio_postgres::Client,
+    /// Statements prepared on this connection, by their text.
+    statements: RefCell<HashMap<String, tokio_postgres::Statement>>,
+}
+
+impl Link {
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt.as_ref().expect("a runtime until dropped")
+    }
+}
+
+impl Drop for Link {
+    /// Ends the connection's runtime without waiting for anything: a pool
+    /// may be dropped on an async worker, where a runtime may not be shut
+    /// down the usual way, which waits. (The connection closes with it.)
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl PgPool {
@@ -227,93 +294,217 @@ impl PgPool {
     /// the first [`PgPool::get`].
     pub(crate) fn new(url: &str, size: usize) -> Result<PgPool> {
         let (config, tls) = connection_config(url)?;
-        let manager = Manager::from_config(
-            config,
-            tls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(size.max(1))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| database(e.to_string()))?;
-        Ok(PgPool { pool })
+        Ok(PgPool {
+            inner: Arc::new(Pool {
+                config,
+                tls,
+                size: size.max(1),
+                state: Mutex::new(PoolState {
+                    idle: Vec::new(),
+                    open: 0,
+                }),
+                freed: Condvar::new(),
+            }),
+        })
     }
 
     /// A connection, waiting for one to be free (on a store thread).
     pub(crate) fn get(&self) -> Result<PgConn> {
         refuse_in_async("PgPool::get")?;
-        let rt = io_runtime()?;
-        let pool = self.pool.clone();
-        let client = rt
-            .handle()
-            .block_on(async move { pool.get().await })
-            .map_err(|e| database(format!("no PostgreSQL connection: {}", with_causes(&e))))?;
+        let pool = &self.inner;
+        let mut state = pool.state.lock().unwrap_or_else(|e| e.into_inner());
+        let link = loop {
+            if let Some(link) = state.idle.pop() {
+                if link.client.is_closed() {
+                    state.open -= 1;
+                    continue;
+                }
+                break link;
+            }
+            if state.open < pool.size {
+                state.open += 1;
+                drop(state);
+                match self.connect() {
+                    Ok(link) => break link,
+                    Err(e) => {
+                        pool.give_slot_back();
+                        return Err(e);
+                    }
+                }
+            }
+            state = pool.freed.wait(state).unwrap_or_else(|e| e.into_inner());
+        };
         Ok(PgConn {
-            client,
-            rt,
-            in_transaction: std::cell::Cell::new(false),
-            guarded: std::cell::Cell::new(false),
+            link: Some(link),
+            pool: self.inner.clone(),
+            in_transaction: Cell::new(false),
+            guarded: Cell::new(false),
+            pending_begin: Cell::new(None),
+            release_pending: Cell::new(false),
+            read_only: Cell::new(false),
+            aborted: Cell::new(None),
         })
+    }
+
+    /// A new connection, with its runtime.
+    fn connect(&self) -> Result<Box<Link>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                database(format!(
+                    "could not start a PostgreSQL connection's runtime: {e}"
+                ))
+            })?;
+        let (client, connection) = rt
+            .block_on(self.inner.config.connect(self.inner.tls.clone()))
+            .map_err(|e| database(format!("no PostgreSQL connection: {}", with_causes(&e))))?;
+        // Runs whenever a thread waits on `rt`: the connection's I/O.
+        rt.spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "a PostgreSQL connection failed");
+            }
+        });
+        Ok(Box::new(Link {
+            rt: Some(rt),
+            client,
+            statements: RefCell::new(HashMap::new()),
+        }))
+    }
+}
+
+impl Pool {
+    fn give_slot_back(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.open -= 1;
+        drop(state);
+        self.freed.notify_one();
     }
 }
 
 /// One pooled connection, given back to its pool when dropped.
 pub(crate) struct PgConn {
-    client: deadpool_postgres::Object,
-    rt: &'static tokio::runtime::Runtime,
+    /// `None` only while dropping. (Boxed: a runtime is large, and a
+    /// store's connections are moved about.)
+    link: Option<Box<Link>>,
+    pool: Arc<Pool>,
     /// Whether a transaction is open.
-    in_transaction: std::cell::Cell<bool>,
+    in_transaction: Cell<bool>,
     /// Whether statements run under a savepoint each: in a write
     /// transaction, where a closure may catch a refused statement and go
     /// on. (A failed read is returned, and ends its transaction.)
-    guarded: std::cell::Cell<bool>,
+    guarded: Cell<bool>,
+    /// The statements that begin the open transaction, not sent yet: they
+    /// go with its first statement (a read's; see the module's docs).
+    pending_begin: Cell<Option<String>>,
+    /// Whether the last statement's savepoint is still to be released
+    /// (with whatever is sent next).
+    release_pending: Cell<bool>,
+    /// Whether the open transaction is a read, whose end is sent without
+    /// waiting for the answer.
+    read_only: Cell<bool>,
+    /// Why the open transaction cannot go on, if it cannot: what began it,
+    /// or a statement's savepoint, failed, so PostgreSQL has aborted it
+    /// (and would answer a COMMIT by rolling back, without an error).
+    aborted: Cell<Option<String>>,
 }
 
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        let Some(link) = self.link.take() else { return };
+        if link.client.is_closed() {
+            return self.pool.give_slot_back();
+        }
+        let mut state = self.pool.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.idle.push(link);
+        drop(state);
+        self.pool.freed.notify_one();
+    }
+}
+
+/// The savepoint each statement in a write transaction runs under.
+const SAVEPOINT: &str = "SAVEPOINT mantissa_statement";
+const RELEASE: &str = "RELEASE SAVEPOINT mantissa_statement";
+
 impl PgConn {
+    fn link(&self) -> &Link {
+        self.link.as_ref().expect("a connection until dropped")
+    }
+
+    fn client(&self) -> &tokio_postgres::Client {
+        &self.link().client
+    }
+
+    /// Waits for `f` on this thread, which meanwhile drives the
+    /// connection's I/O.
     fn wait<T>(
         &self,
         f: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     ) -> Result<T> {
-        self.rt.handle().block_on(f).map_err(classify)
+        self.link().rt().block_on(f).map_err(classify)
     }
 
-    /// Runs `statement` on this connection; in a write transaction, under a
-    /// savepoint sent with it, released after it or rolled back to when it
-    /// failed (see the module documentation).
+    /// What must be sent before anything else on the connection: a
+    /// transaction's beginning and the last statement's savepoint's
+    /// release, each if it is pending, `;`-separated (empty: nothing).
+    fn take_prefix(&self) -> String {
+        let mut prefix = self.pending_begin.take().unwrap_or_default();
+        if self.release_pending.replace(false) {
+            if !prefix.is_empty() {
+                prefix.push_str("; ");
+            }
+            prefix.push_str(RELEASE);
+        }
+        prefix
+    }
+
+    /// Runs `statement` on this connection, after what is pending
+    /// ([`PgConn::take_prefix`]), sent with it in one round trip; in a
+    /// write transaction, under a savepoint sent with it, released with
+    /// whatever is sent next or rolled back to when it failed (see the
+    /// module documentation).
     fn guarded<T>(
         &self,
         statement: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     ) -> Result<T> {
-        if !self.guarded.get() {
+        let mut prefix = self.take_prefix();
+        let guarded = self.guarded.get();
+        if guarded {
+            if !prefix.is_empty() {
+                prefix.push_str("; ");
+            }
+            prefix.push_str(SAVEPOINT);
+        }
+        if prefix.is_empty() {
             return self.wait(statement);
         }
-        let client = &self.client;
-        let outcome = self.rt.handle().block_on(async {
+        let client = self.client();
+        let outcome = self.link().rt().block_on(async {
             // Both are sent before either answer is read: one round trip.
-            let (saved, done) = tokio::join!(
-                client.batch_execute("SAVEPOINT mantissa_statement"),
-                statement
-            );
-            saved?;
+            let (saved, done) = tokio::join!(client.batch_execute(&prefix), statement);
+            if let Err(e) = saved {
+                self.aborted.set(Some(classify_ref(&e)));
+                return Err(e);
+            }
             match done {
-                Ok(v) => {
-                    client
-                        .batch_execute("RELEASE SAVEPOINT mantissa_statement")
-                        .await?;
-                    Ok(Ok(v))
-                }
-                Err(e) => {
-                    client
-                        .batch_execute("ROLLBACK TO SAVEPOINT mantissa_statement")
-                        .await?;
+                Ok(v) => Ok(Ok(v)),
+                Err(e) if guarded => {
+                    let back = client
+                        .batch_execute(&format!("ROLLBACK TO {SAVEPOINT}; {RELEASE}"))
+                        .await;
+                    if let Err(b) = back {
+                        self.aborted.set(Some(classify_ref(&b)));
+                        return Err(b);
+                    }
                     Ok(Err(e))
                 }
+                Err(e) => Ok(Err(e)),
             }
         });
-        outcome.map_err(classify)?.map_err(classify)
+        let done = outcome.map_err(classify)?.map_err(classify)?;
+        // Released with whatever is sent next (a commit releases it too).
+        self.release_pending.set(guarded);
+        Ok(done)
     }
 
     /// `sql` as PostgreSQL reads it ([`for_postgres`]), prepared once per
@@ -322,14 +513,34 @@ impl PgConn {
         &self,
         sql: &str,
     ) -> std::result::Result<tokio_postgres::Statement, tokio_postgres::Error> {
-        self.client.prepare_cached(&for_postgres(sql)).await
+        let link = self.link();
+        if let Some(stmt) = link.statements.borrow().get(sql) {
+            return Ok(stmt.clone());
+        }
+        let stmt = link.client.prepare(&for_postgres(sql)).await?;
+        link.statements
+            .borrow_mut()
+            .insert(sql.to_string(), stmt.clone());
+        Ok(stmt)
     }
 
     /// Runs statements that take no parameters, `;`-separated: not under
     /// a savepoint of its own, since they may be savepoints themselves
     /// (`Write::savepoint`), which releasing an outer one would release.
     pub(crate) fn batch(&self, sql: &str) -> Result<()> {
-        self.wait(self.client.batch_execute(sql))
+        let prefix = self.take_prefix();
+        if prefix.is_empty() {
+            return self.wait(self.client().batch_execute(sql));
+        }
+        // A pending savepoint is the innermost one: released first, it is
+        // released as it would have been right after its statement.
+        let done = self.wait(self.client().batch_execute(&format!("{prefix}; {sql}")));
+        if let Err(e) = &done
+            && self.guarded.get()
+        {
+            self.aborted.set(Some(e.to_string()));
+        }
+        done
     }
 
     /// Runs a statement; returns how many rows it changed.
@@ -337,7 +548,7 @@ impl PgConn {
         let params = as_params(params);
         let n = self.guarded(async {
             let stmt = self.prepared(sql).await?;
-            self.client.execute(&stmt, &params).await
+            self.client().execute(&stmt, &params).await
         })?;
         Ok(n as usize)
     }
@@ -364,7 +575,7 @@ impl PgConn {
         let params = as_params(params);
         let rows = self.guarded(async {
             let stmt = self.prepared(sql).await?;
-            self.client.query(&stmt, &params).await
+            self.client().query(&stmt, &params).await
         })?;
         rows.iter().map(values).collect()
     }
@@ -381,10 +592,24 @@ impl PgConn {
     /// Begins a transaction with `sql` (which may go on with statements
     /// of its own, `;`-separated, sent in the same round trip).
     fn begin(&self, sql: &str, guarded: bool) -> Result<()> {
-        self.wait(self.client.batch_execute(sql))?;
+        self.wait(self.client().batch_execute(sql))?;
+        self.aborted.set(None);
         self.in_transaction.set(true);
         self.guarded.set(guarded);
+        self.read_only.set(false);
         Ok(())
+    }
+
+    /// Begins a transaction with `sql` (as [`PgConn::begin`]), sent with
+    /// its first statement (see the module's docs). If the beginning
+    /// fails, that statement says so, and the transaction cannot commit.
+    fn begin_lazily(&self, sql: String, guarded: bool) {
+        self.pending_begin.set(Some(sql));
+        self.release_pending.set(false);
+        self.aborted.set(None);
+        self.in_transaction.set(true);
+        self.guarded.set(guarded);
+        self.read_only.set(!guarded);
     }
 
     /// Begins a write transaction that sees every commit before each of
@@ -398,21 +623,86 @@ impl PgConn {
     /// a read on SQLite sees.
     #[cfg(test)]
     pub(crate) fn begin_read(&self) -> Result<()> {
-        self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", false)
+        self.begin_lazily(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".into(),
+            false,
+        );
+        Ok(())
     }
 
-    pub(crate) fn commit(&self) -> Result<()> {
+    /// Ends the transaction's bookkeeping; whether it had begun on the
+    /// server (a read that ran no statement has not).
+    fn end(&self) -> bool {
+        self.aborted.set(None);
         self.in_transaction.set(false);
         self.guarded.set(false);
-        self.wait(self.client.batch_execute("COMMIT"))
+        self.release_pending.set(false);
+        self.pending_begin.take().is_none()
+    }
+
+    /// Commits the open transaction; refused, and rolled back, when it was
+    /// aborted ([`PgConn::aborted`]).
+    pub(crate) fn commit(&self) -> Result<()> {
+        self.commit_after(None)
+    }
+
+    /// [`PgConn::commit`], sending the statement `before` (which takes no
+    /// parameters) with the `COMMIT`, in the same round trip.
+    fn commit_after(&self, before: Option<&str>) -> Result<()> {
+        if let Some(why) = self.aborted.take() {
+            self.read_only.set(false);
+            self.rollback();
+            return Err(database(format!(
+                "the transaction was rolled back, since PostgreSQL could not go on with it: {why}"
+            )));
+        }
+        if !self.end() {
+            return Ok(());
+        }
+        // COMMIT releases a pending savepoint with the rest.
+        let Some(before) = before else {
+            return self.wait(self.client().batch_execute("COMMIT"));
+        };
+        let sent = self.wait(self.client().batch_execute(&format!("{before}; COMMIT")));
+        if sent.is_err() {
+            // `before` failed: the transaction is aborted, and the COMMIT
+            // after it was not run.
+            let _ = self.wait(self.client().batch_execute("ROLLBACK"));
+        }
+        sent
     }
 
     /// Rolls back whatever transaction is open (none: nothing happens).
     pub(crate) fn rollback(&self) {
-        if self.in_transaction.replace(false) {
-            self.guarded.set(false);
-            let _ = self.wait(self.client.batch_execute("ROLLBACK"));
+        if !self.in_transaction.get() {
+            return;
         }
+        let read_only = self.read_only.replace(false);
+        if !self.end() {
+            return;
+        }
+        if read_only {
+            self.send_only("ROLLBACK");
+        } else {
+            let _ = self.wait(self.client().batch_execute("ROLLBACK"));
+        }
+    }
+
+    /// Sends `sql` without waiting for its answer, which the connection
+    /// reads and drops before the answer to the next request (whose
+    /// request goes after it). For a read transaction's end: nothing it
+    /// did is kept, and the server ends it as soon as it reads it.
+    fn send_only(&self, sql: &str) {
+        use std::future::Future;
+        // The driver queues a request when its future is first polled.
+        let mut sent = std::pin::pin!(self.client().batch_execute(sql));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = sent.as_mut().poll(&mut cx);
+        // And the connection writes it now, not with the next request: a
+        // read left open on an idle connection would hold its snapshot.
+        // (Yielding once lets the runtime run the connection's task, which
+        // the request woke, before it returns.)
+        self.link().rt().block_on(tokio::task::yield_now());
     }
 
     pub(crate) fn in_transaction(&self) -> bool {
@@ -520,7 +810,7 @@ impl StoreConn {
         }
         let store = self.store;
         self.conn.begin(
-            &format!("BEGIN; SELECT set_config('mantissa.store', '{store}', true)"),
+            &format!("BEGIN; SET LOCAL mantissa.store = '{store}'"),
             false,
         )?;
         match f(&self.conn) {
@@ -553,25 +843,31 @@ impl StoreConn {
     /// under that lock sees every write before it: no write of the store
     /// can fail for another's, as serializable ones would, and a closure
     /// that has run cannot be run again.
+    ///
+    /// It is sent with the transaction's first statement
+    /// ([`PgConn::begin_lazily`]): one round trip less for every write.
     pub(crate) fn begin_write(&self) -> Result<()> {
         let store = self.store;
-        self.conn.begin(
-            &format!(
-                "BEGIN; SELECT set_config('mantissa.store', '{store}', true), pg_advisory_xact_lock({store})"
+        self.conn.begin_lazily(
+            format!(
+                "BEGIN; SET LOCAL mantissa.store = '{store}'; SELECT pg_advisory_xact_lock({store})"
             ),
             true,
-        )
+        );
+        Ok(())
     }
 
-    /// Begins a read transaction of the store: one snapshot.
+    /// Begins a read transaction of the store: one snapshot (sent with
+    /// its first statement: [`PgConn::begin_lazily`]).
     pub(crate) fn begin_read(&self) -> Result<()> {
         let store = self.store;
-        self.conn.begin(
-            &format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT set_config('mantissa.store', '{store}', true)"
+        self.conn.begin_lazily(
+            format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL mantissa.store = '{store}'"
             ),
             false,
-        )
+        );
+        Ok(())
     }
 
     pub(crate) fn commit(&self) -> Result<()> {
@@ -582,20 +878,11 @@ impl StoreConn {
     /// change channel, sent in the same round trip: PostgreSQL delivers it
     /// when, and only if, the transaction commits.
     pub(crate) fn commit_announcing(&self, payload: &str) -> Result<()> {
-        self.conn.in_transaction.set(false);
-        self.conn.guarded.set(false);
-        let sql = format!(
-            "SELECT pg_notify('{}', {}); COMMIT",
+        self.conn.commit_after(Some(&format!(
+            "SELECT pg_notify('{}', {})",
             crate::changes::CHANNEL,
             ddl::literal(payload)
-        );
-        match self.conn.wait(self.conn.client.batch_execute(&sql)) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = self.conn.wait(self.conn.client.batch_execute("ROLLBACK"));
-                Err(e)
-            }
-        }
+        )))
     }
 
     pub(crate) fn rollback(&self) {
@@ -811,7 +1098,16 @@ pub(crate) fn listen_for_changes(url: &str, announcer: &crate::changes::Announce
     let (config, tls) = connection_config(url)?;
     let site = std::sync::Arc::downgrade(announcer);
     let (ready, listening) = std::sync::mpsc::channel();
-    io_runtime()?.spawn(async move {
+    // A thread of its own, which waits on the connection all along.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            database(format!(
+                "could not start the change listener's runtime: {e}"
+            ))
+        })?;
+    let listen = async move {
         let mut ready = Some(ready);
         loop {
             if let Ok((client, mut connection)) = config.connect(tls.clone()).await {
@@ -875,7 +1171,11 @@ pub(crate) fn listen_for_changes(url: &str, announcer: &crate::changes::Announce
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
-    });
+    };
+    std::thread::Builder::new()
+        .name("mantissa-pg-listen".into())
+        .spawn(move || rt.block_on(listen))
+        .map_err(|e| database(format!("could not start the change listener: {e}")))?;
     match listening.recv_timeout(std::time::Duration::from_secs(30)) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(database(format!(
@@ -1214,6 +1514,64 @@ mod on_a_server {
         let all = c.rows("SELECT s FROM t", &[]).unwrap();
         c.commit().unwrap();
         assert_eq!(all, vec![vec![Value::Text("kept".into())]]);
+    }
+
+    #[test]
+    fn a_read_ends_at_once_though_its_end_is_not_waited_for() {
+        let url = test_database();
+        let pool = PgPool::new(&url, 2).unwrap();
+        let (c, watcher) = (pool.get().unwrap(), pool.get().unwrap());
+        table(&c);
+        let pid = c.scalar("SELECT pg_backend_pid()", &[]).unwrap().unwrap();
+        c.begin_read().unwrap();
+        assert_eq!(
+            c.rows("SELECT s FROM t", &[]).unwrap(),
+            Vec::<Vec<Value<'static>>>::new()
+        );
+        c.rollback();
+        // The connection sits idle, holding no snapshot, before its next use.
+        let state = || {
+            watcher
+                .scalar(
+                    "SELECT state FROM pg_stat_activity WHERE pid = ?",
+                    std::slice::from_ref(&pid),
+                )
+                .unwrap()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while state() != Some(Value::Text("idle".into())) {
+            assert!(std::time::Instant::now() < deadline, "{:?}", state());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // And the connection goes on.
+        assert_eq!(c.scalar("SELECT 1", &[]).unwrap(), Some(Value::Integer(1)));
+    }
+
+    #[test]
+    fn a_write_whose_beginning_failed_cannot_commit() {
+        let c = conn();
+        table(&c);
+        c.begin_lazily("BEGIN; SELECT no_such_function()".into(), true);
+        let first = c
+            .execute(
+                "INSERT INTO t (s) VALUES (?)",
+                &[Value::Text("lost".into())],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(first.contains("no_such_function"), "{first}");
+        // A closure that went on regardless is told at its commit.
+        let _ = c.execute(
+            "INSERT INTO t (s) VALUES (?)",
+            &[Value::Text("lost".into())],
+        );
+        let commit = c.commit().unwrap_err().to_string();
+        assert!(commit.contains("rolled back"), "{commit}");
+        assert!(!c.in_transaction());
+        assert_eq!(
+            c.scalar("SELECT COUNT(*) FROM t", &[]).unwrap(),
+            Some(Value::Integer(0))
+        );
     }
 
     #[test]
