@@ -42,30 +42,32 @@ impl Write<'_> {
     pub fn attach_file<T: Item>(&mut self, item: Ref<T>, name: &str, bytes: &[u8]) -> Result<()> {
         check_name(name)?;
         self.get(item)?;
-        if self.conn().engine() == crate::backend::Engine::Postgres {
-            return self.attach_to_row(item, name, bytes);
+        // Named for its item and the moment, never for other contents.
+        let rel = format!(
+            "{}/{}/{}-{}",
+            T::NAME,
+            item.id(),
+            crate::Timestamp::now().as_micros(),
+            name
+        );
+        // What it replaces goes to the trash (on PostgreSQL, a copy of it
+        // this node may have made).
+        self.touched_files = true;
+        let on_disk = self.conn().engine() == crate::backend::Engine::Sqlite;
+        if on_disk {
+            let path = self.shared().files_dir.join(&rel);
+            let dir = path.parent().expect("file path has a parent");
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+            let tmp = path.with_extension("partial");
+            let write = || -> std::io::Result<()> {
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(bytes)?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(dir)?.sync_all()
+            };
+            write().map_err(|e| StoreError::io(&path, e))?;
         }
-        let shared = self.shared();
-        let rel = format!(
-            "{}/{}/{}-{}",
-            T::NAME,
-            item.id(),
-            crate::Timestamp::now().as_micros(),
-            name
-        );
-        let path = shared.files_dir.join(&rel);
-        self.touched_files = true;
-        let dir = path.parent().expect("file path has a parent");
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-        let tmp = path.with_extension("partial");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(dir)?.sync_all()
-        };
-        write().map_err(|e| StoreError::io(&path, e))?;
         let key = [
             Value::Text(T::NAME.into()),
             Value::Integer(item.id()),
@@ -75,53 +77,25 @@ impl Write<'_> {
             "INSERT INTO _files_trash (path) SELECT path FROM _files WHERE item_type = ? AND item_id = ? AND name = ?",
             &key,
         )?;
-        self.conn().execute(
-            "INSERT INTO _files (item_type, item_id, name, path, size) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (item_type, item_id, name) DO UPDATE SET path = excluded.path, size = excluded.size",
-            &[
-                key[0].clone(),
-                key[1].clone(),
-                key[2].clone(),
-                Value::Text(rel.into()),
-                Value::Integer(bytes.len() as i64),
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// [`Write::attach_file`] on PostgreSQL: the file goes in its row.
-    fn attach_to_row<T: Item>(&mut self, item: Ref<T>, name: &str, bytes: &[u8]) -> Result<()> {
-        // A copy of the file it replaces may be on this node's disk.
-        self.touched_files = true;
-        let rel = format!(
-            "{}/{}/{}-{}",
-            T::NAME,
-            item.id(),
-            crate::Timestamp::now().as_micros(),
-            name
-        );
-        let key = [
-            Value::Text(T::NAME.into()),
-            Value::Integer(item.id()),
-            Value::Text(name.into()),
-        ];
-        self.conn().execute(
-            "INSERT INTO _files_trash (path) SELECT path FROM _files WHERE item_type = ? AND item_id = ? AND name = ?",
-            &key,
-        )?;
-        self.conn().execute(
-            "INSERT INTO _files (item_type, item_id, name, path, size, data) VALUES (?, ?, ?, ?, ?, ?)
-                ON CONFLICT (item_type, item_id, name) DO UPDATE SET path = excluded.path, size = excluded.size,
-                    data = excluded.data",
-            &[
-                key[0].clone(),
-                key[1].clone(),
-                key[2].clone(),
-                Value::Text(rel.into()),
-                Value::Integer(bytes.len() as i64),
-                Value::Blob(bytes.into()),
-            ],
-        )?;
+        let mut row = key.to_vec();
+        row.push(Value::Text(rel.into()));
+        row.push(Value::Integer(bytes.len() as i64));
+        if on_disk {
+            self.conn().execute(
+                "INSERT INTO _files (item_type, item_id, name, path, size) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT (item_type, item_id, name) DO UPDATE SET path = excluded.path, size = excluded.size",
+                &row,
+            )?;
+        } else {
+            // On PostgreSQL the file itself is in its row.
+            row.push(Value::Blob(bytes.into()));
+            self.conn().execute(
+                "INSERT INTO _files (item_type, item_id, name, path, size, data) VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (item_type, item_id, name) DO UPDATE SET path = excluded.path, size = excluded.size,
+                        data = excluded.data",
+                &row,
+            )?;
+        }
         Ok(())
     }
 

@@ -243,15 +243,7 @@ fn batch(conn: &Conn, shared: &Shared, t: &ItemType) -> Result<bool> {
     let last_id = int(it.next());
 
     let old = ident(&t.table());
-    let columns: Vec<String> = crate::backend::table_columns(conn, &t.table())?
-        .into_iter()
-        .map(|(name, _, _)| name)
-        .collect();
-    let mut select = String::from("id");
-    for c in &columns {
-        select.push_str(", ");
-        select.push_str(&ident(c));
-    }
+    let (columns, select) = stored_columns(conn, &t.table())?;
     let mut rows = conn.rows(
         &format!("SELECT {select} FROM {old} WHERE id > ? ORDER BY id LIMIT {BATCH}"),
         &[Value::Integer(last_id)],
@@ -550,6 +542,21 @@ pub(crate) fn finish_all(w: &mut Writer, mut progress: impl FnMut(&Progress)) ->
         progress(&p);
     }
     Ok(())
+}
+
+/// The columns of `table` as it is stored (an older version's), and the
+/// list that selects its rows as [`upgraded_row`] takes them: `id` first.
+pub(crate) fn stored_columns(conn: &Conn, table: &str) -> Result<(Vec<String>, String)> {
+    let columns: Vec<String> = crate::backend::table_columns(conn, table)?
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .collect();
+    let mut select = String::from("id");
+    for c in &columns {
+        select.push_str(", ");
+        select.push_str(&ident(c));
+    }
+    Ok((columns, select))
 }
 
 /// Row `row` of `t`'s table at version `from` (its id, then `columns`),

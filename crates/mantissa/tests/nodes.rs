@@ -125,27 +125,7 @@ fn two_nodes_serve_one_site_and_share_its_accounts_and_sessions() {
     let b = Node::start(tmp.path(), &store, "node-b");
 
     // Log in on node A, with JSON and the CSRF header.
-    let r = a.request("GET", "/api/login", &[], "");
-    assert_eq!(r.status, 200, "{}", r.text());
-    let csrf = r.header("x-csrf-token").expect("a CSRF token").to_string();
-    let csrf_cookie = format!("mantissa_csrf={csrf}");
-    let r = a.request(
-        "POST",
-        "/api/login",
-        &[
-            ("Cookie", &csrf_cookie),
-            ("X-CSRF-Token", &csrf),
-            ("Content-Type", "application/json"),
-        ],
-        r#"{"who":"ann","password":"ann's long password"}"#,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let session = cookie(&r, "mantissa_session").expect("a session cookie");
-    let fresh = r
-        .header("x-csrf-token")
-        .expect("a new CSRF token")
-        .to_string();
-    let cookies = format!("mantissa_session={session}; mantissa_csrf={fresh}");
+    let (cookies, fresh) = sign_in(&a, "ann", "ann's long password");
     let signed_in = [
         ("Cookie", cookies.as_str()),
         ("X-CSRF-Token", fresh.as_str()),

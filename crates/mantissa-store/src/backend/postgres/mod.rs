@@ -1023,15 +1023,7 @@ fn upgrade_shared_table(
     let (old, new) = (t.table(), format!("{}__upgrading", t.table()));
     conn.batch(&format!("DROP TABLE IF EXISTS {} CASCADE", ident(&new)))?;
     conn.batch(&ddl::Postgres::create_table(t, &new))?;
-    let columns: Vec<String> = super::table_columns(conn, &old)?
-        .into_iter()
-        .map(|(name, _, _)| name)
-        .collect();
-    let mut select = String::from("id");
-    for c in &columns {
-        select.push_str(", ");
-        select.push_str(&ident(c));
-    }
+    let (columns, select) = crate::upgrade::stored_columns(conn, &old)?;
     let insert = crate::sql::insert(t, &new, true);
     let stores = conn.rows("SELECT id FROM _stores ORDER BY id", &[])?;
     for store in stores {
