@@ -58,8 +58,24 @@ impl Change {
         p
     }
 
+    /// The payload that says store `name`, whose id was `id`, was deleted:
+    /// `-`, the name, a tab and the id (a store's name never starts with
+    /// `-`). Nodes close what they have open of it (`Site::open_postgres`).
+    pub(crate) fn deleted_payload(name: &str, id: i64) -> String {
+        format!("-{name}\t{id}")
+    }
+
+    /// The store and id a [`Change::deleted_payload`] names.
+    pub(crate) fn deleted_from_payload(payload: &str) -> Option<(String, i64)> {
+        let (name, id) = payload.strip_prefix('-')?.split_once('\t')?;
+        Some((name.to_string(), id.parse().ok()?))
+    }
+
     /// A change read back from [`Change::payload`].
     pub(crate) fn from_payload(payload: &str) -> Option<Change> {
+        if payload.starts_with('-') {
+            return None;
+        }
         let mut parts = payload.split('\t');
         let store = parts.next().filter(|s| !s.is_empty())?.to_string();
         Some(Change {
@@ -102,5 +118,11 @@ mod tests {
         };
         assert_eq!(Change::from_payload(&c.payload()), Some(c));
         assert_eq!(Change::from_payload(""), None);
+        let deleted = Change::deleted_payload("ann", 42);
+        assert_eq!(Change::from_payload(&deleted), None);
+        assert_eq!(
+            Change::deleted_from_payload(&deleted),
+            Some(("ann".into(), 42))
+        );
     }
 }

@@ -109,8 +109,22 @@ impl Site {
             let pool = PgPool::new(url, POSTGRES_CONNECTIONS)?;
             postgres::make_site_tables(&pool, crate::item::Registry::get()?)?;
             let announcer = announcer();
-            postgres::listen_for_changes(url, &announcer)?;
-            Site::open_at(root, true, Some(pool), announcer)
+            // A store deleted on another node is closed here too: the
+            // site, once it is open, is told (a handle to it that
+            // someone still holds fails its writes, see `drop_store`).
+            let opened: Arc<std::sync::OnceLock<Weak<Inner>>> = Arc::default();
+            let told = opened.clone();
+            postgres::listen_for_changes(url, &announcer, move |name, id| {
+                let Some(inner) = told.get().and_then(Weak::upgrade) else {
+                    return;
+                };
+                let (site, name) = (Site { inner }, name.to_string());
+                // Closing a store blocks: not on the listener's thread.
+                std::thread::spawn(move || site.forget_deleted(&name, id));
+            })?;
+            let site = Site::open_at(root, true, Some(pool), announcer)?;
+            let _ = opened.set(Arc::downgrade(&site.inner));
+            Ok(site)
         })
     }
 
@@ -377,6 +391,34 @@ impl Site {
         }
     }
 
+    /// Closes the open store `name` if it is the store of id `id`, which
+    /// was deleted (by another node): the next [`Site::user_store`] opens
+    /// the store of that name now, if there is one.
+    fn forget_deleted(&self, name: &str, id: i64) {
+        let store = {
+            let mut cache = self.cache();
+            let is_it = |s: &Store| s.postgres_id() == Some(id);
+            let cached = cache.open.peek(name).is_some_and(is_it);
+            let live = cache
+                .live
+                .get(name)
+                .and_then(StoreWeak::upgrade)
+                .filter(is_it);
+            if cached {
+                cache.open.pop(name);
+            }
+            if live.is_some() || cached {
+                cache.live.remove(name);
+            }
+            live
+        };
+        if let Some(store) = store
+            && let Err(e) = store.close()
+        {
+            tracing::warn!(store = name, error = %e, "closing a store deleted elsewhere failed");
+        }
+    }
+
     /// Closes every open store, user stores first and the site store last
     /// ([`Store::close`]), so that each store's file holds all of it. For
     /// a clean shutdown: every use of the site or its stores afterwards
@@ -468,7 +510,7 @@ const POSTGRES_CONNECTIONS: usize = 32;
 
 /// What the site's stores are called in PostgreSQL's `_stores`.
 const SITE_KEY: &str = "site";
-const USER_PREFIX: &str = "user/";
+pub(crate) const USER_PREFIX: &str = "user/";
 
 fn user_key(name: &str) -> String {
     format!("{USER_PREFIX}{name}")

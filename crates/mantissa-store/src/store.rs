@@ -277,6 +277,14 @@ impl Store {
         )
     }
 
+    /// The store's id in the site's PostgreSQL database, if it is there.
+    pub(crate) fn postgres_id(&self) -> Option<i64> {
+        match &self.inner.shared.location {
+            Location::Postgres { id, .. } => Some(*id),
+            Location::File => None,
+        }
+    }
+
     /// Whether the store is in PostgreSQL (not in a file of its own).
     pub(crate) fn on_postgres(&self) -> bool {
         matches!(self.inner.shared.location, Location::Postgres { .. })

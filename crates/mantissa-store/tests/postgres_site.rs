@@ -737,3 +737,66 @@ fn an_item_type_is_upgraded_in_every_store_when_the_site_opens() {
         1
     );
 }
+
+/// A store deleted on one node and made again there: another node that
+/// had it open refuses writes through its old handle (never writes them
+/// where nobody would see them), and soon hands out the new store.
+#[test]
+fn a_store_deleted_on_one_node_is_not_written_to_through_another() {
+    let url = postgres_database();
+    let (_a, node_a) = node(&url);
+    let (_b, node_b) = node(&url);
+    let old_on_b = node_b.user_store("ann").unwrap();
+    old_on_b
+        .write_blocking(|tx| {
+            tx.insert(&Counter {
+                name: "hits".into(),
+                value: 1,
+            })
+        })
+        .unwrap();
+    node_a.delete_user_store("ann").unwrap();
+    let refused = old_on_b
+        .write_blocking(|tx| {
+            tx.insert(&Counter {
+                name: "lost?".into(),
+                value: 2,
+            })
+        })
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::Closed)
+            || refused.to_string().contains("this store was deleted"),
+        "{refused}"
+    );
+    let new_on_a = node_a.user_store("ann").unwrap();
+    new_on_a
+        .write_blocking(|tx| {
+            tx.insert(&Counter {
+                name: "hits".into(),
+                value: 10,
+            })
+        })
+        .unwrap();
+    // Node B hears of the deletion and opens the new store next time.
+    let mut seen = None;
+    for _ in 0..200 {
+        seen = value(&node_b.user_store("ann").unwrap());
+        if seen == Some(10) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(seen, Some(10), "node B serves the new store");
+    assert!(matches!(
+        old_on_b.read_blocking(|r| r.query::<Counter>().count()),
+        Err(StoreError::Closed)
+    ));
+    // Nothing was written under the old store's id where nobody sees it.
+    assert_eq!(
+        new_on_a
+            .read_blocking(|r| r.query::<Counter>().count())
+            .unwrap(),
+        1
+    );
+}

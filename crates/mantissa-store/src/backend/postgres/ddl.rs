@@ -272,7 +272,14 @@ pub(crate) fn site_tables() -> String {
          CREATE TABLE IF NOT EXISTS _stores (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
              name TEXT COLLATE \"C\" NOT NULL UNIQUE);
          CREATE TABLE IF NOT EXISTS _types (name TEXT COLLATE \"C\" PRIMARY KEY,
-             version BIGINT NOT NULL, shape TEXT);\n"
+             version BIGINT NOT NULL, shape TEXT);
+         CREATE OR REPLACE FUNCTION mantissa_store_alive(s BIGINT) RETURNS void LANGUAGE plpgsql AS $body$
+         BEGIN
+             IF NOT EXISTS (SELECT 1 FROM _stores WHERE id = s) THEN
+                 RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
+                     MESSAGE = 'this store was deleted (on this node or another): open it again';
+             END IF;
+         END $body$;\n"
     );
     sql.push_str(&store_table(
         "_meta",

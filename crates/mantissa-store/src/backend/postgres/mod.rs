@@ -850,7 +850,7 @@ impl StoreConn {
         let store = self.store;
         self.conn.begin_lazily(
             format!(
-                "BEGIN; SET LOCAL mantissa.store = '{store}'; SELECT pg_advisory_xact_lock({store})"
+                "BEGIN; SET LOCAL mantissa.store = '{store}'; SELECT pg_advisory_xact_lock({store}); SELECT mantissa_store_alive({store})"
             ),
             true,
         );
@@ -1085,7 +1085,12 @@ fn upgrade_shared_table(
 /// change committed after the site has opened is missed; a broken
 /// connection is made again after a second, and what was announced
 /// meanwhile is missed (subscribers are told so in `changes.rs`).
-pub(crate) fn listen_for_changes(url: &str, announcer: &crate::changes::Announcer) -> Result<()> {
+pub(crate) fn listen_for_changes(
+    url: &str,
+    announcer: &crate::changes::Announcer,
+    on_deleted: impl Fn(&str, i64) + Send + Sync + 'static,
+) -> Result<()> {
+    let on_deleted = std::sync::Arc::new(on_deleted);
     use tokio_postgres::AsyncMessage;
     let (config, tls) = connection_config(url)?;
     let site = std::sync::Arc::downgrade(announcer);
@@ -1104,6 +1109,7 @@ pub(crate) fn listen_for_changes(url: &str, announcer: &crate::changes::Announce
         loop {
             if let Ok((client, mut connection)) = config.connect(tls.clone()).await {
                 let site = site.clone();
+                let on_deleted = on_deleted.clone();
                 let heard = tokio::spawn(async move {
                     // Whether the site is gone is looked at now and then:
                     // then the connection closes.
@@ -1122,6 +1128,10 @@ pub(crate) fn listen_for_changes(url: &str, announcer: &crate::changes::Announce
                                             crate::changes::Change::from_payload(n.payload())
                                         {
                                             let _ = announcer.send(change);
+                                        } else if let Some((name, id)) =
+                                            crate::changes::Change::deleted_from_payload(n.payload())
+                                        {
+                                            on_deleted(&name, id);
                                         }
                                     }
                                     Some(Ok(_)) => {}
@@ -1232,7 +1242,16 @@ pub(crate) fn drop_store(pool: &PgPool, key: &str) -> Result<()> {
             sql.push_str(&format!("DELETE FROM {};", crate::sql::ident(&t)));
         }
     }
-    sql.push_str(&format!("DELETE FROM _stores WHERE id = {id}; COMMIT;"));
+    // Every node hears of it, and forgets what it had open of the store
+    // (`changes.rs`); a write still made through such a handle is refused
+    // by `mantissa_store_alive`, which every write runs under the store's
+    // lock.
+    let name = key.strip_prefix(crate::site::USER_PREFIX).unwrap_or(key);
+    sql.push_str(&format!(
+        "DELETE FROM _stores WHERE id = {id}; SELECT pg_notify('{}', {}); COMMIT;",
+        crate::changes::CHANNEL,
+        ddl::literal(&crate::changes::Change::deleted_payload(name, id))
+    ));
     c.batch(&sql)
 }
 
