@@ -43,6 +43,18 @@ impl Site {
                 })
                 .collect())
         })?;
+        let mut due = due;
+        if self.on_postgres() && !due.is_empty() {
+            // Several nodes run the same due stores: each starts at a place
+            // of its own, so that they meet less often on one store (whose
+            // writes run one at a time; what each runs is claimed in its
+            // write, so meeting costs time, never a second run).
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos() as usize);
+            let start = (nanos ^ std::process::id() as usize) % due.len();
+            due.rotate_left(start);
+        }
         for name in due {
             match self.existing_user_store(&name) {
                 Ok(Some(store)) => {
