@@ -239,18 +239,29 @@ impl Site {
     /// Opening a cold store touches the disk (well under a millisecond to a
     /// few); call it from blocking code, or accept that brief wait.
     pub fn user_store(&self, name: &str) -> Result<Store> {
-        self.user_store_inner(name, true)
+        self.user_store_inner(name, true)?
+            .ok_or_else(|| StoreError::Io {
+                path: self.user_store_path(name).unwrap_or_default(),
+                reason: "no such store".into(),
+            })
     }
 
     /// A user's store, if it exists.
     pub fn existing_user_store(&self, name: &str) -> Result<Option<Store>> {
-        if !self.has_user_store(name)? {
+        // A file may be deleted behind an open store's back (the command
+        // line beside a running server): looked for each time. In
+        // PostgreSQL, opening asks whether the store is there, and a store
+        // open here is closed when it is deleted on any node: an open one
+        // is handed out with no question asked.
+        if self.inner.pool.is_none() && !self.has_user_store(name)? {
             return Ok(None);
         }
-        self.user_store_inner(name, false).map(Some)
+        self.user_store_inner(name, false)
     }
 
-    fn user_store_inner(&self, name: &str, create: bool) -> Result<Store> {
+    /// The store `name`, from the cache of open stores or opened (made if
+    /// `create`); `None` when it does not exist and is not to be made.
+    fn user_store_inner(&self, name: &str, create: bool) -> Result<Option<Store>> {
         let path = self.user_store_path(name)?;
         if self.inner.store.is_closed() {
             // The site was closed ([`Site::close`]).
@@ -259,13 +270,13 @@ impl Site {
         {
             let mut cache = self.cache();
             if let Some(s) = cache.open.get(name) {
-                return Ok(s.clone());
+                return Ok(Some(s.clone()));
             }
             if let Some(s) = cache.live.get(name).and_then(StoreWeak::upgrade) {
                 let evicted = cache.open.push(name.to_string(), s.clone());
                 drop(cache);
                 leave_cache(evicted);
-                return Ok(s);
+                return Ok(Some(s));
             }
         }
         // Opening touches the disk: done without the cache's lock, so that
@@ -274,10 +285,7 @@ impl Site {
         let store = postgres::off_runtime(|| {
             let Some(location) = location(self.inner.pool.as_ref(), &user_key(name), create)?
             else {
-                return Err(StoreError::Io {
-                    path: path.clone(),
-                    reason: "no such store".into(),
-                });
+                return Ok(None);
             };
             Store::open_with(
                 &path,
@@ -292,12 +300,16 @@ impl Site {
                     location,
                 },
             )
+            .map(Some)
         })?;
+        let Some(store) = store else {
+            return Ok(None);
+        };
         let mut cache = self.cache();
         if let Some(s) = cache.live.get(name).and_then(StoreWeak::upgrade) {
             // Another thread opened it first: use theirs.
             drop(cache);
-            return Ok(s);
+            return Ok(Some(s));
         }
         if cache.live.len() > 4 * cache.open.cap().get() {
             cache.live.retain(|_, w| w.alive());
@@ -308,7 +320,7 @@ impl Site {
         let evicted = cache.open.push(name.to_string(), store.clone());
         drop(cache);
         leave_cache(evicted);
-        Ok(store)
+        Ok(Some(store))
     }
 
     /// The names of every user store, sorted.

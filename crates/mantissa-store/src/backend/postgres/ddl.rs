@@ -261,6 +261,18 @@ pub(crate) fn item_support_tables() -> String {
 /// shared tables takes, so that two nodes starting at once do not race.
 pub(crate) const SCHEMA_LOCK: i64 = -1;
 
+/// The version of [`site_tables`] this program makes: raised with any
+/// change to them, so that a site made by an older program gets them.
+const SITE_SCHEMA: i64 = 1;
+
+/// Whether the site's own tables are there, as this program makes them.
+pub(crate) fn site_tables_current(conn: &Conn) -> Result<bool> {
+    if !table_exists(conn, "_site_schema")? {
+        return Ok(false);
+    }
+    Ok(conn.scalar("SELECT version FROM _site_schema", &[])? == Some(Value::Integer(SITE_SCHEMA)))
+}
+
 /// The site's own tables: which stores there are (`_stores`, whose ids
 /// are never reused, so that a store deleted and made again under its
 /// name is a new store), the item types held and their versions (`_types`:
@@ -331,6 +343,10 @@ pub(crate) fn site_tables() -> String {
         "store",
     ));
     sql.push_str("CREATE INDEX IF NOT EXISTS _due_stores_due ON _due_stores (_store, due);\n");
+    sql.push_str(&format!(
+        "CREATE TABLE IF NOT EXISTS _site_schema (version BIGINT NOT NULL);
+         DELETE FROM _site_schema; INSERT INTO _site_schema (version) VALUES ({SITE_SCHEMA});\n"
+    ));
     sql
 }
 

@@ -173,6 +173,9 @@ fn connection_config(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsCon
         .map_err(|e| database(format!("{url:?} is not a PostgreSQL URL: {e}")))?;
     if config.get_ssl_mode() != SslMode::Require {
         config.ssl_mode(SslMode::Disable);
+        // Never used: the system's roots are not read for it.
+        let unused = trusting(rustls::RootCertStore::empty()).map_err(database)?;
+        return Ok((config, MakeRustlsConnect::new(unused)));
     }
     Ok((
         config,
@@ -225,14 +228,19 @@ fn tls_config(root_cert: Option<&str>) -> Result<rustls::ClientConfig> {
                     .map_err(|e| format!("sslrootcert={path}: {e}"))?;
             }
         }
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-        .map_err(|e| e.to_string())
+        trusting(roots)
     })()
     .map_err(database)
+}
+
+/// TLS settings that trust `roots`.
+fn trusting(roots: rustls::RootCertStore) -> std::result::Result<rustls::ClientConfig, String> {
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+    .map_err(|e| e.to_string())
 }
 
 /// A pool of connections to one PostgreSQL database.
@@ -927,10 +935,18 @@ pub(crate) fn make_site_tables(pool: &PgPool, registry: &crate::item::Registry) 
     };
     // Statements run in this one transaction (no savepoints: any failure
     // undoes all of it).
-    site.conn
-        .begin(&format!("BEGIN; {}", ddl::site_tables()), false)?;
+    site.conn.begin(
+        &format!("BEGIN; SELECT pg_advisory_xact_lock({})", ddl::SCHEMA_LOCK),
+        false,
+    )?;
     let conn = super::Conn::Postgres(site);
     let made = (|| -> Result<()> {
+        // Made already (by this program's version of them), they are left
+        // alone: remaking their policies would lock every table, and wait
+        // for every other node's transactions, at each start.
+        if !ddl::site_tables_current(&conn)? {
+            conn.batch(&ddl::site_tables())?;
+        }
         let mut known = std::collections::HashMap::new();
         for row in conn.rows("SELECT name, version FROM _types", &[])? {
             let mut it = row.into_iter();
