@@ -707,12 +707,9 @@ async fn user_page(
         if !site.has_user_store(&n).ok()? {
             return None;
         }
-        let path = site.user_store_path(&n).ok()?;
-        let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        let mut wal = path.clone().into_os_string();
-        wal.push("-wal");
-        let bytes = size(&path) + size(std::path::Path::new(&wal));
-        Some((path.display().to_string(), bytes))
+        let store = site.user_store(&n).ok()?;
+        let bytes = store.stats().ok()?.bytes;
+        Some((store.whereabouts(), bytes))
     })
     .await
     .map_err(internal)?;

@@ -21,9 +21,9 @@ use crate::value::Value;
 pub struct StoreStats {
     /// The store's name.
     pub name: String,
-    /// Bytes on disk (database and write-ahead log); 0 for a store in
-    /// PostgreSQL, whose rows share the server's files with every other
-    /// store's.
+    /// Bytes the store takes: on SQLite its database and write-ahead log
+    /// on disk; on PostgreSQL the size of its rows, which share the
+    /// server's tables with every other store's (indexes not counted).
     pub bytes: u64,
     /// Items per type, for types with at least one item.
     pub items: Vec<(String, u64)>,
@@ -42,10 +42,6 @@ fn int(v: Option<Value<'static>>) -> u64 {
     }
 }
 
-fn file_len(p: &Path) -> u64 {
-    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
-}
-
 fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     let mut s = p.as_os_str().to_os_string();
     s.push(suffix);
@@ -56,7 +52,6 @@ impl Store {
     /// Counts what the store holds.
     pub fn stats(&self) -> Result<StoreStats> {
         let upgrading = self.upgrades_in_progress();
-        let path = self.path().to_path_buf();
         self.read_blocking(|r| {
             let conn = r.conn();
             let mut items = Vec::new();
@@ -79,7 +74,10 @@ impl Store {
                 }
             }
             let files = conn
-                .rows("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM _files", &[])?
+                .rows(
+                    "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM _files",
+                    &[],
+                )?
                 .into_iter()
                 .next()
                 .map(|r| {
@@ -90,7 +88,7 @@ impl Store {
             let scheduled = int(conn.scalar("SELECT COUNT(*) FROM _schedule", &[])?);
             Ok(StoreStats {
                 name: r.store_name().to_string(),
-                bytes: file_len(&path) + file_len(&with_suffix(&path, "-wal")),
+                bytes: crate::backend::stored_bytes(conn)?,
                 items,
                 files,
                 scheduled,

@@ -29,7 +29,7 @@ use crate::value::{Timestamp, Value};
 /// User stores kept open by default.
 pub const DEFAULT_OPEN_STORES: usize = 128;
 
-const SITE_FILE: &str = "site.sqlite";
+pub(crate) const SITE_FILE: &str = "site.sqlite";
 const USERS_DIR: &str = "users";
 
 struct Inner {
@@ -352,8 +352,12 @@ impl Site {
     /// Bytes on disk of the site's stores: each store's database with its
     /// write-ahead log and its attached files. Nothing else in the site's
     /// folder counts (themes, exports, or a checkout the site was made in).
-    /// Reads the file system only; blocking.
+    /// On PostgreSQL: the size of the site's database on the server.
+    /// Blocking.
     pub fn disk_usage(&self) -> Result<u64> {
+        if let Some(pool) = &self.inner.pool {
+            return postgres::database_bytes(pool);
+        }
         fn tree(path: &Path) -> u64 {
             match std::fs::symlink_metadata(path) {
                 Ok(m) if m.is_dir() => std::fs::read_dir(path)

@@ -175,7 +175,7 @@ fn placeholder(kind: AttrKind) -> &'static str {
 impl Expr {
     /// Writes `parts` joined by AND, without a list of its own.
     pub(crate) fn write_all(parts: &[Expr], sql: &mut String, params: &mut Params) {
-        Expr::write_joined(parts, " AND ", "1", sql, params);
+        Expr::write_joined(parts, " AND ", "TRUE", sql, params);
     }
 
     fn write_joined(
@@ -201,7 +201,9 @@ impl Expr {
 
     pub(crate) fn write(&self, sql: &mut String, params: &mut Params) {
         match self {
-            Expr::True => sql.push('1'),
+            // TRUE and FALSE, not 1 and 0: PostgreSQL takes no integer as a
+            // condition (SQLite reads both).
+            Expr::True => sql.push_str("TRUE"),
             Expr::Cmp {
                 col,
                 kind,
@@ -217,7 +219,7 @@ impl Expr {
             }
             Expr::In { col, kind, values } => {
                 if values.is_empty() {
-                    sql.push('0');
+                    sql.push_str("FALSE");
                     return;
                 }
                 push_operand(sql, col, *kind);
@@ -250,8 +252,8 @@ impl Expr {
                 push_ident(sql, col);
                 sql.push_str(if *is { " IS NULL" } else { " IS NOT NULL" });
             }
-            Expr::And(parts) => Expr::write_joined(parts, " AND ", "1", sql, params),
-            Expr::Or(parts) => Expr::write_joined(parts, " OR ", "0", sql, params),
+            Expr::And(parts) => Expr::write_joined(parts, " AND ", "TRUE", sql, params),
+            Expr::Or(parts) => Expr::write_joined(parts, " OR ", "FALSE", sql, params),
             Expr::Not(inner) => {
                 sql.push_str("NOT (");
                 inner.write(sql, params);

@@ -295,9 +295,19 @@ impl Store {
         &self.inner.shared.name
     }
 
-    /// The store's file.
+    /// The store's file. (On PostgreSQL, the place in the site's folder
+    /// where copies of its attached files are kept: see [`Store::whereabouts`].)
     pub fn path(&self) -> &Path {
         &self.inner.shared.path
+    }
+
+    /// Where the store is kept, for people to read: its file, or on
+    /// PostgreSQL its id in the site's database.
+    pub fn whereabouts(&self) -> String {
+        match &self.inner.shared.location {
+            Location::File => self.path().display().to_string(),
+            Location::Postgres { id, .. } => format!("PostgreSQL, store {id}"),
+        }
     }
 
     /// Runs `f` in a write transaction, without blocking the async runtime

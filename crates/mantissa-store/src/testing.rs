@@ -90,17 +90,29 @@ pub fn on_postgres() -> bool {
 
 /// Opens a site in `dir` on this run's engine ([`on_postgres`]): its files,
 /// or a database of its own, made the first time `dir` is opened and the
-/// same each time after (a test that reopens its site finds it again).
+/// same each time after (a test that reopens its site finds it again). On
+/// PostgreSQL, a site already in `dir` as SQLite files is copied into the
+/// new database.
 pub fn open_site(dir: &Path) -> Result<Site> {
     if !on_postgres() {
         return Site::open(dir);
     }
     static DATABASES: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
-    let url = DATABASES
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(dir.to_path_buf())
-        .or_insert_with(postgres_database)
-        .clone();
-    Site::open_postgres(dir, &url)
+    let mut databases = DATABASES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(url) = databases.get(dir) {
+        return Site::open_postgres(dir, url);
+    }
+    let url = postgres_database();
+    databases.insert(dir.to_path_buf(), url.clone());
+    drop(databases);
+    // A site staged as SQLite files (a test's copy of a site from an
+    // earlier version) is moved into the database first, as
+    // `mantissa migrate --to` would.
+    let staged = dir.join(crate::site::SITE_FILE).is_file();
+    let site = Site::open_postgres(dir, &url)?;
+    if staged {
+        let staged = Site::open(dir)?;
+        staged.copy_to(&site, false, |_, _, _| {})?;
+    }
+    Ok(site)
 }

@@ -262,6 +262,66 @@ fn queries_compare_combine_and_sort() {
     assert_eq!(titles[7], ["post 8", "post 7"]);
 }
 
+/// Conditions that hold for every item or for none, alone and combined
+/// (an empty list of alternatives, an empty set of values): the same
+/// answers on both engines (PostgreSQL takes no `1` or `0` as a
+/// condition).
+#[test]
+fn conditions_true_or_false_for_every_item() {
+    let (_d, s, _ann, _bob) = seeded();
+    let counts = s
+        .read_blocking(|r| -> Result<_> {
+            Ok([
+                r.query::<Post>().filter(Cond::always()).count()?,
+                r.query::<Post>()
+                    .filter(Post::views.is_in(Vec::<i64>::new()))
+                    .count()?,
+                r.query::<Post>()
+                    .filter(!Post::views.is_in(Vec::<i64>::new()))
+                    .count()?,
+                r.query::<Post>().filter(Cond::all([])).count()?,
+                r.query::<Post>().filter(Cond::any([])).count()?,
+                r.query::<Post>()
+                    .filter(Cond::any([]).or(Post::views.eq(4)))
+                    .count()?,
+                r.query::<Post>()
+                    .filter(Cond::all([]).and(Post::views.lt(2)))
+                    .count()?,
+            ])
+        })
+        .unwrap();
+    assert_eq!(counts, [11, 0, 11, 11, 0, 1, 2]);
+}
+
+/// `Store::stats`, as `mantissa store stats` and the administrator's page
+/// show it: items per type, attached files and their bytes, and the bytes
+/// the store takes, which grow as it does.
+#[test]
+fn stats_count_items_files_and_bytes() {
+    let (_d, s, ann, _bob) = seeded();
+    let before = s.stats().unwrap();
+    assert_eq!(
+        before.items,
+        [("t.author".to_string(), 2), ("t.post".to_string(), 11)]
+    );
+    assert_eq!(before.files, (0, 0));
+    assert!(before.bytes > 0, "{before:?}");
+    s.write_blocking(move |tx| -> Result<_> {
+        for i in 0..200 {
+            let p = tx.insert(&post(ann, &format!("more {i}"), i))?;
+            if i < 2 {
+                tx.attach_file(p, "a.txt", &[b'x'; 1000])?;
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+    let after = s.stats().unwrap();
+    assert_eq!(after.items[1], ("t.post".to_string(), 211));
+    assert_eq!(after.files, (2, 2000));
+    assert!(after.bytes > before.bytes, "{before:?} then {after:?}");
+}
+
 #[test]
 fn aggregates_and_joins() {
     let (_d, s, ann, bob) = seeded();

@@ -38,7 +38,7 @@ impl Default for Setup {
 impl TestServer {
     pub fn start(setup: Setup, extra: impl FnOnce() -> Router<App>) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let site = Site::open(dir.path().join("site")).unwrap();
+        let site = mantissa_store::testing::open_site(&dir.path().join("site")).unwrap();
         (setup.before)(&site);
         let guard = Guard::new(setup.limits);
         let app = App::new(site.clone(), guard.clone(), setup.options).unwrap();
@@ -54,6 +54,14 @@ impl TestServer {
         router: WebService,
         guard: Guard,
     ) -> TestServer {
+        // What the server logs (a 500's cause, above all), in the failing
+        // test's output when the run sets RUST_LOG.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use mantissa_server::{Guard, Limits, load_tls};
-use mantissa_store::Site;
 use mantissa_web::{App, HttpProtocol, Page, WebOptions, site_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -18,7 +17,7 @@ fn https_serves_pages_and_marks_cookies_secure() {
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
     let tls = load_tls(&cert_path, &key_path).unwrap();
 
-    let site = Site::open(dir.path().join("site")).unwrap();
+    let site = mantissa_store::testing::open_site(&dir.path().join("site")).unwrap();
     let guard = Guard::new(Limits::default());
     let app = App::new(
         site,

@@ -1339,12 +1339,13 @@ pub fn user_show(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Err
     let store_line = match &store {
         Some(s) => {
             let bytes = s.stats().map(|st| st.bytes).unwrap_or(0);
-            format!(
-                "{} ({}, {})",
-                shown(s.path()).display(),
-                human_bytes(bytes),
-                contents(s)?
-            )
+            // Its file, from where the command runs; or its place in
+            // PostgreSQL.
+            let place = match s.whereabouts() {
+                w if std::path::Path::new(&w) == s.path() => shown(s.path()).display().to_string(),
+                w => w,
+            };
+            format!("{} ({}, {})", place, human_bytes(bytes), contents(s)?)
         }
         None => "none".into(),
     };

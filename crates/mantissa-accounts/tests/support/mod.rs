@@ -7,7 +7,6 @@ use std::sync::Arc;
 use mantissa_accounts::{Accounts, SettingsOffering, SharePolicy, TokenAuthenticator};
 use mantissa_mail::SmtpRelay;
 use mantissa_server::{Guard, Limits};
-use mantissa_store::Site;
 use mantissa_testkit::notes::Notes;
 use mantissa_testkit::*;
 use mantissa_web::{App, WebOptions};
@@ -52,7 +51,7 @@ fn world_mailing_to(
     if let Some(from) = from {
         copy_dir(from, &dir.path().join("site"));
     }
-    let site = Site::open(dir.path().join("site")).unwrap();
+    let site = mantissa_store::testing::open_site(&dir.path().join("site")).unwrap();
     let relay = SmtpRelay::new("127.0.0.1", port, false);
     let accounts = Arc::new(configure(Accounts::new(
         site.clone(),

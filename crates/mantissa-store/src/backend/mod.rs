@@ -448,6 +448,21 @@ pub(crate) fn integrity_problems(conn: &Conn) -> Result<Vec<String>> {
     }
 }
 
+/// The bytes a store takes. On SQLite: its file and write-ahead log. On
+/// PostgreSQL: the size of its rows in the shared tables (their share of
+/// indexes and of free space belongs to no one store, and is not counted).
+pub(crate) fn stored_bytes(conn: &Conn) -> Result<u64> {
+    match conn {
+        Conn::Sqlite(c) => {
+            let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            let mut wal = c.path().as_os_str().to_os_string();
+            wal.push("-wal");
+            Ok(len(c.path()) + len(Path::new(&wal)))
+        }
+        Conn::Postgres(_) => postgres::stored_bytes(conn),
+    }
+}
+
 /// Writes a consistent copy of the store to the SQLite file `dest`.
 pub(crate) fn copy_into(conn: &Conn, dest: &Path) -> Result<()> {
     conn.sqlite_only("copying a store to a file")?;

@@ -1236,6 +1236,59 @@ pub(crate) fn user_names(pool: &PgPool, prefix: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The size of the site's database on the server (tables, indexes, and
+/// attached files, which are kept in it).
+pub(crate) fn database_bytes(pool: &PgPool) -> Result<u64> {
+    match pool
+        .get()?
+        .scalar("SELECT pg_database_size(current_database())", &[])?
+    {
+        Some(Value::Integer(n)) => Ok(u64::try_from(n).unwrap_or(0)),
+        _ => Ok(0),
+    }
+}
+
+/// Every table that holds stores' rows (those with a `_store` column): the
+/// store's own and its items'.
+fn store_tables(
+    rows: impl FnOnce(&str) -> Result<Vec<Vec<Value<'static>>>>,
+) -> Result<Vec<String>> {
+    Ok(rows(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+         WHERE c.relkind = 'r' AND a.attname = '_store' AND c.relnamespace = to_regnamespace(current_schema())
+         ORDER BY 1",
+    )?
+    .into_iter()
+    .filter_map(|row| match row.into_iter().next() {
+        Some(Value::Text(t)) => Some(t.into_owned()),
+        _ => None,
+    })
+    .collect())
+}
+
+/// The size of the store's rows, in every table (row-level security
+/// leaves only the store's own to count).
+pub(crate) fn stored_bytes(conn: &crate::backend::Conn) -> Result<u64> {
+    let tables = store_tables(|sql| conn.rows(sql, &[]))?;
+    if tables.is_empty() {
+        return Ok(0);
+    }
+    let sum = tables
+        .iter()
+        .map(|t| {
+            format!(
+                "(SELECT COALESCE(SUM(pg_column_size(t.*)), 0) FROM {} t)",
+                crate::sql::ident(t)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" + ");
+    match conn.scalar(&format!("SELECT CAST({sum} AS BIGINT)"), &[])? {
+        Some(Value::Integer(n)) => Ok(u64::try_from(n).unwrap_or(0)),
+        _ => Ok(0),
+    }
+}
+
 /// Removes the store called `key` and every row it has, in one
 /// transaction. Its id is not used again: a store made under the same
 /// name later is another store.
@@ -1244,19 +1297,12 @@ pub(crate) fn drop_store(pool: &PgPool, key: &str) -> Result<()> {
         return Ok(());
     };
     let c = pool.get()?;
-    // Every table with a `_store` column, the store's own and items'.
-    let tables = c.rows(
-        "SELECT c.relname::text FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
-         WHERE c.relkind = 'r' AND a.attname = '_store' AND c.relnamespace = to_regnamespace(current_schema())",
-        &[],
-    )?;
+    let tables = store_tables(|sql| c.rows(sql, &[]))?;
     let mut sql = format!(
         "BEGIN; SELECT set_config('mantissa.store', '{id}', true), set_config('mantissa.dropping', 'on', true), pg_advisory_xact_lock({id});"
     );
-    for row in tables {
-        if let Some(Value::Text(t)) = row.into_iter().next() {
-            sql.push_str(&format!("DELETE FROM {};", crate::sql::ident(&t)));
-        }
+    for t in tables {
+        sql.push_str(&format!("DELETE FROM {};", crate::sql::ident(&t)));
     }
     // Every node hears of it, and forgets what it had open of the store
     // (`changes.rs`); a write still made through such a handle is refused
