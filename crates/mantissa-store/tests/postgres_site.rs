@@ -800,3 +800,190 @@ fn a_store_deleted_on_one_node_is_not_written_to_through_another() {
         1
     );
 }
+
+/// A scheduled job that takes a while inside its write, so that a node
+/// killed at a random moment is often killed in the middle of one.
+#[derive(Item, Debug, Clone, PartialEq)]
+#[item(name = "t.pg.slow_job", version = 1)]
+struct SlowJob {
+    runs: i64,
+}
+
+impl Scheduled for SlowJob {
+    type Error = StoreError;
+    fn run(mut me: Stored<Self>, tx: &mut Write<'_>, _now: Timestamp) -> Result<Option<Timestamp>> {
+        me.runs += 1;
+        tx.update(&me)?;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        Ok(None)
+    }
+}
+scheduled!(SlowJob);
+
+/// Set for a child process of this test binary that is to be a node of
+/// the site in the database it names ([`node_process`]).
+const NODE_OF: &str = "MANTISSA_TEST_NODE_OF";
+
+/// Not a test on its own: run by [`due_work_is_run_once_while_nodes_are_killed`]
+/// as a node, a process of its own that opens the site, runs its due
+/// work over and over, and says on its output when it is ready and each
+/// time it hears of a change to the store "bell". Returns at once
+/// otherwise.
+#[test]
+fn node_process() {
+    let Ok(url) = std::env::var(NODE_OF) else {
+        return;
+    };
+    let (_dir, site) = node(&url);
+    let mut changes = site.changes();
+    std::thread::spawn(move || {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match changes.blocking_recv() {
+                Ok(c) if c.store == "bell" => println!("heard bell"),
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    println!("ready");
+    loop {
+        site.run_due(Timestamp::now()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A node of [`node_process`], and what it says.
+struct NodeProcess {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl NodeProcess {
+    fn start(url: &str) -> NodeProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["node_process", "--exact", "--nocapture", "--test-threads=1"])
+            .env(NODE_OF, url)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(|l| l.ok()) {
+                let _ = tx.send(line);
+            }
+        });
+        let node = NodeProcess { child, lines };
+        node.wait_for("ready");
+        node
+    }
+
+    fn wait_for(&self, what: &str) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                // libtest's "test node_process ... " comes first, on the
+                // same line.
+                Ok(line) if line.ends_with(what) => return,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("the node did not say {what:?} within 20 s");
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three node processes run the due work of six stores (slow scheduled
+/// jobs and queued tasks) while one after another is killed with SIGKILL,
+/// often in the middle of a job, and started again: every job runs
+/// exactly once and every task is processed exactly once (a job cut off
+/// by the kill rolls back and is run again by a node still up), and a
+/// change made afterwards is announced to every node, the restarted ones
+/// too.
+#[test]
+fn due_work_is_run_once_while_nodes_are_killed() {
+    const STORES: usize = 6;
+    const JOBS: i64 = 50;
+    let url = postgres_database();
+    let (_d, site) = node(&url);
+    let t0 = Timestamp::now();
+    let stores: Vec<Store> = (0..STORES)
+        .map(|s| site.user_store(&format!("w{s}")).unwrap())
+        .collect();
+    for store in &stores {
+        store
+            .write_blocking(|tx| -> Result<()> {
+                for n in 0..JOBS {
+                    let job = tx.insert(&SlowJob { runs: 0 })?;
+                    tx.schedule(job, t0)?;
+                    tx.insert(&Task { n })?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    let done = || {
+        stores.iter().all(|s| {
+            s.read_blocking(|r| -> Result<_> {
+                Ok(r.query::<Done>().count()? == JOBS as u64
+                    && r.query::<SlowJob>().filter(SlowJob::runs.eq(0)).count()? == 0)
+            })
+            .unwrap()
+        })
+    };
+    let mut nodes: Vec<NodeProcess> = (0..3).map(|_| NodeProcess::start(&url)).collect();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut kills = 0;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < until,
+            "the work is not done after 120 s and {kills} kills"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        // SIGKILL: no shutdown of any kind.
+        nodes[kills % 3] = NodeProcess::start(&url);
+        kills += 1;
+    }
+    eprintln!("{kills} nodes killed while the work ran");
+    assert!(kills >= 3, "the work outlasted a few kills: {kills}");
+    for store in &stores {
+        let (runs, processed) = store
+            .read_blocking(|r| -> Result<_> {
+                Ok((
+                    r.query::<SlowJob>().column(SlowJob::runs)?,
+                    r.query::<Done>().count()?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(
+            runs,
+            vec![1; JOBS as usize],
+            "{}: each job ran once",
+            store.name()
+        );
+        assert_eq!(processed, JOBS as u64, "{}", store.name());
+        assert_eq!(store.next_due().unwrap(), None, "nothing left to run");
+    }
+    site.user_store("bell")
+        .unwrap()
+        .write_blocking(|tx| {
+            tx.insert(&Counter {
+                name: "rung".into(),
+                value: 1,
+            })
+        })
+        .unwrap();
+    for node in &nodes {
+        node.wait_for("heard bell");
+    }
+}
