@@ -12,6 +12,9 @@
 #                                deadpool-postgres + tokio-postgres, and against
 #                                Mantissa on SQLite, on a throwaway cluster
 #                                (tests/postgres/cluster.sh) on this machine
+#   bench/web.sh --postgres --nodes
+#                                CPU per request of one node against three on
+#                                the same database, the load spread over them
 #
 # Environment: WEB_ROUNDS (3), WEB_DURATION (8s, each wrk run; at most 10s),
 # WEB_WARMUP (2s), WEB_CONNECTIONS (64), WEB_THREADS (2), WEB_PORT (18081:
@@ -31,12 +34,14 @@ cd "$(dirname "$0")/.."
 
 analysis=0
 postgres=0
+nodes=0
 for arg in "$@"; do
     case "$arg" in
     --analysis) analysis=1 ;;
     --postgres) postgres=1 ;;
+    --nodes) nodes=1 ;;
     -h | --help)
-        sed -n '2,20p' "$0"
+        sed -n '2,23p' "$0"
         exit 0
         ;;
     *)
@@ -85,7 +90,11 @@ if [ "$postgres" = 1 ]; then
     PG_MANTISSA="$base/bench_mantissa" PG_REFERENCE="$base/bench_reference"
     echo "PostgreSQL: $server (Mantissa's database and the reference's, role bench)" >&2
 fi
-export BIN_DIR="$bin" MANTISSA_BIN ANALYSIS="$analysis" PG_MANTISSA PG_REFERENCE
+if [ "$nodes" = 1 ] && [ "$postgres" = 0 ]; then
+    echo "--nodes goes with --postgres" >&2
+    exit 2
+fi
+export BIN_DIR="$bin" MANTISSA_BIN ANALYSIS="$analysis" PG_MANTISSA PG_REFERENCE NODES="$nodes"
 exec python3 - <<'EOF'
 import os
 import re
@@ -341,6 +350,72 @@ def postgres_fortunes():
     stop_all()
 
 
+def wrk_spread(urls, duration):
+    """wrk on every one of `urls` at once, the threads and connections
+    shared out between them; total req/s, non-2xx and socket errors."""
+    n = len(urls)
+    procs = [subprocess.Popen(
+        ["wrk", f"-t{max(1, THREADS // n)}", f"-c{max(1, CONNS // n)}", f"-d{duration}", u],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for u in urls]
+    rps = bad = 0
+    errs = []
+    for p in procs:
+        out = p.communicate()[0]
+        rps += float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        b = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+        bad += int(b.group(1)) if b else 0
+        e = re.search(r"Socket errors:.*", out)
+        if e:
+            errs.append(e.group(0))
+    return rps, bad, "; ".join(errs)
+
+
+def nodes_cpu():
+    """Fortunes on PostgreSQL through one node, then through three nodes
+    of the same site (the load spread over them), in alternating rounds:
+    requests per second, and the CPU time each request costs, the nodes'
+    and everything else's on the machine (the PostgreSQL server, mostly),
+    wrk's not counted."""
+    seconds = int(DURATION.rstrip("s"))
+    one = [start("mantissa-fortunes", ["--store", PG_MANTISSA], "/plaintext")]
+    three = [start("mantissa-fortunes", ["--store", PG_MANTISSA], "/plaintext") for _ in range(3)]
+    setups = [("1 node", one), ("3 nodes", three)]
+    results = {name: [] for name, _ in setups}
+    for rnd in range(1, ROUNDS + 1):
+        for name, nodes in (setups if rnd % 2 else setups[::-1]):
+            urls = [f"http://127.0.0.1:{port}/fortunes" for _, port in nodes]
+            wait_quiet()
+            wrk_spread(urls, WARMUP)
+            b0, t0 = cpu_busy()
+            n0 = sum(proc_cpu(p.pid) for p, _ in nodes)
+            c0 = os.times()
+            rps, bad, errs = wrk_spread(urls, DURATION)
+            c1 = os.times()
+            b1, _ = cpu_busy()
+            n1 = sum(proc_cpu(p.pid) for p, _ in nodes)
+            requests = rps * seconds
+            wrk_cpu = ((c1.children_user + c1.children_system) - (c0.children_user + c0.children_system)) * HZ
+            node_us = 1e6 * (n1 - n0) / HZ / requests
+            rest_us = 1e6 * max(0.0, (b1 - b0) - (n1 - n0) - wrk_cpu) / HZ / requests
+            m = dict(rps=rps, node=node_us, rest=rest_us)
+            results[name].append(m)
+            flag = f"  !! {bad} non-2xx {errs}" if bad or errs else ""
+            print(f"  round {rnd}  {name:8} {rps:>10,.0f} req/s  CPU per request: nodes {node_us:6.1f} µs"
+                  f"  PostgreSQL and the rest {rest_us:6.1f} µs  total {node_us + rest_us:6.1f} µs{flag}",
+                  flush=True)
+    print()
+    med = {}
+    for name, _ in setups:
+        med[name] = {k: statistics.median(x[k] for x in results[name]) for k in ("rps", "node", "rest")}
+        m = med[name]
+        print(f"nodes: {name:8} {m['rps']:>10,.0f} req/s  CPU per request {m['node']:.1f} µs in the nodes"
+              f" + {m['rest']:.1f} µs PostgreSQL and the rest = {m['node'] + m['rest']:.1f} µs")
+    a, b = med["3 nodes"], med["1 node"]
+    print(f"nodes: 3 nodes / 1 node: throughput {a['rps'] / b['rps']:.2f}, "
+          f"CPU per request {(a['node'] + a['rest']) / (b['node'] + b['rest']):.2f}")
+    stop_all()
+
+
 def machine():
     model = "?"
     with open("/proc/cpuinfo") as f:
@@ -359,6 +434,9 @@ try:
     print(f"load: wrk -t{THREADS} -c{CONNS} -d{DURATION} (after a {WARMUP} warm-up), "
           f"{ROUNDS} round(s), median kept")
 
+    if PG_MANTISSA and os.environ.get("NODES") == "1":
+        nodes_cpu()
+        sys.exit(0)
     if PG_MANTISSA:
         postgres_fortunes()
         sys.exit(0)

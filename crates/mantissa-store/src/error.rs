@@ -212,6 +212,17 @@ pub enum StoreError {
         /// The interface.
         interface: &'static str,
     },
+    /// [`Site::copy_to`](crate::Site::copy_to) found a store of the
+    /// target holding something of its own (not an earlier copy of the
+    /// same store), and was not told to replace it. Nothing was copied
+    /// into that store.
+    #[error(
+        "the target's store {store:?} holds items of its own; copy into an empty site, or replace what is there"
+    )]
+    TargetNotEmpty {
+        /// The store's name.
+        store: String,
+    },
     /// Any other database error.
     #[error("{path}: database error: {reason}")]
     Database {

@@ -192,12 +192,8 @@ pub(crate) fn copy_store(
         report.already_there += 1;
     } else {
         if holds && !replace {
-            return Err(StoreError::Database {
-                path: to.path().to_path_buf(),
-                reason: format!(
-                    "the target's store {:?} holds items of its own; copy into an empty site, or say to replace what is there",
-                    to.name()
-                ),
+            return Err(StoreError::TargetNotEmpty {
+                store: to.name().to_string(),
             });
         }
         let files_dir = to.files_dir().to_path_buf();

@@ -674,7 +674,12 @@ pub fn migrate(
         bar.set_message(name.to_string());
     });
     bar.finish_and_clear();
-    let report = report?;
+    let report = report.map_err(|e| match e {
+        StoreError::TargetNotEmpty { .. } => Error::Setting(format!(
+            "{e}. Stores copied before it are in place. To replace the target's stores with this site's, run the same command with --replace"
+        )),
+        e => e.into(),
+    })?;
     writeln!(
         out,
         "Moved the site in {} {into}: {} stores copied{}, {} rows, {} attached files.",

@@ -403,6 +403,19 @@ fn a_site_is_migrated_to_postgres_and_back_and_served_from_each() {
         "{again}"
     );
 
+    // Another site, into the same database: refused, saying how to
+    // replace what is there; the site there is untouched.
+    succeeds(on_files(tmp.path(), &["init", "other"]), None);
+    let refused = on_files(tmp.path(), &["--site", "other", "migrate", "--to", &store])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("store \"site\" holds items of its own") && said.contains("--replace"),
+        "{said}"
+    );
+
     let node = Node::start(tmp.path(), &store, "s");
     sign_in(&node, "ann", "ann's long password");
     drop(node);
