@@ -210,6 +210,9 @@ fn a_site_in_postgres_is_backed_up_and_its_users_exported_as_files() {
 #[item(name = "t.pg.job", version = 1)]
 struct Job {
     runs: i64,
+    /// How long it takes inside its write: long enough, and a node killed
+    /// at a random moment is often killed in the middle of one.
+    millis: i64,
 }
 
 impl Scheduled for Job {
@@ -217,6 +220,7 @@ impl Scheduled for Job {
     fn run(mut me: Stored<Self>, tx: &mut Write<'_>, _now: Timestamp) -> Result<Option<Timestamp>> {
         me.runs += 1;
         tx.update(&me)?;
+        std::thread::sleep(std::time::Duration::from_millis(me.millis as u64));
         Ok(None)
     }
 }
@@ -265,7 +269,7 @@ fn due_work_run_by_two_nodes_at_once_runs_once() {
         .unwrap()
         .write_blocking(|tx| -> Result<()> {
             for n in 0..JOBS {
-                let job = tx.insert(&Job { runs: 0 })?;
+                let job = tx.insert(&Job { runs: 0, millis: 0 })?;
                 tx.schedule(job, t0)?;
                 tx.insert(&Task { n })?;
             }
@@ -434,7 +438,7 @@ fn sqlite_site_with_users(dir: &std::path::Path, users: usize) -> Site {
                     })?;
                     tx.attach_file(book, "cover.txt", format!("cover {u}/{b}").as_bytes())?;
                 }
-                let job = tx.insert(&Job { runs: 0 })?;
+                let job = tx.insert(&Job { runs: 0, millis: 0 })?;
                 tx.schedule(job, Timestamp::from_micros(4_000_000_000_000_000))?;
                 Ok(())
             })
@@ -801,25 +805,6 @@ fn a_store_deleted_on_one_node_is_not_written_to_through_another() {
     );
 }
 
-/// A scheduled job that takes a while inside its write, so that a node
-/// killed at a random moment is often killed in the middle of one.
-#[derive(Item, Debug, Clone, PartialEq)]
-#[item(name = "t.pg.slow_job", version = 1)]
-struct SlowJob {
-    runs: i64,
-}
-
-impl Scheduled for SlowJob {
-    type Error = StoreError;
-    fn run(mut me: Stored<Self>, tx: &mut Write<'_>, _now: Timestamp) -> Result<Option<Timestamp>> {
-        me.runs += 1;
-        tx.update(&me)?;
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        Ok(None)
-    }
-}
-scheduled!(SlowJob);
-
 /// Set for a child process of this test binary that is to be a node of
 /// the site in the database it names ([`node_process`]).
 const NODE_OF: &str = "MANTISSA_TEST_NODE_OF";
@@ -924,7 +909,10 @@ fn due_work_is_run_once_while_nodes_are_killed() {
         store
             .write_blocking(|tx| -> Result<()> {
                 for n in 0..JOBS {
-                    let job = tx.insert(&SlowJob { runs: 0 })?;
+                    let job = tx.insert(&Job {
+                        runs: 0,
+                        millis: 20,
+                    })?;
                     tx.schedule(job, t0)?;
                     tx.insert(&Task { n })?;
                 }
@@ -936,7 +924,7 @@ fn due_work_is_run_once_while_nodes_are_killed() {
         stores.iter().all(|s| {
             s.read_blocking(|r| -> Result<_> {
                 Ok(r.query::<Done>().count()? == JOBS as u64
-                    && r.query::<SlowJob>().filter(SlowJob::runs.eq(0)).count()? == 0)
+                    && r.query::<Job>().filter(Job::runs.eq(0)).count()? == 0)
             })
             .unwrap()
         })
@@ -960,7 +948,7 @@ fn due_work_is_run_once_while_nodes_are_killed() {
         let (runs, processed) = store
             .read_blocking(|r| -> Result<_> {
                 Ok((
-                    r.query::<SlowJob>().column(SlowJob::runs)?,
+                    r.query::<Job>().column(Job::runs)?,
                     r.query::<Done>().count()?,
                 ))
             })
