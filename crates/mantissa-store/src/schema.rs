@@ -137,6 +137,13 @@ pub(crate) fn prepare(
         legacy_outbox: meta.legacy_outbox,
     };
     let _ = shared.identity.set(identity);
+    if meta.moving {
+        // Before anything reads them: this store's items of a type being
+        // upgraded on PostgreSQL, store by store.
+        in_write_transaction(conn, || {
+            crate::backend::move_upgraded_items(conn, shared.registry)
+        })?;
+    }
 
     let shapes: HashMap<&str, &str> = stored
         .iter()
@@ -209,6 +216,9 @@ struct Meta {
     format: Option<i64>,
     id: Option<String>,
     legacy_outbox: i64,
+    /// On PostgreSQL, whether items of some type are moving to its
+    /// upgraded table (`backend/postgres/upgrades.rs`).
+    moving: bool,
 }
 
 /// Each stored type's version, and the `CREATE` text of its table when
@@ -237,6 +247,7 @@ impl Meta {
             (Some("meta"), Some("format")) => self.format = int(value),
             (Some("meta"), Some("id")) => self.id = text(value),
             (Some("meta"), Some("legacy_outbox")) => self.legacy_outbox = int(value).unwrap_or(0),
+            (Some("moving"), Some(_)) => self.moving = true,
             (Some("type"), Some(_)) => {
                 if let (Some(name), Some(v)) = (key, int(value)) {
                     types.insert(name, (v as u32, shape));

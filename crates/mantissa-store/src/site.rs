@@ -122,8 +122,15 @@ impl Site {
                 // Closing a store blocks: not on the listener's thread.
                 std::thread::spawn(move || site.forget_deleted(&name, id));
             })?;
-            let site = Site::open_at(root, true, Some(pool), announcer)?;
+            let site = Site::open_at(root, true, Some(pool.clone()), announcer)?;
             let _ = opened.set(Arc::downgrade(&site.inner));
+            if postgres::upgrades::any_pending(&pool)? {
+                let weak = Arc::downgrade(&site.inner);
+                std::thread::Builder::new()
+                    .name("mantissa-upgrades".into())
+                    .spawn(move || move_upgraded_items(&pool, &weak))
+                    .map_err(|e| StoreError::io(Path::new("mantissa-upgrades thread"), e))?;
+            }
             Ok(site)
         })
     }
@@ -517,6 +524,55 @@ fn note_due(site: &Store, store: &str, due: Timestamp) -> Result<()> {
         )?;
         Ok(())
     })
+}
+
+/// On PostgreSQL, the items of types upgraded store by store
+/// (`backend/postgres/upgrades.rs`) that no store has moved yet on
+/// opening: each store that has some is opened, a store at a time, which
+/// moves them; then the moves are ended. Stops when the site is closed,
+/// or at an error (logged: the next start goes on).
+fn move_upgraded_items(pool: &PgPool, site: &Weak<Inner>) {
+    let mut last = None;
+    let mut step = || -> Result<bool> {
+        let Some(inner) = site.upgrade() else {
+            return Ok(false);
+        };
+        let site = Site { inner };
+        match postgres::upgrades::next_store(pool)? {
+            // Opened, and still not moved: something else is wrong.
+            Some(key) if last.as_ref() == Some(&key) => Err(StoreError::Database {
+                path: PathBuf::from(format!("postgresql:{key}")),
+                reason: "its items of an upgraded type did not move when it was opened".into(),
+            }),
+            Some(key) => {
+                // The site's store moved its items when the site opened.
+                if let Some(name) = key.strip_prefix(USER_PREFIX) {
+                    site.existing_user_store(name)?;
+                }
+                last = Some(key);
+                Ok(true)
+            }
+            None => {
+                let left = postgres::upgrades::finish(pool)?;
+                if left {
+                    // A store is moving on another node: its turn is next.
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    last = None;
+                }
+                Ok(left)
+            }
+        }
+    };
+    loop {
+        match step() {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "moving upgraded items stopped; the next start goes on");
+                return;
+            }
+        }
+    }
 }
 
 /// Connections a site on PostgreSQL keeps to its database, at most: the

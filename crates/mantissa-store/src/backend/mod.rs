@@ -448,6 +448,17 @@ pub(crate) fn integrity_problems(conn: &Conn) -> Result<Vec<String>> {
     }
 }
 
+/// Moves the store's items of types being upgraded store by store into
+/// their upgraded tables (PostgreSQL: `postgres/upgrades.rs`; on SQLite a
+/// store upgrades its own file, and nothing moves). In the store's write
+/// transaction.
+pub(crate) fn move_upgraded_items(conn: &Conn, registry: &crate::item::Registry) -> Result<()> {
+    match conn {
+        Conn::Sqlite(_) => Ok(()),
+        Conn::Postgres(_) => postgres::upgrades::move_rows(conn, registry),
+    }
+}
+
 /// The bytes a store takes. On SQLite: its file and write-ahead log. On
 /// PostgreSQL: the size of its rows in the shared tables (their share of
 /// indexes and of free space belongs to no one store, and is not counted).

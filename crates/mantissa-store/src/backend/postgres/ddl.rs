@@ -158,7 +158,8 @@ impl Dialect for Postgres {
 /// The transaction's store, as the policies and defaults read it. (An
 /// unset setting reads as `''`, which is no store: `NULLIF` makes it NULL,
 /// which equals nothing.)
-const CURRENT_STORE: &str = "NULLIF(current_setting('mantissa.store', true), '')::bigint";
+pub(crate) const CURRENT_STORE: &str =
+    "NULLIF(current_setting('mantissa.store', true), '')::bigint";
 
 /// The `_store` column, its policy, and its enforcement, for `table` whose
 /// other columns are `columns` and whose key is `key` (after `store`).
@@ -263,7 +264,7 @@ pub(crate) const SCHEMA_LOCK: i64 = -1;
 
 /// The version of [`site_tables`] this program makes: raised with any
 /// change to them, so that a site made by an older program gets them.
-const SITE_SCHEMA: i64 = 1;
+const SITE_SCHEMA: i64 = 2;
 
 /// Whether the site's own tables are there, as this program makes them.
 pub(crate) fn site_tables_current(conn: &Conn) -> Result<bool> {
@@ -285,6 +286,8 @@ pub(crate) fn site_tables() -> String {
              name TEXT COLLATE \"C\" NOT NULL UNIQUE);
          CREATE TABLE IF NOT EXISTS _types (name TEXT COLLATE \"C\" PRIMARY KEY,
              version BIGINT NOT NULL, shape TEXT);
+         CREATE TABLE IF NOT EXISTS _upgrading (name TEXT COLLATE \"C\" PRIMARY KEY,
+             from_version BIGINT NOT NULL, old_table TEXT NOT NULL);
          CREATE OR REPLACE FUNCTION mantissa_store_alive(s BIGINT) RETURNS void LANGUAGE plpgsql AS $body$
          BEGIN
              IF NOT EXISTS (SELECT 1 FROM _stores WHERE id = s) THEN
@@ -353,9 +356,12 @@ pub(crate) fn site_tables() -> String {
 /// A new random identity: 32 hexadecimal digits.
 pub(crate) const RANDOM_ID: &str = "replace(gen_random_uuid()::text, '-', '')";
 
-/// What an opening store reads: its `_meta` and the site's `_types`.
+/// What an opening store reads: its `_meta`, the site's `_types`, and
+/// the types whose items are moving to their upgraded table
+/// (`upgrades.rs`).
 pub(crate) const FIRST_READ: &[&str] = &[
-    "SELECT 'meta', key, value, NULL FROM _meta UNION ALL SELECT 'type', name, CAST(version AS TEXT), shape FROM _types",
+    "SELECT 'meta', key, value, NULL FROM _meta UNION ALL SELECT 'type', name, CAST(version AS TEXT), shape FROM _types
+     UNION ALL SELECT 'moving', name, NULL, NULL FROM _upgrading",
 ];
 
 /// Records an item type's table, unless another store did first.

@@ -70,6 +70,7 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub(crate) mod ddl;
+pub(crate) mod upgrades;
 
 use crate::error::{Result, StoreError};
 use crate::value::Value;
@@ -970,7 +971,14 @@ pub(crate) fn make_site_tables(pool: &PgPool, registry: &crate::item::Registry) 
                         known: t.version,
                     });
                 }
-                Some(&v) => upgrade_shared_table(&conn, registry, i, t, v)?,
+                Some(&v) => {
+                    if !upgrades::start(&conn, registry, i, t, v)? {
+                        upgrade_shared_table(&conn, registry, i, t, v)?;
+                        // Items an earlier start left to move, at an
+                        // older version still: all of them now.
+                        upgrades::finish_now(&conn, registry, t)?;
+                    }
+                }
             }
         }
         for &(i, t) in &new {
@@ -1007,9 +1015,8 @@ pub(crate) fn make_site_tables(pool: &PgPool, registry: &crate::item::Registry) 
 /// of upgraders into a new table, which then takes the old one's place,
 /// with its id sequence moved on past every id and the triggers that
 /// name it made again. Inside the caller's transaction, so that the site
-/// is upgraded whole or not at all. (On SQLite each store upgrades when it
-/// opens, large ones in the background; here the site upgrades when its
-/// first node starts, and the others wait for it.)
+/// is upgraded whole or not at all. For small tables, and those that
+/// `upgrades.rs` does not move store by store in the background.
 fn upgrade_shared_table(
     conn: &super::Conn,
     registry: &crate::item::Registry,
@@ -1020,16 +1027,7 @@ fn upgrade_shared_table(
     use super::Dialect;
     use crate::sql::ident;
     let label = conn.path().to_path_buf();
-    for v in from..t.version {
-        if registry.upgrader(t.name, v).is_none() {
-            return Err(StoreError::MissingUpgrader {
-                path: label,
-                item: t.name.to_string(),
-                stored: from,
-                missing: v,
-            });
-        }
-    }
+    check_upgraders(conn, registry, t, from)?;
     tracing::info!(
         item = t.name,
         from,
@@ -1059,16 +1057,8 @@ fn upgrade_shared_table(
         }
     }
     conn.execute("SELECT set_config('mantissa.store', '', true)", &[])?;
-    // The new table's ids go on from the old one's.
-    conn.execute(
-        &format!(
-            "SELECT setval(pg_get_serial_sequence(?, 'id'), GREATEST(1, (SELECT last_value FROM {})))",
-            conn.scalar("SELECT pg_get_serial_sequence(?, 'id')", &[Value::Text(ident(&old).into())])?
-                .and_then(|v| crate::schema::text(Some(v)))
-                .ok_or_else(|| database(format!("{old} has no id sequence")))?
-        ),
-        &[Value::Text(ident(&new).into())],
-    )?;
+    let old_sequence = id_sequence(conn, &old)?;
+    ids_go_on_from(conn, &new, &old_sequence)?;
     // The old table goes with the triggers on it: its own and those of
     // the types that refer to it, made again on the new one.
     conn.batch(&format!(
@@ -1091,6 +1081,48 @@ fn upgrade_shared_table(
             Value::Text(registry.create_sql(i).to_string().into()),
             Value::Text(t.name.into()),
         ],
+    )?;
+    Ok(())
+}
+
+/// Refuses an upgrade of `t` from `from` that misses an upgrader.
+fn check_upgraders(
+    conn: &super::Conn,
+    registry: &crate::item::Registry,
+    t: &crate::item::ItemType,
+    from: u32,
+) -> Result<()> {
+    for v in from..t.version {
+        if registry.upgrader(t.name, v).is_none() {
+            return Err(StoreError::MissingUpgrader {
+                path: conn.path().to_path_buf(),
+                item: t.name.to_string(),
+                stored: from,
+                missing: v,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The name of `table`'s id sequence.
+fn id_sequence(conn: &super::Conn, table: &str) -> Result<String> {
+    conn.scalar(
+        "SELECT pg_get_serial_sequence(?, 'id')",
+        &[Value::Text(crate::sql::ident(table).into())],
+    )?
+    .and_then(|v| crate::schema::text(Some(v)))
+    .ok_or_else(|| database(format!("{table} has no id sequence")))
+}
+
+/// Moves `table`'s id sequence on past every id `sequence` gave, so that
+/// ids of a type's new table go on from its old one's.
+fn ids_go_on_from(conn: &super::Conn, table: &str, sequence: &str) -> Result<()> {
+    conn.execute(
+        &format!(
+            "SELECT setval(pg_get_serial_sequence(?, 'id'), GREATEST(1, (SELECT last_value FROM {sequence})))"
+        ),
+        &[Value::Text(crate::sql::ident(table).into())],
     )?;
     Ok(())
 }
@@ -1266,8 +1298,7 @@ fn store_tables(
     .collect())
 }
 
-/// The size of the store's rows, in every table (row-level security
-/// leaves only the store's own to count).
+/// The size of the store's rows, in every table.
 pub(crate) fn stored_bytes(conn: &crate::backend::Conn) -> Result<u64> {
     let tables = store_tables(|sql| conn.rows(sql, &[]))?;
     if tables.is_empty() {
@@ -1277,8 +1308,9 @@ pub(crate) fn stored_bytes(conn: &crate::backend::Conn) -> Result<u64> {
         .iter()
         .map(|t| {
             format!(
-                "(SELECT COALESCE(SUM(pg_column_size(t.*)), 0) FROM {} t)",
-                crate::sql::ident(t)
+                "(SELECT COALESCE(SUM(pg_column_size(t.*)), 0) FROM {} t WHERE t._store = {})",
+                crate::sql::ident(t),
+                ddl::CURRENT_STORE
             )
         })
         .collect::<Vec<_>>()
@@ -1302,7 +1334,12 @@ pub(crate) fn drop_store(pool: &PgPool, key: &str) -> Result<()> {
         "BEGIN; SELECT set_config('mantissa.store', '{id}', true), set_config('mantissa.dropping', 'on', true), pg_advisory_xact_lock({id});"
     );
     for t in tables {
-        sql.push_str(&format!("DELETE FROM {};", crate::sql::ident(&t)));
+        // Named, not left to row-level security: a table being upgraded
+        // store by store is not held to it (`upgrades.rs`).
+        sql.push_str(&format!(
+            "DELETE FROM {} WHERE _store = {id};",
+            crate::sql::ident(&t)
+        ));
     }
     // Every node hears of it, and forgets what it had open of the store
     // (`changes.rs`); a write still made through such a handle is refused
