@@ -39,6 +39,11 @@
 //!   the site opens, under an advisory lock, so that no store's write
 //!   changes shared tables (it would wait for every other store writing to
 //!   them, unseen by the store's deadlock check). `_types` is the site's.
+//! - **Upgrades**: a type at a new version is upgraded when the site
+//!   opens, all at once for a small table; a large one is set aside and
+//!   moved store by store, each store's items when it next opens, the rest
+//!   in the background ([`postgres::upgrades`]), as SQLite upgrades a large
+//!   table of one store a batch at a time.
 //! - **Writes** to one store run one at a time across every node: each
 //!   takes a transaction-level advisory lock on the store's id, as writers
 //!   of one SQLite file take its lock. Read committed under that lock sees
