@@ -450,7 +450,7 @@ pub struct StatsRow {
     pub name: String,
     /// The store's file.
     pub path: PathBuf,
-    /// Bytes on disk (database and write-ahead log).
+    /// Bytes the store takes ([`mantissa_store::StoreStats::bytes`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
     /// Items per type, for types with at least one item.
@@ -558,7 +558,13 @@ pub fn store_stats(site: &Site, json: bool, out: &mut dyn Write) -> Result<(), E
         serde_json::to_writer_pretty(&mut *out, &doc).map_err(io::Error::from)?;
         writeln!(out)?;
     } else {
-        write_stats_table(&rows, out)?;
+        // On PostgreSQL the stores' rows share the server's files.
+        let place = if site.on_postgres() {
+            "in the database"
+        } else {
+            "on disk"
+        };
+        write_stats_table(&rows, place, out)?;
     }
     if failed > 0 {
         return Err(Error::Unreadable {
@@ -569,7 +575,7 @@ pub fn store_stats(site: &Site, json: bool, out: &mut dyn Write) -> Result<(), E
     Ok(())
 }
 
-fn write_stats_table(rows: &[StatsRow], out: &mut dyn Write) -> io::Result<()> {
+fn write_stats_table(rows: &[StatsRow], place: &str, out: &mut dyn Write) -> io::Result<()> {
     let mut table = vec![[
         "store".to_string(),
         "size".into(),
@@ -633,7 +639,7 @@ fn write_stats_table(rows: &[StatsRow], out: &mut dyn Write) -> io::Result<()> {
     }
     writeln!(
         out,
-        "{} store{}, {} on disk",
+        "{} store{}, {} {place}",
         rows.len(),
         plural(rows.len() as u64),
         human_bytes(total)
@@ -1884,7 +1890,7 @@ mod tests {
             ),
         ];
         let mut out = Vec::new();
-        write_stats_table(&rows, &mut out).unwrap();
+        write_stats_table(&rows, "on disk", &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
