@@ -94,6 +94,26 @@ pub(crate) fn severity_of(status: Option<&str>, reply: Option<u16>) -> Option<Se
 /// a phrase found in the text wins.
 const PHRASES: &[(Reason, &[&str])] = &[
     (
+        Reason::Blocked,
+        &[
+            "domain of sender address",
+            "sender address rejected",
+            "sender verify failed",
+            "sender was rejected",
+            "my name was rejected",
+            "sender rejected",
+            "client host rejected",
+            "user complaints",
+            "unexpected volume",
+            "spamhaus",
+            "blacklisted",
+            "dmarc",
+            "spf",
+            "ptr record",
+            "reverse dns",
+        ],
+    ),
+    (
         Reason::MailboxFull,
         &[
             "mailbox full",
@@ -128,7 +148,11 @@ const PHRASES: &[(Reason, &[&str])] = &[
     (
         Reason::Disabled,
         &[
+            "account is blocked",
+            "disabled recipient",
+            "recipient account is blocked",
             "mailbox disabled",
+            "deactivated mailbox",
             "mailbox is disabled",
             "account disabled",
             "account is disabled",
@@ -194,9 +218,7 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "address couldn't be found",
             "couldn't be found, or is unable to receive mail",
             "address not found",
-            "does not like recipient",
             "no mailbox here",
-            "unrouteable address",
             "user_unknown",
             "bad destination mailbox",
             "undeliverable address",
@@ -255,6 +277,8 @@ const PHRASES: &[(Reason, &[&str])] = &[
     (
         Reason::DomainNotFound,
         &[
+            "unrouteable address",
+            "domain is not reachable",
             "host unknown",
             "unknown host",
             "host not found",
@@ -287,6 +311,11 @@ const PHRASES: &[(Reason, &[&str])] = &[
     (
         Reason::Expired,
         &[
+            "requests to connect",
+            "host not reachable",
+            "multiple retries",
+            "lost connection",
+            "network error",
             "retry time",
             "retry timeout exceeded",
             "expired",
@@ -314,6 +343,10 @@ const PHRASES: &[(Reason, &[&str])] = &[
     (
         Reason::Blocked,
         &[
+            "too many connections",
+            "too many messages",
+            "too many emails",
+            "too many mails",
             "spam",
             "blocked",
             "block list",
@@ -363,7 +396,6 @@ const PHRASES: &[(Reason, &[&str])] = &[
             "filtered",
             "security",
             "bulk mail",
-            "too many",
             "rate limit",
             "ratelimit",
             "throttl",

@@ -4,8 +4,8 @@
 //! Real reports bend the grammar: groups run together without the blank
 //! line between them, fields are folded, the address type is missing, and
 //! some servers put the fields in the text part instead of a part of their
-//! own. So a new group starts at each `Final-Recipient` (or at an
-//! `Original-Recipient` after one), whatever the blank lines say.
+//! own. So groups are the paragraphs, and inside a paragraph a new group
+//! starts at each recipient field the group already has.
 
 use crate::address;
 
@@ -21,11 +21,14 @@ pub(crate) struct Group {
 
 impl Group {
     /// The address this group reports on.
+    /// The address as the sender gave it (`Original-Recipient`, which
+    /// is what an outbound queue knows), else the one the report is about
+    /// (`Final-Recipient`, after aliases were expanded).
     pub fn address(&self) -> Option<String> {
-        self.final_recipient
+        self.original_recipient
             .as_deref()
             .and_then(address_of)
-            .or_else(|| self.original_recipient.as_deref().and_then(address_of))
+            .or_else(|| self.final_recipient.as_deref().and_then(address_of))
     }
 }
 
@@ -67,39 +70,81 @@ pub(crate) fn fields(text: &str) -> Vec<(String, String)> {
 /// The per-recipient groups of a delivery-status text.
 pub(crate) fn groups(text: &str) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
-    let mut current: Option<Group> = None;
-    for (name, value) in fields(text) {
-        let starts_group = match name.as_str() {
-            "final-recipient" => current
-                .as_ref()
-                .is_some_and(|g| g.final_recipient.is_some()),
-            "original-recipient" => current
-                .as_ref()
-                .is_some_and(|g| g.final_recipient.is_some() || g.original_recipient.is_some()),
-            _ => false,
-        };
-        let recipient_field = matches!(name.as_str(), "final-recipient" | "original-recipient");
-        if starts_group || (current.is_none() && recipient_field) {
-            if let Some(g) = current.take() {
-                groups.push(g);
+    // Paragraphs first (the grammar's groups), then, inside one, a new
+    // group at each recipient field its group already has.
+    for paragraph in paragraphs(text) {
+        let mut current: Option<Group> = None;
+        for (name, value) in fields(paragraph) {
+            let is_recipient = matches!(name.as_str(), "final-recipient" | "original-recipient");
+            let repeats = match name.as_str() {
+                "final-recipient" => current
+                    .as_ref()
+                    .is_some_and(|g| g.final_recipient.is_some()),
+                "original-recipient" => current
+                    .as_ref()
+                    .is_some_and(|g| g.original_recipient.is_some()),
+                _ => false,
+            };
+            if repeats || (current.is_none() && is_recipient) {
+                groups.extend(current.take());
+                current = Some(Group::default());
             }
-            current = Some(Group::default());
+            let Some(g) = current.as_mut() else { continue };
+            let slot = match name.as_str() {
+                "final-recipient" => &mut g.final_recipient,
+                "original-recipient" => &mut g.original_recipient,
+                "action" => &mut g.action,
+                "status" => &mut g.status,
+                "diagnostic-code" => &mut g.diagnostic,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(value);
+            }
         }
-        let Some(g) = current.as_mut() else { continue };
-        let slot = match name.as_str() {
-            "final-recipient" => &mut g.final_recipient,
-            "original-recipient" => &mut g.original_recipient,
-            "action" => &mut g.action,
-            "status" => &mut g.status,
-            "diagnostic-code" => &mut g.diagnostic,
-            _ => continue,
-        };
-        if slot.is_none() {
-            *slot = Some(value);
-        }
+        groups.extend(current);
     }
-    groups.extend(current);
     groups
+}
+
+/// `text` cut at blank lines.
+fn paragraphs(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        while !rest.is_empty() {
+            let (line, after) = match rest.find('\n') {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, ""),
+            };
+            if line.trim().is_empty() {
+                rest = after;
+            } else {
+                break;
+            }
+        }
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = 0;
+        let mut cursor = rest;
+        loop {
+            let (line, after, len) = match cursor.find('\n') {
+                Some(i) => (&cursor[..i], &cursor[i + 1..], i + 1),
+                None => (cursor, "", cursor.len()),
+            };
+            if line.trim().is_empty() {
+                break;
+            }
+            end += len;
+            cursor = after;
+            if cursor.is_empty() {
+                break;
+            }
+        }
+        let paragraph = &rest[..end];
+        rest = &rest[end..];
+        Some(paragraph)
+    })
 }
 
 #[cfg(test)]
@@ -108,7 +153,7 @@ mod tests {
 
     #[test]
     fn groups_without_blank_lines() {
-        let text = "Reporting-MTA: dns; mx.example\n\nFinal-Recipient: rfc822; a@example.org\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1\n  user unknown\nFinal-Recipient: RFC822; <B@example.org>\nAction: delayed\nStatus: 4.2.2\n";
+        let text = "Reporting-MTA: dns; mx.example\n\n\nFinal-Recipient: rfc822; a@example.org\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1\n  user unknown\nFinal-Recipient: RFC822; <B@example.org>\nAction: delayed\nStatus: 4.2.2\n";
         let g = groups(text);
         assert_eq!(g.len(), 2);
         assert_eq!(g[0].address().as_deref(), Some("a@example.org"));
@@ -118,5 +163,14 @@ mod tests {
         );
         assert_eq!(g[1].address().as_deref(), Some("b@example.org"));
         assert_eq!(g[1].action.as_deref(), Some("delayed"));
+    }
+
+    #[test]
+    fn original_recipient_after_final_is_the_same_group() {
+        let text = "Final-Recipient: rfc822; postmaster@example.org\nOriginal-Recipient: rfc822; ann@example.org\nAction: failed\nStatus: 4.1.1\n";
+        let g = groups(text);
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].address().as_deref(), Some("ann@example.org"));
+        assert_eq!(g[0].status.as_deref(), Some("4.1.1"));
     }
 }

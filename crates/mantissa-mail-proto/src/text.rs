@@ -114,6 +114,7 @@ fn starts_returned_copy(lower: &str, raw_line: &str) -> bool {
         }
     }
     lower.starts_with("original message headers")
+        || lower.starts_with("message headers follow")
         || lower.starts_with("content-type: message/rfc822")
         || ((raw_line.starts_with("Return-Path:") || raw_line.starts_with("Received: from"))
             && !raw_line.starts_with(' '))
@@ -185,6 +186,9 @@ fn named_addresses(notice: &str) -> Vec<String> {
         "delivery to",
         "deliver to",
         "deliver your message to",
+        "delivering your mail to",
+        "delivering your message to",
+        "mail to",
         "rcpt to:",
         "recipient:",
         "recipient",
@@ -275,14 +279,18 @@ pub(crate) fn read(message: &Message<'_>, parts: &Parts<'_>) -> Option<Report> {
     let by_headers =
         !failed_header.is_empty() || from_a_mail_system(message) || is_bounce_subject(subject);
     let by_text = BOUNCE_OPENINGS.iter().any(|p| notice_lower.contains(p));
-    if !(by_headers && (by_text || !is_auto_reply(message)) || by_text && !is_auto_reply(message)) {
+    // A mail system never sends vacation notices, so its auto-reply
+    // headers (Exim, Google Groups set them on bounces) do not count.
+    let by_system = !failed_header.is_empty() || from_a_mail_system(message);
+    if !(by_system || (by_headers || by_text) && !is_auto_reply(message)) {
         return None;
     }
 
     // Addresses that are not failing recipients: the bounce's own
     // addressees (the original sender) and the original's sender.
     let mut not_recipients: Vec<String> = Vec::new();
-    for name in ["Delivered-To", "X-Original-To", "Return-Path"] {
+    // (Not X-Original-To: DragonFly puts the failing recipient there.)
+    for name in ["Delivered-To", "Return-Path"] {
         not_recipients.extend(
             address::all_in(&header_text(message, name))
                 .into_iter()
@@ -295,6 +303,16 @@ pub(crate) fn read(message: &Message<'_>, parts: &Parts<'_>) -> Option<Report> {
     if let Some(original) = parts.original {
         not_recipients.extend(addresses_of(original.from()));
         not_recipients.extend(addresses_of(original.sender()));
+    }
+    if let Some(returned) = returned.or(parts.original_headers.as_deref()) {
+        for (name, value) in crate::dsn::fields(returned) {
+            if matches!(
+                name.as_str(),
+                "from" | "return-path" | "sender" | "reply-to"
+            ) {
+                not_recipients.extend(address::all_in(&value).into_iter().map(|(a, _)| a));
+            }
+        }
     }
     let keep = |a: &String| !not_recipients.contains(a) && !address::is_daemon(a);
 
@@ -476,6 +494,7 @@ pub(crate) fn is_auto_reply(message: &Message<'_>) -> bool {
         "automatisch antwoord",
         "automatische antwort",
         "autosvar",
+        "automatyczna odpowied",
     ];
     SUBJECTS.iter().any(|s| subject.contains(s))
 }
