@@ -164,10 +164,12 @@ fn check_is_mail(raw: &[u8]) -> Result<&[u8], Error> {
         .unwrap_or(raw.len());
     let line = &raw[..line_end];
     let field = line.iter().position(|&b| b == b':').is_some_and(|colon| {
+        // RFC 5322 allows any printable character in a field name; real
+        // ones are letters, digits, dashes and underscores.
         colon > 0
             && line[..colon]
                 .iter()
-                .all(|&b| b.is_ascii_graphic() && b != b':')
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     });
     if !field {
         let shown: String = String::from_utf8_lossy(line).chars().take(60).collect();
