@@ -13,7 +13,11 @@ fn samples() -> Vec<Vec<u8>> {
         .collect();
     files.sort();
     // Every fifth, for speed: a spread of formats.
-    files.iter().step_by(5).map(|p| std::fs::read(p).unwrap()).collect()
+    files
+        .iter()
+        .step_by(5)
+        .map(|p| std::fs::read(p).unwrap())
+        .collect()
 }
 
 proptest! {
@@ -58,8 +62,17 @@ fn what_is_not_mail_is_a_typed_error() {
     use mantissa_mail_proto::{Error, parse};
     assert_eq!(parse(b""), Err(Error::Empty));
     assert_eq!(parse(b" \r\n\t"), Err(Error::Empty));
-    assert!(matches!(parse(b"\x89PNG\r\n\x1a\n"), Err(Error::NotAHeader { .. })));
-    assert!(matches!(parse(b"hello world\nthis is text"), Err(Error::NotAHeader { .. })));
-    assert!(matches!(parse(b"{\"json\": true}"), Err(Error::NotAHeader { .. })));
+    assert!(matches!(
+        parse(b"\x89PNG\r\n\x1a\n"),
+        Err(Error::NotAHeader { .. })
+    ));
+    assert!(matches!(
+        parse(b"hello world\nthis is text"),
+        Err(Error::NotAHeader { .. })
+    ));
+    assert!(matches!(
+        parse(b"{\"json\": true}"),
+        Err(Error::NotAHeader { .. })
+    ));
     assert_eq!(parse(b"X-Nothing: 1\n\nbody"), Err(Error::NoMailHeaders));
 }

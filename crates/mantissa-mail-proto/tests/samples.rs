@@ -54,10 +54,15 @@ fn table() -> BTreeMap<String, (Kind, Vec<Row>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/samples");
     let text = std::fs::read_to_string(dir.join("expected.tsv")).expect("expected.tsv");
     let mut table: BTreeMap<String, (Kind, Vec<Row>)> = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
         let cols: Vec<&str> = line.split('\t').collect();
         assert_eq!(cols.len(), 6, "expected.tsv: six columns in {line:?}");
-        let entry = table.entry(cols[0].to_string()).or_insert_with(|| (kind(cols[1]), Vec::new()));
+        let entry = table
+            .entry(cols[0].to_string())
+            .or_insert_with(|| (kind(cols[1]), Vec::new()));
         assert_eq!(entry.0, kind(cols[1]), "one kind per file: {line:?}");
         if cols[2] != "-" {
             entry.1.push(Row {
@@ -137,7 +142,10 @@ fn a_bounce_names_the_returned_message() {
         Some("000000000.9999999999999.JavaMail.postmaster@mailhub")
     );
     let raw = std::fs::read(dir.join("sisimai/arf-18.eml")).unwrap();
-    assert_eq!(parse(&raw).unwrap().feedback_type.as_deref(), Some("auth-failure"));
+    assert_eq!(
+        parse(&raw).unwrap().feedback_type.as_deref(),
+        Some("auth-failure")
+    );
 }
 
 #[test]
