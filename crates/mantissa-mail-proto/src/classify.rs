@@ -24,8 +24,8 @@ pub(crate) fn find_status(text: &str) -> Option<String> {
                 let next_ok = match b.get(k) {
                     None => true,
                     Some(&c) => {
-                        !c.is_ascii_digit()
-                            && !(c == b'.' && b.get(k + 1).is_some_and(u8::is_ascii_digit))
+                        !(c.is_ascii_digit()
+                            || c == b'.' && b.get(k + 1).is_some_and(u8::is_ascii_digit))
                     }
                 };
                 if (1..=3).contains(&detail) && next_ok {
@@ -67,7 +67,7 @@ pub(crate) fn find_reply_code(text: &str) -> Option<u16> {
         {
             // 3 digits, but not a year or a port ("port 25"), nor part of a
             // longer number.
-            if !(b[i] == b'5' && b[i + 1] > b'5') && !(b[i] == b'4' && b[i + 1] > b'5') {
+            if b[i + 1] <= b'5' {
                 return text[i..i + 3].parse().ok();
             }
         }

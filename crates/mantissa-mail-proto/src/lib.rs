@@ -14,12 +14,12 @@
 //! # Why the recognisers are written here
 //!
 //! MIME is `mail-parser`'s job. But no maintained Rust crate classifies
-//! bounces: the crates that speak of DSNs *generate* them (a mail server's
-//! job), and the one bounce classifier in Rust (KumoMTA's
-//! `bounce_classify`) sorts the reply lines of an SMTP session, which an
-//! outbound queue sees, not the messages that arrive days later from
-//! other servers; `mail-auth` reads ARF reports but brings a DNS resolver
-//! with it. The reference implementations are Sisimai (Perl, Ruby, Go)
+//! bounce *messages* (crates.io and docs.rs were searched): the crates that
+//! speak of DSNs generate them (a mail server's job), and the bounce
+//! classifier in KumoMTA (`bounce_classify`) sorts the reply lines of an
+//! SMTP session, which an outbound queue sees itself, not the messages
+//! that arrive days later from other servers; `mail-auth` reads ARF
+//! reports but depends on a DNS resolver, which this crate must not. The reference implementations are Sisimai (Perl, Ruby, Go)
 //! and Perl's `Mail::DeliveryStatus::BounceParser`; this crate follows
 //! the same approach, on a smaller scale, and is tested on Sisimai's
 //! public collection of real bounces.
@@ -215,9 +215,7 @@ impl<'m> Parts<'m> {
             match (ctype.as_str(), subtype.as_str(), &part.body) {
                 (_, _, PartType::Multipart(_)) => {}
                 (_, _, PartType::Message(m)) => {
-                    if parts.original.is_none() {
-                        parts.original = Some(m);
-                    }
+                    parts.original.get_or_insert(m);
                 }
                 ("message", "delivery-status" | "global-delivery-status", _) => {
                     parts.delivery_status.push(contents())
@@ -225,9 +223,7 @@ impl<'m> Parts<'m> {
                 ("message", "feedback-report", _) => parts.feedback.push(contents()),
                 ("text", "rfc822-headers" | "global-headers", _)
                 | ("message", "rfc822" | "global" | "rfc822-headers", _) => {
-                    if parts.original_headers.is_none() {
-                        parts.original_headers = Some(contents());
-                    }
+                    parts.original_headers.get_or_insert_with(contents);
                 }
                 (_, _, PartType::Text(t)) => {
                     parts.text.push_str(t);

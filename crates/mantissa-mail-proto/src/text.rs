@@ -206,10 +206,9 @@ fn named_addresses(notice: &str) -> Vec<String> {
             while let Some(at) = lower[from..].find(phrase) {
                 let after = from + at + phrase.len();
                 let rest = lower[after..].trim_start_matches([' ', '\t', '<', '"', '\'', ':']);
-                if let Some((found, range)) = address::all_in(rest).into_iter().next() {
-                    if range.start == 0 && !out.contains(&found) {
-                        out.push(found);
-                    }
+                let next = address::all_in(rest).into_iter().next();
+                if let Some((found, _)) = next.filter(|(f, r)| r.start == 0 && !out.contains(f)) {
+                    out.push(found);
                 }
                 from = after;
             }
