@@ -166,6 +166,24 @@ pub enum Error {
     /// `serve` could not listen for Ctrl-C or SIGTERM.
     #[error("cannot wait for a stop signal")]
     Signal(#[source] io::Error),
+    /// `mail bounce`: the file could not be read.
+    #[error("cannot read {}", file.display())]
+    ReadMessage {
+        /// The file named.
+        file: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// `mail bounce`: the file is not a mail message.
+    #[error("{} is not a mail message", file.display())]
+    NotMail {
+        /// The file named.
+        file: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: mantissa_mail_proto::Error,
+    },
 }
 
 /// The site store's file, in a site's folder.
@@ -1547,6 +1565,24 @@ pub struct MailSettings {
     pub user: Option<String>,
     /// Relay password.
     pub password: Option<String>,
+}
+
+/// `mantissa mail bounce FILE`: what the bounce parser makes of one
+/// message (bounce, complaint, auto-reply or none; the failing addresses,
+/// permanent or temporary, their status and reason), as JSON. Needs no
+/// site: it reads the file only.
+pub fn mail_bounce(file: &Path, out: &mut dyn Write) -> Result<(), Error> {
+    let raw = std::fs::read(file).map_err(|source| Error::ReadMessage {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    let report = mantissa_mail_proto::parse(&raw).map_err(|source| Error::NotMail {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    serde_json::to_writer_pretty(&mut *out, &report).map_err(io::Error::from)?;
+    writeln!(out)?;
+    Ok(())
 }
 
 /// `mantissa mail set`: the sender address and the SMTP relay.

@@ -41,6 +41,7 @@
 
 pub use mantissa_accounts as accounts;
 pub use mantissa_mail as mail;
+pub use mantissa_mail_proto as mail_proto;
 pub use mantissa_server as server;
 pub use mantissa_store as store;
 pub use mantissa_web as web;

@@ -1614,3 +1614,53 @@ fn delete_on_a_terminal_asks_for_the_name_first() {
     assert!(r.stdout.contains("Deleted user bob;"), "{r:?}");
     assert!(!dir.join("users/bob.sqlite").exists(), "{r:?}");
 }
+
+/// `mantissa mail bounce FILE`: a real Exim bounce (from the parser's
+/// sample table) read as JSON, without any site; a file that is not mail
+/// is refused, naming the file and what is wrong.
+#[test]
+fn mail_bounce_prints_what_a_bounce_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../mantissa-mail-proto/tests/samples/sisimai/lhost-exim-02.eml");
+    let r = ok(mantissa(
+        dir.path(),
+        &["mail", "bounce", sample.to_str().unwrap()],
+    ));
+    let json: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    assert_eq!(json["kind"], "bounce");
+    let recipients = json["recipients"].as_array().unwrap();
+    let addresses: Vec<&str> = recipients
+        .iter()
+        .map(|r| r["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(addresses, ["kijitora@example.jp", "sabatora@example.jp"]);
+    for r in recipients {
+        assert_eq!(r["severity"], "permanent");
+        assert_eq!(r["reason"], "unknown_user");
+    }
+    assert_eq!(recipients[0]["status"], "5.1.1");
+    assert!(json["original_message_id"].is_string(), "{json}");
+    assert!(!dir.path().join("xdg-data").exists(), "no site was made");
+
+    let not_mail = dir.path().join("photo.eml");
+    std::fs::write(&not_mail, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
+    let r = run(mantissa(
+        dir.path(),
+        &["mail", "bounce", not_mail.to_str().unwrap()],
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.is_empty(), "{r:?}");
+    assert!(
+        r.stderr.contains("photo.eml is not a mail message"),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr.contains("the first line is not a header field"),
+        "{r:?}"
+    );
+
+    let r = run(mantissa(dir.path(), &["mail", "bounce", "missing.eml"]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("cannot read missing.eml"), "{r:?}");
+}

@@ -150,7 +150,8 @@ enum Command {
     /// How people join the site: open, invitation, approval or closed
     #[command(subcommand)]
     Signup(SignupCommand),
-    /// How the site sends mail: its sender address and SMTP relay
+    /// How the site sends mail (its sender address and SMTP relay), and
+    /// what a bounce says
     #[command(subcommand)]
     Mail(MailCommand),
     /// The site's name, tagline, contact, theme and robots.txt
@@ -178,6 +179,14 @@ enum MailCommand {
         /// Read the relay password from standard input
         #[arg(long)]
         password_stdin: bool,
+    },
+    /// Print what the bounce parser makes of one message, as JSON: bounce,
+    /// complaint, auto-reply or none; each failing address, permanent or
+    /// temporary, its status code and reason (needs no site)
+    Bounce {
+        /// The message, as a file (.eml, one message)
+        #[arg(value_name = "FILE.eml")]
+        file: PathBuf,
     },
 }
 
@@ -461,6 +470,7 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
             cli::generate(Path::new("."), piece, &name, offering.as_deref(), out)?
         }
         Command::Dev { serve_args } => cli::dev(Path::new("."), &serve_args, out)?,
+        Command::Mail(MailCommand::Bounce { file }) => cli::mail_bounce(&file, out)?,
         Command::Migrate { to, from, replace } => {
             let dir = cli::SiteDir::find(args.site)?.dir;
             cli::migrate(&dir, to.as_deref(), from.as_deref(), replace, out)?
@@ -581,7 +591,8 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
                 | Command::Migrate { .. }
                 | Command::New { .. }
                 | Command::Generate { .. }
-                | Command::Dev { .. } => unreachable!("handled above"),
+                | Command::Dev { .. }
+                | Command::Mail(MailCommand::Bounce { .. }) => unreachable!("handled above"),
             }
         }
     }
