@@ -236,6 +236,24 @@ impl Site {
         &self.inner.announcer
     }
 
+    /// Finishes the upgrades of item types that a site on PostgreSQL runs
+    /// store by store in the background (each node does meanwhile): moves
+    /// every store's items that have not moved yet, then ends the moves.
+    /// Returns how many stores it moved. Nothing to do on SQLite, where
+    /// [`Store::finish_upgrades`] finishes a store's. Blocking.
+    pub fn finish_upgrades(&self) -> Result<usize> {
+        let Some(pool) = &self.inner.pool else {
+            return Ok(0);
+        };
+        postgres::off_runtime(|| {
+            let (mut last, mut moved) = (None, 0);
+            while let Some(key) = move_step(pool, self, &mut last)? {
+                moved += usize::from(!key.is_empty());
+            }
+            Ok(moved)
+        })
+    }
+
     /// Whether the site's stores are in PostgreSQL (not in files).
     pub fn on_postgres(&self) -> bool {
         self.inner.pool.is_some()
@@ -529,48 +547,53 @@ fn note_due(site: &Store, store: &str, due: Timestamp) -> Result<()> {
 /// On PostgreSQL, the items of types upgraded store by store
 /// (`backend/postgres/upgrades.rs`) that no store has moved yet on
 /// opening: each store that has some is opened, a store at a time, which
-/// moves them; then the moves are ended. Stops when the site is closed,
-/// or at an error (logged: the next start goes on).
+/// moves them; then the moves are ended. Run by a thread of each node
+/// while the site is open (it stops when the site is closed, or at an
+/// error, logged: the next start goes on), and by
+/// [`Site::finish_upgrades`].
 fn move_upgraded_items(pool: &PgPool, site: &Weak<Inner>) {
     let mut last = None;
-    let mut step = || -> Result<bool> {
-        let Some(inner) = site.upgrade() else {
-            return Ok(false);
-        };
-        let site = Site { inner };
-        match postgres::upgrades::next_store(pool)? {
-            // Opened, and still not moved: something else is wrong.
-            Some(key) if last.as_ref() == Some(&key) => Err(StoreError::Database {
-                path: PathBuf::from(format!("postgresql:{key}")),
-                reason: "its items of an upgraded type did not move when it was opened".into(),
-            }),
-            Some(key) => {
-                // The site's store moved its items when the site opened.
-                if let Some(name) = key.strip_prefix(USER_PREFIX) {
-                    site.existing_user_store(name)?;
-                }
-                last = Some(key);
-                Ok(true)
-            }
-            None => {
-                let left = postgres::upgrades::finish(pool)?;
-                if left {
-                    // A store is moving on another node: its turn is next.
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                    last = None;
-                }
-                Ok(left)
-            }
-        }
-    };
     loop {
-        match step() {
-            Ok(true) => {}
-            Ok(false) => return,
+        let Some(inner) = site.upgrade() else {
+            return;
+        };
+        match move_step(pool, &Site { inner }, &mut last) {
+            Ok(Some(_)) => {}
+            Ok(None) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "moving upgraded items stopped; the next start goes on");
                 return;
             }
+        }
+    }
+}
+
+/// Moves one store's items (its key), or ends the moves if no store has
+/// any left (`""`, or `None` when none is left at all). `last` is the store
+/// moved the step before.
+fn move_step(pool: &PgPool, site: &Site, last: &mut Option<String>) -> Result<Option<String>> {
+    match postgres::upgrades::next_store(pool)? {
+        // Opened, and still not moved: something else is wrong.
+        Some(key) if last.as_ref() == Some(&key) => Err(StoreError::Database {
+            path: PathBuf::from(format!("postgresql:{key}")),
+            reason: "its items of an upgraded type did not move when it was opened".into(),
+        }),
+        Some(key) => {
+            // The site's store moved its items when the site opened.
+            if let Some(name) = key.strip_prefix(USER_PREFIX) {
+                site.existing_user_store(name)?;
+            }
+            *last = Some(key.clone());
+            Ok(Some(key))
+        }
+        None => {
+            if !postgres::upgrades::finish(pool)? {
+                return Ok(None);
+            }
+            // A store is moving on another node: its turn is next.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            *last = None;
+            Ok(Some(String::new()))
         }
     }
 }

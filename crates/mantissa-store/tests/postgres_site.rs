@@ -908,6 +908,11 @@ fn a_large_item_type_is_upgraded_store_by_store_in_the_background() {
         None,
         "the old table is gone"
     );
+    assert_eq!(
+        node_a.finish_upgrades().unwrap(),
+        0,
+        "nothing left to finish"
+    );
     for name in &crowd {
         let store = node_a.user_store(name).unwrap();
         assert_eq!(

@@ -1726,6 +1726,16 @@ pub fn site_set(site: &Site, key: &str, value: &str, out: &mut dyn Write) -> Res
 /// Runs every background schema upgrade of every store to the end, with a
 /// progress bar.
 pub fn store_upgrade(site: &Site, out: &mut dyn Write) -> Result<(), Error> {
+    // On PostgreSQL: the stores whose items of an upgraded type have not
+    // moved to its new table yet.
+    let moved = site.finish_upgrades()?;
+    if moved > 0 {
+        writeln!(
+            out,
+            "Moved the items of {moved} store{} to their upgraded tables.",
+            plural(moved as u64)
+        )?;
+    }
     let mut names = vec![None];
     names.extend(site.user_names()?.into_iter().map(Some));
     let mut upgraded = 0;
@@ -1749,7 +1759,7 @@ pub fn store_upgrade(site: &Site, out: &mut dyn Write) -> Result<(), Error> {
         writeln!(out, "{}: upgraded {} item(s)", store.name(), total)?;
         upgraded += 1;
     }
-    if upgraded == 0 {
+    if upgraded == 0 && moved == 0 {
         writeln!(out, "Every store is up to date.")?;
     }
     Ok(())
