@@ -470,13 +470,25 @@ impl PgConn {
     /// ([`PgConn::take_prefix`]), sent with it in one round trip; in a
     /// write transaction, under a savepoint sent with it, released with
     /// whatever is sent next or rolled back to when it failed (see the
-    /// module documentation).
+    /// module documentation) — unless `savepoint` is false: a statement
+    /// that nothing in the database can refuse ([`PgConn::insert_unguarded`]).
+    /// Should one fail all the same, PostgreSQL has aborted the
+    /// transaction, which then cannot commit.
     fn guarded<T>(
         &self,
+        savepoint: bool,
         statement: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     ) -> Result<T> {
         let mut prefix = self.take_prefix();
-        let guarded = self.guarded.get();
+        let in_write = self.guarded.get();
+        let guarded = in_write && savepoint;
+        // A server's refusal aborts a write that has no savepoint to go
+        // back to; a value the driver could not encode was never sent.
+        let aborts = |e: &tokio_postgres::Error| {
+            if in_write && !savepoint && e.as_db_error().is_some() {
+                self.aborted.set(Some(classify_ref(e)));
+            }
+        };
         if guarded {
             if !prefix.is_empty() {
                 prefix.push_str("; ");
@@ -484,7 +496,10 @@ impl PgConn {
             prefix.push_str(SAVEPOINT);
         }
         if prefix.is_empty() {
-            return self.wait(statement);
+            return self.link().rt().block_on(statement).map_err(|e| {
+                aborts(&e);
+                classify(e)
+            });
         }
         let client = self.client();
         let outcome = self.link().rt().block_on(async {
@@ -506,7 +521,10 @@ impl PgConn {
                     }
                     Ok(Err(e))
                 }
-                Err(e) => Ok(Err(e)),
+                Err(e) => {
+                    aborts(&e);
+                    Ok(Err(e))
+                }
             }
         });
         let done = outcome.map_err(classify)?.map_err(classify)?;
@@ -554,7 +572,7 @@ impl PgConn {
     /// Runs a statement; returns how many rows it changed.
     pub(crate) fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<usize> {
         let params = as_params(params);
-        let n = self.guarded(async {
+        let n = self.guarded(true, async {
             let stmt = self.prepared(sql).await?;
             self.client().execute(&stmt, &params).await
         })?;
@@ -564,24 +582,45 @@ impl PgConn {
     /// Runs an `INSERT` into a table with an `id` column and returns the
     /// new row's id.
     pub(crate) fn insert(&self, sql: &str, params: &[Value<'_>]) -> Result<i64> {
-        let row = self.query_one(&format!("{sql} RETURNING id"), params)?;
+        self.insert_with(true, sql, params)
+    }
+
+    /// [`PgConn::insert`] of a row that nothing in the database can
+    /// refuse (the caller knows: no unique index, no reference to check,
+    /// no trigger, every value fits its column), without a savepoint of
+    /// its own: in a write, a savepoint and its release are statements
+    /// the server runs, as costly as a small insert. A refusal all the
+    /// same (a full disk) aborts the transaction, which cannot commit.
+    pub(crate) fn insert_unguarded(&self, sql: &str, params: &[Value<'_>]) -> Result<i64> {
+        self.insert_with(false, sql, params)
+    }
+
+    fn insert_with(&self, savepoint: bool, sql: &str, params: &[Value<'_>]) -> Result<i64> {
+        let returning = format!("{sql} RETURNING id");
+        let row = self
+            .rows_with(savepoint, &returning, params)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| database(format!("no row from {returning}")))?;
         match row.into_iter().next() {
             Some(Value::Integer(id)) => Ok(id),
             other => Err(database(format!("an insert returned {other:?}, not an id"))),
         }
     }
 
-    fn query_one(&self, sql: &str, params: &[Value<'_>]) -> Result<Vec<Value<'static>>> {
-        self.rows(sql, params)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| database(format!("no row from {sql}")))
-    }
-
     /// Every row of a query, each as its values in column order.
     pub(crate) fn rows(&self, sql: &str, params: &[Value<'_>]) -> Result<Vec<Vec<Value<'static>>>> {
+        self.rows_with(true, sql, params)
+    }
+
+    fn rows_with(
+        &self,
+        savepoint: bool,
+        sql: &str,
+        params: &[Value<'_>],
+    ) -> Result<Vec<Vec<Value<'static>>>> {
         let params = as_params(params);
-        let rows = self.guarded(async {
+        let rows = self.guarded(savepoint, async {
             let stmt = self.prepared(sql).await?;
             self.client().query(&stmt, &params).await
         })?;
@@ -797,6 +836,10 @@ impl StoreConn {
 
     pub(crate) fn insert(&self, sql: &str, params: &[Value<'_>]) -> Result<i64> {
         self.scoped(|c| c.insert(sql, params))
+    }
+
+    pub(crate) fn insert_unguarded(&self, sql: &str, params: &[Value<'_>]) -> Result<i64> {
+        self.scoped(|c| c.insert_unguarded(sql, params))
     }
 
     pub(crate) fn rows(&self, sql: &str, params: &[Value<'_>]) -> Result<Vec<Vec<Value<'static>>>> {
