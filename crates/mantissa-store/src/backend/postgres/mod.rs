@@ -34,18 +34,7 @@
 //! going, as on SQLite, where a closure may catch a refused insert and go
 //! on: PostgreSQL would abort the whole transaction, so each statement in
 //! one runs under a savepoint (sent together with the statement, in one
-//! round trip), rolled back to when it fails. But an insert that nothing
-//! in the database can refuse runs without one
-//! ([`crate::item::Registry::insert_refusable`]: no unique index, no
-//! reference to check, a value for every column that needs one, no NUL in
-//! text): a savepoint and its release are statements the server parses
-//! and runs, each costing about what a small insert does, and a
-//! subtransaction besides (`postgres_insert_10k` went from 0.53 of the
-//! reference to 0.84–0.90). What could still refuse it is a failing
-//! server (a full disk, a deadlock with a change of the shared tables),
-//! after which the transaction cannot commit ([`PgConn::commit`] says
-//! why), as after a failed savepoint: a closure that catches such an
-//! error and goes on is told at its commit.
+//! round trip), rolled back to when it fails.
 //!
 //! Round trips are what a small operation costs here (a small indexed
 //! query takes the server tens of microseconds; each round trip on the
@@ -68,25 +57,7 @@
 //! - a read transaction's end is sent without waiting for its answer:
 //!   nothing it did is kept, its answer is read before the next request's,
 //!   and it leaves nothing to wait for (a failure there would be ignored
-//!   anyway, as the next request on the connection would fail too);
-//! - and the same request begins the connection's next read ahead
-//!   ([`PgConn::begin_ahead`]), so that the next read sends only its
-//!   statement: a transaction that has run no statement has taken no
-//!   snapshot (a repeatable-read transaction takes it at its first
-//!   statement), holds no lock but its own id's, and has no transaction
-//!   id, so it holds back neither vacuum nor any other session; the
-//!   connection is "idle in transaction" meanwhile, and a site's
-//!   `idle_in_transaction_session_timeout` is turned off for it. The
-//!   answer to that beginning is read with the next read's statement,
-//!   which fails if the beginning did; anything else sent on the
-//!   connection first ends that transaction, in the same request. This
-//!   takes a statement's round trip off a read only when the connection
-//!   had a moment between reads (the beginning's answer has arrived by
-//!   the next read); reads back to back still wait for two answers, as a
-//!   transaction's statements cannot share one with tokio-postgres (every
-//!   request ends with its own `Sync`, after which the server sends what
-//!   it has). Behind a pooler in transaction mode (PgBouncer) a
-//!   connection keeps its server connection between reads.
+//!   anyway, as the next request on the connection would fail too).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -200,14 +171,6 @@ fn connection_config(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsCon
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| database(format!("{url:?} is not a PostgreSQL URL: {e}")))?;
-    // A connection sits idle in a read transaction begun ahead, which
-    // holds nothing (`PgConn::begin_ahead`): a site's setting that ends
-    // sessions idle in a transaction must not end it.
-    let options = match config.get_options() {
-        Some(o) => format!("{o} -c idle_in_transaction_session_timeout=0"),
-        None => "-c idle_in_transaction_session_timeout=0".to_string(),
-    };
-    config.options(options);
     if config.get_ssl_mode() != SslMode::Require {
         config.ssl_mode(SslMode::Disable);
         // Never used: the system's roots are not read for it.
@@ -311,28 +274,10 @@ struct PoolState {
 struct Link {
     /// `None` only while dropping.
     rt: Option<tokio::runtime::Runtime>,
-    /// Shared with a request whose answer is read later ([`Ahead`]).
-    client: Arc<tokio_postgres::Client>,
+    client: tokio_postgres::Client,
     /// Statements prepared on this connection, by their text.
     statements: RefCell<HashMap<String, tokio_postgres::Statement>>,
-    /// The read transaction begun ahead on this connection, if one is
-    /// ([`PgConn::rollback`]).
-    ahead: RefCell<Option<Ahead>>,
 }
-
-/// A read transaction begun on a connection before anyone asked for it:
-/// the statements that began it (after ending the one before), and their
-/// answer, read with the next request.
-struct Ahead {
-    begin: String,
-    answer: Answer,
-}
-
-/// The answer to a request already sent: read when awaited, with the
-/// next request's.
-type Answer = std::pin::Pin<
-    Box<dyn std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>> + Send>,
->;
 
 impl Link {
     fn rt(&self) -> &tokio::runtime::Runtime {
@@ -403,8 +348,6 @@ impl PgPool {
             in_transaction: Cell::new(false),
             guarded: Cell::new(false),
             pending_begin: Cell::new(None),
-            awaiting: RefCell::new(None),
-            read_begin: RefCell::new(None),
             release_pending: Cell::new(false),
             read_only: Cell::new(false),
             aborted: Cell::new(None),
@@ -432,9 +375,8 @@ impl PgPool {
         });
         Ok(Box::new(Link {
             rt: Some(rt),
-            client: Arc::new(client),
+            client,
             statements: RefCell::new(HashMap::new()),
-            ahead: RefCell::new(None),
         }))
     }
 }
@@ -463,13 +405,6 @@ pub(crate) struct PgConn {
     /// The statements that begin the open transaction, not sent yet: they
     /// go with its first statement (a read's; see the module's docs).
     pending_begin: Cell<Option<String>>,
-    /// The answer to what began a read ahead ([`Ahead`]), read with the
-    /// next request; whether that request's result depends on it (it
-    /// runs in that transaction) or it only ended there.
-    awaiting: RefCell<Option<(Answer, bool)>>,
-    /// What began the open read transaction: what the next one begun
-    /// ahead begins with.
-    read_begin: RefCell<Option<String>>,
     /// Whether the last statement's savepoint is still to be released
     /// (with whatever is sent next).
     release_pending: Cell<bool>,
@@ -514,27 +449,14 @@ impl PgConn {
         &self,
         f: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     ) -> Result<T> {
-        let awaiting = self.awaiting.take();
-        self.link().rt().block_on(async {
-            let began = after(awaiting, f).await;
-            began.map_err(database)?.map_err(classify)
-        })
+        self.link().rt().block_on(f).map_err(classify)
     }
 
     /// What must be sent before anything else on the connection: a
     /// transaction's beginning and the last statement's savepoint's
     /// release, each if it is pending, `;`-separated (empty: nothing).
     fn take_prefix(&self) -> String {
-        let mut prefix = String::new();
-        if self.end_ahead() {
-            prefix.push_str("ROLLBACK");
-        }
-        if let Some(begin) = self.pending_begin.take() {
-            if !prefix.is_empty() {
-                prefix.push_str("; ");
-            }
-            prefix.push_str(&begin);
-        }
+        let mut prefix = self.pending_begin.take().unwrap_or_default();
         if self.release_pending.replace(false) {
             if !prefix.is_empty() {
                 prefix.push_str("; ");
@@ -573,20 +495,8 @@ impl PgConn {
             }
             prefix.push_str(SAVEPOINT);
         }
-        // The answer to what began a read ahead, read in the same wait
-        // (that read's statement depends on it: it has no prefix).
-        let awaiting = self.awaiting.take();
-        let unbegun = |why: String| {
-            self.aborted.set(Some(why.clone()));
-            database(why)
-        };
         if prefix.is_empty() {
-            let done = self
-                .link()
-                .rt()
-                .block_on(after(awaiting, statement))
-                .map_err(unbegun)?;
-            return done.map_err(|e| {
+            return self.link().rt().block_on(statement).map_err(|e| {
                 aborts(&e);
                 classify(e)
             });
@@ -594,12 +504,10 @@ impl PgConn {
         let client = self.client();
         let outcome = self.link().rt().block_on(async {
             // Both are sent before either answer is read: one round trip.
-            let (saved, done) =
-                tokio::join!(after(awaiting, client.batch_execute(&prefix)), statement);
-            let saved = saved.map_err(unbegun)?;
+            let (saved, done) = tokio::join!(client.batch_execute(&prefix), statement);
             if let Err(e) = saved {
                 self.aborted.set(Some(classify_ref(&e)));
-                return Err(classify(e));
+                return Err(e);
             }
             match done {
                 Ok(v) => Ok(Ok(v)),
@@ -609,7 +517,7 @@ impl PgConn {
                         .await;
                     if let Err(b) = back {
                         self.aborted.set(Some(classify_ref(&b)));
-                        return Err(classify(b));
+                        return Err(b);
                     }
                     Ok(Err(e))
                 }
@@ -619,7 +527,7 @@ impl PgConn {
                 }
             }
         });
-        let done = outcome?.map_err(classify)?;
+        let done = outcome.map_err(classify)?.map_err(classify)?;
         // Released with whatever is sent next (a commit releases it too).
         self.release_pending.set(guarded);
         Ok(done)
@@ -731,12 +639,7 @@ impl PgConn {
     /// Begins a transaction with `sql` (which may go on with statements
     /// of its own, `;`-separated, sent in the same round trip).
     fn begin(&self, sql: &str, guarded: bool) -> Result<()> {
-        let prefix = self.take_prefix();
-        if prefix.is_empty() {
-            self.wait(self.client().batch_execute(sql))?;
-        } else {
-            self.wait(self.client().batch_execute(&format!("{prefix}; {sql}")))?;
-        }
+        self.wait(self.client().batch_execute(sql))?;
         self.aborted.set(None);
         self.in_transaction.set(true);
         self.guarded.set(guarded);
@@ -748,19 +651,7 @@ impl PgConn {
     /// its first statement (see the module's docs). If the beginning
     /// fails, that statement says so, and the transaction cannot commit.
     fn begin_lazily(&self, sql: String, guarded: bool) {
-        let mut ahead = self.link().ahead.borrow_mut();
-        if !guarded && ahead.as_ref().is_some_and(|a| a.begin == sql) {
-            // Begun already, as this read would begin: its first statement
-            // reads the answer, and fails if the beginning did.
-            let a = ahead.take().expect("just seen");
-            *self.awaiting.borrow_mut() = Some((a.answer, true));
-        } else {
-            // Any other is ended first, with this one's first statement
-            // ([`PgConn::take_prefix`]).
-            self.pending_begin.set(Some(sql.clone()));
-        }
-        drop(ahead);
-        *self.read_begin.borrow_mut() = (!guarded).then_some(sql);
+        self.pending_begin.set(Some(sql));
         self.release_pending.set(false);
         self.aborted.set(None);
         self.in_transaction.set(true);
@@ -837,14 +728,7 @@ impl PgConn {
         if !self.end() {
             return;
         }
-        if read_only && let Some(begin) = self.read_begin.take() {
-            // A read that ran nothing leaves the one begun ahead as it was.
-            if let Some((answer, true)) = self.awaiting.take() {
-                *self.link().ahead.borrow_mut() = Some(Ahead { begin, answer });
-                return;
-            }
-            self.begin_ahead(begin);
-        } else if read_only {
+        if read_only {
             self.send_only("ROLLBACK");
         } else {
             let _ = self.wait(self.client().batch_execute("ROLLBACK"));
@@ -868,65 +752,8 @@ impl PgConn {
         self.link().rt().block_on(tokio::task::yield_now());
     }
 
-    /// Ends the read transaction and begins the next one (as `begin`
-    /// began it) in the same request, sent without waiting for the
-    /// answer, which is read with the next request: that read's first
-    /// statement, which then needs nothing sent before it, or whatever
-    /// else comes, after a `ROLLBACK` that ends the one begun ahead.
-    /// A transaction that has run no statement has no snapshot, holds no
-    /// lock and has no transaction id: the connection sits idle in it
-    /// holding nothing, as it would outside one (see the module's docs).
-    fn begin_ahead(&self, begin: String) {
-        let client = self.link().client.clone();
-        let sql = format!("ROLLBACK; {begin}");
-        let mut answer: Answer = Box::pin(async move { client.batch_execute(&sql).await });
-        // The driver queues the request when the future is first polled;
-        // the yield lets the connection write it now.
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if let std::task::Poll::Ready(Err(_)) = answer.as_mut().poll(&mut cx) {
-            // The connection is gone: the next request says so.
-            return;
-        }
-        self.link().rt().block_on(tokio::task::yield_now());
-        *self.awaiting.borrow_mut() = None;
-        *self.link().ahead.borrow_mut() = Some(Ahead { begin, answer });
-    }
-
-    /// Whether a read transaction had been begun ahead, which the next
-    /// request must end first (its answer is read with that request's).
-    fn end_ahead(&self) -> bool {
-        let ahead = self.link().ahead.borrow_mut().take();
-        match ahead {
-            Some(a) => {
-                *self.awaiting.borrow_mut() = Some((a.answer, false));
-                true
-            }
-            None => false,
-        }
-    }
-
     pub(crate) fn in_transaction(&self) -> bool {
         self.in_transaction.get()
-    }
-}
-
-/// `f`, after the answer to a request sent before it, if there is one
-/// (both read in one wait): `Err` with why, when `f`'s result depends on
-/// that request and it failed.
-async fn after<T>(
-    awaiting: Option<(Answer, bool)>,
-    f: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
-) -> std::result::Result<std::result::Result<T, tokio_postgres::Error>, String> {
-    let Some((answer, depends)) = awaiting else {
-        return Ok(f.await);
-    };
-    let (began, done) = tokio::join!(answer, f);
-    match began {
-        Err(e) if depends => Err(format!(
-            "the read's transaction could not begin: {}",
-            classify_ref(&e)
-        )),
-        _ => Ok(done),
     }
 }
 
@@ -1772,54 +1599,22 @@ mod on_a_server {
             Vec::<Vec<Value<'static>>>::new()
         );
         c.rollback();
-        // The connection sits idle in the next read, begun ahead, holding
-        // no snapshot and no lock but its own transaction's, before its
-        // next use.
+        // The connection sits idle, holding no snapshot, before its next use.
         let state = || {
             watcher
-                .rows(
-                    "SELECT state, backend_xmin IS NULL,
-                        (SELECT COUNT(*) FROM pg_locks l WHERE l.pid = a.pid AND l.locktype <> 'virtualxid')
-                     FROM pg_stat_activity a WHERE pid = ?",
+                .scalar(
+                    "SELECT state FROM pg_stat_activity WHERE pid = ?",
                     std::slice::from_ref(&pid),
                 )
                 .unwrap()
         };
-        let holding_nothing = vec![vec![
-            Value::Text("idle in transaction".into()),
-            Value::Integer(1),
-            Value::Integer(0),
-        ]];
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while state() != holding_nothing {
+        while state() != Some(Value::Text("idle".into())) {
             assert!(std::time::Instant::now() < deadline, "{:?}", state());
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        // The next read sees what was committed meanwhile.
-        watcher
-            .execute("INSERT INTO t (s) VALUES (?)", &[Value::Text("new".into())])
-            .unwrap();
-        c.begin_read().unwrap();
-        assert_eq!(
-            c.rows("SELECT s FROM t", &[]).unwrap(),
-            vec![vec![Value::Text("new".into())]]
-        );
-        c.rollback();
-        // And the connection goes on, outside a transaction and in a write.
+        // And the connection goes on.
         assert_eq!(c.scalar("SELECT 1", &[]).unwrap(), Some(Value::Integer(1)));
-        c.begin_read().unwrap();
-        c.rollback();
-        c.begin_write().unwrap();
-        c.execute(
-            "INSERT INTO t (s) VALUES (?)",
-            &[Value::Text("written".into())],
-        )
-        .unwrap();
-        c.commit().unwrap();
-        assert_eq!(
-            c.scalar("SELECT COUNT(*) FROM t", &[]).unwrap(),
-            Some(Value::Integer(2))
-        );
     }
 
     #[test]
