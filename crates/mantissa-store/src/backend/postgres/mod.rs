@@ -1629,6 +1629,50 @@ mod on_a_server {
     }
 
     #[test]
+    fn an_insert_without_a_savepoint_that_fails_all_the_same_stops_the_commit() {
+        let c = conn();
+        table(&c);
+        c.begin_write().unwrap();
+        let kept = c
+            .insert_unguarded("INSERT INTO t (s) VALUES (?)", &[Value::Text("a".into())])
+            .unwrap();
+        assert!(kept > 0);
+        // Text PostgreSQL cannot hold, which the store sends with a
+        // savepoint: sent without one, the server refuses it and aborts
+        // the transaction, which then cannot commit.
+        let refused = c
+            .insert_unguarded(
+                "INSERT INTO t (s) VALUES (?)",
+                &[Value::Text("nul \0".into())],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("0x00"), "{refused}");
+        let commit = c.commit().unwrap_err().to_string();
+        assert!(commit.contains("rolled back"), "{commit}");
+        assert_eq!(
+            c.scalar("SELECT COUNT(*) FROM t", &[]).unwrap(),
+            Some(Value::Integer(0))
+        );
+        // With its savepoint, a refused insert leaves the write going.
+        c.begin_write().unwrap();
+        c.insert_unguarded("INSERT INTO t (s) VALUES (?)", &[Value::Text("b".into())])
+            .unwrap();
+        assert!(
+            c.insert(
+                "INSERT INTO t (s) VALUES (?)",
+                &[Value::Text("nul \0".into())]
+            )
+            .is_err()
+        );
+        c.commit().unwrap();
+        assert_eq!(
+            c.scalar("SELECT COUNT(*) FROM t", &[]).unwrap(),
+            Some(Value::Integer(1))
+        );
+    }
+
+    #[test]
     fn a_write_whose_beginning_failed_cannot_commit() {
         let c = conn();
         table(&c);
