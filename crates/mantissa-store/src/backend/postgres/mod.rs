@@ -608,6 +608,12 @@ impl PgConn {
 
     fn insert_with(&self, savepoint: bool, sql: &str, params: &[Value<'_>]) -> Result<i64> {
         let returning = format!("{sql} RETURNING id");
+        // Its first time on this connection, the statement is prepared
+        // first, which the server refuses if the table is not what the
+        // statement says (a column gone): that is explained to the caller
+        // (`schema::explain`), which asks the database, so the transaction
+        // must go on.
+        let savepoint = savepoint || !self.link().statements.borrow().contains_key(&returning);
         let row = self
             .rows_with(savepoint, &returning, params)?
             .into_iter()
