@@ -226,6 +226,9 @@ pub struct Registry {
     creates: Vec<OnceLock<String>>,
     /// Whether a listener follows each type (`queue.rs`).
     listened: Vec<bool>,
+    /// Whether the database may refuse an item of each type for what it
+    /// holds (a unique index, a reference it checks).
+    refusable: Vec<bool>,
 }
 
 /// The statements written once per item type.
@@ -282,6 +285,13 @@ impl Registry {
                 .iter()
                 .map(|t| crate::queue::is_listened(t.name))
                 .collect(),
+            refusable: types
+                .iter()
+                .map(|t| {
+                    t.attrs.iter().any(|a| a.unique || a.references.is_some())
+                        || t.indexes.iter().any(|ix| ix.unique)
+                })
+                .collect(),
             types,
             by_name,
             upgraders,
@@ -327,6 +337,24 @@ impl Registry {
     /// Whether inserting an item of type `i` gives a listener work.
     pub(crate) fn is_listened(&self, i: usize) -> bool {
         self.listened[i]
+    }
+
+    /// Whether the database may refuse to insert an item of type `i` whose
+    /// values are `values`: for a unique index or a reference it checks,
+    /// for a missing value, or for text PostgreSQL cannot hold (a NUL).
+    /// Else only a failing database refuses it (a full disk), and
+    /// PostgreSQL runs it without a savepoint ([`crate::backend::Conn::insert_unguarded`]).
+    pub(crate) fn insert_refusable(&self, i: usize, values: &[Value<'_>]) -> bool {
+        self.refusable[i]
+            || values.len() != self.types[i].attrs.len()
+            || values
+                .iter()
+                .zip(self.types[i].attrs)
+                .any(|(v, a)| match v {
+                    Value::Null => !a.nullable,
+                    Value::Text(t) => t.contains('\0'),
+                    _ => false,
+                })
     }
 
     /// The SQL text of one of `T`'s statements.

@@ -298,15 +298,16 @@ impl<'a> Write<'a> {
             .shared
             .registry
             .statement::<T>(crate::item::Statement::Insert)?;
-        let id = self
-            .conn
-            .insert(&sql, item.values().as_ref())
-            .map_err(|e| self.explain::<T>(e))?;
-        if self
-            .shared
-            .registry
-            .is_listened(self.shared.registry.index_of::<T>()?)
-        {
+        let registry = &self.shared.registry;
+        let i = registry.index_of::<T>()?;
+        let values = item.values();
+        let id = if registry.insert_refusable(i, values.as_ref()) {
+            self.conn.insert(&sql, values.as_ref())
+        } else {
+            self.conn.insert_unguarded(&sql, values.as_ref())
+        }
+        .map_err(|e| self.explain::<T>(e))?;
+        if registry.is_listened(i) {
             self.note_work_at(Timestamp::now());
         }
         Ok(Ref::from_id(id))

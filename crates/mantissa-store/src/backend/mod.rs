@@ -265,6 +265,16 @@ impl Conn {
         each!(self, c => c.insert(sql, params))
     }
 
+    /// [`Conn::insert`] of a row that nothing in the database can refuse
+    /// ([`crate::item::Registry::insert_refusable`]): on PostgreSQL,
+    /// without the savepoint a statement in a write otherwise runs under.
+    pub(crate) fn insert_unguarded(&self, sql: &str, params: &[Value<'_>]) -> Result<i64> {
+        match self {
+            Conn::Sqlite(c) => c.insert(sql, params),
+            Conn::Postgres(c) => c.insert_unguarded(sql, params),
+        }
+    }
+
     /// Runs a query, handing each row to `f` as a [`Row`].
     pub(crate) fn query(
         &self,
