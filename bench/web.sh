@@ -88,6 +88,8 @@ if [ "$postgres" = 1 ]; then
     base=${server%/*}
     base=${base/postgres:\/\/postgres@/postgres:\/\/bench@}
     PG_MANTISSA="$base/bench_mantissa" PG_REFERENCE="$base/bench_reference"
+    PG_DATA="$(cat "$pgdir/db/where")/data"
+    export PG_DATA
     echo "PostgreSQL: $server (Mantissa's database and the reference's, role bench)" >&2
 fi
 if [ "$nodes" = 1 ] && [ "$postgres" = 0 ]; then
@@ -126,9 +128,23 @@ if not re.fullmatch(r"([1-9]|10)s", DURATION):
     sys.exit(f"WEB_DURATION must be 1s to 10s, not {DURATION}")
 
 started = []  # the processes this script started, stopped at the end
+LOGS = tempfile.mkdtemp(prefix="mantissa-web-bench-")
+
+
+def show_logs():
+    """The servers' logs, when they said anything."""
+    for name in sorted(os.listdir(LOGS)):
+        path = os.path.join(LOGS, name)
+        with open(path, errors="replace") as f:
+            lines = f.read().splitlines()
+        if lines:
+            print(f"{name} logged {len(lines)} line(s) ({path}), the first:")
+            for line in lines[:5]:
+                print("   ", line[:300])
 
 
 def stop_all():
+    show_logs()
     for p in started:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -251,8 +267,11 @@ def start(name, args, path):
         PORT += 1
     port = PORT
     PORT += 1
+    # What a server logs (warnings and errors: a 500's cause, above all)
+    # is kept, and shown at the end.
+    log = open(os.path.join(LOGS, f"{name}-{port}.log"), "w")
     p = subprocess.Popen([os.path.join(BIN, name), f"127.0.0.1:{port}", *args],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         stdout=subprocess.DEVNULL, stderr=log)
     started.append(p)
     wait_answer(f"http://127.0.0.1:{port}{path}", p)
     return p, port
@@ -370,12 +389,32 @@ def wrk_spread(urls, duration):
     return rps, bad, "; ".join(errs)
 
 
+def postgres_cpu():
+    """CPU time (jiffies) of the benchmark's PostgreSQL server so far: its
+    postmaster and the processes it started that are still running (the
+    connections of the nodes' pools last the whole run)."""
+    with open(os.path.join(os.environ["PG_DATA"], "postmaster.pid")) as f:
+        postmaster = int(f.readline())
+    total = proc_cpu(postmaster)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
 def nodes_cpu():
     """Fortunes on PostgreSQL through one node, then through three nodes
     of the same site (the load spread over them), in alternating rounds:
-    requests per second, and the CPU time each request costs, the nodes'
-    and everything else's on the machine (the PostgreSQL server, mostly),
-    wrk's not counted."""
+    requests per second, and the CPU time each request costs in the nodes
+    and in the PostgreSQL server (each process's own, so that other work
+    on the machine is not counted)."""
     seconds = int(DURATION.rstrip("s"))
     one = [start("mantissa-fortunes", ["--store", PG_MANTISSA], "/plaintext")]
     three = [start("mantissa-fortunes", ["--store", PG_MANTISSA], "/plaintext") for _ in range(3)]
@@ -386,22 +425,19 @@ def nodes_cpu():
             urls = [f"http://127.0.0.1:{port}/fortunes" for _, port in nodes]
             wait_quiet()
             wrk_spread(urls, WARMUP)
-            b0, t0 = cpu_busy()
+            p0 = postgres_cpu()
             n0 = sum(proc_cpu(p.pid) for p, _ in nodes)
-            c0 = os.times()
             rps, bad, errs = wrk_spread(urls, DURATION)
-            c1 = os.times()
-            b1, _ = cpu_busy()
+            p1 = postgres_cpu()
             n1 = sum(proc_cpu(p.pid) for p, _ in nodes)
             requests = rps * seconds
-            wrk_cpu = ((c1.children_user + c1.children_system) - (c0.children_user + c0.children_system)) * HZ
             node_us = 1e6 * (n1 - n0) / HZ / requests
-            rest_us = 1e6 * max(0.0, (b1 - b0) - (n1 - n0) - wrk_cpu) / HZ / requests
+            rest_us = 1e6 * (p1 - p0) / HZ / requests
             m = dict(rps=rps, node=node_us, rest=rest_us)
             results[name].append(m)
             flag = f"  !! {bad} non-2xx {errs}" if bad or errs else ""
             print(f"  round {rnd}  {name:8} {rps:>10,.0f} req/s  CPU per request: nodes {node_us:6.1f} µs"
-                  f"  PostgreSQL and the rest {rest_us:6.1f} µs  total {node_us + rest_us:6.1f} µs{flag}",
+                  f"  PostgreSQL {rest_us:6.1f} µs  total {node_us + rest_us:6.1f} µs{flag}",
                   flush=True)
     print()
     med = {}
@@ -409,7 +445,7 @@ def nodes_cpu():
         med[name] = {k: statistics.median(x[k] for x in results[name]) for k in ("rps", "node", "rest")}
         m = med[name]
         print(f"nodes: {name:8} {m['rps']:>10,.0f} req/s  CPU per request {m['node']:.1f} µs in the nodes"
-              f" + {m['rest']:.1f} µs PostgreSQL and the rest = {m['node'] + m['rest']:.1f} µs")
+              f" + {m['rest']:.1f} µs in PostgreSQL = {m['node'] + m['rest']:.1f} µs")
     a, b = med["3 nodes"], med["1 node"]
     print(f"nodes: 3 nodes / 1 node: throughput {a['rps'] / b['rps']:.2f}, "
           f"CPU per request {(a['node'] + a['rest']) / (b['node'] + b['rest']):.2f}")
