@@ -216,10 +216,11 @@ mod tests {
         let t = std::thread::spawn(move || {
             let _hb = b2.acquire().unwrap();
             b_taken.send(()).unwrap();
-            // Until the other thread has recorded its wait for b.
+            // Until the other thread has recorded its wait for b (the
+            // table is the process's: other tests record theirs in it).
             wait_a.recv().unwrap();
             loop {
-                let recorded = waits_table(|w| !w.is_empty());
+                let recorded = waits_table(|w| w.values().any(|l| Arc::ptr_eq(l, &b2.0)));
                 if recorded {
                     break;
                 }
