@@ -475,17 +475,19 @@ pub mod admin {
     use super::*;
     use mantissa_store::Ref;
 
-    /// Every message in the queue, queued ones first, oldest first; with
-    /// `finished`, delivered and failed ones too.
-    pub async fn list(site: &Site, finished: bool) -> Result<Vec<Stored<QueuedMail>>, MailError> {
+    /// The messages in the queue that are waiting, being sent or failed
+    /// (with `delivered`, the delivered ones too): unfinished ones first,
+    /// then oldest first.
+    pub async fn list(site: &Site, delivered: bool) -> Result<Vec<Stored<QueuedMail>>, MailError> {
         let mut all = site
             .store()
             .read(move |r| {
                 let q = r.query::<QueuedMail>();
-                if finished {
+                if delivered {
                     q.all()
                 } else {
-                    q.filter(QueuedMail::next_try.is_not_null()).all()
+                    q.filter(QueuedMail::state.ne(MailState::Delivered.as_str()))
+                        .all()
                 }
             })
             .await?;

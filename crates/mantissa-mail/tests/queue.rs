@@ -224,13 +224,20 @@ async fn operators_retry_and_drop_queued_messages() {
     let deferred = s.queue.enqueue(mail("b@example.org", "b")).await.unwrap();
     let run = s.queue.run_due(Timestamp::now()).await.unwrap();
     assert_eq!((run.failed, run.deferred), (1, 1));
-    // The waiting list holds the deferred one; all of them, both.
-    assert_eq!(admin::list(&s.site, false).await.unwrap().len(), 1);
-    assert_eq!(admin::list(&s.site, true).await.unwrap().len(), 2);
+    // Both are listed: the deferred one first, then the failed one.
+    let listed = admin::list(&s.site, false).await.unwrap();
+    let listed: Vec<_> = listed.iter().map(|m| (m.id().id(), m.mail_state())).collect();
+    assert_eq!(
+        listed,
+        [(deferred, MailState::Queued), (failed, MailState::Failed)]
+    );
     // Retrying makes both due now: the failed one's retries start again.
     assert_eq!(admin::retry_all(&s.site).await.unwrap(), 2);
     assert_eq!(s.queue.run_due(Timestamp::now()).await.unwrap().delivered, 2);
     assert_eq!(sink.wait_for(2).len(), 2);
+    // Delivered ones are history: listed only when asked for.
+    assert!(admin::list(&s.site, false).await.unwrap().is_empty());
+    assert_eq!(admin::list(&s.site, true).await.unwrap().len(), 2);
     assert!(matches!(
         admin::retry(&s.site, failed).await,
         Err(MailError::AlreadyDelivered { id }) if id == failed
