@@ -152,10 +152,15 @@ impl SmtpSink {
 
     /// Waits (up to 5 s) until `n` messages have arrived.
     pub fn wait_for(&self, n: usize) -> Vec<Received> {
+        self.wait_for_within(n, Duration::from_secs(5))
+    }
+
+    /// Waits (up to `limit`) until `n` messages have arrived.
+    pub fn wait_for_within(&self, n: usize, limit: Duration) -> Vec<Received> {
         let start = std::time::Instant::now();
         loop {
             let m = self.messages();
-            if m.len() >= n || start.elapsed() > Duration::from_secs(5) {
+            if m.len() >= n || start.elapsed() > limit {
                 return m;
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -35,10 +35,10 @@ use mantissa_accounts::Accounts;
 use mantissa_mail::SmtpRelay;
 use mantissa_server::{Guard, Limits};
 use mantissa_store::Site;
-use mantissa_testkit::{SmtpSink, TestServer, Visitor};
+use mantissa_testkit::{TestServer, Visitor};
 use mantissa_web::Offering;
 
-pub use mantissa_testkit::{Response, shown};
+pub use mantissa_testkit::{Response, SmtpSink, shown};
 
 /// A site serving an application's offerings on 127.0.0.1, for tests.
 pub struct TestSite {
