@@ -19,7 +19,9 @@ use mantissa_store::{Item, Site, StoreError};
 
 mod queue;
 
-pub use queue::{MailQueue, MailState, QueueRun, QueueRunner, QueueSettings, QueuedMail, admin};
+pub use queue::{
+    MailQueue, MailState, QueueRun, QueueRunner, QueueSettings, QueueThread, QueuedMail, admin,
+};
 
 /// A message to send.
 #[derive(Debug, Clone, PartialEq)]

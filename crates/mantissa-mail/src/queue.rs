@@ -470,6 +470,48 @@ impl QueueRunner {
     }
 }
 
+/// The queue running on a thread of its own (with its own runtime), for a
+/// host that is not async; stops when dropped.
+pub struct QueueThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MailQueue {
+    /// Runs the queue as [`MailQueue::spawn`] does, on a thread of its own.
+    pub fn run_in_thread(&self, tick: Duration) -> std::io::Result<QueueThread> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let queue = self.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name("mail-queue".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let runner = queue.spawn(tick);
+                    let _ = stopped.await;
+                    runner.stop().await;
+                })
+            })?;
+        Ok(QueueThread {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for QueueThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// The queue as an operator sees it (`mantissa mail queue`).
 pub mod admin {
     use super::*;
@@ -493,6 +535,24 @@ pub mod admin {
             .await?;
         all.sort_by_key(|m| (m.finished_at.is_some(), m.id().id()));
         Ok(all)
+    }
+
+    /// How many messages are due now or being sent: none means that the
+    /// queue has done all it can for the moment.
+    pub async fn due_now(site: &Site) -> Result<u64, MailError> {
+        let now = Timestamp::now();
+        Ok(site
+            .store()
+            .read(move |r| {
+                r.query::<QueuedMail>()
+                    .filter(
+                        QueuedMail::next_try
+                            .le(now)
+                            .or(QueuedMail::state.eq(MailState::Sending.as_str())),
+                    )
+                    .count()
+            })
+            .await?)
     }
 
     /// Makes message `id` due now (a queued one, or a failed one, whose

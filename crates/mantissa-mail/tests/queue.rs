@@ -219,7 +219,14 @@ async fn a_refusal_in_the_middle_of_a_connection_leaves_the_others_delivered() {
 async fn operators_retry_and_drop_queued_messages() {
     let sink = SmtpSink::start();
     sink.answer_next([550, 451]);
-    let s = setup(sink.addr.port(), settings());
+    // One connection, so that the sink's answers go to the messages in order.
+    let s = setup(
+        sink.addr.port(),
+        QueueSettings {
+            per_destination: 1,
+            ..settings()
+        },
+    );
     let failed = s.queue.enqueue(mail("a@example.org", "a")).await.unwrap();
     let deferred = s.queue.enqueue(mail("b@example.org", "b")).await.unwrap();
     let run = s.queue.run_due(Timestamp::now()).await.unwrap();
@@ -268,4 +275,20 @@ async fn the_runner_delivers_what_is_queued_without_waiting_for_its_tick() {
     .0;
     assert_eq!(got.len(), 1);
     runner.stop().await;
+}
+
+#[test]
+fn a_queue_thread_delivers_for_a_host_that_is_not_async_and_stops_when_dropped() {
+    let sink = SmtpSink::start();
+    let s = setup(sink.addr.port(), settings());
+    let thread = s.queue.run_in_thread(Duration::from_secs(3600)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(s.queue.send(mail("ann@example.org", "threaded")))
+        .unwrap();
+    assert_eq!(sink.wait_for(1).len(), 1);
+    assert_eq!(rt.block_on(admin::due_now(&s.site)).unwrap(), 0);
+    drop(thread);
 }
