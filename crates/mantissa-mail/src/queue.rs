@@ -33,6 +33,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::{MailError, MailFuture, Mailer, OutgoingMail, SmtpRelay, render};
 
+/// How long delivered messages are kept, as the delivery history.
+pub const KEEP_DELIVERED: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How often the runner forgets old delivered messages.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
 /// A message in the queue, kept in the site store.
 #[derive(Item, Debug, Clone, PartialEq)]
 #[item(name = "mantissa.queued_mail", version = 1)]
@@ -373,11 +379,20 @@ impl MailQueue {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let queue = self.clone();
         let handle = tokio::spawn(async move {
+            let mut purged: Option<Timestamp> = None;
             loop {
-                if let Err(e) = queue.run_due(Timestamp::now()).await {
+                let now = Timestamp::now();
+                let mut failed = queue.run_due(now).await.err();
+                if purged.is_none_or(|p| now.since(p) > PURGE_EVERY) {
+                    purged = Some(now);
+                    failed = failed.or(queue.purge_delivered(now).await.err());
+                }
+                if let Some(e) = &failed {
                     tracing::error!(error = %e, "running the mail queue failed");
                 }
                 let wait = match queue.next_due().await {
+                    // Not at once after a failure: the store may be down.
+                    _ if failed.is_some() => tick,
                     Ok(Some(at)) => at.since(Timestamp::now()).min(tick),
                     _ => tick,
                 };
@@ -389,6 +404,28 @@ impl MailQueue {
             }
         });
         QueueRunner { stop, handle }
+    }
+
+    /// Forgets the messages delivered more than [`KEEP_DELIVERED`] before
+    /// `now` (failed ones stay until an operator drops them: they are what
+    /// the operator must see).
+    pub async fn purge_delivered(&self, now: Timestamp) -> Result<usize, MailError> {
+        let Some(before) = now.as_micros().checked_sub(KEEP_DELIVERED.as_micros() as i64) else {
+            return Ok(0);
+        };
+        let before = Timestamp::from_micros(before);
+        Ok(self
+            .inner
+            .site
+            .store()
+            .write(move |tx| {
+                tx.delete_where(
+                    QueuedMail::state
+                        .eq(MailState::Delivered.as_str())
+                        .and(QueuedMail::finished_at.lt(before)),
+                )
+            })
+            .await?)
     }
 
     /// When the next message is due.

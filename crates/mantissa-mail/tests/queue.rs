@@ -254,6 +254,13 @@ async fn operators_retry_and_drop_queued_messages() {
         admin::drop_message(&s.site, deferred).await,
         Err(MailError::NoSuchMessage { .. })
     ));
+    // Delivered ones are kept as history for a while, then forgotten.
+    assert_eq!(s.queue.purge_delivered(later(86400)).await.unwrap(), 0);
+    let after = Timestamp::now()
+        .plus(mantissa_mail::KEEP_DELIVERED)
+        .plus(Duration::from_secs(1));
+    assert_eq!(s.queue.purge_delivered(after).await.unwrap(), 1);
+    assert!(admin::list(&s.site, true).await.unwrap().is_empty());
     assert!(matches!(
         admin::retry(&s.site, 999).await,
         Err(MailError::NoSuchMessage { id: 999 })
