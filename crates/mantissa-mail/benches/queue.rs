@@ -165,6 +165,8 @@ async fn throughput(n: usize) {
                 .connect_plain()
                 .await
                 .unwrap();
+            // As the queue's connections do.
+            c.stream.set_nodelay(true).unwrap();
             for (to, body) in &share {
                 c.send(mail_send::smtp::message::Message::new(
                     "site@example.org",
