@@ -152,12 +152,8 @@ async fn throughput(n: usize) {
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for k in 0..connections {
-        let share: Vec<(String, Vec<u8>)> = bytes
-            .iter()
-            .skip(k)
-            .step_by(connections)
-            .cloned()
-            .collect();
+        let share: Vec<(String, Vec<u8>)> =
+            bytes.iter().skip(k).step_by(connections).cloned().collect();
         tasks.spawn(async move {
             let mut c = mail_send::SmtpClientBuilder::new("127.0.0.1".to_string(), port)
                 .unwrap()

@@ -20,7 +20,8 @@ use mantissa_store::{Item, Site, StoreError};
 mod queue;
 
 pub use queue::{
-    KEEP_DELIVERED, MailQueue, MailState, QueueRun, QueueRunner, QueueSettings, QueueThread, QueuedMail, admin,
+    KEEP_DELIVERED, MailQueue, MailState, QueueRun, QueueRunner, QueueSettings, QueueThread,
+    QueuedMail, admin,
 };
 
 /// A message to send.

@@ -325,7 +325,8 @@ impl MailQueue {
         }
         let mut run = QueueRun::default();
         while let Some(joined) = tasks.join_next().await {
-            let r = joined.map_err(|e| MailError::Build(format!("a delivery task failed: {e}")))??;
+            let r =
+                joined.map_err(|e| MailError::Build(format!("a delivery task failed: {e}")))??;
             run.delivered += r.delivered;
             run.deferred += r.deferred;
             run.failed += r.failed;
@@ -410,7 +411,10 @@ impl MailQueue {
     /// `now` (failed ones stay until an operator drops them: they are what
     /// the operator must see).
     pub async fn purge_delivered(&self, now: Timestamp) -> Result<usize, MailError> {
-        let Some(before) = now.as_micros().checked_sub(KEEP_DELIVERED.as_micros() as i64) else {
+        let Some(before) = now
+            .as_micros()
+            .checked_sub(KEEP_DELIVERED.as_micros() as i64)
+        else {
             return Ok(0);
         };
         let before = Timestamp::from_micros(before);
@@ -595,19 +599,20 @@ pub mod admin {
     /// Makes message `id` due now (a queued one, or a failed one, whose
     /// retries start again; one being sent is left to its runner).
     pub async fn retry(site: &Site, id: i64) -> Result<(), MailError> {
-        site.store().write(move |tx| -> Result<_, MailError> {
-            let mut m = tx
-                .find(Ref::<QueuedMail>::from_id(id))?
-                .ok_or(MailError::NoSuchMessage { id })?;
-            match m.mail_state() {
-                MailState::Delivered => return Err(MailError::AlreadyDelivered { id }),
-                // Its runner has it; its lease brings it back if it dies.
-                MailState::Sending => return Ok(()),
-                MailState::Queued | MailState::Failed => {}
-            }
-            retry_now(tx, &mut m)
-        })
-        .await
+        site.store()
+            .write(move |tx| -> Result<_, MailError> {
+                let mut m = tx
+                    .find(Ref::<QueuedMail>::from_id(id))?
+                    .ok_or(MailError::NoSuchMessage { id })?;
+                match m.mail_state() {
+                    MailState::Delivered => return Err(MailError::AlreadyDelivered { id }),
+                    // Its runner has it; its lease brings it back if it dies.
+                    MailState::Sending => return Ok(()),
+                    MailState::Queued | MailState::Failed => {}
+                }
+                retry_now(tx, &mut m)
+            })
+            .await
     }
 
     fn retry_now(tx: &mut Write<'_>, m: &mut Stored<QueuedMail>) -> Result<(), MailError> {
@@ -624,32 +629,34 @@ pub mod admin {
 
     /// Makes every queued and failed message due now; returns how many.
     pub async fn retry_all(site: &Site) -> Result<usize, MailError> {
-        site.store().write(|tx| -> Result<_, MailError> {
-            let waiting = tx
-                .query::<QueuedMail>()
-                .filter(QueuedMail::state.is_in([
-                    MailState::Queued.as_str(),
-                    MailState::Failed.as_str(),
-                ]))
-                .all()?;
-            let n = waiting.len();
-            for mut m in waiting {
-                retry_now(tx, &mut m)?;
-            }
-            Ok(n)
-        })
-        .await
+        site.store()
+            .write(|tx| -> Result<_, MailError> {
+                let waiting = tx
+                    .query::<QueuedMail>()
+                    .filter(
+                        QueuedMail::state
+                            .is_in([MailState::Queued.as_str(), MailState::Failed.as_str()]),
+                    )
+                    .all()?;
+                let n = waiting.len();
+                for mut m in waiting {
+                    retry_now(tx, &mut m)?;
+                }
+                Ok(n)
+            })
+            .await
     }
 
     /// Takes message `id` out of the queue, whatever its state.
     pub async fn drop_message(site: &Site, id: i64) -> Result<(), MailError> {
-        site.store().write(move |tx| -> Result<_, MailError> {
-            let r = Ref::<QueuedMail>::from_id(id);
-            tx.find(r)?.ok_or(MailError::NoSuchMessage { id })?;
-            tx.delete(r)?;
-            Ok(())
-        })
-        .await
+        site.store()
+            .write(move |tx| -> Result<_, MailError> {
+                let r = Ref::<QueuedMail>::from_id(id);
+                tx.find(r)?.ok_or(MailError::NoSuchMessage { id })?;
+                tx.delete(r)?;
+                Ok(())
+            })
+            .await
     }
 }
 

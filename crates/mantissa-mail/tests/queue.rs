@@ -37,7 +37,11 @@ struct Setup {
 fn setup(port: u16, settings: QueueSettings) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let site = mantissa_store::testing::open_site(&dir.path().join("site")).unwrap();
-    let queue = MailQueue::new(site.clone(), SmtpRelay::new("127.0.0.1", port, false), settings);
+    let queue = MailQueue::new(
+        site.clone(),
+        SmtpRelay::new("127.0.0.1", port, false),
+        settings,
+    );
     Setup {
         _dir: dir,
         site,
@@ -59,7 +63,10 @@ fn later(secs: u64) -> Timestamp {
 async fn send_returns_once_the_message_is_queued_and_the_queue_delivers_it() {
     let sink = SmtpSink::start();
     let s = setup(sink.addr.port(), settings());
-    s.queue.send(mail("ann@example.org", "hello")).await.unwrap();
+    s.queue
+        .send(mail("ann@example.org", "hello"))
+        .await
+        .unwrap();
     // Queued, not yet sent: nothing has run the queue.
     let m = only(&s.site).await;
     assert_eq!(m.mail_state(), MailState::Queued);
@@ -82,7 +89,10 @@ async fn a_451_is_retried_with_backoff_and_the_message_delivered_exactly_once() 
     let sink = SmtpSink::start();
     sink.answer_next([451, 451]);
     let s = setup(sink.addr.port(), settings());
-    s.queue.send(mail("ann@example.org", "retried")).await.unwrap();
+    s.queue
+        .send(mail("ann@example.org", "retried"))
+        .await
+        .unwrap();
     let start = Timestamp::now();
     let run = s.queue.run_due(start).await.unwrap();
     assert_eq!((run.delivered, run.deferred), (0, 1));
@@ -92,7 +102,10 @@ async fn a_451_is_retried_with_backoff_and_the_message_delivered_exactly_once() 
     assert!(m.last_error.as_deref().unwrap().starts_with("451"), "{m:?}");
     assert_eq!(m.next_try, Some(start.plus(Duration::from_secs(60))));
     // Not due before its time.
-    assert_eq!(s.queue.run_due(later(30)).await.unwrap(), QueueRun::default());
+    assert_eq!(
+        s.queue.run_due(later(30)).await.unwrap(),
+        QueueRun::default()
+    );
     // Second failure: the wait doubles.
     let second = start.plus(Duration::from_secs(61));
     assert_eq!(s.queue.run_due(second).await.unwrap().deferred, 1);
@@ -108,7 +121,10 @@ async fn a_451_is_retried_with_backoff_and_the_message_delivered_exactly_once() 
     assert_eq!(m.finished_at, Some(third));
     assert_eq!(m.last_error, None);
     // Nothing is sent again, however much later the queue runs.
-    assert_eq!(s.queue.run_due(later(30 * 86400)).await.unwrap(), QueueRun::default());
+    assert_eq!(
+        s.queue.run_due(later(30 * 86400)).await.unwrap(),
+        QueueRun::default()
+    );
     assert_eq!(sink.refused(), 2);
     assert_eq!(sink.wait_for(1).len(), 1);
     std::thread::sleep(Duration::from_millis(100));
@@ -120,7 +136,10 @@ async fn a_550_gives_up_at_once_and_records_why() {
     let sink = SmtpSink::start();
     sink.answer_next([550]);
     let s = setup(sink.addr.port(), settings());
-    s.queue.send(mail("nobody@example.org", "refused")).await.unwrap();
+    s.queue
+        .send(mail("nobody@example.org", "refused"))
+        .await
+        .unwrap();
     let now = Timestamp::now();
     let run = s.queue.run_due(now).await.unwrap();
     assert_eq!((run.delivered, run.deferred, run.failed), (0, 0, 1));
@@ -130,7 +149,10 @@ async fn a_550_gives_up_at_once_and_records_why() {
     assert_eq!(m.next_try, None);
     assert_eq!(m.finished_at, Some(now));
     assert_eq!(m.last_error.as_deref(), Some("550 refused as told"));
-    assert_eq!(s.queue.run_due(later(86400)).await.unwrap(), QueueRun::default());
+    assert_eq!(
+        s.queue.run_due(later(86400)).await.unwrap(),
+        QueueRun::default()
+    );
     assert!(sink.messages().is_empty());
     assert_eq!(sink.refused(), 1);
 }
@@ -152,7 +174,10 @@ async fn a_relay_that_is_down_is_retried_until_the_retry_time_is_over() {
     let m = only(&s.site).await;
     assert_eq!(m.mail_state(), MailState::Queued);
     assert!(
-        m.last_error.as_deref().unwrap().starts_with("connecting to the relay"),
+        m.last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("connecting to the relay"),
         "{m:?}"
     );
     // Two hours on, it is still worth a try (the next is within 3 hours).
@@ -162,7 +187,13 @@ async fn a_relay_that_is_down_is_retried_until_the_retry_time_is_over() {
     let m = only(&s.site).await;
     assert_eq!(m.mail_state(), MailState::Failed);
     assert_eq!(m.attempts, 3);
-    assert!(m.last_error.as_deref().unwrap().contains("given up after 0.125 days"), "{m:?}");
+    assert!(
+        m.last_error
+            .as_deref()
+            .unwrap()
+            .contains("given up after 0.125 days"),
+        "{m:?}"
+    );
 }
 
 #[tokio::test]
@@ -177,7 +208,10 @@ async fn messages_due_together_share_connections_within_the_destination_limit() 
     );
     for i in 0..10 {
         s.queue
-            .send(mail(&format!("user{i}@example.org"), &format!("number {i}")))
+            .send(mail(
+                &format!("user{i}@example.org"),
+                &format!("number {i}"),
+            ))
             .await
             .unwrap();
     }
@@ -200,14 +234,18 @@ async fn a_refusal_in_the_middle_of_a_connection_leaves_the_others_delivered() {
     );
     for i in 0..4 {
         s.queue
-            .send(mail(&format!("user{i}@example.org"), &format!("number {i}")))
+            .send(mail(
+                &format!("user{i}@example.org"),
+                &format!("number {i}"),
+            ))
             .await
             .unwrap();
     }
     let run = s.queue.run_due(Timestamp::now()).await.unwrap();
     assert_eq!((run.delivered, run.failed, run.deferred), (2, 1, 1));
     assert_eq!(sink.connections(), 1);
-    let states: Vec<MailState> = admin::list(&s.site, true).await
+    let states: Vec<MailState> = admin::list(&s.site, true)
+        .await
         .unwrap()
         .iter()
         .map(|m| m.mail_state())
@@ -233,14 +271,20 @@ async fn operators_retry_and_drop_queued_messages() {
     assert_eq!((run.failed, run.deferred), (1, 1));
     // Both are listed: the deferred one first, then the failed one.
     let listed = admin::list(&s.site, false).await.unwrap();
-    let listed: Vec<_> = listed.iter().map(|m| (m.id().id(), m.mail_state())).collect();
+    let listed: Vec<_> = listed
+        .iter()
+        .map(|m| (m.id().id(), m.mail_state()))
+        .collect();
     assert_eq!(
         listed,
         [(deferred, MailState::Queued), (failed, MailState::Failed)]
     );
     // Retrying makes both due now: the failed one's retries start again.
     assert_eq!(admin::retry_all(&s.site).await.unwrap(), 2);
-    assert_eq!(s.queue.run_due(Timestamp::now()).await.unwrap().delivered, 2);
+    assert_eq!(
+        s.queue.run_due(Timestamp::now()).await.unwrap().delivered,
+        2
+    );
     assert_eq!(sink.wait_for(2).len(), 2);
     // Delivered ones are history: listed only when asked for.
     assert!(admin::list(&s.site, false).await.unwrap().is_empty());

@@ -1735,8 +1735,12 @@ fn serve(cwd: &Path, site: &str) -> (std::process::Child, String) {
 
 /// `mantissa mail queue --all --json`, parsed.
 fn queue_json(cwd: &Path, site: &str) -> Vec<serde_json::Value> {
-    let r = ok(mantissa(cwd, &["--site", site, "mail", "queue", "--all", "--json"]));
-    serde_json::from_str::<Vec<serde_json::Value>>(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"))
+    let r = ok(mantissa(
+        cwd,
+        &["--site", site, "mail", "queue", "--all", "--json"],
+    ));
+    serde_json::from_str::<Vec<serde_json::Value>>(&r.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {r:?}"))
 }
 
 /// Waits (up to 20 s) until `done` holds of the queue.
@@ -1771,8 +1775,16 @@ fn mail_accepted_survives_kill_9_and_is_delivered_after_restart() {
     let r = ok(mantissa(
         cwd,
         &[
-            "--site", "s", "mail", "set", "--from", "site@example.org", "--relay", &down,
-            "--first-retry", "1s",
+            "--site",
+            "s",
+            "mail",
+            "set",
+            "--from",
+            "site@example.org",
+            "--relay",
+            &down,
+            "--first-retry",
+            "1s",
         ],
     ));
     assert!(
@@ -1781,7 +1793,15 @@ fn mail_accepted_survives_kill_9_and_is_delivered_after_restart() {
     );
     ok(mantissa(
         cwd,
-        &["--site", "s", "user", "add", "ann", "--email", "ann@example.org"],
+        &[
+            "--site",
+            "s",
+            "user",
+            "add",
+            "ann",
+            "--email",
+            "ann@example.org",
+        ],
     ));
     let (mut server, addr) = serve(cwd, "s");
     ask_for_a_reset(&addr, "ann@example.org");
@@ -1809,7 +1829,14 @@ fn mail_accepted_survives_kill_9_and_is_delivered_after_restart() {
     let sink = mantissa::testing::SmtpSink::start();
     ok(mantissa(
         cwd,
-        &["--site", "s", "mail", "set", "--relay", &sink.addr.to_string()],
+        &[
+            "--site",
+            "s",
+            "mail",
+            "set",
+            "--relay",
+            &sink.addr.to_string(),
+        ],
     ));
     let q = queue_json(cwd, "s");
     assert_eq!(q.len(), 1, "still queued after kill -9: {q:?}");
@@ -1844,7 +1871,13 @@ fn the_mail_queue_is_listed_retried_and_dropped_from_the_command_line() {
     ok(mantissa(
         cwd,
         &[
-            "--site", "s", "mail", "set", "--from", "site@example.org", "--relay",
+            "--site",
+            "s",
+            "mail",
+            "set",
+            "--from",
+            "site@example.org",
+            "--relay",
             &sink.addr.to_string(),
         ],
     ));
@@ -1856,7 +1889,10 @@ fn the_mail_queue_is_listed_retried_and_dropped_from_the_command_line() {
     let r = ok(mantissa(cwd, &["--site", "s", "mail", "queue"]));
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{r:?}");
-    assert!(lines[0].contains("state") && lines[0].contains("last error"), "{r:?}");
+    assert!(
+        lines[0].contains("state") && lines[0].contains("last error"),
+        "{r:?}"
+    );
     for part in ["failed", "pat@example.org", "550 refused as told"] {
         assert!(lines[1].contains(part), "{part}: {r:?}");
     }
@@ -1868,24 +1904,49 @@ fn the_mail_queue_is_listed_retried_and_dropped_from_the_command_line() {
     assert!(q[0]["next_try"].is_null());
     let id = q[0]["id"].as_i64().unwrap().to_string();
     // Retried: due now, its retries start again.
-    let r = ok(mantissa(cwd, &["--site", "s", "mail", "queue", "retry", &id]));
+    let r = ok(mantissa(
+        cwd,
+        &["--site", "s", "mail", "queue", "retry", &id],
+    ));
     assert_eq!(r.stdout, format!("Message {id} will be tried again now.\n"));
     assert_eq!(queue_json(cwd, "s")[0]["state"], "queued");
-    let r = ok(mantissa(cwd, &["--site", "s", "mail", "queue", "retry", "--all"]));
+    let r = ok(mantissa(
+        cwd,
+        &["--site", "s", "mail", "queue", "retry", "--all"],
+    ));
     assert_eq!(r.stdout, "1 message(s) will be tried again now.\n");
     // Unknown ids and missing arguments are refused, naming what is wrong.
-    let r = run(mantissa(cwd, &["--site", "s", "mail", "queue", "retry", "999"]));
+    let r = run(mantissa(
+        cwd,
+        &["--site", "s", "mail", "queue", "retry", "999"],
+    ));
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("no message 999 in the mail queue"), "{r:?}");
+    assert!(
+        r.stderr.contains("no message 999 in the mail queue"),
+        "{r:?}"
+    );
     let r = run(mantissa(cwd, &["--site", "s", "mail", "queue", "retry"]));
     assert_eq!(r.code, 2, "{r:?}");
     // Dropped: gone, and not sent.
-    let r = ok(mantissa(cwd, &["--site", "s", "mail", "queue", "drop", &id]));
-    assert_eq!(r.stdout, format!("Dropped message {id}; it will not be sent.\n"));
+    let r = ok(mantissa(
+        cwd,
+        &["--site", "s", "mail", "queue", "drop", &id],
+    ));
+    assert_eq!(
+        r.stdout,
+        format!("Dropped message {id}; it will not be sent.\n")
+    );
     assert!(queue_json(cwd, "s").is_empty());
-    let r = run(mantissa(cwd, &["--site", "s", "mail", "queue", "drop", &id]));
+    let r = run(mantissa(
+        cwd,
+        &["--site", "s", "mail", "queue", "drop", &id],
+    ));
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains(&format!("no message {id} in the mail queue")), "{r:?}");
+    assert!(
+        r.stderr
+            .contains(&format!("no message {id} in the mail queue")),
+        "{r:?}"
+    );
     // Another approval's mail goes at once, and is listed as history only
     // with --all.
     pending_account(&cwd.join("s"), "quinn", "quinn@example.org", true);
@@ -1899,7 +1960,14 @@ fn the_mail_queue_is_listed_retried_and_dropped_from_the_command_line() {
     assert_eq!(q.len(), 1);
     assert_eq!(q[0]["state"], "delivered");
     // A bad duration changes nothing.
-    let r = run(mantissa(cwd, &["--site", "s", "mail", "set", "--retry-for", "5 days"]));
+    let r = run(mantissa(
+        cwd,
+        &["--site", "s", "mail", "set", "--retry-for", "5 days"],
+    ));
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("--retry-for \"5 days\" is not a duration"), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("--retry-for \"5 days\" is not a duration"),
+        "{r:?}"
+    );
 }
