@@ -21,7 +21,7 @@ mod queue;
 
 pub use queue::{
     KEEP_DELIVERED, MailQueue, MailState, QueueRun, QueueRunner, QueueSettings, QueueThread,
-    QueuedMail, admin,
+    QueuedMail, STOP_WAIT, admin,
 };
 
 /// A message to send.

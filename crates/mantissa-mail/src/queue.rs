@@ -36,6 +36,9 @@ use crate::{MailError, MailFuture, Mailer, OutgoingMail, SmtpRelay, render};
 /// How long delivered messages are kept, as the delivery history.
 pub const KEEP_DELIVERED: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// How long stopping the runner waits for its round to finish.
+pub const STOP_WAIT: Duration = Duration::from_secs(10);
+
 /// How often the runner forgets old delivered messages.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -503,11 +506,19 @@ pub struct QueueRunner {
 }
 
 impl QueueRunner {
-    /// Stops after the current round (a message being sent is finished and
-    /// recorded, or, if the process ends first, sent again after its lease).
+    /// Stops after the current round, waiting for it [`STOP_WAIT`] at
+    /// most: a relay that does not answer must not hold a server's shutdown
+    /// for its timeouts. A round cut short leaves its messages claimed;
+    /// they are tried again when their lease ends.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = self.handle.await;
+        let mut handle = self.handle;
+        if tokio::time::timeout(STOP_WAIT, &mut handle).await.is_err() {
+            tracing::warn!(
+                "the mail queue's round did not finish in time; its messages are tried again after their lease"
+            );
+            handle.abort();
+        }
     }
 }
 

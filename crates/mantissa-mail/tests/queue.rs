@@ -343,3 +343,39 @@ fn a_queue_thread_delivers_for_a_host_that_is_not_async_and_stops_when_dropped()
     assert_eq!(rt.block_on(admin::due_now(&s.site)).unwrap(), 0);
     drop(thread);
 }
+
+#[tokio::test]
+async fn stopping_does_not_wait_for_a_relay_that_never_answers() {
+    // Accepts connections and says nothing: a relay that hangs.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            held.push(c);
+        }
+    });
+    let s = setup(port, settings());
+    let runner = s.queue.spawn(Duration::from_secs(3600));
+    s.queue
+        .send(mail("ann@example.org", "hangs"))
+        .await
+        .unwrap();
+    // Claimed and being sent.
+    let start = std::time::Instant::now();
+    while only(&s.site).await.mail_state() != MailState::Sending {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let start = std::time::Instant::now();
+    runner.stop().await;
+    let took = start.elapsed();
+    assert!(
+        took < mantissa_mail::STOP_WAIT + Duration::from_secs(2),
+        "stopped in {took:?}"
+    );
+    // Still in the store, to be tried again after its lease.
+    let m = only(&s.site).await;
+    assert_eq!(m.mail_state(), MailState::Sending);
+    assert!(m.next_try.is_some());
+}
