@@ -173,7 +173,7 @@ fn sign_up_verify_by_mail_log_in_and_reset_the_password() {
     assert!(page.contains(r#"value="ann at example""#), "{page}");
     assert!(page.contains(r#"aria-describedby="email-error""#), "{page}");
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(w.smtp.messages().len(), 2);
+    assert_eq!(w.settled_mail().len(), 2);
 
     // The reset ended this browser's session too; the phone logs out.
     assert_eq!(ann.get(s, "/private/settings").status, 303);

@@ -1,8 +1,10 @@
-//! Mantissa's mail. For now, the one outbound-mail interface every flow
-//! sends through ([`Mailer`]), with two implementations: an SMTP relay
-//! ([`SmtpRelay`], on `mail-send`) and a development outbox folder
-//! ([`Outbox`]). The persistent queue with retries, DKIM, VERP and bounce
-//! processing will sit behind the same interface.
+//! Mantissa's mail: the one outbound-mail interface every flow sends
+//! through ([`Mailer`]), with three implementations: the persistent queue
+//! ([`MailQueue`], in the site store, delivering through the relay with
+//! retries: what a site with a relay uses), a direct SMTP relay
+//! ([`SmtpRelay`], on `mail-send`, one best-effort attempt) and a
+//! development outbox folder ([`Outbox`]). DKIM, VERP and delivery straight
+//! to the recipients' MX are still to come behind the same interface.
 //!
 //! Every message sent is logged (recipient and subject, never the body,
 //! which may hold a one-time link).
@@ -14,6 +16,13 @@ use std::sync::Arc;
 
 use mail_builder::MessageBuilder;
 use mantissa_store::{Item, Site, StoreError};
+
+mod queue;
+
+pub use queue::{
+    KEEP_DELIVERED, MailQueue, MailState, QueueRun, QueueRunner, QueueSettings, QueueThread,
+    QueuedMail, STOP_WAIT, admin,
+};
 
 /// A message to send.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +59,21 @@ pub enum MailError {
     /// The message itself is malformed.
     #[error("the message cannot be built: {0}")]
     Build(String),
+    /// The queue's store failed.
+    #[error("the mail queue: {0}")]
+    Store(#[from] StoreError),
+    /// No queued message has this id.
+    #[error("no message {id} in the mail queue")]
+    NoSuchMessage {
+        /// The id asked for.
+        id: i64,
+    },
+    /// The message was delivered already: retrying would send it twice.
+    #[error("message {id} was delivered already")]
+    AlreadyDelivered {
+        /// The id asked for.
+        id: i64,
+    },
 }
 
 /// A boxed future, as mailers return them.
@@ -116,7 +140,9 @@ impl Mailer for Outbox {
     }
 }
 
-/// Sends through an SMTP relay.
+/// Sends through an SMTP relay: one attempt per message (the queue, built
+/// on it, retries).
+#[derive(Debug, Clone)]
 pub struct SmtpRelay {
     host: String,
     port: u16,
@@ -228,22 +254,94 @@ impl MailConfig {
             .write_blocking(move |tx| tx.put_only(config).map(drop))
     }
 
-    /// The mailer this configuration describes: the relay, or the outbox in
-    /// `<site>/outbox` when there is none (always in development mode).
-    pub fn mailer(config: Option<&MailConfig>, site: &Site, dev: bool) -> Arc<dyn Mailer> {
-        match config.and_then(|c| c.relay.as_ref().map(|r| (c, r))) {
-            Some((c, relay)) if !dev => {
-                let (host, port) = relay
-                    .rsplit_once(':')
-                    .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
-                    .unwrap_or((relay.clone(), 25));
-                let mut r = SmtpRelay::new(host, port, c.relay_tls);
-                if let (Some(u), Some(p)) = (&c.username, &c.password) {
-                    r = r.with_credentials(u.clone(), p.clone());
-                }
-                Arc::new(r)
+    /// The relay this configuration names, if any.
+    pub fn smtp_relay(&self) -> Option<SmtpRelay> {
+        let relay = self.relay.as_ref()?;
+        let (host, port) = relay
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
+            .unwrap_or((relay.clone(), 25));
+        let mut r = SmtpRelay::new(host, port, self.relay_tls);
+        if let (Some(u), Some(p)) = (&self.username, &self.password) {
+            r = r.with_credentials(u.clone(), p.clone());
+        }
+        Some(r)
+    }
+
+    /// The queue this configuration describes: one delivering through the
+    /// relay, when there is one and not in development mode, retrying as
+    /// the site's [`QueueConfig`] says.
+    pub fn queue(config: Option<&MailConfig>, site: &Site, dev: bool) -> Option<MailQueue> {
+        let relay = config.and_then(MailConfig::smtp_relay).filter(|_| !dev)?;
+        let settings = match QueueConfig::load(site) {
+            Ok(c) => c.unwrap_or_default().settings(),
+            Err(e) => {
+                tracing::error!(error = %e, "reading the mail queue's settings failed; using the defaults");
+                QueueSettings::default()
             }
-            _ => Arc::new(Outbox::new(site.root().join("outbox"))),
+        };
+        Some(MailQueue::new(site.clone(), relay, settings))
+    }
+
+    /// The mailer this configuration describes: the queue (delivering
+    /// through the relay), or the outbox in `<site>/outbox` when there is no
+    /// relay (always in development mode). The outbox is written at once,
+    /// without the queue: a file written is as durable as a queued item,
+    /// and development wants to read it straight away.
+    pub fn mailer(config: Option<&MailConfig>, site: &Site, dev: bool) -> Arc<dyn Mailer> {
+        match MailConfig::queue(config, site, dev) {
+            Some(queue) => Arc::new(queue),
+            None => Arc::new(Outbox::new(site.root().join("outbox"))),
+        }
+    }
+}
+
+/// How the site's mail queue retries, kept in the site store beside
+/// [`MailConfig`] (an item of its own, so that the relay settings written
+/// by earlier versions need no upgrade).
+#[derive(Item, Debug, Clone, PartialEq)]
+#[item(name = "mantissa.mail_queue_config", version = 1)]
+pub struct QueueConfig {
+    /// Seconds of temporary failures after which a message is given up.
+    pub give_up_after_secs: i64,
+    /// Seconds before the first retry (each later wait doubles, up to an
+    /// hour).
+    pub first_retry_secs: i64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        let d = QueueSettings::default();
+        QueueConfig {
+            give_up_after_secs: d.give_up_after.as_secs() as i64,
+            first_retry_secs: d.first_retry.as_secs() as i64,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// The site's queue settings, if set.
+    pub fn load(site: &Site) -> Result<Option<QueueConfig>, StoreError> {
+        Ok(site
+            .store()
+            .read_blocking(|r| r.query::<QueueConfig>().first())?
+            .map(|c| c.into_inner()))
+    }
+
+    /// Stores the settings.
+    pub fn save(site: &Site, config: QueueConfig) -> Result<(), StoreError> {
+        site.store()
+            .write_blocking(move |tx| tx.put_only(config).map(drop))
+    }
+
+    /// The queue's settings with these times.
+    pub fn settings(&self) -> QueueSettings {
+        let secs = |s: i64| std::time::Duration::from_secs(s.max(0) as u64);
+        let d = QueueSettings::default();
+        QueueSettings {
+            give_up_after: secs(self.give_up_after_secs),
+            first_retry: secs(self.first_retry_secs).min(d.max_retry),
+            ..d
         }
     }
 }

@@ -1,8 +1,13 @@
 //! An SMTP server on 127.0.0.1 that accepts every message and keeps it, for
 //! tests that read the mail a flow sent. It speaks just enough SMTP for a
-//! real client (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT).
+//! real client (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT). Told to
+//! (see [`SmtpSink::answer_next`]), it refuses the next messages at the end
+//! of DATA with a temporary (4xx) or permanent (5xx) reply instead, and
+//! does not keep them.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,12 +26,20 @@ pub struct Received {
 pub struct SmtpSink {
     pub addr: SocketAddr,
     messages: Arc<Mutex<Vec<Received>>>,
+    answers: Arc<Mutex<VecDeque<u16>>>,
+    connections: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
 }
 
 impl SmtpSink {
     pub fn start() -> SmtpSink {
         let messages: Arc<Mutex<Vec<Received>>> = Arc::default();
         let kept = messages.clone();
+        let answers: Arc<Mutex<VecDeque<u16>>> = Arc::default();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let (scripted, connected, refusals) =
+            (answers.clone(), connections.clone(), refused.clone());
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -41,6 +54,9 @@ impl SmtpSink {
                         continue;
                     };
                     let kept = kept.clone();
+                    let scripted = scripted.clone();
+                    let refusals = refusals.clone();
+                    connected.fetch_add(1, Ordering::SeqCst);
                     tokio::spawn(async move {
                         let (r, mut w) = stream.into_split();
                         let mut lines = BufReader::new(r).lines();
@@ -48,6 +64,7 @@ impl SmtpSink {
                         let (mut from, mut to) = (String::new(), Vec::new());
                         while let Ok(Some(line)) = lines.next_line().await {
                             let upper = line.to_ascii_uppercase();
+                            let refusal;
                             let reply: &[u8] = if upper.starts_with("EHLO") {
                                 b"250-sink\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
                             } else if upper.starts_with("HELO")
@@ -71,12 +88,22 @@ impl SmtpSink {
                                     data.push_str(l.strip_prefix('.').unwrap_or(&l));
                                     data.push('\n');
                                 }
-                                kept.lock().unwrap().push(Received {
+                                let received = Received {
                                     from: std::mem::take(&mut from),
                                     to: std::mem::take(&mut to),
                                     data,
-                                });
-                                b"250 queued\r\n"
+                                };
+                                match scripted.lock().unwrap().pop_front() {
+                                    Some(code) if code != 250 => {
+                                        refusals.fetch_add(1, Ordering::SeqCst);
+                                        refusal = format!("{code} refused as told\r\n");
+                                        refusal.as_bytes()
+                                    }
+                                    _ => {
+                                        kept.lock().unwrap().push(received);
+                                        b"250 queued\r\n"
+                                    }
+                                }
                             } else if upper.starts_with("QUIT") {
                                 let _ = w.write_all(b"221 bye\r\n").await;
                                 break;
@@ -92,7 +119,30 @@ impl SmtpSink {
             });
         });
         let addr = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        SmtpSink { addr, messages }
+        SmtpSink {
+            addr,
+            messages,
+            answers,
+            connections,
+            refused,
+        }
+    }
+
+    /// Answers the next messages' DATA with these reply codes, one per
+    /// message, in order (250 keeps the message; a 4xx or 5xx refuses it);
+    /// messages after them are kept as usual.
+    pub fn answer_next(&self, codes: impl IntoIterator<Item = u16>) {
+        self.answers.lock().unwrap().extend(codes);
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Messages refused so far (as told by [`SmtpSink::answer_next`]).
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
     }
 
     /// Messages received so far.
@@ -102,10 +152,15 @@ impl SmtpSink {
 
     /// Waits (up to 5 s) until `n` messages have arrived.
     pub fn wait_for(&self, n: usize) -> Vec<Received> {
+        self.wait_for_within(n, Duration::from_secs(5))
+    }
+
+    /// Waits (up to `limit`) until `n` messages have arrived.
+    pub fn wait_for_within(&self, n: usize, limit: Duration) -> Vec<Received> {
         let start = std::time::Instant::now();
         loop {
             let m = self.messages();
-            if m.len() >= n || start.elapsed() > Duration::from_secs(5) {
+            if m.len() >= n || start.elapsed() > limit {
                 return m;
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -160,6 +160,9 @@ pub enum Error {
     /// Any other store error.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The mail queue refused (no such message, delivered already).
+    #[error(transparent)]
+    Mail(#[from] mantissa_mail::MailError),
     /// Writing to stdout failed.
     #[error("cannot write the output")]
     Output(#[from] io::Error),
@@ -1026,7 +1029,13 @@ pub fn serve_with(
     limits.fit_to_open_files();
     let guard = Guard::new(limits);
     let mail_config = MailConfig::load(&site)?;
-    let mailer = MailConfig::mailer(mail_config.as_ref(), &site, options.dev);
+    // With a relay, every mail goes through the site's persistent queue,
+    // which the runner started below delivers.
+    let mail_queue = MailConfig::queue(mail_config.as_ref(), &site, options.dev);
+    let mailer: Arc<dyn mantissa_mail::Mailer> = match &mail_queue {
+        Some(q) => Arc::new(q.clone()),
+        None => MailConfig::mailer(mail_config.as_ref(), &site, options.dev),
+    };
     let from = mail_config
         .as_ref()
         .map(|c| c.from.clone())
@@ -1081,6 +1090,9 @@ pub fn serve_with(
         .map_err(|e| Error::Web(e.to_string()))?
         .map_err(Error::Account)?;
         let background = site.spawn_background(std::time::Duration::from_secs(1));
+        let mail_runner = mail_queue
+            .as_ref()
+            .map(|q| q.spawn(std::time::Duration::from_secs(5)));
         writeln!(
             out,
             "Mantissa site \"{}\" ({}){}",
@@ -1127,6 +1139,9 @@ pub fn serve_with(
             })
             .await;
         background.stop().await;
+        if let Some(runner) = mail_runner {
+            runner.stop().await;
+        }
         waiter
             .await
             .map_err(|e| Error::Signal(io::Error::other(e)))?
@@ -1434,20 +1449,39 @@ pub fn user_show(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Err
 const COMMAND_LINE: &str = "(command line)";
 
 /// Runs one of the accounts' async actions (the console's own, so that the
-/// command line's are the same, audited and mailed alike) to its end.
-fn act<T>(action: impl std::future::Future<Output = Result<T, AccountError>>) -> Result<T, Error> {
-    tokio::runtime::Builder::new_current_thread()
+/// command line's are the same, audited and mailed alike) to its end, then
+/// tries once to deliver the mail it queued (what cannot be delivered now
+/// stays queued, and `mantissa serve` retries it).
+fn act<T>(
+    site: &Site,
+    action: impl std::future::Future<Output = Result<T, AccountError>>,
+) -> Result<T, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(Error::Signal)?
-        .block_on(action)
-        .map_err(Error::Account)
+        .map_err(Error::Signal)?;
+    let done = runtime.block_on(action).map_err(Error::Account)?;
+    if let Some(queue) = MailConfig::queue(MailConfig::load(site)?.as_ref(), site, false) {
+        let sent = runtime.block_on(async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(120),
+                queue.run_due(mantissa_store::Timestamp::now()),
+            )
+            .await
+        });
+        match sent {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "running the mail queue failed"),
+            Err(_) => tracing::warn!("the relay is slow: the mail stays queued for the server"),
+        }
+    }
+    Ok(done)
 }
 
 /// `mantissa user approve NAME`.
 pub fn user_approve(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Error> {
     let accounts = offline_accounts(site)?;
-    match act(accounts.approve(COMMAND_LINE, name))? {
+    match act(site, accounts.approve(COMMAND_LINE, name))? {
         mantissa_accounts::Approval::Active => writeln!(out, "Approved {name}; they can log in.")?,
         mantissa_accounts::Approval::NeedsVerifying => writeln!(
             out,
@@ -1460,7 +1494,7 @@ pub fn user_approve(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), 
 /// `mantissa user suspend NAME`.
 pub fn user_suspend(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Error> {
     let accounts = offline_accounts(site)?;
-    act(accounts.suspend(COMMAND_LINE, name))?;
+    act(site, accounts.suspend(COMMAND_LINE, name))?;
     writeln!(
         out,
         "Suspended {name}: they cannot log in, their sessions ended, and their API tokens are revoked."
@@ -1471,7 +1505,7 @@ pub fn user_suspend(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), 
 /// `mantissa user unsuspend NAME`.
 pub fn user_unsuspend(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Error> {
     let accounts = offline_accounts(site)?;
-    act(accounts.unsuspend(COMMAND_LINE, name))?;
+    act(site, accounts.unsuspend(COMMAND_LINE, name))?;
     writeln!(
         out,
         "{name} can log in again (API tokens revoked by the suspension stay revoked)."
@@ -1565,6 +1599,33 @@ pub struct MailSettings {
     pub user: Option<String>,
     /// Relay password.
     pub password: Option<String>,
+    /// How long temporary failures are retried, like `5d` or `12h`.
+    pub retry_for: Option<String>,
+    /// The wait before the first retry, like `1m` (it doubles after each).
+    pub first_retry: Option<String>,
+}
+
+/// A duration as an operator writes it: a whole number and a unit (`s`,
+/// `m`, `h` or `d`), like `90s` or `5d`.
+fn parse_duration(what: &str, text: &str) -> Result<u64, Error> {
+    let unit = match text.chars().last() {
+        Some('s') => 1,
+        Some('m') => 60,
+        Some('h') => 3600,
+        Some('d') => 86400,
+        _ => 0,
+    };
+    text[..text.len().saturating_sub(1)]
+        .parse::<u64>()
+        .ok()
+        .filter(|_| unit > 0)
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|&n| n > 0 && n <= 365 * 86400)
+        .ok_or_else(|| {
+            Error::Setting(format!(
+                "--{what} {text:?} is not a duration (a number and s, m, h or d, like 5d; at most a year)"
+            ))
+        })
 }
 
 /// `mantissa mail bounce FILE`: what the bounce parser makes of one
@@ -1587,6 +1648,17 @@ pub fn mail_bounce(file: &Path, out: &mut dyn Write) -> Result<(), Error> {
 
 /// `mantissa mail set`: the sender address and the SMTP relay.
 pub fn mail_set(site: &Site, settings: MailSettings, out: &mut dyn Write) -> Result<(), Error> {
+    // Every value is checked before anything is written.
+    let retry_for = settings
+        .retry_for
+        .as_deref()
+        .map(|t| parse_duration("retry-for", t))
+        .transpose()?;
+    let first_retry = settings
+        .first_retry
+        .as_deref()
+        .map(|t| parse_duration("first-retry", t))
+        .transpose()?;
     let mut c = MailConfig::load(site)?.unwrap_or(MailConfig {
         from: "mantissa@localhost".into(),
         relay: None,
@@ -1619,6 +1691,22 @@ pub fn mail_set(site: &Site, settings: MailSettings, out: &mut dyn Write) -> Res
         c.password = settings.password;
     }
     MailConfig::save(site, c.clone())?;
+    if retry_for.is_some() || first_retry.is_some() {
+        let mut q = mantissa_mail::QueueConfig::load(site)?.unwrap_or_default();
+        if let Some(secs) = retry_for {
+            q.give_up_after_secs = secs as i64;
+        }
+        if let Some(secs) = first_retry {
+            q.first_retry_secs = secs as i64;
+        }
+        mantissa_mail::QueueConfig::save(site, q.clone())?;
+        writeln!(
+            out,
+            "Mail that cannot be delivered yet is retried for {}, first after {}.",
+            shown_duration(q.give_up_after_secs),
+            shown_duration(q.first_retry_secs)
+        )?;
+    }
     match &c.relay {
         Some(r) => writeln!(out, "Mail from {} goes through {r}.", c.from)?,
         None => writeln!(
@@ -1629,6 +1717,112 @@ pub fn mail_set(site: &Site, settings: MailSettings, out: &mut dyn Write) -> Res
         )?,
     }
     Ok(())
+}
+
+/// `mantissa mail queue`: the messages waiting, being sent or given up
+/// (with `all`, the delivered ones too), each with its state, attempts,
+/// next try and last error; as JSON with `json`.
+pub fn mail_queue(site: &Site, all: bool, json: bool, out: &mut dyn Write) -> Result<(), Error> {
+    let list = block_on_local(mantissa_mail::admin::list(site, all))??;
+    if json {
+        let rows: Vec<serde_json::Value> = list
+            .iter()
+            .map(|m| {
+                let t = |t: Option<mantissa_store::Timestamp>| t.map(|t| t.to_string());
+                serde_json::json!({
+                    "id": m.id().id(),
+                    "state": m.mail_state().as_str(),
+                    "from": m.sender,
+                    "to": m.recipient_list(),
+                    "subject": m.subject,
+                    "destination": m.destination,
+                    "attempts": m.attempts,
+                    "queued_at": m.queued_at.to_string(),
+                    "next_try": t(m.next_try),
+                    "last_try": t(m.last_try),
+                    "last_error": m.last_error,
+                    "finished_at": t(m.finished_at),
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &rows).map_err(io::Error::from)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if list.is_empty() {
+        writeln!(
+            out,
+            "{}",
+            if all {
+                "The mail queue is empty."
+            } else {
+                "No mail is waiting or failed."
+            }
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:>6}  {:<9}  {:>8}  {:<20}  {:<30}  last error",
+        "id", "state", "attempts", "next try / done", "to"
+    )?;
+    for m in &list {
+        let at = m.next_try.or(m.finished_at).map_or("-".into(), when);
+        writeln!(
+            out,
+            "{:>6}  {:<9}  {:>8}  {:<20}  {:<30}  {}",
+            m.id().id(),
+            m.mail_state().as_str(),
+            m.attempts,
+            at,
+            m.recipient_list().join(", "),
+            m.last_error.as_deref().unwrap_or("-")
+        )?;
+    }
+    Ok(())
+}
+
+/// `mantissa mail queue retry ID|--all`: makes queued or failed messages
+/// due now (the server sends them within seconds).
+pub fn mail_queue_retry(site: &Site, id: Option<i64>, out: &mut dyn Write) -> Result<(), Error> {
+    match id {
+        Some(id) => {
+            block_on_local(mantissa_mail::admin::retry(site, id))??;
+            writeln!(out, "Message {id} will be tried again now.")?;
+        }
+        None => {
+            let n = block_on_local(mantissa_mail::admin::retry_all(site))??;
+            writeln!(out, "{n} message(s) will be tried again now.")?;
+        }
+    }
+    Ok(())
+}
+
+/// `mantissa mail queue drop ID`: takes a message out of the queue; it is
+/// not sent.
+pub fn mail_queue_drop(site: &Site, id: i64, out: &mut dyn Write) -> Result<(), Error> {
+    block_on_local(mantissa_mail::admin::drop_message(site, id))??;
+    writeln!(out, "Dropped message {id}; it will not be sent.")?;
+    Ok(())
+}
+
+/// Seconds as the largest whole unit that divides them (`5d`, `90s`).
+fn shown_duration(secs: i64) -> String {
+    match secs {
+        s if s > 0 && s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Runs a future to its end on a runtime of its own.
+fn block_on_local<F: std::future::Future>(f: F) -> Result<F::Output, Error> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Signal)?
+        .block_on(f))
 }
 
 /// Prints the site's web configuration.

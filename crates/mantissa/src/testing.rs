@@ -32,16 +32,19 @@
 use std::sync::Arc;
 
 use mantissa_accounts::Accounts;
-use mantissa_mail::SmtpRelay;
+use mantissa_mail::{MailQueue, QueueSettings, QueueThread, SmtpRelay};
 use mantissa_server::{Guard, Limits};
 use mantissa_store::Site;
-use mantissa_testkit::{SmtpSink, TestServer, Visitor};
+use mantissa_testkit::{TestServer, Visitor};
 use mantissa_web::Offering;
 
-pub use mantissa_testkit::{Response, shown};
+pub use mantissa_testkit::{Response, SmtpSink, shown};
 
 /// A site serving an application's offerings on 127.0.0.1, for tests.
 pub struct TestSite {
+    /// The site's mail queue, running; first, so that it stops before the
+    /// server's folder goes.
+    _mail_runner: QueueThread,
     server: TestServer,
     accounts: Arc<Accounts>,
     smtp: SmtpSink,
@@ -58,10 +61,15 @@ impl TestSite {
         let smtp = SmtpSink::start();
         let dir = tempfile::tempdir().expect("a temporary folder for the site");
         let site = Site::open(dir.path().join("site")).expect("a new site");
+        // Mail goes through the site's queue, as `mantissa serve` sends it.
         let relay = SmtpRelay::new("127.0.0.1", smtp.addr.port(), false);
+        let queue = MailQueue::new(site.clone(), relay, QueueSettings::default());
+        let mail_runner = queue
+            .run_in_thread(std::time::Duration::from_secs(1))
+            .expect("a thread for the mail queue");
         let accounts = Arc::new(Accounts::new(
             site.clone(),
-            Arc::new(relay),
+            Arc::new(queue),
             "site@example.org",
             "http://placeholder",
         ));
@@ -74,6 +82,7 @@ impl TestSite {
         let server = TestServer::serve(dir, site, app, router, guard);
         accounts.set_base_url(&format!("http://{}", server.addr));
         TestSite {
+            _mail_runner: mail_runner,
             server,
             accounts,
             smtp,
@@ -141,8 +150,21 @@ impl TestSite {
         b
     }
 
-    /// The mails sent so far, each as its raw text (headers and body).
+    /// The mails sent so far, each as its raw text (headers and body),
+    /// once the site's mail queue has sent all it can (waiting up to 5 s).
     pub fn mail(&self) -> Vec<String> {
+        let start = std::time::Instant::now();
+        let due = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()
+                .and_then(|rt| rt.block_on(mantissa_mail::admin::due_now(self.site())).ok())
+                .unwrap_or(0)
+        };
+        while due() > 0 && start.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         self.smtp.messages().into_iter().map(|m| m.data).collect()
     }
 }

@@ -1664,3 +1664,310 @@ fn mail_bounce_prints_what_a_bounce_says() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("cannot read missing.eml"), "{r:?}");
 }
+
+/// One HTTP/1.1 request to `addr` with a cookie header; the whole answer.
+fn http_request(addr: &str, method: &str, path: &str, cookie: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        c,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nCookie: {cookie}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut s = String::new();
+    let _ = c.read_to_string(&mut s);
+    s
+}
+
+/// Asks for a password reset for `email` through the site's /reset form,
+/// as a browser does (the form's cookie and CSRF token, then the post).
+fn ask_for_a_reset(addr: &str, email: &str) {
+    let page = http_request(addr, "GET", "/reset", "", "");
+    let cookie = page
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(": ")?;
+            k.eq_ignore_ascii_case("set-cookie")
+                .then(|| v.split(';').next().unwrap().to_string())
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let token = page
+        .split("name=\"csrf_token\" value=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .unwrap_or_else(|| panic!("no form on /reset: {page}"));
+    let body = format!("csrf_token={token}&email={}", email.replace('@', "%40"));
+    let r = http_request(addr, "POST", "/reset", &cookie, &body);
+    assert!(r.starts_with("HTTP/1.1 303"), "{r}");
+}
+
+/// `mantissa serve` on a free port; returns the child and its address.
+fn serve(cwd: &Path, site: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = mantissa(cwd, &["serve", "--site", site, "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut addr = None;
+    loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(a) = line.strip_prefix("Serving http://") {
+            addr = Some(a.trim_end().trim_end_matches('/').to_string());
+        }
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    // Keep reading, so that the server never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    (child, addr.expect("serve says where it serves"))
+}
+
+/// `mantissa mail queue --all --json`, parsed.
+fn queue_json(cwd: &Path, site: &str) -> Vec<serde_json::Value> {
+    let r = ok(mantissa(
+        cwd,
+        &["--site", site, "mail", "queue", "--all", "--json"],
+    ));
+    serde_json::from_str::<Vec<serde_json::Value>>(&r.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {r:?}"))
+}
+
+/// Waits (up to 20 s) until `done` holds of the queue.
+fn wait_for_queue(
+    cwd: &Path,
+    site: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let start = std::time::Instant::now();
+    loop {
+        let q = queue_json(cwd, site);
+        if done(&q) || start.elapsed() > std::time::Duration::from_secs(20) {
+            return q;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Issue 16, item 3: a message the site accepted (the reset page answered)
+/// is in the site store before it is delivered, survives `kill -9` of the
+/// server, and is delivered once the server runs again.
+#[cfg(unix)]
+#[test]
+fn mail_accepted_survives_kill_9_and_is_delivered_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    ok(mantissa(cwd, &["init", "s"]));
+    // The relay is down at first: nothing listens on its port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let r = ok(mantissa(
+        cwd,
+        &[
+            "--site",
+            "s",
+            "mail",
+            "set",
+            "--from",
+            "site@example.org",
+            "--relay",
+            &down,
+            "--first-retry",
+            "1s",
+        ],
+    ));
+    assert!(
+        r.stdout.contains("retried for 5d, first after 1s."),
+        "{r:?}"
+    );
+    ok(mantissa(
+        cwd,
+        &[
+            "--site",
+            "s",
+            "user",
+            "add",
+            "ann",
+            "--email",
+            "ann@example.org",
+        ],
+    ));
+    let (mut server, addr) = serve(cwd, "s");
+    ask_for_a_reset(&addr, "ann@example.org");
+    // Queued, tried, and waiting for the relay.
+    let q = wait_for_queue(cwd, "s", |q| {
+        q.len() == 1 && q[0]["attempts"].as_i64() >= Some(1)
+    });
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(q[0]["to"], serde_json::json!(["ann@example.org"]));
+    assert_eq!(q[0]["state"], "queued", "{q:?}");
+    assert!(
+        q[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("connecting to the relay"),
+        "{q:?}"
+    );
+    let killed = Command::new("kill")
+        .args(["-KILL", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = server.wait();
+    // The relay is up now.
+    let sink = mantissa::testing::SmtpSink::start();
+    ok(mantissa(
+        cwd,
+        &[
+            "--site",
+            "s",
+            "mail",
+            "set",
+            "--relay",
+            &sink.addr.to_string(),
+        ],
+    ));
+    let q = queue_json(cwd, "s");
+    assert_eq!(q.len(), 1, "still queued after kill -9: {q:?}");
+    assert!(sink.messages().is_empty());
+    let (mut server, _) = serve(cwd, "s");
+    let got = sink.wait_for_within(1, std::time::Duration::from_secs(20));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].to, ["ann@example.org"]);
+    assert!(got[0].data.contains("/reset/"), "{}", got[0].data);
+    let q = wait_for_queue(cwd, "s", |q| q[0]["state"] == "delivered");
+    assert_eq!(q[0]["state"], "delivered", "{q:?}");
+    assert!(q[0]["attempts"].as_i64().unwrap() >= 2, "{q:?}");
+    assert!(q[0]["finished_at"].is_string(), "{q:?}");
+    let stopped = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert_eq!(server.wait().unwrap().code(), Some(0));
+    assert_eq!(sink.messages().len(), 1, "delivered once");
+}
+
+/// Issue 16, item 5: `mantissa mail queue` lists what failed and why,
+/// retries and drops; command-line actions that mail deliver at once.
+#[test]
+fn the_mail_queue_is_listed_retried_and_dropped_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    ok(mantissa(cwd, &["init", "s"]));
+    let sink = mantissa::testing::SmtpSink::start();
+    sink.answer_next([550]);
+    ok(mantissa(
+        cwd,
+        &[
+            "--site",
+            "s",
+            "mail",
+            "set",
+            "--from",
+            "site@example.org",
+            "--relay",
+            &sink.addr.to_string(),
+        ],
+    ));
+    let r = ok(mantissa(cwd, &["--site", "s", "mail", "queue"]));
+    assert_eq!(r.stdout, "No mail is waiting or failed.\n");
+    // Approving mails the person: the relay refuses it for good.
+    pending_account(&cwd.join("s"), "pat", "pat@example.org", true);
+    ok(mantissa(cwd, &["--site", "s", "user", "approve", "pat"]));
+    let r = ok(mantissa(cwd, &["--site", "s", "mail", "queue"]));
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{r:?}");
+    assert!(
+        lines[0].contains("state") && lines[0].contains("last error"),
+        "{r:?}"
+    );
+    for part in ["failed", "pat@example.org", "550 refused as told"] {
+        assert!(lines[1].contains(part), "{part}: {r:?}");
+    }
+    let q = queue_json(cwd, "s");
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0]["state"], "failed");
+    assert_eq!(q[0]["attempts"], 1);
+    assert_eq!(q[0]["last_error"], "550 refused as told");
+    assert!(q[0]["next_try"].is_null());
+    let id = q[0]["id"].as_i64().unwrap().to_string();
+    // Retried: due now, its retries start again.
+    let r = ok(mantissa(
+        cwd,
+        &["--site", "s", "mail", "queue", "retry", &id],
+    ));
+    assert_eq!(r.stdout, format!("Message {id} will be tried again now.\n"));
+    assert_eq!(queue_json(cwd, "s")[0]["state"], "queued");
+    let r = ok(mantissa(
+        cwd,
+        &["--site", "s", "mail", "queue", "retry", "--all"],
+    ));
+    assert_eq!(r.stdout, "1 message(s) will be tried again now.\n");
+    // Unknown ids and missing arguments are refused, naming what is wrong.
+    let r = run(mantissa(
+        cwd,
+        &["--site", "s", "mail", "queue", "retry", "999"],
+    ));
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("no message 999 in the mail queue"),
+        "{r:?}"
+    );
+    let r = run(mantissa(cwd, &["--site", "s", "mail", "queue", "retry"]));
+    assert_eq!(r.code, 2, "{r:?}");
+    // Dropped: gone, and not sent.
+    let r = ok(mantissa(
+        cwd,
+        &["--site", "s", "mail", "queue", "drop", &id],
+    ));
+    assert_eq!(
+        r.stdout,
+        format!("Dropped message {id}; it will not be sent.\n")
+    );
+    assert!(queue_json(cwd, "s").is_empty());
+    let r = run(mantissa(
+        cwd,
+        &["--site", "s", "mail", "queue", "drop", &id],
+    ));
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains(&format!("no message {id} in the mail queue")),
+        "{r:?}"
+    );
+    // Another approval's mail goes at once, and is listed as history only
+    // with --all.
+    pending_account(&cwd.join("s"), "quinn", "quinn@example.org", true);
+    ok(mantissa(cwd, &["--site", "s", "user", "approve", "quinn"]));
+    let got = sink.wait_for(1);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].to, ["quinn@example.org"]);
+    let r = ok(mantissa(cwd, &["--site", "s", "mail", "queue"]));
+    assert_eq!(r.stdout, "No mail is waiting or failed.\n");
+    let q = queue_json(cwd, "s");
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0]["state"], "delivered");
+    // A bad duration changes nothing.
+    let r = run(mantissa(
+        cwd,
+        &["--site", "s", "mail", "set", "--retry-for", "5 days"],
+    ));
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("--retry-for \"5 days\" is not a duration"),
+        "{r:?}"
+    );
+}

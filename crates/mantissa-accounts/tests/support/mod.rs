@@ -5,13 +5,16 @@
 use std::sync::Arc;
 
 use mantissa_accounts::{Accounts, SettingsOffering, SharePolicy, TokenAuthenticator};
-use mantissa_mail::SmtpRelay;
+use mantissa_mail::{MailQueue, QueueSettings, QueueThread, SmtpRelay};
 use mantissa_server::{Guard, Limits};
 use mantissa_testkit::notes::Notes;
 use mantissa_testkit::*;
 use mantissa_web::{App, WebOptions};
 
 pub struct World {
+    /// The site's mail queue, running; first, so that it stops before the
+    /// server's folder goes.
+    pub mail_runner: QueueThread,
     pub server: TestServer,
     pub smtp: SmtpSink,
     pub accounts: Arc<Accounts>,
@@ -52,10 +55,15 @@ fn world_mailing_to(
         copy_dir(from, &dir.path().join("site"));
     }
     let site = mantissa_store::testing::open_site(&dir.path().join("site")).unwrap();
+    // Mail goes through the site's queue, as `mantissa serve` sends it.
     let relay = SmtpRelay::new("127.0.0.1", port, false);
+    let queue = MailQueue::new(site.clone(), relay, QueueSettings::default());
+    let mail_runner = queue
+        .run_in_thread(std::time::Duration::from_secs(1))
+        .unwrap();
     let accounts = Arc::new(configure(Accounts::new(
         site.clone(),
-        Arc::new(relay),
+        Arc::new(queue),
         "site@example.org",
         "http://placeholder",
     )));
@@ -79,9 +87,25 @@ fn world_mailing_to(
     let server = TestServer::serve(dir, site, app, router, guard);
     accounts.set_base_url(&format!("http://{}", server.addr));
     World {
+        mail_runner,
         server,
         smtp,
         accounts,
+    }
+}
+
+impl World {
+    /// The mail the sink has received once the site's queue has sent all
+    /// it can (waiting up to 5 s for it): what a test counts, so that a
+    /// message still on its way is not missed.
+    pub fn settled_mail(&self) -> Vec<mantissa_testkit::smtp::Received> {
+        let start = std::time::Instant::now();
+        while block_on(mantissa_mail::admin::due_now(&self.server.site)).unwrap() > 0
+            && start.elapsed() < std::time::Duration::from_secs(5)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.smtp.messages()
     }
 }
 

@@ -179,6 +179,14 @@ enum MailCommand {
         /// Read the relay password from standard input
         #[arg(long)]
         password_stdin: bool,
+        /// How long mail is retried after temporary failures before it is
+        /// given up (like 5d, the default, or 12h)
+        #[arg(long, value_name = "DURATION")]
+        retry_for: Option<String>,
+        /// The wait before the first retry (like 1m, the default); each
+        /// later wait doubles, up to an hour
+        #[arg(long, value_name = "DURATION")]
+        first_retry: Option<String>,
     },
     /// Print what the bounce parser makes of one message, as JSON: bounce,
     /// complaint, auto-reply or none; each failing address, permanent or
@@ -187,6 +195,37 @@ enum MailCommand {
         /// The message, as a file (.eml, one message)
         #[arg(value_name = "FILE.eml")]
         file: PathBuf,
+    },
+    /// List the outbound queue (messages waiting, being sent or failed,
+    /// with their attempts, next try and last error), or retry or drop
+    /// queued messages
+    Queue {
+        #[command(subcommand)]
+        action: Option<QueueCommand>,
+        /// List the delivered messages too
+        #[arg(long)]
+        all: bool,
+        /// Print the list as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Try a queued or failed message again now (or every one, with --all)
+    Retry {
+        /// The message's id (from `mantissa mail queue`)
+        #[arg(required_unless_present = "all")]
+        id: Option<i64>,
+        /// Every queued and failed message
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Take a message out of the queue (it is not sent)
+    Drop {
+        /// The message's id (from `mantissa mail queue`)
+        id: i64,
     },
 }
 
@@ -496,12 +535,19 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
                     cli::signup_set(&site, &mechanism, out)?
                 }
                 Command::Signup(SignupCommand::Invite) => cli::signup_invite(&site, out)?,
+                Command::Mail(MailCommand::Queue { action, all, json }) => match action {
+                    None => cli::mail_queue(&site, all, json, out)?,
+                    Some(QueueCommand::Retry { id, .. }) => cli::mail_queue_retry(&site, id, out)?,
+                    Some(QueueCommand::Drop { id }) => cli::mail_queue_drop(&site, id, out)?,
+                },
                 Command::Mail(MailCommand::Set {
                     from,
                     relay,
                     tls,
                     user,
                     password_stdin,
+                    retry_for,
+                    first_retry,
                 }) => {
                     let password = password_stdin.then(read_password).transpose()?;
                     let settings = cli::MailSettings {
@@ -510,6 +556,8 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
                         tls,
                         user,
                         password,
+                        retry_for,
+                        first_retry,
                     };
                     cli::mail_set(&site, settings, out)?
                 }
