@@ -9,7 +9,7 @@
 //! address stands at the head of a line (alone, in angle brackets,
 //! followed by a colon, "on DATE", or the server's words), and the lines
 //! under it say why. Where no address stands alone, a phrase like
-//! "delivery to X" or "RCPT TO:<X>" names it.
+//! "delivery to X" or `RCPT TO:<X>` names it.
 
 use mail_parser::{Address, Message};
 
