@@ -1127,9 +1127,24 @@ fn upgrade_shared_table(
         n = ident(&new)
     ))?;
     conn.batch(&ddl::Postgres::create_indexes(t))?;
+    upgraded_table_in_place(conn, registry, i, t)
+}
+
+/// For the new table of `t` (the `i`th registered type), now under its
+/// name: makes again the triggers on it (its own references' check, and
+/// the on-delete rules of the types that refer to it; those on other
+/// tables name it, and find it), and records the type at its version.
+fn upgraded_table_in_place(
+    conn: &super::Conn,
+    registry: &crate::item::Registry,
+    i: usize,
+    t: &crate::item::ItemType,
+) -> Result<()> {
+    use super::Dialect;
+    let table = t.table();
     for other in registry.types() {
         for trigger in ddl::Postgres::ref_triggers(other) {
-            if trigger.on_table == old {
+            if trigger.on_table == table {
                 conn.batch(&trigger.sql)?;
             }
         }

@@ -152,24 +152,7 @@ pub(crate) fn start(
     conn.batch(&ddl::Postgres::create_table(t, &table))?;
     conn.batch(&ddl::Postgres::create_indexes(t))?;
     super::ids_go_on_from(conn, &table, &old_sequence)?;
-    // The triggers on the type's table: its own references' check, and
-    // the on-delete rules of the types that refer to it. (Those on other
-    // tables name this one, and now find the new one.)
-    for other in registry.types() {
-        for trigger in ddl::Postgres::ref_triggers(other) {
-            if trigger.on_table == table {
-                conn.batch(&trigger.sql)?;
-            }
-        }
-    }
-    conn.execute(
-        "UPDATE _types SET version = ?, shape = ? WHERE name = ?",
-        &[
-            Value::Integer(t.version.into()),
-            Value::Text(registry.create_sql(i).to_string().into()),
-            Value::Text(t.name.into()),
-        ],
-    )?;
+    super::upgraded_table_in_place(conn, registry, i, t)?;
     conn.execute(
         "INSERT INTO _upgrading (name, from_version, old_table) VALUES (?, ?, ?)",
         &[
