@@ -69,24 +69,7 @@ async fn memory(queued: usize) {
     for chunk in (0..queued).collect::<Vec<_>>().chunks(1000) {
         let items: Vec<QueuedMail> = chunk
             .iter()
-            .map(|&i| {
-                let m = mail(i);
-                QueuedMail {
-                    sender: m.from.clone(),
-                    recipients: m.to.join("\n"),
-                    subject: m.subject.clone(),
-                    message: render(&m).unwrap(),
-                    destination: format!("127.0.0.1:{port}"),
-                    state: "queued".into(),
-                    attempts: 0,
-                    queued_at: now,
-                    retrying_since: now,
-                    next_try: Some(now),
-                    last_try: None,
-                    last_error: None,
-                    finished_at: None,
-                }
-            })
+            .map(|&i| QueuedMail::new(&mail(i), format!("127.0.0.1:{port}"), now).unwrap())
             .collect();
         site.store()
             .write(move |tx| {

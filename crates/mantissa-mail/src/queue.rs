@@ -105,6 +105,29 @@ impl MailState {
 }
 
 impl QueuedMail {
+    /// `mail`, rendered, to be sent through `destination` from `now` on.
+    pub fn new(
+        mail: &OutgoingMail,
+        destination: String,
+        now: Timestamp,
+    ) -> Result<QueuedMail, MailError> {
+        Ok(QueuedMail {
+            sender: mail.from.clone(),
+            recipients: mail.to.join("\n"),
+            subject: mail.subject.clone(),
+            message: render(mail)?,
+            destination,
+            state: MailState::Queued.as_str().into(),
+            attempts: 0,
+            queued_at: now,
+            retrying_since: now,
+            next_try: Some(now),
+            last_try: None,
+            last_error: None,
+            finished_at: None,
+        })
+    }
+
     /// Its state (an unknown stored name reads as queued, so it is tried).
     pub fn mail_state(&self) -> MailState {
         match self.state.as_str() {
@@ -221,23 +244,7 @@ impl MailQueue {
 
     /// Queues one message; returns its id once it is committed.
     pub async fn enqueue(&self, mail: OutgoingMail) -> Result<i64, MailError> {
-        let message = render(&mail)?;
-        let now = Timestamp::now();
-        let item = QueuedMail {
-            sender: mail.from.clone(),
-            recipients: mail.to.join("\n"),
-            subject: mail.subject.clone(),
-            message,
-            destination: self.inner.relay.address(),
-            state: MailState::Queued.as_str().into(),
-            attempts: 0,
-            queued_at: now,
-            retrying_since: now,
-            next_try: Some(now),
-            last_try: None,
-            last_error: None,
-            finished_at: None,
-        };
+        let item = QueuedMail::new(&mail, self.inner.relay.address(), Timestamp::now())?;
         let id = self
             .inner
             .site
