@@ -708,7 +708,7 @@ async fn user_page(
             return None;
         }
         let store = site.user_store(&n).ok()?;
-        let bytes = store.stats().ok()?.bytes;
+        let bytes = store.bytes().ok()?;
         Some((store.whereabouts(), bytes))
     })
     .await

@@ -49,6 +49,12 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
 }
 
 impl Store {
+    /// The bytes the store takes ([`StoreStats::bytes`]), without counting
+    /// its items. Blocking.
+    pub fn bytes(&self) -> Result<u64> {
+        self.read_blocking(|r| crate::backend::stored_bytes(r.conn()))
+    }
+
     /// Counts what the store holds.
     pub fn stats(&self) -> Result<StoreStats> {
         let upgrading = self.upgrades_in_progress();

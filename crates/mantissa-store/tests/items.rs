@@ -320,6 +320,7 @@ fn stats_count_items_files_and_bytes() {
     assert_eq!(after.items[1], ("t.post".to_string(), 211));
     assert_eq!(after.files, (2, 2000));
     assert!(after.bytes > before.bytes, "{before:?} then {after:?}");
+    assert_eq!(s.bytes().unwrap(), after.bytes, "the same size, uncounted");
 }
 
 #[test]

@@ -1382,12 +1382,13 @@ pub fn user_show(site: &Site, name: &str, out: &mut dyn Write) -> Result<(), Err
     let store = site.existing_user_store(name)?;
     let store_line = match &store {
         Some(s) => {
-            let bytes = s.stats().map(|st| st.bytes).unwrap_or(0);
+            let bytes = s.bytes().unwrap_or(0);
             // Its file, from where the command runs; or its place in
             // PostgreSQL.
-            let place = match s.whereabouts() {
-                w if std::path::Path::new(&w) == s.path() => shown(s.path()).display().to_string(),
-                w => w,
+            let place = if site.on_postgres() {
+                s.whereabouts()
+            } else {
+                shown(s.path()).display().to_string()
             };
             format!("{} ({}, {})", place, human_bytes(bytes), contents(s)?)
         }
