@@ -247,10 +247,13 @@ impl Site {
         };
         postgres::off_runtime(|| {
             let (mut last, mut moved) = (None, 0);
-            while let Some(key) = move_step(pool, self, &mut last)? {
-                moved += usize::from(!key.is_empty());
+            loop {
+                match move_step(pool, self, &mut last)? {
+                    MoveStep::Moved => moved += 1,
+                    MoveStep::Waited => {}
+                    MoveStep::Done => return Ok(moved),
+                }
             }
-            Ok(moved)
         })
     }
 
@@ -558,8 +561,8 @@ fn move_upgraded_items(pool: &PgPool, site: &Weak<Inner>) {
             return;
         };
         match move_step(pool, &Site { inner }, &mut last) {
-            Ok(Some(_)) => {}
-            Ok(None) => return,
+            Ok(MoveStep::Moved | MoveStep::Waited) => {}
+            Ok(MoveStep::Done) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "moving upgraded items stopped; the next start goes on");
                 return;
@@ -568,10 +571,20 @@ fn move_upgraded_items(pool: &PgPool, site: &Weak<Inner>) {
     }
 }
 
-/// Moves one store's items (its key), or ends the moves if no store has
-/// any left (`""`, or `None` when none is left at all). `last` is the store
-/// moved the step before.
-fn move_step(pool: &PgPool, site: &Site, last: &mut Option<String>) -> Result<Option<String>> {
+/// What one [`move_step`] did.
+enum MoveStep {
+    /// Opened a store, which moved its items.
+    Moved,
+    /// Found no store to move but a move not ended: one is moving on
+    /// another node; waited a moment.
+    Waited,
+    /// Ended every move: nothing is left.
+    Done,
+}
+
+/// Moves one store's items, or ends the moves if no store has any left.
+/// `last` is the store moved the step before.
+fn move_step(pool: &PgPool, site: &Site, last: &mut Option<String>) -> Result<MoveStep> {
     match postgres::upgrades::next_store(pool)? {
         // Opened, and still not moved: something else is wrong.
         Some(key) if last.as_ref() == Some(&key) => Err(StoreError::Database {
@@ -583,17 +596,17 @@ fn move_step(pool: &PgPool, site: &Site, last: &mut Option<String>) -> Result<Op
             if let Some(name) = key.strip_prefix(USER_PREFIX) {
                 site.existing_user_store(name)?;
             }
-            *last = Some(key.clone());
-            Ok(Some(key))
+            *last = Some(key);
+            Ok(MoveStep::Moved)
         }
         None => {
             if !postgres::upgrades::finish(pool)? {
-                return Ok(None);
+                return Ok(MoveStep::Done);
             }
             // A store is moving on another node: its turn is next.
             std::thread::sleep(std::time::Duration::from_millis(100));
             *last = None;
-            Ok(Some(String::new()))
+            Ok(MoveStep::Waited)
         }
     }
 }
