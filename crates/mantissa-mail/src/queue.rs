@@ -281,10 +281,23 @@ impl MailQueue {
     async fn claim(&self, now: Timestamp) -> Result<Vec<Stored<QueuedMail>>, MailError> {
         let lease = now.plus(self.inner.settings.lease);
         let batch = self.inner.settings.batch;
-        Ok(self
-            .inner
-            .site
-            .store()
+        // Looked at with a read first: the runner comes by every few
+        // seconds, and an idle site should not take its store's write lock
+        // (on PostgreSQL, a transaction on the server) each time.
+        let store = self.inner.site.store();
+        let any_due = store
+            .read(move |r| {
+                r.query::<QueuedMail>()
+                    .filter(QueuedMail::next_try.le(now))
+                    .limit(1)
+                    .column(QueuedMail::next_try)
+                    .map(|due| !due.is_empty())
+            })
+            .await?;
+        if !any_due {
+            return Ok(Vec::new());
+        }
+        Ok(store
             .write(move |tx| -> Result<_, StoreError> {
                 let due = tx
                     .query::<QueuedMail>()
