@@ -69,7 +69,15 @@ async fn memory(queued: usize) {
     for chunk in (0..queued).collect::<Vec<_>>().chunks(1000) {
         let items: Vec<QueuedMail> = chunk
             .iter()
-            .map(|&i| QueuedMail::new(&mail(i), format!("127.0.0.1:{port}"), now).unwrap())
+            .map(|&i| {
+                QueuedMail::new(
+                    &mail(i),
+                    render(&mail(i)).unwrap(),
+                    format!("127.0.0.1:{port}"),
+                    now,
+                )
+                .unwrap()
+            })
             .collect();
         site.store()
             .write(move |tx| {

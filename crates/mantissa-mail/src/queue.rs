@@ -31,7 +31,7 @@ use std::time::Duration;
 use mantissa_store::{Item, Site, StoreError, Stored, Timestamp, Write};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::{MailError, MailFuture, Mailer, OutgoingMail, SmtpRelay, render};
+use crate::{MailError, MailFuture, Mailer, OutgoingMail, SmtpRelay};
 
 /// How long delivered messages are kept, as the delivery history.
 pub const KEEP_DELIVERED: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -105,9 +105,11 @@ impl MailState {
 }
 
 impl QueuedMail {
-    /// `mail`, rendered, to be sent through `destination` from `now` on.
+    /// `mail`, rendered as `message` (by [`crate::render_signed`] or
+    /// [`crate::render`]), to be sent through `destination` from `now` on.
     pub fn new(
         mail: &OutgoingMail,
+        message: Vec<u8>,
         destination: String,
         now: Timestamp,
     ) -> Result<QueuedMail, MailError> {
@@ -115,7 +117,7 @@ impl QueuedMail {
             sender: mail.from.clone(),
             recipients: mail.to.join("\n"),
             subject: mail.subject.clone(),
-            message: render(mail)?,
+            message,
             destination,
             state: MailState::Queued.as_str().into(),
             attempts: 0,
@@ -244,7 +246,8 @@ impl MailQueue {
 
     /// Queues one message; returns its id once it is committed.
     pub async fn enqueue(&self, mail: OutgoingMail) -> Result<i64, MailError> {
-        let item = QueuedMail::new(&mail, self.inner.relay.address(), Timestamp::now())?;
+        let message = crate::render_signed(&mail, &self.inner.site).await?;
+        let item = QueuedMail::new(&mail, message, self.inner.relay.address(), Timestamp::now())?;
         let id = self
             .inner
             .site

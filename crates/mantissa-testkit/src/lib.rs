@@ -9,4 +9,4 @@ pub mod notes;
 pub mod smtp;
 
 pub use http::*;
-pub use smtp::SmtpSink;
+pub use smtp::{SmtpSink, dkim_verifies};

@@ -167,3 +167,48 @@ impl SmtpSink {
         }
     }
 }
+
+/// Whether `message` carries a DKIM signature that verifies against the
+/// TXT record `record` published at `name` (`selector._domainkey.domain`),
+/// as a receiver checks it: by dkimpy (Debian's `python3-dkim`, which
+/// `.ci/test` installs), an implementation independent of the one that
+/// signs, asked for no other DNS name. Lines are sent as CRLF, as on the
+/// wire (the sink keeps them as LF).
+///
+/// Panics when dkimpy cannot be run, saying what to install.
+pub fn dkim_verifies(message: &str, name: &str, record: &str) -> bool {
+    use std::io::Write;
+    const SCRIPT: &str = r#"
+import sys, dkim
+name, record = sys.argv[1], sys.argv[2].encode()
+def dns(qname, timeout=5):
+    if isinstance(qname, bytes):
+        qname = qname.decode()
+    return record if qname.rstrip(".") == name else b""
+print("pass" if dkim.verify(sys.stdin.buffer.read(), dnsfunc=dns) else "fail")
+"#;
+    let wire = message.replace("\r\n", "\n").replace('\n', "\r\n");
+    // Debian's interpreter, where python3-dkim is installed (a `python3`
+    // earlier on the PATH may be another one).
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", SCRIPT, name, record])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3 runs (install python3-dkim: .ci/test does)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(wire.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "dkimpy failed (install python3-dkim: .ci/test does): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said.trim() == "pass"
+}

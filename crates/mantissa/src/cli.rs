@@ -1647,6 +1647,73 @@ pub fn mail_bounce(file: &Path, out: &mut dyn Write) -> Result<(), Error> {
     Ok(())
 }
 
+/// `mantissa mail dkim generate`: a signing key for `domain` (or the
+/// sender address's), kept in the site store, and the DNS record to
+/// publish. Refuses to replace a domain's key unless told.
+pub fn mail_dkim_generate(
+    site: &Site,
+    domain: Option<&str>,
+    selector: Option<&str>,
+    replace: bool,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let domain = match domain {
+        Some(d) => d.to_string(),
+        None => {
+            let from = MailConfig::load(site)?.map(|c| c.from).ok_or_else(|| {
+                Error::Setting(
+                    "no sender address yet: set one with `mantissa mail set --from ADDRESS`, or name the domain with --domain".into(),
+                )
+            })?;
+            mantissa_mail::dkim::sender_domain(&from).ok_or_else(|| {
+                Error::Setting(format!(
+                    "the sender address {from:?} has no domain; name one with --domain"
+                ))
+            })?
+        }
+    };
+    let selector = selector.map_or_else(mantissa_mail::dkim::default_selector, str::to_string);
+    let key = mantissa_mail::DkimKey::generate(&domain, &selector)?;
+    if let Some(old) = mantissa_mail::DkimKey::for_domain(site, &key.domain)?
+        && !replace
+    {
+        return Err(Error::Setting(format!(
+            "{} has a key already (selector {}); to replace it, publish the new record first and run again with --replace",
+            old.domain, old.selector
+        )));
+    }
+    let (name, line) = (key.record_name(), key.zone_line());
+    let domain = key.domain.clone();
+    mantissa_mail::DkimKey::save(site, key)?;
+    writeln!(
+        out,
+        "Made a DKIM key for {domain}: mail from {domain} is signed from now on.\n\
+         Publish this TXT record at {name} (receivers check signatures against it):\n\n{line}\n"
+    )?;
+    Ok(())
+}
+
+/// `mantissa mail dkim show`: the DNS record of each key.
+pub fn mail_dkim_show(site: &Site, out: &mut dyn Write) -> Result<(), Error> {
+    let keys = mantissa_mail::DkimKey::all(site)?;
+    if keys.is_empty() {
+        writeln!(
+            out,
+            "No DKIM key: mail goes out unsigned. Make one with `mantissa mail dkim generate`."
+        )?;
+    }
+    for key in keys {
+        writeln!(
+            out,
+            "{} (selector {}):\n{}\n",
+            key.domain,
+            key.selector,
+            key.zone_line()
+        )?;
+    }
+    Ok(())
+}
+
 /// `mantissa mail set`: the sender address and the SMTP relay.
 pub fn mail_set(site: &Site, settings: MailSettings, out: &mut dyn Write) -> Result<(), Error> {
     // Every value is checked before anything is written.

@@ -38,7 +38,7 @@ use mantissa_store::Site;
 use mantissa_testkit::{TestServer, Visitor};
 use mantissa_web::Offering;
 
-pub use mantissa_testkit::{Response, SmtpSink, shown};
+pub use mantissa_testkit::{Response, SmtpSink, dkim_verifies, shown};
 
 /// A site serving an application's offerings on 127.0.0.1, for tests.
 pub struct TestSite {

@@ -196,6 +196,10 @@ enum MailCommand {
         #[arg(value_name = "FILE.eml")]
         file: PathBuf,
     },
+    /// DKIM signing of the site's mail: make a key and print the DNS
+    /// record to publish, or show the records of the keys the site has
+    #[command(subcommand)]
+    Dkim(DkimCommand),
     /// List the outbound queue (messages waiting, being sent or failed,
     /// with their attempts, next try and last error), or retry or drop
     /// queued messages
@@ -209,6 +213,28 @@ enum MailCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum DkimCommand {
+    /// Make a signing key for the sender's domain and print the DNS TXT
+    /// record to publish; mail from that domain is signed from then on
+    Generate {
+        /// The domain to sign for (default: the domain of the sender
+        /// address, `mail set --from`)
+        #[arg(long)]
+        domain: Option<String>,
+        /// The selector, the DNS name's first label (default: m and the
+        /// year and month, like m202612)
+        #[arg(long)]
+        selector: Option<String>,
+        /// Replace the domain's key if it has one (publish the new record
+        /// first: mail signed with the old key may still be on its way)
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Print the DNS records of the site's keys
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -535,6 +561,20 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
                     cli::signup_set(&site, &mechanism, out)?
                 }
                 Command::Signup(SignupCommand::Invite) => cli::signup_invite(&site, out)?,
+                Command::Mail(MailCommand::Dkim(DkimCommand::Generate {
+                    domain,
+                    selector,
+                    replace,
+                })) => cli::mail_dkim_generate(
+                    &site,
+                    domain.as_deref(),
+                    selector.as_deref(),
+                    replace,
+                    out,
+                )?,
+                Command::Mail(MailCommand::Dkim(DkimCommand::Show)) => {
+                    cli::mail_dkim_show(&site, out)?
+                }
                 Command::Mail(MailCommand::Queue { action, all, json }) => match action {
                     None => cli::mail_queue(&site, all, json, out)?,
                     Some(QueueCommand::Retry { id, .. }) => cli::mail_queue_retry(&site, id, out)?,
