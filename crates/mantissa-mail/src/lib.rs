@@ -4,8 +4,10 @@
 //! retries: what a site with a relay uses), a direct SMTP relay
 //! ([`SmtpRelay`], on `mail-send`, one best-effort attempt) and a
 //! development outbox folder ([`Outbox`]). Mail from a domain the site has a
-//! DKIM key for is signed ([`dkim`]); VERP and delivery straight to the
-//! recipients' MX are still to come behind the same interface.
+//! DKIM key for is signed ([`dkim`]); each queued copy has a VERP return
+//! path, and bounces coming back to it stop mail to failing addresses
+//! ([`bounces`]). Delivery straight to the recipients' MX is still to come
+//! behind the same interface.
 //!
 //! Every message sent is logged (recipient and subject, never the body,
 //! which may hold a one-time link).
@@ -18,6 +20,7 @@ use std::sync::Arc;
 use mail_builder::MessageBuilder;
 use mantissa_store::{Item, Site, StoreError};
 
+pub mod bounces;
 pub mod dkim;
 mod queue;
 

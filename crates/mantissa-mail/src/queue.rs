@@ -44,11 +44,14 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// A message in the queue, kept in the site store.
 #[derive(Item, Debug, Clone, PartialEq)]
-#[item(name = "mantissa.queued_mail", version = 1)]
+#[item(name = "mantissa.queued_mail", version = 2)]
 pub struct QueuedMail {
-    /// The envelope sender.
+    /// The envelope sender: a VERP return path naming this message and
+    /// its recipient ([`crate::bounces`]) when the recipient can be
+    /// carried in one, or else the sender's address.
     pub sender: String,
-    /// The envelope recipients, one per line.
+    /// The envelope recipients, one per line (one since version 2: each
+    /// recipient's copy is a message of its own, with its own return path).
     pub recipients: String,
     /// The subject, for listings (the message itself is in `message`).
     pub subject: String,
@@ -77,7 +80,18 @@ pub struct QueuedMail {
     pub last_error: Option<String>,
     /// When it was delivered or given up.
     pub finished_at: Option<Timestamp>,
+    /// The tag its VERP return path carries (random letters and digits:
+    /// a bounce cannot be forged for a message by guessing it), by which a
+    /// bounce finds it; none when it has a plain return path.
+    #[item(index)]
+    pub bounce_tag: Option<String>,
 }
+
+// Version 2: `bounce_tag`. Messages queued before have plain return paths.
+mantissa_store::upgrader!(QueuedMail, 1, |item| {
+    item.set("bounce_tag", None::<String>);
+    Ok(())
+});
 
 /// Where a queued message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +141,7 @@ impl QueuedMail {
             last_try: None,
             last_error: None,
             finished_at: None,
+            bounce_tag: None,
         })
     }
 
@@ -244,19 +259,38 @@ impl MailQueue {
         &self.inner.settings
     }
 
-    /// Queues one message; returns its id once it is committed.
-    pub async fn enqueue(&self, mail: OutgoingMail) -> Result<i64, MailError> {
+    /// Queues one message, a copy for each recipient (each with a VERP
+    /// return path of its own: [`crate::bounces`]); returns their ids, in
+    /// the order of `mail.to`, once they are committed.
+    pub async fn enqueue(&self, mail: OutgoingMail) -> Result<Vec<i64>, MailError> {
         let message = crate::render_signed(&mail, &self.inner.site).await?;
-        let item = QueuedMail::new(&mail, message, self.inner.relay.address(), Timestamp::now())?;
-        let id = self
+        let now = Timestamp::now();
+        let mut items = Vec::with_capacity(mail.to.len());
+        for to in &mail.to {
+            let one = OutgoingMail {
+                to: vec![to.clone()],
+                ..mail.clone()
+            };
+            let mut item = QueuedMail::new(&one, message.clone(), self.inner.relay.address(), now)?;
+            if let Some((tag, path)) = crate::bounces::return_path(&mail.from, to) {
+                item.sender = path;
+                item.bounce_tag = Some(tag);
+            } else {
+                item.sender = crate::bounces::bare_address(&mail.from).to_string();
+            }
+            items.push(item);
+        }
+        let ids = self
             .inner
             .site
             .store()
-            .write(move |tx| tx.insert(&item))
+            .write(move |tx| -> Result<Vec<i64>, StoreError> {
+                items.iter().map(|item| Ok(tx.insert(item)?.id())).collect()
+            })
             .await?;
-        tracing::info!(id = id.id(), to = ?mail.to, subject = %mail.subject, "mail queued");
+        tracing::info!(ids = ?ids, to = ?mail.to, subject = %mail.subject, "mail queued");
         self.inner.wake.notify_one();
-        Ok(id.id())
+        Ok(ids)
     }
 
     /// Claims every message due at `now` (up to a batch) and tries to
@@ -327,6 +361,17 @@ impl MailQueue {
         claimed: Vec<Stored<QueuedMail>>,
         now: Timestamp,
     ) -> Result<QueueRun, MailError> {
+        // Mail to an address that bounced for good, or complained, is not
+        // sent (crate::bounces): given up at once, saying why.
+        let (suppressed, claimed) = crate::bounces::suppressed(&self.inner.site, claimed).await?;
+        let mut run = QueueRun::default();
+        if !suppressed.is_empty() {
+            let (share, outcomes) = suppressed
+                .into_iter()
+                .map(|(m, why)| (m, Outcome::Permanent(why)))
+                .unzip();
+            run = self.record(share, outcomes, now).await?;
+        }
         let mut by_destination: BTreeMap<String, Vec<Stored<QueuedMail>>> = BTreeMap::new();
         for m in claimed {
             by_destination
@@ -349,7 +394,6 @@ impl MailQueue {
                 });
             }
         }
-        let mut run = QueueRun::default();
         while let Some(joined) = tasks.join_next().await {
             let r =
                 joined.map_err(|e| MailError::Build(format!("a delivery task failed: {e}")))??;

@@ -265,8 +265,12 @@ async fn operators_retry_and_drop_queued_messages() {
             ..settings()
         },
     );
-    let failed = s.queue.enqueue(mail("a@example.org", "a")).await.unwrap();
-    let deferred = s.queue.enqueue(mail("b@example.org", "b")).await.unwrap();
+    let [failed] = s.queue.enqueue(mail("a@example.org", "a")).await.unwrap()[..] else {
+        panic!("one recipient, one message")
+    };
+    let [deferred] = s.queue.enqueue(mail("b@example.org", "b")).await.unwrap()[..] else {
+        panic!("one recipient, one message")
+    };
     let run = s.queue.run_due(Timestamp::now()).await.unwrap();
     assert_eq!((run.failed, run.deferred), (1, 1));
     // Both are listed: the deferred one first, then the failed one.
