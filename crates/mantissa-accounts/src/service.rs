@@ -1210,6 +1210,12 @@ impl Accounts {
         tokio::spawn(async move {
             let sent = match token {
                 Some(token) => {
+                    // The person asks for mail to this address: an earlier
+                    // bounce's mark on it does not stop it (it comes back
+                    // if this one bounces too).
+                    if let Err(e) = mantissa_mail::bounces::forgive(&site, &address).await {
+                        tracing::error!(error = %e, "lifting a bounce mark failed");
+                    }
                     let link = format!("{base_url}/verify/{token}");
                     crate::mail::send(
                         &site,
@@ -1559,6 +1565,8 @@ impl Accounts {
                 )?)
             })
             .await?;
+        // Asked for by the person: as at sign-up, a bounce's mark is lifted.
+        mantissa_mail::bounces::forgive(&self.site, &address).await?;
         self.mail(
             &address,
             "mail/email_change.txt",

@@ -1634,16 +1634,56 @@ fn parse_duration(what: &str, text: &str) -> Result<u64, Error> {
 /// permanent or temporary, their status and reason), as JSON. Needs no
 /// site: it reads the file only.
 pub fn mail_bounce(file: &Path, out: &mut dyn Write) -> Result<(), Error> {
-    let raw = std::fs::read(file).map_err(|source| Error::ReadMessage {
-        file: file.to_path_buf(),
-        source,
-    })?;
+    let raw = read_message(file)?;
     let report = mantissa_mail_proto::parse(&raw).map_err(|source| Error::NotMail {
         file: file.to_path_buf(),
         source,
     })?;
     serde_json::to_writer_pretty(&mut *out, &report).map_err(io::Error::from)?;
     writeln!(out)?;
+    Ok(())
+}
+
+/// A message from `file`, or standard input for `-`.
+fn read_message(file: &Path) -> Result<Vec<u8>, Error> {
+    let read = if file == Path::new("-") {
+        let mut raw = Vec::new();
+        io::Read::read_to_end(&mut io::stdin(), &mut raw).map(|_| raw)
+    } else {
+        std::fs::read(file)
+    };
+    read.map_err(|source| Error::ReadMessage {
+        file: file.to_path_buf(),
+        source,
+    })
+}
+
+/// `mantissa mail bounce --apply`: acts on one bounce, complaint or
+/// auto-reply ([`mantissa_mail::bounces::apply`]) and says what it did, a
+/// line for each address.
+pub fn mail_bounce_apply(
+    site: &Site,
+    file: &Path,
+    to: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    use mantissa_mail::bounces::Effect;
+    let raw = read_message(file)?;
+    let effects = block_on_local(mantissa_mail::bounces::apply(site, &raw, to))??;
+    for effect in effects {
+        match effect {
+            Effect::Failing { address, reason } => writeln!(
+                out,
+                "{address} is failing ({reason}): the site sends it no more mail until the person asks for mail to it again"
+            )?,
+            Effect::Counted { address, temporary } => writeln!(
+                out,
+                "{address}: temporary failure {temporary} of {} before it counts as failing",
+                mantissa_mail::bounces::TEMPORARY_LIMIT
+            )?,
+            Effect::Ignored { why } => writeln!(out, "Nothing changed: {why}.")?,
+        }
+    }
     Ok(())
 }
 

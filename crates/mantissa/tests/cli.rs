@@ -2058,3 +2058,66 @@ fn mail_dkim_generate_prints_the_record_and_the_site_s_mail_verifies_against_it(
         &record
     ));
 }
+
+/// Issue 16, items 4 and 7: the site's mail goes out with a VERP return
+/// path, and `mantissa mail bounce --apply` (what a mail server pipes the
+/// return path's mail into) marks the address a real Postfix bounce names
+/// failing; a bounce to a return path the site never gave changes nothing.
+#[test]
+fn mail_bounce_apply_marks_the_address_a_bounce_to_a_return_path_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    ok(mantissa(cwd, &["init", "s"]));
+    let sink = mantissa::testing::SmtpSink::start();
+    let relay = sink.addr.to_string();
+    ok(mantissa(
+        cwd,
+        &[
+            "--site",
+            "s",
+            "mail",
+            "set",
+            "--from",
+            "site@example.org",
+            "--relay",
+            &relay,
+        ],
+    ));
+    // The address a Postfix sample bounce (unknown user) names.
+    pending_account(&cwd.join("s"), "kij", "kijitora@example.co.jp", true);
+    ok(mantissa(cwd, &["--site", "s", "user", "approve", "kij"]));
+    let got = sink.wait_for(1);
+    let path = got[0].from.clone();
+    assert!(
+        path.starts_with("bounces+") && path.ends_with(".kijitora=example.co.jp@example.org"),
+        "{path}"
+    );
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../mantissa-mail-proto/tests/samples/sisimai/lhost-postfix-04.eml"
+    );
+    // Without --apply it only reads; with it, the address is marked.
+    let r = ok(mantissa(cwd, &["--site", "s", "mail", "bounce", sample]));
+    assert!(r.stdout.contains("\"unknown_user\""), "{r:?}");
+    let forged = path.replacen("bounces+", "bounces+x", 1);
+    let r = ok(mantissa(
+        cwd,
+        &[
+            "--site", "s", "mail", "bounce", "--apply", "--to", &forged, sample,
+        ],
+    ));
+    assert!(r.stdout.starts_with("Nothing changed:"), "{r:?}");
+    let mut cmd = mantissa(
+        cwd,
+        &[
+            "--site", "s", "mail", "bounce", "--apply", "--to", &path, "-",
+        ],
+    );
+    cmd.stdin(std::fs::File::open(sample).unwrap());
+    let r = ok(cmd);
+    assert!(
+        r.stdout
+            .starts_with("kijitora@example.co.jp is failing (unknown_user"),
+        "{r:?}"
+    );
+}

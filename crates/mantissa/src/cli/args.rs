@@ -192,9 +192,19 @@ enum MailCommand {
     /// complaint, auto-reply or none; each failing address, permanent or
     /// temporary, its status code and reason (needs no site)
     Bounce {
-        /// The message, as a file (.eml, one message)
+        /// The message, as a file (.eml, one message; - for standard input)
         #[arg(value_name = "FILE.eml")]
         file: PathBuf,
+        /// Act on it (needs the site): a bounce or complaint that came
+        /// back to one of the site's return paths marks its address failing
+        /// or counts it, and mail to a failing address is not sent. For a
+        /// mail server that pipes the return paths' mail (bounces+…@) here
+        #[arg(long)]
+        apply: bool,
+        /// The return path it was delivered to (the envelope recipient),
+        /// when the mail server knows it; else the message's headers say
+        #[arg(long, value_name = "ADDRESS", requires = "apply")]
+        to: Option<String>,
     },
     /// DKIM signing of the site's mail: make a key and print the DNS
     /// record to publish, or show the records of the keys the site has
@@ -535,7 +545,9 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
             cli::generate(Path::new("."), piece, &name, offering.as_deref(), out)?
         }
         Command::Dev { serve_args } => cli::dev(Path::new("."), &serve_args, out)?,
-        Command::Mail(MailCommand::Bounce { file }) => cli::mail_bounce(&file, out)?,
+        Command::Mail(MailCommand::Bounce {
+            file, apply: false, ..
+        }) => cli::mail_bounce(&file, out)?,
         Command::Migrate { to, from, replace } => {
             let dir = cli::SiteDir::find(args.site)?.dir;
             cli::migrate(&dir, to.as_deref(), from.as_deref(), replace, out)?
@@ -680,7 +692,12 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
                 | Command::New { .. }
                 | Command::Generate { .. }
                 | Command::Dev { .. }
-                | Command::Mail(MailCommand::Bounce { .. }) => unreachable!("handled above"),
+                | Command::Mail(MailCommand::Bounce { apply: false, .. }) => {
+                    unreachable!("handled above")
+                }
+                Command::Mail(MailCommand::Bounce { file, to, .. }) => {
+                    cli::mail_bounce_apply(&site, &file, to.as_deref(), out)?
+                }
             }
         }
     }
