@@ -970,11 +970,36 @@ pub struct ServeOptions {
     pub store: Option<String>,
 }
 
-/// The protocols this binary serves on ports.
-pub const PROTOCOLS: &[&str] = &["http", "https"];
+/// The protocols this binary serves on ports: the web, and SMTP to
+/// receive mail (`mantissa_mail::inbound`).
+pub const PROTOCOLS: &[&str] = &["http", "https", "smtp"];
 
 /// The address `serve` uses when the site has no ports.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// The SMTP server of the site: mail for its accounts at the domain of its
+/// sender address, greeting as the host of its URL.
+fn smtp_protocol(
+    site: &Site,
+    mail: Option<&MailConfig>,
+    url: Option<&str>,
+) -> mantissa_mail::inbound::SmtpProtocol {
+    let domain = mail
+        .and_then(|c| mantissa_mail::dkim::sender_domain(&c.from))
+        .unwrap_or_else(|| "localhost".into());
+    let hostname = url
+        .and_then(|u| u.split("://").nth(1))
+        .and_then(|rest| rest.split(['/', ':']).next())
+        .filter(|h| !h.is_empty())
+        .unwrap_or(&domain)
+        .to_string();
+    mantissa_mail::inbound::SmtpProtocol::new(
+        site.clone(),
+        hostname,
+        mantissa_mail::inbound::SmtpLimits::default(),
+        Arc::new(crate::receiving::SiteRecipients::new(site.clone(), &domain)),
+    )
+}
 
 /// Opens (creating) the site and serves it on its ports — or `--listen`, or
 /// 127.0.0.1:8080 when it has none — until Ctrl-C or SIGTERM, then shuts down
@@ -1059,8 +1084,10 @@ pub fn serve_with(
         // sent as soon as we have said it is never missed.
         let stop = StopSignal::listen().map_err(Error::Signal)?;
         let http: Arc<dyn Protocol> = Arc::new(HttpProtocol::new(router));
+        let smtp: Arc<dyn Protocol> = Arc::new(smtp_protocol(&site, mail_config.as_ref(), options.url.as_deref()));
         let mut server = site_server(guard);
         let mut urls = Vec::new();
+        let mut others = Vec::new();
         for port in &ports {
             let addr = port.validate(PROTOCOLS).map_err(Error::Port)?;
             let tls = match (&port.cert, &port.key) {
@@ -1069,12 +1096,18 @@ pub fn serve_with(
                 }
                 _ => None,
             };
+            let protocol = if port.protocol == "smtp" { &smtp } else { &http };
             let bound = server
-                .listen(addr, tls, http.clone())
+                .listen(addr, tls, protocol.clone())
                 .await
                 .map_err(Error::Server)?;
-            let scheme = if port.is_tls() { "https" } else { "http" };
-            urls.push(format!("{scheme}://{bound}/"));
+            match port.protocol.as_str() {
+                "smtp" => others.push(format!("smtp://{bound}")),
+                _ => {
+                    let scheme = if port.is_tls() { "https" } else { "http" };
+                    urls.push(format!("{scheme}://{bound}/"));
+                }
+            }
         }
         if let Some(url) = options.url.as_ref().or(urls.first()) {
             accounts.set_base_url(url);
@@ -1112,6 +1145,9 @@ pub fn serve_with(
         }
         for url in &urls {
             writeln!(out, "Serving {url}")?;
+        }
+        for url in &others {
+            writeln!(out, "Receiving mail on {url}")?;
         }
         if let Some(url) = &options.url {
             writeln!(out, "Reached at {url} (links in mail, passkeys)")?;

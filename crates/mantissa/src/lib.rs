@@ -52,6 +52,7 @@ pub use mantissa_store::{
 };
 
 pub mod cli;
+pub mod receiving;
 #[cfg(feature = "testing")]
 pub mod testing;
 

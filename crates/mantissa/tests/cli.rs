@@ -2121,3 +2121,145 @@ fn mail_bounce_apply_marks_the_address_a_bounce_to_a_return_path_names() {
         "{r:?}"
     );
 }
+
+/// `mantissa serve` with the site's own ports (none given on the command
+/// line); returns the child, what it printed up to "Press Ctrl-C".
+fn serve_ports(cwd: &Path, site: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = mantissa(cwd, &["serve", "--site", site])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut said = String::new();
+    loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        said.push_str(&line);
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    (child, said)
+}
+
+/// Issue 16, item 9 (in part) and 10: `port add smtp` makes `serve` receive
+/// mail, as a real client (Python's smtplib) sends it: a message to an
+/// account's address lands in that person's store with its raw bytes;
+/// unknown people and other domains are refused at RCPT (no relaying), too
+/// many unknown ones end the session; a bounce to one of the site's return
+/// paths goes to the bounce processing, not to anybody.
+#[test]
+fn serve_receives_mail_for_its_accounts_over_smtp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    ok(mantissa(cwd, &["init", "s"]));
+    let at = |args: &[&str]| {
+        let mut all = vec!["--site", "s"];
+        all.extend_from_slice(args);
+        mantissa(cwd, &all)
+    };
+    ok(at(&["mail", "set", "--from", "site@example.org"]));
+    ok(at(&["user", "add", "ann", "--email", "ann@example.net"]));
+    let r = run(at(&["port", "add", "smtp", "not-an-address"]));
+    assert_ne!(r.code, 0, "{r:?}");
+    ok(at(&["port", "add", "smtp", "127.0.0.1:0"]));
+    let (mut server, said) = serve_ports(cwd, "s");
+    let smtp = said
+        .lines()
+        .find_map(|l| l.strip_prefix("Receiving mail on smtp://"))
+        .unwrap_or_else(|| panic!("serve says where it receives mail: {said}"))
+        .trim()
+        .to_string();
+    let (host, port) = smtp.rsplit_once(':').unwrap();
+    const CLIENT: &str = r#"
+import json, smtplib, sys
+host, port = sys.argv[1], int(sys.argv[2])
+out = {}
+msg = ("From: Bob <bob@example.net>\r\nTo: ann@example.org\r\nSubject: Lunch?\r\n"
+       "Message-ID: <lunch-1@example.net>\r\n\r\nShall we?\r\n.leading dot kept\r\n")
+with smtplib.SMTP(host, port, timeout=10) as s:
+    out["ehlo"] = s.ehlo()[0]
+    refused = s.sendmail("bob@example.net", ["ANN@example.org", "nobody@example.org"], msg)
+    out["refused"] = {k: [code, text.decode()] for k, (code, text) in refused.items()}
+    for to in ["ann@elsewhere.example"]:
+        try:
+            s.sendmail("bob@example.net", [to], msg)
+            out[to] = "accepted"
+        except smtplib.SMTPRecipientsRefused as e:
+            out[to] = e.recipients[to][0]
+    out["syntax"] = s.docmd("MAIL", "FROM:<<<>>>")[0]
+    s.rset()
+    out["vrfy"] = s.verify("ann@example.org")[0]
+# Guessing names: the session ends after a few unknown ones.
+codes = []
+with smtplib.SMTP(host, port, timeout=10) as s:
+    s.ehlo()
+    s.mail("x@example.net")
+    try:
+        for i in range(10):
+            codes.append(s.rcpt(f"guess{i}@example.org")[0])
+    except smtplib.SMTPServerDisconnected:
+        codes.append("closed")
+out["guesses"] = codes
+print(json.dumps(out))
+"#;
+    let client = Command::new("python3")
+        .args(["-c", CLIENT, host, port])
+        .output()
+        .unwrap();
+    assert!(
+        client.status.success(),
+        "{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&client.stdout).unwrap();
+    assert_eq!(out["ehlo"], 250, "{out}");
+    assert_eq!(out["refused"]["nobody@example.org"][0], 550, "{out}");
+    assert!(out["refused"].get("ANN@example.org").is_none(), "{out}");
+    assert_eq!(out["ann@elsewhere.example"], 550, "no relaying: {out}");
+    assert_eq!(out["syntax"], 501, "{out}");
+    assert_eq!(out["vrfy"], 252, "VRFY tells nothing: {out}");
+    let guesses = out["guesses"].as_array().unwrap();
+    let answered = guesses.iter().filter(|c| **c == 550).count();
+    assert!(answered <= 3, "{out}");
+    assert!(guesses.contains(&serde_json::json!(421)), "{out}");
+    assert_eq!(guesses.last().unwrap(), "closed", "{out}");
+    let stopped = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert_eq!(server.wait().unwrap().code(), Some(0));
+    // In ann's store: the message, and its raw bytes as its file.
+    let site = Site::open_existing(cwd.join("s")).unwrap();
+    let ann = site.user_store("ann").unwrap();
+    let got = ann
+        .read_blocking(|r| {
+            let all = r.query::<mantissa::mail::inbound::InboundMail>().all()?;
+            let raw = match all.first() {
+                Some(m) => r.file(m.id(), mantissa::mail::inbound::RAW_FILE)?,
+                None => None,
+            };
+            Ok::<_, mantissa::store::StoreError>((all, raw))
+        })
+        .unwrap();
+    let (mail, raw) = got;
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    let m = &mail[0];
+    assert_eq!(m.subject, "Lunch?");
+    assert_eq!(m.from, "Bob <bob@example.net>");
+    assert_eq!(m.envelope_from, "bob@example.net");
+    assert_eq!(m.message_id.as_deref(), Some("lunch-1@example.net"));
+    assert!(m.text.contains("Shall we?"), "{m:?}");
+    let raw = String::from_utf8(raw.expect("the raw message")).unwrap();
+    assert!(
+        raw.contains("\r\n.leading dot kept\r\n"),
+        "dot-unstuffed: {raw}"
+    );
+    assert_eq!(raw.len() as i64, m.size);
+}

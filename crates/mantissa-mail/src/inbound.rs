@@ -1,0 +1,479 @@
+//! Receiving mail: an SMTP server (RFC 5321) that accepts mail for the
+//! site's people and delivers each message into the recipient's own store
+//! as an item ([`InboundMail`], the raw message kept as its attached file),
+//! and hands mail to the site's return paths (`bounces+…@`) to the bounce
+//! processing ([`crate::bounces`]) instead of to anybody.
+//!
+//! It is a [`Protocol`] of `mantissa-server`, so the connection host's
+//! guard applies as to HTTP: connection caps overall and per address, the
+//! idle watch, and the head watch (a command line must arrive within the
+//! header timeout; a client that trickles one byte at a time is closed).
+//! The session's own limits are [`SmtpLimits`]: message size, recipients
+//! per message, unknown recipients per session (after which the session
+//! is closed, so that guessing who has an account costs a connection per
+//! few guesses, and connections are capped per address), commands per
+//! session, and a session's total time.
+//!
+//! Commands are parsed by `smtp-proto` (Stalwart's); what this module
+//! writes by hand is the session's state machine, which no crate offers
+//! apart from a whole mail server. Not yet: STARTTLS and AUTH (submission
+//! on 587, issue 16 item 9), SPF/DKIM/DMARC results on the message, and
+//! handing mail to powerups.
+//!
+//! Who receives what is the site's business, not this crate's (it knows no
+//! accounts): a [`Recipients`] given by whoever serves says whether an
+//! address is someone's and delivers to them.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mantissa_server::{BoxFuture, Connection, Protocol, Refusal};
+use mantissa_store::{Item, Site, Timestamp};
+use smtp_proto::request::receiver::RequestReceiver;
+use smtp_proto::{Error as ParseError, Request, request::receiver::DataReceiver};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A message received for a person, in their store.
+#[derive(Item, Debug, Clone, PartialEq)]
+#[item(name = "mantissa.inbound_mail", version = 1)]
+pub struct InboundMail {
+    /// The envelope sender (`MAIL FROM`; empty for a bounce).
+    pub envelope_from: String,
+    /// The envelope recipient this copy was for.
+    pub envelope_to: String,
+    /// The `From` header.
+    pub from: String,
+    /// The subject.
+    pub subject: String,
+    /// The `Message-ID`, if it has one.
+    pub message_id: Option<String>,
+    /// When it arrived.
+    #[item(index)]
+    pub received_at: Timestamp,
+    /// Its size in bytes (the raw message is the item's attached file
+    /// [`RAW_FILE`]).
+    pub size: i64,
+    /// The plain-text body, or the text of its HTML, cut at
+    /// [`TEXT_LIMIT`] bytes: for listings and search.
+    pub text: String,
+}
+
+/// The name of the attached file holding the raw message.
+pub const RAW_FILE: &str = "message.eml";
+
+/// The most text kept in [`InboundMail::text`].
+pub const TEXT_LIMIT: usize = 64 * 1024;
+
+/// Where an address's mail goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// Into this user store.
+    User(String),
+    /// To the bounce processing: one of the site's return paths.
+    Bounces,
+}
+
+/// What [`Recipients::destination`] returns.
+pub type DestinationFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<Destination>> + Send>>;
+
+/// Who the site receives mail for, and how it delivers.
+pub trait Recipients: Send + Sync + 'static {
+    /// Where mail to `address` goes; `None`: nobody here (refused at
+    /// `RCPT`).
+    fn destination(&self, address: &str) -> DestinationFuture;
+}
+
+/// The session's limits.
+#[derive(Debug, Clone)]
+pub struct SmtpLimits {
+    /// Largest message accepted, in bytes (advertised as `SIZE`).
+    pub max_message_bytes: usize,
+    /// Recipients per message.
+    pub max_recipients: usize,
+    /// Unknown recipients after which the session is closed.
+    pub max_unknown_recipients: usize,
+    /// Commands in one session.
+    pub max_commands: usize,
+    /// A session's total time.
+    pub session_time: Duration,
+}
+
+impl Default for SmtpLimits {
+    fn default() -> Self {
+        SmtpLimits {
+            max_message_bytes: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_unknown_recipients: 3,
+            max_commands: 1000,
+            session_time: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The SMTP protocol of a site.
+pub struct SmtpProtocol {
+    site: Site,
+    hostname: String,
+    limits: SmtpLimits,
+    recipients: Arc<dyn Recipients>,
+}
+
+impl SmtpProtocol {
+    /// SMTP for `site`, greeting as `hostname`, receiving for whom
+    /// `recipients` says.
+    pub fn new(
+        site: Site,
+        hostname: impl Into<String>,
+        limits: SmtpLimits,
+        recipients: Arc<dyn Recipients>,
+    ) -> SmtpProtocol {
+        SmtpProtocol {
+            site,
+            hostname: hostname.into(),
+            limits,
+            recipients,
+        }
+    }
+}
+
+impl Protocol for SmtpProtocol {
+    fn serve(&self, conn: Connection) -> BoxFuture {
+        let session = Session {
+            site: self.site.clone(),
+            hostname: self.hostname.clone(),
+            limits: self.limits.clone(),
+            recipients: self.recipients.clone(),
+        };
+        Box::pin(async move {
+            let time = session.limits.session_time;
+            let peer = conn.peer;
+            if tokio::time::timeout(time, session.run(conn)).await.is_err() {
+                tracing::info!(%peer, "SMTP session over its time: closed");
+            }
+        })
+    }
+
+    fn refusal(&self, _: Refusal) -> Option<Vec<u8>> {
+        Some(b"421 4.3.2 Too busy, try again later\r\n".to_vec())
+    }
+}
+
+struct Session {
+    site: Site,
+    hostname: String,
+    limits: SmtpLimits,
+    recipients: Arc<dyn Recipients>,
+}
+
+/// The mail transaction under way.
+#[derive(Default)]
+struct Transaction {
+    from: Option<String>,
+    to: Vec<(String, Destination)>,
+}
+
+enum State {
+    Command,
+    Data {
+        receiver: DataReceiver,
+        too_big: bool,
+    },
+}
+
+impl Session {
+    async fn run(self, conn: Connection) {
+        let Connection {
+            mut io,
+            peer,
+            requests,
+            mut shutdown,
+            slot: _slot,
+            ..
+        } = conn;
+        let mut out = format!("220 {} ESMTP Mantissa\r\n", self.hostname).into_bytes();
+        let mut greeted = false;
+        let mut tx = Transaction::default();
+        let mut unknown = 0;
+        let mut commands = 0;
+        let mut state = State::Command;
+        let mut parser = RequestReceiver::default();
+        let mut message = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        let mut answering = None;
+        loop {
+            if !out.is_empty() {
+                if io.write_all(&out).await.is_err() || io.flush().await.is_err() {
+                    return;
+                }
+                out.clear();
+                // The answer is out: the head watch waits for the next
+                // command (not while a message's data is coming).
+                if matches!(state, State::Command) {
+                    answering = None;
+                }
+            }
+            let n = tokio::select! {
+                n = io.read(&mut buf) => match n {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                },
+                _ = shutdown.wait() => {
+                    let _ = io.write_all(b"421 4.3.2 Shutting down\r\n").await;
+                    return;
+                }
+            };
+            let mut bytes = buf[..n].iter();
+            while bytes.len() > 0 {
+                if let State::Data { receiver, too_big } = &mut state {
+                    let done = receiver.ingest(&mut bytes, &mut message);
+                    if message.len() > self.limits.max_message_bytes {
+                        *too_big = true;
+                        message.clear();
+                    }
+                    if !done {
+                        continue;
+                    }
+                    let too_big = *too_big;
+                    state = State::Command;
+                    let reply = if too_big {
+                        "552 5.3.4 Message too big\r\n".to_string()
+                    } else {
+                        self.deliver(&tx, std::mem::take(&mut message), peer).await
+                    };
+                    message.clear();
+                    tx = Transaction::default();
+                    out.extend_from_slice(reply.as_bytes());
+                    continue;
+                }
+                let request = match parser.ingest(&mut bytes) {
+                    Ok(r) => r,
+                    Err(ParseError::NeedsMoreData { .. }) => break,
+                    Err(e) => {
+                        commands += 1;
+                        out.extend_from_slice(syntax_reply(&e).as_bytes());
+                        if commands >= self.limits.max_commands {
+                            out.extend_from_slice(b"421 4.7.0 Too many commands\r\n");
+                            let _ = io.write_all(&out).await;
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                if answering.is_none() {
+                    answering = Some(requests.head_received());
+                }
+                commands += 1;
+                if commands > self.limits.max_commands {
+                    out.extend_from_slice(b"421 4.7.0 Too many commands\r\n");
+                    let _ = io.write_all(&out).await;
+                    return;
+                }
+                let reply: Cow<'static, str> = match request {
+                    Request::Ehlo { host } => {
+                        greeted = true;
+                        tx = Transaction::default();
+                        format!(
+                            "250-{} greets {host}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n",
+                            self.hostname, self.limits.max_message_bytes
+                        )
+                        .into()
+                    }
+                    Request::Helo { host } | Request::Lhlo { host } => {
+                        greeted = true;
+                        tx = Transaction::default();
+                        format!("250 {} greets {host}\r\n", self.hostname).into()
+                    }
+                    Request::Mail { from } => {
+                        if !greeted {
+                            "503 5.5.1 Say EHLO first\r\n".into()
+                        } else if tx.from.is_some() {
+                            "503 5.5.1 A transaction is under way (RSET to start again)\r\n".into()
+                        } else if from.size > self.limits.max_message_bytes {
+                            format!(
+                                "552 5.3.4 Message too big: at most {} bytes\r\n",
+                                self.limits.max_message_bytes
+                            )
+                            .into()
+                        } else {
+                            tx.from = Some(from.address.to_string());
+                            "250 2.1.0 Sender OK\r\n".into()
+                        }
+                    }
+                    Request::Rcpt { to } => {
+                        if tx.from.is_none() {
+                            "503 5.5.1 MAIL FROM first\r\n".into()
+                        } else if tx.to.len() >= self.limits.max_recipients {
+                            "452 4.5.3 Too many recipients\r\n".into()
+                        } else {
+                            let address = to.address.to_string();
+                            match self.recipients.destination(&address).await {
+                                Some(d) => {
+                                    tx.to.push((address, d));
+                                    "250 2.1.5 Recipient OK\r\n".into()
+                                }
+                                None => {
+                                    unknown += 1;
+                                    if unknown >= self.limits.max_unknown_recipients {
+                                        out.extend_from_slice(
+                                            b"550 5.1.1 No such recipient here\r\n421 4.7.0 Too many unknown recipients\r\n",
+                                        );
+                                        let _ = io.write_all(&out).await;
+                                        return;
+                                    }
+                                    "550 5.1.1 No such recipient here\r\n".into()
+                                }
+                            }
+                        }
+                    }
+                    Request::Data => {
+                        if tx.to.is_empty() {
+                            "503 5.5.1 RCPT TO first\r\n".into()
+                        } else {
+                            state = State::Data {
+                                receiver: DataReceiver::new(),
+                                too_big: false,
+                            };
+                            "354 Go ahead, end with <CRLF>.<CRLF>\r\n".into()
+                        }
+                    }
+                    Request::Rset => {
+                        tx = Transaction::default();
+                        "250 2.0.0 OK\r\n".into()
+                    }
+                    Request::Noop { .. } => "250 2.0.0 OK\r\n".into(),
+                    Request::Vrfy { .. } | Request::Expn { .. } => {
+                        "252 2.1.5 Send some mail and see\r\n".into()
+                    }
+                    Request::Quit => {
+                        out.extend_from_slice(b"221 2.0.0 Bye\r\n");
+                        let _ = io.write_all(&out).await;
+                        return;
+                    }
+                    Request::StartTls => "454 4.7.0 TLS is not offered here yet\r\n".into(),
+                    Request::Auth { .. } => "502 5.5.1 AUTH is not offered here\r\n".into(),
+                    _ => "502 5.5.1 Command not implemented\r\n".into(),
+                };
+                out.extend_from_slice(reply.as_bytes());
+            }
+        }
+    }
+
+    /// Delivers a received message to each recipient; the reply to send.
+    async fn deliver(&self, tx: &Transaction, raw: Vec<u8>, peer: std::net::SocketAddr) -> String {
+        let from = tx.from.clone().unwrap_or_default();
+        let raw = Arc::new(raw);
+        let mut failed = Vec::new();
+        for (to, destination) in &tx.to {
+            let done = match destination {
+                Destination::Bounces => crate::bounces::apply(&self.site, &raw, Some(to))
+                    .await
+                    .map(|effects| {
+                        tracing::info!(%peer, to, ?effects, "bounce received");
+                    })
+                    .map_err(|e| e.to_string()),
+                Destination::User(user) => {
+                    deliver_to_user(&self.site, user, &from, to, raw.clone())
+                        .await
+                        .map(
+                            |()| tracing::info!(%peer, to, user, size = raw.len(), "mail received"),
+                        )
+                }
+            };
+            if let Err(e) = done {
+                tracing::error!(%peer, to, error = %e, "delivering received mail failed");
+                failed.push(to.clone());
+            }
+        }
+        if failed.is_empty() {
+            "250 2.0.0 Delivered\r\n".into()
+        } else {
+            // Some copies may be in; the sender tries again later, and a
+            // duplicate is better than a loss.
+            format!(
+                "451 4.3.0 Could not deliver to {}: try again later\r\n",
+                failed.join(", ")
+            )
+        }
+    }
+}
+
+/// The reply to a command that does not parse, saying what was wrong.
+fn syntax_reply(e: &ParseError) -> String {
+    match e {
+        ParseError::UnknownCommand => "500 5.5.1 Unknown command\r\n".into(),
+        ParseError::InvalidSenderAddress => "501 5.1.7 Bad sender address\r\n".into(),
+        ParseError::InvalidRecipientAddress => "501 5.1.3 Bad recipient address\r\n".into(),
+        ParseError::SyntaxError { syntax } => format!("501 5.5.4 Syntax: {syntax}\r\n"),
+        ParseError::InvalidParameter { param } => format!("501 5.5.4 Bad parameter {param}\r\n"),
+        ParseError::UnsupportedParameter { param } => {
+            format!(
+                "504 5.5.4 Parameter {} not supported\r\n",
+                param.chars().take(40).collect::<String>()
+            )
+        }
+        ParseError::ResponseTooLong => "500 5.5.6 Line too long\r\n".into(),
+        _ => "500 5.5.2 Syntax error\r\n".into(),
+    }
+}
+
+/// Puts one received message into `user`'s store.
+async fn deliver_to_user(
+    site: &Site,
+    user: &str,
+    envelope_from: &str,
+    envelope_to: &str,
+    raw: Arc<Vec<u8>>,
+) -> Result<(), String> {
+    let store = site.user_store(user).map_err(|e| e.to_string())?;
+    let parsed = mail_parser::MessageParser::default().parse(raw.as_slice());
+    let (from, subject, message_id, text) = match &parsed {
+        Some(m) => (
+            m.from()
+                .and_then(|a| a.first())
+                .map(|a| match (a.name(), a.address()) {
+                    (Some(n), Some(addr)) => format!("{n} <{addr}>"),
+                    (None, Some(addr)) => addr.to_string(),
+                    (Some(n), None) => n.to_string(),
+                    (None, None) => String::new(),
+                })
+                .unwrap_or_default(),
+            m.subject().unwrap_or_default().to_string(),
+            m.message_id().map(str::to_string),
+            m.body_text(0)
+                .map(|t| cut(&t, TEXT_LIMIT))
+                .unwrap_or_default(),
+        ),
+        None => Default::default(),
+    };
+    let item = InboundMail {
+        envelope_from: envelope_from.to_string(),
+        envelope_to: envelope_to.to_string(),
+        from,
+        subject,
+        message_id,
+        received_at: Timestamp::now(),
+        size: raw.len() as i64,
+        text,
+    };
+    store
+        .write(move |tx| {
+            let id = tx.insert(&item)?;
+            tx.attach_file(id, RAW_FILE, &raw)
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// `s` cut to at most `limit` bytes, at a character's edge.
+fn cut(s: &str, limit: usize) -> String {
+    if s.len() <= limit {
+        return s.to_string();
+    }
+    let mut end = limit;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
