@@ -202,6 +202,9 @@ impl Session {
         let mut message = Vec::new();
         let mut buf = vec![0u8; 8192];
         let mut answering = None;
+        // After a line over the length limit: its rest is thrown away up
+        // to its end, not read as commands.
+        let mut skipping_line = false;
         loop {
             if !out.is_empty() {
                 if io.write_all(&out).await.is_err() || io.flush().await.is_err() {
@@ -226,6 +229,17 @@ impl Session {
             };
             let mut bytes = buf[..n].iter();
             while bytes.len() > 0 {
+                if skipping_line {
+                    let rest = bytes.as_slice();
+                    match rest.iter().position(|b| *b == b'\n') {
+                        Some(end) => {
+                            bytes = rest[end + 1..].iter();
+                            skipping_line = false;
+                        }
+                        None => bytes = [].iter(),
+                    }
+                    continue;
+                }
                 if let State::Data { receiver, too_big } = &mut state {
                     let done = receiver.ingest(&mut bytes, &mut message);
                     if message.len() > self.limits.max_message_bytes {
@@ -252,6 +266,7 @@ impl Session {
                     Err(ParseError::NeedsMoreData { .. }) => break,
                     Err(e) => {
                         commands += 1;
+                        skipping_line = matches!(e, ParseError::ResponseTooLong);
                         out.extend_from_slice(syntax_reply(&e).as_bytes());
                         if commands >= self.limits.max_commands {
                             out.extend_from_slice(b"421 4.7.0 Too many commands\r\n");
