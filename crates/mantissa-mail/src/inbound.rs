@@ -72,6 +72,8 @@ pub enum Destination {
     User(String),
     /// To the bounce processing: one of the site's return paths.
     Bounces,
+    /// Out, to another site: from someone logged in on a submission port.
+    Elsewhere,
 }
 
 /// What [`Recipients::destination`] returns.
@@ -84,6 +86,26 @@ pub trait Recipients: Send + Sync + 'static {
     /// `RCPT`).
     fn destination(&self, address: &str) -> DestinationFuture;
 }
+
+/// What a submission port (587) needs of the site: to log people in
+/// without the web, and to send what they submit.
+pub trait Submission: Send + Sync + 'static {
+    /// The user name of whoever `who` and `password` log in as, from
+    /// `peer`; `None` when they do not (failures count towards the site's
+    /// log-in back-offs, as on the web).
+    fn login(&self, peer: std::net::IpAddr, who: &str, password: &str) -> LoginFuture;
+
+    /// Sends `raw` from `user` (who logged in) as `from` to `to`; `Err`
+    /// says why not, in words for the sender.
+    fn submit(&self, user: &str, from: &str, to: Vec<String>, raw: Arc<Vec<u8>>) -> SubmitFuture;
+}
+
+/// What [`Submission::login`] returns.
+pub type LoginFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
+
+/// What [`Submission::submit`] returns.
+pub type SubmitFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 
 /// The session's limits.
 #[derive(Debug, Clone)]
@@ -112,12 +134,16 @@ impl Default for SmtpLimits {
     }
 }
 
-/// The SMTP protocol of a site.
+/// The SMTP protocol of a site: receiving mail for its people (port 25),
+/// or, with [`SmtpProtocol::submission`], taking mail from them to send
+/// (port 587: TLS and a log-in first).
 pub struct SmtpProtocol {
     site: Site,
     hostname: String,
     limits: SmtpLimits,
     recipients: Arc<dyn Recipients>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    submission: Option<Arc<dyn Submission>>,
 }
 
 impl SmtpProtocol {
@@ -134,7 +160,23 @@ impl SmtpProtocol {
             hostname: hostname.into(),
             limits,
             recipients,
+            tls: None,
+            submission: None,
         }
+    }
+
+    /// Offers STARTTLS (RFC 3207) with this certificate.
+    pub fn with_starttls(mut self, tls: Arc<rustls::ServerConfig>) -> SmtpProtocol {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// A submission port: mail is taken only from people logged in (AUTH
+    /// PLAIN, offered only once TLS is on), to any recipient, and sent
+    /// through `submission`.
+    pub fn submission(mut self, submission: Arc<dyn Submission>) -> SmtpProtocol {
+        self.submission = Some(submission);
+        self
     }
 }
 
@@ -145,6 +187,8 @@ impl Protocol for SmtpProtocol {
             hostname: self.hostname.clone(),
             limits: self.limits.clone(),
             recipients: self.recipients.clone(),
+            tls: self.tls.clone(),
+            submission: self.submission.clone(),
         };
         Box::pin(async move {
             let time = session.limits.session_time;
@@ -165,6 +209,8 @@ struct Session {
     hostname: String,
     limits: SmtpLimits,
     recipients: Arc<dyn Recipients>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    submission: Option<Arc<dyn Submission>>,
 }
 
 /// The mail transaction under way.
@@ -180,6 +226,10 @@ enum State {
         receiver: DataReceiver,
         too_big: bool,
     },
+    /// After `334`: the AUTH response line, as far as it has come.
+    AuthResponse(Vec<u8>),
+    /// `220 Ready to start TLS` is being sent; the handshake follows.
+    StartTls,
 }
 
 impl Session {
@@ -189,11 +239,12 @@ impl Session {
             peer,
             requests,
             mut shutdown,
+            tls: mut tls_on,
             slot: _slot,
-            ..
         } = conn;
         let mut out = format!("220 {} ESMTP Mantissa\r\n", self.hostname).into_bytes();
         let mut greeted = false;
+        let mut user: Option<String> = None;
         let mut tx = Transaction::default();
         let mut unknown = 0;
         let mut commands = 0;
@@ -213,9 +264,28 @@ impl Session {
                 out.clear();
                 // The answer is out: the head watch waits for the next
                 // command (not while a message's data is coming).
-                if matches!(state, State::Command) {
+                if matches!(state, State::Command | State::AuthResponse(_)) {
                     answering = None;
                 }
+            }
+            if matches!(state, State::StartTls) {
+                let Some(config) = self.tls.clone() else {
+                    return;
+                };
+                io = match tokio_rustls::TlsAcceptor::from(config).accept(io).await {
+                    Ok(secure) => Box::new(secure),
+                    Err(e) => {
+                        tracing::info!(%peer, error = %e, "STARTTLS handshake failed");
+                        return;
+                    }
+                };
+                // RFC 3207: everything known before is forgotten, and the
+                // client says EHLO again.
+                tls_on = true;
+                greeted = false;
+                tx = Transaction::default();
+                parser = RequestReceiver::default();
+                state = State::Command;
             }
             let n = tokio::select! {
                 n = io.read(&mut buf) => match n {
@@ -240,26 +310,51 @@ impl Session {
                     }
                     continue;
                 }
-                if let State::Data { receiver, too_big } = &mut state {
-                    let done = receiver.ingest(&mut bytes, &mut message);
-                    if message.len() > self.limits.max_message_bytes {
-                        *too_big = true;
+                match &mut state {
+                    State::Data { receiver, too_big } => {
+                        let done = receiver.ingest(&mut bytes, &mut message);
+                        if message.len() > self.limits.max_message_bytes {
+                            *too_big = true;
+                            message.clear();
+                        }
+                        if !done {
+                            continue;
+                        }
+                        let too_big = *too_big;
+                        state = State::Command;
+                        let reply = if too_big {
+                            "552 5.3.4 Message too big\r\n".to_string()
+                        } else {
+                            let raw = std::mem::take(&mut message);
+                            self.deliver(&tx, user.as_deref(), raw, peer).await
+                        };
                         message.clear();
-                    }
-                    if !done {
+                        tx = Transaction::default();
+                        out.extend_from_slice(reply.as_bytes());
                         continue;
                     }
-                    let too_big = *too_big;
-                    state = State::Command;
-                    let reply = if too_big {
-                        "552 5.3.4 Message too big\r\n".to_string()
-                    } else {
-                        self.deliver(&tx, std::mem::take(&mut message), peer).await
-                    };
-                    message.clear();
-                    tx = Transaction::default();
-                    out.extend_from_slice(reply.as_bytes());
-                    continue;
+                    State::AuthResponse(line) => {
+                        let rest = bytes.as_slice();
+                        let end = rest.iter().position(|b| *b == b'\n');
+                        let take = end.map_or(rest.len(), |e| e + 1);
+                        line.extend_from_slice(&rest[..take]);
+                        bytes = rest[take..].iter();
+                        if line.len() > 4096 {
+                            out.extend_from_slice(b"500 5.5.6 Line too long\r\n");
+                            state = State::Command;
+                            skipping_line = end.is_none();
+                            continue;
+                        }
+                        if end.is_none() {
+                            continue;
+                        }
+                        let response = String::from_utf8_lossy(line).trim().to_string();
+                        state = State::Command;
+                        let reply = self.authenticate(peer, &response, &mut user).await;
+                        out.extend_from_slice(reply.as_bytes());
+                        continue;
+                    }
+                    State::Command | State::StartTls => {}
                 }
                 let request = match parser.ingest(&mut bytes) {
                     Ok(r) => r,
@@ -285,24 +380,67 @@ impl Session {
                     let _ = io.write_all(&out).await;
                     return;
                 }
+                let submission = self.submission.is_some();
                 let reply: Cow<'static, str> = match request {
                     Request::Ehlo { host } => {
                         greeted = true;
                         tx = Transaction::default();
-                        format!(
-                            "250-{} greets {host}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n",
+                        let mut ehlo = format!(
+                            "250-{} greets {host}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n",
                             self.hostname, self.limits.max_message_bytes
-                        )
-                        .into()
+                        );
+                        if self.tls.is_some() && !tls_on {
+                            ehlo.push_str("250-STARTTLS\r\n");
+                        }
+                        if submission && tls_on && user.is_none() {
+                            ehlo.push_str("250-AUTH PLAIN\r\n");
+                        }
+                        ehlo.push_str("250 SMTPUTF8\r\n");
+                        ehlo.into()
                     }
                     Request::Helo { host } | Request::Lhlo { host } => {
                         greeted = true;
                         tx = Transaction::default();
                         format!("250 {} greets {host}\r\n", self.hostname).into()
                     }
+                    Request::StartTls => {
+                        if self.tls.is_none() || tls_on {
+                            "454 4.7.0 TLS not available\r\n".into()
+                        } else {
+                            // Whatever the client sent after STARTTLS in
+                            // the clear is not read (RFC 3207).
+                            out.extend_from_slice(b"220 2.0.0 Ready to start TLS\r\n");
+                            state = State::StartTls;
+                            break;
+                        }
+                    }
+                    Request::Auth {
+                        mechanism,
+                        initial_response,
+                    } => {
+                        if !submission {
+                            "502 5.5.1 AUTH is not offered here\r\n".into()
+                        } else if !tls_on {
+                            "530 5.7.0 Must issue a STARTTLS command first\r\n".into()
+                        } else if user.is_some() {
+                            "503 5.5.1 Already logged in\r\n".into()
+                        } else if mechanism != smtp_proto::AUTH_PLAIN {
+                            "504 5.5.4 Only AUTH PLAIN is offered\r\n".into()
+                        } else if initial_response.is_empty() {
+                            state = State::AuthResponse(Vec::new());
+                            "334 \r\n".into()
+                        } else {
+                            let response = initial_response.to_string();
+                            self.authenticate(peer, &response, &mut user).await.into()
+                        }
+                    }
                     Request::Mail { from } => {
                         if !greeted {
                             "503 5.5.1 Say EHLO first\r\n".into()
+                        } else if submission && !tls_on {
+                            "530 5.7.0 Must issue a STARTTLS command first\r\n".into()
+                        } else if submission && user.is_none() {
+                            "530 5.7.0 Authentication required\r\n".into()
                         } else if tx.from.is_some() {
                             "503 5.5.1 A transaction is under way (RSET to start again)\r\n".into()
                         } else if from.size > self.limits.max_message_bytes {
@@ -326,6 +464,11 @@ impl Session {
                             match self.recipients.destination(&address).await {
                                 Some(d) => {
                                     tx.to.push((address, d));
+                                    "250 2.1.5 Recipient OK\r\n".into()
+                                }
+                                // Someone logged in sends anywhere.
+                                None if submission && address.contains('@') => {
+                                    tx.to.push((address, Destination::Elsewhere));
                                     "250 2.1.5 Recipient OK\r\n".into()
                                 }
                                 None => {
@@ -366,8 +509,6 @@ impl Session {
                         let _ = io.write_all(&out).await;
                         return;
                     }
-                    Request::StartTls => "454 4.7.0 TLS is not offered here yet\r\n".into(),
-                    Request::Auth { .. } => "502 5.5.1 AUTH is not offered here\r\n".into(),
                     _ => "502 5.5.1 Command not implemented\r\n".into(),
                 };
                 out.extend_from_slice(reply.as_bytes());
@@ -375,11 +516,78 @@ impl Session {
         }
     }
 
+    /// Checks an AUTH PLAIN response (base64 of `authzid NUL user NUL
+    /// password`); logs `user` in when it is right. The reply to send.
+    async fn authenticate(
+        &self,
+        peer: std::net::SocketAddr,
+        response: &str,
+        user: &mut Option<String>,
+    ) -> String {
+        use base64::Engine;
+        if response == "*" {
+            return "501 5.7.0 Authentication cancelled\r\n".into();
+        }
+        let Some(submission) = &self.submission else {
+            return "502 5.5.1 AUTH is not offered here\r\n".into();
+        };
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(response.trim())
+            .ok()
+            .and_then(|d| String::from_utf8(d).ok());
+        let Some(decoded) = decoded else {
+            return "501 5.5.2 Cannot decode the response\r\n".into();
+        };
+        let mut parts = decoded.split('\0');
+        let (Some(_authzid), Some(who), Some(password), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return "501 5.5.2 Expected authzid, user and password\r\n".into();
+        };
+        match submission.login(peer.ip(), who, password).await {
+            Some(name) => {
+                tracing::info!(%peer, user = %name, "logged in for submission");
+                *user = Some(name);
+                "235 2.7.0 Authentication successful\r\n".into()
+            }
+            None => "535 5.7.8 Authentication credentials invalid\r\n".into(),
+        }
+    }
+
     /// Delivers a received message to each recipient; the reply to send.
-    async fn deliver(&self, tx: &Transaction, raw: Vec<u8>, peer: std::net::SocketAddr) -> String {
+    async fn deliver(
+        &self,
+        tx: &Transaction,
+        user: Option<&str>,
+        raw: Vec<u8>,
+        peer: std::net::SocketAddr,
+    ) -> String {
         let from = tx.from.clone().unwrap_or_default();
         let raw = Arc::new(raw);
         let mut failed = Vec::new();
+        // Submitted mail: sent on (every recipient elsewhere at once; the
+        // queue makes each its own copy), refused as a whole if it cannot be
+        // (the sender not the person logged in, say: asked even when every
+        // recipient is here).
+        let elsewhere: Vec<String> = tx
+            .to
+            .iter()
+            .filter(|(_, d)| *d == Destination::Elsewhere)
+            .map(|(to, _)| to.clone())
+            .collect();
+        if !elsewhere.is_empty() || self.submission.is_some() {
+            let (Some(submission), Some(user)) = (&self.submission, user) else {
+                return "550 5.7.1 Relaying denied\r\n".into();
+            };
+            if let Err(why) = submission
+                .submit(user, &from, elsewhere.clone(), raw.clone())
+                .await
+            {
+                tracing::warn!(%peer, user, error = %why, "submitted mail refused");
+                return format!("550 5.7.1 {why}\r\n");
+            }
+            tracing::info!(%peer, user, to = ?elsewhere, size = raw.len(), "mail submitted");
+        }
         for (to, destination) in &tx.to {
             let done = match destination {
                 Destination::Bounces => crate::bounces::apply(&self.site, &raw, Some(to))
@@ -388,6 +596,7 @@ impl Session {
                         tracing::info!(%peer, to, ?effects, "bounce received");
                     })
                     .map_err(|e| e.to_string()),
+                Destination::Elsewhere => Ok(()),
                 Destination::User(user) => {
                     deliver_to_user(&self.site, user, &from, to, raw.clone())
                         .await

@@ -111,8 +111,13 @@ pub fn render(mail: &OutgoingMail) -> Result<Vec<u8>, MailError> {
 /// for its sender's domain when it has one ([`dkim`]); the signing runs on
 /// a blocking thread (an RSA signature is about a millisecond of CPU).
 pub async fn render_signed(mail: &OutgoingMail, site: &Site) -> Result<Vec<u8>, MailError> {
-    let bytes = render(mail)?;
-    let Some(domain) = dkim::sender_domain(&mail.from) else {
+    sign_as_sender(site, &mail.from, render(mail)?).await
+}
+
+/// `bytes` (a whole message from `from`) signed with the site's DKIM key
+/// for `from`'s domain, or as they are when it has none.
+pub async fn sign_as_sender(site: &Site, from: &str, bytes: Vec<u8>) -> Result<Vec<u8>, MailError> {
+    let Some(domain) = dkim::sender_domain(from) else {
         return Ok(bytes);
     };
     match DkimKey::for_domain_async(site, &domain).await? {

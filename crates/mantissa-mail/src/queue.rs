@@ -264,6 +264,38 @@ impl MailQueue {
     /// the order of `mail.to`, once they are committed.
     pub async fn enqueue(&self, mail: OutgoingMail) -> Result<Vec<i64>, MailError> {
         let message = crate::render_signed(&mail, &self.inner.site).await?;
+        self.enqueue_rendered(&mail, message).await
+    }
+
+    /// Queues a whole message (RFC 5322 bytes) someone submitted, from
+    /// `from` to `to`, signed as the site's own mail is (when it has a
+    /// DKIM key for `from`'s domain), as [`MailQueue::enqueue`] does.
+    pub async fn enqueue_raw(
+        &self,
+        from: &str,
+        to: Vec<String>,
+        raw: Vec<u8>,
+    ) -> Result<Vec<i64>, MailError> {
+        let subject = mail_parser::MessageParser::default()
+            .parse_headers(raw.as_slice())
+            .and_then(|m| m.subject().map(str::to_string))
+            .unwrap_or_default();
+        let message = crate::sign_as_sender(&self.inner.site, from, raw).await?;
+        let mail = OutgoingMail {
+            from: from.to_string(),
+            to,
+            subject,
+            text: String::new(),
+        };
+        self.enqueue_rendered(&mail, message).await
+    }
+
+    /// Queues `message`, rendered from `mail`: a copy for each recipient.
+    async fn enqueue_rendered(
+        &self,
+        mail: &OutgoingMail,
+        message: Vec<u8>,
+    ) -> Result<Vec<i64>, MailError> {
         let now = Timestamp::now();
         let mut items = Vec::with_capacity(mail.to.len());
         for to in &mail.to {

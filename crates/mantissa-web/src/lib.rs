@@ -70,7 +70,7 @@ pub use offering::{
 };
 pub use page::{ApiRequest, Page, Pager, WebError};
 pub use pipeline::WebService;
-pub use ports::{Port, PortError};
+pub use ports::{Port, PortError, TlsMode, tls_mode};
 pub use protect::is_bot;
 pub use reveal::{REVEALS_PER_HOUR, Reveals};
 pub use session::{

@@ -71,8 +71,37 @@ pub enum PortError {
     Store(#[from] StoreError),
 }
 
-/// Protocols that run over TLS.
-const TLS_PROTOCOLS: &[&str] = &["https"];
+/// How a protocol uses a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Never (`http`).
+    None,
+    /// TLS from the first byte (`https`).
+    Implicit,
+    /// Upgraded in the session by STARTTLS (`smtp`, `submission`); whether
+    /// a certificate is required (submission: a log-in must not travel in
+    /// the clear) or offered when given (smtp: senders fall back to the
+    /// clear where it is not).
+    StartTls {
+        /// Whether the port needs a certificate.
+        required: bool,
+    },
+}
+
+/// How each protocol this crate knows of uses TLS; any other is plain.
+const TLS_MODES: &[(&str, TlsMode)] = &[
+    ("https", TlsMode::Implicit),
+    ("smtp", TlsMode::StartTls { required: false }),
+    ("submission", TlsMode::StartTls { required: true }),
+];
+
+/// How `protocol` uses TLS.
+pub fn tls_mode(protocol: &str) -> TlsMode {
+    TLS_MODES
+        .iter()
+        .find(|(p, _)| *p == protocol)
+        .map_or(TlsMode::None, |(_, m)| *m)
+}
 
 impl Port {
     /// Checks a port before it is stored. `known` lists the protocols this
@@ -88,22 +117,27 @@ impl Port {
             .address
             .parse()
             .map_err(|_| PortError::BadAddress(self.address.clone()))?;
-        let secure = TLS_PROTOCOLS.contains(&self.protocol.as_str());
-        match (secure, &self.cert, &self.key) {
-            (true, Some(c), Some(k)) => {
-                mantissa_server::load_tls(c.as_ref(), k.as_ref())
-                    .map_err(|e| PortError::Tls(e.to_string()))?;
-            }
-            (true, _, _) => {
+        let mode = tls_mode(&self.protocol);
+        let required = matches!(
+            mode,
+            TlsMode::Implicit | TlsMode::StartTls { required: true }
+        );
+        match (mode, &self.cert, &self.key) {
+            (TlsMode::None, None, None) => {}
+            (TlsMode::None, _, _) => {
                 return Err(PortError::Tls(format!(
-                    "{} needs --cert FILE and --key FILE",
+                    "{} does not use a certificate; did you mean https?",
                     self.protocol
                 )));
             }
-            (false, None, None) => {}
-            (false, _, _) => {
+            (_, Some(c), Some(k)) => {
+                mantissa_server::load_tls(c.as_ref(), k.as_ref())
+                    .map_err(|e| PortError::Tls(e.to_string()))?;
+            }
+            (_, None, None) if !required => {}
+            _ => {
                 return Err(PortError::Tls(format!(
-                    "{} does not use a certificate; did you mean https?",
+                    "{} needs --cert FILE and --key FILE",
                     self.protocol
                 )));
             }
@@ -111,9 +145,15 @@ impl Port {
         Ok(addr)
     }
 
-    /// Whether this port speaks TLS.
+    /// Whether this port speaks TLS from its first byte.
     pub fn is_tls(&self) -> bool {
-        TLS_PROTOCOLS.contains(&self.protocol.as_str())
+        tls_mode(&self.protocol) == TlsMode::Implicit
+    }
+
+    /// Whether this port offers STARTTLS: a protocol that upgrades in the
+    /// session, with a certificate given.
+    pub fn starttls(&self) -> bool {
+        matches!(tls_mode(&self.protocol), TlsMode::StartTls { .. }) && self.cert.is_some()
     }
 
     /// Every port of the site, in the order they were added.

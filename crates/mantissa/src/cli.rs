@@ -970,35 +970,51 @@ pub struct ServeOptions {
     pub store: Option<String>,
 }
 
-/// The protocols this binary serves on ports: the web, and SMTP to
-/// receive mail (`mantissa_mail::inbound`).
-pub const PROTOCOLS: &[&str] = &["http", "https", "smtp"];
+/// The protocols this binary serves on ports: the web, SMTP to receive
+/// mail, and submission for the site's people to send it
+/// (`mantissa_mail::inbound`).
+pub const PROTOCOLS: &[&str] = &["http", "https", "smtp", "submission"];
 
 /// The address `serve` uses when the site has no ports.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
-/// The SMTP server of the site: mail for its accounts at the domain of its
-/// sender address, greeting as the host of its URL.
+/// The SMTP server of the site for one port: mail for its accounts at the
+/// domain of its sender address, greeting as the host of its URL; with
+/// STARTTLS when the port has a certificate; on a submission port, taking
+/// mail from the site's people to send (`receiving::SiteSubmission`).
 fn smtp_protocol(
     site: &Site,
     mail: Option<&MailConfig>,
     url: Option<&str>,
-) -> mantissa_mail::inbound::SmtpProtocol {
-    let domain = mail
-        .and_then(|c| mantissa_mail::dkim::sender_domain(&c.from))
-        .unwrap_or_else(|| "localhost".into());
+    port: &Port,
+    submission: &Arc<crate::receiving::SiteSubmission>,
+) -> Result<mantissa_mail::inbound::SmtpProtocol, Error> {
+    let domain = mail_domain(mail);
     let hostname = url
         .and_then(|u| u.split("://").nth(1))
         .and_then(|rest| rest.split(['/', ':']).next())
         .filter(|h| !h.is_empty())
         .unwrap_or(&domain)
         .to_string();
-    mantissa_mail::inbound::SmtpProtocol::new(
+    let mut protocol = mantissa_mail::inbound::SmtpProtocol::new(
         site.clone(),
         hostname,
         mantissa_mail::inbound::SmtpLimits::default(),
         Arc::new(crate::receiving::SiteRecipients::new(site.clone(), &domain)),
-    )
+    );
+    if let (true, Some(c), Some(k)) = (port.starttls(), &port.cert, &port.key) {
+        protocol = protocol.with_starttls(load_tls(c.as_ref(), k.as_ref()).map_err(Error::Server)?);
+    }
+    if port.protocol == "submission" {
+        protocol = protocol.submission(submission.clone());
+    }
+    Ok(protocol)
+}
+
+/// The domain the site receives mail at: its sender address's.
+fn mail_domain(mail: Option<&MailConfig>) -> String {
+    mail.and_then(|c| mantissa_mail::dkim::sender_domain(&c.from))
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Opens (creating) the site and serves it on its ports — or `--listen`, or
@@ -1084,7 +1100,11 @@ pub fn serve_with(
         // sent as soon as we have said it is never missed.
         let stop = StopSignal::listen().map_err(Error::Signal)?;
         let http: Arc<dyn Protocol> = Arc::new(HttpProtocol::new(router));
-        let smtp: Arc<dyn Protocol> = Arc::new(smtp_protocol(&site, mail_config.as_ref(), options.url.as_deref()));
+        let submission = Arc::new(crate::receiving::SiteSubmission::new(
+            accounts.clone(),
+            mail_queue.clone(),
+            &mail_domain(mail_config.as_ref()),
+        ));
         let mut server = site_server(guard);
         let mut urls = Vec::new();
         let mut others = Vec::new();
@@ -1096,13 +1116,22 @@ pub fn serve_with(
                 }
                 _ => None,
             };
-            let protocol = if port.protocol == "smtp" { &smtp } else { &http };
+            let protocol: Arc<dyn Protocol> = match port.protocol.as_str() {
+                "smtp" | "submission" => Arc::new(smtp_protocol(
+                    &site,
+                    mail_config.as_ref(),
+                    options.url.as_deref(),
+                    port,
+                    &submission,
+                )?),
+                _ => http.clone(),
+            };
             let bound = server
-                .listen(addr, tls, protocol.clone())
+                .listen(addr, tls, protocol)
                 .await
                 .map_err(Error::Server)?;
             match port.protocol.as_str() {
-                "smtp" => others.push(format!("smtp://{bound}")),
+                p @ ("smtp" | "submission") => others.push(format!("{p}://{bound}")),
                 _ => {
                     let scheme = if port.is_tls() { "https" } else { "http" };
                     urls.push(format!("{scheme}://{bound}/"));
@@ -1147,7 +1176,7 @@ pub fn serve_with(
             writeln!(out, "Serving {url}")?;
         }
         for url in &others {
-            writeln!(out, "Receiving mail on {url}")?;
+            writeln!(out, "Mail on {url}")?;
         }
         if let Some(url) = &options.url {
             writeln!(out, "Reached at {url} (links in mail, passkeys)")?;

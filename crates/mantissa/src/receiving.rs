@@ -53,3 +53,70 @@ impl Recipients for SiteRecipients {
         })
     }
 }
+
+/// What the site's submission port (587) does: logs people in as the web
+/// does (the same back-offs; an account with two-factor log-in cannot use
+/// its password alone here), lets each send as `USER@domain` only, and
+/// sends through the site's mail queue.
+pub struct SiteSubmission {
+    accounts: std::sync::Arc<mantissa_accounts::Accounts>,
+    queue: Option<mantissa_mail::MailQueue>,
+    domain: String,
+}
+
+impl SiteSubmission {
+    /// Submission for `accounts`, sending through `queue` (none: the site
+    /// has no relay, and refuses to send out).
+    pub fn new(
+        accounts: std::sync::Arc<mantissa_accounts::Accounts>,
+        queue: Option<mantissa_mail::MailQueue>,
+        domain: &str,
+    ) -> SiteSubmission {
+        SiteSubmission {
+            accounts,
+            queue,
+            domain: domain.to_ascii_lowercase(),
+        }
+    }
+}
+
+impl mantissa_mail::inbound::Submission for SiteSubmission {
+    fn login(
+        &self,
+        peer: std::net::IpAddr,
+        who: &str,
+        password: &str,
+    ) -> mantissa_mail::inbound::LoginFuture {
+        let accounts = self.accounts.clone();
+        let (who, password) = (who.to_string(), password.to_string());
+        Box::pin(async move { accounts.login(Some(peer), &who, &password).await.ok() })
+    }
+
+    fn submit(
+        &self,
+        user: &str,
+        from: &str,
+        to: Vec<String>,
+        raw: std::sync::Arc<Vec<u8>>,
+    ) -> mantissa_mail::inbound::SubmitFuture {
+        let own = format!("{user}@{}", self.domain);
+        let from = from.trim().to_string();
+        let queue = self.queue.clone();
+        Box::pin(async move {
+            if !from.eq_ignore_ascii_case(&own) {
+                return Err(format!("{from} is not yours to send as: send as {own}"));
+            }
+            if to.is_empty() {
+                return Ok(());
+            }
+            let Some(queue) = queue else {
+                return Err("this site sends no mail out (no relay is set)".into());
+            };
+            queue
+                .enqueue_raw(&own, to, raw.as_ref().clone())
+                .await
+                .map(drop)
+                .map_err(|e| format!("not queued: {e}"))
+        })
+    }
+}

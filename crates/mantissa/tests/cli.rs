@@ -2171,7 +2171,7 @@ fn serve_receives_mail_for_its_accounts_over_smtp() {
     let (mut server, said) = serve_ports(cwd, "s");
     let smtp = said
         .lines()
-        .find_map(|l| l.strip_prefix("Receiving mail on smtp://"))
+        .find_map(|l| l.strip_prefix("Mail on smtp://"))
         .unwrap_or_else(|| panic!("serve says where it receives mail: {said}"))
         .trim()
         .to_string();
@@ -2262,4 +2262,145 @@ print(json.dumps(out))
         "dot-unstuffed: {raw}"
     );
     assert_eq!(raw.len() as i64, m.size);
+}
+
+/// Issue 16, item 9: `port add submission ADDR --cert --key` lets the
+/// site's people send through it, as a mail program does (Python's
+/// smtplib): STARTTLS, then AUTH PLAIN with their web password, then mail
+/// as USER@domain to anyone, which leaves through the site's queue and
+/// relay; nothing before TLS and a log-in, a wrong password refused, and
+/// sending as someone else refused.
+#[test]
+fn the_site_s_people_send_through_the_submission_port() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    ok(mantissa(cwd, &["init", "s"]));
+    let at = |args: &[&str]| {
+        let mut all = vec!["--site", "s"];
+        all.extend_from_slice(args);
+        mantissa(cwd, &all)
+    };
+    let sink = mantissa::testing::SmtpSink::start();
+    let relay = sink.addr.to_string();
+    ok(at(&[
+        "mail",
+        "set",
+        "--from",
+        "site@example.org",
+        "--relay",
+        &relay,
+    ]));
+    let mut add = at(&[
+        "user",
+        "add",
+        "ann",
+        "--email",
+        "ann@example.net",
+        "--password-stdin",
+    ]);
+    add.stdin(Stdio::piped());
+    let mut child = add.stdout(Stdio::null()).spawn().unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        b"correct horse battery staple\n",
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_path, key_path) = (cwd.join("cert.pem"), cwd.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let r = run(at(&["port", "add", "submission", "127.0.0.1:0"]));
+    assert!(
+        r.stderr.contains("needs --cert FILE and --key FILE"),
+        "{r:?}"
+    );
+    ok(at(&[
+        "port",
+        "add",
+        "submission",
+        "127.0.0.1:0",
+        "--cert",
+        cert_path.to_str().unwrap(),
+        "--key",
+        key_path.to_str().unwrap(),
+    ]));
+    let (mut server, said) = serve_ports(cwd, "s");
+    let addr = said
+        .lines()
+        .find_map(|l| l.strip_prefix("Mail on submission://"))
+        .unwrap_or_else(|| panic!("serve says where: {said}"))
+        .trim()
+        .to_string();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    const CLIENT: &str = r#"
+import base64, json, smtplib, ssl, sys
+host, port = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+plain = lambda u, p: base64.b64encode(f"\0{u}\0{p}".encode()).decode()
+msg = "From: ann@example.org\r\nTo: carol@example.net\r\nSubject: Hello Carol\r\n\r\nSent from my mail program.\r\n"
+out = {}
+with smtplib.SMTP(host, port, timeout=10) as s:
+    out["ehlo_clear"] = s.ehlo()[1].decode()
+    out["auth_clear"] = s.docmd("AUTH", "PLAIN " + plain("ann", "correct horse battery staple"))[0]
+    out["mail_clear"] = s.docmd("MAIL", "FROM:<ann@example.org>")[0]
+    s.starttls(context=ctx)
+    out["ehlo_tls"] = s.ehlo()[1].decode()
+    out["mail_anonymous"] = s.docmd("MAIL", "FROM:<ann@example.org>")[0]
+    try:
+        s.login("ann", "wrong password")
+    except smtplib.SMTPAuthenticationError as e:
+        out["wrong"] = e.smtp_code
+    s.login("ann", "correct horse battery staple")
+    try:
+        s.sendmail("bob@example.org", ["carol@example.net"], msg)
+    except smtplib.SMTPDataError as e:
+        out["spoof"] = e.smtp_code
+    out["sent"] = s.sendmail("ann@example.org", ["carol@example.net"], msg)
+print(json.dumps(out))
+"#;
+    let client = Command::new("python3")
+        .args(["-c", CLIENT, host, port])
+        .output()
+        .unwrap();
+    assert!(
+        client.status.success(),
+        "{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&client.stdout).unwrap();
+    let clear = out["ehlo_clear"].as_str().unwrap();
+    assert!(
+        clear.contains("STARTTLS") && !clear.contains("AUTH"),
+        "{out}"
+    );
+    assert_eq!(out["auth_clear"], 530, "{out}");
+    assert_eq!(out["mail_clear"], 530, "{out}");
+    let tls = out["ehlo_tls"].as_str().unwrap();
+    assert!(
+        tls.contains("AUTH PLAIN") && !tls.contains("STARTTLS"),
+        "{out}"
+    );
+    assert_eq!(out["mail_anonymous"], 530, "{out}");
+    assert_eq!(out["wrong"], 535, "{out}");
+    assert_eq!(out["spoof"], 550, "{out}");
+    assert_eq!(out["sent"], serde_json::json!({}), "{out}");
+    // Out through the queue and the relay, with the site's return path.
+    let got = sink.wait_for_within(1, std::time::Duration::from_secs(20));
+    assert_eq!(got[0].to, ["carol@example.net"]);
+    assert!(got[0].from.starts_with("bounces+"), "{:?}", got[0].from);
+    assert!(
+        got[0].data.contains("Subject: Hello Carol"),
+        "{}",
+        got[0].data
+    );
+    let stopped = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert_eq!(server.wait().unwrap().code(), Some(0));
 }
