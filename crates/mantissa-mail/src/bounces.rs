@@ -55,6 +55,23 @@ pub struct FailingAddress {
     pub last_at: Timestamp,
 }
 
+/// What an application installs on the site store (a powerup) to be told
+/// when an address starts failing: to flag the account, tell the person on
+/// the site, stop a newsletter. Run after the mark is committed, in a write
+/// of the site store of its own; one that fails is logged.
+pub trait BounceListener: Send {
+    /// `address` is failing now: the site sends it no more mail.
+    fn address_failing(
+        &self,
+        tx: &mut mantissa_store::Write<'_>,
+        address: &FailingAddress,
+    ) -> Result<(), StoreError>;
+}
+
+impl mantissa_store::Interface for dyn BounceListener {
+    const NAME: &'static str = "mantissa.bounce_listener";
+}
+
 /// What one bounce did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "effect", rename_all = "snake_case")]
@@ -167,18 +184,18 @@ pub async fn apply(
         None => "a bounce that says no more".into(),
     };
     let now = Timestamp::now();
-    site.store()
-        .write(move |tx| -> Result<Vec<Effect>, MailError> {
+    let (effects, newly_failing) = site
+        .store()
+        .write(move |tx| -> Result<(Vec<Effect>, Option<FailingAddress>), MailError> {
             let sent = tx
                 .query::<QueuedMail>()
                 .filter(QueuedMail::bounce_tag.eq(tag.as_str()))
                 .first()?;
             if !sent.is_some_and(|m| m.recipients.eq_ignore_ascii_case(&recipient)) {
-                return Ok(vec![Effect::Ignored {
-                    why: format!(
-                        "its return path names no message this site sent to {recipient} (forged, or the message was forgotten)"
-                    ),
-                }]);
+                let why = format!(
+                    "its return path names no message this site sent to {recipient} (forged, or the message was forgotten)"
+                );
+                return Ok((vec![Effect::Ignored { why }], None));
             }
             let mut entry = tx
                 .query::<FailingAddress>()
@@ -193,6 +210,7 @@ pub async fn apply(
                 last_at: now,
             };
             let a = entry.as_deref_mut().unwrap_or(&mut fresh);
+            let was_failing = a.failing;
             a.last_at = now;
             a.reason = reason;
             if !permanent {
@@ -210,13 +228,23 @@ pub async fn apply(
                     temporary: a.temporary,
                 }
             };
+            let newly = (a.failing && !was_failing).then(|| a.clone());
             match entry {
                 Some(e) => tx.update(&e)?,
                 None => drop(tx.insert(&fresh)?),
             }
-            Ok(vec![effect])
+            Ok((vec![effect], newly))
         })
-        .await
+        .await?;
+    if let Some(failing) = newly_failing {
+        crate::each_powerup::<dyn BounceListener, _>(
+            site.store(),
+            "bounce listener",
+            move |l, tx| l.address_failing(tx, &failing),
+        )
+        .await;
+    }
+    Ok(effects)
 }
 
 /// Splits claimed messages into those to failing addresses, each with

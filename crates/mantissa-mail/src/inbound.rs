@@ -59,6 +59,50 @@ pub struct InboundMail {
     pub text: String,
 }
 
+/// What an application installs on a person's store (a powerup,
+/// [`mantissa_store::powerup!`]) to be handed each message that arrives
+/// for them: to file it, answer it, make a task of it.
+///
+/// Each handler runs in a write of its own after the message is stored,
+/// highest priority first; one that fails is logged and the others still
+/// run: the message stays delivered either way.
+///
+/// ```
+/// use mantissa_mail::inbound::{InboundMail, MailHandler};
+/// use mantissa_store::{Item, Stored, StoreError, Write, powerup};
+///
+/// /// Keeps the subject of every message from the boss.
+/// #[derive(Item)]
+/// #[item(name = "doc.boss_watch", version = 1)]
+/// struct BossWatch { boss: String }
+///
+/// #[derive(Item)]
+/// #[item(name = "doc.from_boss", version = 1)]
+/// struct FromBoss { subject: String }
+///
+/// impl MailHandler for BossWatch {
+///     fn received(&self, tx: &mut Write<'_>, mail: &Stored<InboundMail>) -> Result<(), StoreError> {
+///         if mail.from.contains(&self.boss) {
+///             tx.insert(&FromBoss { subject: mail.subject.clone() })?;
+///         }
+///         Ok(())
+///     }
+/// }
+/// powerup!(BossWatch as dyn MailHandler);
+/// ```
+pub trait MailHandler: Send {
+    /// `mail` has arrived (it is in the store, its raw message attached).
+    fn received(
+        &self,
+        tx: &mut mantissa_store::Write<'_>,
+        mail: &mantissa_store::Stored<InboundMail>,
+    ) -> Result<(), mantissa_store::StoreError>;
+}
+
+impl mantissa_store::Interface for dyn MailHandler {
+    const NAME: &'static str = "mantissa.mail_handler";
+}
+
 /// The name of the attached file holding the raw message.
 pub const RAW_FILE: &str = "message.eml";
 
@@ -681,13 +725,27 @@ async fn deliver_to_user(
         size: raw.len() as i64,
         text,
     };
-    store
+    let id = store
         .write(move |tx| {
             let id = tx.insert(&item)?;
-            tx.attach_file(id, RAW_FILE, &raw)
+            tx.attach_file(id, RAW_FILE, &raw)?;
+            Ok::<_, mantissa_store::StoreError>(id)
         })
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    hand_to_handlers(&store, id).await;
+    Ok(())
+}
+
+/// Runs each [`MailHandler`] installed on `store` on the message `id`.
+async fn hand_to_handlers(store: &mantissa_store::Store, id: mantissa_store::Ref<InboundMail>) {
+    crate::each_powerup::<dyn MailHandler, _>(store, "mail handler", move |handler, tx| {
+        match tx.find(id)? {
+            Some(mail) => handler.received(tx, &mail),
+            None => Ok(()),
+        }
+    })
+    .await
 }
 
 /// `s` cut to at most `limit` bytes, at a character's edge.

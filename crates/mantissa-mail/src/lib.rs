@@ -128,6 +128,43 @@ pub async fn sign_as_sender(site: &Site, from: &str, bytes: Vec<u8>) -> Result<V
     }
 }
 
+/// Runs `f` with each provider of `I` installed on `store`, highest
+/// priority first, each in a write of its own: one that fails (an error or
+/// a panic) is logged, as `what`, and the others still run. For telling
+/// applications what happened (mail arrived, an address is failing) after
+/// it is committed, so that no application's bug can undo it.
+pub(crate) async fn each_powerup<I, F>(store: &mantissa_store::Store, what: &'static str, f: F)
+where
+    I: ?Sized + mantissa_store::Interface,
+    F: Fn(&I, &mut mantissa_store::Write<'_>) -> Result<(), StoreError> + Clone + Send + 'static,
+{
+    let count = match store
+        .read(|r| Ok::<_, StoreError>(r.powerups::<I>()?.len()))
+        .await
+    {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, what, "finding the powerups failed");
+            return;
+        }
+    };
+    for k in 0..count {
+        let f = f.clone();
+        let done = store
+            .write(move |tx| {
+                let providers = tx.powerups::<I>()?;
+                match providers.get(k) {
+                    Some(p) => f(p.as_ref(), tx),
+                    None => Ok(()),
+                }
+            })
+            .await;
+        if let Err(e) = done {
+            tracing::error!(error = %e, what, provider = k, "a powerup failed; what it was told of stands");
+        }
+    }
+}
+
 /// Writes each message as an `.eml` file in a folder: the development
 /// default, and what tests read.
 pub struct Outbox {

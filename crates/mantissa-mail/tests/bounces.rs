@@ -217,3 +217,68 @@ fn temporary_failures_are_counted_until_the_limit_and_a_complaint_stops_mail_at_
     }
     assert!(s.send(&["user@example.com"]).is_empty(), "not sent");
 }
+
+/// Told when an address starts failing (an application's powerup).
+#[derive(mantissa_store::Item)]
+#[item(name = "test.bounce_flagger", version = 1)]
+struct Flagger {
+    fail: bool,
+}
+
+#[derive(mantissa_store::Item, Debug)]
+#[item(name = "test.flagged", version = 1)]
+struct Flagged {
+    address: String,
+}
+
+impl bounces::BounceListener for Flagger {
+    fn address_failing(
+        &self,
+        tx: &mut mantissa_store::Write<'_>,
+        address: &bounces::FailingAddress,
+    ) -> Result<(), mantissa_store::StoreError> {
+        if self.fail {
+            panic!("a listener's bug");
+        }
+        tx.insert(&Flagged {
+            address: address.address.clone(),
+        })
+        .map(drop)
+    }
+}
+mantissa_store::powerup!(Flagger as dyn bounces::BounceListener);
+
+#[test]
+fn applications_are_told_once_when_an_address_starts_failing() {
+    let s = setup();
+    s.site
+        .store()
+        .write_blocking(|tx| {
+            // One with a bug, tried first: the other is still told.
+            let bad = tx.insert(&Flagger { fail: true })?;
+            tx.install_powerup::<dyn bounces::BounceListener, _>(bad, 20)?;
+            let good = tx.insert(&Flagger { fail: false })?;
+            tx.install_powerup::<dyn bounces::BounceListener, _>(good, 10)
+        })
+        .unwrap();
+    let bounce = sample("lhost-postfix-04.eml");
+    for _ in 0..2 {
+        let path = s.send(&["kijitora@example.co.jp"]);
+        // The second message is not sent (the address is failing): the
+        // bounce of the first comes back again.
+        let path = path.first().cloned();
+        if let Some(path) = path {
+            s.apply(&bounce, Some(&path));
+            s.apply(&bounce, Some(&path));
+        }
+    }
+    let flagged: Vec<String> = s
+        .site
+        .store()
+        .read_blocking(|r| r.query::<Flagged>().all())
+        .unwrap()
+        .into_iter()
+        .map(|f| f.address.clone())
+        .collect();
+    assert_eq!(flagged, ["kijitora@example.co.jp"], "told once");
+}

@@ -303,3 +303,79 @@ async fn a_client_that_trickles_a_command_is_closed_by_the_head_watch() {
         started.elapsed()
     );
 }
+
+/// Files each message's subject (an application's powerup on ann's store).
+#[derive(mantissa_store::Item)]
+#[item(name = "test.filer", version = 1)]
+struct Filer {
+    fail: bool,
+}
+
+#[derive(mantissa_store::Item, Debug)]
+#[item(name = "test.filed", version = 1)]
+struct Filed {
+    subject: String,
+}
+
+impl mantissa_mail::inbound::MailHandler for Filer {
+    fn received(
+        &self,
+        tx: &mut mantissa_store::Write<'_>,
+        mail: &mantissa_store::Stored<InboundMail>,
+    ) -> Result<(), mantissa_store::StoreError> {
+        if self.fail {
+            panic!("a handler's bug");
+        }
+        tx.insert(&Filed {
+            subject: mail.subject.clone(),
+        })
+        .map(drop)
+    }
+}
+mantissa_store::powerup!(Filer as dyn mantissa_mail::inbound::MailHandler);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_is_handed_to_the_handlers_installed_on_the_person_s_store() {
+    let s = start(Limits::default(), SmtpLimits::default()).await;
+    let site = s.site.clone();
+    tokio::task::spawn_blocking(move || {
+        site.user_store("ann")
+            .unwrap()
+            .write_blocking(|tx| {
+                let bad = tx.insert(&Filer { fail: true })?;
+                tx.install_powerup::<dyn mantissa_mail::inbound::MailHandler, _>(bad, 20)?;
+                let good = tx.insert(&Filer { fail: false })?;
+                tx.install_powerup::<dyn mantissa_mail::inbound::MailHandler, _>(good, 10)
+            })
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (mut c, _) = Client::connect(s.addr).await;
+    assert_eq!(code(&c.command("EHLO x").await), "250");
+    assert_eq!(code(&c.command("MAIL FROM:<b@example.net>").await), "250");
+    assert_eq!(code(&c.command("RCPT TO:<ann@example.org>").await), "250");
+    assert_eq!(code(&c.command("DATA").await), "354");
+    c.send(b"Subject: Minutes\r\n\r\nattached\r\n.\r\n").await;
+    assert_eq!(code(&c.reply().await), "250");
+    let site = s.site.clone();
+    let (mail, filed) = tokio::task::spawn_blocking(move || {
+        site.user_store("ann")
+            .unwrap()
+            .read_blocking(|r| {
+                Ok::<_, mantissa_store::StoreError>((
+                    r.query::<InboundMail>().all()?.len(),
+                    r.query::<Filed>()
+                        .all()?
+                        .into_iter()
+                        .map(|f| f.subject.clone())
+                        .collect::<Vec<_>>(),
+                ))
+            })
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(mail, 1, "delivered, whatever the handlers did");
+    assert_eq!(filed, ["Minutes"]);
+}
