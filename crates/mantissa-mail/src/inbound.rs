@@ -118,6 +118,8 @@ pub enum Destination {
     Bounces,
     /// Out, to another site: from someone logged in on a submission port.
     Elsewhere,
+    /// DMARC aggregate reports about the site's domain ([`crate::dmarc`]).
+    DmarcReports,
 }
 
 /// What [`Recipients::destination`] returns.
@@ -641,6 +643,15 @@ impl Session {
                     })
                     .map_err(|e| e.to_string()),
                 Destination::Elsewhere => Ok(()),
+                Destination::DmarcReports => crate::dmarc::receive(&self.site, &raw)
+                    .await
+                    .map(|r| tracing::info!(%peer, ?r, "DMARC report received"))
+                    // A message that is not a report is dropped, not
+                    // bounced: nobody reads a bounce to a report sender.
+                    .or_else(|e| {
+                        tracing::warn!(%peer, error = %e, "mail to the DMARC address dropped");
+                        Ok(())
+                    }),
                 Destination::User(user) => {
                     deliver_to_user(&self.site, user, &from, to, raw.clone())
                         .await

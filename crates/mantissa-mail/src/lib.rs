@@ -22,6 +22,7 @@ use mantissa_store::{Item, Site, StoreError};
 
 pub mod bounces;
 pub mod dkim;
+pub mod dmarc;
 pub mod inbound;
 mod queue;
 

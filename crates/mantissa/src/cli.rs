@@ -1819,6 +1819,54 @@ pub fn mail_dkim_show(site: &Site, out: &mut dyn Write) -> Result<(), Error> {
     Ok(())
 }
 
+/// `mantissa mail dmarc`: the aggregate reports received, latest first,
+/// and the record that asks for them.
+pub fn mail_dmarc(site: &Site, json: bool, out: &mut dyn Write) -> Result<(), Error> {
+    let reports = block_on_local(mantissa_mail::dmarc::recent(site, 100))??;
+    if json {
+        let rows: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "org": r.org,
+                    "report_id": r.report_id,
+                    "domain": r.domain,
+                    "begin": r.begin.to_string(),
+                    "end": r.end.to_string(),
+                    "messages": r.messages,
+                    "passed": r.passed,
+                    "dkim_failed": r.dkim_failed,
+                    "spf_failed": r.spf_failed,
+                    "failing_sources": r.failing_sources.lines().collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &rows).map_err(io::Error::from)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let domain = mail_domain(MailConfig::load(site)?.as_ref());
+    if reports.is_empty() {
+        writeln!(
+            out,
+            "No DMARC reports yet. To have receivers send them, publish\n\n{}\n\nand receive mail (`mantissa port add smtp ADDR`, reached as the domain's MX).",
+            mantissa_mail::dmarc::record_for(&domain)
+        )?;
+        return Ok(());
+    }
+    for r in &reports {
+        writeln!(
+            out,
+            "{} to {}  {}  {}: {} of {} messages passed DMARC ({} failed DKIM, {} failed SPF)",
+            r.begin, r.end, r.domain, r.org, r.passed, r.messages, r.dkim_failed, r.spf_failed
+        )?;
+        for source in r.failing_sources.lines() {
+            writeln!(out, "    failing both, from {source}")?;
+        }
+    }
+    Ok(())
+}
+
 /// `mantissa mail set`: the sender address and the SMTP relay.
 pub fn mail_set(site: &Site, settings: MailSettings, out: &mut dyn Write) -> Result<(), Error> {
     // Every value is checked before anything is written.

@@ -2,9 +2,10 @@
 //! [`Recipients`], which `mantissa-mail` leaves to the site since it knows
 //! no accounts): at the site's mail domain (that of its sender address,
 //! `mantissa mail set --from`), `USER@domain` for each active account,
-//! whose store the message goes into, and the site's VERP return paths
-//! (`bounces+…@domain`), which go to the bounce processing. Nothing else:
-//! the server relays for nobody.
+//! whose store the message goes into, the site's VERP return paths
+//! (`bounces+…@domain`), which go to the bounce processing, and
+//! `dmarc-reports@domain`, DMARC aggregate reports. Nothing else: the
+//! server relays for nobody (but people logged in on a submission port).
 
 use mantissa_accounts::Account;
 use mantissa_accounts::model::status;
@@ -38,6 +39,9 @@ impl Recipients for SiteRecipients {
             }
             if mantissa_mail_proto::verp::decode(&address).is_some() {
                 return Some(Destination::Bounces);
+            }
+            if local == mantissa_mail::dmarc::REPORTS {
+                return Some(Destination::DmarcReports);
             }
             let name = local.to_string();
             let account = site

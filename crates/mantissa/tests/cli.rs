@@ -2195,6 +2195,9 @@ with smtplib.SMTP(host, port, timeout=10) as s:
     out["syntax"] = s.docmd("MAIL", "FROM:<<<>>>")[0]
     s.rset()
     out["vrfy"] = s.verify("ann@example.org")[0]
+    # A DMARC aggregate report, as Google sends them.
+    report = open(sys.argv[3], "rb").read()
+    out["dmarc"] = s.sendmail("noreply-dmarc-support@google.com", ["dmarc-reports@example.org"], report)
 # Guessing names: the session ends after a few unknown ones.
 codes = []
 with smtplib.SMTP(host, port, timeout=10) as s:
@@ -2208,8 +2211,17 @@ with smtplib.SMTP(host, port, timeout=10) as s:
 out["guesses"] = codes
 print(json.dumps(out))
 "#;
+    let report = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../mantissa-mail/tests/dmarc/google.eml"
+    );
+    let r = ok(at(&["mail", "dmarc"]));
+    assert!(
+        r.stdout.contains("rua=mailto:dmarc-reports@example.org"),
+        "{r:?}"
+    );
     let client = Command::new("python3")
-        .args(["-c", CLIENT, host, port])
+        .args(["-c", CLIENT, host, port, report])
         .output()
         .unwrap();
     assert!(
@@ -2218,6 +2230,7 @@ print(json.dumps(out))
         String::from_utf8_lossy(&client.stderr)
     );
     let out: serde_json::Value = serde_json::from_slice(&client.stdout).unwrap();
+    assert_eq!(out["dmarc"], serde_json::json!({}), "{out}");
     assert_eq!(out["ehlo"], 250, "{out}");
     assert_eq!(out["refused"]["nobody@example.org"][0], 550, "{out}");
     assert!(out["refused"].get("ANN@example.org").is_none(), "{out}");
@@ -2262,6 +2275,13 @@ print(json.dumps(out))
         "dot-unstuffed: {raw}"
     );
     assert_eq!(raw.len() as i64, m.size);
+    drop(site);
+    let r = ok(at(&["mail", "dmarc"]));
+    assert!(
+        r.stdout
+            .contains("stalw.art  google.com: 1 of 1 messages passed DMARC"),
+        "{r:?}"
+    );
 }
 
 /// Issue 16, item 9: `port add submission ADDR --cert --key` lets the

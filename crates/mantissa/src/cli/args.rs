@@ -210,6 +210,14 @@ enum MailCommand {
     /// record to publish, or show the records of the keys the site has
     #[command(subcommand)]
     Dkim(DkimCommand),
+    /// The DMARC aggregate reports received about the site's domain (how
+    /// much mail claiming to be from it passed, and where what failed came
+    /// from), and the DMARC record that asks for them
+    Dmarc {
+        /// Print the reports as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// List the outbound queue (messages waiting, being sent or failed,
     /// with their attempts, next try and last error), or retry or drop
     /// queued messages
@@ -587,6 +595,7 @@ fn run(args: Args, offerings: &[Arc<dyn Offering>]) -> anyhow::Result<()> {
                 Command::Mail(MailCommand::Dkim(DkimCommand::Show)) => {
                     cli::mail_dkim_show(&site, out)?
                 }
+                Command::Mail(MailCommand::Dmarc { json }) => cli::mail_dmarc(&site, json, out)?,
                 Command::Mail(MailCommand::Queue { action, all, json }) => match action {
                     None => cli::mail_queue(&site, all, json, out)?,
                     Some(QueueCommand::Retry { id, .. }) => cli::mail_queue_retry(&site, id, out)?,
