@@ -16,9 +16,12 @@
 //!
 //! Commands are parsed by `smtp-proto` (Stalwart's); what this module
 //! writes by hand is the session's state machine, which no crate offers
-//! apart from a whole mail server. Not yet: STARTTLS and AUTH (submission
-//! on 587, issue 16 item 9), SPF/DKIM/DMARC results on the message, and
-//! handing mail to powerups.
+//! apart from a whole mail server. STARTTLS is offered when the port has a
+//! certificate; a submission port ([`SmtpProtocol::submission`]) takes mail
+//! only after TLS and a log-in. Each message delivered carries what the
+//! server found of its sender (SPF, DKIM and DMARC, by `mail-auth`, on the
+//! item and as an `Authentication-Results` header), and is handed to the
+//! [`MailHandler`]s installed on the person's store.
 //!
 //! Who receives what is the site's business, not this crate's (it knows no
 //! accounts): a [`Recipients`] given by whoever serves says whether an
@@ -57,6 +60,17 @@ pub struct InboundMail {
     /// The plain-text body, or the text of its HTML, cut at
     /// [`TEXT_LIMIT`] bytes: for listings and search.
     pub text: String,
+    /// SPF's verdict on the envelope sender and the sending address
+    /// (`pass`, `fail`, `softfail`, `neutral`, `none`, `temperror`,
+    /// `permerror`).
+    pub spf: String,
+    /// DKIM's on the message's signatures (the best of them; `none`
+    /// unsigned).
+    pub dkim: String,
+    /// DMARC's: whether the `From` domain's policy is met by an aligned
+    /// DKIM or SPF pass (`pass`, `fail`, `none`, …). The raw message
+    /// carries all three in an `Authentication-Results` header.
+    pub dmarc: String,
 }
 
 /// What an application installs on a person's store (a powerup,
@@ -190,6 +204,7 @@ pub struct SmtpProtocol {
     recipients: Arc<dyn Recipients>,
     tls: Option<Arc<rustls::ServerConfig>>,
     submission: Option<Arc<dyn Submission>>,
+    checks: Option<Arc<mail_auth::MessageAuthenticator>>,
 }
 
 impl SmtpProtocol {
@@ -208,6 +223,15 @@ impl SmtpProtocol {
             recipients,
             tls: None,
             submission: None,
+            // The system's resolver (resolv.conf): none found, the checks
+            // say `none`.
+            checks: match mail_auth::MessageAuthenticator::new_system_conf() {
+                Ok(a) => Some(Arc::new(a)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no DNS resolver: received mail is not checked (SPF, DKIM, DMARC)");
+                    None
+                }
+            },
         }
     }
 
@@ -235,6 +259,7 @@ impl Protocol for SmtpProtocol {
             recipients: self.recipients.clone(),
             tls: self.tls.clone(),
             submission: self.submission.clone(),
+            checks: self.checks.clone(),
         };
         Box::pin(async move {
             let time = session.limits.session_time;
@@ -257,13 +282,26 @@ struct Session {
     recipients: Arc<dyn Recipients>,
     tls: Option<Arc<rustls::ServerConfig>>,
     submission: Option<Arc<dyn Submission>>,
+    checks: Option<Arc<mail_auth::MessageAuthenticator>>,
 }
 
 /// The mail transaction under way.
 #[derive(Default)]
 struct Transaction {
+    /// The name the client gave in EHLO or HELO.
+    helo: String,
     from: Option<String>,
     to: Vec<(String, Destination)>,
+}
+
+impl Transaction {
+    /// A new transaction on the same session (the client's name kept).
+    fn reset(&self) -> Transaction {
+        Transaction {
+            helo: self.helo.clone(),
+            ..Transaction::default()
+        }
+    }
 }
 
 enum State {
@@ -375,7 +413,7 @@ impl Session {
                             self.deliver(&tx, user.as_deref(), raw, peer).await
                         };
                         message.clear();
-                        tx = Transaction::default();
+                        tx = tx.reset();
                         out.extend_from_slice(reply.as_bytes());
                         continue;
                     }
@@ -430,7 +468,10 @@ impl Session {
                 let reply: Cow<'static, str> = match request {
                     Request::Ehlo { host } => {
                         greeted = true;
-                        tx = Transaction::default();
+                        tx = Transaction {
+                            helo: host.to_string(),
+                            ..Transaction::default()
+                        };
                         let mut ehlo = format!(
                             "250-{} greets {host}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n",
                             self.hostname, self.limits.max_message_bytes
@@ -446,7 +487,10 @@ impl Session {
                     }
                     Request::Helo { host } | Request::Lhlo { host } => {
                         greeted = true;
-                        tx = Transaction::default();
+                        tx = Transaction {
+                            helo: host.to_string(),
+                            ..Transaction::default()
+                        };
                         format!("250 {} greets {host}\r\n", self.hostname).into()
                     }
                     Request::StartTls => {
@@ -543,7 +587,7 @@ impl Session {
                         }
                     }
                     Request::Rset => {
-                        tx = Transaction::default();
+                        tx = tx.reset();
                         "250 2.0.0 OK\r\n".into()
                     }
                     Request::Noop { .. } => "250 2.0.0 OK\r\n".into(),
@@ -634,6 +678,11 @@ impl Session {
             }
             tracing::info!(%peer, user, to = ?elsewhere, size = raw.len(), "mail submitted");
         }
+        let checks = if tx.to.iter().any(|(_, d)| matches!(d, Destination::User(_))) {
+            self.check_sender(&raw, peer.ip(), &tx.helo, &from).await
+        } else {
+            SenderChecks::none()
+        };
         for (to, destination) in &tx.to {
             let done = match destination {
                 Destination::Bounces => crate::bounces::apply(&self.site, &raw, Some(to))
@@ -653,7 +702,7 @@ impl Session {
                         Ok(())
                     }),
                 Destination::User(user) => {
-                    deliver_to_user(&self.site, user, &from, to, raw.clone())
+                    deliver_to_user(&self.site, user, &from, to, raw.clone(), &checks)
                         .await
                         .map(
                             |()| tracing::info!(%peer, to, user, size = raw.len(), "mail received"),
@@ -675,6 +724,112 @@ impl Session {
                 failed.join(", ")
             )
         }
+    }
+}
+
+/// What the receiving server found of a message's sender.
+struct SenderChecks {
+    spf: String,
+    dkim: String,
+    dmarc: String,
+    /// The `Authentication-Results` header saying so, to put first in the
+    /// stored message; empty when nothing was checked.
+    header: String,
+}
+
+impl SenderChecks {
+    fn none() -> SenderChecks {
+        SenderChecks {
+            spf: "none".into(),
+            dkim: "none".into(),
+            dmarc: "none".into(),
+            header: String::new(),
+        }
+    }
+}
+
+/// How long the checks of one message may take (DNS lookups).
+const CHECK_TIME: Duration = Duration::from_secs(10);
+
+impl Session {
+    /// SPF on the envelope sender, DKIM on the signatures and DMARC on the
+    /// `From` domain, by `mail-auth`, within [`CHECK_TIME`] (or else each
+    /// is `temperror`).
+    async fn check_sender(
+        &self,
+        raw: &[u8],
+        ip: std::net::IpAddr,
+        helo: &str,
+        mail_from: &str,
+    ) -> SenderChecks {
+        use mail_auth::common::headers::HeaderWriter;
+        use mail_auth::{
+            AuthenticatedMessage, AuthenticationResults, DkimResult, SpfResult,
+            dmarc::verify::DmarcParameters, spf::verify::SpfParameters,
+        };
+        let Some(auth) = &self.checks else {
+            return SenderChecks::none();
+        };
+        let Some(message) = AuthenticatedMessage::parse(raw) else {
+            return SenderChecks::none();
+        };
+        let helo = if helo.is_empty() { "unknown" } else { helo };
+        let checked = tokio::time::timeout(CHECK_TIME, async {
+            let dkim = auth.verify_dkim(&message).await;
+            let spf = auth
+                .verify_spf(SpfParameters::verify_mail_from(
+                    ip,
+                    helo,
+                    &self.hostname,
+                    mail_from,
+                ))
+                .await;
+            let from_domain = mail_from.rsplit_once('@').map_or(helo, |(_, d)| d);
+            let dmarc = auth
+                .verify_dmarc(DmarcParameters::new(&message, &dkim, from_domain, &spf))
+                .await;
+            let spf_word = match spf.result() {
+                SpfResult::Pass => "pass",
+                SpfResult::Fail => "fail",
+                SpfResult::SoftFail => "softfail",
+                SpfResult::Neutral => "neutral",
+                SpfResult::TempError => "temperror",
+                SpfResult::PermError => "permerror",
+                SpfResult::None => "none",
+            };
+            // The best signature's verdict.
+            let rank = |r: &DkimResult| match r {
+                DkimResult::Pass => (0, "pass"),
+                DkimResult::Neutral(_) => (1, "neutral"),
+                DkimResult::Fail(_) => (2, "fail"),
+                DkimResult::TempError(_) => (3, "temperror"),
+                DkimResult::PermError(_) => (4, "permerror"),
+                DkimResult::None => (5, "none"),
+            };
+            let dkim_word = dkim
+                .iter()
+                .map(|d| rank(d.result()))
+                .min()
+                .map_or("none", |(_, w)| w);
+            let header = AuthenticationResults::new(&self.hostname)
+                .with_dkim_results(&dkim, message.from())
+                .with_spf_mailfrom_result(&spf, ip, mail_from, helo)
+                .with_dmarc_result(&dmarc)
+                .to_header();
+            SenderChecks {
+                spf: spf_word.into(),
+                dkim: dkim_word.into(),
+                dmarc: dmarc.result().to_string(),
+                header,
+            }
+        })
+        .await;
+        checked.unwrap_or_else(|_| SenderChecks {
+            spf: "temperror".into(),
+            dkim: "temperror".into(),
+            dmarc: "temperror".into(),
+            header: String::new(),
+        })
     }
 }
 
@@ -704,6 +859,7 @@ async fn deliver_to_user(
     envelope_from: &str,
     envelope_to: &str,
     raw: Arc<Vec<u8>>,
+    checks: &SenderChecks,
 ) -> Result<(), String> {
     let store = site.user_store(user).map_err(|e| e.to_string())?;
     let parsed = mail_parser::MessageParser::default().parse(raw.as_slice());
@@ -726,7 +882,7 @@ async fn deliver_to_user(
         ),
         None => Default::default(),
     };
-    let item = InboundMail {
+    let mut item = InboundMail {
         envelope_from: envelope_from.to_string(),
         envelope_to: envelope_to.to_string(),
         from,
@@ -735,7 +891,19 @@ async fn deliver_to_user(
         received_at: Timestamp::now(),
         size: raw.len() as i64,
         text,
+        spf: checks.spf.clone(),
+        dkim: checks.dkim.clone(),
+        dmarc: checks.dmarc.clone(),
     };
+    // Stored as it arrived, with what this server found first.
+    let raw = if checks.header.is_empty() {
+        raw
+    } else {
+        let mut with = checks.header.clone().into_bytes();
+        with.extend_from_slice(&raw);
+        Arc::new(with)
+    };
+    item.size = raw.len() as i64;
     let id = store
         .write(move |tx| {
             let id = tx.insert(&item)?;

@@ -379,3 +379,49 @@ async fn mail_is_handed_to_the_handlers_installed_on_the_person_s_store() {
     assert_eq!(mail, 1, "delivered, whatever the handlers did");
     assert_eq!(filed, ["Minutes"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_server_found_of_the_sender_is_recorded_on_the_message() {
+    let s = start(Limits::default(), SmtpLimits::default()).await;
+    // Signed by a key nobody published: a signature found, not verified.
+    let key = mantissa_mail::DkimKey::generate("example.net", "s1").unwrap();
+    let signed = key
+        .sign(b"From: bob@example.net\r\nTo: ann@example.org\r\nSubject: signed\r\n\r\nhello\r\n")
+        .unwrap();
+    let (mut c, _) = Client::connect(s.addr).await;
+    assert_eq!(code(&c.command("EHLO mail.example.net").await), "250");
+    assert_eq!(code(&c.command("MAIL FROM:<bob@example.net>").await), "250");
+    assert_eq!(code(&c.command("RCPT TO:<ann@example.org>").await), "250");
+    assert_eq!(code(&c.command("DATA").await), "354");
+    let mut data = signed.clone();
+    data.extend_from_slice(b".\r\n");
+    c.send(&data).await;
+    assert_eq!(code(&c.reply().await), "250");
+    let site = s.site.clone();
+    let (mail, raw) = tokio::task::spawn_blocking(move || {
+        site.user_store("ann")
+            .unwrap()
+            .read_blocking(|r| {
+                let m = r.query::<InboundMail>().first()?.expect("delivered");
+                let raw = r.file(m.id(), mantissa_mail::inbound::RAW_FILE)?.unwrap();
+                Ok::<_, mantissa_store::StoreError>((m.into_inner(), raw))
+            })
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        ["fail", "temperror", "permerror", "neutral"].contains(&mail.dkim.as_str()),
+        "a signature found and not verified: {mail:?}"
+    );
+    let raw = String::from_utf8(raw).unwrap();
+    assert!(
+        raw.starts_with("Authentication-Results: mx.example.org;"),
+        "{raw}"
+    );
+    assert!(raw.contains("dkim="), "{raw}");
+    assert!(
+        raw.ends_with(std::str::from_utf8(&signed).unwrap()),
+        "the message as it came"
+    );
+}

@@ -2294,6 +2294,14 @@ print(json.dumps(out))
         "dot-unstuffed: {raw}"
     );
     assert_eq!(raw.len() as i64, m.size);
+    // What the server found of the sender is on the message and first in
+    // it (no DNS here: SPF and DMARC could not say much; no signature).
+    assert!(
+        raw.starts_with("Authentication-Results: example.org;"),
+        "{raw}"
+    );
+    assert_eq!(m.dkim, "none", "{m:?}");
+    assert!(!m.spf.is_empty() && !m.dmarc.is_empty(), "{m:?}");
     drop(site);
     let r = ok(at(&["mail", "dmarc"]));
     assert!(
