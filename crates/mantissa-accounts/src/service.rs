@@ -315,6 +315,15 @@ pub(crate) fn check_username(name: &str) -> Result<(), AccountError> {
             "a user name has at least 2 characters".into(),
         ));
     }
+    // A user name is also the person's address at the site's domain.
+    if mantissa_mail::inbound::RESERVED_NAMES
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
+    {
+        return Err(AccountError::Invalid(format!(
+            "that user name cannot be used: {name}@ is kept for the site's own mail"
+        )));
+    }
     Ok(())
 }
 

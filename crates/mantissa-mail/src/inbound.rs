@@ -117,6 +117,21 @@ impl mantissa_store::Interface for dyn MailHandler {
     const NAME: &'static str = "mantissa.mail_handler";
 }
 
+/// Local parts at the site's domain that are the site's, not a person's:
+/// no account may be called so. `postmaster` and `abuse` (RFC 5321 §4.5.1,
+/// RFC 2142) reach the administrator; [`crate::bounces`]'s return paths
+/// and [`crate::dmarc::REPORTS`] are processed.
+pub const RESERVED_NAMES: &[&str] = &[
+    "postmaster",
+    "abuse",
+    "mailer-daemon",
+    mantissa_mail_proto::verp::PREFIX,
+    crate::dmarc::REPORTS,
+];
+
+/// Those of [`RESERVED_NAMES`] that reach the site's administrator.
+pub const TO_ADMINISTRATOR: &[&str] = &["postmaster", "abuse"];
+
 /// The name of the attached file holding the raw message.
 pub const RAW_FILE: &str = "message.eml";
 

@@ -4,7 +4,8 @@
 //! `mantissa mail set --from`), `USER@domain` for each active account,
 //! whose store the message goes into, the site's VERP return paths
 //! (`bounces+…@domain`), which go to the bounce processing, and
-//! `dmarc-reports@domain`, DMARC aggregate reports. Nothing else: the
+//! `dmarc-reports@domain`, DMARC aggregate reports; `postmaster@` and
+//! `abuse@` reach the administrator (RFC 5321 §4.5.1). Nothing else: the
 //! server relays for nobody (but people logged in on a submission port).
 
 use mantissa_accounts::Account;
@@ -42,6 +43,19 @@ impl Recipients for SiteRecipients {
             }
             if local == mantissa_mail::dmarc::REPORTS {
                 return Some(Destination::DmarcReports);
+            }
+            if mantissa_mail::inbound::TO_ADMINISTRATOR.contains(&local) {
+                let admin = site
+                    .store()
+                    .read(|r| {
+                        r.query::<Account>()
+                            .filter(Account::admin.eq(true))
+                            .filter(Account::status.eq(status::ACTIVE))
+                            .first()
+                    })
+                    .await
+                    .ok()??;
+                return Some(Destination::User(admin.username.clone()));
             }
             let name = local.to_string();
             let account = site

@@ -2195,6 +2195,8 @@ with smtplib.SMTP(host, port, timeout=10) as s:
     out["syntax"] = s.docmd("MAIL", "FROM:<<<>>>")[0]
     s.rset()
     out["vrfy"] = s.verify("ann@example.org")[0]
+    # The postmaster (RFC 5321) is the administrator.
+    out["postmaster"] = s.sendmail("bob@example.net", ["Postmaster@example.org"], msg)
     # A DMARC aggregate report, as Google sends them.
     report = open(sys.argv[3], "rb").read()
     out["dmarc"] = s.sendmail("noreply-dmarc-support@google.com", ["dmarc-reports@example.org"], report)
@@ -2249,6 +2251,7 @@ print(json.dumps(out))
         String::from_utf8_lossy(&swaks.stdout)
     );
     assert_eq!(out["dmarc"], serde_json::json!({}), "{out}");
+    assert_eq!(out["postmaster"], serde_json::json!({}), "{out}");
     assert_eq!(out["ehlo"], 250, "{out}");
     assert_eq!(out["refused"]["nobody@example.org"][0], 550, "{out}");
     assert!(out["refused"].get("ANN@example.org").is_none(), "{out}");
@@ -2302,7 +2305,16 @@ print(json.dumps(out))
     );
     assert_eq!(m.dkim, "none", "{m:?}");
     assert!(!m.spf.is_empty() && !m.dmarc.is_empty(), "{m:?}");
+    let to_admin = site
+        .user_store("admin")
+        .unwrap()
+        .read_blocking(|r| r.query::<mantissa::mail::inbound::InboundMail>().count())
+        .unwrap();
+    assert_eq!(to_admin, 1, "the postmaster's mail is the administrator's");
     drop(site);
+    // Nobody may take the site's own addresses as a user name.
+    let r = run(at(&["user", "add", "postmaster"]));
+    assert!(r.stderr.contains("kept for the site's own mail"), "{r:?}");
     let r = ok(at(&["mail", "dmarc"]));
     assert!(
         r.stdout
