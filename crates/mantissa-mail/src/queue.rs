@@ -783,25 +783,10 @@ impl SmtpRelay {
         let mut outcomes = Vec::with_capacity(messages.len());
         while outcomes.len() < messages.len() {
             let rest = &messages[outcomes.len()..];
-            // Without TCP_NODELAY, mail-send's two writes at the end of DATA
-            // (the message, then the final dot) wait for the relay's delayed
-            // ACK: 40 ms a message, measured by the queue's benchmark.
-            let done = if self.implicit_tls {
-                match self.builder().connect().await {
-                    Ok(c) => {
-                        let _ = c.stream.get_ref().0.set_nodelay(true);
-                        deliver_on(c, rest).await
-                    }
-                    Err(e) => vec![session_failure(&e)],
-                }
-            } else {
-                match self.builder().connect_plain().await {
-                    Ok(c) => {
-                        let _ = c.stream.set_nodelay(true);
-                        deliver_on(c, rest).await
-                    }
-                    Err(e) => vec![session_failure(&e)],
-                }
+            let done = match self.open().await {
+                Ok(crate::RelaySession::Tls(c)) => deliver_on(*c, rest).await,
+                Ok(crate::RelaySession::Plain(c)) => deliver_on(c, rest).await,
+                Err(why) => vec![session_failure(&why)],
             };
             let connection_failed = done.len() == 1 && matches!(done[0], Outcome::Temporary(_));
             let first = done.first().cloned();
@@ -816,24 +801,13 @@ impl SmtpRelay {
         }
         outcomes
     }
-
-    fn builder(&self) -> mail_send::SmtpClientBuilder<String> {
-        let mut builder = mail_send::SmtpClientBuilder::new(self.host.clone(), self.port)
-            .expect("a host name and port make a builder")
-            .implicit_tls(self.implicit_tls)
-            .timeout(Duration::from_secs(60));
-        if let Some((user, password)) = &self.credentials {
-            builder = builder.credentials((user.clone(), password.clone()));
-        }
-        builder
-    }
 }
 
 /// What a failure to open the session (connect, greeting, EHLO, TLS, AUTH)
 /// is for each message: temporary, even for a 5xx reply, because it says
 /// nothing about the message and everything about the relay or its
 /// settings, which an operator can fix within the retry time.
-fn session_failure(e: &mail_send::Error) -> Outcome {
+fn session_failure(e: &str) -> Outcome {
     Outcome::Temporary(format!("connecting to the relay: {e}"))
 }
 
