@@ -191,7 +191,9 @@ pub struct SmtpLimits {
     pub max_recipients: usize,
     /// Unknown recipients after which the session is closed.
     pub max_unknown_recipients: usize,
-    /// Commands in one session.
+    /// Commands in one session between two messages delivered (a
+    /// session that only talks is closed; one that delivers goes on, for
+    /// as long as [`SmtpLimits::session_time`] allows).
     pub max_commands: usize,
     /// A session's total time.
     pub session_time: Duration,
@@ -425,6 +427,9 @@ impl Session {
                             "552 5.3.4 Message too big\r\n".to_string()
                         } else {
                             let raw = std::mem::take(&mut message);
+                            // A session that delivers is working, not
+                            // looping: its count of commands starts again.
+                            commands = 0;
                             self.deliver(&tx, user.as_deref(), raw, peer).await
                         };
                         message.clear();

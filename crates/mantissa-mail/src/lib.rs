@@ -166,6 +166,16 @@ where
     }
 }
 
+/// Whether `host` names this machine: `localhost` or a loopback address.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Writes each message as an `.eml` file in a folder: the development
 /// default, and what tests read.
 pub struct Outbox {
@@ -295,7 +305,9 @@ impl SmtpRelay {
 
     /// Connects, says EHLO, turns TLS on (at once on a port-465 relay, or
     /// by STARTTLS when offered) and logs in. A relay that offers no TLS
-    /// gets no password: it is refused, saying so. Why not mail-send's own
+    /// gets no password, unless it is on this machine (`localhost`, a
+    /// loopback address: the password does not leave it): it is refused,
+    /// saying so. Why not mail-send's own
     /// `connect_plain`: it never turns STARTTLS on, and would send the
     /// password in the clear. (TCP_NODELAY: without it, mail-send's two
     /// writes at the end of DATA wait for the relay's delayed ACK, 40 ms a
@@ -331,9 +343,15 @@ impl SmtpRelay {
                     .map_err(why)?;
             }
             Ok(RelaySession::Tls(Box::new(tls)))
-        } else if builder.credentials.is_some() {
+        } else if builder.credentials.is_some() && !is_loopback(&self.host) {
             Err("the relay offers no STARTTLS, and the password is not sent in the clear (a relay on port 465: mail set --tls)".into())
         } else {
+            if let Some(credentials) = &builder.credentials {
+                client
+                    .authenticate(credentials, &ehlo)
+                    .await
+                    .map_err(why)?;
+            }
             Ok(RelaySession::Plain(client))
         }
     }
@@ -493,6 +511,24 @@ impl QueueConfig {
             give_up_after: secs(self.give_up_after_secs),
             first_retry: secs(self.first_retry_secs).min(d.max_retry),
             ..d
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_this_machine_may_get_a_password_in_the_clear() {
+        for host in ["localhost", "127.0.0.1", "127.8.0.2", "::1", "[::1]"] {
+            assert!(super::is_loopback(host), "{host}");
+        }
+        for host in [
+            "smtp.example.org",
+            "10.0.0.1",
+            "192.168.1.1",
+            "localhost.example.org",
+        ] {
+            assert!(!super::is_loopback(host), "{host}");
         }
     }
 }
