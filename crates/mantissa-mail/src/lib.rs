@@ -90,6 +90,12 @@ pub type MailFuture = Pin<Box<dyn Future<Output = Result<(), MailError>> + Send>
 pub trait Mailer: Send + Sync + 'static {
     /// Sends one message.
     fn send(&self, mail: OutgoingMail) -> MailFuture;
+
+    /// The folder messages are written to, for a mailer that writes them
+    /// to files rather than sending them ([`Outbox`]); none for the others.
+    fn outbox_dir(&self) -> Option<&Path> {
+        None
+    }
 }
 
 /// The message as RFC 5322 bytes.
@@ -178,6 +184,10 @@ impl Mailer for Outbox {
             tracing::info!(to = ?mail.to, subject = %mail.subject, file = %name, "mail written to the outbox");
             Ok(())
         })
+    }
+
+    fn outbox_dir(&self) -> Option<&Path> {
+        Some(&self.dir)
     }
 }
 
