@@ -1,8 +1,11 @@
 //! The administrator's console at `/admin`, in sections with pages of
 //! their own: the overview (figures and charts of the site's activity),
 //! users (a paged, sortable, filterable list, and a page per user), sign-up
-//! (how people join, and what new accounts get), offerings, mail, ports,
-//! and the log of administrative actions. Anyone who is not a signed-in
+//! (how people join, and what new accounts get), offerings, mail (where it
+//! comes from, its texts, the outbound queue with its Retry and Drop
+//! actions, and the delivery history, through [`mantissa_mail::admin`] as
+//! `mantissa mail queue` uses it), ports, and the log of administrative
+//! actions. Anyone who is not a signed-in
 //! administrator gets 404, as for anything they may not see.
 //!
 //! An action is a POST (with the CSRF token every form has) that ends on
@@ -33,6 +36,8 @@ use axum::Extension;
 use axum::extract::{Path, Query, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
+use mantissa_mail::admin as mail_admin;
+use mantissa_mail::{MailState, QueuedMail};
 use mantissa_store::Timestamp;
 use mantissa_web::{
     App, JsonOrForm, Page, PageResponses, Pager, Port, Session, SessionRecord, WebError, Written,
@@ -127,10 +132,13 @@ enum Done {
     CreatedMailFailed,
     TwoFactorOff,
     NoTwoFactor,
+    MailRetried,
+    MailRetriedAll,
+    MailDropped,
 }
 
 impl Done {
-    const ALL: [Done; 15] = [
+    const ALL: [Done; 18] = [
         Done::Signup,
         Done::Approved,
         Done::ApprovedUnverified,
@@ -146,6 +154,9 @@ impl Done {
         Done::CreatedMailFailed,
         Done::TwoFactorOff,
         Done::NoTwoFactor,
+        Done::MailRetried,
+        Done::MailRetriedAll,
+        Done::MailDropped,
     ];
 
     fn key(self) -> &'static str {
@@ -165,6 +176,9 @@ impl Done {
             Done::CreatedMailFailed => "created-mail-failed",
             Done::TwoFactorOff => "two-factor-off",
             Done::NoTwoFactor => "no-two-factor",
+            Done::MailRetried => "mail-retried",
+            Done::MailRetriedAll => "mail-retried-all",
+            Done::MailDropped => "mail-dropped",
         }
     }
 
@@ -187,6 +201,9 @@ impl Done {
                 )
             }
             Done::Deleted => format!("/admin/users?{}", enc(&[("done", self.key())])),
+            Done::MailRetried | Done::MailRetriedAll | Done::MailDropped => {
+                format!("/admin/mail?{}", enc(&[("done", self.key()), ("to", to)]))
+            }
             _ => format!(
                 "/admin/users/{}?{}",
                 path_segment(to),
@@ -262,6 +279,8 @@ fn done_message(done: Done, to: &str, known: &Known<'_>) -> Option<String> {
             "Created {}, but the email with the link to set a password could not be sent.",
             user()?
         ),
+        // Said by the mail section, which knows the queue.
+        Done::MailRetried | Done::MailRetriedAll | Done::MailDropped => return None,
     })
 }
 
@@ -946,12 +965,81 @@ async fn offerings_page(
     ))
 }
 
-/// `GET /admin/mail`: where mail comes from, and its templates.
+/// Delivered messages the mail section shows, the latest first.
+const DELIVERED_SHOWN: u64 = 50;
+
+/// A queued message as the mail section shows it.
+fn queued_mail(m: &mantissa_store::Stored<QueuedMail>, now: Timestamp) -> Value {
+    let state = m.mail_state();
+    json!({
+        "id": m.id().id(),
+        "to": m.recipient_list().join(", "),
+        "subject": m.subject,
+        "state": state.as_str(),
+        "state_words": match state {
+            MailState::Queued if m.attempts == 0 => "Waiting",
+            MailState::Queued => "Waiting to be tried again",
+            MailState::Sending => "Being sent",
+            MailState::Delivered => "Delivered",
+            MailState::Failed => "Failed",
+        },
+        "attempts": m.attempts,
+        "queued": when(m.queued_at, now),
+        // For one being sent, the end of its runner's lease: not a try.
+        "next_try": m.next_try.filter(|_| state == MailState::Queued).map(|t| when(t, now)),
+        "last_try": m.last_try.map(|t| when(t, now)),
+        "finished": m.finished_at.map(|t| when(t, now)),
+        "last_error": m.last_error,
+    })
+}
+
+/// The message for a mail action `done` to message `to` (an id), said of
+/// the message as it is now, or none if `to` names no message in the queue
+/// (see the module documentation).
+async fn mail_notice(app: &App, search: &Search) -> Result<Option<String>, WebError> {
+    let Some(done) = Done::from_key(&search.done) else {
+        return Ok(None);
+    };
+    Ok(Some(match done {
+        // Gone: nothing to name.
+        Done::MailDropped => "Dropped the message; it will not be sent.".into(),
+        Done::MailRetriedAll => "Every waiting and failed message will be tried again now.".into(),
+        Done::MailRetried => {
+            let Ok(id) = search.to.parse::<i64>() else {
+                return Ok(None);
+            };
+            let Some(m) = mail_admin::message(app.site(), id)
+                .await
+                .map_err(internal)?
+            else {
+                return Ok(None);
+            };
+            let to = m.recipient_list().join(", ");
+            match m.mail_state() {
+                MailState::Delivered => {
+                    format!("The message to {to} was tried again and delivered.")
+                }
+                MailState::Failed => format!(
+                    "The message to {to} was tried again and failed: {}",
+                    m.last_error.as_deref().unwrap_or("no reason given")
+                ),
+                MailState::Queued | MailState::Sending => {
+                    format!("The message to {to} will be tried again now.")
+                }
+            }
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// `GET /admin/mail`: where mail comes from, its templates, the outbound
+/// queue (waiting, being sent, failed) and the delivery history.
 #[utoipa::path(get, path = "/admin/mail", operation_id = "admin_mail", tag = "admin",
-    security(("token" = [])), responses(PageResponses))]
+    params(Search), security(("token" = [])), responses(PageResponses))]
 async fn mail_page(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
+    Query(search): Query<Search>,
 ) -> Result<Page, WebError> {
     let (_, theme_dir) = crate::mail::site_and_theme(app.site()).await;
     let templates: Vec<Value> = crate::mail::MAIL_TEMPLATES
@@ -961,15 +1049,191 @@ async fn mail_page(
             json!({ "name": name, "themed": themed })
         })
         .collect();
+    let notice = mail_notice(&app, &search).await?;
+    let now = Timestamp::now();
+    let waiting = mail_admin::list(app.site(), false)
+        .await
+        .map_err(internal)?;
+    let delivered = mail_admin::delivered(app.site(), DELIVERED_SHOWN)
+        .await
+        .map_err(internal)?;
+    let retryable = waiting
+        .iter()
+        .filter(|m| matches!(m.mail_state(), MailState::Queued | MailState::Failed))
+        .count();
     Ok(section(
         "mail",
         json!({
+            "notice": notice,
             "from": acc.mail_from(),
             "base_url": acc.base_url(),
             "theme": theme_dir.as_ref().map(|d| d.display().to_string()),
             "templates": templates,
+            "outbox": acc.mail_outbox().map(|d| d.display().to_string()),
+            "waiting": waiting.iter().map(|m| queued_mail(m, now)).collect::<Vec<_>>(),
+            "retryable": retryable,
+            "delivered": delivered.iter().map(|m| queued_mail(m, now)).collect::<Vec<_>>(),
+            "kept_days": mantissa_mail::KEEP_DELIVERED.as_secs() / 86400,
         }),
     ))
+}
+
+/// What an administrator can do to a queued message.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum MailAction {
+    Retry,
+    Drop,
+}
+
+/// What a mail action answers under `/api/`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct MailDone {
+    /// The message, for one message; none for all.
+    id: Option<i64>,
+    /// What was done: `mail-retried`, `mail-retried-all` or
+    /// `mail-dropped`.
+    done: &'static str,
+    /// How many messages it was done to.
+    messages: usize,
+}
+
+/// A mail action's refusal: no such message is 404, one delivered already
+/// (retrying would send it twice) is 409 with the reason.
+fn mail_refused(e: mantissa_mail::MailError) -> WebError {
+    match e {
+        mantissa_mail::MailError::NoSuchMessage { .. } => WebError::NotFound,
+        e @ mantissa_mail::MailError::AlreadyDelivered { .. } => WebError::Conflict(format!(
+            "{}: retrying it would send it twice.",
+            capitalised(&e.to_string())
+        )),
+        e => internal(e),
+    }
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// `GET /admin/mail/{id}/drop`: the page that asks before a message is
+/// dropped.
+#[utoipa::path(get, path = "/admin/mail/{id}/{action}", operation_id = "admin_confirm_mail_action", tag = "admin",
+    params(("id" = i64, Path, description = "The queued message"),
+           ("action" = inline(MailAction), Path, description = "drop (retrying asks nothing)")),
+    security(("token" = [])), responses(PageResponses))]
+async fn confirm_mail_action(
+    State(app): State<App>,
+    Path((id, action)): Path<(i64, String)>,
+) -> Result<Page, WebError> {
+    if action != "drop" {
+        return Err(WebError::NotFound);
+    }
+    let Some(m) = mail_admin::message(app.site(), id)
+        .await
+        .map_err(internal)?
+    else {
+        return Err(WebError::NotFound);
+    };
+    let to = m.recipient_list().join(", ");
+    Ok(section(
+        "confirm",
+        json!({
+            "title": format!("Drop the message to {to}?"),
+            "message": format!(
+                "“{}” to {to} is taken out of the queue and never sent{}. This cannot be undone.",
+                m.subject,
+                if m.mail_state() == MailState::Delivered { " again" } else { "" }
+            ),
+            "button": "Drop it",
+            "action": format!("/admin/mail/{id}/drop"),
+            "cancel": "/admin/mail",
+        }),
+    ))
+}
+
+/// `POST /admin/mail/{id}/{action}`: retries or drops one message.
+#[utoipa::path(post, path = "/admin/mail/{id}/{action}", operation_id = "admin_mail_action", tag = "admin",
+    params(("id" = i64, Path, description = "The queued message"),
+           ("action" = inline(MailAction), Path, description = "What to do")),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "What was done (a browser is sent to the mail section, 303)", body = MailDone),
+        (status = "default", description = "A problem: 404 for anyone but an administrator and for a message not in the queue; 409 for retrying one delivered already",
+            body = mantissa_web::Problem, content_type = "application/problem+json"),
+    ))]
+async fn mail_action(
+    State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
+    Extension(session): Extension<Session>,
+    Path((id, action)): Path<(i64, String)>,
+) -> Result<Response, WebError> {
+    let done = match action.as_str() {
+        "retry" => {
+            mail_admin::retry(app.site(), id)
+                .await
+                .map_err(mail_refused)?;
+            Done::MailRetried
+        }
+        "drop" => {
+            mail_admin::drop_message(app.site(), id)
+                .await
+                .map_err(mail_refused)?;
+            Done::MailDropped
+        }
+        _ => return Err(WebError::NotFound),
+    };
+    let me = session.user().unwrap_or_default();
+    acc.audit(&me, &format!("mail-{action}"), &format!("message {id}"), "")
+        .await
+        .map_err(refused)?;
+    let page = done.page(&id.to_string());
+    Ok(Written::changed(
+        MailDone {
+            id: Some(id),
+            done: done.key(),
+            messages: 1,
+        },
+        page,
+    )
+    .into_response())
+}
+
+/// `POST /admin/mail/retry`: makes every waiting and failed message due
+/// now.
+#[utoipa::path(post, path = "/admin/mail/retry", operation_id = "admin_mail_retry_all", tag = "admin",
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "What was done (a browser is sent to the mail section, 303)", body = MailDone),
+        (status = "default", description = "A problem: 404 for anyone but an administrator",
+            body = mantissa_web::Problem, content_type = "application/problem+json"),
+    ))]
+async fn mail_retry_all(
+    State(app): State<App>,
+    Extension(acc): Extension<Arc<Accounts>>,
+    Extension(session): Extension<Session>,
+) -> Result<Response, WebError> {
+    let n = mail_admin::retry_all(app.site())
+        .await
+        .map_err(mail_refused)?;
+    let me = session.user().unwrap_or_default();
+    acc.audit(&me, "mail-retry-all", "", &format!("{n} message(s)"))
+        .await
+        .map_err(refused)?;
+    let done = Done::MailRetriedAll;
+    Ok(Written::changed(
+        MailDone {
+            id: None,
+            done: done.key(),
+            messages: n,
+        },
+        done.page(""),
+    )
+    .into_response())
 }
 
 /// `GET /admin/ports`: the addresses the site listens on.
@@ -1343,6 +1607,8 @@ pub fn routes(app: &App, accounts: Arc<Accounts>) -> OpenApiRouter<App> {
         .routes(routes!(offerings_page))
         .routes(routes!(confirm_switch, switch_offering))
         .routes(routes!(mail_page))
+        .routes(routes!(mail_retry_all))
+        .routes(routes!(confirm_mail_action, mail_action))
         .routes(routes!(ports_page))
         .routes(routes!(logs_page))
         .layer(from_fn_with_state(app.clone(), require_admin))

@@ -59,6 +59,9 @@ pub fn describe(action: &str) -> &'static str {
         "offering-on" => "Switched on",
         "offering-off" => "Switched off",
         "product" => "Changed what new accounts get when they join by",
+        "mail-retry" => "Asked for another try of queued mail",
+        "mail-retry-all" => "Asked for another try of all waiting and failed mail",
+        "mail-drop" => "Dropped queued mail",
         _ => "Did something to",
     }
 }

@@ -683,6 +683,12 @@ impl Accounts {
         &self.site
     }
 
+    /// The folder mail is written to instead of being sent, when the site
+    /// has no relay (development): none when mail goes out.
+    pub fn mail_outbox(&self) -> Option<&std::path::Path> {
+        self.mailer.outbox_dir()
+    }
+
     /// The address mail is sent from.
     pub fn mail_from(&self) -> &str {
         &self.from

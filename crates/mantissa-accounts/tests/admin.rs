@@ -5,7 +5,7 @@
 mod support;
 
 use mantissa_testkit::*;
-use support::{logged_in, world};
+use support::{block_on, logged_in, world, world_with_outbox};
 
 /// A mail's text as its reader sees it: lines longer than 77 characters
 /// come quoted-printable, broken with soft line breaks.
@@ -819,4 +819,254 @@ fn mails_go_to_the_old_address_and_themes_can_rewrite_them() {
         "{}",
         mail[2].data
     );
+}
+
+/// The id of the queued message to `to`.
+fn queued_to(w: &support::World, to: &str) -> i64 {
+    block_on(mantissa_mail::admin::list(&w.server.site, true))
+        .unwrap()
+        .iter()
+        .find(|m| m.recipient_list() == [to])
+        .unwrap_or_else(|| panic!("no message to {to} in the queue"))
+        .id()
+        .id()
+}
+
+/// The part of the mail section between the headings `from` and `to`.
+fn part<'a>(page: &'a str, from: &str, to: &str) -> &'a str {
+    let start = page
+        .find(from)
+        .unwrap_or_else(|| panic!("no {from}: {page}"));
+    let rest = &page[start..];
+    &rest[..rest.find(to).unwrap_or(rest.len())]
+}
+
+/// Issue 16, item 5: the console shows the mail queue and the delivery
+/// history; an administrator retries a failed message (and all of them)
+/// and drops one, each ending on the section with what was done.
+#[test]
+fn the_mail_queue_is_shown_retried_and_dropped_in_the_console() {
+    let w = world(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("root", None, Some("root's long password"), true)
+        .unwrap();
+    w.accounts
+        .create_user("bob", None, Some("bob's long password"), false)
+        .unwrap();
+    for name in ["ann", "cy", "dan"] {
+        w.accounts
+            .create_user(
+                name,
+                Some(&format!("{name}@example.org")),
+                Some("a long password"),
+                false,
+            )
+            .unwrap();
+    }
+    let s = &w.server;
+    let mut root = logged_in(s, "root", "root's long password");
+    let page = shown(&root.get(s, "/admin/mail").text());
+    assert!(page.contains("The queue is empty"), "{page}");
+    assert!(!page.contains("outbox folder"), "{page}");
+
+    // The relay refuses the three reset mails for good.
+    w.smtp.answer_next([550, 550, 550]);
+    for name in ["ann", "cy", "dan"] {
+        let user = format!("/admin/users/{name}");
+        let r = root.submit(s, &user, &format!("{user}/reset"), &[]);
+        assert_eq!(r.status, 303, "{}", r.text());
+    }
+    w.settled_mail();
+    assert_eq!(w.smtp.refused(), 3);
+    let (ann, cy, dan) = (
+        queued_to(&w, "ann@example.org"),
+        queued_to(&w, "cy@example.org"),
+        queued_to(&w, "dan@example.org"),
+    );
+    let raw = root.get(s, "/admin/mail").text();
+    let page = shown(&raw);
+    let waiting = part(&page, "Outgoing mail", "Delivered");
+    for to in ["ann@example.org", "cy@example.org", "dan@example.org"] {
+        assert!(waiting.contains(to), "{to}: {waiting}");
+    }
+    assert_eq!(
+        waiting.matches("550 refused as told").count(),
+        3,
+        "{waiting}"
+    );
+    assert!(
+        waiting.contains("3 messages not delivered yet")
+            && waiting.contains("Resetting your password")
+            && waiting.contains("Failed"),
+        "{waiting}"
+    );
+    assert!(
+        raw.contains(&format!("action=\"/admin/mail/{ann}/retry\""))
+            && raw.contains(&format!("href=\"/admin/mail/{cy}/drop\"")),
+        "{raw}"
+    );
+    assert!(part(&page, "Delivered", "</main>").contains("None in the last 30 days"));
+
+    // Neither someone else nor a form from elsewhere can touch it.
+    let mut bob = logged_in(s, "bob", "bob's long password");
+    assert_eq!(bob.get(s, "/admin/mail").status, 404);
+    for action in [
+        format!("/admin/mail/{ann}/retry"),
+        format!("/admin/mail/{ann}/drop"),
+        "/admin/mail/retry".to_string(),
+    ] {
+        assert_eq!(
+            bob.submit(s, "/private/settings", &action, &[]).status,
+            404,
+            "{action}"
+        );
+        // The administrator's own session, without the form's token.
+        assert_eq!(root.post(s, &action, "").status, 403, "{action}");
+    }
+    let still = block_on(mantissa_mail::admin::list(&s.site, false)).unwrap();
+    assert_eq!(still.len(), 3);
+    assert!(
+        still
+            .iter()
+            .all(|m| m.mail_state() == mantissa_mail::MailState::Failed)
+    );
+
+    // Retry one: it is delivered.
+    let r = root.submit(s, "/admin/mail", &format!("/admin/mail/{ann}/retry"), &[]);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/admin/mail?done=mail-retried&to={ann}").as_str())
+    );
+    let said = shown(&root.follow(s, &r).text());
+    assert!(
+        said.contains("The message to ann@example.org will be tried again now.")
+            || said.contains("The message to ann@example.org was tried again and delivered."),
+        "{said}"
+    );
+    let got = w.smtp.wait_for(1);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].to, ["ann@example.org"]);
+    w.settled_mail();
+    let page = shown(&root.get(s, "/admin/mail").text());
+    let delivered = part(&page, "Delivered", "</main>");
+    assert!(
+        delivered.contains("ann@example.org") && delivered.contains("Resetting your password"),
+        "{delivered}"
+    );
+    let waiting = part(&page, "Outgoing mail", "Delivered");
+    assert!(!waiting.contains("ann@example.org"), "{waiting}");
+    // Said of the message as it is now.
+    let said = shown(
+        &root
+            .get(s, &format!("/admin/mail?done=mail-retried&to={ann}"))
+            .text(),
+    );
+    assert!(
+        said.contains("The message to ann@example.org was tried again and delivered."),
+        "{said}"
+    );
+    // Delivered: retrying would send it twice.
+    let r = root.submit(s, "/admin/mail", &format!("/admin/mail/{ann}/retry"), &[]);
+    assert_eq!(r.status, 409);
+    assert!(
+        shown(&r.text()).contains(&format!(
+            "Message {ann} was delivered already: retrying it would send it twice."
+        )),
+        "{}",
+        r.text()
+    );
+
+    // Dropping asks first.
+    let ask = shown(&root.get(s, &format!("/admin/mail/{cy}/drop")).text());
+    assert!(
+        ask.contains("Drop the message to cy@example.org?") && ask.contains("Cancel"),
+        "{ask}"
+    );
+    let r = root.submit(
+        s,
+        &format!("/admin/mail/{cy}/drop"),
+        &format!("/admin/mail/{cy}/drop"),
+        &[],
+    );
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/admin/mail?done=mail-dropped&to={cy}").as_str())
+    );
+    let page = shown(&root.follow(s, &r).text());
+    assert!(
+        page.contains("Dropped the message; it will not be sent."),
+        "{page}"
+    );
+    assert!(!page.contains("cy@example.org"), "{page}");
+    assert_eq!(root.get(s, &format!("/admin/mail/{cy}/drop")).status, 404);
+    assert_eq!(
+        root.submit(s, "/admin/mail", &format!("/admin/mail/{cy}/retry"), &[])
+            .status,
+        404
+    );
+
+    // Retry all: dan's goes.
+    let r = root.submit(s, "/admin/mail", "/admin/mail/retry", &[]);
+    assert_eq!(
+        r.header("location"),
+        Some("/admin/mail?done=mail-retried-all&to=")
+    );
+    assert!(
+        shown(&root.follow(s, &r).text())
+            .contains("Every waiting and failed message will be tried again now.")
+    );
+    let got = w.smtp.wait_for(2);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].to, ["dan@example.org"]);
+    w.settled_mail();
+    let sent = block_on(mantissa_mail::admin::message(&s.site, dan))
+        .unwrap()
+        .unwrap();
+    assert_eq!(sent.mail_state(), mantissa_mail::MailState::Delivered);
+    assert_eq!(sent.attempts, 2);
+    let page = shown(&root.get(s, "/admin/mail").text());
+    assert!(page.contains("The queue is empty"), "{page}");
+    let delivered = part(&page, "Delivered", "</main>");
+    assert!(
+        delivered.contains("ann@example.org") && delivered.contains("dan@example.org"),
+        "{delivered}"
+    );
+    // Each action is in the audit log.
+    let log = shown(&root.get(s, "/admin/logs").text());
+    for line in [
+        format!("Asked for another try of queued mail message {ann}"),
+        format!("Dropped queued mail message {cy}"),
+        "Asked for another try of all waiting and failed mail".to_string(),
+    ] {
+        assert!(log.contains(&line), "{line}: {log}");
+    }
+    // Text from the URL is never shown: an id not in the queue says nothing.
+    let page = shown(
+        &root
+            .get(s, "/admin/mail?done=mail-retried&to=999999")
+            .text(),
+    );
+    assert!(!page.contains("tried again"), "{page}");
+}
+
+/// Issue 16, item 5: a site without a relay writes its mail to the outbox
+/// folder, and the console says so.
+#[test]
+fn without_a_relay_the_mail_section_names_the_outbox() {
+    let w = world_with_outbox(|a| a.with_rate_limits(1000, 1000));
+    w.accounts
+        .create_user("root", None, Some("root's long password"), true)
+        .unwrap();
+    let s = &w.server;
+    let mut root = logged_in(s, "root", "root's long password");
+    let page = shown(&root.get(s, "/admin/mail").text());
+    let outbox = s.site.root().join("outbox");
+    assert!(
+        page.contains(&format!(
+            "mail goes to the outbox folder <code>{}</code>",
+            outbox.display()
+        )),
+        "{page}"
+    );
+    assert!(page.contains("The queue is empty"), "{page}");
 }

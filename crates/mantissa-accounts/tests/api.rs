@@ -340,6 +340,9 @@ fn the_openapi_document_describes_the_routes() {
         ("/api/admin/products/{joined_by}", "post"),
         ("/api/admin/offerings/{name}/{switch}", "post"),
         ("/api/admin/logs", "get"),
+        ("/api/admin/mail", "get"),
+        ("/api/admin/mail/retry", "post"),
+        ("/api/admin/mail/{id}/{action}", "post"),
     ] {
         assert!(paths[path][method].is_object(), "{method} {path}: {doc}");
     }

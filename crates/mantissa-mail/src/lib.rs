@@ -11,6 +11,11 @@
 //!
 //! Every message sent is logged (recipient and subject, never the body,
 //! which may hold a one-time link).
+//!
+//! The relay password is kept sealed in the site store, under a key kept
+//! outside it ([`secret`]), or not kept at all when the environment gives
+//! it ([`PASSWORD_ENV`]). [`MailConfig`] version 1 kept it in plain text;
+//! its upgrader seals it.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -18,13 +23,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use mail_builder::MessageBuilder;
-use mantissa_store::{Item, Site, StoreError};
+use mantissa_store::{Item, Site, StoreError, upgrader};
 
 pub mod bounces;
 pub mod dkim;
 pub mod dmarc;
 pub mod inbound;
 mod queue;
+pub mod secret;
+
+pub use secret::{SecretError, SecretKey};
 
 pub use dkim::DkimKey;
 
@@ -80,6 +88,9 @@ pub enum MailError {
         /// The id asked for.
         id: i64,
     },
+    /// The relay password could not be sealed or opened.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     /// The message was delivered already: retrying would send it twice.
     #[error("message {id} was delivered already")]
     AlreadyDelivered {
@@ -95,6 +106,12 @@ pub type MailFuture = Pin<Box<dyn Future<Output = Result<(), MailError>> + Send>
 pub trait Mailer: Send + Sync + 'static {
     /// Sends one message.
     fn send(&self, mail: OutgoingMail) -> MailFuture;
+
+    /// The folder messages are written to, for a mailer that writes them
+    /// to files rather than sending them ([`Outbox`]); none for the others.
+    fn outbox_dir(&self) -> Option<&Path> {
+        None
+    }
 }
 
 /// The message as RFC 5322 bytes.
@@ -235,6 +252,10 @@ impl Mailer for Outbox {
             tracing::info!(to = ?mail.to, subject = %mail.subject, file = %name, "mail written to the outbox");
             Ok(())
         })
+    }
+
+    fn outbox_dir(&self) -> Option<&Path> {
+        Some(&self.dir)
     }
 }
 
@@ -392,9 +413,28 @@ impl Mailer for SmtpRelay {
     }
 }
 
+/// What the relay password is sealed for (the associated data of
+/// [`SecretKey::seal`]), and what its errors call it.
+const PASSWORD: &str = "the relay password";
+
+/// The environment variable that gives the relay password, in place of the
+/// one kept (sealed) in the site store: for a deployment whose secrets come
+/// from its environment.
+pub const PASSWORD_ENV: &str = "MANTISSA_MAIL_PASSWORD";
+
 /// How the site sends mail, kept in the site store.
+///
+/// Version 2 keeps the relay password sealed ([`secret`]) in
+/// `password_sealed`; version 1 kept it in plain text in `password`, and
+/// its upgrader seals it with the site's key (made in the site's folder if
+/// there is none yet; from `MANTISSA_SECRET_KEY` on PostgreSQL, where a
+/// site that had a password cannot open without it). The upgrade rewrites
+/// the row, but SQLite may keep the old text in the file's free pages
+/// until they are reused: change the relay's password after upgrading a
+/// site that kept it in plain text (`mantissa backup` writes a copy
+/// without free pages).
 #[derive(Item, Debug, Clone, PartialEq)]
-#[item(name = "mantissa.mail_config", version = 1)]
+#[item(name = "mantissa.mail_config", version = 2)]
 pub struct MailConfig {
     /// The sender address of the site's own mail.
     pub from: String,
@@ -404,9 +444,33 @@ pub struct MailConfig {
     pub relay_tls: bool,
     /// Relay user name.
     pub username: Option<String>,
-    /// Relay password.
-    pub password: Option<String>,
+    /// The relay password, sealed under the site's secret key: never the
+    /// password itself. Set it with [`MailConfig::set_password`], read it
+    /// with [`MailConfig::password`].
+    pub password_sealed: Option<String>,
 }
+
+upgrader!(MailConfig, 1, |item| {
+    let plain: Option<String> = item.get("password")?;
+    item.remove("password");
+    let sealed = match plain {
+        Some(p) if !secret::is_sealed(&p) => {
+            // The site store is `<site>/site.sqlite`; on PostgreSQL it has
+            // no folder, and the key comes from the environment only.
+            let path = item.store_path();
+            let folder = path
+                .file_name()
+                .is_some_and(|n| n == "site.sqlite")
+                .then(|| path.parent())
+                .flatten();
+            let seal = || SecretKey::find(folder, true, PASSWORD)?.seal(PASSWORD, &p);
+            Some(seal().map_err(|e| StoreError::Constraint(e.to_string()))?)
+        }
+        other => other,
+    };
+    item.set("password_sealed", sealed);
+    Ok(())
+});
 
 impl MailConfig {
     /// The site's mail configuration, if set.
@@ -423,25 +487,74 @@ impl MailConfig {
             .write_blocking(move |tx| tx.put_only(config).map(drop))
     }
 
-    /// The relay this configuration names, if any.
-    pub fn smtp_relay(&self) -> Option<SmtpRelay> {
-        let relay = self.relay.as_ref()?;
+    /// The key that seals `site`'s relay password ([`SecretKey::find`]):
+    /// from `MANTISSA_SECRET_KEY`, or else the key file in the site's
+    /// folder (made now when `make`; never on PostgreSQL, whose nodes keep
+    /// no files).
+    pub fn secret_key(site: &Site, make: bool) -> Result<SecretKey, SecretError> {
+        let folder = (!site.on_postgres()).then(|| site.root());
+        SecretKey::find(folder, make, PASSWORD)
+    }
+
+    /// Sets the relay password (none for none), sealed with `site`'s key;
+    /// the configuration is stored by [`MailConfig::save`].
+    pub fn set_password(&mut self, site: &Site, password: Option<&str>) -> Result<(), SecretError> {
+        self.password_sealed = match password {
+            None => None,
+            Some(p) => Some(MailConfig::secret_key(site, true)?.seal(PASSWORD, p)?),
+        };
+        Ok(())
+    }
+
+    /// The relay password: `MANTISSA_MAIL_PASSWORD` when it is set, or else
+    /// the stored one, opened with `site`'s key. A key that does not open
+    /// it is an error that says what to do, never a garbled password.
+    pub fn password(&self, site: &Site) -> Result<Option<String>, SecretError> {
+        if let Some(p) = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()) {
+            return Ok(Some(p));
+        }
+        match &self.password_sealed {
+            None => Ok(None),
+            Some(sealed) => MailConfig::secret_key(site, false)?
+                .open(PASSWORD, sealed)
+                .map(Some),
+        }
+    }
+
+    /// The relay this configuration names, if any, logging in with the
+    /// user name and [`MailConfig::password`].
+    pub fn smtp_relay(&self, site: &Site) -> Result<Option<SmtpRelay>, MailError> {
+        let Some(relay) = self.relay.as_ref() else {
+            return Ok(None);
+        };
         let (host, port) = relay
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
             .unwrap_or((relay.clone(), 25));
         let mut r = SmtpRelay::new(host, port, self.relay_tls);
-        if let (Some(u), Some(p)) = (&self.username, &self.password) {
-            r = r.with_credentials(u.clone(), p.clone());
+        if let Some(u) = &self.username
+            && let Some(p) = self.password(site)?
+        {
+            r = r.with_credentials(u.clone(), p);
         }
-        Some(r)
+        Ok(Some(r))
     }
 
     /// The queue this configuration describes: one delivering through the
     /// relay, when there is one and not in development mode, retrying as
-    /// the site's [`QueueConfig`] says.
-    pub fn queue(config: Option<&MailConfig>, site: &Site, dev: bool) -> Option<MailQueue> {
-        let relay = config.and_then(MailConfig::smtp_relay).filter(|_| !dev)?;
+    /// the site's [`QueueConfig`] says. An error if the relay's password
+    /// cannot be opened ([`MailConfig::password`]).
+    pub fn queue(
+        config: Option<&MailConfig>,
+        site: &Site,
+        dev: bool,
+    ) -> Result<Option<MailQueue>, MailError> {
+        let Some(config) = config.filter(|_| !dev) else {
+            return Ok(None);
+        };
+        let Some(relay) = config.smtp_relay(site)? else {
+            return Ok(None);
+        };
         let settings = match QueueConfig::load(site) {
             Ok(c) => c.unwrap_or_default().settings(),
             Err(e) => {
@@ -449,7 +562,7 @@ impl MailConfig {
                 QueueSettings::default()
             }
         };
-        Some(MailQueue::new(site.clone(), relay, settings))
+        Ok(Some(MailQueue::new(site.clone(), relay, settings)))
     }
 
     /// The mailer this configuration describes: the queue (delivering
@@ -457,11 +570,15 @@ impl MailConfig {
     /// relay (always in development mode). The outbox is written at once,
     /// without the queue: a file written is as durable as a queued item,
     /// and development wants to read it straight away.
-    pub fn mailer(config: Option<&MailConfig>, site: &Site, dev: bool) -> Arc<dyn Mailer> {
-        match MailConfig::queue(config, site, dev) {
+    pub fn mailer(
+        config: Option<&MailConfig>,
+        site: &Site,
+        dev: bool,
+    ) -> Result<Arc<dyn Mailer>, MailError> {
+        Ok(match MailConfig::queue(config, site, dev)? {
             Some(queue) => Arc::new(queue),
             None => Arc::new(Outbox::for_site(site.root().join("outbox"), site.clone())),
-        }
+        })
     }
 }
 

@@ -688,6 +688,29 @@ pub mod admin {
         Ok(all)
     }
 
+    /// The `limit` messages delivered last, the latest first: the delivery
+    /// history (kept for [`KEEP_DELIVERED`]).
+    pub async fn delivered(site: &Site, limit: u64) -> Result<Vec<Stored<QueuedMail>>, MailError> {
+        Ok(site
+            .store()
+            .read(move |r| {
+                r.query::<QueuedMail>()
+                    .filter(QueuedMail::state.eq(MailState::Delivered.as_str()))
+                    .order_by(QueuedMail::finished_at.desc())
+                    .limit(limit)
+                    .all()
+            })
+            .await?)
+    }
+
+    /// Message `id`, if it is in the queue.
+    pub async fn message(site: &Site, id: i64) -> Result<Option<Stored<QueuedMail>>, MailError> {
+        Ok(site
+            .store()
+            .read(move |r| r.find(Ref::<QueuedMail>::from_id(id)))
+            .await?)
+    }
+
     /// How many messages are due now or being sent: none means that the
     /// queue has done all it can for the moment.
     pub async fn due_now(site: &Site) -> Result<u64, MailError> {

@@ -74,6 +74,7 @@ pub struct Upgrading {
     id: i64,
     version: u32,
     values: BTreeMap<String, Value<'static>>,
+    store: std::path::PathBuf,
 }
 
 impl Upgrading {
@@ -85,6 +86,14 @@ impl Upgrading {
     /// The version the item is at, before this upgrader.
     pub fn version(&self) -> u32 {
         self.version
+    }
+
+    /// The store the item is in, as its errors name it: its file on
+    /// SQLite (`<site>/site.sqlite` for the site store), `postgresql:<key>`
+    /// on PostgreSQL. For an upgrader that needs something kept beside the
+    /// store, such as a key that must not be in it.
+    pub fn store_path(&self) -> &std::path::Path {
+        &self.store
     }
 
     /// Whether the item has this attribute.
@@ -576,6 +585,7 @@ pub(crate) fn upgraded_row(
         id,
         version: from,
         values: columns.iter().cloned().zip(values).collect(),
+        store: path.to_path_buf(),
     };
     for v in from..t.version {
         let f = registry

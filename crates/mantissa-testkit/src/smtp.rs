@@ -1,6 +1,8 @@
 //! An SMTP server on 127.0.0.1 that accepts every message and keeps it, for
 //! tests that read the mail a flow sent. It speaks just enough SMTP for a
-//! real client (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT). Told to
+//! real client (EHLO/HELO, AUTH PLAIN, MAIL, RCPT, DATA, RSET, NOOP, QUIT).
+//! It takes any user name and password, and keeps them for the test to
+//! read ([`SmtpSink::logins`]). Told to
 //! (see [`SmtpSink::answer_next`]), it refuses the next messages at the end
 //! of DATA with a temporary (4xx) or permanent (5xx) reply instead, and
 //! does not keep them.
@@ -29,6 +31,7 @@ pub struct SmtpSink {
     answers: Arc<Mutex<VecDeque<u16>>>,
     connections: Arc<AtomicUsize>,
     refused: Arc<AtomicUsize>,
+    logins: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl SmtpSink {
@@ -38,8 +41,13 @@ impl SmtpSink {
         let answers: Arc<Mutex<VecDeque<u16>>> = Arc::default();
         let connections = Arc::new(AtomicUsize::new(0));
         let refused = Arc::new(AtomicUsize::new(0));
-        let (scripted, connected, refusals) =
-            (answers.clone(), connections.clone(), refused.clone());
+        let logins: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let (scripted, connected, refusals, logged) = (
+            answers.clone(),
+            connections.clone(),
+            refused.clone(),
+            logins.clone(),
+        );
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -56,6 +64,7 @@ impl SmtpSink {
                     let kept = kept.clone();
                     let scripted = scripted.clone();
                     let refusals = refusals.clone();
+                    let logged = logged.clone();
                     connected.fetch_add(1, Ordering::SeqCst);
                     tokio::spawn(async move {
                         let (r, mut w) = stream.into_split();
@@ -66,7 +75,25 @@ impl SmtpSink {
                             let upper = line.to_ascii_uppercase();
                             let refusal;
                             let reply: &[u8] = if upper.starts_with("EHLO") {
-                                b"250-sink\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
+                                b"250-sink\r\n250-8BITMIME\r\n250-AUTH PLAIN\r\n250 SMTPUTF8\r\n"
+                            } else if upper.starts_with("AUTH PLAIN") {
+                                // RFC 4616: the initial response on the
+                                // line, or asked for.
+                                let mut answer = line[10..].trim().to_string();
+                                if answer.is_empty() {
+                                    let _ = w.write_all(b"334 \r\n").await;
+                                    answer = match lines.next_line().await {
+                                        Ok(Some(l)) => l.trim().to_string(),
+                                        _ => break,
+                                    };
+                                }
+                                match plain_login(&answer) {
+                                    Some(login) => {
+                                        logged.lock().unwrap().push(login);
+                                        b"235 ok\r\n"
+                                    }
+                                    None => b"501 not AUTH PLAIN\r\n",
+                                }
                             } else if upper.starts_with("HELO")
                                 || upper.starts_with("RSET")
                                 || upper.starts_with("NOOP")
@@ -125,7 +152,14 @@ impl SmtpSink {
             answers,
             connections,
             refused,
+            logins,
         }
+    }
+
+    /// The user names and passwords clients logged in with (AUTH PLAIN),
+    /// in order.
+    pub fn logins(&self) -> Vec<(String, String)> {
+        self.logins.lock().unwrap().clone()
     }
 
     /// Answers the next messages' DATA with these reply codes, one per
@@ -166,6 +200,19 @@ impl SmtpSink {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The user name and password of an AUTH PLAIN answer (base64 of
+/// `authzid NUL authcid NUL passwd`).
+fn plain_login(answer: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(answer)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let mut parts = text.split('\0');
+    let (_, user, password) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((user.to_string(), password.to_string()))
 }
 
 /// Whether `message` carries a DKIM signature that verifies against the

@@ -1072,10 +1072,10 @@ pub fn serve_with(
     let mail_config = MailConfig::load(&site)?;
     // With a relay, every mail goes through the site's persistent queue,
     // which the runner started below delivers.
-    let mail_queue = MailConfig::queue(mail_config.as_ref(), &site, options.dev);
+    let mail_queue = MailConfig::queue(mail_config.as_ref(), &site, options.dev)?;
     let mailer: Arc<dyn mantissa_mail::Mailer> = match &mail_queue {
         Some(q) => Arc::new(q.clone()),
-        None => MailConfig::mailer(mail_config.as_ref(), &site, options.dev),
+        None => MailConfig::mailer(mail_config.as_ref(), &site, options.dev)?,
     };
     let from = mail_config
         .as_ref()
@@ -1272,7 +1272,21 @@ fn linked_offerings(
 
 fn offline_accounts(site: &Site) -> Result<Accounts, Error> {
     let mail = MailConfig::load(site)?;
-    let mailer = MailConfig::mailer(mail.as_ref(), site, false);
+    let mailer = match (MailConfig::mailer(mail.as_ref(), site, false), &mail) {
+        (Ok(mailer), _) => mailer,
+        // The relay password does not open (no key, or another one): the
+        // mail is queued all the same, for a server given the right key to
+        // send; `act` says why it is not sent now. Without the user name
+        // the queue needs no password: it only queues here.
+        (Err(_), Some(config)) => {
+            let queue_only = MailConfig {
+                username: None,
+                ..config.clone()
+            };
+            MailConfig::mailer(Some(&queue_only), site, false)?
+        }
+        (Err(e), None) => return Err(e.into()),
+    };
     let from = mail
         .map(|c| c.from)
         .unwrap_or_else(|| "mantissa@localhost".into());
@@ -1527,7 +1541,16 @@ fn act<T>(
         .build()
         .map_err(Error::Signal)?;
     let done = runtime.block_on(action).map_err(Error::Account)?;
-    if let Some(queue) = MailConfig::queue(MailConfig::load(site)?.as_ref(), site, false) {
+    // Done: a relay that cannot be logged in to now leaves the mail queued
+    // for the server, saying why.
+    let queue = match MailConfig::queue(MailConfig::load(site)?.as_ref(), site, false) {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::error!(error = %e, "the mail stays queued");
+            None
+        }
+    };
+    if let Some(queue) = queue {
         let sent = runtime.block_on(async {
             tokio::time::timeout(
                 std::time::Duration::from_secs(120),
@@ -1885,7 +1908,7 @@ pub fn mail_set(site: &Site, settings: MailSettings, out: &mut dyn Write) -> Res
         relay: None,
         relay_tls: false,
         username: None,
-        password: None,
+        password_sealed: None,
     });
     if let Some(from) = settings.from {
         if !from.contains('@') || from.contains(char::is_whitespace) {
@@ -1909,8 +1932,17 @@ pub fn mail_set(site: &Site, settings: MailSettings, out: &mut dyn Write) -> Res
         }
         c.relay_tls = settings.tls;
         c.username = settings.user;
-        c.password = settings.password;
+        // Sealed with the site's key (made now if there is none): the
+        // store never holds the password itself.
+        c.set_password(site, settings.password.as_deref())
+            .map_err(mantissa_mail::MailError::from)?;
     }
+    // Said after the save, which it does not stop: a key that does not
+    // open the password is the environment's to fix, not this command's.
+    let key_from = c
+        .password_sealed
+        .is_some()
+        .then(|| MailConfig::secret_key(site, false).map(|k| k.source().to_string()));
     MailConfig::save(site, c.clone())?;
     if retry_for.is_some() || first_retry.is_some() {
         let mut q = mantissa_mail::QueueConfig::load(site)?.unwrap_or_default();
@@ -1927,6 +1959,14 @@ pub fn mail_set(site: &Site, settings: MailSettings, out: &mut dyn Write) -> Res
             shown_duration(q.give_up_after_secs),
             shown_duration(q.first_retry_secs)
         )?;
+    }
+    match key_from {
+        Some(Ok(from)) => writeln!(
+            out,
+            "The relay password is kept sealed with the key from {from} (keep a copy of it apart from the site's backups: without it, the password must be set again)."
+        )?,
+        Some(Err(e)) => writeln!(out, "The relay password cannot be opened now: {e}")?,
+        None => {}
     }
     match &c.relay {
         Some(r) => writeln!(out, "Mail from {} goes through {r}.", c.from)?,

@@ -23,7 +23,8 @@ struct Tag {
     label: String,
 }
 
-/// `mantissa ARGS` in `cwd`, with no MANTISSA_SITE unless a test sets one,
+/// `mantissa ARGS` in `cwd`, with no MANTISSA_SITE (nor a secret key or
+/// relay password from the environment) unless a test sets one,
 /// and a default site folder (`$XDG_DATA_HOME/mantissa/site`) in
 /// `cwd/xdg-data`, not the real one of whoever runs the tests.
 fn mantissa(cwd: &Path, args: &[&str]) -> Command {
@@ -34,6 +35,8 @@ fn mantissa(cwd: &Path, args: &[&str]) -> Command {
         .env_remove("MANTISSA_SITE")
         .env_remove("MANTISSA_LOG")
         .env_remove("MANTISSA_URL")
+        .env_remove("MANTISSA_SECRET_KEY")
+        .env_remove("MANTISSA_MAIL_PASSWORD")
         .stdin(Stdio::null());
     cmd
 }
@@ -2489,4 +2492,180 @@ print(json.dumps(out))
         .unwrap();
     assert!(stopped.success());
     assert_eq!(server.wait().unwrap().code(), Some(0));
+}
+
+/// Whether `needle` is anywhere in the site store's files (the database,
+/// its write-ahead log and shared memory).
+fn site_store_holds(site: &Path, needle: &str) -> bool {
+    ["site.sqlite", "site.sqlite-wal", "site.sqlite-shm"]
+        .iter()
+        .filter_map(|f| std::fs::read(site.join(f)).ok())
+        .any(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+}
+
+/// Issue 16, item 5: the relay password is kept sealed, under a key kept
+/// outside the store (`secret.key`, mode 0600, or MANTISSA_SECRET_KEY),
+/// and the relay still gets it; a wrong key is an error that says what to
+/// do; MANTISSA_MAIL_PASSWORD gives it without keeping it at all.
+#[test]
+fn the_mail_relay_password_is_kept_sealed_and_the_relay_still_gets_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let site = cwd.join("s");
+    ok(mantissa(cwd, &["init", "s"]));
+    let sink = mantissa::testing::SmtpSink::start();
+    let password = "correct-horse-relay-password-8813";
+    let r = run_with_input(
+        mantissa(
+            cwd,
+            &[
+                "--site",
+                "s",
+                "mail",
+                "set",
+                "--from",
+                "site@example.org",
+                "--relay",
+                &sink.addr.to_string(),
+                "--user",
+                "relay-user",
+                "--password-stdin",
+            ],
+        ),
+        &format!("{password}\n"),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let key_file = site.join("secret.key");
+    assert!(
+        r.stdout.contains(&format!(
+            "The relay password is kept sealed with the key from {}",
+            key_file.display()
+        )),
+        "{r:?}"
+    );
+    assert!(
+        !site_store_holds(&site, password),
+        "the password, in plain text"
+    );
+    assert!(site_store_holds(&site, "sealed1:"));
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key.trim())
+        .unwrap();
+    assert_eq!(bytes.len(), 32);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+
+    // Approving mails the person, through the relay, logged in with the
+    // password.
+    pending_account(&site, "pat", "pat@example.org", true);
+    ok(mantissa(cwd, &["--site", "s", "user", "approve", "pat"]));
+    assert_eq!(sink.wait_for(1).len(), 1);
+    assert_eq!(
+        sink.logins(),
+        [("relay-user".to_string(), password.to_string())]
+    );
+
+    // Another key does not open it: the mail waits, and the error says
+    // what to do.
+    let approve = |name: &str, key: Option<&str>| {
+        pending_account(&site, name, &format!("{name}@example.org"), true);
+        let mut cmd = mantissa(cwd, &["--site", "s", "user", "approve", name]);
+        if let Some(key) = key {
+            cmd.env("MANTISSA_SECRET_KEY", key);
+        }
+        ok(cmd)
+    };
+    let other = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    let r = approve("quinn", Some(&other));
+    assert!(
+        r.stderr.contains(
+            "the relay password in the site store does not open with the key from MANTISSA_SECRET_KEY"
+        ) && r.stderr.contains("set MANTISSA_SECRET_KEY to the key it was sealed with"),
+        "{r:?}"
+    );
+    // A key that is not one is refused, naming the variable.
+    let r = approve("ria", Some("c2hvcnQ="));
+    assert!(
+        r.stderr
+            .contains("MANTISSA_SECRET_KEY is not the base64 of 32 bytes (5 bytes, not 32)"),
+        "{r:?}"
+    );
+    // Without its key file, nothing opens it either.
+    let moved = cwd.join("secret.key.elsewhere");
+    std::fs::rename(&key_file, &moved).unwrap();
+    let r = approve("sam", None);
+    assert!(
+        r.stderr.contains(&format!(
+            "the secret key file {}: there is none",
+            key_file.display()
+        )) && r.stderr.contains("restore it, or set MANTISSA_SECRET_KEY"),
+        "{r:?}"
+    );
+    // Nor does the server start without it, saying why.
+    let r = run(mantissa(
+        cwd,
+        &["--site", "s", "serve", "--listen", "127.0.0.1:0"],
+    ));
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("there is none") && r.stderr.contains("restore it"),
+        "{r:?}"
+    );
+    assert_eq!(sink.messages().len(), 1, "nothing was sent meanwhile");
+    assert_eq!(sink.logins().len(), 1);
+    // The key itself in the environment opens it (as on PostgreSQL, whose
+    // nodes keep no file), and what waited goes.
+    approve("tia", Some(key.trim()));
+    assert!(
+        !key_file.exists(),
+        "no key file is made when the key is given"
+    );
+    let got = sink.wait_for(5);
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert!(
+        sink.logins()
+            .iter()
+            .all(|l| *l == ("relay-user".to_string(), password.to_string())),
+        "{:?}",
+        sink.logins()
+    );
+    std::fs::rename(&moved, &key_file).unwrap();
+
+    // MANTISSA_MAIL_PASSWORD gives the password, and the store keeps none.
+    ok(mantissa(
+        cwd,
+        &[
+            "--site",
+            "s",
+            "mail",
+            "set",
+            "--relay",
+            &sink.addr.to_string(),
+            "--user",
+            "env-user",
+        ],
+    ));
+    assert!(
+        !site_store_holds(&site, "sealed1:") || {
+            // Freed pages may still hold the old sealed text; the row holds none.
+            let s = Site::open_existing(&site).unwrap();
+            let c = mantissa::mail::MailConfig::load(&s).unwrap().unwrap();
+            c.password_sealed.is_none()
+        }
+    );
+    pending_account(&site, "uma", "uma@example.org", true);
+    let mut cmd = mantissa(cwd, &["--site", "s", "user", "approve", "uma"]);
+    cmd.env("MANTISSA_MAIL_PASSWORD", "from-the-environment");
+    ok(cmd);
+    assert_eq!(sink.wait_for(6).len(), 6);
+    assert_eq!(
+        sink.logins().last().unwrap(),
+        &("env-user".to_string(), "from-the-environment".to_string())
+    );
 }

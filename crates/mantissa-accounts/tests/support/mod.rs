@@ -32,7 +32,15 @@ pub fn world_from(
 ) -> World {
     let smtp = SmtpSink::start();
     let port = smtp.addr.port();
-    world_mailing_to(from, smtp, port, configure)
+    world_mailing_to(from, smtp, port, false, configure)
+}
+
+/// A world with no relay, as in development: its mail is written to the
+/// outbox folder `<site>/outbox` (the queue runs, and has nothing to do).
+pub fn world_with_outbox(configure: impl FnOnce(Accounts) -> Accounts) -> World {
+    let smtp = SmtpSink::start();
+    let port = smtp.addr.port();
+    world_mailing_to(None, smtp, port, true, configure)
 }
 
 /// A world whose mail server is down: its mail goes to a closed port (the
@@ -41,13 +49,14 @@ pub fn world_without_mail(configure: impl FnOnce(Accounts) -> Accounts) -> World
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    world_mailing_to(None, SmtpSink::start(), port, configure)
+    world_mailing_to(None, SmtpSink::start(), port, false, configure)
 }
 
 fn world_mailing_to(
     from: Option<&std::path::Path>,
     smtp: SmtpSink,
     port: u16,
+    outbox: bool,
     configure: impl FnOnce(Accounts) -> Accounts,
 ) -> World {
     let dir = tempfile::tempdir().unwrap();
@@ -61,9 +70,17 @@ fn world_mailing_to(
     let mail_runner = queue
         .run_in_thread(std::time::Duration::from_secs(1))
         .unwrap();
+    let mailer: Arc<dyn mantissa_mail::Mailer> = if outbox {
+        Arc::new(mantissa_mail::Outbox::for_site(
+            site.root().join("outbox"),
+            site.clone(),
+        ))
+    } else {
+        Arc::new(queue)
+    };
     let accounts = Arc::new(configure(Accounts::new(
         site.clone(),
-        Arc::new(queue),
+        mailer,
         "site@example.org",
         "http://placeholder",
     )));

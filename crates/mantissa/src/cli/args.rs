@@ -176,7 +176,9 @@ enum MailCommand {
         /// Relay user name
         #[arg(long)]
         user: Option<String>,
-        /// Read the relay password from standard input
+        /// Read the relay password from standard input; it is kept sealed
+        /// with the site's secret key (MANTISSA_SECRET_KEY, or secret.key in
+        /// the site's folder). Or leave it out and set MANTISSA_MAIL_PASSWORD
         #[arg(long)]
         password_stdin: bool,
         /// How long mail is retried after temporary failures before it is
