@@ -368,10 +368,7 @@ impl SmtpRelay {
             Err("the relay offers no STARTTLS, and the password is not sent in the clear (a relay on port 465: mail set --tls)".into())
         } else {
             if let Some(credentials) = &builder.credentials {
-                client
-                    .authenticate(credentials, &ehlo)
-                    .await
-                    .map_err(why)?;
+                client.authenticate(credentials, &ehlo).await.map_err(why)?;
             }
             Ok(RelaySession::Plain(client))
         }
