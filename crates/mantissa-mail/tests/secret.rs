@@ -121,6 +121,16 @@ fn a_plaintext_password_from_version_1_is_sealed_and_the_relay_still_gets_it() {
         Some(OLD_PASSWORD)
     );
     site.close().unwrap();
+    // And it is gone from the files, free pages included, once the site
+    // is closed (the old table's pages were overwritten as it was dropped).
+    drop(site);
+    for f in ["site.sqlite", "site.sqlite-wal"] {
+        let path = dir.join(f);
+        assert!(
+            !path.exists() || !holds(&path, OLD_PASSWORD),
+            "{f} still holds the old password"
+        );
+    }
 }
 
 #[test]

@@ -39,9 +39,14 @@ pub(crate) fn replace_table(conn: &Conn, table: &str, new: &str) -> Result<()> {
     // Other types' triggers name this table, which is gone between the
     // drop and the rename: SQLite's modern rename checks every trigger of
     // the schema and would refuse; the legacy one leaves them be.
+    // The old table's pages are overwritten as they are freed
+    // (secure_delete): what an upgrader changed (a password it sealed, say)
+    // must not stay readable in the file's free pages.
     conn.batch(&format!(
         "PRAGMA legacy_alter_table = ON;
+         PRAGMA secure_delete = ON;
          DROP TABLE {old};
+         PRAGMA secure_delete = OFF;
          ALTER TABLE {new} RENAME TO {old};
          PRAGMA legacy_alter_table = OFF;",
         old = ident(table),
