@@ -244,7 +244,8 @@ impl MailQueue {
         &self.inner.settings
     }
 
-    /// Queues one message; returns its id once it is committed.
+    /// Queues one message as it is; returns its id once it is committed.
+    /// (Unlike [`Mailer::send`], it does not look at who unsubscribed.)
     pub async fn enqueue(&self, mail: OutgoingMail) -> Result<i64, MailError> {
         let message = crate::render_signed(&mail, &self.inner.site).await?;
         let item = QueuedMail::new(&mail, message, self.inner.relay.address(), Timestamp::now())?;
@@ -516,9 +517,16 @@ fn apply(
 
 impl Mailer for MailQueue {
     /// Queues the message: returns once it is durably in the site store.
+    /// Bulk mail to an address that left its list is not queued (and the
+    /// log says so, [`crate::unsubscribe`]).
     fn send(&self, mail: OutgoingMail) -> MailFuture {
         let queue = self.clone();
-        Box::pin(async move { queue.enqueue(mail).await.map(drop) })
+        Box::pin(async move {
+            match crate::unsubscribe::without_unsubscribed(&queue.inner.site, mail).await? {
+                Some(mail) => queue.enqueue(mail).await.map(drop),
+                None => Ok(()),
+            }
+        })
     }
 }
 
