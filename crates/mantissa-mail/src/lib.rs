@@ -108,7 +108,9 @@ pub struct OutgoingMail {
     /// `List-Unsubscribe: <URL>` and `List-Unsubscribe-Post:
     /// List-Unsubscribe=One-Click` (RFC 8058), both signed by DKIM, and is
     /// not sent to an address that has unsubscribed from its list. None
-    /// for mail a person asked for (verification, reset).
+    /// for mail a person asked for (verification, reset). (An `http://`
+    /// link is accepted, for a development site; providers offer one-click
+    /// only for HTTPS.)
     pub unsubscribe: Option<String>,
 }
 

@@ -28,7 +28,8 @@
 //! the outbox ([`Outbox::for_site`](crate::Outbox::for_site)) also drop,
 //! saying so in the log, a bulk message whose unsubscribe link is one of
 //! this site's and whose recipient has left its list, so that an
-//! application that forgets to ask sends nothing.
+//! application that forgets to ask sends nothing. ([`SmtpRelay`](crate::SmtpRelay)
+//! on its own knows no site, and sends what it is given.)
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
