@@ -39,7 +39,11 @@
 //! unsuspend, delete an account, create one with a welcome mail), and each
 //! is written to the audit log ([`audit`]); its charts read the counts
 //! [`activity`] writes once a minute. Every mail is a template a theme can
-//! override ([`mail`]).
+//! override ([`mail`]), with an HTML part beside its text.
+//!
+//! The accounts also serve the unsubscribe links of the bulk mail that
+//! applications send (`/unsubscribe/…`, one-click by RFC 8058:
+//! [`unsubscribe`]).
 //!
 //! A passkey sign-in is a full log-in (no password, no TOTP code)
 //! that passes the same rate limits and account checks; why webauthn-rs,
@@ -61,6 +65,7 @@ mod settings;
 pub mod sharing;
 pub mod tokens;
 pub mod totp;
+pub mod unsubscribe;
 pub mod upkeep;
 
 pub use audit::AuditEntry;

@@ -10,6 +10,17 @@
 //! `site.name`, `base_url` and what its mail is about (`username`, `link`,
 //! …). A theme's template that fails to render is logged and the built-in
 //! one is sent instead: a typo in a theme must not stop password resets.
+//!
+//! A mail may also have an HTML alternative, `mail/<name>.html`, rendered
+//! with the same values (and `subject`) but escaped as a page is; it goes
+//! as the second part of a `multipart/alternative` message, after the
+//! text. Every built-in mail has one (`mail/base.html` is their layout:
+//! one column, the language named, real text and links, no images, so
+//! that a screen reader or a reader that shows no styles gets the whole
+//! message), with the same links as its text. A theme may override
+//! either part. A theme that overrides a mail's text but gives no HTML for
+//! it sends that mail as text alone, so that the two parts never say
+//! different things.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,36 +36,76 @@ pub const MAIL_TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/mail/verify.txt"),
     ),
     (
+        "mail/verify.html",
+        include_str!("../templates/mail/verify.html"),
+    ),
+    (
         "mail/reset.txt",
         include_str!("../templates/mail/reset.txt"),
+    ),
+    (
+        "mail/reset.html",
+        include_str!("../templates/mail/reset.html"),
     ),
     (
         "mail/signup_again.txt",
         include_str!("../templates/mail/signup_again.txt"),
     ),
     (
+        "mail/signup_again.html",
+        include_str!("../templates/mail/signup_again.html"),
+    ),
+    (
         "mail/welcome.txt",
         include_str!("../templates/mail/welcome.txt"),
+    ),
+    (
+        "mail/welcome.html",
+        include_str!("../templates/mail/welcome.html"),
     ),
     (
         "mail/awaiting_approval.txt",
         include_str!("../templates/mail/awaiting_approval.txt"),
     ),
     (
+        "mail/awaiting_approval.html",
+        include_str!("../templates/mail/awaiting_approval.html"),
+    ),
+    (
         "mail/approved.txt",
         include_str!("../templates/mail/approved.txt"),
+    ),
+    (
+        "mail/approved.html",
+        include_str!("../templates/mail/approved.html"),
     ),
     (
         "mail/email_change.txt",
         include_str!("../templates/mail/email_change.txt"),
     ),
     (
+        "mail/email_change.html",
+        include_str!("../templates/mail/email_change.html"),
+    ),
+    (
         "mail/email_changed.txt",
         include_str!("../templates/mail/email_changed.txt"),
     ),
     (
+        "mail/email_changed.html",
+        include_str!("../templates/mail/email_changed.html"),
+    ),
+    (
         "mail/two_factor_off.txt",
         include_str!("../templates/mail/two_factor_off.txt"),
+    ),
+    (
+        "mail/two_factor_off.html",
+        include_str!("../templates/mail/two_factor_off.html"),
+    ),
+    (
+        "mail/base.html",
+        include_str!("../templates/mail/base.html"),
     ),
 ];
 
@@ -65,6 +116,8 @@ pub struct MailText {
     pub subject: String,
     /// The body, plain text.
     pub text: String,
+    /// The body as HTML, when the mail has an HTML template.
+    pub html: Option<String>,
 }
 
 fn builtin() -> Arc<HashMap<String, &'static str>> {
@@ -91,6 +144,7 @@ fn split(rendered: &str) -> Option<MailText> {
     Some(MailText {
         subject: subject.to_string(),
         text,
+        html: None,
     })
 }
 
@@ -131,21 +185,26 @@ pub(crate) async fn send(
             to: vec![to.to_string()],
             subject: mail.subject,
             text: mail.text,
+            html: mail.html,
+            // Every mail of the accounts answers something the person did
+            // or tells them of a change to their account: none is bulk.
+            unsubscribe: None,
         })
         .await
 }
 
-/// Renders mail template `name` of the site's theme (or the built-in one)
-/// with `ctx`, to which `site.name` and `base_url` are added.
+/// Renders mail template `name` (`mail/<name>.txt`) of the site's theme
+/// (or the built-in one) with `ctx`, to which `site.name` and `base_url`
+/// are added, and its HTML alternative `mail/<name>.html` if there is one
+/// (see the module's documentation for which).
 pub(crate) async fn compose(site: &Site, base_url: &str, name: &str, mut ctx: Value) -> MailText {
     let (site_name, theme_dir) = site_and_theme(site).await;
     if let Value::Object(map) = &mut ctx {
         map.insert("site".into(), json!({ "name": site_name }));
         map.insert("base_url".into(), json!(base_url));
     }
-    let value = minijinja::Value::from_serialize(&ctx);
-    if theme_dir.is_some() {
-        let themed = Templates::new(
+    let engine = |theme_dir: Option<std::path::PathBuf>| {
+        Templates::new(
             TemplateSources {
                 theme_dir,
                 builtin: builtin(),
@@ -153,9 +212,20 @@ pub(crate) async fn compose(site: &Site, base_url: &str, name: &str, mut ctx: Va
             },
             false,
             vec![],
-        );
+        )
+    };
+    let themed = theme_dir.clone().map(|d| engine(Some(d)));
+    let plain = engine(None);
+    let in_theme = |file: &str| theme_dir.as_ref().is_some_and(|d| d.join(file).is_file());
+    let value = minijinja::Value::from_serialize(&ctx);
+    let mut text_from_theme = false;
+    let mut mail = None;
+    if let Some(themed) = &themed {
         match themed.render(name, &value).map(|r| split(&r)) {
-            Ok(Some(mail)) => return mail,
+            Ok(Some(m)) => {
+                text_from_theme = in_theme(name);
+                mail = Some(m);
+            }
             Ok(None) => {
                 tracing::error!(
                     template = name,
@@ -167,20 +237,45 @@ pub(crate) async fn compose(site: &Site, base_url: &str, name: &str, mut ctx: Va
             }
         }
     }
-    let plain = Templates::new(
-        TemplateSources {
-            theme_dir: None,
-            builtin: builtin(),
-            source_dirs: Vec::new(),
-        },
-        false,
-        vec![],
-    );
-    plain
-        .render(name, &value)
-        .ok()
-        .and_then(|r| split(&r))
-        .expect("the built-in mail templates render")
+    let mut mail = mail.unwrap_or_else(|| {
+        plain
+            .render(name, &value)
+            .ok()
+            .and_then(|r| split(&r))
+            .expect("the built-in mail templates render")
+    });
+    let Some(html_name) = name.strip_suffix(".txt").map(|stem| format!("{stem}.html")) else {
+        return mail;
+    };
+    if let Value::Object(map) = &mut ctx {
+        map.insert("subject".into(), json!(mail.subject));
+    }
+    let value = minijinja::Value::from_serialize(&ctx);
+    if let Some(themed) = themed.as_ref().filter(|_| in_theme(&html_name)) {
+        match themed.render(&html_name, &value) {
+            Ok(html) => {
+                mail.html = Some(html);
+                return mail;
+            }
+            Err(e) => {
+                tracing::error!(template = %html_name, error = %e, "a theme's HTML mail template failed")
+            }
+        }
+    }
+    if text_from_theme {
+        // The theme's own text, and no HTML of its own that works: the
+        // built-in HTML would say something else.
+        return mail;
+    }
+    if builtin().contains_key(&html_name) {
+        match plain.render(&html_name, &value) {
+            Ok(html) => mail.html = Some(html),
+            Err(e) => {
+                tracing::error!(template = %html_name, error = %e, "a built-in HTML mail template failed; text only")
+            }
+        }
+    }
+    mail
 }
 
 #[cfg(test)]
@@ -193,11 +288,40 @@ mod tests {
             split("Subject: Hi there\n\nBody line\n"),
             Some(MailText {
                 subject: "Hi there".into(),
-                text: "Body line\n".into()
+                text: "Body line\n".into(),
+                html: None,
             })
         );
         assert_eq!(split("No subject\n\nBody"), None);
         assert_eq!(split("Subject:   \n\nBody"), None);
+    }
+
+    /// The `href`s of an HTML body, unescaped, in order of first use.
+    fn links_in_html(html: &str) -> Vec<String> {
+        let mut links: Vec<String> = Vec::new();
+        for piece in html.split("href=\"").skip(1) {
+            let link = piece
+                .split('"')
+                .next()
+                .unwrap()
+                .replace("&#x2f;", "/")
+                .replace("&amp;", "&");
+            if !links.contains(&link) {
+                links.push(link);
+            }
+        }
+        links
+    }
+
+    /// The URLs of a text body, in order of first use.
+    fn links_in_text(text: &str) -> Vec<String> {
+        let mut links: Vec<String> = Vec::new();
+        for word in text.split_whitespace().filter(|w| w.starts_with("http")) {
+            if !links.iter().any(|l| l == word) {
+                links.push(word.to_string());
+            }
+        }
+        links
     }
 
     #[test]
@@ -212,10 +336,27 @@ mod tests {
         config.theme = Some("plain".into());
         SiteConfig::save(&site, config).unwrap();
         let ctx = || json!({ "username": "ann", "link": "http://x/l", "old": "a@b.c", "new": "d@e.f", "verified": true, "by_admin": true });
-        for (name, _) in MAIL_TEMPLATES {
+        for (name, _) in MAIL_TEMPLATES.iter().filter(|(n, _)| n.ends_with(".txt")) {
             let mail = rt.block_on(compose(&site, "http://x", name, ctx()));
             assert!(!mail.subject.is_empty(), "{name}");
             assert!(!mail.text.contains("&lt;"), "{name}: not escaped");
+            let html = mail.html.unwrap_or_else(|| panic!("{name} has HTML"));
+            assert!(html.starts_with("<!DOCTYPE html>"), "{name}: {html}");
+            assert!(html.contains("<html lang=\"en\">"), "{name}");
+            assert!(
+                html.contains("<title>") && !html.contains("<title></title>"),
+                "{name}: the subject is its title"
+            );
+            assert!(
+                html.contains("Ann&#x27;s &lt;Place&gt;"),
+                "{name}: escaped: {html}"
+            );
+            assert!(!html.contains("<Place>"), "{name}");
+            assert_eq!(
+                links_in_html(&html),
+                links_in_text(&mail.text),
+                "{name}: the same links in both parts"
+            );
         }
         let welcome = rt.block_on(compose(&site, "http://x", "mail/welcome.txt", ctx()));
         assert_eq!(welcome.subject, "Welcome to Ann's <Place>, ann");
@@ -230,6 +371,37 @@ mod tests {
         let welcome = rt.block_on(compose(&site, "http://x", "mail/welcome.txt", ctx()));
         assert_eq!(welcome.subject, "Hello from Ann's <Place>");
         assert_eq!(welcome.text, "Your name: ann.\n");
+        assert_eq!(
+            welcome.html, None,
+            "the theme's text, without HTML of its own"
+        );
+        std::fs::write(
+            themed.join("welcome.html"),
+            "<p>Hello {{ username }} of {{ site.name }}</p>",
+        )
+        .unwrap();
+        let welcome = rt.block_on(compose(&site, "http://x", "mail/welcome.txt", ctx()));
+        assert_eq!(
+            welcome.html.as_deref(),
+            Some("<p>Hello ann of Ann&#x27;s &lt;Place&gt;</p>")
+        );
+        // A theme's HTML alone goes with the built-in text.
+        let reset_html = themed.join("reset.html");
+        std::fs::write(&reset_html, "<p><a href=\"{{ link }}\">Reset</a></p>").unwrap();
+        let reset = rt.block_on(compose(&site, "http://x", "mail/reset.txt", ctx()));
+        assert_eq!(reset.subject, "Resetting your password");
+        // Escaped as in a page (minijinja writes `/` as `&#x2f;`, which
+        // a mail reader decodes like any HTML).
+        assert_eq!(
+            reset.html.as_deref(),
+            Some("<p><a href=\"http:&#x2f;&#x2f;x&#x2f;l\">Reset</a></p>")
+        );
+        assert_eq!(
+            links_in_html(reset.html.as_deref().unwrap()),
+            ["http://x/l"]
+        );
+        std::fs::remove_file(reset_html).unwrap();
+        std::fs::remove_file(themed.join("welcome.html")).unwrap();
         // A broken theme template: the built-in one goes out.
         std::fs::write(themed.join("welcome.txt"), "Subject: {% if %}").unwrap();
         let welcome = rt.block_on(compose(&site, "http://x", "mail/welcome.txt", ctx()));

@@ -1,5 +1,6 @@
 //! The account pages: `/login`, `/logout`, `/signup`, `/verify/…`,
-//! `/reset`, `/reset/…`, `/unlock/…`, `/email/…`, and the signed-in user's
+//! `/reset`, `/reset/…`, `/unlock/…`, `/email/…`, `/unsubscribe/…`
+//! ([`crate::unsubscribe`]), and the signed-in user's
 //! `/private/settings`.
 //!
 //! A mailed link only ever shows a page: what it does happens when its
@@ -634,6 +635,9 @@ async fn new_password(
 /// first-run steps ([`App::set_navigation`]).
 pub fn routes(app: &App, accounts: Arc<Accounts>) -> OpenApiRouter<App> {
     app.set_navigation(Arc::new(crate::nav::AccountsNavigation(accounts.clone())));
+    // One-click unsubscribing is POSTed by mail providers (see
+    // `crate::unsubscribe`).
+    app.allow_cross_site_posts(mantissa_mail::unsubscribe::PATH);
     OpenApiRouter::new()
         .merge(crate::admin::routes(app, accounts.clone()))
         .routes(routes!(login_form, login))
@@ -644,6 +648,10 @@ pub fn routes(app: &App, accounts: Arc<Accounts>) -> OpenApiRouter<App> {
         .routes(routes!(confirm_email_form, confirm_email))
         .routes(routes!(reset_form, reset))
         .routes(routes!(new_password_form, new_password))
+        .routes(routes!(
+            crate::unsubscribe::unsubscribe_form,
+            crate::unsubscribe::unsubscribe
+        ))
         .merge(OpenApiRouter::from(crate::passkeys::http::public_routes()))
         .layer(Extension(accounts))
 }

@@ -44,6 +44,8 @@ fn mail(i: usize) -> OutgoingMail {
             "Hello user{i},\n\nfollow this link to set your password:\n\
              https://example.org/reset/{i:064}\n\nIt works once, for 24 hours.\n"
         ),
+        html: None,
+        unsubscribe: None,
     }
 }
 

@@ -16,6 +16,63 @@
 //! outside it ([`secret`]), or not kept at all when the environment gives
 //! it ([`PASSWORD_ENV`]). [`MailConfig`] version 1 kept it in plain text;
 //! its upgrader seals it.
+//!
+//! # Text, HTML, and bulk mail
+//!
+//! An [`OutgoingMail`] is plain text, or text with an HTML alternative
+//! (`html`), sent as `multipart/alternative`, text first ([`render`]).
+//! Every message gets a `Date` and a `Message-ID` in its sender's domain.
+//!
+//! Bulk mail (a digest, a notification: mail the person did not just ask
+//! for) names its list and carries a one-click unsubscribe link
+//! ([`unsubscribe`]): set `unsubscribe` to [`unsubscribe::link`], and the
+//! message carries `List-Unsubscribe` and `List-Unsubscribe-Post`
+//! (RFC 8058), which DKIM signs. `mantissa-accounts` serves the link:
+//! a mail provider's one-click POST, or a person's visit and button,
+//! record that the address left the list. Ask [`unsubscribe::is_unsubscribed`]
+//! before composing; the queue and the outbox also refuse, quietly (a line
+//! in the log), bulk mail to an address that left its list.
+//!
+//! ```
+//! use mantissa_mail::{Mailer, Outbox, OutgoingMail, unsubscribe};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let site = mantissa_store::Site::open(dir.path().join("site"))?;
+//! # let outbox = dir.path().join("outbox");
+//! # let written = || std::fs::read_dir(&outbox).map_or(0, |d| d.count());
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! // A site's mailer: `MailConfig::mailer`; here its development outbox.
+//! let mailer = Outbox::for_site(&outbox, site.clone());
+//! let digest = |to: &str, link: String| OutgoingMail {
+//!     from: "Example <news@example.org>".into(),
+//!     to: vec![to.into()],
+//!     subject: "This week on Example".into(),
+//!     text: format!("Three new posts: https://example.org/posts\n\nNo more digests: {link}\n"),
+//!     html: Some(format!(
+//!         "<p>Three new <a href=\"https://example.org/posts\">posts</a>.</p>\
+//!          <p><a href=\"{link}\">No more digests</a></p>"
+//!     )),
+//!     unsubscribe: Some(link),
+//! };
+//! let to = "ann@example.net";
+//! if !unsubscribe::is_unsubscribed(&site, to, "digest").await? {
+//!     let link = unsubscribe::link(&site, "https://example.org", to, "digest").await?;
+//!     mailer.send(digest(to, link)).await?;
+//! }
+//! # assert_eq!(written(), 1);
+//! // The person presses "Unsubscribe" in their mail reader: their provider
+//! // POSTs to the link, and the accounts' route records this.
+//! unsubscribe::unsubscribe(&site, to, "digest").await?;
+//! assert!(unsubscribe::is_unsubscribed(&site, to, "digest").await?);
+//! // An application that sends anyway sends nothing (the log says so).
+//! let link = unsubscribe::link(&site, "https://example.org", to, "digest").await?;
+//! mailer.send(digest(to, link)).await?;
+//! # assert_eq!(written(), 1);
+//! # Ok::<(), mantissa_mail::MailError>(())
+//! # })?;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -33,6 +90,7 @@ mod queue;
 pub mod secret;
 
 pub use secret::{SecretError, SecretKey};
+pub mod unsubscribe;
 
 pub use dkim::DkimKey;
 
@@ -52,6 +110,21 @@ pub struct OutgoingMail {
     pub subject: String,
     /// The plain-text body.
     pub text: String,
+    /// An HTML alternative of `text`, saying the same with the same links:
+    /// with it the message is `multipart/alternative` (text first, HTML
+    /// second, as RFC 2046 orders them, plainest first); without it, a
+    /// single text part.
+    pub html: Option<String>,
+    /// For bulk mail (notifications, digests: mail that does not answer
+    /// something the person just did), the HTTPS one-click unsubscribe URL
+    /// ([`unsubscribe::link`]): the message then carries
+    /// `List-Unsubscribe: <URL>` and `List-Unsubscribe-Post:
+    /// List-Unsubscribe=One-Click` (RFC 8058), both signed by DKIM, and is
+    /// not sent to an address that has unsubscribed from its list. None
+    /// for mail a person asked for (verification, reset). (An `http://`
+    /// link is accepted, for a development site; providers offer one-click
+    /// only for HTTPS.)
+    pub unsubscribe: Option<String>,
 }
 
 /// Why a message could not be sent.
@@ -76,6 +149,12 @@ pub enum MailError {
     /// The message itself is malformed.
     #[error("the message cannot be built: {0}")]
     Build(String),
+    /// A bulk mail's list name is not one.
+    #[error("{list:?} is not a list name: 1 to 64 lowercase letters, digits, '.', '_' and '-'")]
+    BadList {
+        /// The name given.
+        list: String,
+    },
     /// DKIM: a key could not be made or used.
     #[error("DKIM: {0}")]
     Dkim(String),
@@ -114,15 +193,67 @@ pub trait Mailer: Send + Sync + 'static {
     }
 }
 
-/// The message as RFC 5322 bytes.
+/// The message as RFC 5322 bytes: `From`, `To`, `Subject`, `Date`, a
+/// `Message-ID` in the sender's domain ([`message_id`]), the list headers
+/// of bulk mail, and the text part, or the text and HTML parts as
+/// `multipart/alternative`.
 pub fn render(mail: &OutgoingMail) -> Result<Vec<u8>, MailError> {
-    MessageBuilder::new()
+    builder(mail)?
+        .write_to_vec()
+        .map_err(|e| MailError::Build(e.to_string()))
+}
+
+/// The message, ready to write or hand to mail-send.
+fn builder(mail: &OutgoingMail) -> Result<MessageBuilder<'_>, MailError> {
+    let mut message = MessageBuilder::new()
         .from(mail.from.as_str())
         .to(mail.to.iter().map(String::as_str).collect::<Vec<_>>())
         .subject(mail.subject.as_str())
-        .text_body(mail.text.as_str())
-        .write_to_vec()
-        .map_err(|e| MailError::Build(e.to_string()))
+        .message_id(message_id(&mail.from))
+        .text_body(mail.text.as_str());
+    if let Some(html) = &mail.html {
+        message = message.html_body(html.as_str());
+    }
+    if let Some(url) = &mail.unsubscribe {
+        // Written between angle brackets, unfolded: a URL with a space, an
+        // angle bracket or a line break in it would end the header early
+        // (or start another one).
+        if !(url.starts_with("https://") || url.starts_with("http://"))
+            || url
+                .bytes()
+                .any(|b| !b.is_ascii_graphic() || b == b'<' || b == b'>')
+        {
+            return Err(MailError::Build(format!(
+                "the unsubscribe link {url:?} is not an http(s) URL without spaces or angle brackets"
+            )));
+        }
+        message = message
+            .header(
+                "List-Unsubscribe",
+                mail_builder::headers::url::URL::new(url.as_str()),
+            )
+            .header(
+                "List-Unsubscribe-Post",
+                mail_builder::headers::raw::Raw::new("List-Unsubscribe=One-Click"),
+            );
+    }
+    Ok(message)
+}
+
+/// A new Message-ID (without its angle brackets) in the domain of the
+/// sender `from`: `<time>.<random>@<domain>`. mail-builder would name the
+/// machine's host name instead, which says nothing a receiver can check
+/// and tells it the name of a machine inside the site.
+pub fn message_id(from: &str) -> String {
+    let domain = dkim::sender_domain(from).unwrap_or_else(|| "localhost".into());
+    let mut random = [0u8; 12];
+    getrandom::fill(&mut random).expect("the OS random source works");
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{stamp}.{hex}@{domain}")
 }
 
 /// `mail` as RFC 5322 bytes ([`render`]), signed with the site's DKIM key
@@ -230,6 +361,13 @@ impl Mailer for Outbox {
         let dir = self.dir.clone();
         let site = self.site.clone();
         Box::pin(async move {
+            let mail = match &site {
+                Some(site) => match unsubscribe::without_unsubscribed(site, mail).await? {
+                    Some(mail) => mail,
+                    None => return Ok(()),
+                },
+                None => mail,
+            };
             let bytes = match &site {
                 Some(site) => render_signed(&mail, site).await?,
                 None => render(&mail)?,
@@ -394,11 +532,7 @@ impl Mailer for SmtpRelay {
                 relay: relay.clone(),
                 reason,
             };
-            let message = MessageBuilder::new()
-                .from(mail.from.as_str())
-                .to(mail.to.iter().map(String::as_str).collect::<Vec<_>>())
-                .subject(mail.subject.as_str())
-                .text_body(mail.text.as_str());
+            let message = builder(&mail)?;
             let sent = match relay_at.open().await.map_err(fail)? {
                 RelaySession::Tls(mut c) => c.send(message).await,
                 RelaySession::Plain(mut c) => c.send(message).await,

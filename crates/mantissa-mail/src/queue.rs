@@ -261,7 +261,8 @@ impl MailQueue {
 
     /// Queues one message, a copy for each recipient (each with a VERP
     /// return path of its own: [`crate::bounces`]); returns their ids, in
-    /// the order of `mail.to`, once they are committed.
+    /// the order of `mail.to`, once they are committed. (Unlike
+    /// [`Mailer::send`], it does not look at who unsubscribed.)
     pub async fn enqueue(&self, mail: OutgoingMail) -> Result<Vec<i64>, MailError> {
         let message = crate::render_signed(&mail, &self.inner.site).await?;
         self.enqueue_rendered(&mail, message).await
@@ -286,6 +287,8 @@ impl MailQueue {
             to,
             subject,
             text: String::new(),
+            html: None,
+            unsubscribe: None,
         };
         self.enqueue_rendered(&mail, message).await
     }
@@ -592,9 +595,16 @@ fn apply(
 
 impl Mailer for MailQueue {
     /// Queues the message: returns once it is durably in the site store.
+    /// Bulk mail to an address that left its list is not queued (and the
+    /// log says so, [`crate::unsubscribe`]).
     fn send(&self, mail: OutgoingMail) -> MailFuture {
         let queue = self.clone();
-        Box::pin(async move { queue.enqueue(mail).await.map(drop) })
+        Box::pin(async move {
+            match crate::unsubscribe::without_unsubscribed(&queue.inner.site, mail).await? {
+                Some(mail) => queue.enqueue(mail).await.map(drop),
+                None => Ok(()),
+            }
+        })
     }
 }
 

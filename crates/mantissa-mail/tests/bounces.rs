@@ -53,6 +53,8 @@ impl Setup {
             to: to.iter().map(|s| s.to_string()).collect(),
             subject: "news".into(),
             text: "hello\n".into(),
+            html: None,
+            unsubscribe: None,
         };
         self.rt.block_on(async {
             self.queue.enqueue(mail).await.unwrap();

@@ -13,6 +13,8 @@ fn mail(from: &str, subject: &str) -> OutgoingMail {
         to: vec!["ann@example.net".into()],
         subject: subject.into(),
         text: format!("Your link:\n\nhttps://example.org/{subject}\n"),
+        html: None,
+        unsubscribe: None,
     }
 }
 

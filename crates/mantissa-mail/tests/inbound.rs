@@ -146,6 +146,8 @@ async fn a_bounce_sent_to_a_return_path_over_smtp_marks_the_address_failing() {
             to: vec!["kijitora@example.co.jp".into()],
             subject: "news".into(),
             text: "hello\n".into(),
+            html: None,
+            unsubscribe: None,
         })
         .await
         .unwrap();

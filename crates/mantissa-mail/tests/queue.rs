@@ -18,6 +18,8 @@ fn mail(to: &str, subject: &str) -> OutgoingMail {
         to: vec![to.into()],
         subject: subject.into(),
         text: format!("about {subject}\n"),
+        html: None,
+        unsubscribe: None,
     }
 }
 

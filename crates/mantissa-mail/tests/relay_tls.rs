@@ -50,6 +50,8 @@ fn mail() -> OutgoingMail {
         to: vec!["ann@example.net".into()],
         subject: "over TLS".into(),
         text: "hello\n".into(),
+        html: None,
+        unsubscribe: None,
     }
 }
 

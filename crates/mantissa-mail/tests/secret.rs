@@ -88,6 +88,8 @@ fn a_plaintext_password_from_version_1_is_sealed_and_the_relay_still_gets_it() {
             to: vec!["ann@example.org".into()],
             subject: "Hello".into(),
             text: "hello\n".into(),
+            html: None,
+            unsubscribe: None,
         }))
         .unwrap();
     assert_eq!(

@@ -76,6 +76,9 @@ struct Inner {
     rate: RequestRate,
     reveals: Arc<Reveals>,
     navigation: std::sync::OnceLock<Arc<dyn Navigation>>,
+    /// Path prefixes whose POSTs carry their own authority
+    /// ([`App::allow_cross_site_posts`]).
+    cross_site_posts: RwLock<Vec<String>>,
 }
 
 /// The site's configuration, and what templates see of it (`site`), made
@@ -200,6 +203,7 @@ impl App {
             rate: RequestRate::default(),
             reveals,
             navigation: std::sync::OnceLock::new(),
+            cross_site_posts: RwLock::new(Vec::new()),
         })))
     }
 
@@ -222,6 +226,35 @@ impl App {
     /// add their routes); the first one installed stays.
     pub fn set_navigation(&self, navigation: Arc<dyn Navigation>) {
         let _ = self.0.navigation.set(navigation);
+    }
+
+    /// Lets POSTs to the paths under `prefix` (`/unsubscribe/`) through
+    /// without the CSRF check: no token, no same-site check. Only for
+    /// routes whose URL is itself the authority (a signed token in the
+    /// path, which a forger would need) and which must take POSTs that no
+    /// browser of the site's visitor sends: RFC 8058's one-click
+    /// unsubscribe is POSTed by mail providers' servers, with no cookie
+    /// and no token. The route must act on nothing but what its URL names.
+    pub fn allow_cross_site_posts(&self, prefix: &str) {
+        let mut prefixes = self
+            .0
+            .cross_site_posts
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if !prefixes.iter().any(|p| p == prefix) {
+            prefixes.push(prefix.to_string());
+        }
+    }
+
+    /// Whether a POST to `path` needs no CSRF check
+    /// ([`App::allow_cross_site_posts`]).
+    pub(crate) fn takes_cross_site_posts(&self, path: &str) -> bool {
+        self.0
+            .cross_site_posts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
     }
 
     /// The navigation for `user` (none: a visitor).

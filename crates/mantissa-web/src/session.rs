@@ -441,7 +441,8 @@ pub(crate) async fn check_csrf(app: &App, req: &mut Request) -> Result<CsrfToken
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
     );
     let by_token = req.extensions().get::<TokenAuthenticated>().is_some();
-    if unsafe_method && !by_token {
+    let own_authority = unsafe_method && app.takes_cross_site_posts(req.uri().path());
+    if unsafe_method && !by_token && !own_authority {
         let limit = app.limits().max_body_bytes;
         let declared = req
             .headers()
