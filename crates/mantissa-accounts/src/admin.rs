@@ -1120,6 +1120,12 @@ fn capitalised(s: &str) -> String {
     }
 }
 
+/// The queued message a URL names: anything but a number names none (a
+/// 404, as for a number not in the queue, not a 400 about parsing).
+fn message_id(id: &str) -> Result<i64, WebError> {
+    id.parse().map_err(|_| WebError::NotFound)
+}
+
 /// `GET /admin/mail/{id}/drop`: the page that asks before a message is
 /// dropped.
 #[utoipa::path(get, path = "/admin/mail/{id}/{action}", operation_id = "admin_confirm_mail_action", tag = "admin",
@@ -1128,8 +1134,9 @@ fn capitalised(s: &str) -> String {
     security(("token" = [])), responses(PageResponses))]
 async fn confirm_mail_action(
     State(app): State<App>,
-    Path((id, action)): Path<(i64, String)>,
+    Path((id, action)): Path<(String, String)>,
 ) -> Result<Page, WebError> {
+    let id = message_id(&id)?;
     if action != "drop" {
         return Err(WebError::NotFound);
     }
@@ -1170,8 +1177,9 @@ async fn mail_action(
     State(app): State<App>,
     Extension(acc): Extension<Arc<Accounts>>,
     Extension(session): Extension<Session>,
-    Path((id, action)): Path<(i64, String)>,
+    Path((id, action)): Path<(String, String)>,
 ) -> Result<Response, WebError> {
+    let id = message_id(&id)?;
     let done = match action.as_str() {
         "retry" => {
             mail_admin::retry(app.site(), id)

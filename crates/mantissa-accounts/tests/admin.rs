@@ -876,6 +876,13 @@ fn the_mail_queue_is_shown_retried_and_dropped_in_the_console() {
         let r = root.submit(s, &user, &format!("{user}/reset"), &[]);
         assert_eq!(r.status, 303, "{}", r.text());
     }
+    // Each mail is queued after its page's answer (so that answers take
+    // as long whoever asks): wait for the three refusals, not only for an
+    // empty queue, which the last mail may not have reached yet.
+    let start = std::time::Instant::now();
+    while w.smtp.refused() < 3 && start.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     w.settled_mail();
     assert_eq!(w.smtp.refused(), 3);
     let (ann, cy, dan) = (
