@@ -13,7 +13,7 @@
 //! - `GET`, a person following the link in their browser: a page saying
 //!   what the button will do, and the button (a POST to the same URL). A
 //!   GET changes nothing, since mail scanners and link prefetchers follow
-//!   links (as for every mailed link, [`crate::pages`]).
+//!   links (as for every mailed link: the accounts' pages module).
 //!
 //! A link that is not one of the site's gets a 404 that says so.
 
