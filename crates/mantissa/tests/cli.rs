@@ -1709,6 +1709,17 @@ fn ask_for_a_reset(addr: &str, email: &str) {
     assert!(r.starts_with("HTTP/1.1 303"), "{r}");
 }
 
+/// Stops `mantissa serve` with SIGTERM, as a service manager does; it must
+/// exit 0 (a graceful shutdown).
+fn stop_gracefully(server: &mut std::process::Child) {
+    let stopped = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert_eq!(server.wait().unwrap().code(), Some(0));
+}
+
 /// `mantissa serve` on a free port; returns the child and its address.
 fn serve(cwd: &Path, site: &str) -> (std::process::Child, String) {
     use std::io::BufRead;
@@ -1853,12 +1864,7 @@ fn mail_accepted_survives_kill_9_and_is_delivered_after_restart() {
     assert_eq!(q[0]["state"], "delivered", "{q:?}");
     assert!(q[0]["attempts"].as_i64().unwrap() >= 2, "{q:?}");
     assert!(q[0]["finished_at"].is_string(), "{q:?}");
-    let stopped = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    assert_eq!(server.wait().unwrap().code(), Some(0));
+    stop_gracefully(&mut server);
     assert_eq!(sink.messages().len(), 1, "delivered once");
 }
 
@@ -2266,12 +2272,7 @@ print(json.dumps(out))
     assert!(answered <= 3, "{out}");
     assert!(guesses.contains(&serde_json::json!(421)), "{out}");
     assert_eq!(guesses.last().unwrap(), "closed", "{out}");
-    let stopped = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    assert_eq!(server.wait().unwrap().code(), Some(0));
+    stop_gracefully(&mut server);
     // In ann's store: the message, and its raw bytes as its file.
     let site = Site::open_existing(cwd.join("s")).unwrap();
     let ann = site.user_store("ann").unwrap();
@@ -2486,12 +2487,7 @@ print(json.dumps(out))
         "{}",
         got[0].data
     );
-    let stopped = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    assert_eq!(server.wait().unwrap().code(), Some(0));
+    stop_gracefully(&mut server);
 }
 
 /// Whether `needle` is anywhere in the site store's files (the database,
